@@ -1,0 +1,3 @@
+from hardened_launcher.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""The ``hardened-launcher`` command line: parsing and exit codes only.
+
+Each command group lives in its own module that exposes ``register(subparsers)``; handlers
+return an exit code or raise a :class:`~hardened_launcher.errors.LauncherError`. This module
+catches that root once, prints one line (the detail only with ``-v``) and exits with its code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from hardened_launcher import __version__
+from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
+
+# One module per command group, in the order `--help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "keygen",
+    "token",
+    "doctor",
+    "verify_binary",
+    "settings_cmd",
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors with our exit code instead of 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="hardened-launcher",
+        description=(
+            "Security-hardened worker-pool launcher. Configuration comes from SPACELIFT_* and "
+            "HL_* environment variables (see the README's table)."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show error detail and debug logs"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"hardened_launcher.cli.{name}")
+        module.register(sub)
+    return parser
+
+
+def _scrub_environment_for_messages() -> None:
+    # pysequoia and other Rust bindings append backtraces to their messages when this is set;
+    # those are noise for operators and could echo input bytes.
+    os.environ.pop("RUST_BACKTRACE", None)
+    os.environ.pop("RUST_LIB_BACKTRACE", None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _scrub_environment_for_messages()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except LauncherError as exc:
+        sys.stderr.write(f"error: {exc.one_line()}\n")
+        if verbose and exc.detail:
+            sys.stderr.write(f"detail: {exc.detail}\n")
+        if verbose:
+            sys.stderr.write(f"reason: {exc.reason}; exit code {exc.exit_code}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except Exception as exc:
+        # The exception text could carry input bytes, so only its type is shown by default.
+        sys.stderr.write(
+            f"error: internal error ({type(exc).__name__}); this is a bug, please report it "
+            "with the output of the same command run with -v\n"
+        )
+        if verbose:
+            log.exception("internal error")
+        return EXIT_INTERNAL
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
