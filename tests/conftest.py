@@ -1,0 +1,37 @@
+"""Shared test policy.
+
+Integration tests (``@pytest.mark.integration``) use real components: gpg, openssl, dockerd,
+mosquitto. Locally they skip when a component is missing; in CI (``CI=true``) or with
+``HL_REQUIRE_INTEGRATION=1`` a missing component is a failure, so they can never be skipped
+silently there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def integration_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
+        "HL_REQUIRE_INTEGRATION"
+    ) == "1"
+
+
+def require_tool(name: str) -> str:
+    """Return the path of ``name`` or skip (fail in CI) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed; integration tests need it"
+        if integration_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_rust_backtrace(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Messages from Rust bindings must be judged as operators see them.
+    monkeypatch.delenv("RUST_BACKTRACE", raising=False)
