@@ -15,9 +15,10 @@ import pytest
 
 
 def integration_required() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get(
-        "HL_REQUIRE_INTEGRATION"
-    ) == "1"
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        or os.environ.get("HL_REQUIRE_INTEGRATION") == "1"
+    )
 
 
 def require_tool(name: str) -> str:

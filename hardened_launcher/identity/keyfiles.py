@@ -1,0 +1,184 @@
+"""Writing the pool key and CSR to disk (``hardened-launcher keygen``).
+
+Both files are created with mode 0600. Without ``force`` they are opened with ``O_EXCL`` (an
+existing file, or a symlink planted at the path, is never followed or overwritten). With
+``force`` each file is written to a fresh 0600 temporary file in the same directory, flushed to
+disk, and moved into place with ``os.replace``: a reader sees the old file or the new one,
+never a half-written one. Both destinations are checked before the (slow) key generation, and
+a key written without its CSR is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from hardened_launcher.errors import ConfigurationError, UsageError
+from hardened_launcher.identity.csr import create_csr, csr_to_pem
+from hardened_launcher.identity.keys import DEFAULT_RSA_KEY_BITS, PoolPrivateKey
+from hardened_launcher.secrets import Secret
+
+FILE_MODE = 0o600
+_NEW_FILE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+class OutputExistsError(UsageError):
+    """An output file exists and ``--force`` was not given."""
+
+    default_reason = "output_exists"
+
+
+class OutputUnwritableError(ConfigurationError):
+    """An output file could not be written (permissions, missing directory, disk full…)."""
+
+    default_reason = "output_unwritable"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeygenResult:
+    """What ``keygen`` wrote (no key material)."""
+
+    key_path: Path
+    csr_path: Path
+    algorithm: str
+    key_id: bytes
+    csr: x509.CertificateSigningRequest
+
+
+def _unwritable(path: Path, exc: OSError) -> OutputUnwritableError:
+    why = exc.strerror or type(exc).__name__
+    return OutputUnwritableError(
+        f"cannot write {path}: {why}",
+        hint="Choose a writable path (--key-out / --csr-out) in an existing directory",
+        reason="output_unwritable",
+    )
+
+
+def _exists(path: Path, flag: str) -> OutputExistsError:
+    return OutputExistsError(
+        f"{path} already exists; keygen does not overwrite files",
+        hint=f"Pass --force to replace it, or choose another path with {flag}",
+        reason="output_exists",
+    )
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    offset = 0
+    while offset < len(data):
+        offset += os.write(fd, data[offset:])
+    os.fsync(fd)
+
+
+def _write_exclusive(path: Path, data: memoryview, flag: str) -> None:
+    try:
+        fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
+    except FileExistsError as exc:
+        raise _exists(path, flag) from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: something is already there
+            raise _exists(path, flag) from exc
+        raise _unwritable(path, exc) from exc
+    try:
+        _write_all(fd, data)
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise _unwritable(path, exc) from exc
+    os.close(fd)
+
+
+def _write_replacing(path: Path, data: memoryview) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        fd = os.open(temporary, _NEW_FILE_FLAGS, FILE_MODE)
+    except OSError as exc:
+        raise _unwritable(path, exc) from exc
+    try:
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        temporary.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise _unwritable(path, exc) from exc
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_private_file(path: Path, data: Secret | bytes, *, force: bool, flag: str = "") -> None:
+    """Write ``data`` to ``path`` with mode 0600: exclusively, or atomically replacing."""
+    if isinstance(data, Secret):
+        with data.view() as view:
+            _write(path, view, force=force, flag=flag)
+        return
+    _write(path, memoryview(data), force=force, flag=flag)
+
+
+def _write(path: Path, view: memoryview, *, force: bool, flag: str) -> None:
+    if force:
+        _write_replacing(path, view)
+    else:
+        _write_exclusive(path, view, flag)
+
+
+def generate_key_and_csr(
+    *,
+    key_path: Path,
+    csr_path: Path,
+    subject: x509.Name,
+    force: bool,
+    rsa_key_bits: int = DEFAULT_RSA_KEY_BITS,
+) -> KeygenResult:
+    """Generate an RSA key and its SHA-256 CSR, and write both (0600)."""
+    if key_path.absolute() == csr_path.absolute():
+        raise UsageError(
+            "the key and the CSR would be written to the same file",
+            hint="Give --key-out and --csr-out different paths",
+            reason="output_conflict",
+        )
+    if not force:
+        for path, flag in ((key_path, "--key-out"), (csr_path, "--csr-out")):
+            if path.exists() or path.is_symlink():
+                raise _exists(path, flag)
+    key = PoolPrivateKey.generate(rsa_key_bits=rsa_key_bits)
+    csr = create_csr(key, subject)
+    with key.to_pem() as pem:
+        write_private_file(key_path, pem, force=force, flag="--key-out")
+    try:
+        write_private_file(csr_path, csr_to_pem(csr), force=force, flag="--csr-out")
+    except (OutputExistsError, OutputUnwritableError):
+        # A key whose CSR was not written is useless and would block the next attempt.
+        if not force:
+            with contextlib.suppress(OSError):
+                key_path.unlink()
+        raise
+    return KeygenResult(
+        key_path=key_path,
+        csr_path=csr_path,
+        algorithm=key.algorithm,
+        key_id=key.key_id,
+        csr=csr,
+    )

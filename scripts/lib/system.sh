@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# System set-up shared by scripts/test and the CI entry point: Debian packages and dockerd.
+# Sourced, not executed. Every function is idempotent.
+
+HL_APT_PACKAGES=(gnupg openssl docker.io mosquitto iproute2 ca-certificates)
+HL_STARTED_DOCKERD_PID=""
+
+hl_log() { printf '==> %s\n' "$*" >&2; }
+
+hl_missing_packages() {
+    local pkg missing=()
+    for pkg in "${HL_APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    printf '%s\n' "${missing[@]}"
+}
+
+hl_ensure_packages() {
+    local missing
+    mapfile -t missing < <(hl_missing_packages | sed '/^$/d')
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        hl_log "missing Debian packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+        return 1
+    fi
+    hl_log "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The packaged services must not run with their default configuration: tests start their own.
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+    pkill -x mosquitto >/dev/null 2>&1 || true
+}
+
+hl_docker_ready() { docker info >/dev/null 2>&1; }
+
+hl_ensure_dockerd() {
+    hl_docker_ready && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        hl_log "the Docker daemon is not reachable and only root can start it here"
+        return 1
+    fi
+    hl_log "starting dockerd"
+    local log=${TMPDIR:-/tmp}/hardened-launcher-dockerd.log
+    dockerd >"$log" 2>&1 &
+    HL_STARTED_DOCKERD_PID=$!
+    local i
+    for i in $(seq 1 60); do
+        hl_docker_ready && return 0
+        if ! kill -0 "$HL_STARTED_DOCKERD_PID" 2>/dev/null; then
+            hl_log "dockerd exited; its log follows"; tail -n 30 "$log" >&2; return 1
+        fi
+        sleep 0.5
+    done
+    hl_log "dockerd did not become ready in 30 s; its log follows"; tail -n 30 "$log" >&2
+    return 1
+}
+
+hl_stop_started_dockerd() {
+    [ -n "$HL_STARTED_DOCKERD_PID" ] || return 0
+    hl_log "stopping the dockerd this script started"
+    kill "$HL_STARTED_DOCKERD_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 40); do kill -0 "$HL_STARTED_DOCKERD_PID" 2>/dev/null || break; sleep 0.25; done
+    HL_STARTED_DOCKERD_PID=""
+}
+
+hl_ensure_venv() {
+    local root=$1
+    if [ ! -x "$root/.venv/bin/python" ]; then
+        hl_log "creating the virtualenv in .venv"
+        python3 -m venv "$root/.venv"
+    fi
+    # Reinstall only when the project's metadata changed since the last install.
+    local stamp="$root/.venv/.hl-installed"
+    if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+        hl_log "installing the project with its [dev] extra"
+        "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[dev]"
+        touch "$stamp"
+    fi
+}
