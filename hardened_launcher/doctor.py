@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from hardened_launcher.binaries.openpgp import Keyring
 from hardened_launcher.errors import (
     EXIT_CONFIGURATION,
     EXIT_INFRASTRUCTURE,
@@ -183,18 +184,42 @@ def check_certificate(ctx: DoctorContext) -> CheckResult:
 
 
 def check_release_keys(ctx: DoctorContext) -> CheckResult:
-    name = "release key pins"
+    name = "release keys"
     if ctx.settings is None:
         return _skip(name, "settings")
-    count = len(ctx.settings.release_key_fingerprints)
-    if count == 0:
+    pins = ctx.settings.release_key_fingerprints
+    if not pins:
         return CheckResult(
             name=name,
             status=Status.WARN,
             summary="no release key is pinned: every binary will be refused",
             fix="set HL_RELEASE_KEY_FINGERPRINTS to the fingerprints of your release keys",
         )
-    return CheckResult(name=name, status=Status.PASS, summary=f"{count} key(s) pinned")
+    if ctx.settings.release_keyring is None:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"{len(pins)} key(s) pinned but no keyring holds them",
+            fix="set HL_RELEASE_KEYRING to a file of the release public keys "
+            "(gpg --export --armor FPR > FILE)",
+            exit_code=EXIT_CONFIGURATION,
+        )
+    try:
+        keyring = Keyring.from_file(ctx.settings.release_keyring)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    missing = sorted(set(pins) - set(keyring.fingerprints))
+    if missing:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"pinned key(s) not in {ctx.settings.release_keyring}: {', '.join(missing)}",
+            fix="add those public keys to HL_RELEASE_KEYRING, or correct the pinned fingerprints",
+            exit_code=EXIT_CONFIGURATION,
+        )
+    return CheckResult(
+        name=name, status=Status.PASS, summary=f"{len(pins)} pinned key(s) found in the keyring"
+    )
 
 
 def _check_private_dir(path: Path) -> str | None:

@@ -66,7 +66,9 @@ class LauncherError(Exception):
     def one_line(self) -> str:
         """The single line the CLI prints."""
         text = self.message.rstrip(".")
-        return f"{text}. {self.hint}" if self.hint else text
+        if not self.hint:
+            return text
+        return f"{text}. {self.hint[:1].upper()}{self.hint[1:]}"
 
 
 class UsageError(LauncherError):

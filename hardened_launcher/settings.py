@@ -83,7 +83,6 @@ MAX_CONCURRENT_RUNS_LIMIT: Final = 64
 DEFAULT_MAX_ENVELOPE_BYTES: Final = 16 * MIB
 MIN_ENVELOPE_BYTES: Final = 1 * KIB
 MAX_ENVELOPE_BYTES_LIMIT: Final = 256 * MIB
-DEFAULT_MQTT_NAMESPACE: Final = "spacelift"
 APP_DIR_NAME: Final = "hardened-launcher"
 
 MAX_SECRET_CHARS: Final = 64 * 1024
@@ -108,8 +107,6 @@ _METADATA_TAG_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _INDEX_RE: Final = re.compile(r"0|[1-9][0-9]{0,5}")
 _DOCKER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
 _RUNTIME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
-_MAX_NAMESPACE_CHARS: Final = 64
 _HEX_RE: Final = re.compile(r"[0-9a-fA-F]+")
 _CA_COLON_RE: Final = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31}")
 _HOST_LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -435,29 +432,46 @@ def _parse_abs_path(text: str) -> Path:
     return Path(path)
 
 
-def _parse_policy_file(text: str) -> Path:
-    path = _parse_abs_path(text)
-    expected = "the absolute path of a readable run initialization policy file"
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"cannot be read ({exc.strerror})", expected=expected, reason="policy_file_missing"
-        ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _InvalidValueError(
-            "is not a regular file", expected=expected, reason="policy_file_missing"
-        )
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"cannot be opened ({exc.strerror})",
-            expected=expected,
-            reason="policy_file_unreadable",
-        ) from None
-    return path
+def _readable_file_parser(what: str, *, missing: str, unreadable: str) -> Callable[[str], Path]:
+    """A parser of the absolute path of an existing, readable regular file.
+
+    ``what`` names the file in the expected form; ``missing`` is the reason slug when the path
+    does not lead to a regular file, ``unreadable`` when it does but cannot be opened.
+    """
+    expected = f"the absolute path of a readable {what}"
+
+    def parse(text: str) -> Path:
+        path = _parse_abs_path(text)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise _InvalidValueError(
+                f"cannot be read ({exc.strerror})", expected=expected, reason=missing
+            ) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _InvalidValueError("is not a regular file", expected=expected, reason=missing)
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise _InvalidValueError(
+                f"cannot be opened ({exc.strerror})", expected=expected, reason=unreadable
+            ) from None
+        return path
+
+    return parse
+
+
+_parse_policy_file: Final = _readable_file_parser(
+    "run initialization policy file",
+    missing="policy_file_missing",
+    unreadable="policy_file_unreadable",
+)
+_parse_release_keyring: Final = _readable_file_parser(
+    "file of OpenPGP public keys (armored or binary), e.g. from `gpg --export --armor FPR`",
+    missing="release_keyring_missing",
+    unreadable="release_keyring_unreadable",
+)
 
 
 def _parse_docker_name(text: str) -> str:
@@ -575,23 +589,6 @@ def _parse_size(text: str) -> int:
             "is out of range", expected=_SIZE_FORM, reason="setting_out_of_range"
         )
     return size
-
-
-def _check_namespace(value: str) -> str | None:
-    if len(value) > _MAX_NAMESPACE_CHARS or not _NAMESPACE_RE.fullmatch(value):
-        return (
-            f"at most {_MAX_NAMESPACE_CHARS} characters of letters, digits and _ . -, in levels "
-            "separated by single '/' (no MQTT wildcards, no leading $ or /)"
-        )
-    return None
-
-
-def _parse_namespace(text: str) -> str:
-    value = text.strip()
-    expected = _check_namespace(value)
-    if expected is not None:
-        raise _InvalidValueError("is not a safe MQTT topic prefix", expected=expected)
-    return value
 
 
 def _check_vcs_name(name: str) -> None:
@@ -852,6 +849,15 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "trusted to sign binaries; short key IDs are refused.",
     ),
     VariableSpec(
+        name="HL_RELEASE_KEYRING",
+        field="release_keyring",
+        default="unset",
+        source="project",
+        description="Absolute path of a readable file holding the OpenPGP public keys (armored "
+        "or binary) that the pinned fingerprints refer to; `verify-binary` uses it when "
+        "`--keyring` is not given.",
+    ),
+    VariableSpec(
         name="HL_STATE_DIR",
         field="state_dir",
         default=f"`$XDG_STATE_HOME/{APP_DIR_NAME}`, else `~/.local/state/{APP_DIR_NAME}`",
@@ -894,14 +900,6 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         source="project",
         description=f"Allowed clock difference for certificate and envelope times (Go duration, "
         f"0s to {format_duration(MAX_CLOCK_SKEW)}).",
-    ),
-    VariableSpec(
-        name="HL_MQTT_NAMESPACE",
-        field="mqtt_namespace",
-        default=f"`{DEFAULT_MQTT_NAMESPACE}`",
-        source="project",
-        description="First level of every MQTT topic (letters, digits, `_`, `.`, `-`; levels "
-        "separated by `/`).",
     ),
 )
 
@@ -953,13 +951,13 @@ class Settings:
     config_file: Path | None = None
     pinned_ca_sha256: bytes | None = None
     release_key_fingerprints: tuple[str, ...] = ()
+    release_keyring: Path | None = None
     state_dir: Path
     cache_dir: Path
     audit_dir: Path
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW
-    mqtt_namespace: str = DEFAULT_MQTT_NAMESPACE
     # -- derived ------------------------------------------------------------------------------
     warnings: tuple[str, ...] = ()
 
@@ -989,14 +987,13 @@ class Settings:
             bad.append(("worker_comms_protocol", "only mqtt is implemented"))
         if self.pinned_ca_sha256 is not None and len(self.pinned_ca_sha256) != 32:
             bad.append(("pinned_ca_sha256", "must be 32 bytes (a SHA-256 digest)"))
-        if _check_namespace(self.mqtt_namespace) is not None:
-            bad.append(("mqtt_namespace", "is not a safe MQTT topic prefix"))
         if not _DOCKER_NAME_RE.fullmatch(self.worker_network):
             bad.append(("worker_network", "is not a Docker network name or ID"))
         for name in (
             "docker_config_dir",
             "launcher_run_initialization_policy",
             "config_file",
+            "release_keyring",
             "state_dir",
             "cache_dir",
             "audit_dir",
@@ -1426,6 +1423,7 @@ def load_settings(
 
     pinned_ca_sha256 = get("HL_CA_FINGERPRINT", _parse_ca_fingerprint, None)
     release_keys = get("HL_RELEASE_KEY_FINGERPRINTS", _parse_fingerprints, no_names)
+    release_keyring = get("HL_RELEASE_KEYRING", _parse_release_keyring, no_path)
     state_dir = get("HL_STATE_DIR", _parse_abs_path, no_path)
     if state_dir is None and loader.raw("HL_STATE_DIR") is None:
         state_dir = loader.default_dir("HL_STATE_DIR", "XDG_STATE_HOME", ".local/state")
@@ -1440,7 +1438,6 @@ def load_settings(
     )
     max_envelope_bytes = get("HL_MAX_ENVELOPE_BYTES", _parse_size, DEFAULT_MAX_ENVELOPE_BYTES)
     clock_skew = get("HL_CLOCK_SKEW", skew, DEFAULT_CLOCK_SKEW)
-    mqtt_namespace = get("HL_MQTT_NAMESPACE", _parse_namespace, DEFAULT_MQTT_NAMESPACE)
 
     if loader.problems or state_dir is None or cache_dir is None or audit_dir is None:
         raise SettingsError.from_problems(loader.problems)
@@ -1466,13 +1463,13 @@ def load_settings(
         config_file=config_path,
         pinned_ca_sha256=pinned_ca_sha256,
         release_key_fingerprints=release_keys,
+        release_keyring=release_keyring,
         state_dir=state_dir,
         cache_dir=cache_dir,
         audit_dir=audit_dir,
         max_concurrent_runs=max_concurrent_runs,
         max_envelope_bytes=max_envelope_bytes,
         clock_skew=clock_skew,
-        mqtt_namespace=mqtt_namespace,
         warnings=tuple(loader.warnings),
     )
 

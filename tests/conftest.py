@@ -36,3 +36,22 @@ def require_tool(name: str) -> str:
 def _no_rust_backtrace(monkeypatch: pytest.MonkeyPatch) -> None:
     # Messages from Rust bindings must be judged as operators see them.
     monkeypatch.delenv("RUST_BACKTRACE", raising=False)
+
+
+def require_docker() -> None:
+    """Skip (fail in CI) unless a Docker daemon answers on the default socket."""
+    docker_cli = require_tool("docker")
+    import subprocess  # noqa: PLC0415 - only integration tests need it
+
+    probe = subprocess.run(
+        [docker_cli, "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        message = "the Docker daemon is not reachable; integration tests need dockerd"
+        if integration_required():
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,11 +1,13 @@
 """CLI command: ``verify-binary`` — gate 2 on one file, as an operator would run it.
 
-``hardened-launcher verify-binary FILE --sums SHA256SUMS --sig SIG --keyring KEYS
+``hardened-launcher verify-binary FILE --sums SHA256SUMS --sig SIG [--keyring KEYS]
 [--fingerprint FPR ...] [--cache]``
 
 Pins come from ``--fingerprint`` (repeatable) when given, else from ``HL_RELEASE_KEY_FINGERPRINTS``;
-none at all is refused. Settings are loaded only when needed (no ``--fingerprint``, or
-``--cache``, whose root is ``<HL_CACHE_DIR>/binaries``). Prints one line on success.
+none at all is refused. The keys come from ``--keyring`` when given, else from
+``HL_RELEASE_KEYRING``; neither is refused. Settings are loaded only when needed (no
+``--fingerprint``, no ``--keyring``, or ``--cache``, whose root is ``<HL_CACHE_DIR>/binaries``).
+Prints one line on success.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--keyring",
         type=Path,
         metavar="KEYS",
-        help="file with the release public key(s), e.g. from `gpg --export --armor`",
+        help="file with the release public key(s), e.g. from `gpg --export --armor`; "
+        "default HL_RELEASE_KEYRING",
     )
     parser.add_argument(
         "--fingerprint",
@@ -74,17 +77,21 @@ def run(args: argparse.Namespace) -> int:
 
     fingerprints: list[str] = args.fingerprint
     pins = normalize_pins(fingerprints or settings().release_key_fingerprints)
-    if args.keyring is None:
+    keyring: Path | None = args.keyring
+    if keyring is None:
+        keyring = settings().release_keyring
+    if keyring is None:
         raise ConfigurationError(
             "no keyring was given, so the pinned release keys are unknown",
-            hint="pass --keyring FILE with the release public key(s) (`gpg --export --armor FPR`)",
+            hint="pass --keyring FILE or set HL_RELEASE_KEYRING=FILE, where FILE holds the "
+            "release public key(s) (`gpg --export --armor FPR > FILE`)",
             reason="no_keyring",
         )
     proof = verify_binary(
         args.file,
         sums=args.sums,
         signature=args.sig,
-        keyring=args.keyring,
+        keyring=keyring,
         pins=pins,
     )
     where = ""

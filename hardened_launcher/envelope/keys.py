@@ -7,13 +7,11 @@ value the identity module computes for a pool certificate's key.
 
 from __future__ import annotations
 
-import hashlib
-
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hardened_launcher.envelope.errors import EnvelopeConfigurationError, Reason
 from hardened_launcher.envelope.format import MAX_RSA_KEY_BITS, MIN_RSA_KEY_BITS, Algorithm
+from hardened_launcher.identity.keys import public_key_id
 
 PoolPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 PoolPrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -31,11 +29,11 @@ _KEY_HINT = (
 
 
 def key_id_of(public_key: PoolPublicKey) -> bytes:
-    """SHA-256 of the DER SubjectPublicKeyInfo of ``public_key`` (32 bytes)."""
-    der = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(der).digest()
+    """SHA-256 of the DER SubjectPublicKeyInfo of ``public_key`` (32 bytes).
+
+    The same value as the identity module's key id, by construction: it is the same function.
+    """
+    return public_key_id(public_key)
 
 
 def algorithm_for(key: PoolPublicKey | PoolPrivateKey) -> Algorithm:

@@ -75,8 +75,14 @@ hl_ensure_venv() {
     local stamp="$root/.venv/.hl-installed"
     if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
         hl_log "installing the project with its [dev] extra"
-        "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-        "$root/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[dev]"
+        local log="$root/.venv/pip-install.log"
+        if ! { "$root/.venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip \
+                && "$root/.venv/bin/python" -m pip install --disable-pip-version-check \
+                    -e "$root[dev]"; } >"$log" 2>&1; then
+            hl_log "pip install failed; the end of its log ($log) follows"
+            tail -n 40 "$log" >&2
+            return 1
+        fi
         touch "$stamp"
     fi
 }

@@ -27,6 +27,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Only this command group, and settings that depend on nothing outside tmp_path.
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("verify_binary",))
     monkeypatch.delenv("HL_RELEASE_KEY_FINGERPRINTS", raising=False)
+    monkeypatch.delenv("HL_RELEASE_KEYRING", raising=False)
     monkeypatch.delenv("HL_CONFIG_FILE", raising=False)
     monkeypatch.setenv("HL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("HL_CACHE_DIR", str(tmp_path / "cache"))
@@ -92,14 +93,49 @@ def test_no_pins_anywhere_is_refused(release: Release, capsys: pytest.CaptureFix
     assert "reason: no_pinned_keys" in err
 
 
+def without_keyring_flag(args: list[str]) -> list[str]:
+    at = args.index("--keyring")
+    return args[:at] + args[at + 2 :]
+
+
 def test_missing_keyring_flag_is_a_configuration_error(
     release: Release, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = argv(release, "--fingerprint", release.key.fingerprint)
-    without = args[:6] + args[8:]
+    without = without_keyring_flag(argv(release, "--fingerprint", release.key.fingerprint))
     assert "--keyring" not in without
     assert cli.main(["-v", *without]) == EXIT_CONFIGURATION
-    assert "reason: no_keyring" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "reason: no_keyring" in err
+    assert "--keyring" in err
+    assert "HL_RELEASE_KEYRING" in err
+
+
+def test_keyring_comes_from_settings_without_the_flag(
+    release: Release, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HL_RELEASE_KEYRING", str(release.keyring))
+    without = without_keyring_flag(argv(release, "--fingerprint", release.key.fingerprint))
+    assert "--keyring" not in without
+    assert cli.main(without) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("verified tool: sha256 ")
+    assert release.key.fingerprint in out
+
+
+def test_keyring_flag_replaces_the_settings_keyring(
+    release: Release,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "other-keys.asc"
+    other.write_bytes(make_key().armored())
+    monkeypatch.setenv("HL_RELEASE_KEYRING", str(other))
+    args = argv(release, "--fingerprint", release.key.fingerprint)
+    assert cli.main(args) == EXIT_OK  # --keyring holds the signing key
+    assert "verified tool" in capsys.readouterr().out
+    assert cli.main(without_keyring_flag(args)) == EXIT_CONFIGURATION  # the settings' does not
+    assert "error: " in capsys.readouterr().err
 
 
 def test_refusal_prints_one_error_line(

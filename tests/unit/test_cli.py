@@ -32,7 +32,7 @@ def test_expected_error_prints_one_line_and_its_exit_code(
     code = cli.main([])
     err = capsys.readouterr().err
     assert code == UntrustedInputError.exit_code
-    assert err == "error: the envelope was sealed for another key. check the pool\n"
+    assert err == "error: the envelope was sealed for another key. Check the pool\n"
 
 
 def test_verbose_adds_detail_and_reason(

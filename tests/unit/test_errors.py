@@ -51,7 +51,7 @@ def test_one_line_has_message_and_hint() -> None:
     exc = ConfigurationError(
         "SPACELIFT_TOKEN is not set.", hint="export it", reason="token_missing"
     )
-    assert exc.one_line() == "SPACELIFT_TOKEN is not set. export it"
+    assert exc.one_line() == "SPACELIFT_TOKEN is not set. Export it"
     assert "\n" not in exc.one_line()
     assert exc.reason == "token_missing"
     assert str(exc) == "SPACELIFT_TOKEN is not set. (export it)"

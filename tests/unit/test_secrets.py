@@ -20,7 +20,7 @@ def test_every_rendering_is_masked() -> None:
         str(s),
         f"{s}",
         f"{s!r}",
-        "{}".format(s),
+        f"{s}",
         format(s, ">40"),
         repr([s]),
         repr({"k": s}),

@@ -102,13 +102,13 @@ def test_every_other_default() -> None:
     assert s.config_file is None
     assert s.pinned_ca_sha256 is None
     assert s.release_key_fingerprints == ()
+    assert s.release_keyring is None
     assert s.state_dir == Path(HOME, ".local/state/hardened-launcher")
     assert s.cache_dir == Path(HOME, ".cache/hardened-launcher")
     assert s.audit_dir == s.state_dir / "audit"
     assert s.max_concurrent_runs == 1
     assert s.max_envelope_bytes == 16 * 1024 * 1024
     assert s.clock_skew == timedelta(minutes=5)
-    assert s.mqtt_namespace == "spacelift"
     assert s.warnings == ()
 
 
@@ -171,6 +171,8 @@ def test_empty_values_count_as_unset() -> None:
 def full_env(tmp_path: Path) -> dict[str, str]:
     policy = tmp_path / "policy.rego"
     policy.write_text("package spacelift\n", encoding="utf-8")
+    keyring = tmp_path / "release-keys.asc"
+    keyring.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n", encoding="utf-8")
     return {
         "SPACELIFT_TOKEN": CANARY_TOKEN,
         "SPACELIFT_POOL_PRIVATE_KEY": CANARY_KEY,
@@ -196,13 +198,13 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "SPACELIFT_WORKER_COMMS_PROTOCOL": "mqtt",
         "HL_CA_FINGERPRINT": ":".join([CA_HEX[i : i + 2] for i in range(0, 64, 2)]).upper(),
         "HL_RELEASE_KEY_FINGERPRINTS": f"{FPR_V4}, {FPR_V6}",
+        "HL_RELEASE_KEYRING": str(keyring),
         "HL_STATE_DIR": "/var/lib/hl",
         "HL_CACHE_DIR": "/var/cache/hl",
         "HL_AUDIT_DIR": "/var/log/hl-audit",
         "HL_MAX_CONCURRENT_RUNS": "4",
         "HL_MAX_ENVELOPE_BYTES": "32MiB",
         "HL_CLOCK_SKEW": "90s",
-        "HL_MQTT_NAMESPACE": "acme/prod",
     }
 
 
@@ -239,13 +241,13 @@ def test_every_variable_parses(tmp_path: Path) -> None:
     assert s.worker_comms_protocol == "mqtt"
     assert s.pinned_ca_sha256 == bytes.fromhex(CA_HEX)
     assert s.release_key_fingerprints == (FPR_V4.lower(), FPR_V6)
+    assert s.release_keyring == Path(env["HL_RELEASE_KEYRING"])
     assert s.state_dir == Path("/var/lib/hl")
     assert s.cache_dir == Path("/var/cache/hl")
     assert s.audit_dir == Path("/var/log/hl-audit")
     assert s.max_concurrent_runs == 4
     assert s.max_envelope_bytes == 32 * 1024 * 1024
     assert s.clock_skew == timedelta(seconds=90)
-    assert s.mqtt_namespace == "acme/prod"
     assert s.warnings == ()
 
 
@@ -532,28 +534,6 @@ def test_concurrency_property(number: int) -> None:
             load_settings(env)
 
 
-@pytest.mark.parametrize("text", ["spacelift", "acme/prod", "a.b-c_d"])
-def test_mqtt_namespaces(text: str) -> None:
-    assert load({"HL_MQTT_NAMESPACE": text}).mqtt_namespace == text
-
-
-@pytest.mark.parametrize("text", ["a/+", "#", "$SYS", "/lead", "trail/", "a//b", "a b", "x" * 65])
-def test_bad_mqtt_namespaces(text: str) -> None:
-    exc = failure({"HL_MQTT_NAMESPACE": text})
-    assert exc.problems[0].variable == "HL_MQTT_NAMESPACE"
-    assert "MQTT" in exc.message
-
-
-@given(st.text(max_size=70))
-def test_namespace_property_never_lets_wildcards_through(text: str) -> None:
-    result = outcome({"HOME": HOME, "HL_MQTT_NAMESPACE": text})
-    if isinstance(result, SettingsError):
-        assert result.problems[0].variable == "HL_MQTT_NAMESPACE"
-    else:
-        assert not set(result.mqtt_namespace) & set("+#$\x00 ")
-        assert not result.mqtt_namespace.startswith("/")
-
-
 @pytest.mark.parametrize(
     ("variable", "text"),
     [
@@ -692,6 +672,7 @@ def test_fingerprint_list_property(keys: list[bytes], upper: bool, group: int) -
     [
         "SPACELIFT_DOCKER_CONFIG_DIR",
         "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY",
+        "HL_RELEASE_KEYRING",
         "HL_STATE_DIR",
         "HL_CACHE_DIR",
         "HL_AUDIT_DIR",
@@ -740,6 +721,60 @@ def test_policy_file_read_failure_is_reported(
     monkeypatch.setattr(Path, "open", denied)
     exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(policy)})
     assert exc.reason == "policy_file_unreadable"
+    assert "Permission denied" in exc.message
+
+
+def write_keyring(path: Path) -> Path:
+    path.write_bytes(b"\x99\x00\x0d")  # the start of a binary public key packet
+    return path
+
+
+def test_release_keyring_parses(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keys.gpg")
+    s = load({"HL_RELEASE_KEYRING": f"  {keyring}  "})
+    assert s.release_keyring == keyring
+    assert dict(effective_values(s))["HL_RELEASE_KEYRING"] == str(keyring)
+
+
+def test_release_keyring_must_exist(tmp_path: Path) -> None:
+    exc = failure({"HL_RELEASE_KEYRING": str(tmp_path / "absent.asc")})
+    assert exc.problems[0].variable == "HL_RELEASE_KEYRING"
+    assert exc.message.startswith("HL_RELEASE_KEYRING")
+    assert exc.reason == "release_keyring_missing"
+    assert "cannot be read" in exc.message
+    assert "OpenPGP public keys" in exc.message
+
+
+def test_release_keyring_must_be_a_file(tmp_path: Path) -> None:
+    exc = failure({"HL_RELEASE_KEYRING": str(tmp_path)})
+    assert exc.problems[0].variable == "HL_RELEASE_KEYRING"
+    assert exc.message.startswith("HL_RELEASE_KEYRING")
+    assert exc.reason == "release_keyring_missing"
+    assert "not a regular file" in exc.message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
+def test_release_keyring_must_be_readable(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keys.gpg")
+    keyring.chmod(0)
+    exc = failure({"HL_RELEASE_KEYRING": str(keyring)})
+    assert exc.problems[0].variable == "HL_RELEASE_KEYRING"
+    assert exc.reason == "release_keyring_unreadable"
+
+
+def test_release_keyring_read_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyring = write_keyring(tmp_path / "keys.gpg")
+
+    def denied(self: Path, *args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", denied)
+    exc = failure({"HL_RELEASE_KEYRING": str(keyring)})
+    assert exc.problems[0].variable == "HL_RELEASE_KEYRING"
+    assert exc.message.startswith("HL_RELEASE_KEYRING")
+    assert exc.reason == "release_keyring_unreadable"
     assert "Permission denied" in exc.message
 
 
@@ -1026,13 +1061,13 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_CONFIG_FILE", "/nonexistent/hl.toml"),
     ("HL_CA_FINGERPRINT", "abcd"),
     ("HL_RELEASE_KEY_FINGERPRINTS", "DEADBEEF"),
+    ("HL_RELEASE_KEYRING", "/nonexistent/keys.asc"),
     ("HL_STATE_DIR", "state"),
     ("HL_CACHE_DIR", "cache"),
     ("HL_AUDIT_DIR", "audit"),
     ("HL_MAX_CONCURRENT_RUNS", "0"),
     ("HL_MAX_ENVELOPE_BYTES", "1GiB"),
     ("HL_CLOCK_SKEW", "1h"),
-    ("HL_MQTT_NAMESPACE", "a/#"),
     ("HL_TYPO", "x"),
 ]
 
@@ -1142,11 +1177,12 @@ def test_a_wiped_secret_in_settings_stays_masked() -> None:
 # TOML config file
 # ---------------------------------------------------------------------------------------------
 def test_config_file_supplies_hl_settings(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keys.gpg")
     path = write_toml(
         tmp_path / "hl.toml",
         f'clock_skew = "2m"\nmax_concurrent_runs = 3\nmax_envelope_bytes = "1MiB"\n'
         f'release_key_fingerprints = ["{FPR_V4}"]\nca_fingerprint = "{CA_HEX}"\n'
-        'state_dir = "/from/file"\nmqtt_namespace = "filens"\n',
+        f'state_dir = "/from/file"\nrelease_keyring = "{keyring}"\n',
     )
     s = load({"HL_CONFIG_FILE": str(path)})
     assert s.config_file == path
@@ -1157,7 +1193,7 @@ def test_config_file_supplies_hl_settings(tmp_path: Path) -> None:
     assert s.pinned_ca_sha256 == bytes.fromhex(CA_HEX)
     assert s.state_dir == Path("/from/file")
     assert s.audit_dir == Path("/from/file/audit")
-    assert s.mqtt_namespace == "filens"
+    assert s.release_keyring == keyring
 
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:
@@ -1165,6 +1201,26 @@ def test_environment_wins_over_the_file(tmp_path: Path) -> None:
     s = load({"HL_CONFIG_FILE": str(path), "HL_CLOCK_SKEW": "30s", "HL_MAX_CONCURRENT_RUNS": ""})
     assert s.clock_skew == timedelta(seconds=30)
     assert s.max_concurrent_runs == 3  # an empty variable is unset, so the file applies
+
+
+def test_release_keyring_from_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    from_file = write_keyring(tmp_path / "file-keys.gpg")
+    from_env = write_keyring(tmp_path / "env-keys.gpg")
+    path = write_toml(tmp_path / "hl.toml", f'release_keyring = "{from_file}"\n')
+    assert load({"HL_CONFIG_FILE": str(path)}).release_keyring == from_file
+    assert load({"HL_CONFIG_FILE": str(path), "HL_RELEASE_KEYRING": ""}).release_keyring == (
+        from_file
+    )
+    s = load({"HL_CONFIG_FILE": str(path), "HL_RELEASE_KEYRING": str(from_env)})
+    assert s.release_keyring == from_env
+
+
+def test_release_keyring_errors_from_the_file_name_the_variable_and_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path / "hl.toml", f'release_keyring = "{tmp_path / "absent.asc"}"\n')
+    exc = failure({"HL_CONFIG_FILE": str(path)})
+    assert exc.problems[0].variable == "HL_RELEASE_KEYRING"
+    assert exc.message.startswith(f"HL_RELEASE_KEYRING (key 'release_keyring' in {path}):")
+    assert exc.reason == "release_keyring_missing"
 
 
 def test_config_file_argument_wins_over_the_variable(tmp_path: Path) -> None:
@@ -1276,7 +1332,7 @@ def test_non_utf8_config_file(tmp_path: Path) -> None:
         "max_concurrent_runs = true",
         "max_concurrent_runs = 1.5",
         'release_key_fingerprints = [1, "x"]',
-        "mqtt_namespace = { a = 1 }",
+        "release_keyring = { a = 1 }",
     ],
 )
 def test_wrong_toml_types(tmp_path: Path, line: str) -> None:
@@ -1319,7 +1375,7 @@ def test_fifo_config_file_does_not_block(tmp_path: Path) -> None:
         ({"max_concurrent_runs": 0}, "HL_MAX_CONCURRENT_RUNS"),
         ({"max_envelope_bytes": 10}, "HL_MAX_ENVELOPE_BYTES"),
         ({"pinned_ca_sha256": b"short"}, "HL_CA_FINGERPRINT"),
-        ({"mqtt_namespace": "a/#"}, "HL_MQTT_NAMESPACE"),
+        ({"release_keyring": Path("keys.asc")}, "HL_RELEASE_KEYRING"),
         ({"worker_network": ""}, "SPACELIFT_WORKER_NETWORK"),
         ({"state_dir": Path("rel")}, "HL_STATE_DIR"),
     ],
@@ -1345,7 +1401,8 @@ HERMETIC = [
     spec.name
     for spec in VARIABLES
     if "<" not in spec.name
-    and spec.name not in ("HL_CONFIG_FILE", "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY")
+    and spec.name
+    not in ("HL_CONFIG_FILE", "HL_RELEASE_KEYRING", "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY")
 ]
 
 

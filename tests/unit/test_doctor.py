@@ -1,0 +1,295 @@
+"""doctor: every start-up check, with a fake Docker client and real issued credentials."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hardened_launcher import doctor
+from hardened_launcher.doctor import CheckResult, Status, exit_code_for, render_table, run_checks
+from hardened_launcher.errors import EXIT_CONFIGURATION, EXIT_INFRASTRUCTURE, EXIT_UNTRUSTED_INPUT
+from hardened_launcher.identity import PoolPrivateKey
+from hardened_launcher.identity.csr import create_csr, parse_subject
+from hardened_launcher.identity.issuing import CertificateAuthority, build_token
+from tests.unit.test_binaries_support import make_key
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+KEY_CANARY_WINDOW = 24
+
+
+class FakeDocker:
+    def __init__(self, *, runtimes: dict[str, Any] | None = None, fail: bool = False) -> None:
+        self.runtimes = runtimes if runtimes is not None else {"runc": {}}
+        self.fail = fail
+
+    def ping(self) -> bool:
+        if self.fail:
+            raise ConnectionError("socket missing")
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return {"ServerVersion": "99.0", "Runtimes": self.runtimes}
+
+
+def _factory(client: FakeDocker) -> Callable[[], FakeDocker]:
+    return lambda: client
+
+
+@pytest.fixture(scope="module")
+def credentials() -> dict[str, str]:
+    ca = CertificateAuthority.generate(not_before=NOW - timedelta(days=1))
+    key = PoolPrivateKey.generate(rsa_key_bits=2048)
+    csr = create_csr(key, parse_subject("/CN=ignored"))
+    cert = ca.issue_pool_certificate(
+        csr,
+        pool_id="pool-1",
+        not_before=NOW - timedelta(hours=1),
+        not_after=NOW + timedelta(days=30),
+    )
+    token = build_token(
+        pool_id="pool-1",
+        pool_certificate=cert,
+        ca_certificate=ca.certificate,
+        broker_url="mqtts://127.0.0.1:8883",
+        control_plane_url="https://127.0.0.1:8443",
+        run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),
+    )
+    other = PoolPrivateKey.generate(rsa_key_bits=2048)
+    return {
+        "token": token.to_encoded().reveal_text(),
+        "key": base64.b64encode(key.to_pem().reveal()).decode(),
+        "other_key": base64.b64encode(other.to_pem().reveal()).decode(),
+        "ca_sha256": ca.fingerprint_sha256.hex(),
+    }
+
+
+def _env(tmp_path: Path, credentials: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {
+        "HOME": str(tmp_path),
+        "HL_STATE_DIR": str(tmp_path / "state"),
+        "HL_CACHE_DIR": str(tmp_path / "cache"),
+        "SPACELIFT_TOKEN": credentials["token"],
+        "SPACELIFT_POOL_PRIVATE_KEY": credentials["key"],
+        "HL_CA_FINGERPRINT": credentials["ca_sha256"],
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def release_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    key = make_key()
+    path = tmp_path_factory.mktemp("keyring") / "release.asc"
+    path.write_bytes(key.armored())
+    return key.fingerprint, path
+
+
+def _by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.name: r for r in results}
+
+
+def test_all_checks_pass_with_good_configuration(
+    tmp_path: Path, credentials: dict[str, str], release_key: tuple[str, Path]
+) -> None:
+    env = _env(
+        tmp_path,
+        credentials,
+        HL_RELEASE_KEY_FINGERPRINTS=release_key[0],
+        HL_RELEASE_KEYRING=str(release_key[1]),
+    )
+    results = run_checks(env, now=NOW, docker_factory=_factory(FakeDocker()))
+    statuses = {r.name: r.status for r in results}
+    assert statuses == {
+        "settings": Status.PASS,
+        "pool private key": Status.PASS,
+        "pool token": Status.PASS,
+        "pool certificate": Status.PASS,
+        "release keys": Status.PASS,
+        "directories": Status.PASS,
+        "docker": Status.PASS,
+        "run initialization policy": Status.PASS,
+    }
+    assert exit_code_for(results) == 0
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_missing_credentials_fail_and_certificate_is_skipped(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "HL_STATE_DIR": str(tmp_path / "s"),
+        "HL_CACHE_DIR": str(tmp_path / "c"),
+    }
+    results = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))
+    assert results["pool private key"].status is Status.FAIL
+    assert "base64 -w 0" in results["pool private key"].fix
+    assert results["pool token"].status is Status.FAIL
+    assert results["pool certificate"].status is Status.SKIP
+    assert results["release keys"].status is Status.WARN
+    assert exit_code_for(list(results.values())) == EXIT_CONFIGURATION
+
+
+def test_wrong_key_fails_the_certificate_check(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = _env(tmp_path, credentials, SPACELIFT_POOL_PRIVATE_KEY=credentials["other_key"])
+    results = run_checks(env, now=NOW, docker_factory=_factory(FakeDocker()))
+    cert = _by_name(results)["pool certificate"]
+    assert cert.status is Status.FAIL
+    assert cert.exit_code == EXIT_UNTRUSTED_INPUT
+    assert cert.fix
+    # The first failure decides the exit code.
+    assert exit_code_for(results) == EXIT_UNTRUSTED_INPUT
+
+
+def test_expired_certificate_fails(tmp_path: Path, credentials: dict[str, str]) -> None:
+    results = _by_name(
+        run_checks(
+            _env(tmp_path, credentials),
+            now=NOW + timedelta(days=60),
+            docker_factory=_factory(FakeDocker()),
+        )
+    )
+    assert results["pool certificate"].status is Status.FAIL
+    assert "expired" in results["pool certificate"].summary
+
+
+def test_unpinned_ca_is_a_warning(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = _env(tmp_path, credentials)
+    del env["HL_CA_FINGERPRINT"]
+    cert = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "pool certificate"
+    ]
+    assert cert.status is Status.WARN
+    assert "HL_CA_FINGERPRINT" in cert.fix
+
+
+def test_pin_mismatch_fails(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = _env(tmp_path, credentials, HL_CA_FINGERPRINT="00" * 32)
+    cert = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "pool certificate"
+    ]
+    assert cert.status is Status.FAIL
+
+
+def test_bad_settings_fail_and_dependent_checks_skip(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "SPACELIFT_LAUNCHER_RUN_TIMEOUT": "70 minutes"}
+    results = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))
+    assert results["settings"].status is Status.FAIL
+    assert "SPACELIFT_LAUNCHER_RUN_TIMEOUT" in results["settings"].summary
+    for name in ("pool private key", "pool token", "directories", "run initialization policy"):
+        assert results[name].status is Status.SKIP
+
+
+def test_docker_unreachable(tmp_path: Path, credentials: dict[str, str]) -> None:
+    results = run_checks(
+        _env(tmp_path, credentials), now=NOW, docker_factory=_factory(FakeDocker(fail=True))
+    )
+    docker = _by_name(results)["docker"]
+    assert docker.status is Status.FAIL
+    assert docker.exit_code == EXIT_INFRASTRUCTURE
+    assert "DOCKER_HOST" in docker.fix
+
+
+def test_unknown_runtime(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = _env(tmp_path, credentials, SPACELIFT_WORKER_RUNTIME="runsc")
+    docker = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))["docker"]
+    assert docker.status is Status.FAIL
+    assert "runsc" in docker.summary
+    env_ok = _env(tmp_path, credentials, SPACELIFT_WORKER_RUNTIME="runc")
+    assert (
+        _by_name(run_checks(env_ok, now=NOW, docker_factory=_factory(FakeDocker())))[
+            "docker"
+        ].status
+        is Status.PASS
+    )
+
+
+def test_world_writable_directory_fails(tmp_path: Path, credentials: dict[str, str]) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    dirs = _by_name(
+        run_checks(_env(tmp_path, credentials), now=NOW, docker_factory=_factory(FakeDocker()))
+    )["directories"]
+    assert dirs.status is Status.FAIL
+    assert "HL_STATE_DIR" in dirs.summary
+
+
+def test_no_secret_reaches_the_output(tmp_path: Path, credentials: dict[str, str]) -> None:
+    # A key that does not match (so every check has something to say), rendered both ways.
+    env = _env(tmp_path, credentials, SPACELIFT_POOL_PRIVATE_KEY=credentials["other_key"])
+    results = run_checks(env, now=NOW, docker_factory=_factory(FakeDocker()))
+    text = render_table(results) + json.dumps([r.summary + r.fix for r in results])
+    for secret in (credentials["other_key"], credentials["token"]):
+        for i in range(0, len(secret) - KEY_CANARY_WINDOW, KEY_CANARY_WINDOW):
+            assert secret[i : i + KEY_CANARY_WINDOW] not in text
+
+
+def test_pins_without_keyring_fail(tmp_path: Path, credentials: dict[str, str]) -> None:
+    env = _env(tmp_path, credentials, HL_RELEASE_KEY_FINGERPRINTS="a" * 40)
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "release keys"
+    ]
+    assert check.status is Status.FAIL
+    assert "HL_RELEASE_KEYRING" in check.fix
+
+
+def test_pinned_key_missing_from_keyring_fails(
+    tmp_path: Path, credentials: dict[str, str], release_key: tuple[str, Path]
+) -> None:
+    env = _env(
+        tmp_path,
+        credentials,
+        HL_RELEASE_KEY_FINGERPRINTS="b" * 40,
+        HL_RELEASE_KEYRING=str(release_key[1]),
+    )
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "release keys"
+    ]
+    assert check.status is Status.FAIL
+    assert "b" * 40 in check.summary
+
+
+def test_render_table_has_header_and_one_row_per_check() -> None:
+    results = [
+        CheckResult(name="a", status=Status.PASS, summary="fine"),
+        CheckResult(name="bb", status=Status.FAIL, summary="broken", fix="repair", exit_code=78),
+    ]
+    lines = render_table(results).splitlines()
+    assert lines[0].split() == ["CHECK", "RESULT", "DETAIL", "HOW", "TO", "FIX"]
+    assert lines[2].split() == ["bb", "FAIL", "broken", "repair"]
+    assert exit_code_for(results) == 78
+
+
+def test_checks_are_registered_in_order() -> None:
+    names = [check.__name__ for check in doctor.CHECKS]
+    assert names.index("check_settings") == 0
+    assert names.index("check_pool_key") < names.index("check_certificate")
+    assert names.index("check_token") < names.index("check_certificate")
+
+
+def test_cli_exits_non_zero_and_prints_json(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "DOCKER_HOST": "unix:///nonexistent.sock",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "hardened_launcher", "doctor", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == EXIT_CONFIGURATION
+    rows = json.loads(proc.stdout)
+    assert {row["check"]: row["result"] for row in rows}["docker"] == "fail"
+    assert "Traceback" not in proc.stderr
