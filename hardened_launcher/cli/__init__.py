@@ -23,6 +23,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "token",
     "doctor",
     "verify_binary",
+    "policy",
+    "redact",
+    "exec_cmd",
     "settings_cmd",
 )
 
