@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from hardened_launcher.audit.events import AuditSink, FieldValue
+from hardened_launcher.audit.gates import record_pass, record_refusal
 from hardened_launcher.envelope.errors import EnvelopeConfigurationError, EnvelopeError, Reason
 from hardened_launcher.envelope.format import (
     DATA_KEY_BYTES,
@@ -52,6 +54,7 @@ from hardened_launcher.envelope.keys import (
 )
 from hardened_launcher.envelope.replay import ReplayCache
 from hardened_launcher.envelope.seal import RSA_OAEP, unix_seconds
+from hardened_launcher.errors import LauncherError
 from hardened_launcher.secrets import Secret, wipe_bytearray
 
 _log = logging.getLogger(__name__)
@@ -109,6 +112,9 @@ class OpenedRunState:
         self.plaintext.wipe()
 
 
+GATE = "envelope"
+
+
 def open_run_state(
     envelope: bytes,
     *,
@@ -119,8 +125,14 @@ def open_run_state(
     now: datetime,
     clock_skew: timedelta,
     max_envelope_bytes: int,
+    audit: AuditSink | None = None,
 ) -> OpenedRunState:
     """Check and decrypt ``envelope``; return the proof with the plaintext, or raise.
+
+    The decision is recorded to ``audit`` when one is given: ``envelope.opened`` with
+    :meth:`OpenedRunState.audit_fields`, or ``envelope.rejected`` with the reason, the size and
+    (below the size limit) the SHA-256 of the refused bytes. A refused envelope's run id is not
+    recorded: it was never authenticated.
 
     Raises :class:`~hardened_launcher.envelope.errors.EnvelopeError` for a refused envelope,
     :class:`~hardened_launcher.envelope.errors.ReplayCacheError` when the replay cache cannot be
@@ -139,9 +151,20 @@ def open_run_state(
             clock_skew=clock_skew,
             max_envelope_bytes=max_envelope_bytes,
         )
-    except EnvelopeError as exc:
+    except LauncherError as exc:
         _log.info("envelope.refused", extra={"reason": exc.reason})
+        fields: dict[str, FieldValue] = {"envelope_bytes": len(envelope)}
+        if len(envelope) <= max_envelope_bytes:
+            fields["envelope_sha256"] = hashlib.sha256(envelope).hexdigest()
+        record_refusal(audit, gate=GATE, event_type="envelope.rejected", error=exc, fields=fields)
         raise
+    record_pass(
+        audit,
+        gate=GATE,
+        event_type="envelope.opened",
+        run_id=opened.run_id,
+        fields=opened.audit_fields(),
+    )
     _log.info(
         "envelope.opened",
         extra={

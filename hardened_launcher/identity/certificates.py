@@ -47,6 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from hardened_launcher.audit.events import AuditSink
+from hardened_launcher.audit.gates import record_pass, record_refusal
 from hardened_launcher.errors import UntrustedInputError
 from hardened_launcher.identity.keys import PoolPrivateKey, describe_public_key, public_key_der
 from hardened_launcher.identity.token import Token
@@ -278,6 +280,9 @@ def _run_policy_verifier(*, cert: x509.Certificate, ca: x509.Certificate, at: da
         ) from exc
 
 
+GATE = "credentials"
+
+
 def check_pool_identity(
     *,
     token: Token,
@@ -285,8 +290,55 @@ def check_pool_identity(
     pinned_ca_sha256: bytes | None,
     now: datetime,
     clock_skew: timedelta,
+    audit: AuditSink | None = None,
 ) -> PoolIdentity:
-    """Check the token's certificates against each other, the pin, the clock and the key."""
+    """Check the token's certificates against each other, the pin, the clock and the key.
+
+    The decision is recorded to ``audit`` when one is given (``identity.verified`` or
+    ``identity.rejected`` with the reason).
+    """
+    try:
+        identity = _check_pool_identity(
+            token=token,
+            private_key=private_key,
+            pinned_ca_sha256=pinned_ca_sha256,
+            now=now,
+            clock_skew=clock_skew,
+        )
+    except UntrustedInputError as exc:
+        record_refusal(
+            audit,
+            gate=GATE,
+            event_type="identity.rejected",
+            error=exc,
+            fields={"pool_id": token.pool_id, "pinned_ca": pinned_ca_sha256 is not None},
+        )
+        raise
+    record_pass(
+        audit,
+        gate=GATE,
+        event_type="identity.verified",
+        fields={
+            "pool_id": identity.pool_id,
+            "certificate_sha256": identity.certificate_sha256.hex(),
+            "ca_sha256": identity.ca_sha256.hex(),
+            "pinned_ca": pinned_ca_sha256 is not None,
+            "not_after": identity.not_after.isoformat(),
+            "key_id": identity.key_id.hex(),
+            "key_algorithm": identity.key_algorithm,
+        },
+    )
+    return identity
+
+
+def _check_pool_identity(
+    *,
+    token: Token,
+    private_key: PoolPrivateKey,
+    pinned_ca_sha256: bytes | None,
+    now: datetime,
+    clock_skew: timedelta,
+) -> PoolIdentity:
     _require_aware(now)
     if clock_skew < timedelta(0):
         raise ValueError("clock_skew must not be negative")
