@@ -22,8 +22,11 @@ What is judged here and not left to pysequoia:
 
 Limits: subkey expiry, capability and revocation are read from the subkey's binding and
 revocation packets; pysequoia does not expose which of those it validated, so this module takes
-the newest binding issued by the primary key. A forged revocation can only cause a refusal;
-a forged binding would need write access to the operator's keyring, which is trust material.
+the newest binding issued by the primary key. A binding dated before the primary key was
+created binds nothing (Sequoia rejects it too). Sequoia keeps the other signatures it rejects
+after the last subkey, where they read as that subkey's. A forged revocation can only cause a
+refusal; a forged binding would need write access to the operator's keyring, which is trust
+material.
 """
 
 from __future__ import annotations
@@ -179,17 +182,30 @@ def _issued_by(packet: Packet, primary: str) -> bool:
     return key_id is not None and key_id.lower() == _key_id(primary)
 
 
-def _subkeys(packets: list[Packet], primary: str) -> tuple[KeyComponent, ...]:
-    # Signatures belong to the key, user id or attribute packet they follow.
+def _subkeys(
+    packets: list[Packet], primary: str, primary_created: datetime
+) -> tuple[KeyComponent, ...]:
+    """The subkeys with at least one usable binding, read from Sequoia's serialization of a cert.
+
+    Signatures belong to the component packet they follow; any other packet (user id,
+    attribute, an unknown component) ends a subkey's run. Sequoia writes the signatures it
+    rejected while canonicalising *after the last component*, so they sit where the last
+    subkey's own signatures sit and position alone cannot tell them apart. A binding dated
+    before the primary key was created is one Sequoia always rejects (a signature cannot
+    predate the key that made it; gpg lists such a subkey as invalid), so it is ignored here
+    whatever subkey it lands after: otherwise such a subkey would count as bound or not
+    depending on how Sequoia happened to sort the subkeys.
+    """
     groups: list[tuple[Packet | None, list[Packet]]] = []
     for packet in packets:
         tag = packet.tag
-        if tag in (Tag.PublicSubkey, Tag.SecretSubkey):
+        if tag == Tag.Signature:
+            if groups:
+                groups[-1][1].append(packet)
+        elif tag in (Tag.PublicSubkey, Tag.SecretSubkey):
             groups.append((packet, []))
-        elif tag in (Tag.PublicKey, Tag.SecretKey, Tag.UserID, Tag.UserAttribute):
+        else:
             groups.append((None, []))
-        elif tag == Tag.Signature and groups:
-            groups[-1][1].append(packet)
     out: list[KeyComponent] = []
     for key, sigs in groups:
         if key is None:
@@ -198,14 +214,17 @@ def _subkeys(packets: list[Packet], primary: str) -> tuple[KeyComponent, ...]:
         if fingerprint is None or created is None:
             continue
         own = [s for s in sigs if _issued_by(s, primary)]
-        bindings = [
-            (s.signature_created, s)
-            for s in own
-            if s.signature_type == SignatureType.SubkeyBinding and s.signature_created is not None
-        ]
+        bindings: list[tuple[datetime, Packet]] = []
+        for sig in own:
+            made = sig.signature_created
+            if sig.signature_type != SignatureType.SubkeyBinding or made is None:
+                continue
+            if made < primary_created:
+                continue  # impossible, and rejected by Sequoia: binds nothing
+            bindings.append((made, sig))
         if not bindings:
             continue  # an unbound subkey is not part of the certificate
-        newest = max(bindings, key=lambda pair: pair[0] or created)[1]
+        newest = max(bindings, key=lambda pair: pair[0])[1]
         period = newest.key_validity_period
         flags = newest.key_flags
         out.append(
@@ -213,6 +232,7 @@ def _subkeys(packets: list[Packet], primary: str) -> tuple[KeyComponent, ...]:
                 fingerprint=fingerprint.lower(),
                 created=created,
                 expiration=created + period if period else None,
+                # Every revocation counts, however dated: a bogus one can only cause a refusal.
                 revoked=any(s.signature_type == SignatureType.SubkeyRevocation for s in own),
                 signing_capable=None if flags is None else flags.signing,
             )
@@ -246,7 +266,7 @@ class PublicKey:
             revoked=cert.is_revoked,
             signing_capable=None,
         )
-        return cls(primary=primary, subkeys=_subkeys(packets, fingerprint), cert=cert)
+        return cls(primary=primary, subkeys=_subkeys(packets, fingerprint, created), cert=cert)
 
     def component(self, *, fingerprint: str | None, key_id: str | None) -> KeyComponent | None:
         """The primary key or subkey that has this fingerprint (or, without one, key id)."""

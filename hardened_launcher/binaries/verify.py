@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.audit import AuditSink
+from hardened_launcher.audit.gates import record_pass, record_refusal
 from hardened_launcher.binaries.openpgp import (
     MAX_CLOCK_SKEW,
     MAX_SIGNATURE_BYTES,
@@ -151,36 +152,30 @@ def _audit(
     error: LauncherError | None = None,
     proof: VerifiedBinary | None = None,
 ) -> None:
-    if audit is None:
-        return
     if proof is not None:
-        audit.record(
-            AuditEvent(
-                type="binary.verified",
-                outcome=Outcome.ALLOW,
-                gate=GATE,
-                run_id=run_id,
-                fields={
-                    "name": proof.name,
-                    "sha256": proof.sha256,
-                    "size": proof.size,
-                    "signer_fingerprint": proof.signer_fingerprint,
-                    "signing_key_fingerprint": proof.signing_key_fingerprint,
-                    "signature_created": proof.signature_created.isoformat(),
-                    "sums_sha256": proof.sums_sha256,
-                },
-            )
+        record_pass(
+            audit,
+            gate=GATE,
+            event_type="binary.verified",
+            run_id=run_id,
+            fields={
+                "name": proof.name,
+                "sha256": proof.sha256,
+                "size": proof.size,
+                "signer_fingerprint": proof.signer_fingerprint,
+                "signing_key_fingerprint": proof.signing_key_fingerprint,
+                "signature_created": proof.signature_created.isoformat(),
+                "sums_sha256": proof.sums_sha256,
+            },
         )
     elif error is not None:
-        audit.record(
-            AuditEvent(
-                type="binary.rejected",
-                outcome=Outcome.DENY if isinstance(error, UntrustedInputError) else Outcome.ERROR,
-                gate=GATE,
-                run_id=run_id,
-                reason=error.reason,
-                fields={"name": name[:256]},
-            )
+        record_refusal(
+            audit,
+            gate=GATE,
+            event_type="binary.rejected",
+            run_id=run_id,
+            error=error,
+            fields={"name": name[:256]},
         )
 
 

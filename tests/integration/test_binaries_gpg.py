@@ -2,8 +2,11 @@
 
 Keys (all in one throw-away GNUPGHOME):
 
-- ``ed``: ed25519 primary key (sign, certify) with two signing subkeys: ``ed_sub`` (valid) and
-  ``ed_old_sub`` (created 10 days ago with a one-day expiry, via ``--faked-system-time``);
+- ``ed``: ed25519 primary key (sign, certify), made 20 days ago, with two signing subkeys:
+  ``ed_sub`` (valid) and ``ed_old_sub`` (created 10 days ago with a one-day expiry). Both past
+  dates come from ``--faked-system-time``. The primary key must predate the old subkey's
+  binding: a binding dated before its primary key existed is invalid (gpg lists the subkey as
+  ``sub:i``, Sequoia rejects the binding), so such a subkey would not be part of the key at all;
 - ``rsa``: rsa3072 primary key (sign, certify);
 - ``stranger``: ed25519, never pinned;
 - ``expired``: ed25519 made 10 days ago with a one-day expiry;
@@ -156,9 +159,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     now = datetime.now(UTC).replace(microsecond=0)
     ten_days_ago = now - timedelta(days=10)
     try:
-        ed = gpg.new_key("Release Ed <ed@example.org>")
+        ed = gpg.new_key("Release Ed <ed@example.org>", at=now - timedelta(days=20))
         gpg.run("--quick-add-key", ed, "ed25519", "sign", "never")
-        gpg.run("--quick-add-key", ed, "ed25519", "sign", "1d", at=ten_days_ago, conflict_ok=True)
+        gpg.run("--quick-add-key", ed, "ed25519", "sign", "1d", at=ten_days_ago)
         _, ed_sub, ed_old_sub = gpg.fingerprints("ed@example.org")
         rsa = gpg.new_key("Release RSA <rsa@example.org>", "rsa3072")
         stranger = gpg.new_key("Stranger <stranger@example.net>")
@@ -172,7 +175,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             sums, expired, base / "expired.asc", at=half_day_later
         ).read_bytes()
         old_sub_sig = gpg.detach_sign(
-            sums, ed_old_sub, base / "old-sub.asc", at=half_day_later, conflict_ok=True
+            sums, ed_old_sub, base / "old-sub.asc", at=half_day_later
         ).read_bytes()
         revoked_sig = gpg.detach_sign(sums, revoked, base / "revoked.asc").read_bytes()
         revocation = (home / "openpgp-revocs.d" / f"{revoked.upper()}.rev").read_text()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pysequoia
 import pytest
-from pysequoia import Sig
+from pysequoia import Cert, Sig
+from pysequoia.packet import PacketPile, SignatureType, Tag
 
 from hardened_launcher.binaries import openpgp
 from hardened_launcher.binaries.openpgp import (
@@ -28,6 +29,7 @@ from tests.unit.test_binaries_support import (
     keyring_of,
     make_key,
     now_plus,
+    redated_signature,
     revoked,
     with_hash_octet,
 )
@@ -129,6 +131,34 @@ def test_keyring_exposes_subkeys_with_their_capabilities(release: TestKey) -> No
     assert key.primary.fingerprint == release.fingerprint
     assert [sub.signing_capable for sub in key.subkeys] == [True, False]
     assert all(sub.expiration is None for sub in key.subkeys)
+
+
+# Regression: the gpg integration fixture once bound a subkey ten days before its primary key
+# existed. Sequoia rejects such a binding and writes the signatures it rejects after the *last*
+# subkey, so the gate counted that subkey as bound (and refused a signature by it as expired)
+# or as unbound (refused as not pinned) depending on how Sequoia happened to sort the subkeys.
+def test_binding_dated_before_its_primary_key_binds_no_subkey_wherever_sequoia_puts_it() -> None:
+    key = make_key()
+    packets = list(PacketPile.from_bytes(bytes(key.cert)))
+    primary_created = packets[0].key_created
+    assert primary_created is not None
+    positions = [i for i, packet in enumerate(packets) if packet.tag == Tag.PublicSubkey]
+    assert len(positions) == 2  # the signing subkey sorts first, the encryption subkey last
+    for at in positions:
+        binding = packets[at + 1]
+        assert binding.signature_type == SignatureType.SubkeyBinding
+        assert binding.body is not None
+        before_primary = redated_signature(binding.body, primary_created - timedelta(days=10))
+        replaced = [*packets[: at + 1], *PacketPile.from_bytes(before_primary), *packets[at + 2 :]]
+        (ring_key,) = keyring_of(Cert.from_packets(replaced)).keys
+        bound = [sub.fingerprint for sub in ring_key.subkeys]
+        others = [packets[i].fingerprint for i in positions if i != at]
+        assert bound == others, f"subkey {at} bound by a binding older than its primary key"
+        if at == positions[0]:
+            # The signing subkey is not part of the key: its signatures are never accepted.
+            ring = Keyring(keys=(ring_key,))
+            error = refusal(verify_detached, DATA, detached(key), ring, [key.fingerprint])
+            assert error.reason == "signing_key_not_pinned"
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,8 @@ from hardened_launcher.binaries.openpgp import Keyring
 _HASH_OCTET = 5
 OPENPGP_SHA1 = 2
 OPENPGP_MD5 = 1
+_SIGNATURE_TAG = 2
+_CREATION_TIME_SUBPACKET = 2
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,41 @@ def with_hash_octet(binary_signature: bytes, algorithm: int) -> bytes:
     data = bytearray(binary_signature)
     data[_HASH_OCTET] = algorithm
     return bytes(data)
+
+
+def redated_signature(body: bytes, created: datetime) -> bytes:
+    """A v4 signature packet (new format) from ``body`` with its hashed creation time replaced.
+
+    The hash no longer matches, so the signature does not verify; only its dates matter.
+    """
+    assert body[0] == 4, "expected a v4 signature"
+    data = bytearray(body)
+    end = 6 + int.from_bytes(body[4:6], "big")
+    at = 6
+    while at < end:
+        first = data[at]
+        if first < 192:
+            length, at = first, at + 1
+        elif first < 255:
+            length, at = ((first - 192) << 8) + data[at + 1] + 192, at + 2
+        else:
+            length, at = int.from_bytes(data[at + 1 : at + 5], "big"), at + 5
+        if data[at] & 0x7F == _CREATION_TIME_SUBPACKET:
+            data[at + 1 : at + 5] = int(created.timestamp()).to_bytes(4, "big")
+            return _new_format_packet(_SIGNATURE_TAG, bytes(data))
+        at += length
+    raise AssertionError("the signature has no hashed creation time")
+
+
+def _new_format_packet(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 192:
+        header = bytes([size])
+    elif size < 8384:
+        header = bytes([((size - 192) >> 8) + 192, (size - 192) & 0xFF])
+    else:
+        header = b"\xff" + size.to_bytes(4, "big")
+    return bytes([0xC0 | tag]) + header + body
 
 
 def sums_line(name: str, content: bytes) -> bytes:
