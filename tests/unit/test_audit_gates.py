@@ -148,4 +148,3 @@ def test_infrastructure_failures_are_errors_not_denials() -> None:
     )
     assert log.events[0].outcome is Outcome.ERROR
     assert log.events[0].reason == "replay_cache_unavailable"
-
