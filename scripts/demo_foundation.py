@@ -28,7 +28,7 @@ from hardened_launcher.envelope import MemoryReplayCache, open_run_state, seal_r
 from hardened_launcher.errors import EXIT_INFRASTRUCTURE, EXIT_UNTRUSTED_INPUT, LauncherError
 from hardened_launcher.identity import load_pool_private_key
 from hardened_launcher.identity.csr import load_csr_pem
-from hardened_launcher.identity.issuing import CertificateAuthority, build_token
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from hardened_launcher.secrets import Secret
 
 CANARY = "demo-secret-value-do-not-print"
@@ -77,16 +77,12 @@ def main() -> int:
         now = datetime.now(UTC)
         ca = CertificateAuthority.generate()
         signing_key = ed25519.Ed25519PrivateKey.generate()
-        cert = ca.issue_pool_certificate(
+        token = issue_pool_token(
+            ca,
             load_csr_pem((work / "spacelift.csr").read_bytes()),
             pool_id="demo-pool",
             not_before=now - timedelta(minutes=1),
             not_after=now + timedelta(days=30),
-        )
-        token = build_token(
-            pool_id="demo-pool",
-            pool_certificate=cert,
-            ca_certificate=ca.certificate,
             broker_url="mqtts://127.0.0.1:8883",
             control_plane_url="http://127.0.0.1:8080",
             run_state_signing_key=signing_key.public_key(),

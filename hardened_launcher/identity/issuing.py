@@ -428,3 +428,33 @@ def build_token(
         ca_certificate=ca_certificate,
         run_state_signing_key=run_state_signing_key,
     )
+
+
+def issue_pool_token(
+    ca: CertificateAuthority,
+    csr: x509.CertificateSigningRequest,
+    *,
+    pool_id: str,
+    broker_url: str,
+    control_plane_url: str,
+    run_state_signing_key: ed25519.Ed25519PublicKey,
+    not_before: datetime,
+    not_after: datetime,
+    mqtt_namespace: str = DEFAULT_MQTT_NAMESPACE,
+) -> Token:
+    """Issue the pool certificate from ``csr`` and wrap it in the pool's token.
+
+    This is what creating (or resetting) a pool does on the control plane's side.
+    """
+    certificate = ca.issue_pool_certificate(
+        csr, pool_id=pool_id, not_before=not_before, not_after=not_after
+    )
+    return build_token(
+        pool_id=pool_id,
+        pool_certificate=certificate,
+        ca_certificate=ca.certificate,
+        broker_url=broker_url,
+        control_plane_url=control_plane_url,
+        run_state_signing_key=run_state_signing_key,
+        mqtt_namespace=mqtt_namespace,
+    )

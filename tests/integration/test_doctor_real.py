@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hardened_launcher.identity.csr import load_csr_pem
-from hardened_launcher.identity.issuing import CertificateAuthority, build_token
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from tests.conftest import require_docker, require_tool
 
 pytestmark = pytest.mark.integration
@@ -46,16 +46,12 @@ def openssl_pool(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     now = datetime.now(UTC)
     ca = CertificateAuthority.generate()
-    cert = ca.issue_pool_certificate(
+    token = issue_pool_token(
+        ca,
         load_csr_pem((work / "spacelift.csr").read_bytes()),
         pool_id="openssl-pool",
         not_before=now - timedelta(minutes=1),
         not_after=now + timedelta(days=90),
-    )
-    token = build_token(
-        pool_id="openssl-pool",
-        pool_certificate=cert,
-        ca_certificate=ca.certificate,
         broker_url="mqtts://127.0.0.1:8883",
         control_plane_url="http://127.0.0.1:8080",
         run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),

@@ -14,7 +14,7 @@ from hardened_launcher.envelope import MemoryReplayCache, open_run_state, seal_r
 from hardened_launcher.errors import InfrastructureError, LauncherError
 from hardened_launcher.identity import PoolPrivateKey, check_pool_identity
 from hardened_launcher.identity.csr import create_csr, parse_subject
-from hardened_launcher.identity.issuing import CertificateAuthority, build_token
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 CANARY = b"CANARY-plaintext-3b9e0f"
@@ -24,17 +24,13 @@ CANARY = b"CANARY-plaintext-3b9e0f"
 def pool() -> dict[str, object]:
     ca = CertificateAuthority.generate(not_before=NOW - timedelta(days=1))
     key = PoolPrivateKey.generate(rsa_key_bits=2048)
-    cert = ca.issue_pool_certificate(
+    signer = ed25519.Ed25519PrivateKey.generate()
+    token = issue_pool_token(
+        ca,
         create_csr(key, parse_subject("/CN=x")),
         pool_id="pool-a",
         not_before=NOW - timedelta(hours=1),
         not_after=NOW + timedelta(days=1),
-    )
-    signer = ed25519.Ed25519PrivateKey.generate()
-    token = build_token(
-        pool_id="pool-a",
-        pool_certificate=cert,
-        ca_certificate=ca.certificate,
         broker_url="mqtts://127.0.0.1:8883",
         control_plane_url="https://127.0.0.1:8443",
         run_state_signing_key=signer.public_key(),

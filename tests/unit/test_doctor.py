@@ -19,7 +19,7 @@ from hardened_launcher.doctor import CheckResult, Status, exit_code_for, render_
 from hardened_launcher.errors import EXIT_CONFIGURATION, EXIT_INFRASTRUCTURE, EXIT_UNTRUSTED_INPUT
 from hardened_launcher.identity import PoolPrivateKey
 from hardened_launcher.identity.csr import create_csr, parse_subject
-from hardened_launcher.identity.issuing import CertificateAuthority, build_token
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from tests.unit.test_binaries_support import make_key
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -48,17 +48,12 @@ def _factory(client: FakeDocker) -> Callable[[], FakeDocker]:
 def credentials() -> dict[str, str]:
     ca = CertificateAuthority.generate(not_before=NOW - timedelta(days=1))
     key = PoolPrivateKey.generate(rsa_key_bits=2048)
-    csr = create_csr(key, parse_subject("/CN=ignored"))
-    cert = ca.issue_pool_certificate(
-        csr,
+    token = issue_pool_token(
+        ca,
+        create_csr(key, parse_subject("/CN=ignored")),
         pool_id="pool-1",
         not_before=NOW - timedelta(hours=1),
         not_after=NOW + timedelta(days=30),
-    )
-    token = build_token(
-        pool_id="pool-1",
-        pool_certificate=cert,
-        ca_certificate=ca.certificate,
         broker_url="mqtts://127.0.0.1:8883",
         control_plane_url="https://127.0.0.1:8443",
         run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),
