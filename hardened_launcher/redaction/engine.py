@@ -1,0 +1,231 @@
+"""Multi-pattern matchers: a compiled, immutable set of byte patterns that finds matches.
+
+Every engine answers one question for a buffer: the **leftmost-longest, non-overlapping**
+matches, as ``(start, end, pattern_index)`` sorted by start. Leftmost-longest is the greedy
+rule "walk left to right; where any pattern starts, take the longest one that starts there and
+skip past it", so the answer is unique and the same for every engine, which the property tests
+check against :class:`ReferenceEngine`.
+
+Backends, fastest first (measured by ``python benchmarks/redaction``):
+
+* :class:`HyperscanEngine`: Intel Hyperscan (``hyperscan`` wheels, Linux x86_64). It reports every
+  pattern end, overlapping; starts follow from the pattern lengths (so ``HS_FLAG_SOM_LEFTMOST``
+  is not needed for literals) and the greedy choice is made here. Patterns are compiled as
+  hex-escaped expressions, not with ``literal=True``: the 0.9.1 binding passes literals as C
+  strings and silently truncates a pattern at its first NUL byte.
+* :class:`AhoCorasickEngine`: ``ahocorasick-rs`` (portable wheels) with leftmost-longest
+  semantics built in.
+* :class:`ReferenceEngine`: pure Python, the executable definition; slow, for tests.
+
+Compiled engines are immutable and may be shared between threads; Hyperscan scratch space is
+kept per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Match = tuple[int, int, int]
+
+
+class Engine(Protocol):
+    """A compiled pattern set. ``patterns[i]`` is the pattern whose index matches report."""
+
+    name: str
+    patterns: tuple[bytes, ...]
+    longest: int
+
+    def find(self, data: bytes) -> list[Match]:
+        """Leftmost-longest non-overlapping matches in ``data``, sorted by start."""
+        ...
+
+
+class EngineUnavailableError(RuntimeError):
+    """The requested backend is not installed on this platform."""
+
+
+def greedy_select(
+    ends_by_start: dict[int, int], index_by_span: dict[tuple[int, int], int]
+) -> list[Match]:
+    """Turn all (possibly overlapping) matches into the leftmost-longest non-overlapping ones."""
+    out: list[Match] = []
+    cursor = 0
+    for start in sorted(ends_by_start):
+        if start < cursor:
+            continue
+        end = ends_by_start[start]
+        out.append((start, end, index_by_span[(start, end)]))
+        cursor = end
+    return out
+
+
+class NullEngine:
+    """No patterns: nothing ever matches."""
+
+    name = "none"
+
+    def __init__(self) -> None:
+        self.patterns: tuple[bytes, ...] = ()
+        self.longest = 0
+
+    def find(self, data: bytes) -> list[Match]:  # noqa: ARG002  # the Engine protocol
+        return []
+
+
+class ReferenceEngine:
+    """Pure-Python leftmost-longest matcher: the definition the fast engines are tested against."""
+
+    name = "reference"
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        _check_patterns(patterns)
+        self.patterns = tuple(patterns)
+        self.longest = max((len(p) for p in self.patterns), default=0)
+        self._by_first: dict[int, list[tuple[bytes, int]]] = {}
+        for index, pattern in enumerate(self.patterns):
+            self._by_first.setdefault(pattern[0], []).append((pattern, index))
+        for bucket in self._by_first.values():
+            bucket.sort(key=lambda item: -len(item[0]))
+
+    def find(self, data: bytes) -> list[Match]:
+        out: list[Match] = []
+        i = 0
+        n = len(data)
+        while i < n:
+            for pattern, index in self._by_first.get(data[i], ()):
+                if data.startswith(pattern, i):
+                    out.append((i, i + len(pattern), index))
+                    i += len(pattern)
+                    break
+            else:
+                i += 1
+        return out
+
+
+class AhoCorasickEngine:
+    """``ahocorasick-rs`` with leftmost-longest match kind (portable wheels)."""
+
+    name = "aho-corasick"
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        _check_patterns(patterns)
+        try:
+            import ahocorasick_rs  # noqa: PLC0415  # optional dependency, imported on use
+        except ImportError as exc:  # pragma: no cover - depends on the platform
+            raise EngineUnavailableError("ahocorasick-rs is not installed") from exc
+        self.patterns = tuple(patterns)
+        self.longest = max((len(p) for p in self.patterns), default=0)
+        self._ac = ahocorasick_rs.BytesAhoCorasick(
+            self.patterns, matchkind=ahocorasick_rs.MatchKind.LeftmostLongest
+        )
+
+    def find(self, data: bytes) -> list[Match]:
+        return [(s, e, i) for i, s, e in self._ac.find_matches_as_indexes(data)]
+
+
+def _hs_expression(pattern: bytes) -> bytes:
+    # Letters and digits stand for themselves; every other byte is written as \xHH, so no byte is
+    # a regex metacharacter and NUL bytes survive the binding.
+    return b"".join(
+        bytes((b,)) if (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122) else b"\\x%02x" % b
+        for b in pattern
+    )
+
+
+class HyperscanEngine:
+    """Intel Hyperscan in block mode; all matches are reported and the greedy choice is ours."""
+
+    name = "hyperscan"
+
+    def __init__(self, patterns: Sequence[bytes]) -> None:
+        _check_patterns(patterns)
+        try:
+            import hyperscan  # noqa: PLC0415  # optional dependency, imported on use
+        except ImportError as exc:  # pragma: no cover - depends on the platform
+            raise EngineUnavailableError("hyperscan is not installed on this platform") from exc
+        self.patterns = tuple(patterns)
+        self.longest = max((len(p) for p in self.patterns), default=0)
+        self._lengths = [len(p) for p in self.patterns]
+        self._hs: Any = hyperscan
+        db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            db.compile(
+                expressions=[_hs_expression(p) for p in self.patterns],
+                ids=list(range(len(self.patterns))),
+                elements=len(self.patterns),
+                flags=0,
+            )
+        except hyperscan.error as exc:
+            # The binding's message can quote an expression, i.e. a secret: never pass it on.
+            raise EngineUnavailableError(
+                f"hyperscan could not compile the pattern set ({type(exc).__name__})"
+            ) from None
+        self._db = db
+        self._local = threading.local()
+
+    def _scratch(self) -> Any:  # noqa: ANN401  # hyperscan.Scratch, an untyped binding
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._hs.Scratch(self._db)
+            self._local.scratch = scratch
+        return scratch
+
+    def find(self, data: bytes) -> list[Match]:
+        lengths = self._lengths
+        ends_by_start: dict[int, int] = {}
+        index_by_span: dict[tuple[int, int], int] = {}
+
+        def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            start = to - lengths[index]
+            if ends_by_start.get(start, -1) < to:
+                ends_by_start[start] = to
+                index_by_span[(start, to)] = index
+
+        self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
+        if not ends_by_start:
+            return []
+        return greedy_select(ends_by_start, index_by_span)
+
+
+ENGINES = ("hyperscan", "aho-corasick", "reference")
+
+
+def build_engine(patterns: Sequence[bytes], preference: str | None = None) -> Engine:
+    """Compile ``patterns`` with ``preference`` (one of :data:`ENGINES`) or the fastest one."""
+    if not patterns:
+        return NullEngine()
+    if preference is not None and preference not in ENGINES:
+        raise ValueError(f"unknown redaction engine {preference!r}; expected one of {ENGINES}")
+    order = (preference,) if preference else ENGINES
+    last: EngineUnavailableError | None = None
+    for name in order:
+        try:
+            if name == "hyperscan":
+                return HyperscanEngine(patterns)
+            if name == "aho-corasick":
+                return AhoCorasickEngine(patterns)
+            return ReferenceEngine(patterns)
+        except EngineUnavailableError as exc:
+            last = exc
+    raise last or EngineUnavailableError("no redaction engine available")
+
+
+def available_engines() -> list[str]:
+    """Names of the backends that can be built here."""
+    out = []
+    for name in ENGINES:
+        try:
+            build_engine([b"probe-pattern"], name)
+        except EngineUnavailableError:
+            continue
+        out.append(name)
+    return out
+
+
+def _check_patterns(patterns: Sequence[bytes]) -> None:
+    if any(not p for p in patterns):
+        raise ValueError("empty patterns cannot be matched")
+    if len(set(patterns)) != len(patterns):
+        raise ValueError("patterns must be unique")
