@@ -84,6 +84,22 @@ DEFAULT_MAX_ENVELOPE_BYTES: Final = 16 * MIB
 MIN_ENVELOPE_BYTES: Final = 1 * KIB
 MAX_ENVELOPE_BYTES_LIMIT: Final = 256 * MIB
 APP_DIR_NAME: Final = "hardened-launcher"
+GIB: Final = 1024 * MIB
+DEFAULT_WORKER_UID: Final = 1983
+DEFAULT_WORKER_GID: Final = 1983
+MAX_WORKER_ID: Final = 2**31 - 1
+DEFAULT_RUN_MEMORY_BYTES: Final = 4 * GIB
+DEFAULT_RUN_PIDS_LIMIT: Final = 1024
+DEFAULT_RUN_CPUS: Final = 2.0
+DEFAULT_RUN_WORKSPACE_BYTES: Final = 1 * GIB
+DEFAULT_RUN_TMP_BYTES: Final = 256 * MIB
+DEFAULT_RUN_STOP_GRACE: Final = timedelta(seconds=10)
+MAX_RUN_STOP_GRACE: Final = timedelta(minutes=5)
+MIN_RUN_MEMORY_BYTES: Final = 16 * MIB
+MAX_RUN_BYTES: Final = 1024 * GIB
+MIN_RUN_TMPFS_BYTES: Final = 1 * MIB
+MAX_RUN_PIDS_LIMIT: Final = 1 << 20
+MAX_RUN_CPUS: Final = 1024.0
 
 MAX_SECRET_CHARS: Final = 64 * 1024
 MAX_CONFIG_FILE_BYTES: Final = 1 * MIB
@@ -108,6 +124,8 @@ _INDEX_RE: Final = re.compile(r"0|[1-9][0-9]{0,5}")
 _DOCKER_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
 _RUNTIME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _HEX_RE: Final = re.compile(r"[0-9a-fA-F]+")
+_LAUNCHER_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_CPUS_RE: Final = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,3})?")
 _CA_COLON_RE: Final = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31}")
 _HOST_LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _SIZE_RE: Final = re.compile(r"([0-9]{1,12})\s*([A-Za-z]*)")
@@ -591,6 +609,79 @@ def _parse_size(text: str) -> int:
     return size
 
 
+def _whole_number_parser(minimum: int, maximum: int) -> Callable[[str], int]:
+    expected = f"a whole number from {minimum} to {maximum}"
+
+    def parse(text: str) -> int:
+        value = text.strip()
+        if not re.fullmatch(r"[0-9]{1,10}", value):
+            raise _InvalidValueError("is not a whole number", expected=expected)
+        number = int(value)
+        if not minimum <= number <= maximum:
+            raise _InvalidValueError(
+                "is out of range", expected=expected, reason="setting_out_of_range"
+            )
+        return number
+
+    return parse
+
+
+def _byte_size_parser(minimum: int, maximum: int, example: str) -> Callable[[str], int]:
+    form = (
+        f"a size from {minimum // MIB} MiB to {maximum // GIB} GiB: a number of bytes, or a "
+        f"number followed by KiB, MiB or GiB (e.g. {example})"
+    )
+
+    def parse(text: str) -> int:
+        match = _SIZE_RE.fullmatch(text.strip())
+        if match is None:
+            raise _InvalidValueError("is not a size", expected=form)
+        number, suffix = int(match.group(1)), match.group(2).lower()
+        factors = {"": 1, "kib": KIB, "mib": MIB, "gib": GIB}
+        if suffix not in factors:
+            raise _InvalidValueError(
+                f"has unit {match.group(2)!r}; only KiB, MiB and GiB are accepted",
+                expected=form,
+            )
+        size = number * factors[suffix]
+        if not minimum <= size <= maximum:
+            raise _InvalidValueError(
+                "is out of range", expected=form, reason="setting_out_of_range"
+            )
+        return size
+
+    return parse
+
+
+def _parse_cpus(text: str) -> float:
+    value = text.strip()
+    expected = f"a number of CPUs from 0.01 to {MAX_RUN_CPUS:g}, e.g. 2 or 0.5"
+    if not _CPUS_RE.fullmatch(value):
+        raise _InvalidValueError("is not a number of CPUs", expected=expected)
+    number = float(value)
+    if not 0.01 <= number <= MAX_RUN_CPUS:
+        raise _InvalidValueError(
+            "is out of range", expected=expected, reason="setting_out_of_range"
+        )
+    return number
+
+
+def _parse_launcher_id(text: str) -> str:
+    value = text.strip()
+    if not _LAUNCHER_ID_RE.fullmatch(value):
+        raise _InvalidValueError(
+            "is not a launcher ID",
+            expected="1 to 63 letters, digits and _ . - (starting with a letter or digit)",
+        )
+    return value
+
+
+_parse_worker_id: Final = _whole_number_parser(0, MAX_WORKER_ID)
+_parse_pids_limit: Final = _whole_number_parser(8, MAX_RUN_PIDS_LIMIT)
+_parse_run_memory: Final = _byte_size_parser(MIN_RUN_MEMORY_BYTES, MAX_RUN_BYTES, "4GiB or 512MiB")
+_parse_tmpfs_size: Final = _byte_size_parser(MIN_RUN_TMPFS_BYTES, MAX_RUN_BYTES, "1GiB or 64MiB")
+
+
 def _check_vcs_name(name: str) -> None:
     if not name or len(name) > MAX_PRIVATEVCS_NAME_CHARS or _has_control(name):
         raise ValueError(
@@ -901,6 +992,72 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         description=f"Allowed clock difference for certificate and envelope times (Go duration, "
         f"0s to {format_duration(MAX_CLOCK_SKEW)}).",
     ),
+    VariableSpec(
+        name="HL_LAUNCHER_ID",
+        field="launcher_id",
+        default="a random ID kept in `<state_dir>/launcher-id`",
+        source="project",
+        description="Name of this launcher on run containers' labels; containers left by an "
+        "earlier life of the same ID are removed at start-up (1 to 63 of `A-Za-z0-9_.-`).",
+    ),
+    VariableSpec(
+        name="HL_WORKER_UID",
+        field="worker_uid",
+        default=f"`{DEFAULT_WORKER_UID}`",
+        source="project",
+        description="User ID run containers run as (never root unless set to 0 on purpose).",
+    ),
+    VariableSpec(
+        name="HL_WORKER_GID",
+        field="worker_gid",
+        default=f"`{DEFAULT_WORKER_GID}`",
+        source="project",
+        description="Group ID run containers run as.",
+    ),
+    VariableSpec(
+        name="HL_RUN_MEMORY_BYTES",
+        field="run_memory_bytes",
+        default=f"`{DEFAULT_RUN_MEMORY_BYTES // GIB}GiB`",
+        source="project",
+        description="Memory limit of a run container (bytes, or `KiB`/`MiB`/`GiB`); a run spec "
+        "may ask for less, never more.",
+    ),
+    VariableSpec(
+        name="HL_RUN_PIDS_LIMIT",
+        field="run_pids_limit",
+        default=f"`{DEFAULT_RUN_PIDS_LIMIT}`",
+        source="project",
+        description=f"Most processes a run container may hold (8 to {MAX_RUN_PIDS_LIMIT}).",
+    ),
+    VariableSpec(
+        name="HL_RUN_CPUS",
+        field="run_cpus",
+        default=f"`{DEFAULT_RUN_CPUS:g}`",
+        source="project",
+        description="CPU limit of a run container, in CPUs (e.g. `0.5`, `2`).",
+    ),
+    VariableSpec(
+        name="HL_RUN_WORKSPACE_BYTES",
+        field="run_workspace_bytes",
+        default=f"`{DEFAULT_RUN_WORKSPACE_BYTES // GIB}GiB`",
+        source="project",
+        description="Size of the run's in-memory workspace (`/workspace`, counted in its memory).",
+    ),
+    VariableSpec(
+        name="HL_RUN_TMP_BYTES",
+        field="run_tmp_bytes",
+        default=f"`{DEFAULT_RUN_TMP_BYTES // MIB}MiB`",
+        source="project",
+        description="Size of the run's in-memory `/tmp`.",
+    ),
+    VariableSpec(
+        name="HL_RUN_STOP_GRACE",
+        field="run_stop_grace",
+        default=_duration_default(DEFAULT_RUN_STOP_GRACE),
+        source="project",
+        description="Time between SIGTERM and SIGKILL when a run is stopped (timeout, cancel; "
+        f"Go duration, 0s to {format_duration(MAX_RUN_STOP_GRACE)}).",
+    ),
 )
 
 #: Fields of :class:`Settings` that no variable sets.
@@ -958,6 +1115,15 @@ class Settings:
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     max_envelope_bytes: int = DEFAULT_MAX_ENVELOPE_BYTES
     clock_skew: timedelta = DEFAULT_CLOCK_SKEW
+    launcher_id: str | None = None
+    worker_uid: int = DEFAULT_WORKER_UID
+    worker_gid: int = DEFAULT_WORKER_GID
+    run_memory_bytes: int = DEFAULT_RUN_MEMORY_BYTES
+    run_pids_limit: int = DEFAULT_RUN_PIDS_LIMIT
+    run_cpus: float = DEFAULT_RUN_CPUS
+    run_workspace_bytes: int = DEFAULT_RUN_WORKSPACE_BYTES
+    run_tmp_bytes: int = DEFAULT_RUN_TMP_BYTES
+    run_stop_grace: timedelta = DEFAULT_RUN_STOP_GRACE
     # -- derived ------------------------------------------------------------------------------
     warnings: tuple[str, ...] = ()
 
@@ -989,6 +1155,24 @@ class Settings:
             bad.append(("pinned_ca_sha256", "must be 32 bytes (a SHA-256 digest)"))
         if not _DOCKER_NAME_RE.fullmatch(self.worker_network):
             bad.append(("worker_network", "is not a Docker network name or ID"))
+        if self.launcher_id is not None and not _LAUNCHER_ID_RE.fullmatch(self.launcher_id):
+            bad.append(("launcher_id", "is not a launcher ID"))
+        for name in ("worker_uid", "worker_gid"):
+            if not 0 <= getattr(self, name) <= MAX_WORKER_ID:
+                bad.append((name, f"must be from 0 to {MAX_WORKER_ID}"))
+        if not MIN_RUN_MEMORY_BYTES <= self.run_memory_bytes <= MAX_RUN_BYTES:
+            bad.append(("run_memory_bytes", "is out of range"))
+        if not 8 <= self.run_pids_limit <= MAX_RUN_PIDS_LIMIT:
+            bad.append(("run_pids_limit", f"must be from 8 to {MAX_RUN_PIDS_LIMIT}"))
+        if not 0.01 <= self.run_cpus <= MAX_RUN_CPUS:
+            bad.append(("run_cpus", f"must be from 0.01 to {MAX_RUN_CPUS:g}"))
+        for name in ("run_workspace_bytes", "run_tmp_bytes"):
+            if not MIN_RUN_TMPFS_BYTES <= getattr(self, name) <= MAX_RUN_BYTES:
+                bad.append((name, "is out of range"))
+        if not timedelta(0) <= self.run_stop_grace <= MAX_RUN_STOP_GRACE:
+            bad.append(
+                ("run_stop_grace", f"must be from 0s to {format_duration(MAX_RUN_STOP_GRACE)}")
+            )
         for name in (
             "docker_config_dir",
             "launcher_run_initialization_policy",
@@ -1165,6 +1349,13 @@ class _Loader:
             in (
                 "max_concurrent_runs",
                 "max_envelope_bytes",
+                "worker_uid",
+                "worker_gid",
+                "run_memory_bytes",
+                "run_pids_limit",
+                "run_cpus",
+                "run_workspace_bytes",
+                "run_tmp_bytes",
             )
         ):
             text = str(value)
@@ -1438,6 +1629,20 @@ def load_settings(
     )
     max_envelope_bytes = get("HL_MAX_ENVELOPE_BYTES", _parse_size, DEFAULT_MAX_ENVELOPE_BYTES)
     clock_skew = get("HL_CLOCK_SKEW", skew, DEFAULT_CLOCK_SKEW)
+    stop_grace = _duration_parser(
+        minimum=timedelta(0), maximum=MAX_RUN_STOP_GRACE, inclusive_minimum=True, example="10s"
+    )
+    launcher_id = get("HL_LAUNCHER_ID", _parse_launcher_id, None)
+    worker_uid = get("HL_WORKER_UID", _parse_worker_id, DEFAULT_WORKER_UID)
+    worker_gid = get("HL_WORKER_GID", _parse_worker_id, DEFAULT_WORKER_GID)
+    run_memory_bytes = get("HL_RUN_MEMORY_BYTES", _parse_run_memory, DEFAULT_RUN_MEMORY_BYTES)
+    run_pids_limit = get("HL_RUN_PIDS_LIMIT", _parse_pids_limit, DEFAULT_RUN_PIDS_LIMIT)
+    run_cpus = get("HL_RUN_CPUS", _parse_cpus, DEFAULT_RUN_CPUS)
+    run_workspace_bytes = get(
+        "HL_RUN_WORKSPACE_BYTES", _parse_tmpfs_size, DEFAULT_RUN_WORKSPACE_BYTES
+    )
+    run_tmp_bytes = get("HL_RUN_TMP_BYTES", _parse_tmpfs_size, DEFAULT_RUN_TMP_BYTES)
+    run_stop_grace = get("HL_RUN_STOP_GRACE", stop_grace, DEFAULT_RUN_STOP_GRACE)
 
     if loader.problems or state_dir is None or cache_dir is None or audit_dir is None:
         raise SettingsError.from_problems(loader.problems)
@@ -1470,6 +1675,15 @@ def load_settings(
         max_concurrent_runs=max_concurrent_runs,
         max_envelope_bytes=max_envelope_bytes,
         clock_skew=clock_skew,
+        launcher_id=launcher_id,
+        worker_uid=worker_uid,
+        worker_gid=worker_gid,
+        run_memory_bytes=run_memory_bytes,
+        run_pids_limit=run_pids_limit,
+        run_cpus=run_cpus,
+        run_workspace_bytes=run_workspace_bytes,
+        run_tmp_bytes=run_tmp_bytes,
+        run_stop_grace=run_stop_grace,
         warnings=tuple(loader.warnings),
     )
 

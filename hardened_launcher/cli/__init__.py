@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from hardened_launcher import __version__
 from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
+from hardened_launcher.redaction.sources import install_process_redactor
 
 # One module per command group, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -78,12 +79,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redactor = install_process_redactor(os.environ)
     try:
         code: int = args.handler(args)
     except LauncherError as exc:
-        sys.stderr.write(f"error: {exc.one_line()}\n")
+        # Messages never carry secrets by construction; the redactor is the second line.
+        shown = redactor.redact_text if redactor is not None else str
+        sys.stderr.write(f"error: {shown(exc.one_line())}\n")
         if verbose and exc.detail:
-            sys.stderr.write(f"detail: {exc.detail}\n")
+            sys.stderr.write(f"detail: {shown(exc.detail)}\n")
         if verbose:
             sys.stderr.write(f"reason: {exc.reason}; exit code {exc.exit_code}\n")
         return exc.exit_code

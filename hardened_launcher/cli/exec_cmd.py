@@ -1,10 +1,131 @@
-"""CLI command: exec_cmd (placeholder until its owner fills it in)."""
+"""``hardened-launcher exec SPEC.yaml``: one run spec, locally, through binaries → policy → execute.
+
+For users testing images and policies before they deploy: the same gates as the daemon, the
+redacted output streamed to the terminal (and optionally to a log file).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+from hardened_launcher import __version__
+from hardened_launcher.audit import JsonLinesAuditLog
+from hardened_launcher.binaries import VerifiedBinaryCache
+from hardened_launcher.errors import ConfigurationError, InfrastructureError, UsageError
+from hardened_launcher.executor.cleanup import launcher_id_for
+from hardened_launcher.executor.container_spec import check_extra_mounts
+from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
+from hardened_launcher.executor.redaction_port import RedactorLike
+from hardened_launcher.executor.runner import DockerRunner, docker_client
+from hardened_launcher.executor.runspec import parse_run_spec
+from hardened_launcher.pipeline import BinaryGate, ReleaseDirectory, run_pipeline
+from hardened_launcher.settings import load_settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    pass
+    parser = sub.add_parser(
+        "exec",
+        help="run one run spec locally through the binaries, policy and execute gates",
+        description="Run SPEC (YAML, see docs/runspec.md) in a hardened container on the local "
+        "Docker, streaming the redacted output. The worker program and every binary the spec "
+        "asks for must be signed releases in --releases, verified against "
+        "HL_RELEASE_KEY_FINGERPRINTS.",
+    )
+    parser.add_argument("spec", type=Path, metavar="SPEC.yaml", help="the run spec")
+    parser.add_argument(
+        "--releases",
+        type=Path,
+        required=True,
+        help="directory of signed releases: <dir>/<name>/<version>/{<name>,SHA256SUMS,"
+        "SHA256SUMS.sig}",
+    )
+    parser.add_argument(
+        "--keyring", type=Path, help="OpenPGP public keys (default: HL_RELEASE_KEYRING)"
+    )
+    parser.add_argument("--log", type=Path, help="also write the redacted output to this new file")
+    parser.set_defaults(handler=run)
+
+
+def real_redactor() -> RedactorLike:
+    """The project's streaming redactor; refuse to run without it (fail closed)."""
+    try:
+        module = importlib.import_module("hardened_launcher.redaction")
+        redactor: RedactorLike = module.Redactor()
+    except (ImportError, AttributeError):
+        raise ConfigurationError(
+            "the redaction module is not available, so run output cannot be made safe",
+            hint="install a hardened-launcher build that includes hardened_launcher.redaction",
+            reason="redactor_unavailable",
+        ) from None
+    return redactor
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    check_extra_mounts(settings)  # a dangerous mount stops us before anything else
+    if settings.launcher_run_initialization_policy is not None:
+        # The policy engine is wired by the pipeline's owner; never run past a configured policy.
+        raise ConfigurationError(
+            "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY is set but this build cannot evaluate "
+            "policies in `exec` yet",
+            hint="unset it to test without a policy",
+            reason="policy_engine_unavailable",
+        )
+    keyring = args.keyring or settings.release_keyring
+    if keyring is None:
+        raise UsageError(
+            "no release keyring: pass --keyring or set HL_RELEASE_KEYRING",
+            hint="the keyring holds the public keys of HL_RELEASE_KEY_FINGERPRINTS",
+        )
+    try:
+        data = args.spec.read_bytes()
+    except OSError as exc:
+        raise InfrastructureError(
+            f"cannot read the run spec {args.spec}: {exc.strerror}",
+            hint="check the path",
+            reason="runspec_unreadable",
+        ) from None
+    spec = parse_run_spec(data, max_bytes=settings.max_envelope_bytes)
+    redactor = real_redactor()
+    sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
+    if args.log is not None:
+        sinks.append(FileLogSink(args.log))
+    audit = JsonLinesAuditLog(settings.audit_dir)
+    client = docker_client()
+    runner = DockerRunner(
+        client,
+        logs_timeout=settings.launcher_logs_timeout,
+        run_timeout=settings.launcher_run_timeout,
+        stop_grace=settings.run_stop_grace,
+    )
+    result = run_pipeline(
+        spec,
+        settings=settings,
+        launcher_id=f"{launcher_id_for(settings)}-exec"[:63],
+        worker_version=__version__,
+        binaries=BinaryGate(
+            releases=ReleaseDirectory(root=args.releases),
+            keyring=keyring,
+            pins=settings.release_key_fingerprints,
+            cache=VerifiedBinaryCache.from_settings(settings, audit=audit),
+            max_clock_skew=settings.clock_skew,
+        ),
+        policy=None,
+        runner=runner,
+        redactor=redactor,
+        sink=TeeLogSink(*sinks),
+        audit=audit,
+        environ=os.environ,
+    )
+    sys.stderr.write(
+        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
+        f"{result.duration_seconds:.1f}s)\n"
+    )
+    if result.exit_code is None:
+        return 1
+    return result.exit_code if result.exit_code < 256 else 1

@@ -1068,6 +1068,15 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_MAX_CONCURRENT_RUNS", "0"),
     ("HL_MAX_ENVELOPE_BYTES", "1GiB"),
     ("HL_CLOCK_SKEW", "1h"),
+    ("HL_LAUNCHER_ID", "bad id"),
+    ("HL_WORKER_UID", "root"),
+    ("HL_WORKER_GID", "-5"),
+    ("HL_RUN_MEMORY_BYTES", "1KiB"),
+    ("HL_RUN_PIDS_LIMIT", "0"),
+    ("HL_RUN_CPUS", "9999"),
+    ("HL_RUN_WORKSPACE_BYTES", "big"),
+    ("HL_RUN_TMP_BYTES", "1TB"),
+    ("HL_RUN_STOP_GRACE", "forever"),
     ("HL_TYPO", "x"),
 ]
 
@@ -1527,3 +1536,87 @@ def test_config_file_mode_check_uses_the_opened_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o666
     exc = failure({"HL_CONFIG_FILE": str(link)})
     assert exc.reason == "config_file_insecure"
+
+
+# ---------------------------------------------------------------------------------------------
+# Executor settings (HL_LAUNCHER_ID, HL_WORKER_*, HL_RUN_*)
+# ---------------------------------------------------------------------------------------------
+def test_executor_defaults() -> None:
+    s = load()
+    assert s.launcher_id is None
+    assert (s.worker_uid, s.worker_gid) == (1983, 1983)
+    assert s.run_memory_bytes == 4 * 1024**3
+    assert s.run_pids_limit == 1024
+    assert s.run_cpus == 2.0
+    assert s.run_workspace_bytes == 1024**3
+    assert s.run_tmp_bytes == 256 * 1024**2
+    assert s.run_stop_grace == timedelta(seconds=10)
+
+
+def test_executor_settings_parse() -> None:
+    s = load(
+        {
+            "HL_LAUNCHER_ID": "launcher-a.1",
+            "HL_WORKER_UID": "2000",
+            "HL_WORKER_GID": "0",
+            "HL_RUN_MEMORY_BYTES": "512MiB",
+            "HL_RUN_PIDS_LIMIT": "64",
+            "HL_RUN_CPUS": "0.5",
+            "HL_RUN_WORKSPACE_BYTES": "2GiB",
+            "HL_RUN_TMP_BYTES": "1048576",
+            "HL_RUN_STOP_GRACE": "2s",
+        }
+    )
+    assert s.launcher_id == "launcher-a.1"
+    assert (s.worker_uid, s.worker_gid) == (2000, 0)
+    assert s.run_memory_bytes == 512 * 1024**2
+    assert s.run_pids_limit == 64
+    assert s.run_cpus == 0.5
+    assert s.run_workspace_bytes == 2 * 1024**3
+    assert s.run_tmp_bytes == 1024 * 1024
+    assert s.run_stop_grace == timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("HL_LAUNCHER_ID", "-bad"),
+        ("HL_LAUNCHER_ID", "a" * 64),
+        ("HL_WORKER_UID", "-1"),
+        ("HL_WORKER_UID", "abc"),
+        ("HL_WORKER_GID", "4294967296"),
+        ("HL_RUN_MEMORY_BYTES", "1MiB"),
+        ("HL_RUN_MEMORY_BYTES", "4GB"),
+        ("HL_RUN_PIDS_LIMIT", "7"),
+        ("HL_RUN_CPUS", "0"),
+        ("HL_RUN_CPUS", "two"),
+        ("HL_RUN_WORKSPACE_BYTES", "10"),
+        ("HL_RUN_TMP_BYTES", "2048GiB"),
+        ("HL_RUN_STOP_GRACE", "6m"),
+        ("HL_RUN_STOP_GRACE", "-1s"),
+    ],
+)
+def test_bad_executor_settings_name_the_variable(variable: str, text: str) -> None:
+    exc = failure({variable: text})
+    assert exc.problems[0].variable == variable
+    assert exc.message.startswith(variable)
+
+
+def test_executor_settings_from_the_config_file(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path / "hl.toml", 'worker_uid = 4242\nrun_pids_limit = 99\nrun_cpus = "1.5"\n'
+    )
+    s = load(config_file=path)
+    assert (s.worker_uid, s.run_pids_limit, s.run_cpus) == (4242, 99, 1.5)
+
+
+def test_settings_built_directly_check_executor_invariants() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(
+            state_dir=Path("/s"),
+            cache_dir=Path("/c"),
+            audit_dir=Path("/a"),
+            run_pids_limit=1,
+            run_stop_grace=timedelta(hours=1),
+        )
+    assert {p.variable for p in info.value.problems} == {"HL_RUN_PIDS_LIMIT", "HL_RUN_STOP_GRACE"}

@@ -1,0 +1,259 @@
+"""The run container's Docker arguments, computed by a pure function (no I/O, no Docker).
+
+:func:`build_container_spec` turns a validated :class:`~.runspec.RunSpec`, the launcher's
+:class:`~hardened_launcher.settings.Settings` and the gate proofs (verified binaries) into a
+:class:`ContainerSpec`: the exact arguments of Docker's create call. Nothing secret goes into
+it: the environment holds plumbing only, labels hold the run and launcher IDs, the command is
+fixed. Secrets reach the container over its attached stdin (see :mod:`.instructions`).
+
+:func:`check_extra_mounts` judges operator mounts; the launcher calls it at start-up so that a
+dangerous mount stops the launcher before any run, and again for every run (defence in depth).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from types import MappingProxyType
+from typing import Any, Final
+
+from hardened_launcher.binaries import VerifiedBinary
+from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.settings import RUN_TYPES, Mount, Settings
+
+__all__ = [
+    "BIN_DIR",
+    "LABEL_LAUNCHER_ID",
+    "LABEL_MANAGED",
+    "LABEL_RUN_ID",
+    "TMP_DIR",
+    "WORKER_NAME",
+    "WORKSPACE_DIR",
+    "ContainerSpec",
+    "build_container_spec",
+    "check_extra_mounts",
+]
+
+LABEL_MANAGED: Final = "io.hardened-launcher.managed"
+LABEL_LAUNCHER_ID: Final = "io.hardened-launcher.launcher-id"
+LABEL_RUN_ID: Final = "io.hardened-launcher.run-id"
+
+WORKER_NAME: Final = "hl-worker"
+BIN_DIR: Final = "/opt/hl/bin"
+WORKSPACE_DIR: Final = "/workspace"
+TMP_DIR: Final = "/tmp"  # noqa: S108 - the container's own /tmp, a private tmpfs
+PATH: Final = f"{BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROTOCOL_VERSION: Final = "1"
+
+#: Host paths that are never mounted: neither they, anything under them, nor any parent.
+_REFUSED_HOST_TREES: Final = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/boot",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/containerd",
+    "/var/run/containerd",
+)
+#: Container paths an operator mount may not cover or shadow.
+_REFUSED_CONTAINER_TREES: Final = ("/proc", "/sys", "/dev", "/opt/hl", WORKSPACE_DIR, TMP_DIR)
+
+
+def _is_within(path: str, tree: str) -> bool:
+    return path == tree or path.startswith(tree.rstrip("/") + "/")
+
+
+def _refusal(mount: Mount, why: str, variable: str) -> MountRefusedError:
+    return MountRefusedError(
+        f"{variable} mount {mount} is refused: {why}",
+        hint="remove it from the setting; mounts must not expose the host, Docker or the "
+        "launcher's own directories to runs",
+    )
+
+
+def check_extra_mounts(
+    settings: Settings,
+    *,
+    resolved: Mapping[str, str] | None = None,
+) -> tuple[Mount, ...]:
+    """Refuse dangerous extra mounts (of every run type) with :class:`MountRefusedError`.
+
+    ``resolved`` optionally maps a host path to its real path (symbolic links followed, done
+    by the caller, who may touch the file system); both forms are judged.
+    Returns every mount that was checked.
+    """
+    own = [str(p) for p in (settings.state_dir, settings.cache_dir, settings.audit_dir)]
+    checked: list[Mount] = []
+    groups = (
+        ("SPACELIFT_WORKER_EXTRA_MOUNTS", settings.worker_extra_mounts),
+        ("SPACELIFT_WORKER_RO_EXTRA_MOUNTS", settings.worker_extra_mounts_ro),
+        ("SPACELIFT_WORKER_WO_EXTRA_MOUNTS", settings.worker_extra_mounts_wo),
+    )
+    for variable, mounts in groups:
+        for mount in mounts:
+            forms = {posixpath.normpath(mount.host_path)}
+            if resolved and mount.host_path in resolved:
+                forms.add(posixpath.normpath(resolved[mount.host_path]))
+            for host in sorted(forms):
+                if host == "/":
+                    raise _refusal(mount, "it mounts the host's root file system", variable)
+                if PurePosixPath(host).name.endswith(".sock") and "docker" in host:
+                    raise _refusal(mount, "it is a Docker API socket", variable)
+                for tree in (*_REFUSED_HOST_TREES, *own):
+                    if _is_within(host, tree) or _is_within(tree, host):
+                        raise _refusal(
+                            mount,
+                            f"it exposes {tree} (host system, Docker or launcher state)",
+                            variable,
+                        )
+            target = posixpath.normpath(mount.container_path)
+            if target == "/":
+                raise _refusal(mount, "it covers the container's root", variable)
+            for tree in _REFUSED_CONTAINER_TREES:
+                if _is_within(target, tree) or _is_within(tree, target):
+                    raise _refusal(mount, f"it covers the container's {tree}", variable)
+            checked.append(mount)
+    return tuple(checked)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerSpec:
+    """Arguments of Docker's create call, split as the SDK's low-level API takes them.
+
+    ``create_args`` go to ``APIClient.create_container``; ``host_config_args`` to
+    ``APIClient.create_host_config``.
+    """
+
+    run_id: str
+    image: str
+    create_args: Mapping[str, Any]
+    host_config_args: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "create_args", MappingProxyType(dict(self.create_args)))
+        object.__setattr__(self, "host_config_args", MappingProxyType(dict(self.host_config_args)))
+        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
+
+
+def _bind(source: str, target: str, *, read_only: bool) -> dict[str, Any]:
+    return {
+        "Type": "bind",
+        "Source": source,
+        "Target": target,
+        "ReadOnly": read_only,
+        "BindOptions": {"Propagation": "rprivate"},
+    }
+
+
+def _lower(setting: int, asked: int | None) -> int:
+    return setting if asked is None else min(setting, asked)
+
+
+def build_container_spec(
+    spec: RunSpec,
+    settings: Settings,
+    *,
+    launcher_id: str,
+    worker: VerifiedBinary,
+    binaries: Sequence[VerifiedBinary] = (),
+) -> ContainerSpec:
+    """The hardened container for ``spec``. Pure: same inputs, same output, no I/O.
+
+    ``worker`` is the verified worker program (mounted read-only and started as the entrypoint);
+    ``binaries`` are the verified binaries the run asked for, mounted read-only in ``BIN_DIR``
+    under their requested names.
+    """
+    if spec.run_type not in RUN_TYPES:  # pragma: no cover - RunSpec already guarantees it
+        raise ValueError("unknown run type")
+    check_extra_mounts(settings)
+    wanted = {b.name for b in spec.binaries}
+    given = {b.name for b in binaries}
+    if wanted != given:
+        raise ValueError(
+            f"verified binaries {sorted(given)} do not match the run's request {sorted(wanted)}"
+        )
+
+    mounts = [_bind(str(worker.path), f"{BIN_DIR}/{WORKER_NAME}", read_only=True)]
+    mounts += [_bind(str(b.path), f"{BIN_DIR}/{b.name}", read_only=True) for b in binaries]
+    mounts += [
+        _bind(m.host_path, m.container_path, read_only=m.read_only)
+        for m in settings.extra_mounts_for(spec.run_type)
+    ]
+
+    memory = _lower(settings.run_memory_bytes, spec.limits.memory_bytes)
+    pids = _lower(settings.run_pids_limit, spec.limits.pids)
+    cpus = (
+        settings.run_cpus if spec.limits.cpus is None else min(settings.run_cpus, spec.limits.cpus)
+    )
+    uid, gid = settings.worker_uid, settings.worker_gid
+
+    labels = {
+        LABEL_MANAGED: "true",
+        LABEL_LAUNCHER_ID: launcher_id,
+        LABEL_RUN_ID: spec.run_id,
+    }
+    create_args: dict[str, Any] = {
+        "image": spec.image,
+        # Fixed: the run's commands travel over stdin, never on the command line.
+        "entrypoint": ["/bin/sh", f"{BIN_DIR}/{WORKER_NAME}"],
+        "command": [],
+        "user": f"{uid}:{gid}",
+        "working_dir": WORKSPACE_DIR,
+        "hostname": "run",
+        # Plumbing only; no value here may depend on the run's secrets.
+        "environment": {
+            "PATH": PATH,
+            "HOME": WORKSPACE_DIR,
+            "HL_WORKSPACE": WORKSPACE_DIR,
+            "HL_PROTOCOL": PROTOCOL_VERSION,
+        },
+        "labels": labels,
+        # detach=False + stdin_open: Docker attaches all three streams and closes the
+        # container's stdin when the launcher half-closes it (StdinOnce).
+        "stdin_open": True,
+        "tty": False,
+        "detach": False,
+        # Never copy the launcher's ~/.docker proxy settings (which may hold credentials).
+        "use_config_proxy": False,
+    }
+    host_config: dict[str, Any] = {
+        "mounts": mounts,
+        "tmpfs": {
+            WORKSPACE_DIR: (
+                f"rw,nosuid,nodev,size={settings.run_workspace_bytes},mode=0700,uid={uid},gid={gid}"
+            ),
+            TMP_DIR: f"rw,nosuid,nodev,size={settings.run_tmp_bytes},mode=1777",
+        },
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "pids_limit": pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,  # no swap: secrets in memory never reach a swap device
+        "nano_cpus": round(cpus * 1e9),
+        "ipc_mode": "private",
+        "init": True,
+        "log_config": {"Type": "none", "Config": {}},
+        "network_mode": settings.worker_network,
+        # No core dumps: a dump would write the run's memory (its secrets) to disk.
+        "ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+        "oom_kill_disable": False,
+    }
+    if settings.worker_runtime is not None:
+        host_config["runtime"] = settings.worker_runtime
+    return ContainerSpec(
+        run_id=spec.run_id,
+        image=spec.image,
+        create_args=create_args,
+        host_config_args=host_config,
+        labels=labels,
+    )

@@ -1,0 +1,138 @@
+#!/bin/sh
+# hl-worker: the reference worker program of hardened-launcher (protocol 1).
+#
+# Runs inside the run container as its entrypoint, under busybox or any POSIX sh; it needs only
+# sh, base64, mkdir, chmod and printf. It reads the run's instructions from stdin (the only
+# channel that carries secrets), sets up the workspace, runs the phases with markers, and exits
+# with the run's status. Every value on the wire is base64, so nothing is ever evaluated except
+# the run's own commands, each run by `sh -c` with stdin from /dev/null.
+#
+# Wire format, one record per line, fields separated by one space:
+#   HLRUN 1                       first line: protocol and version
+#   E <name> <b64 value>          export an environment variable
+#   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
+#   P <name>                      start a phase
+#   C <b64 command>               a command of the current phase
+#   GO                            end of instructions
+set -u
+umask 077
+
+ws=${HL_WORKSPACE:-/workspace}
+marker='::hl::'
+
+fail() {
+    printf '%s error %s\n' "$marker" "$1" >&2
+    exit 125
+}
+
+decode() {
+    # Decode base64 keeping trailing newlines (command substitution would strip them).
+    _d=$(printf '%s' "$1" | base64 -d 2>/dev/null && printf '.') || return 1
+    case $_d in *.) ;; *) return 1 ;; esac
+    decoded=${_d%.}
+}
+
+valid_name() {
+    case $1 in '' | [0-9]* | *[!A-Za-z0-9_]*) return 1 ;; esac
+    return 0
+}
+
+valid_path() {
+    case /$1/ in *//* | */./* | */../*) return 1 ;; esac
+    case $1 in /* | '') return 1 ;; esac
+    return 0
+}
+
+IFS= read -r header || fail "no instructions on stdin"
+[ "$header" = "HLRUN 1" ] || fail "unknown instruction header"
+
+plan=''
+done_reading=0
+while IFS=' ' read -r kind a b c; do
+    case $kind in
+        E)
+            valid_name "$a" || fail "bad variable name"
+            decode "$b" || fail "bad variable encoding"
+            export "$a=$decoded"
+            ;;
+        F)
+            decode "$a" || fail "bad file path encoding"
+            path=$decoded
+            valid_path "$path" || fail "bad file path"
+            case $b in '' | *[!0-7]*) fail "bad file mode" ;; esac
+            dir=${path%/*}
+            [ "$dir" = "$path" ] || mkdir -p "$ws/$dir" || fail "cannot create a directory"
+            printf '%s' "$c" | base64 -d >"$ws/$path" 2>/dev/null || fail "cannot write a file"
+            chmod "$b" "$ws/$path" || fail "cannot set a file mode"
+            ;;
+        P)
+            valid_name "$a" || fail "bad phase name"
+            plan="$plan
+P $a"
+            ;;
+        C)
+            plan="$plan
+C $a"
+            ;;
+        GO)
+            done_reading=1
+            break
+            ;;
+        *) fail "unknown instruction" ;;
+    esac
+done
+[ "$done_reading" = 1 ] || fail "instructions ended early"
+unset a b c decoded _d header
+
+child=''
+stopping=0
+on_term() {
+    stopping=1
+    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null
+}
+trap on_term TERM INT
+
+cd "$ws" || fail "no workspace"
+
+run_plan() {
+    phase=''
+    while IFS=' ' read -r kind a; do
+        case $kind in
+            P)
+                if [ -n "$phase" ]; then printf '%s phase %s end status=0\n' "$marker" "$phase"; fi
+                phase=$a
+                printf '%s phase %s start\n' "$marker" "$phase"
+                ;;
+            C)
+                decode "$a" || fail "bad command encoding"
+                sh -c "$decoded" </dev/null &
+                child=$!
+                status=0
+                wait "$child" || status=$?
+                # A trapped signal interrupts `wait`; wait again for the child's real status.
+                while kill -0 "$child" 2>/dev/null; do
+                    status=0
+                    wait "$child" || status=$?
+                done
+                child=''
+                if [ "$stopping" = 1 ]; then
+                    printf '%s phase %s stopped\n' "$marker" "$phase"
+                    return 143
+                fi
+                if [ "$status" != 0 ]; then
+                    printf '%s phase %s end status=%s\n' "$marker" "$phase" "$status"
+                    return "$status"
+                fi
+                ;;
+        esac
+    done
+    [ -n "$phase" ] && printf '%s phase %s end status=0\n' "$marker" "$phase"
+    return 0
+}
+
+status=0
+run_plan <<EOF || status=$?
+$plan
+EOF
+printf '%s run end status=%s\n' "$marker" "$status"
+exit "$status"

@@ -1,0 +1,69 @@
+"""What the launcher writes to the run container's stdin (pure encoding, no I/O).
+
+The wire format is read by ``entrypoint/hl-worker.sh`` (documented there and in
+``docs/executor.md``): one record per line, every value base64-encoded, so the worker never
+evaluates anything but the run's own commands. The encoding goes into a ``bytearray`` that
+the caller wipes once it is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.secrets import Secret, wipe_bytearray
+
+__all__ = ["HEADER", "encode_instructions"]
+
+HEADER: Final = b"HLRUN 1\n"
+_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _b64(data: bytes | bytearray | memoryview) -> bytes:
+    return base64.b64encode(data)
+
+
+def _secret_b64(value: Secret) -> bytearray:
+    with value.view() as view:
+        return bytearray(base64.b64encode(view))
+
+
+def encode_instructions(
+    spec: RunSpec, *, extra_env: Mapping[str, Secret] | None = None
+) -> bytearray:
+    """The whole instruction stream for ``spec``.
+
+    ``extra_env`` holds the launcher's whitelisted variables (``SPACELIFT_WHITELIST_ENVS``),
+    delivered like the run's own env; the run's own value wins on a name clash only for names
+    the run declared (the launcher's are written first).
+    """
+    out = bytearray(HEADER)
+    for name, value in (extra_env or {}).items():
+        if not _NAME_RE.fullmatch(name):
+            raise ValueError("a whitelisted variable name is not a shell name")
+        encoded = _secret_b64(value)
+        out += b"E " + name.encode() + b" " + encoded + b"\n"
+        wipe_bytearray(encoded)
+    for name, text in spec.env.items():
+        out += b"E " + name.encode() + b" " + _b64(text.encode("utf-8")) + b"\n"
+    for name, secret in spec.secret_env.items():
+        encoded = _secret_b64(secret)
+        out += b"E " + name.encode() + b" " + encoded + b"\n"
+        wipe_bytearray(encoded)
+    for item in spec.files:
+        if isinstance(item.content, Secret):
+            content = _secret_b64(item.content)
+        else:
+            content = bytearray(_b64(item.content))
+        out += b"F " + _b64(item.path.encode("utf-8")) + b" " + f"{item.mode:o}".encode()
+        out += b" " + content + b"\n"
+        wipe_bytearray(content)
+    for phase in spec.phases:
+        out += b"P " + phase.name.encode() + b"\n"
+        for command in phase.commands:
+            out += b"C " + _b64(command.encode("utf-8")) + b"\n"
+    out += b"GO\n"
+    return out

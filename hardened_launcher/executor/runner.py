@@ -1,0 +1,371 @@
+"""The Docker runner: the effects of gate 5 (create, attach, feed stdin, stream, stop, remove).
+
+One :meth:`DockerRunner.run` call runs one container from a :class:`~.container_spec.ContainerSpec`:
+
+1. create the container (low-level API; nothing secret in its arguments);
+2. attach to stdin/stdout/stderr *before* starting it, so no output is missed;
+3. start it, write the instructions to stdin, half-close stdin, wipe the instructions;
+4. demultiplex Docker's attach stream into stdout/stderr, pass each through its redacting
+   stream into the log sink;
+5. stop it (SIGTERM, grace period, SIGKILL) when no output came for the logs timeout, the run
+   timeout passed, or the caller cancelled;
+6. remove it in a ``finally`` block, whatever happened.
+
+The result is a :class:`RunResult`: exit status and which limit, if any, stopped the run.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from hardened_launcher.errors import LauncherError
+from hardened_launcher.executor.container_spec import ContainerSpec
+from hardened_launcher.executor.errors import (
+    ContainerRuntimeError,
+    DockerUnavailableError,
+    ImageMissingError,
+)
+from hardened_launcher.executor.logsink import Channel, LogSink
+from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
+from hardened_launcher.secrets import wipe_bytearray
+
+__all__ = ["DockerRunner", "RunResult", "StopReason", "docker_client", "translate_docker_error"]
+
+log = logging.getLogger(__name__)
+
+_HEADER_BYTES: Final = 8
+_READ_BYTES: Final = 64 * 1024
+_POLL_SECONDS: Final = 0.25
+_REMOVE_ATTEMPTS: Final = 3
+_CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
+
+
+class StopReason(enum.StrEnum):
+    """Why a run ended. ``EXITED`` means it ended on its own."""
+
+    EXITED = "exited"
+    LOGS_TIMEOUT = "run_logs_timeout"
+    RUN_TIMEOUT = "run_timeout"
+    CANCELLED = "run_cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """What happened to one run. ``exit_code`` is the container's (None if it never reported)."""
+
+    run_id: str
+    container_id: str
+    exit_code: int | None
+    stopped_by: StopReason
+    duration_seconds: float
+    output_bytes: int
+    redactions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.stopped_by is StopReason.EXITED and self.exit_code == 0
+
+    @property
+    def reason(self) -> str:
+        """A stable slug: ``run_succeeded``, ``run_failed`` or the limit that fired."""
+        if self.stopped_by is not StopReason.EXITED:
+            return self.stopped_by.value
+        return "run_succeeded" if self.exit_code == 0 else "run_failed"
+
+
+def translate_docker_error(
+    exc: Exception, *, doing: str, image: str | None = None
+) -> LauncherError:
+    """Map a docker SDK / requests exception to our hierarchy (the dependency boundary)."""
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageMissingError(
+            f"the image {image or '(unknown)'} is not on the Docker host",
+            hint="load or pull the image on this host first (no registry may be reachable), or "
+            "check SPACELIFT_DOCKER_CONFIG_DIR holds credentials for its registry",
+            detail=str(exc)[:500],
+        )
+    if isinstance(exc, docker.errors.APIError):
+        return ContainerRuntimeError(
+            f"Docker refused to {doing}",
+            hint="check SPACELIFT_WORKER_RUNTIME, SPACELIFT_WORKER_NETWORK and the HL_RUN_* "
+            "limits against this Docker host (`docker info`)",
+            detail=str(exc)[:500],
+        )
+    return DockerUnavailableError(
+        f"the Docker daemon did not answer while trying to {doing}",
+        hint="check that dockerd is running and that the launcher may use its socket",
+        detail=f"{type(exc).__name__}: {str(exc)[:300]}",
+    )
+
+
+DOCKER_ERRORS: Final = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def docker_client(timeout_seconds: int = 60) -> docker.DockerClient:
+    """A client for the default Docker socket, or :class:`DockerUnavailableError`."""
+    try:
+        return docker.from_env(timeout=timeout_seconds)
+    except DOCKER_ERRORS as exc:
+        raise translate_docker_error(exc, doing="connect") from None
+
+
+class _Demux:
+    """Splits Docker's multiplexed attach stream (8-byte frame headers) into channels."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Channel, bytes]]:
+        self._buffer += data
+        frames: list[tuple[Channel, bytes]] = []
+        while len(self._buffer) >= _HEADER_BYTES:
+            kind = self._buffer[0]
+            size = int.from_bytes(self._buffer[4:8], "big")
+            if len(self._buffer) < _HEADER_BYTES + size:
+                break
+            payload = bytes(self._buffer[_HEADER_BYTES : _HEADER_BYTES + size])
+            del self._buffer[: _HEADER_BYTES + size]
+            frames.append((_CHANNELS.get(kind, "stderr"), payload))
+        return frames
+
+
+class DockerRunner:
+    """Runs containers on one Docker daemon. Thread-safe: one call per run."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        logs_timeout: timedelta,
+        run_timeout: timedelta,
+        stop_grace: timedelta,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api: Any = client.api
+        self.logs_timeout = logs_timeout.total_seconds()
+        self.run_timeout = run_timeout.total_seconds()
+        self.stop_grace = stop_grace
+        self.clock = clock
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(
+        self,
+        container: ContainerSpec,
+        instructions: bytearray,
+        *,
+        redactor: RedactorLike,
+        sink: LogSink,
+        cancel: threading.Event | None = None,
+        on_started: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Run ``container``; wipe ``instructions`` and close ``sink`` whatever happens."""
+        started = self.clock()
+        container_id = ""
+        try:
+            container_id = self._create(container)
+            return self._attached_run(
+                container, container_id, instructions, redactor, sink, cancel, on_started, started
+            )
+        finally:
+            wipe_bytearray(instructions)
+            try:
+                if container_id:
+                    self.remove(container_id)
+            finally:
+                sink.close()
+
+    def _create(self, container: ContainerSpec) -> str:
+        try:
+            host_config = self.api.create_host_config(**container.host_config_args)
+            created = self.api.create_container(**container.create_args, host_config=host_config)
+        except DOCKER_ERRORS as exc:
+            raise translate_docker_error(
+                exc, doing="create the run container", image=container.image
+            ) from None
+        container_id = str(created["Id"])
+        log.info(
+            "executor.container_created run_id=%s container=%s", container.run_id, container_id[:12]
+        )
+        return container_id
+
+    def _attached_run(
+        self,
+        container: ContainerSpec,
+        container_id: str,
+        instructions: bytearray,
+        redactor: RedactorLike,
+        sink: LogSink,
+        cancel: threading.Event | None,
+        on_started: Callable[[str], None] | None,
+        started: float,
+    ) -> RunResult:
+        try:
+            wrapper = self.api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            self.api.start(container_id)
+        except DOCKER_ERRORS as exc:
+            raise translate_docker_error(exc, doing="start the run container") from None
+        sock: socket.socket = getattr(wrapper, "_sock", wrapper)
+        try:
+            if on_started is not None:
+                on_started(container_id)
+            self._send(sock, instructions, started)
+            streams: dict[Channel, RedactingStreamLike] = {
+                "stdout": redactor.stream("stdout"),
+                "stderr": redactor.stream("stderr"),
+            }
+            stopped_by, output_bytes = self._pump(
+                sock, container_id, streams, sink, cancel, started
+            )
+        finally:
+            sock.close()
+            wrapper.close()
+        exit_code = self._exit_code(container_id)
+        duration = self.clock() - started
+        result = RunResult(
+            run_id=container.run_id,
+            container_id=container_id,
+            exit_code=exit_code,
+            stopped_by=stopped_by,
+            duration_seconds=duration,
+            output_bytes=output_bytes,
+            redactions=dict(redactor.counts()),
+        )
+        log.info(
+            "executor.run_ended run_id=%s reason=%s exit_code=%s seconds=%.3f",
+            result.run_id,
+            result.reason,
+            exit_code,
+            duration,
+        )
+        return result
+
+    def _send(self, sock: socket.socket, instructions: bytearray, started: float) -> None:
+        sock.settimeout(max(1.0, self.run_timeout - (self.clock() - started)))
+        try:
+            sock.sendall(instructions)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            # The worker may exit before reading everything (bad instructions); its output and
+            # exit status tell the story, so this is not an error of its own.
+            log.warning("executor.stdin_write_failed errno=%s", exc.errno)
+        finally:
+            wipe_bytearray(instructions)
+        sock.settimeout(None)
+
+    def _pump(
+        self,
+        sock: socket.socket,
+        container_id: str,
+        streams: dict[Channel, RedactingStreamLike],
+        sink: LogSink,
+        cancel: threading.Event | None,
+        started: float,
+    ) -> tuple[StopReason, int]:
+        demux = _Demux()
+        last_output = self.clock()
+        stopped_by = StopReason.EXITED
+        output_bytes = 0
+        eof = False
+        drain_deadline: float | None = None
+        while not eof:
+            now = self.clock()
+            if stopped_by is StopReason.EXITED:
+                limit: StopReason | None = None
+                if cancel is not None and cancel.is_set():
+                    limit = StopReason.CANCELLED
+                elif now - started >= self.run_timeout:
+                    limit = StopReason.RUN_TIMEOUT
+                elif now - last_output >= self.logs_timeout:
+                    limit = StopReason.LOGS_TIMEOUT
+                if limit is not None:
+                    stopped_by = limit
+                    self._stop(container_id, limit)
+                    drain_deadline = self.clock() + 5.0
+                    continue
+                wait = min(
+                    _POLL_SECONDS,
+                    self.run_timeout - (now - started),
+                    self.logs_timeout - (now - last_output),
+                )
+            else:
+                assert drain_deadline is not None  # noqa: S101 - set with stopped_by
+                if now >= drain_deadline:
+                    break
+                wait = min(_POLL_SECONDS, drain_deadline - now)
+            readable, _, _ = select.select([sock], [], [], max(0.0, wait))
+            if not readable:
+                continue
+            try:
+                data = sock.recv(_READ_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                eof = True
+                break
+            for channel, payload in demux.feed(data):
+                output_bytes += len(payload)
+                last_output = self.clock()
+                safe = streams[channel].write(payload)
+                if safe:
+                    sink.write(channel, safe)
+        for channel, stream in streams.items():
+            tail = stream.flush()
+            if tail:
+                sink.write(channel, tail)
+        return stopped_by, output_bytes
+
+    def _stop(self, container_id: str, why: StopReason) -> None:
+        grace = max(0, round(self.stop_grace.total_seconds()))
+        log.warning("executor.run_stopping container=%s reason=%s", container_id[:12], why.value)
+        try:
+            # SIGTERM (the image's stop signal), then SIGKILL after the grace period.
+            self.api.stop(container_id, timeout=grace)
+        except DOCKER_ERRORS as exc:
+            log.warning(
+                "executor.stop_failed container=%s error=%s", container_id[:12], type(exc).__name__
+            )
+            try:
+                self.api.kill(container_id)
+            except DOCKER_ERRORS:
+                log.warning("executor.kill_failed container=%s", container_id[:12])
+
+    def _exit_code(self, container_id: str) -> int | None:
+        try:
+            status = self.api.wait(
+                container_id, timeout=max(5, round(self.stop_grace.total_seconds()) + 5)
+            )
+        except DOCKER_ERRORS:
+            return None
+        code = status.get("StatusCode") if isinstance(status, dict) else None
+        return code if isinstance(code, int) else None
+
+    # -- clean-up ----------------------------------------------------------------------------------
+    def remove(self, container_id: str) -> None:
+        """Remove a container (running or not); a container already gone is fine."""
+        for attempt in range(1, _REMOVE_ATTEMPTS + 1):
+            try:
+                self.api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except DOCKER_ERRORS as exc:
+                if attempt == _REMOVE_ATTEMPTS:
+                    raise translate_docker_error(exc, doing="remove the run container") from None
+                time.sleep(0.2 * attempt)
+                continue
+            log.info("executor.container_removed container=%s", container_id[:12])
+            return

@@ -1,0 +1,270 @@
+"""The run pipeline (DESIGN.md §2): the one module that composes the gates.
+
+For now it composes gate 2 (binaries) → gate 3 (policy) → gate 5 (execute); the credentials,
+envelope and egress gates join here as they land. Each gate returns a proof the next one needs,
+or raises a :class:`~hardened_launcher.errors.LauncherError` that stops the run; every decision
+is recorded to the :class:`~hardened_launcher.audit.AuditSink`. Nothing executes unless every
+gate passed, and the run spec's secrets are wiped when the pipeline returns, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.binaries import VerifiedBinary, VerifiedBinaryCache, verify_binary
+from hardened_launcher.binaries.openpgp import Keyring
+from hardened_launcher.errors import LauncherError
+from hardened_launcher.executor.container_spec import (
+    WORKER_NAME,
+    build_container_spec,
+    check_extra_mounts,
+)
+from hardened_launcher.executor.errors import BinaryUnavailableError, PolicyDeniedError
+from hardened_launcher.executor.instructions import encode_instructions
+from hardened_launcher.executor.logsink import LogSink
+from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
+from hardened_launcher.executor.runner import RunResult
+from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.secrets import Secret
+from hardened_launcher.settings import Settings
+
+__all__ = [
+    "BinaryGate",
+    "Policy",
+    "ReleaseDirectory",
+    "Runner",
+    "run_pipeline",
+]
+
+log = logging.getLogger(__name__)
+
+#: The policy gate as the pipeline sees it: the input document → a decision, or an error.
+Policy = Callable[[Mapping[str, Any]], object]
+
+_SIGNATURE_SUFFIXES: Final = ("SHA256SUMS.sig", "SHA256SUMS.asc")
+
+
+class Runner(Protocol):
+    """Gate 5's effects; the real one is :class:`~.executor.runner.DockerRunner`."""
+
+    def run(
+        self,
+        container: Any,  # noqa: ANN401 - ContainerSpec; Any keeps fakes light
+        instructions: bytearray,
+        *,
+        redactor: RedactorLike,
+        sink: LogSink,
+        cancel: threading.Event | None = None,
+        on_started: Callable[[str], None] | None = None,
+    ) -> RunResult: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseDirectory:
+    """Signed releases on disk: ``<root>/<name>/<version>/{<name>, SHA256SUMS, SHA256SUMS.sig}``.
+
+    The signature may also be armored, as ``SHA256SUMS.asc``.
+    """
+
+    root: Path
+
+    def locate(self, name: str, version: str) -> tuple[Path, Path, Path]:
+        directory = self.root / name / version
+        binary, sums = directory / name, directory / "SHA256SUMS"
+        signature = next(
+            (directory / s for s in _SIGNATURE_SUFFIXES if (directory / s).is_file()), None
+        )
+        if not binary.is_file() or not sums.is_file() or signature is None:
+            raise BinaryUnavailableError(
+                f"the release {name} {version} is not complete in {self.root}",
+                hint=f"put {name}, SHA256SUMS and SHA256SUMS.sig (or .asc) in {directory}",
+            )
+        return binary, sums, signature
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinaryGate:
+    """Gate 2 for runs: locate a release, verify it against pinned keys, admit it to the cache."""
+
+    releases: ReleaseDirectory
+    keyring: Keyring | Path
+    pins: Sequence[str]
+    cache: VerifiedBinaryCache
+    max_clock_skew: timedelta = timedelta(minutes=5)
+
+    def verify(
+        self, name: str, version: str, *, run_id: str, audit: AuditSink | None
+    ) -> VerifiedBinary:
+        binary, sums, signature = self.releases.locate(name, version)
+        proof = verify_binary(
+            binary,
+            sums=sums,
+            signature=signature,
+            keyring=self.keyring,
+            pins=self.pins,
+            name=name,
+            max_clock_skew=self.max_clock_skew,
+            audit=audit,
+            run_id=run_id,
+        )
+        return self.cache.admit(binary, proof)
+
+
+def _record(
+    audit: AuditSink,
+    kind: str,
+    outcome: Outcome,
+    *,
+    gate: str,
+    run_id: str,
+    reason: str | None = None,
+    **fields: str | int | float | bool | None,
+) -> None:
+    audit.record(
+        AuditEvent(
+            type=kind, outcome=outcome, gate=gate, run_id=run_id, reason=reason, fields=fields
+        )
+    )
+
+
+def _policy_gate(policy: Policy | None, spec: RunSpec, audit: AuditSink) -> object:
+    if policy is None:
+        _record(audit, "policy.skipped", Outcome.INFO, gate="policy", run_id=spec.run_id)
+        return None
+    try:
+        decision = policy(spec.policy_input())
+    except LauncherError as exc:
+        _record(
+            audit,
+            "policy.denied",
+            Outcome.DENY,
+            gate="policy",
+            run_id=spec.run_id,
+            reason=exc.reason,
+        )
+        raise
+    except Exception as exc:  # noqa: BLE001 - any evaluation failure denies (fail closed)
+        # Fail closed: an evaluation error is a denial with its own reason.
+        _record(
+            audit,
+            "policy.denied",
+            Outcome.ERROR,
+            gate="policy",
+            run_id=spec.run_id,
+            reason="policy_error",
+            error=type(exc).__name__,
+        )
+        raise PolicyDeniedError(
+            "the run initialization policy failed to evaluate, so the run is refused",
+            hint="run `hardened-launcher policy test` against the policy",
+            reason="policy_error",
+            detail=type(exc).__name__,
+        ) from None
+    if decision is None or getattr(decision, "allowed", True) is False:
+        _record(audit, "policy.denied", Outcome.DENY, gate="policy", run_id=spec.run_id)
+        raise PolicyDeniedError(
+            "the run initialization policy denied the run",
+            hint="see the policy's deny reasons in the audit log",
+        )
+    _record(audit, "policy.allowed", Outcome.ALLOW, gate="policy", run_id=spec.run_id)
+    return decision
+
+
+def run_pipeline(
+    spec: RunSpec,
+    *,
+    settings: Settings,
+    launcher_id: str,
+    worker_version: str,
+    binaries: BinaryGate,
+    policy: Policy | None,
+    runner: Runner,
+    redactor: RedactorLike,
+    sink: LogSink,
+    audit: AuditSink,
+    environ: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
+    on_started: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run ``spec`` through binaries → policy → execute. Wipes the spec's secrets at the end.
+
+    ``environ`` supplies the values of ``SPACELIFT_WHITELIST_ENVS`` (the launcher's own
+    environment by default is the caller's choice; nothing is read here implicitly).
+    """
+    run_id = spec.run_id
+    extra_env: dict[str, Secret] = {}
+    handed_over = False  # once the runner has the sink, the runner closes it
+    try:
+        check_extra_mounts(settings)
+        # Gate 2: the worker program and every binary the run asks for.
+        worker = binaries.verify(WORKER_NAME, worker_version, run_id=run_id, audit=audit)
+        verified = [
+            binaries.verify(b.name, b.version, run_id=run_id, audit=audit) for b in spec.binaries
+        ]
+        _record(
+            audit,
+            "binaries.passed",
+            Outcome.ALLOW,
+            gate="binaries",
+            run_id=run_id,
+            count=len(verified) + 1,
+        )
+        # Gate 3: policy sees metadata only.
+        _policy_gate(policy, spec, audit)
+        # Gate 5: execute.
+        for name in settings.whitelisted_env_names_for(spec.run_type):
+            value = (environ or {}).get(name)
+            if value is not None:
+                extra_env[name] = Secret(value)
+        for name, secret in spec.secrets():
+            add_secret(redactor, name, secret)
+        for name, secret in extra_env.items():
+            if name in settings.mask_envs:
+                add_secret(redactor, f"env:{name}", secret)
+        container = build_container_spec(
+            spec, settings, launcher_id=launcher_id, worker=worker, binaries=verified
+        )
+        instructions = encode_instructions(spec, extra_env=extra_env)
+        _record(
+            audit, "run.started", Outcome.ALLOW, gate="execute", run_id=run_id, image=spec.image
+        )
+        handed_over = True
+        try:
+            result = runner.run(
+                container,
+                instructions,
+                redactor=redactor,
+                sink=sink,
+                cancel=cancel,
+                on_started=on_started,
+            )
+        except LauncherError as exc:
+            _record(
+                audit, "run.failed", Outcome.ERROR, gate="execute", run_id=run_id, reason=exc.reason
+            )
+            raise
+        _record(
+            audit,
+            "run.finished",
+            Outcome.INFO if result.succeeded else Outcome.ERROR,
+            gate="execute",
+            run_id=run_id,
+            reason=result.reason,
+            exit_code=result.exit_code,
+            seconds=round(result.duration_seconds, 3),
+            output_bytes=result.output_bytes,
+        )
+        return result
+    finally:
+        if not handed_over:
+            sink.close()
+        spec.wipe()
+        for secret in extra_env.values():
+            secret.wipe()

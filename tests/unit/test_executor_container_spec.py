@@ -1,0 +1,222 @@
+"""The container spec is pure: hardened defaults, settings honoured, dangerous mounts refused."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hardened_launcher.binaries import VerifiedBinary
+from hardened_launcher.executor.container_spec import (
+    LABEL_LAUNCHER_ID,
+    LABEL_RUN_ID,
+    build_container_spec,
+    check_extra_mounts,
+)
+from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.runspec import run_spec_from_mapping
+from hardened_launcher.settings import Mount, Settings
+
+CANARY = "CANARY-container-spec-77aa"
+
+
+def proof(name: str, path: str) -> VerifiedBinary:
+    return VerifiedBinary(
+        name=name,
+        path=Path(path),
+        sha256=hashlib.sha256(name.encode()).hexdigest(),
+        size=1,
+        signer_fingerprint="f" * 40,
+        signing_key_fingerprint="f" * 40,
+        signature_created=datetime.now(UTC),
+        sums_sha256="0" * 64,
+    )
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings(
+        state_dir=Path("/var/lib/hl"),
+        cache_dir=Path("/var/cache/hl"),
+        audit_dir=Path("/var/log/hl"),
+        **overrides,
+    )
+
+
+def spec(**extra: Any) -> Any:
+    return run_spec_from_mapping(
+        {
+            "version": 1,
+            "run_id": "run-7",
+            "run_type": "ro",
+            "image": "busybox:1",
+            "phases": [{"name": "main", "commands": [f"echo {CANARY}"]}],
+            "secret_env": {"TOKEN": CANARY},
+            "files": [{"path": "k", "content": CANARY, "secret": True}],
+            **extra,
+        }
+    )
+
+
+WORKER = proof("hl-worker", "/var/cache/hl/binaries/sha256/aa")
+
+
+def test_hardened_defaults() -> None:
+    c = build_container_spec(spec(), settings(), launcher_id="L1", worker=WORKER)
+    h, a = c.host_config_args, c.create_args
+    assert a["user"] == "1983:1983"
+    assert a["entrypoint"] == ["/bin/sh", "/opt/hl/bin/hl-worker"]
+    assert a["command"] == []
+    assert a["stdin_open"] is True
+    assert a["tty"] is False
+    assert a["detach"] is False
+    assert a["use_config_proxy"] is False
+    assert h["cap_drop"] == ["ALL"]
+    assert "cap_add" not in h
+    assert h["security_opt"] == ["no-new-privileges:true"]
+    assert h["read_only"] is True
+    assert h["privileged"] is False
+    assert h["init"] is True
+    assert h["ipc_mode"] == "private"
+    assert h["log_config"] == {"Type": "none", "Config": {}}
+    assert h["pids_limit"] == 1024
+    assert h["mem_limit"] == h["memswap_limit"] == 4 * 1024**3
+    assert h["nano_cpus"] == 2 * 10**9
+    assert h["network_mode"] == "bridge"
+    assert "runtime" not in h
+    assert {"Name": "core", "Soft": 0, "Hard": 0} in h["ulimits"]
+    for key in ("pid_mode", "userns_mode", "uts_mode", "devices", "cap_add", "binds"):
+        assert key not in h
+    assert set(h["tmpfs"]) == {"/workspace", "/tmp"}
+    assert "uid=1983" in h["tmpfs"]["/workspace"]
+    assert h["mounts"] == [
+        {
+            "Type": "bind",
+            "Source": "/var/cache/hl/binaries/sha256/aa",
+            "Target": "/opt/hl/bin/hl-worker",
+            "ReadOnly": True,
+            "BindOptions": {"Propagation": "rprivate"},
+        }
+    ]
+    assert c.labels == {
+        "io.hardened-launcher.managed": "true",
+        LABEL_LAUNCHER_ID: "L1",
+        LABEL_RUN_ID: "run-7",
+    }
+
+
+def test_no_secret_reaches_the_docker_arguments() -> None:
+    c = build_container_spec(spec(), settings(), launcher_id="L1", worker=WORKER)
+    assert CANARY not in repr(dict(c.create_args)) + repr(dict(c.host_config_args))
+    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+
+
+def test_settings_and_run_limits_lower_wins() -> None:
+    s = settings(
+        worker_network="runs",
+        worker_runtime="runsc",
+        worker_uid=5000,
+        worker_gid=6000,
+        run_memory_bytes=512 * 1024**2,
+        run_pids_limit=100,
+        run_cpus=1.0,
+        worker_extra_mounts=(
+            Mount(host_path="/opt/tools", container_path="/tools", read_only=True),
+        ),
+        worker_extra_mounts_ro=(Mount(host_path="/srv/ro", container_path="/ro"),),
+        worker_extra_mounts_wo=(Mount(host_path="/srv/wo", container_path="/wo"),),
+    )
+    c = build_container_spec(
+        spec(limits={"memory_bytes": 64 * 1024**2, "pids": 500, "cpus": 0.5}),
+        s,
+        launcher_id="L",
+        worker=WORKER,
+    )
+    h = c.host_config_args
+    assert c.create_args["user"] == "5000:6000"
+    assert h["network_mode"] == "runs"
+    assert h["runtime"] == "runsc"
+    assert h["mem_limit"] == 64 * 1024**2
+    assert h["pids_limit"] == 100
+    assert h["nano_cpus"] == 5 * 10**8
+    targets = [(m["Target"], m["ReadOnly"]) for m in h["mounts"]]
+    assert targets == [("/opt/hl/bin/hl-worker", True), ("/tools", True), ("/ro", False)]
+
+
+def test_requested_binaries_are_mounted_read_only_by_name() -> None:
+    s = spec(binaries=[{"name": "terraform", "version": "1.5.7"}])
+    c = build_container_spec(
+        s, settings(), launcher_id="L", worker=WORKER, binaries=[proof("terraform", "/c/bb")]
+    )
+    assert {
+        "Type": "bind",
+        "Source": "/c/bb",
+        "Target": "/opt/hl/bin/terraform",
+        "ReadOnly": True,
+        "BindOptions": {"Propagation": "rprivate"},
+    } in c.host_config_args["mounts"]
+    with pytest.raises(ValueError, match="do not match"):
+        build_container_spec(s, settings(), launcher_id="L", worker=WORKER)
+
+
+def test_same_inputs_same_output() -> None:
+    one = build_container_spec(spec(), settings(), launcher_id="L", worker=WORKER)
+    two = build_container_spec(spec(), settings(), launcher_id="L", worker=WORKER)
+    assert one == two
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "/",
+        "/var/run/docker.sock",
+        "/run/docker.sock",
+        "/srv/docker.sock",
+        "/proc",
+        "/proc/1/root",
+        "/sys/fs",
+        "/dev",
+        "/etc",
+        "/etc/shadow",
+        "/var/lib/docker",
+        "/var/lib/docker/volumes/x",
+        "/var",
+        "/var/lib",
+        "/run",
+        "/var/lib/hl",
+        "/var/lib/hl/audit",
+        "/var/cache/hl/binaries",
+        "/var/log/hl",
+        "/var/lib/../lib/docker",
+    ],
+)
+def test_dangerous_host_paths_are_refused(host: str) -> None:
+    s = settings(worker_extra_mounts_wo=(Mount(host_path=host, container_path="/mnt/x"),))
+    with pytest.raises(MountRefusedError) as info:
+        check_extra_mounts(s)
+    assert info.value.reason == "mount_refused"
+    assert "SPACELIFT_WORKER_WO_EXTRA_MOUNTS" in info.value.message
+    assert host in info.value.message
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "/proc", "/opt/hl/bin/hl-worker", "/opt", "/workspace", "/tmp/x"]
+)
+def test_mounts_over_the_containers_own_paths_are_refused(target: str) -> None:
+    s = settings(worker_extra_mounts=(Mount(host_path="/srv/data", container_path=target),))
+    with pytest.raises(MountRefusedError):
+        check_extra_mounts(s)
+
+
+def test_symlinked_host_paths_are_judged_by_their_target() -> None:
+    s = settings(worker_extra_mounts=(Mount(host_path="/srv/sock", container_path="/mnt/s"),))
+    assert check_extra_mounts(s)
+    with pytest.raises(MountRefusedError):
+        check_extra_mounts(s, resolved={"/srv/sock": "/var/run/docker.sock"})
+
+
+def test_safe_mounts_pass() -> None:
+    s = settings(worker_extra_mounts=(Mount(host_path="/opt/tools", container_path="/tools"),))
+    assert check_extra_mounts(s) == s.worker_extra_mounts
