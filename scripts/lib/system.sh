@@ -42,7 +42,17 @@ hl_ensure_dockerd() {
     fi
     hl_log "starting dockerd"
     local log=${TMPDIR:-/tmp}/hardened-launcher-dockerd.log
-    dockerd >"$log" 2>&1 &
+    local args=()
+    # Register gVisor (SPACELIFT_WORKER_RUNTIME=runsc) when it is installed and the machine has
+    # no daemon configuration of its own; runsc runs here only with its own network disabled.
+    if [ -x /usr/bin/runsc ] && [ ! -e /etc/docker/daemon.json ]; then
+        local config=${TMPDIR:-/tmp}/hardened-launcher-daemon.json
+        cat >"$config" <<'JSON'
+{"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}}
+JSON
+        args+=(--config-file "$config")
+    fi
+    dockerd "${args[@]}" >"$log" 2>&1 &
     HL_STARTED_DOCKERD_PID=$!
     local i
     for i in $(seq 1 60); do
