@@ -1,0 +1,171 @@
+"""Loading policy files: a file, or a directory searched recursively, into a :class:`PolicyBundle`.
+
+A bundle is the exact text of every ``.rego`` file (sorted by relative path) plus the merged data
+of every ``.json`` / ``.yaml`` / ``.yml`` data file; its ``sha256`` covers all of them, so every
+decision can name the policy it came from. Hidden files and directories are skipped. Data files
+are merged at the root of ``data`` (each must hold an object; a key defined twice is refused).
+``_test.rego`` files are tests: the gate leaves them out, ``policy test`` loads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import yaml
+
+from hardened_launcher.policy.errors import PolicyCompileError
+
+MAX_POLICY_FILE_BYTES = 1024 * 1024
+MAX_POLICY_FILES = 1000
+DATA_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+class Syntax(StrEnum):
+    """Which Rego dialect a file is read as; ``AUTO`` detects per file."""
+
+    AUTO = "auto"
+    V0 = "v0"
+    V1 = "v1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyFile:
+    path: str  # as shown in messages: relative to the policy root, or the file name
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyBundle:
+    root: Path
+    files: tuple[PolicyFile, ...]
+    data: Mapping[str, object]
+    sha256: str
+
+
+def is_test_file(name: str) -> bool:
+    return name.endswith("_test.rego")
+
+
+def _read_text(path: Path, shown: str) -> str:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise PolicyCompileError(
+            f"cannot read the policy file {shown}: {exc.strerror or 'read failed'}",
+            hint="check the path and that the launcher's user may read it",
+            reason="policy_file_unreadable",
+        ) from None
+    if len(raw) > MAX_POLICY_FILE_BYTES:
+        raise PolicyCompileError(
+            f"the policy file {shown} is larger than {MAX_POLICY_FILE_BYTES} bytes",
+            hint="split it or move large lists into a data file",
+            reason="policy_file_too_large",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyCompileError(
+            f"the policy file {shown} is not UTF-8 (byte {exc.start})",
+            hint="save it as UTF-8",
+            reason="policy_file_unreadable",
+        ) from None
+
+
+def _discover(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise PolicyCompileError(
+            f"the policy path {root} is neither a file nor a directory",
+            hint="point it at a .rego file or a directory of .rego files",
+            reason="policy_files_missing",
+        )
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath, name)
+            for name in sorted(filenames)
+            if not name.startswith(".") and name.endswith((".rego", *DATA_SUFFIXES))
+        )
+    return sorted(found)
+
+
+def _merge_data(target: dict[str, object], doc: object, shown: str) -> None:
+    if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
+        raise PolicyCompileError(
+            f"the data file {shown} does not hold an object with string keys",
+            hint="a data file holds one JSON/YAML object; its keys become data.<key>",
+            reason="policy_data_invalid",
+        )
+    for key, value in doc.items():
+        if key in target:
+            raise PolicyCompileError(
+                f"the data file {shown} defines data.{key}, which another data file defines",
+                hint="give each data file its own top-level keys",
+                reason="policy_data_invalid",
+            )
+        target[key] = value
+
+
+def _load_data(path: Path, shown: str) -> object:
+    text = _read_text(path, shown)
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if isinstance(exc, json.JSONDecodeError):
+            where = f":{exc.lineno}:{exc.colno}"
+        elif mark is not None:
+            where = f":{mark.line + 1}:{mark.column + 1}"
+        raise PolicyCompileError(
+            f"{shown}{where}: the data file is not valid {path.suffix[1:].upper()}",
+            hint="fix the data file",
+            reason="policy_data_invalid",
+        ) from None
+
+
+def load_policy_path(path: Path, *, include_tests: bool = False) -> PolicyBundle:
+    """Read every policy and data file under ``path``. No files at all is refused."""
+    paths = _discover(path)
+    if len(paths) > MAX_POLICY_FILES:
+        raise PolicyCompileError(
+            f"{path} holds more than {MAX_POLICY_FILES} policy and data files",
+            hint="point the launcher at the directory of the policy itself",
+            reason="policy_files_missing",
+        )
+    base = path if path.is_dir() else path.parent
+    files: list[PolicyFile] = []
+    data: dict[str, object] = {}
+    digest = hashlib.sha256()
+    for found in paths:
+        shown = found.relative_to(base).as_posix()
+        if found.suffix == ".rego":
+            if is_test_file(found.name) and not include_tests:
+                continue
+            text = _read_text(found, shown)
+            files.append(PolicyFile(path=shown, text=text))
+            raw = text.encode("utf-8")
+        else:
+            doc = _load_data(found, shown)
+            _merge_data(data, doc, shown)
+            raw = json.dumps(doc, sort_keys=True).encode("utf-8")
+        digest.update(f"{shown}\0{len(raw)}\0".encode())
+        digest.update(raw)
+    if not files:
+        raise PolicyCompileError(
+            f"no .rego policy files were found at {path}",
+            hint="an empty policy would allow everything, so it is refused; add a .rego file",
+            reason="policy_files_missing",
+        )
+    return PolicyBundle(root=path, files=tuple(files), data=data, sha256=digest.hexdigest())

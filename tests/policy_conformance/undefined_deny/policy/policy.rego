@@ -1,0 +1,5 @@
+package spacelift
+
+import rego.v1
+
+deny := {"denied"} if input.deny_me

@@ -1,0 +1,317 @@
+"""Engine wrapper and gate: semantics, fail-closed paths, message hygiene."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hardened_launcher.audit import AuditSink, MemoryAuditLog, Outcome
+from hardened_launcher.policy import (
+    PolicyCompileError,
+    PolicyDecision,
+    PolicyDeniedError,
+    PolicyEngineCrashError,
+    PolicyEvaluationError,
+    PolicyGate,
+    PolicyTimeoutError,
+    Sanitizer,
+    Syntax,
+    check_policy_path,
+)
+from hardened_launcher.policy.engine import RawEvaluation, clean_engine_message, translate
+from hardened_launcher.policy.errors import PolicyUndefinedDenyError
+from hardened_launcher.policy.worker import InlineBackend
+
+ALLOW_MAIN = (
+    'package spacelift\nimport rego.v1\ndeny contains "not main" if input.branch != "main"\n'
+)
+# About 9 million iterations: seconds of engine time.
+SLOW = (
+    "package spacelift\nimport rego.v1\n"
+    "deny contains msg if {\n  n := count([1 | some a in numbers.range(1, input.n); "
+    'some b in numbers.range(1, input.n)])\n  msg := sprintf("%d", [n])\n}\n'
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "policy.rego") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def gate_for(
+    path: Path, *, timeout_s: float = 1.0, audit: AuditSink | None = None, isolated: bool = True
+) -> PolicyGate:
+    sanitizer = Sanitizer.random()
+    return PolicyGate.start(
+        check_policy_path(path, sanitizer=sanitizer),
+        sanitizer=sanitizer,
+        timeout_s=timeout_s,
+        audit=audit,
+        isolated=isolated,
+    )
+
+
+def test_allow_returns_proof_and_audits(tmp_path: Path) -> None:
+    audit = MemoryAuditLog()
+    with gate_for(write(tmp_path, ALLOW_MAIN), audit=audit, isolated=False) as gate:
+        decision = gate.check({"branch": "main"}, run_id="run-1")
+    assert isinstance(decision, PolicyDecision)
+    assert decision.policy_sha256 == gate.compiled.sha256
+    (event,) = audit.events
+    assert (event.type, event.outcome, event.gate, event.run_id) == (
+        "policy.allowed",
+        Outcome.ALLOW,
+        "policy",
+        "run-1",
+    )
+    assert event.fields["policy_sha256"] == gate.compiled.sha256
+
+
+def test_deny_raises_with_every_message(tmp_path: Path) -> None:
+    text = ALLOW_MAIN + 'deny contains "second" if input.branch == "dev"\n'
+    audit = MemoryAuditLog()
+    with (
+        gate_for(write(tmp_path, text), audit=audit, isolated=False) as gate,
+        pytest.raises(PolicyDeniedError) as caught,
+    ):
+        gate.check({"branch": "dev"}, run_id="r")
+    assert caught.value.messages == ("not main", "second")
+    assert caught.value.reason == "policy_denied"
+    assert audit.events[0].outcome is Outcome.DENY
+    assert audit.events[0].fields["deny"] == ("not main", "second")
+
+
+def test_digest_changes_with_sources(tmp_path: Path) -> None:
+    first = check_policy_path(write(tmp_path, ALLOW_MAIN)).sha256
+    second = check_policy_path(write(tmp_path, ALLOW_MAIN + "# comment\n")).sha256
+    assert first != second
+    assert len(first) == 64
+
+
+def test_syntax_error_names_file_line_col_without_backtrace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, 'package spacelift\ndeny contains "x" if {\n  input.a ==\n}\n')
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(path)
+    assert caught.value.message.startswith("policy.rego:4:1: ")
+    assert "backtrace" not in str(caught.value).lower()
+    assert "\n" not in caught.value.message
+    assert caught.value.reason == "policy_compile_error"
+
+
+def test_clean_message_drops_backtrace_and_excerpt() -> None:
+    raw = (
+        "\n--> p.rego:3:7\n  |\n3 | x := 1/0\n  |       ^\nerror: divide by zero\n\n"
+        "Stack backtrace:\n   0: <unknown>\n   1: secret_input_value\n"
+    )
+    assert clean_engine_message(raw) == "p.rego:3:7: divide by zero"
+
+
+def test_legacy_file_in_forced_v1_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, 'package spacelift\ndeny["no"] { true }\n')
+    assert check_policy_path(path).syntaxes == {"policy.rego": Syntax.V0}
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(path, syntax=Syntax.V1)
+    assert "policy.rego:2:" in caught.value.message
+
+
+def test_mixed_syntax_directory(tmp_path: Path) -> None:
+    write(tmp_path, 'package spacelift\ndeny["old"] { input.x }\n', "a.rego")
+    write(tmp_path, 'package spacelift\ndeny contains "new" if input.x\n', "b.rego")
+    with gate_for(tmp_path, isolated=False) as gate:
+        assert gate.evaluate({"x": True}).deny == ("new", "old")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("package spacelift\nallow := true\n", "policy_no_deny_rule"),
+        ("package other\ndeny contains 1 if true\n", "policy_no_deny_rule"),
+        ('package spacelift\ndeny contains "x" if { nosuch(1) }\n', "policy_compile_error"),
+        ("package spacelift\ndeny contains x if { y == 1 }\n", "policy_compile_error"),
+    ],
+)
+def test_broken_policies_do_not_compile(tmp_path: Path, text: str, reason: str) -> None:
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(write(tmp_path, text))
+    assert caught.value.reason == reason
+    assert caught.value.hint
+
+
+def test_empty_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(tmp_path)
+    assert caught.value.reason == "policy_files_missing"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("package spacelift\nimport rego.v1\ndeny := {1, 2} if true\n", "policy_deny_malformed"),
+        ("package spacelift\nimport rego.v1\ndeny := true if true\n", "policy_deny_malformed"),
+        (
+            'package spacelift\nimport rego.v1\ndeny := {"x"} if input.never\n',
+            "policy_undefined_deny",
+        ),
+    ],
+)
+def test_malformed_or_undefined_deny_fails_closed(tmp_path: Path, text: str, reason: str) -> None:
+    with (
+        gate_for(write(tmp_path, text), isolated=False) as gate,
+        pytest.raises(PolicyUndefinedDenyError) as caught,
+    ):
+        gate.check({})
+    assert caught.value.reason == reason
+
+
+def test_runtime_error_fails_closed_and_is_audited(tmp_path: Path) -> None:
+    text = 'package spacelift\nimport rego.v1\ndeny contains "x" if input.a / input.b > 1\n'
+    audit = MemoryAuditLog()
+    with (
+        gate_for(write(tmp_path, text), audit=audit) as gate,
+        pytest.raises(PolicyEvaluationError) as caught,
+    ):
+        gate.check({"a": 1, "b": 0}, run_id="r")
+    assert caught.value.reason == "policy_evaluation_error"
+    assert "policy.rego:3:" in caught.value.message
+    assert audit.events[-1].outcome is Outcome.ERROR
+    assert audit.events[-1].reason == "policy_evaluation_error"
+
+
+def test_timeout_kills_worker_and_next_run_works(tmp_path: Path) -> None:
+    gate = gate_for(write(tmp_path, SLOW), timeout_s=0.3)
+    with gate:
+        with pytest.raises(PolicyTimeoutError) as caught:
+            gate.check({"n": 20000})
+        assert caught.value.reason == "policy_timeout"
+        # The poisoned worker was replaced: a cheap evaluation succeeds.
+        with pytest.raises(PolicyDeniedError) as denied:
+            gate.check({"n": 2})
+        assert denied.value.messages == ("4",)
+
+
+def test_inline_timeout_is_detected_after_the_fact(tmp_path: Path) -> None:
+    with (
+        gate_for(write(tmp_path, SLOW), timeout_s=0.001, isolated=False) as gate,
+        pytest.raises(PolicyTimeoutError),
+    ):
+        gate.check({"n": 300})
+
+
+def test_evaluation_holds_the_gil_so_threads_cannot_time_it_out(tmp_path: Path) -> None:
+    # Pins the engine fact that made the timeout a process, not a watchdog thread.
+    sanitizer = Sanitizer.random()
+    compiled = check_policy_path(write(tmp_path, SLOW), sanitizer=sanitizer)
+    gate = PolicyGate.start(compiled, sanitizer=sanitizer, isolated=False, timeout_s=60)
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    with pytest.raises(PolicyDeniedError):
+        gate.check({"n": 1500})
+    end = time.monotonic()
+    stop.set()
+    thread.join()
+    inside = [t for t in ticks if start + 0.05 < t < end - 0.05]
+    assert end - start > 0.2
+    assert len(inside) <= 2
+
+
+def test_real_engine_panic_is_caught_and_mapped(tmp_path: Path) -> None:
+    # regorus engines are unsendable: touching one from another thread is a genuine pyo3 panic.
+    sanitizer = Sanitizer.random()
+    compiled = check_policy_path(write(tmp_path, ALLOW_MAIN), sanitizer=sanitizer)
+    backend = InlineBackend(compiled, sanitizer=sanitizer)
+    raw = backend.engine.raw
+    caught: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            translate(
+                lambda: raw.eval_rule("data.spacelift.deny"),  # type: ignore[attr-defined]
+                error=PolicyEvaluationError,
+                what="evaluation",
+                hint="",
+            )
+        except BaseException as exc:  # noqa: BLE001 - the test inspects whatever arrives
+            caught.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    (exc,) = caught
+    assert isinstance(exc, PolicyEngineCrashError)
+    assert exc.reason == "policy_engine_panic"
+
+
+class _PanickingBackend:
+    def evaluate(self, input_json: str, *, timeout_s: float) -> RawEvaluation:  # noqa: ARG002
+        raise PolicyEngineCrashError("the policy engine panicked", reason="policy_engine_panic")
+
+    def close(self) -> None:
+        pass
+
+
+def test_panic_behind_the_interface_fails_closed(tmp_path: Path) -> None:
+    audit = MemoryAuditLog()
+    gate = PolicyGate(
+        check_policy_path(write(tmp_path, ALLOW_MAIN)), backend=_PanickingBackend(), audit=audit
+    )
+    with pytest.raises(PolicyEngineCrashError):
+        gate.check({"branch": "main"}, run_id="r")
+    assert audit.events[-1].reason == "policy_engine_panic"
+
+
+def test_worker_death_is_a_crash_and_worker_restarts(tmp_path: Path) -> None:
+    with gate_for(write(tmp_path, ALLOW_MAIN)) as gate:
+        backend = gate._backend
+        proc = backend._proc  # type: ignore[attr-defined]
+        proc.kill()
+        proc.wait()
+        with pytest.raises(PolicyEngineCrashError) as caught:
+            gate.check({"branch": "main"})
+        assert caught.value.reason == "policy_engine_crashed"
+        assert isinstance(gate.check({"branch": "main"}), PolicyDecision)
+
+
+def test_no_network_builtin(tmp_path: Path) -> None:
+    text = (
+        "package spacelift\nimport rego.v1\n"
+        'deny contains "reached" if http.send({"method": "get", "url": "http://127.0.0.1:9"})\n'
+    )
+    with gate_for(write(tmp_path, text), isolated=False) as gate:
+        assert gate.evaluate({}).deny == ()
+
+
+def test_data_files_are_loaded(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        'package spacelift\nimport rego.v1\ndeny contains "listed" if input.x in data.cfg.bad\n',
+    )
+    (tmp_path / "cfg.yaml").write_text("cfg:\n  bad: [1, 2]\n")
+    with gate_for(tmp_path, isolated=False) as gate:
+        assert gate.evaluate({"x": 2}).deny == ("listed",)
+        assert gate.evaluate({"x": 3}).deny == ()
+
+
+def test_sample_marks_decision_with_sanitized_input(tmp_path: Path) -> None:
+    text = ALLOW_MAIN + 'sample if input.branch == "main"\n'
+    audit = MemoryAuditLog()
+    with gate_for(write(tmp_path, text), audit=audit, isolated=False) as gate:
+        decision = gate.check({"branch": "main"}, run_id="r")
+    assert decision.sample
+    assert decision.sampled_input == {"branch": "main"}
+    assert audit.events[-1].type == "policy.sampled"
