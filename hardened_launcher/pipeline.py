@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.audit.events import FieldValue
 from hardened_launcher.binaries import VerifiedBinary, VerifiedBinaryCache, verify_binary
 from hardened_launcher.binaries.openpgp import Keyring
 from hardened_launcher.errors import LauncherError
@@ -28,10 +29,13 @@ from hardened_launcher.executor.container_spec import (
 )
 from hardened_launcher.executor.errors import BinaryUnavailableError, PolicyDeniedError
 from hardened_launcher.executor.instructions import encode_instructions
-from hardened_launcher.executor.logsink import LogSink
+from hardened_launcher.executor.logsink import FileLogSink, LogSink
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction.canary import LeakDetectedError, verify_log_clean
+from hardened_launcher.redaction.sources import launcher_secret_values
 from hardened_launcher.secrets import Secret
 from hardened_launcher.settings import Settings
 
@@ -125,7 +129,7 @@ def _record(
     gate: str,
     run_id: str,
     reason: str | None = None,
-    **fields: str | int | float | bool | None,
+    **fields: FieldValue,
 ) -> None:
     audit.record(
         AuditEvent(
@@ -177,6 +181,32 @@ def _policy_gate(policy: Policy | None, spec: RunSpec, audit: AuditSink) -> obje
     return decision
 
 
+def _canary_scan(
+    sink: LogSink, redactor: RedactorLike, *, settings: Settings, run_id: str, audit: AuditSink
+) -> None:
+    """Scan the stored log once more for every variant; a hit quarantines it and fails the run.
+
+    Only a stored log (a file) can be scanned, and only with the real redactor, which knows the
+    variants; other sinks are streams that have already left the launcher.
+    """
+    if not isinstance(sink, FileLogSink) or not isinstance(redactor, Redactor):
+        return
+    try:
+        verify_log_clean(sink.path, redactor, quarantine_dir=settings.state_dir / "quarantine")
+    except LeakDetectedError as exc:
+        _record(
+            audit,
+            "run.leak_detected",
+            Outcome.DENY,
+            gate="execute",
+            run_id=run_id,
+            reason=exc.reason,
+            variables=tuple(sorted(exc.counts)),
+        )
+        raise
+    _record(audit, "run.log_clean", Outcome.ALLOW, gate="execute", run_id=run_id)
+
+
 def run_pipeline(
     spec: RunSpec,
     *,
@@ -223,6 +253,10 @@ def run_pipeline(
             value = (environ or {}).get(name)
             if value is not None:
                 extra_env[name] = Secret(value)
+        # Masked in the run's output: the launcher's own credentials and SPACELIFT_MASK_ENVS
+        # values, the run's secret variables, and masked whitelisted variables.
+        for variable, secret_value in launcher_secret_values(environ or {}):
+            redactor.add(variable, secret_value)
         for name, secret in spec.secrets():
             add_secret(redactor, name, secret)
         for name, secret in extra_env.items():
@@ -260,7 +294,11 @@ def run_pipeline(
             exit_code=result.exit_code,
             seconds=round(result.duration_seconds, 3),
             output_bytes=result.output_bytes,
+            redactions=tuple(
+                f"{name}={count}" for name, count in sorted(redactor.counts().items())
+            ),
         )
+        _canary_scan(sink, redactor, settings=settings, run_id=run_id, audit=audit)
         return result
     finally:
         if not handed_over:
