@@ -31,6 +31,7 @@ from hardened_launcher.identity import (
     check_pool_identity,
     load_pool_private_key,
 )
+from hardened_launcher.policy.startup import compile_configured_policy, sanitizer_from
 from hardened_launcher.settings import Settings, load_settings
 
 
@@ -296,8 +297,16 @@ def check_policy_file(ctx: DoctorContext) -> CheckResult:
     path = ctx.settings.launcher_run_initialization_policy
     if path is None:
         return CheckResult(name=name, status=Status.PASS, summary="none configured")
-    # Compilation arrives with the policy engine; settings already checked it is readable.
-    return CheckResult(name=name, status=Status.PASS, summary=f"{path} is readable")
+    try:
+        compiled = compile_configured_policy(ctx.settings, sanitizer_from(ctx.settings))
+    except LauncherError as exc:
+        return _failed(name, exc)
+    assert compiled is not None  # noqa: S101 - a configured path compiles or raises
+    return CheckResult(
+        name=name,
+        status=Status.PASS,
+        summary=f"{path} compiles (sha256 {compiled.sha256[:12]})",
+    )
 
 
 Check = Callable[[DoctorContext], CheckResult]

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from hardened_launcher import __version__
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.audit.events import FieldValue
 from hardened_launcher.binaries import VerifiedBinary, VerifiedBinaryCache, verify_binary
@@ -27,12 +28,22 @@ from hardened_launcher.executor.container_spec import (
     build_container_spec,
     check_extra_mounts,
 )
-from hardened_launcher.executor.errors import BinaryUnavailableError, PolicyDeniedError
+from hardened_launcher.executor.errors import BinaryUnavailableError
 from hardened_launcher.executor.instructions import encode_instructions
-from hardened_launcher.executor.logsink import FileLogSink, LogSink
+from hardened_launcher.executor.logsink import FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.policy import (
+    LauncherFacts,
+    PolicyDecision,
+    PolicyEvaluationError,
+    PolicyGate,
+    Sanitizer,
+    build_input,
+)
+from hardened_launcher.policy.input import JSONValue
+from hardened_launcher.policy.startup import compile_configured_policy
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.canary import LeakDetectedError, verify_log_clean
 from hardened_launcher.redaction.sources import launcher_secret_values
@@ -41,16 +52,15 @@ from hardened_launcher.settings import Settings
 
 __all__ = [
     "BinaryGate",
-    "Policy",
+    "PolicyCheck",
+    "PolicyStep",
     "ReleaseDirectory",
     "Runner",
     "run_pipeline",
+    "start_policy_step",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The policy gate as the pipeline sees it: the input document → a decision, or an error.
-Policy = Callable[[Mapping[str, Any]], object]
 
 _SIGNATURE_SUFFIXES: Final = ("SHA256SUMS.sig", "SHA256SUMS.asc")
 
@@ -138,47 +148,140 @@ def _record(
     )
 
 
-def _policy_gate(policy: Policy | None, spec: RunSpec, audit: AuditSink) -> object:
+@dataclass(frozen=True, kw_only=True)
+class PolicyStep:
+    """Gate 3 as the pipeline runs it: the compiled policy's gate, and how to build its input."""
+
+    gate: PolicyCheck
+    sanitizer: Sanitizer
+    launcher: LauncherFacts
+
+    def close(self) -> None:
+        self.gate.close()
+
+
+class PolicyCheck(Protocol):
+    """:class:`~hardened_launcher.policy.PolicyGate` (audits its own decisions)."""
+
+    def check(
+        self, document: Mapping[str, JSONValue], *, run_id: str | None = None
+    ) -> PolicyDecision: ...
+
+    def close(self) -> None: ...
+
+
+def start_policy_step(
+    settings: Settings,
+    *,
+    sanitizer: Sanitizer,
+    pool_id: str,
+    worker_id: str,
+    audit: AuditSink | None,
+) -> PolicyStep | None:
+    """Compile the configured policy and start its gate (isolated, with the configured timeout).
+
+    None when no policy is configured; :class:`~hardened_launcher.policy.PolicyCompileError`
+    when it does not compile. The caller closes the step.
+    """
+    compiled = compile_configured_policy(settings, sanitizer)
+    if compiled is None:
+        return None
+    gate = PolicyGate.start(
+        compiled,
+        sanitizer=sanitizer,
+        timeout_s=settings.policy_timeout.total_seconds(),
+        audit=audit,
+    )
+    facts = LauncherFacts(
+        pool_id=pool_id, worker_id=worker_id, version=__version__, metadata=dict(settings.metadata)
+    )
+    return PolicyStep(gate=gate, sanitizer=sanitizer, launcher=facts)
+
+
+def policy_metadata(
+    spec: RunSpec, *, worker_version: str, environment: Mapping[str, str | Secret]
+) -> dict[str, object]:
+    """The run's metadata in the documented input shape; secret values stay ``Secret``s here
+    and become their sanitized form in :func:`~hardened_launcher.policy.build_input`."""
+    static: dict[str, object] = {
+        "run_type": spec.run_type,
+        "environment_variables": dict(environment),
+    }
+    for phase in spec.phases:
+        static["command" if phase.name == "main" else phase.name] = list(phase.commands)
+    return {
+        "docker_image": spec.image,
+        "worker_version": worker_version,
+        "run": {
+            "id": spec.run_id,
+            "user_provided_metadata": [f"{k}={v}" for k, v in sorted(spec.metadata.items())],
+        },
+        "static_run_environment": static,
+    }
+
+
+def _policy_gate(
+    policy: PolicyStep | None,
+    spec: RunSpec,
+    *,
+    worker_version: str,
+    environment: Mapping[str, str | Secret],
+    binaries: Sequence[VerifiedBinary],
+    audit: AuditSink,
+) -> PolicyDecision | None:
     if policy is None:
         _record(audit, "policy.skipped", Outcome.INFO, gate="policy", run_id=spec.run_id)
         return None
     try:
-        decision = policy(spec.policy_input())
+        document = build_input(
+            policy_metadata(spec, worker_version=worker_version, environment=environment),
+            launcher=policy.launcher,
+            sanitizer=policy.sanitizer,
+            binaries=binaries,
+        )
     except LauncherError as exc:
         _record(
             audit,
-            "policy.denied",
-            Outcome.DENY,
+            "policy.failed",
+            Outcome.ERROR,
             gate="policy",
             run_id=spec.run_id,
             reason=exc.reason,
         )
         raise
-    except Exception as exc:  # noqa: BLE001 - any evaluation failure denies (fail closed)
-        # Fail closed: an evaluation error is a denial with its own reason.
+    try:
+        decision = policy.gate.check(document, run_id=spec.run_id)
+    except LauncherError:
+        raise  # the gate recorded its own decision
+    except Exception as exc:  # noqa: BLE001 - any other failure of the gate denies (fail closed)
         _record(
             audit,
-            "policy.denied",
+            "policy.failed",
             Outcome.ERROR,
             gate="policy",
             run_id=spec.run_id,
-            reason="policy_error",
+            reason="policy_evaluation_error",
             error=type(exc).__name__,
         )
-        raise PolicyDeniedError(
+        raise PolicyEvaluationError(
             "the run initialization policy failed to evaluate, so the run is refused",
             hint="run `hardened-launcher policy test` against the policy",
-            reason="policy_error",
             detail=type(exc).__name__,
         ) from None
-    if decision is None or getattr(decision, "allowed", True) is False:
-        _record(audit, "policy.denied", Outcome.DENY, gate="policy", run_id=spec.run_id)
-        raise PolicyDeniedError(
-            "the run initialization policy denied the run",
-            hint="see the policy's deny reasons in the audit log",
+    if not isinstance(decision, PolicyDecision):  # a gate must return the proof or raise
+        raise PolicyEvaluationError(
+            "the policy gate returned no decision, so the run is refused",
+            hint="this is a bug in the policy gate; please report it",
         )
-    _record(audit, "policy.allowed", Outcome.ALLOW, gate="policy", run_id=spec.run_id)
     return decision
+
+
+def _stored_logs(sink: LogSink) -> list[Path]:
+    if isinstance(sink, FileLogSink):
+        return [sink.path]
+    if isinstance(sink, TeeLogSink):
+        return [path for inner in sink.sinks for path in _stored_logs(inner)]
+    return []
 
 
 def _canary_scan(
@@ -189,10 +292,14 @@ def _canary_scan(
     Only a stored log (a file) can be scanned, and only with the real redactor, which knows the
     variants; other sinks are streams that have already left the launcher.
     """
-    if not isinstance(sink, FileLogSink) or not isinstance(redactor, Redactor):
+    if not isinstance(redactor, Redactor):
+        return
+    stored = _stored_logs(sink)
+    if not stored:
         return
     try:
-        verify_log_clean(sink.path, redactor, quarantine_dir=settings.state_dir / "quarantine")
+        for path in stored:
+            verify_log_clean(path, redactor, quarantine_dir=settings.state_dir / "quarantine")
     except LeakDetectedError as exc:
         _record(
             audit,
@@ -214,7 +321,7 @@ def run_pipeline(
     launcher_id: str,
     worker_version: str,
     binaries: BinaryGate,
-    policy: Policy | None,
+    policy: PolicyStep | None,
     runner: Runner,
     redactor: RedactorLike,
     sink: LogSink,
@@ -246,13 +353,26 @@ def run_pipeline(
             run_id=run_id,
             count=len(verified) + 1,
         )
-        # Gate 3: policy sees metadata only.
-        _policy_gate(policy, spec, audit)
-        # Gate 5: execute.
         for name in settings.whitelisted_env_names_for(spec.run_type):
             value = (environ or {}).get(name)
             if value is not None:
                 extra_env[name] = Secret(value)
+        # Gate 3: policy sees metadata only; secret values appear in sanitized form.
+        environment: dict[str, str | Secret] = dict(spec.env)
+        environment.update(
+            (name, secret if name in settings.mask_envs else secret.reveal_text())
+            for name, secret in extra_env.items()
+        )
+        environment.update(spec.secret_env)
+        _policy_gate(
+            policy,
+            spec,
+            worker_version=worker_version,
+            environment=environment,
+            binaries=[worker, *verified],
+            audit=audit,
+        )
+        # Gate 5: execute.
         # Masked in the run's output: the launcher's own credentials and SPACELIFT_MASK_ENVS
         # values, the run's secret variables, and masked whitelisted variables.
         for variable, secret_value in launcher_secret_values(environ or {}):

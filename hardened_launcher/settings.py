@@ -14,7 +14,9 @@ Contract
 - ``HL_*`` settings can also come from a TOML file (``HL_CONFIG_FILE`` or the ``config_file``
   argument, which wins). Its keys are the lower-case names without ``HL_`` (``clock_skew =
   "5m"``); unknown keys are errors; the file must be a regular file that is not group- or
-  world-writable. A non-empty environment variable wins over the file.
+  world-writable. A non-empty environment variable wins over the file. Secret ``HL_*``
+  settings (``HL_POLICY_SANITIZE_KEY``) come from the environment only: the file is refused if
+  it holds one, so a secret never ends up in a configuration file that is copied around.
 - A variable that is set but empty (or only whitespace) counts as unset, as with most Go
   launchers; the same holds for an empty string in the file.
 - Every problem is collected; :class:`SettingsError` lists them all (summary in ``message``, one
@@ -31,6 +33,8 @@ Contract
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import os
@@ -54,6 +58,7 @@ __all__ = [
     "VARIABLES",
     "CommsProtocol",
     "Mount",
+    "PolicySyntax",
     "PrivateVcsMapping",
     "RunType",
     "Settings",
@@ -69,6 +74,9 @@ __all__ = [
 RunType = Literal["ro", "wo"]
 RUN_TYPES: Final[tuple[RunType, ...]] = get_args(RunType)
 CommsProtocol = Literal["mqtt", "poll"]
+#: The Rego dialect of policy files; the values of :class:`hardened_launcher.policy.Syntax`.
+PolicySyntax = Literal["auto", "v0", "v1"]
+POLICY_SYNTAXES: Final[tuple[PolicySyntax, ...]] = get_args(PolicySyntax)
 
 KIB: Final = 1024
 MIB: Final = 1024 * KIB
@@ -100,6 +108,12 @@ MAX_RUN_BYTES: Final = 1024 * GIB
 MIN_RUN_TMPFS_BYTES: Final = 1 * MIB
 MAX_RUN_PIDS_LIMIT: Final = 1 << 20
 MAX_RUN_CPUS: Final = 1024.0
+DEFAULT_POLICY_SYNTAX: Final[PolicySyntax] = "auto"
+DEFAULT_POLICY_TIMEOUT: Final = timedelta(seconds=1)
+MIN_POLICY_TIMEOUT: Final = timedelta(milliseconds=10)
+MAX_POLICY_TIMEOUT: Final = timedelta(seconds=60)
+#: Fewest bytes a configured policy sanitizer key may have (what ``policy.Sanitizer`` accepts).
+MIN_SANITIZE_KEY_BYTES: Final = 16
 
 MAX_SECRET_CHARS: Final = 64 * 1024
 MAX_CONFIG_FILE_BYTES: Final = 1 * MIB
@@ -130,6 +144,7 @@ _CA_COLON_RE: Final = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){31}")
 _HOST_LABEL_RE: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _SIZE_RE: Final = re.compile(r"([0-9]{1,12})\s*([A-Za-z]*)")
 _BASE64_TEXT_RE: Final = re.compile(r"[A-Za-z0-9+/=_\-\s]*", re.ASCII)
+_BASE64_KEY_RE: Final = re.compile(r"[A-Za-z0-9+/_\-]+={0,2}", re.ASCII)
 _TRUE: Final = frozenset({"true", "1", "yes"})
 _FALSE: Final = frozenset({"false", "0", "no"})
 
@@ -292,7 +307,14 @@ class VariableSpec:
 
     @property
     def file_key(self) -> str | None:
-        """The TOML key for ``HL_*`` settings that the config file may hold."""
+        """The TOML key for ``HL_*`` settings that the config file may hold; ``None`` for
+        ``SPACELIFT_*`` variables, ``HL_CONFIG_FILE`` and secrets (environment only)."""
+        return None if self.secret else self.toml_name
+
+    @property
+    def toml_name(self) -> str | None:
+        """The key an ``HL_*`` setting has in the config file (lower case, no ``HL_``), whether
+        or not the file may hold it: for a secret it names a key the file is refused for."""
         if self.source != "project" or self.name == CONFIG_FILE_VARIABLE:
             return None
         return self.name.removeprefix("HL_").lower()
@@ -326,6 +348,61 @@ def _parse_secret(text: str) -> Secret:
             hide_value=True,
         )
     return Secret(text)
+
+
+_SANITIZE_KEY_FORM: Final = (
+    f"base64 of at least {MIN_SANITIZE_KEY_BYTES} random bytes, e.g. from `openssl rand -base64 32`"
+)
+
+
+def _parse_sanitize_key(text: str) -> Secret:
+    """Base64 (standard or URL-safe, padding optional, line breaks ignored) of a key of at least
+    :data:`MIN_SANITIZE_KEY_BYTES` bytes; the :class:`Secret` holds the decoded key bytes."""
+    if len(text) > MAX_SECRET_CHARS:
+        raise _InvalidValueError(
+            f"is longer than {MAX_SECRET_CHARS} characters",
+            expected=_SANITIZE_KEY_FORM,
+            reason="secret_too_long",
+            hide_value=True,
+        )
+    compact = "".join(text.split())
+    if not _BASE64_KEY_RE.fullmatch(compact):
+        raise _InvalidValueError(
+            "is not base64 text",
+            expected=_SANITIZE_KEY_FORM,
+            reason="secret_not_base64",
+            hide_value=True,
+        )
+    if "=" not in compact:
+        compact += "=" * (-len(compact) % 4)
+    try:
+        key = base64.b64decode(compact.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise _InvalidValueError(
+            "is not well-formed base64 (check the length and the = padding)",
+            expected=_SANITIZE_KEY_FORM,
+            reason="secret_not_base64",
+            hide_value=True,
+        ) from None
+    if len(key) < MIN_SANITIZE_KEY_BYTES:
+        raise _InvalidValueError(
+            f"decodes to fewer than {MIN_SANITIZE_KEY_BYTES} bytes, too few for an HMAC key",
+            expected=_SANITIZE_KEY_FORM,
+            reason="secret_too_short",
+            hide_value=True,
+        )
+    return Secret(key)
+
+
+def _parse_policy_syntax(text: str) -> PolicySyntax:
+    value = text.strip().lower()
+    for syntax in POLICY_SYNTAXES:
+        if value == syntax:
+            return syntax
+    raise _InvalidValueError(
+        "is not a policy syntax",
+        expected="auto (detect per file), v0 (legacy Rego) or v1 (Rego v1), in any case",
+    )
 
 
 def _parse_bool(text: str) -> bool:
@@ -480,11 +557,64 @@ def _readable_file_parser(what: str, *, missing: str, unreadable: str) -> Callab
     return parse
 
 
-_parse_policy_file: Final = _readable_file_parser(
-    "run initialization policy file",
-    missing="policy_file_missing",
-    unreadable="policy_file_unreadable",
+_POLICY_PATH_FORM: Final = (
+    "the absolute path of a readable run initialization policy: a .rego file, or a directory "
+    "of them that can be listed and searched"
 )
+
+
+def _parse_policy_path(text: str) -> Path:
+    """The absolute path of a readable regular file, or of a directory that can be both read
+    (listed) and searched (its files opened). What is inside is the policy loader's business."""
+    path = _parse_abs_path(text)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"cannot be read ({exc.strerror})",
+            expected=_POLICY_PATH_FORM,
+            reason="policy_file_missing",
+        ) from None
+    if stat.S_ISREG(st.st_mode):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise _InvalidValueError(
+                f"cannot be opened ({exc.strerror})",
+                expected=_POLICY_PATH_FORM,
+                reason="policy_file_unreadable",
+            ) from None
+        return path
+    if not stat.S_ISDIR(st.st_mode):
+        raise _InvalidValueError(
+            "is neither a regular file nor a directory",
+            expected=_POLICY_PATH_FORM,
+            reason="policy_file_missing",
+        )
+    try:
+        # Opening a directory needs read (list) permission; looking up "." inside it needs
+        # search permission, without which none of its files can be opened.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be listed ({exc.strerror})",
+            expected=_POLICY_PATH_FORM,
+            reason="policy_file_unreadable",
+        ) from None
+    try:
+        os.stat(".", dir_fd=fd)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be searched ({exc.strerror})",
+            expected=_POLICY_PATH_FORM,
+            reason="policy_file_unreadable",
+        ) from None
+    finally:
+        os.close(fd)
+    return path
+
+
 _parse_release_keyring: Final = _readable_file_parser(
     "file of OpenPGP public keys (armored or binary), e.g. from `gpg --export --armor FPR`",
     missing="release_keyring_missing",
@@ -856,8 +986,9 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         field="launcher_run_initialization_policy",
         default="unset",
         source="seed",
-        description="Absolute path of the run initialization policy file; it must exist and be "
-        "readable.",
+        description="Absolute path of the run initialization policy: a readable `.rego` file, "
+        "or a directory (readable and searchable) whose `.rego` files, and `.json`/`.yaml` data "
+        "files, are read recursively.",
     ),
     VariableSpec(
         name="SPACELIFT_LAUNCHER_RUN_TIMEOUT",
@@ -1058,6 +1189,34 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         description="Time between SIGTERM and SIGKILL when a run is stopped (timeout, cancel; "
         f"Go duration, 0s to {format_duration(MAX_RUN_STOP_GRACE)}).",
     ),
+    VariableSpec(
+        name="HL_POLICY_SYNTAX",
+        field="policy_syntax",
+        default=f"`{DEFAULT_POLICY_SYNTAX}`",
+        source="project",
+        description="Rego dialect of the policy files (any case): `auto` detects it per file, "
+        '`v0` is the legacy `deny["msg"] { … }` syntax, `v1` is `deny contains msg if`.',
+    ),
+    VariableSpec(
+        name="HL_POLICY_TIMEOUT",
+        field="policy_timeout",
+        default=_duration_default(DEFAULT_POLICY_TIMEOUT),
+        source="project",
+        description=f"Longest a policy evaluation may take (Go duration, "
+        f"{format_duration(MIN_POLICY_TIMEOUT)} to {format_duration(MAX_POLICY_TIMEOUT)}); an "
+        "evaluation that takes longer denies the run.",
+    ),
+    VariableSpec(
+        name="HL_POLICY_SANITIZE_KEY",
+        field="policy_sanitize_key",
+        default="a random key per start",
+        secret=True,
+        source="project",
+        description="Key of the HMAC that turns secret values into the `sanitized:` form "
+        f"policies see (base64 of at least {MIN_SANITIZE_KEY_BYTES} bytes, e.g. `openssl rand "
+        "-base64 32`); set it to keep that form stable across restarts and launchers. "
+        "Environment only: the config file may not hold it.",
+    ),
 )
 
 #: Fields of :class:`Settings` that no variable sets.
@@ -1067,6 +1226,10 @@ _BY_NAME: Final[dict[str, VariableSpec]] = {spec.name: spec for spec in VARIABLE
 _FIXED_NAMES: Final = tuple(spec.name for spec in VARIABLES if not spec.is_pattern)
 _FILE_KEYS: Final[dict[str, VariableSpec]] = {
     key: spec for spec in VARIABLES if (key := spec.file_key) is not None
+}
+#: Keys of secret ``HL_*`` settings: refused in the config file with their own message.
+_SECRET_FILE_KEYS: Final[dict[str, VariableSpec]] = {
+    key: spec for spec in VARIABLES if spec.secret and (key := spec.toml_name) is not None
 }
 
 
@@ -1124,6 +1287,10 @@ class Settings:
     run_workspace_bytes: int = DEFAULT_RUN_WORKSPACE_BYTES
     run_tmp_bytes: int = DEFAULT_RUN_TMP_BYTES
     run_stop_grace: timedelta = DEFAULT_RUN_STOP_GRACE
+    policy_syntax: PolicySyntax = DEFAULT_POLICY_SYNTAX
+    policy_timeout: timedelta = DEFAULT_POLICY_TIMEOUT
+    #: The decoded HMAC key bytes (not the base64 text); ``None``: a random key per start.
+    policy_sanitize_key: Secret | None = None
     # -- derived ------------------------------------------------------------------------------
     warnings: tuple[str, ...] = ()
 
@@ -1172,6 +1339,16 @@ class Settings:
         if not timedelta(0) <= self.run_stop_grace <= MAX_RUN_STOP_GRACE:
             bad.append(
                 ("run_stop_grace", f"must be from 0s to {format_duration(MAX_RUN_STOP_GRACE)}")
+            )
+        if self.policy_syntax not in POLICY_SYNTAXES:
+            bad.append(("policy_syntax", "must be auto, v0 or v1"))
+        if not MIN_POLICY_TIMEOUT <= self.policy_timeout <= MAX_POLICY_TIMEOUT:
+            low, high = format_duration(MIN_POLICY_TIMEOUT), format_duration(MAX_POLICY_TIMEOUT)
+            bad.append(("policy_timeout", f"must be from {low} to {high}"))
+        key = self.policy_sanitize_key
+        if key is not None and (not key or len(key) < MIN_SANITIZE_KEY_BYTES):
+            bad.append(
+                ("policy_sanitize_key", f"must hold at least {MIN_SANITIZE_KEY_BYTES} bytes")
             )
         for name in (
             "docker_config_dir",
@@ -1327,8 +1504,20 @@ class _Loader:
 
     def _file_entry(self, path: Path, variable: str, key: str, value: object) -> None:
         spec = _FILE_KEYS.get(key)
+        guess = key.lower().removeprefix("hl_")
+        secret_spec = _SECRET_FILE_KEYS.get(guess)
+        if secret_spec is not None:
+            # Never the value: it is a secret that should not have been written down here.
+            self.problem(
+                secret_spec.name,
+                f"{secret_spec.name} (key {key[:80]!r} in {path}): is a secret, and secrets are "
+                f"not read from the config file (value not shown); expected {secret_spec.name} "
+                f"in the environment only: remove the key from {path} (and treat the key as "
+                "exposed if the file was shared)",
+                "config_file_secret_key",
+            )
+            return
         if spec is None:
-            guess = key.lower().removeprefix("hl_")
             close = difflib.get_close_matches(guess, list(_FILE_KEYS), n=1)
             suggestion = f" (did you mean {close[0]!r}?)" if close else ""
             self.problem(
@@ -1604,7 +1793,7 @@ def load_settings(
     launcher_logs_timeout = get(
         "SPACELIFT_LAUNCHER_LOGS_TIMEOUT", logs_timeout, DEFAULT_LOGS_TIMEOUT
     )
-    policy = get("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", _parse_policy_file, no_path)
+    policy = get("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", _parse_policy_path, no_path)
     launcher_run_timeout = get("SPACELIFT_LAUNCHER_RUN_TIMEOUT", run_timeout, DEFAULT_RUN_TIMEOUT)
     metadata = loader.metadata()
     privatevcs_mappings = loader.privatevcs()
@@ -1643,6 +1832,15 @@ def load_settings(
     )
     run_tmp_bytes = get("HL_RUN_TMP_BYTES", _parse_tmpfs_size, DEFAULT_RUN_TMP_BYTES)
     run_stop_grace = get("HL_RUN_STOP_GRACE", stop_grace, DEFAULT_RUN_STOP_GRACE)
+    evaluation_limit = _duration_parser(
+        minimum=MIN_POLICY_TIMEOUT,
+        maximum=MAX_POLICY_TIMEOUT,
+        inclusive_minimum=True,
+        example="1s or 250ms",
+    )
+    policy_syntax = get("HL_POLICY_SYNTAX", _parse_policy_syntax, DEFAULT_POLICY_SYNTAX)
+    policy_timeout = get("HL_POLICY_TIMEOUT", evaluation_limit, DEFAULT_POLICY_TIMEOUT)
+    policy_sanitize_key = get("HL_POLICY_SANITIZE_KEY", _parse_sanitize_key, None)
 
     if loader.problems or state_dir is None or cache_dir is None or audit_dir is None:
         raise SettingsError.from_problems(loader.problems)
@@ -1684,6 +1882,9 @@ def load_settings(
         run_workspace_bytes=run_workspace_bytes,
         run_tmp_bytes=run_tmp_bytes,
         run_stop_grace=run_stop_grace,
+        policy_syntax=policy_syntax,
+        policy_timeout=policy_timeout,
+        policy_sanitize_key=policy_sanitize_key,
         warnings=tuple(loader.warnings),
     )
 
@@ -1769,7 +1970,8 @@ def markdown_table() -> str:
         "unchanged); `project` marks this project's `HL_*` settings. A variable set to an empty "
         "value counts as unset. Unknown `HL_*` variables are errors; unknown `SPACELIFT_*` "
         "variables are warnings. `HL_*` settings may also come from the TOML file named by "
-        "`HL_CONFIG_FILE` (File key column); the environment wins over the file. "
+        "`HL_CONFIG_FILE` (File key column); the environment wins over the file. Secret "
+        "`HL_*` settings come from the environment only; the file is refused if it holds one. "
         "`HL_REQUIRE_INTEGRATION` belongs to the test suite and is ignored by the launcher."
     )
     return "\n".join(lines) + "\n"

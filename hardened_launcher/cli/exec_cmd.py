@@ -7,7 +7,6 @@ redacted output streamed to the terminal (and optionally to a log file).
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,15 +15,22 @@ from typing import Any
 from hardened_launcher import __version__
 from hardened_launcher.audit import JsonLinesAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
-from hardened_launcher.errors import ConfigurationError, InfrastructureError, UsageError
+from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
 from hardened_launcher.executor.container_spec import check_extra_mounts
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
-from hardened_launcher.executor.redaction_port import RedactorLike
 from hardened_launcher.executor.runner import DockerRunner, docker_client
-from hardened_launcher.executor.runspec import parse_run_spec
-from hardened_launcher.pipeline import BinaryGate, ReleaseDirectory, run_pipeline
-from hardened_launcher.settings import load_settings
+from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
+from hardened_launcher.pipeline import (
+    BinaryGate,
+    PolicyStep,
+    ReleaseDirectory,
+    run_pipeline,
+    start_policy_step,
+)
+from hardened_launcher.policy.startup import sanitizer_from
+from hardened_launcher.redaction import Redactor
+from hardened_launcher.settings import Settings, load_settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -51,31 +57,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=run)
 
 
-def real_redactor() -> RedactorLike:
-    """The project's streaming redactor; refuse to run without it (fail closed)."""
-    try:
-        module = importlib.import_module("hardened_launcher.redaction")
-        redactor: RedactorLike = module.Redactor()
-    except (ImportError, AttributeError):
-        raise ConfigurationError(
-            "the redaction module is not available, so run output cannot be made safe",
-            hint="install a hardened-launcher build that includes hardened_launcher.redaction",
-            reason="redactor_unavailable",
-        ) from None
-    return redactor
-
-
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_extra_mounts(settings)  # a dangerous mount stops us before anything else
-    if settings.launcher_run_initialization_policy is not None:
-        # The policy engine is wired by the pipeline's owner; never run past a configured policy.
-        raise ConfigurationError(
-            "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY is set but this build cannot evaluate "
-            "policies in `exec` yet",
-            hint="unset it to test without a policy",
-            reason="policy_engine_unavailable",
-        )
     keyring = args.keyring or settings.release_keyring
     if keyring is None:
         raise UsageError(
@@ -90,12 +74,38 @@ def run(args: argparse.Namespace) -> int:
             hint="check the path",
             reason="runspec_unreadable",
         ) from None
-    spec = parse_run_spec(data, max_bytes=settings.max_envelope_bytes)
-    redactor = real_redactor()
-    sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
-    if args.log is not None:
-        sinks.append(FileLogSink(args.log))
     audit = JsonLinesAuditLog(settings.audit_dir)
+    launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
+    # The policy compiles before the spec is even parsed: a broken policy stops us here, with
+    # file:line:col and the engine's message.
+    policy = start_policy_step(
+        settings,
+        sanitizer=sanitizer_from(settings),
+        pool_id="local",
+        worker_id=launcher_id,
+        audit=audit,
+    )
+    try:
+        spec = parse_run_spec(data, max_bytes=settings.max_envelope_bytes)
+        sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
+        if args.log is not None:
+            sinks.append(FileLogSink(args.log))
+        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy)
+    finally:
+        if policy is not None:
+            policy.close()
+
+
+def _execute(
+    args: argparse.Namespace,
+    settings: Settings,
+    spec: RunSpec,
+    keyring: Path,
+    sinks: list[LogSink],
+    audit: JsonLinesAuditLog,
+    launcher_id: str,
+    policy: PolicyStep | None,
+) -> int:
     client = docker_client()
     runner = DockerRunner(
         client,
@@ -106,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_pipeline(
         spec,
         settings=settings,
-        launcher_id=f"{launcher_id_for(settings)}-exec"[:63],
+        launcher_id=launcher_id,
         worker_version=__version__,
         binaries=BinaryGate(
             releases=ReleaseDirectory(root=args.releases),
@@ -115,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
             cache=VerifiedBinaryCache.from_settings(settings, audit=audit),
             max_clock_skew=settings.clock_skew,
         ),
-        policy=None,
+        policy=policy,
         runner=runner,
-        redactor=redactor,
+        redactor=Redactor(),
         sink=TeeLogSink(*sinks),
         audit=audit,
         environ=os.environ,

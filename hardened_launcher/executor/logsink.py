@@ -78,6 +78,10 @@ class TeeLogSink:
     def __init__(self, *sinks: LogSink) -> None:
         self._sinks = sinks
 
+    @property
+    def sinks(self) -> tuple[LogSink, ...]:
+        return self._sinks
+
     def write(self, channel: Channel, data: bytes) -> None:
         for sink in self._sinks:
             sink.write(channel, data)

@@ -288,3 +288,31 @@ def test_cli_exits_non_zero_and_prints_json(tmp_path: Path) -> None:
     rows = json.loads(proc.stdout)
     assert {row["check"]: row["result"] for row in rows}["docker"] == "fail"
     assert "Traceback" not in proc.stderr
+
+
+def test_policy_that_compiles_passes_and_a_broken_one_fails_with_its_location(
+    tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    good = tmp_path / "good.rego"
+    good.write_text('package spacelift\n\ndeny contains "never" if { false }\n')
+    bad = tmp_path / "bad.rego"
+    bad.write_text("package spacelift\n\ndeny contains msg if {\n    msg := \n}\n")
+    ok = _by_name(
+        run_checks(
+            _env(tmp_path, credentials, SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY=str(good)),
+            now=NOW,
+            docker_factory=_factory(FakeDocker()),
+        )
+    )["run initialization policy"]
+    assert ok.status is Status.PASS
+    assert "compiles" in ok.summary
+    broken = _by_name(
+        run_checks(
+            _env(tmp_path, credentials, SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY=str(bad)),
+            now=NOW,
+            docker_factory=_factory(FakeDocker()),
+        )
+    )["run initialization policy"]
+    assert broken.status is Status.FAIL
+    assert "bad.rego:" in broken.summary
+    assert "RUST_BACKTRACE" not in broken.summary

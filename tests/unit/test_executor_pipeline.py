@@ -14,10 +14,19 @@ import pytest
 from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.errors import LauncherError, UntrustedInputError
-from hardened_launcher.executor.errors import MountRefusedError, PolicyDeniedError
+from hardened_launcher.executor.errors import MountRefusedError
 from hardened_launcher.executor.runner import RunResult, StopReason, _Demux
 from hardened_launcher.executor.runspec import RunSpec, run_spec_from_mapping
-from hardened_launcher.pipeline import run_pipeline
+from hardened_launcher.pipeline import PolicyStep, run_pipeline
+from hardened_launcher.policy import (
+    LauncherFacts,
+    PolicyDecision,
+    PolicyDeniedError,
+    PolicyGate,
+    PolicyTimeoutError,
+    Sanitizer,
+    check_policy_path,
+)
 from hardened_launcher.settings import Mount, Settings, load_settings
 
 CANARY = "CANARY-pipeline-90ab"
@@ -94,6 +103,39 @@ class FakeBinaries:
         return proof(name)
 
 
+class FakePolicyGate:
+    """Stands in for PolicyGate: returns or raises what the test says, keeps the documents."""
+
+    def __init__(self, outcome: Callable[[Mapping[str, Any]], object]) -> None:
+        self.outcome = outcome
+        self.documents: list[Mapping[str, Any]] = []
+
+    def check(self, document: Mapping[str, Any], *, run_id: str | None = None) -> Any:
+        self.documents.append(document)
+        return self.outcome(document)
+
+
+def allow(document: Mapping[str, Any]) -> PolicyDecision:
+    return PolicyDecision(
+        run_id="run-p", policy_sha256="a" * 64, input_sha256="b" * 64, sample=False, duration_ns=1
+    )
+
+
+def step(outcome: Callable[[Mapping[str, Any]], object]) -> PolicyStep:
+    return PolicyStep(
+        gate=FakePolicyGate(outcome),
+        sanitizer=Sanitizer(b"k" * 32),
+        launcher=LauncherFacts(pool_id="p", worker_id="w", version="0.1.0"),
+    )
+
+
+def _raise(exc: BaseException) -> Callable[[Mapping[str, Any]], object]:
+    def fail(document: Mapping[str, Any]) -> object:
+        raise exc
+
+    return fail
+
+
 def make_spec() -> RunSpec:
     return run_spec_from_mapping(
         {
@@ -116,7 +158,7 @@ def go(
     spec: RunSpec,
     *,
     binaries: FakeBinaries | None = None,
-    policy: Callable[[Mapping[str, Any]], object] | None = None,
+    policy: PolicyStep | None = None,
     s: Settings | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[FakeRunner, MemoryAuditLog, StandInRedactor, FakeSink, RunResult | LauncherError]:
@@ -143,21 +185,24 @@ def go(
 
 def test_allowed_run_passes_every_gate_in_order() -> None:
     spec = make_spec()
-    seen: list[Mapping[str, Any]] = []
-
-    def policy(document: Mapping[str, Any]) -> object:
-        seen.append(document)
-        return "allow"
-
+    policy = step(allow)
     binaries = FakeBinaries()
     runner, audit, redactor, sink, result = go(spec, binaries=binaries, policy=policy, environ={})
     assert isinstance(result, RunResult)
     assert binaries.asked == [("hl-worker", "0.1.0"), ("tf", "1.0")]
     assert len(runner.calls) == 1
-    assert CANARY not in str(seen)
+    assert isinstance(policy.gate, FakePolicyGate)
+    (document,) = policy.gate.documents
+    assert CANARY not in str(document)
+    # The documented shape: secret values only in their sanitized form, binaries by digest.
+    assert document["docker_image"] == "busybox"
+    env = document["static_run_environment"]["environment_variables"]
+    assert env["TOKEN"] == Sanitizer(b"k" * 32).sanitize(CANARY)
+    assert document["static_run_environment"]["command"] == ["true"]
+    assert set(document["launcher"]["binaries"]) == {"hl-worker", "tf"}
+    # The gate records its own decision (the fake does not), the pipeline the rest.
     assert [e.type for e in audit.events] == [
         "binaries.passed",
-        "policy.allowed",
         "run.started",
         "run.finished",
     ]
@@ -171,21 +216,24 @@ def test_allowed_run_passes_every_gate_in_order() -> None:
     [
         (FakeBinaries(refuse="hl-worker"), None, "signature_invalid"),
         (FakeBinaries(refuse="tf"), None, "signature_invalid"),
-        (FakeBinaries(), lambda doc: None, "policy_denied"),
-        (FakeBinaries(), lambda doc: type("D", (), {"allowed": False})(), "policy_denied"),
-        (FakeBinaries(), lambda doc: 1 / 0, "policy_error"),
+        (FakeBinaries(), lambda doc: None, "policy_evaluation_error"),
+        (FakeBinaries(), lambda doc: "allow", "policy_evaluation_error"),
+        (FakeBinaries(), _raise(ZeroDivisionError()), "policy_evaluation_error"),
         (
             FakeBinaries(),
-            lambda doc: (_ for _ in ()).throw(PolicyDeniedError("no", reason="policy_denied")),
+            _raise(PolicyDeniedError(("no",), policy_sha256="a" * 64)),
             "policy_denied",
         ),
+        (FakeBinaries(), _raise(PolicyTimeoutError("slow")), "policy_timeout"),
     ],
 )
 def test_refused_runs_never_reach_the_runner(
-    binaries: FakeBinaries, policy: Any, reason: str
+    binaries: FakeBinaries, policy: Callable[[Mapping[str, Any]], object] | None, reason: str
 ) -> None:
     spec = make_spec()
-    runner, audit, _, sink, outcome = go(spec, binaries=binaries, policy=policy)
+    runner, audit, _, sink, outcome = go(
+        spec, binaries=binaries, policy=None if policy is None else step(policy)
+    )
     assert isinstance(outcome, LauncherError)
     assert outcome.reason == reason
     assert runner.calls == []
@@ -234,3 +282,54 @@ def test_demux_splits_frames_across_reads() -> None:
     for i in range(len(frames)):
         got += demux.feed(frames[i : i + 1])
     assert got == [("stdout", b"out"), ("stderr", b"err")]
+
+
+REGO_DENY_SECRET = """package spacelift
+
+deny contains msg if {
+    input.static_run_environment.environment_variables.TOKEN == sanitized("%s")
+    msg := "this token is revoked"
+}
+
+deny contains msg if {
+    not startswith(input.docker_image, "registry.internal/")
+    msg := sprintf("image %%s is not from registry.internal", [input.docker_image])
+}
+"""
+
+
+def test_real_policy_denies_by_sanitized_secret_and_image(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.rego"
+    policy_file.write_text(REGO_DENY_SECRET % CANARY)
+    sanitizer = Sanitizer(b"s" * 32)
+    audit = MemoryAuditLog()
+    compiled = check_policy_path(policy_file, sanitizer=sanitizer)
+    with PolicyGate.start(compiled, sanitizer=sanitizer, audit=audit, isolated=False) as gate:
+        policy = PolicyStep(
+            gate=gate,
+            sanitizer=sanitizer,
+            launcher=LauncherFacts(pool_id="p", worker_id="w", version="0.1.0"),
+        )
+        runner = FakeRunner()
+        spec = make_spec()
+        with pytest.raises(PolicyDeniedError) as info:
+            run_pipeline(
+                spec,
+                settings=settings(),
+                launcher_id="L",
+                worker_version="0.1.0",
+                binaries=FakeBinaries(),  # type: ignore[arg-type]
+                policy=policy,
+                runner=runner,
+                redactor=StandInRedactor(),
+                sink=FakeSink(),
+                audit=audit,
+            )
+    assert runner.calls == []
+    assert set(info.value.messages) == {
+        "this token is revoked",
+        "image busybox is not from registry.internal",
+    }
+    denied = [e for e in audit.events if e.type == "policy.denied"]
+    assert len(denied) == 1
+    assert CANARY not in str([e.to_json_dict() for e in audit.events])

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import os
 import stat
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -16,10 +17,12 @@ from hypothesis import strategies as st
 from hardened_launcher.cli import settings_cmd
 from hardened_launcher.durations import format_duration
 from hardened_launcher.errors import ConfigurationError
+from hardened_launcher.policy import DEFAULT_TIMEOUT_S, Sanitizer, Syntax
 from hardened_launcher.secrets import MASK, Secret
 from hardened_launcher.settings import (
     VARIABLES,
     Mount,
+    PolicySyntax,
     PrivateVcsMapping,
     Settings,
     SettingsError,
@@ -32,6 +35,8 @@ from hardened_launcher.settings import (
 CANARY_TOKEN = "CANARY-TOKEN-7f3a"
 CANARY_KEY = "CANARY-KEY-19c2"
 CANARY_CRED = "CANARY-PASSWORD-51d0"
+CANARY_SANITIZE = b"CANARY-SANITIZE-KEY-8e21"
+SANITIZE_B64 = base64.b64encode(CANARY_SANITIZE).decode("ascii")
 HOME = "/home/operator"
 FPR_V4 = "0123456789ABCDEF0123456789ABCDEF01234567"
 FPR_V6 = "a" * 64
@@ -109,6 +114,9 @@ def test_every_other_default() -> None:
     assert s.max_concurrent_runs == 1
     assert s.max_envelope_bytes == 16 * 1024 * 1024
     assert s.clock_skew == timedelta(minutes=5)
+    assert s.policy_syntax == "auto"
+    assert s.policy_timeout == timedelta(seconds=1)
+    assert s.policy_sanitize_key is None
     assert s.warnings == ()
 
 
@@ -205,6 +213,9 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "HL_MAX_CONCURRENT_RUNS": "4",
         "HL_MAX_ENVELOPE_BYTES": "32MiB",
         "HL_CLOCK_SKEW": "90s",
+        "HL_POLICY_SYNTAX": "V0",
+        "HL_POLICY_TIMEOUT": "250ms",
+        "HL_POLICY_SANITIZE_KEY": SANITIZE_B64,
     }
 
 
@@ -248,6 +259,10 @@ def test_every_variable_parses(tmp_path: Path) -> None:
     assert s.max_concurrent_runs == 4
     assert s.max_envelope_bytes == 32 * 1024 * 1024
     assert s.clock_skew == timedelta(seconds=90)
+    assert s.policy_syntax == "v0"
+    assert s.policy_timeout == timedelta(milliseconds=250)
+    assert s.policy_sanitize_key is not None
+    assert s.policy_sanitize_key.reveal() == CANARY_SANITIZE
     assert s.warnings == ()
 
 
@@ -694,10 +709,79 @@ def test_policy_file_must_exist(tmp_path: Path) -> None:
     assert "cannot be read" in exc.message
 
 
-def test_policy_file_must_be_a_file(tmp_path: Path) -> None:
-    exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(tmp_path)})
+def test_policy_file_parses(tmp_path: Path) -> None:
+    policy = tmp_path / "p.rego"
+    policy.write_text("package spacelift\n", encoding="utf-8")
+    s = load({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": f" {policy} "})
+    assert s.launcher_run_initialization_policy == policy
+
+
+def test_policy_directory_parses(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "deny.rego").write_text("package spacelift\n", encoding="utf-8")
+    s = load({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(tmp_path / "policies")})
+    assert s.launcher_run_initialization_policy == tmp_path / "policies"
+    values = dict(effective_values(s))
+    assert values["SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY"] == str(tmp_path / "policies")
+
+
+def test_policy_path_must_be_a_file_or_a_directory(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.fifo"
+    os.mkfifo(fifo)
+    exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(fifo)})
+    assert exc.problems[0].variable == "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY"
     assert exc.reason == "policy_file_missing"
-    assert "not a regular file" in exc.message
+    assert "neither a regular file nor a directory" in exc.message
+    assert "a .rego file, or a directory" in exc.message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
+def test_policy_directory_must_be_listable_and_searchable(
+    tmp_path: Path, mode: int, why: str
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    policies.chmod(mode)
+    try:
+        exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(policies)})
+    finally:
+        policies.chmod(0o755)
+    assert exc.reason == "policy_file_unreadable"
+    assert why in exc.message
+
+
+def test_policy_directory_list_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def denied(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_DIRECTORY:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(tmp_path)})
+    assert exc.problems[0].variable == "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY"
+    assert exc.reason == "policy_file_unreadable"
+    assert "is a directory that cannot be listed (Permission denied)" in exc.message
+
+
+def test_policy_directory_search_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = os.stat
+
+    def denied(path: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any) -> Any:
+        if dir_fd is not None:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    exc = failure({"SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY": str(tmp_path)})
+    assert exc.reason == "policy_file_unreadable"
+    assert "is a directory that cannot be searched (Permission denied)" in exc.message
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
@@ -776,6 +860,154 @@ def test_release_keyring_read_failure_is_reported(
     assert exc.message.startswith("HL_RELEASE_KEYRING")
     assert exc.reason == "release_keyring_unreadable"
     assert "Permission denied" in exc.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy gate settings (HL_POLICY_*)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("auto", "auto"), ("AUTO", "auto"), ("v0", "v0"), ("V0", "v0"), (" v1 ", "v1"), ("V1", "v1")],
+)
+def test_policy_syntax_parses_in_any_case(text: str, value: str) -> None:
+    s = load({"HL_POLICY_SYNTAX": text})
+    assert s.policy_syntax == value
+    assert dict(effective_values(s))["HL_POLICY_SYNTAX"] == value
+
+
+@pytest.mark.parametrize("text", ["v2", "rego.v1", "0", "1", "legacy", "v 1"])
+def test_bad_policy_syntax_names_the_variable(text: str) -> None:
+    exc = failure({"HL_POLICY_SYNTAX": text})
+    assert exc.problems[0].variable == "HL_POLICY_SYNTAX"
+    assert exc.message.startswith("HL_POLICY_SYNTAX:")
+    assert repr(text) in exc.message
+    assert "auto (detect per file), v0 (legacy Rego) or v1 (Rego v1)" in exc.message
+
+
+def test_policy_syntax_values_are_those_of_the_policy_gate() -> None:
+    values: tuple[PolicySyntax, ...] = get_args(PolicySyntax)
+    assert {syntax.value for syntax in Syntax} == set(values)
+    for value in values:
+        assert Syntax(load({"HL_POLICY_SYNTAX": value.upper()}).policy_syntax) is Syntax(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("10ms", timedelta(milliseconds=10)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("1s", timedelta(seconds=1)),
+        ("1.5s", timedelta(milliseconds=1500)),
+        ("10000us", timedelta(milliseconds=10)),
+        ("60s", timedelta(seconds=60)),
+        ("1m", timedelta(seconds=60)),
+    ],
+)
+def test_policy_timeout_parses(text: str, value: timedelta) -> None:
+    s = load({"HL_POLICY_TIMEOUT": text})
+    assert s.policy_timeout == value
+    assert dict(effective_values(s))["HL_POLICY_TIMEOUT"] == format_duration(value)
+
+
+@pytest.mark.parametrize("text", ["9ms", "9999us", "0", "0s", "-1s", "61s", "1m1ms", "2m", "1 s"])
+def test_bad_policy_timeout_names_the_variable(text: str) -> None:
+    exc = failure({"HL_POLICY_TIMEOUT": text})
+    assert exc.problems[0].variable == "HL_POLICY_TIMEOUT"
+    assert exc.message.startswith("HL_POLICY_TIMEOUT:")
+    assert repr(text) in exc.message
+    assert "at least 10ms and at most 1m0s" in exc.message
+
+
+@given(st.integers(min_value=0, max_value=70_000))
+def test_policy_timeout_range_property(milliseconds: int) -> None:
+    env = {"HOME": HOME, "HL_POLICY_TIMEOUT": f"{milliseconds}ms"}
+    if 10 <= milliseconds <= 60_000:
+        assert load_settings(env).policy_timeout == timedelta(milliseconds=milliseconds)
+    else:
+        with pytest.raises(SettingsError):
+            load_settings(env)
+
+
+def test_policy_timeout_default_is_the_gate_default() -> None:
+    assert load().policy_timeout.total_seconds() == DEFAULT_TIMEOUT_S
+
+
+def test_policy_sanitize_key_holds_the_decoded_key() -> None:
+    s = load({"HL_POLICY_SANITIZE_KEY": SANITIZE_B64})
+    assert isinstance(s.policy_sanitize_key, Secret)
+    assert s.policy_sanitize_key.reveal() == CANARY_SANITIZE
+    assert dict(effective_values(s))["HL_POLICY_SANITIZE_KEY"] == "set"
+    assert dict(effective_values(load()))["HL_POLICY_SANITIZE_KEY"] == "unset"
+
+
+def test_policy_sanitize_key_keeps_the_sanitized_form_stable() -> None:
+    # Two launchers (or two starts) with the same key show policies the same sanitized form.
+    forms = []
+    for _ in range(2):
+        key = load({"HL_POLICY_SANITIZE_KEY": SANITIZE_B64}).policy_sanitize_key
+        assert key is not None
+        forms.append(Sanitizer(key.reveal()).sanitize("hunter2"))
+    assert forms[0] == forms[1]
+    assert forms[0].startswith("sanitized:")
+
+
+@pytest.mark.parametrize(
+    "render",
+    [
+        lambda key: base64.b64encode(key).decode(),
+        lambda key: base64.urlsafe_b64encode(key).decode(),
+        lambda key: base64.b64encode(key).decode().rstrip("="),
+        lambda key: "\n".join(base64.encodebytes(key).decode().split()) + "\n",
+        lambda key: f"  {base64.b64encode(key).decode()}  ",
+    ],
+    ids=["standard", "url-safe", "unpadded", "wrapped", "spaces"],
+)
+def test_policy_sanitize_key_forms(render: Any) -> None:
+    key = bytes(range(200, 256))  # 56 bytes: wraps, and holds + and / (or - and _)
+    s = load({"HL_POLICY_SANITIZE_KEY": render(key)})
+    assert s.policy_sanitize_key is not None
+    assert s.policy_sanitize_key.reveal() == key
+
+
+@given(st.binary(max_size=64), st.booleans(), st.booleans())
+def test_policy_sanitize_key_length_property(key: bytes, url_safe: bool, pad: bool) -> None:
+    text = (base64.urlsafe_b64encode if url_safe else base64.b64encode)(key).decode()
+    text = text if pad else text.rstrip("=")
+    env = {"HOME": HOME, "HL_POLICY_SANITIZE_KEY": text}
+    if len(key) >= 16:
+        secret = load_settings(env).policy_sanitize_key
+        assert secret is not None
+        assert secret.reveal() == key
+    elif key:
+        with pytest.raises(SettingsError) as info:
+            load_settings(env)
+        assert info.value.reason == "secret_too_short"
+    else:
+        assert load_settings(env).policy_sanitize_key is None  # empty counts as unset
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (base64.b64encode(CANARY_SANITIZE[:15]).decode(), "secret_too_short"),
+        (f"{CANARY_SANITIZE.decode()}!", "secret_not_base64"),
+        (SANITIZE_B64 + "\u00e9", "secret_not_base64"),
+        (SANITIZE_B64.rstrip("=") + "A", "secret_not_base64"),  # 33 characters: not base64
+        ("=" + SANITIZE_B64, "secret_not_base64"),
+        (SANITIZE_B64 * 3000, "secret_too_long"),
+    ],
+    ids=["too-short", "punctuation", "non-ascii", "bad-length", "padding-first", "too-long"],
+)
+def test_bad_policy_sanitize_key_is_refused_without_its_value(text: str, reason: str) -> None:
+    exc = failure({"HL_POLICY_SANITIZE_KEY": text})
+    assert exc.problems[0].variable == "HL_POLICY_SANITIZE_KEY"
+    assert exc.message.startswith("HL_POLICY_SANITIZE_KEY:")
+    assert exc.reason == reason
+    assert "value not shown" in exc.message
+    assert "base64 of at least 16 random bytes" in exc.message
+    text_out = all_text(exc) + repr(exc.problems)
+    assert "CANARY" not in text_out
+    assert SANITIZE_B64[:12] not in text_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1077,6 +1309,9 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_RUN_WORKSPACE_BYTES", "big"),
     ("HL_RUN_TMP_BYTES", "1TB"),
     ("HL_RUN_STOP_GRACE", "forever"),
+    ("HL_POLICY_SYNTAX", "v2"),
+    ("HL_POLICY_TIMEOUT", "5ms"),
+    ("HL_POLICY_SANITIZE_KEY", "c2hvcnQ="),
     ("HL_TYPO", "x"),
 ]
 
@@ -1133,6 +1368,9 @@ def test_long_bad_values_are_shortened_in_messages() -> None:
         ("SPACELIFT_TOKEN", CANARY_TOKEN * 5000),
         ("SPACELIFT_POOL_PRIVATE_KEY", f"{CANARY_KEY}\x00"),
         ("SPACELIFT_POOL_PRIVATE_KEY", CANARY_KEY * 5000),
+        ("HL_POLICY_SANITIZE_KEY", CANARY_TOKEN),
+        ("HL_POLICY_SANITIZE_KEY", f"{CANARY_KEY} ; rm"),
+        ("HL_POLICY_SANITIZE_KEY", CANARY_KEY * 5000),
     ],
 )
 def test_bad_secrets_are_reported_without_their_value(variable: str, value: str) -> None:
@@ -1158,10 +1396,14 @@ def test_repr_and_rendering_never_show_secrets(tmp_path: Path) -> None:
     for text in rendered:
         assert CANARY_TOKEN not in text
         assert CANARY_KEY not in text
+        assert CANARY_SANITIZE.decode() not in text
+        assert SANITIZE_B64 not in text
     assert f"token=Secret('{MASK}')" in repr(s)
+    assert f"policy_sanitize_key=Secret('{MASK}')" in repr(s)
     values = dict(effective_values(s))
     assert values["SPACELIFT_TOKEN"] == "set"
     assert values["SPACELIFT_POOL_PRIVATE_KEY"] == "set"
+    assert values["HL_POLICY_SANITIZE_KEY"] == "set"
     assert dict(effective_values(load()))["SPACELIFT_TOKEN"] == "unset"
 
 
@@ -1277,6 +1519,46 @@ def test_file_holds_only_hl_settings(tmp_path: Path, key: str) -> None:
     assert exc.reason == "config_file_unknown_key"
 
 
+def test_policy_settings_from_the_config_file(tmp_path: Path) -> None:
+    path = write_toml(tmp_path / "hl.toml", 'policy_syntax = "V1"\npolicy_timeout = "2s"\n')
+    s = load(config_file=path)
+    assert (s.policy_syntax, s.policy_timeout) == ("v1", timedelta(seconds=2))
+    s = load({"HL_POLICY_SYNTAX": "v0", "HL_POLICY_TIMEOUT": "50ms"}, config_file=path)
+    assert (s.policy_syntax, s.policy_timeout) == ("v0", timedelta(milliseconds=50))
+
+
+def test_policy_timeout_errors_from_the_file_name_the_variable_and_key(tmp_path: Path) -> None:
+    path = write_toml(tmp_path / "hl.toml", 'policy_timeout = "2m"\n')
+    exc = failure(config_file=path, env={})
+    assert exc.problems[0].variable == "HL_POLICY_TIMEOUT"
+    assert exc.message.startswith(f"HL_POLICY_TIMEOUT (key 'policy_timeout' in {path}):")
+    assert "'2m'" in exc.message
+
+
+@pytest.mark.parametrize("key", ["policy_sanitize_key", "HL_POLICY_SANITIZE_KEY"])
+def test_secrets_are_refused_in_the_config_file(tmp_path: Path, key: str) -> None:
+    path = write_toml(tmp_path / "hl.toml", f'{key} = "{SANITIZE_B64}"\nclock_skew = "1m"\n')
+    for env in ({}, {"HL_POLICY_SANITIZE_KEY": SANITIZE_B64}):  # even when the env sets it too
+        exc = failure(env, config_file=path)
+        assert [p.variable for p in exc.problems] == ["HL_POLICY_SANITIZE_KEY"]
+        assert exc.reason == "config_file_secret_key"
+        assert exc.message.startswith(f"HL_POLICY_SANITIZE_KEY (key {key!r} in {path}):")
+        assert "secrets are not read from the config file" in exc.message
+        assert "in the environment only" in exc.message
+        assert "value not shown" in exc.message
+        text = all_text(exc) + repr(exc.problems)
+        assert SANITIZE_B64 not in text
+        assert "CANARY" not in text
+
+
+def test_secret_settings_have_no_file_key() -> None:
+    for spec in VARIABLES:
+        if spec.secret:
+            assert spec.file_key is None, spec.name
+    (row,) = [line for line in markdown_table().splitlines() if "`HL_POLICY_SANITIZE_KEY`" in line]
+    assert "| yes | project | — |" in row
+
+
 @pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
 def test_writable_config_file_is_refused(tmp_path: Path, mode: int) -> None:
     path = write_toml(tmp_path / "hl.toml", 'clock_skew = "1m"\n', mode=mode)
@@ -1387,6 +1669,11 @@ def test_fifo_config_file_does_not_block(tmp_path: Path) -> None:
         ({"release_keyring": Path("keys.asc")}, "HL_RELEASE_KEYRING"),
         ({"worker_network": ""}, "SPACELIFT_WORKER_NETWORK"),
         ({"state_dir": Path("rel")}, "HL_STATE_DIR"),
+        ({"policy_syntax": "v2"}, "HL_POLICY_SYNTAX"),
+        ({"policy_timeout": timedelta(0)}, "HL_POLICY_TIMEOUT"),
+        ({"policy_timeout": timedelta(minutes=2)}, "HL_POLICY_TIMEOUT"),
+        ({"policy_sanitize_key": Secret(b"short")}, "HL_POLICY_SANITIZE_KEY"),
+        ({"policy_sanitize_key": Secret(b"")}, "HL_POLICY_SANITIZE_KEY"),
     ],
 )
 def test_direct_construction_checks_invariants(changes: dict[str, Any], variable: str) -> None:
@@ -1442,11 +1729,17 @@ def test_effective_values_list_every_variable(tmp_path: Path) -> None:
     assert values["HL_MAX_ENVELOPE_BYTES"] == "32MiB"
     assert values["HL_CA_FINGERPRINT"] == CA_HEX
     assert values["SPACELIFT_DEBUG"] == "true"
+    assert values["HL_POLICY_SYNTAX"] == "v0"
+    assert values["HL_POLICY_TIMEOUT"] == "250ms"
+    assert values["HL_POLICY_SANITIZE_KEY"] == "set"
     defaults = dict(effective_values(load({"HL_MAX_ENVELOPE_BYTES": "1500"})))
     assert defaults["SPACELIFT_METADATA_<tag>"] == "none"
     assert defaults["SPACELIFT_PRIVATEVCS_MAPPING_NAME_<n>"] == "none"
     assert defaults["HL_MAX_ENVELOPE_BYTES"] == "1500 bytes"
     assert defaults["SPACELIFT_WORKER_RUNTIME"] == "unset"
+    assert defaults["HL_POLICY_SYNTAX"] == "auto"
+    assert defaults["HL_POLICY_TIMEOUT"] == "1s"
+    assert defaults["HL_POLICY_SANITIZE_KEY"] == "unset"
 
 
 def run_cli(argv: list[str]) -> int:
@@ -1523,7 +1816,7 @@ def test_secret_type_is_used_for_secret_fields() -> None:
     assert isinstance(s.token, Secret)
     assert isinstance(s.pool_private_key, Secret)
     secret_fields = {spec.field for spec in VARIABLES if spec.secret}
-    assert secret_fields == {"token", "pool_private_key"}
+    assert secret_fields == {"token", "pool_private_key", "policy_sanitize_key"}
 
 
 def test_config_file_mode_check_uses_the_opened_file(tmp_path: Path) -> None:

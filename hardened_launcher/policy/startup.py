@@ -1,0 +1,27 @@
+"""The policy gate as a launcher starts it: compiled once from the settings, or refused."""
+
+from __future__ import annotations
+
+from hardened_launcher.policy.engine import CompiledPolicy
+from hardened_launcher.policy.gate import check_policy_path
+from hardened_launcher.policy.sanitize import Sanitizer
+from hardened_launcher.policy.source import Syntax
+from hardened_launcher.settings import Settings
+
+
+def sanitizer_from(settings: Settings) -> Sanitizer:
+    """The configured sanitizer key (``HL_POLICY_SANITIZE_KEY``), or a random one per start."""
+    key = settings.policy_sanitize_key
+    return Sanitizer(key.reveal()) if key is not None else Sanitizer.random()
+
+
+def compile_configured_policy(settings: Settings, sanitizer: Sanitizer) -> CompiledPolicy | None:
+    """Compile ``SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY``; None when none is configured.
+
+    Raises :class:`~hardened_launcher.policy.PolicyCompileError` (a configuration error: the
+    launcher exits with ``file:line:col`` and the engine's message) when it does not compile.
+    """
+    path = settings.launcher_run_initialization_policy
+    if path is None:
+        return None
+    return check_policy_path(path, syntax=Syntax(settings.policy_syntax), sanitizer=sanitizer)

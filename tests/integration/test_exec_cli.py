@@ -1,0 +1,138 @@
+"""`hardened-launcher exec` end to end: signed worker, real policy, dockerd, redacted output."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from hardened_launcher import __version__
+from hardened_launcher.executor.entrypoint import worker_script_path
+from tests.conftest import require_docker
+from tests.integration.executor_support import publish
+from tests.integration.images import busybox_image
+from tests.unit.test_binaries_support import make_key
+
+pytestmark = pytest.mark.integration
+
+ALLOW_IMAGE_POLICY = """package spacelift
+
+deny contains msg if {
+    not startswith(input.docker_image, "hl-test-busybox:")
+    msg := sprintf("image %s is not allowed", [input.docker_image])
+}
+
+deny contains "revoked token" if {
+    input.static_run_environment.environment_variables.TOKEN == sanitized("revoked-token-value")
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    require_docker()
+    return busybox_image()
+
+
+def _setup(tmp_path: Path, policy: str | None, token: str, image: str) -> dict[str, str]:
+    key = make_key()
+    publish(tmp_path / "releases", "hl-worker", __version__, worker_script_path().read_bytes(), key)
+    keyring = tmp_path / "release.asc"
+    keyring.write_bytes(key.armored())
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"""version: 1
+run_id: exec-{secrets.token_hex(4)}
+run_type: wo
+image: {image}
+phases:
+  - name: main
+    commands:
+      - echo "token=$TOKEN"
+secret_env:
+  TOKEN: {token}
+""",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACELIFT_", "HL_"))}
+    env.update(
+        HOME=str(tmp_path),
+        HL_STATE_DIR=str(tmp_path / "state"),
+        HL_CACHE_DIR=str(tmp_path / "cache"),
+        HL_RELEASE_KEY_FINGERPRINTS=key.fingerprint,
+        HL_RELEASE_KEYRING=str(keyring),
+        SPACELIFT_WORKER_NETWORK="none",
+    )
+    if policy is not None:
+        (tmp_path / "policy.rego").write_text(policy, encoding="utf-8")
+        env["SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY"] = str(tmp_path / "policy.rego")
+    return env
+
+
+def _exec(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hardened_launcher",
+            "-v",
+            "exec",
+            str(tmp_path / "spec.yaml"),
+            "--releases",
+            str(tmp_path / "releases"),
+            "--log",
+            str(tmp_path / "run.log"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=180,
+    )
+
+
+def _containers_left() -> list[object]:
+    return list(
+        docker.from_env().api.containers(
+            all=True, filters={"label": "io.hardened-launcher.managed=true"}
+        )
+    )
+
+
+def test_policy_allows_and_the_secret_never_shows(tmp_path: Path, image: str) -> None:
+    token = f"CANARY-{secrets.token_hex(10)}"
+    done = _exec(tmp_path, _setup(tmp_path, ALLOW_IMAGE_POLICY, token, image))
+    assert done.returncode == 0, done.stderr
+    assert "token=***" in done.stdout
+    assert token not in done.stdout + done.stderr
+    assert token not in (tmp_path / "run.log").read_text()
+    audit = (tmp_path / "state" / "audit" / "audit.jsonl").read_text()
+    assert '"policy.allowed"' in audit
+    assert '"run.log_clean"' in audit
+    assert token not in audit
+
+
+def test_policy_denial_stops_the_run_before_any_container(tmp_path: Path, image: str) -> None:
+    before = len(_containers_left())
+    done = _exec(tmp_path, _setup(tmp_path, ALLOW_IMAGE_POLICY, "revoked-token-value", image))
+    assert done.returncode == 65, done.stderr
+    assert "revoked token" in done.stderr
+    assert "reason: policy_denied" in done.stderr
+    assert "revoked-token-value" not in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(_containers_left()) == before
+    assert not (tmp_path / "run.log").exists() or (tmp_path / "run.log").read_bytes() == b""
+
+
+def test_policy_that_does_not_compile_stops_start_up(tmp_path: Path, image: str) -> None:
+    broken = "package spacelift\n\ndeny contains msg if {\n    msg := \n}\n"
+    done = _exec(tmp_path, _setup(tmp_path, broken, "whatever-token-1", image))
+    assert done.returncode == 78, done.stderr
+    assert "policy.rego:" in done.stderr
+    assert "panicked" not in done.stderr
+    assert "Traceback" not in done.stderr
