@@ -27,6 +27,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "policy",
     "redact",
     "exec_cmd",
+    "start",
+    "controlplane",
+    "audit_cmd",
+    "network",
     "settings_cmd",
 )
 

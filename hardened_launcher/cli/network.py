@@ -1,0 +1,10 @@
+"""CLI command: network (placeholder until its owner fills it in)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    pass
