@@ -35,6 +35,8 @@ __all__ = [
     "ContainerSpec",
     "build_container_spec",
     "check_extra_mounts",
+    "gvisor_sandbox_pids_limit",
+    "is_gvisor_runtime",
 ]
 
 LABEL_MANAGED: Final = "io.hardened-launcher.managed"
@@ -47,6 +49,13 @@ WORKSPACE_DIR: Final = "/workspace"
 TMP_DIR: Final = "/tmp"  # noqa: S108 - the container's own /tmp, a private tmpfs
 PATH: Final = f"{BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROTOCOL_VERSION: Final = "1"
+
+#: gVisor's host pids budget: Docker's ``pids_limit`` is the pids cgroup of the *sandbox* (the
+#: Sentry's Go threads, the Gofer, the platform's stub processes), not of the run's processes,
+#: which live inside the Sentry. Measured with runsc's ptrace platform: ~45-60 host tasks at rest,
+#: ~7-9 more per guest process. Both figures are kept with a wide margin (see docs/executor.md).
+GVISOR_PIDS_BASE: Final = 256
+GVISOR_PIDS_PER_PROCESS: Final = 16
 
 #: Host paths that are never mounted: neither they, anything under them, nor any parent.
 _REFUSED_HOST_TREES: Final = (
@@ -157,6 +166,19 @@ def _lower(setting: int, asked: int | None) -> int:
     return setting if asked is None else min(setting, asked)
 
 
+def is_gvisor_runtime(runtime: str | None) -> bool:
+    """Whether the Docker runtime name is gVisor's (``runsc``, ``runsc-kvm``, ``gvisor``, …)."""
+    if runtime is None:
+        return False
+    name = runtime.lower()
+    return "runsc" in name or "gvisor" in name
+
+
+def gvisor_sandbox_pids_limit(pids: int) -> int:
+    """The host pids cgroup limit of a gVisor sandbox whose run may hold ``pids`` processes."""
+    return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * pids
+
+
 def build_container_spec(
     spec: RunSpec,
     settings: Settings,
@@ -194,6 +216,19 @@ def build_container_spec(
         settings.run_cpus if spec.limits.cpus is None else min(settings.run_cpus, spec.limits.cpus)
     )
     uid, gid = settings.worker_uid, settings.worker_gid
+    # No core dumps: a dump would write the run's memory (its secrets) to disk.
+    ulimits: list[dict[str, Any]] = [{"Name": "core", "Soft": 0, "Hard": 0}]
+    host_pids = pids
+    if is_gvisor_runtime(settings.worker_runtime):
+        # Under gVisor Docker's pids cgroup counts the sandbox's own host threads, and the
+        # Sentry dies (Go "failed to create new OS thread", exit 2, no output) when it hits
+        # it. So the run's limit is enforced inside the sandbox, by the Sentry: RLIMIT_NPROC
+        # counts the tasks of the run's UID in that sandbox's kernel only (fork → EAGAIN), and
+        # cannot be raised (no capabilities, no-new-privileges). The host cgroup stays as a
+        # bounded backstop sized for the sandbox. Not under runc: there RLIMIT_NPROC counts
+        # every process of the UID on the whole host, so concurrent runs would share it.
+        ulimits.append({"Name": "nproc", "Soft": pids, "Hard": pids})
+        host_pids = gvisor_sandbox_pids_limit(pids)
 
     labels = {
         LABEL_MANAGED: "true",
@@ -236,7 +271,7 @@ def build_container_spec(
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "privileged": False,
-        "pids_limit": pids,
+        "pids_limit": host_pids,
         "mem_limit": memory,
         "memswap_limit": memory,  # no swap: secrets in memory never reach a swap device
         "nano_cpus": round(cpus * 1e9),
@@ -244,8 +279,7 @@ def build_container_spec(
         "init": True,
         "log_config": {"Type": "none", "Config": {}},
         "network_mode": settings.worker_network,
-        # No core dumps: a dump would write the run's memory (its secrets) to disk.
-        "ulimits": [{"Name": "core", "Soft": 0, "Hard": 0}],
+        "ulimits": ulimits,
         "oom_kill_disable": False,
     }
     if settings.worker_runtime is not None:

@@ -252,6 +252,15 @@ class DockerRunner:
             exit_code,
             duration,
         )
+        if stopped_by is StopReason.EXITED and output_bytes == 0 and exit_code not in (0, None):
+            # The worker prints a line before every non-zero exit of its own, so a silent
+            # failure means the container (or its runtime's sandbox) died before or under it.
+            log.warning(
+                "executor.run_exited_silently run_id=%s exit_code=%s: the worker printed "
+                "nothing; the container runtime may have failed (see docs/executor.md, gVisor)",
+                result.run_id,
+                exit_code,
+            )
         return result
 
     def _send(self, sock: socket.socket, instructions: bytearray, started: float) -> None:

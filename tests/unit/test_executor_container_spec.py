@@ -15,6 +15,8 @@ from hardened_launcher.executor.container_spec import (
     LABEL_RUN_ID,
     build_container_spec,
     check_extra_mounts,
+    gvisor_sandbox_pids_limit,
+    is_gvisor_runtime,
 )
 from hardened_launcher.executor.errors import MountRefusedError
 from hardened_launcher.executor.runspec import run_spec_from_mapping
@@ -139,10 +141,41 @@ def test_settings_and_run_limits_lower_wins() -> None:
     assert h["network_mode"] == "runs"
     assert h["runtime"] == "runsc"
     assert h["mem_limit"] == 64 * 1024**2
-    assert h["pids_limit"] == 100
+    # gVisor: the run's 100 processes are limited inside the sandbox, the host cgroup is sized
+    # for the sandbox (see test_gvisor_limits_the_runs_processes_inside_the_sandbox).
+    assert {"Name": "nproc", "Soft": 100, "Hard": 100} in h["ulimits"]
+    assert h["pids_limit"] == gvisor_sandbox_pids_limit(100)
     assert h["nano_cpus"] == 5 * 10**8
     targets = [(m["Target"], m["ReadOnly"]) for m in h["mounts"]]
     assert targets == [("/opt/hl/bin/hl-worker", True), ("/tools", True), ("/ro", False)]
+
+
+@pytest.mark.parametrize("runtime", [None, "runc", "io.containerd.runc.v2", "kata", "crun"])
+def test_other_runtimes_get_the_run_pids_limit_as_the_cgroup_limit(runtime: str | None) -> None:
+    s = settings(worker_runtime=runtime, run_pids_limit=64)
+    h = build_container_spec(spec(), s, launcher_id="L", worker=WORKER).host_config_args
+    assert h["pids_limit"] == 64
+    # RLIMIT_NPROC counts every process of the UID on the host: never set outside gVisor.
+    assert h["ulimits"] == [{"Name": "core", "Soft": 0, "Hard": 0}]
+    assert not is_gvisor_runtime(runtime)
+
+
+@pytest.mark.parametrize("runtime", ["runsc", "runsc-kvm", "runsc-debug", "gVisor"])
+def test_gvisor_limits_the_runs_processes_inside_the_sandbox(runtime: str) -> None:
+    assert is_gvisor_runtime(runtime)
+    s = settings(worker_runtime=runtime, run_pids_limit=64)
+    h = build_container_spec(
+        spec(limits={"pids": 32}), s, launcher_id="L", worker=WORKER
+    ).host_config_args
+    assert h["runtime"] == runtime
+    assert h["ulimits"] == [
+        {"Name": "core", "Soft": 0, "Hard": 0},
+        {"Name": "nproc", "Soft": 32, "Hard": 32},
+    ]
+    # The sandbox's own host threads (Sentry, Gofer, platform stubs) need room beyond the
+    # run's processes, but the host cgroup stays bounded.
+    assert h["pids_limit"] == gvisor_sandbox_pids_limit(32)
+    assert 32 * 8 + 64 < h["pids_limit"] <= 256 + 16 * 32
 
 
 def test_requested_binaries_are_mounted_read_only_by_name() -> None:
