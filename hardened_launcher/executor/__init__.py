@@ -20,7 +20,6 @@ from hardened_launcher.executor.errors import (
     DockerUnavailableError,
     ImageMissingError,
     MountRefusedError,
-    PolicyDeniedError,
     RunSpecError,
 )
 from hardened_launcher.executor.instructions import encode_instructions
@@ -38,7 +37,6 @@ __all__ = [
     "ImageMissingError",
     "LogSink",
     "MountRefusedError",
-    "PolicyDeniedError",
     "RunResult",
     "RunSpec",
     "RunSpecError",

@@ -47,9 +47,3 @@ class BinaryUnavailableError(ConfigurationError):
     """A binary the run asks for (or the worker program) is not in the release directory."""
 
     default_reason = "binary_missing"
-
-
-class PolicyDeniedError(UntrustedInputError):
-    """The run initialization policy refused the run."""
-
-    default_reason = "policy_denied"

@@ -131,27 +131,6 @@ class RunSpec:
     limits: RunLimits = field(default_factory=RunLimits)
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
-    def policy_input(self) -> dict[str, Any]:
-        """What the run initialization policy sees: metadata only, never a secret value."""
-        return {
-            "run": {
-                "id": self.run_id,
-                "type": self.run_type,
-                "image": self.image,
-                "phases": [{"name": p.name, "commands": list(p.commands)} for p in self.phases],
-                "env": dict(self.env),
-                "secret_env_names": sorted(self.secret_env),
-                "files": [{"path": f.path, "secret": f.secret} for f in self.files],
-                "binaries": [{"name": b.name, "version": b.version} for b in self.binaries],
-                "limits": {
-                    "memory_bytes": self.limits.memory_bytes,
-                    "pids": self.limits.pids,
-                    "cpus": self.limits.cpus,
-                },
-                "metadata": dict(self.metadata),
-            }
-        }
-
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
         named = [(f"env:{name}", value) for name, value in self.secret_env.items()]
