@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hardened_launcher import __version__
-from hardened_launcher.audit import JsonLinesAuditLog
+from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
@@ -74,17 +74,21 @@ def run(args: argparse.Namespace) -> int:
             hint="check the path",
             reason="runspec_unreadable",
         ) from None
-    audit = JsonLinesAuditLog(settings.audit_dir)
+    audit = open_audit_log(settings.state_dir, settings.audit_dir)
     launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
     # file:line:col and the engine's message.
-    policy = start_policy_step(
-        settings,
-        sanitizer=sanitizer_from(settings),
-        pool_id="local",
-        worker_id=launcher_id,
-        audit=audit,
-    )
+    try:
+        policy = start_policy_step(
+            settings,
+            sanitizer=sanitizer_from(settings),
+            pool_id="local",
+            worker_id=launcher_id,
+            audit=audit,
+        )
+    except BaseException:
+        audit.close()
+        raise
     try:
         spec = parse_run_spec(data, max_bytes=settings.max_envelope_bytes)
         sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if policy is not None:
             policy.close()
+        audit.close()
 
 
 def _execute(
@@ -102,7 +107,7 @@ def _execute(
     spec: RunSpec,
     keyring: Path,
     sinks: list[LogSink],
-    audit: JsonLinesAuditLog,
+    audit: ChainedAuditLog,
     launcher_id: str,
     policy: PolicyStep | None,
 ) -> int:
