@@ -615,6 +615,11 @@ def _parse_policy_path(text: str) -> Path:
     return path
 
 
+_parse_egress_policy: Final = _readable_file_parser(
+    "egress policy file (YAML, or TOML when the name ends in .toml; see docs/egress.md)",
+    missing="egress_policy_missing",
+    unreadable="egress_policy_unreadable",
+)
 _parse_release_keyring: Final = _readable_file_parser(
     "file of OpenPGP public keys (armored or binary), e.g. from `gpg --export --armor FPR`",
     missing="release_keyring_missing",
@@ -1080,6 +1085,15 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "`--keyring` is not given.",
     ),
     VariableSpec(
+        name="HL_EGRESS_POLICY",
+        field="egress_policy",
+        default="unset (runs reach nothing: the empty allowlist denies every destination)",
+        source="project",
+        description="Absolute path of the egress policy file (YAML, or TOML if it ends in "
+        "`.toml`): the hosts, ports and networks runs may reach through their egress proxy "
+        "(docs/egress.md).",
+    ),
+    VariableSpec(
         name="HL_STATE_DIR",
         field="state_dir",
         default=f"`$XDG_STATE_HOME/{APP_DIR_NAME}`, else `~/.local/state/{APP_DIR_NAME}`",
@@ -1272,6 +1286,7 @@ class Settings:
     pinned_ca_sha256: bytes | None = None
     release_key_fingerprints: tuple[str, ...] = ()
     release_keyring: Path | None = None
+    egress_policy: Path | None = None
     state_dir: Path
     cache_dir: Path
     audit_dir: Path
@@ -1355,6 +1370,7 @@ class Settings:
             "launcher_run_initialization_policy",
             "config_file",
             "release_keyring",
+            "egress_policy",
             "state_dir",
             "cache_dir",
             "audit_dir",
@@ -1804,6 +1820,7 @@ def load_settings(
     pinned_ca_sha256 = get("HL_CA_FINGERPRINT", _parse_ca_fingerprint, None)
     release_keys = get("HL_RELEASE_KEY_FINGERPRINTS", _parse_fingerprints, no_names)
     release_keyring = get("HL_RELEASE_KEYRING", _parse_release_keyring, no_path)
+    egress_policy = get("HL_EGRESS_POLICY", _parse_egress_policy, no_path)
     state_dir = get("HL_STATE_DIR", _parse_abs_path, no_path)
     if state_dir is None and loader.raw("HL_STATE_DIR") is None:
         state_dir = loader.default_dir("HL_STATE_DIR", "XDG_STATE_HOME", ".local/state")
@@ -1867,6 +1884,7 @@ def load_settings(
         pinned_ca_sha256=pinned_ca_sha256,
         release_key_fingerprints=release_keys,
         release_keyring=release_keyring,
+        egress_policy=egress_policy,
         state_dir=state_dir,
         cache_dir=cache_dir,
         audit_dir=audit_dir,

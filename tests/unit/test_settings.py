@@ -688,6 +688,7 @@ def test_fingerprint_list_property(keys: list[bytes], upper: bool, group: int) -
         "SPACELIFT_DOCKER_CONFIG_DIR",
         "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY",
         "HL_RELEASE_KEYRING",
+        "HL_EGRESS_POLICY",
         "HL_STATE_DIR",
         "HL_CACHE_DIR",
         "HL_AUDIT_DIR",
@@ -1294,6 +1295,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_CA_FINGERPRINT", "abcd"),
     ("HL_RELEASE_KEY_FINGERPRINTS", "DEADBEEF"),
     ("HL_RELEASE_KEYRING", "/nonexistent/keys.asc"),
+    ("HL_EGRESS_POLICY", "relative/egress.yaml"),
     ("HL_STATE_DIR", "state"),
     ("HL_CACHE_DIR", "cache"),
     ("HL_AUDIT_DIR", "audit"),
@@ -1913,3 +1915,19 @@ def test_settings_built_directly_check_executor_invariants() -> None:
             run_stop_grace=timedelta(hours=1),
         )
     assert {p.variable for p in info.value.problems} == {"HL_RUN_PIDS_LIMIT", "HL_RUN_STOP_GRACE"}
+
+
+def test_egress_policy_path_parses(tmp_path: Path) -> None:
+    policy = tmp_path / "egress.yaml"
+    policy.write_text("version: 1\n")
+    s = load({"HL_EGRESS_POLICY": str(policy)})
+    assert s.egress_policy == policy
+    assert load().egress_policy is None
+    assert dict(effective_values(s))["HL_EGRESS_POLICY"] == str(policy)
+
+
+def test_egress_policy_must_exist(tmp_path: Path) -> None:
+    exc = failure({"HL_EGRESS_POLICY": str(tmp_path / "absent.yaml")})
+    assert exc.problems[0].variable == "HL_EGRESS_POLICY"
+    assert exc.reason == "egress_policy_missing"
+    assert "egress policy file" in exc.message
