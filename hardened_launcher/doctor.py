@@ -18,6 +18,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from hardened_launcher.audit.keys import load_existing_signing_key
+from hardened_launcher.audit.reader import list_segments
+from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.binaries.openpgp import Keyring
 from hardened_launcher.errors import (
     EXIT_CONFIGURATION,
@@ -260,6 +263,33 @@ def check_directories(ctx: DoctorContext) -> CheckResult:
     return CheckResult(name=name, status=Status.PASS, summary="state, cache and audit writable")
 
 
+def check_audit_log(ctx: DoctorContext) -> CheckResult:
+    """The audit key is private and the existing log verifies (a live, open tail is fine)."""
+    name = "audit log"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    try:
+        key = load_existing_signing_key(ctx.settings.state_dir)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    if key is None:
+        return CheckResult(
+            name=name, status=Status.PASS, summary="no log yet; the key is created at first start"
+        )
+    if not list_segments(ctx.settings.audit_dir):
+        return CheckResult(name=name, status=Status.PASS, summary="key present, no records yet")
+    try:
+        report = verify_log(ctx.settings.audit_dir, key.public_key(), allow_open_tail=True)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    return CheckResult(
+        name=name,
+        status=Status.PASS,
+        summary=f"{report.records} records in {report.segments} segment(s) verify "
+        f"(key {report.key_id})",
+    )
+
+
 def check_docker(ctx: DoctorContext) -> CheckResult:
     name = "docker"
     try:
@@ -318,6 +348,7 @@ CHECKS: list[Check] = [
     check_certificate,
     check_release_keys,
     check_directories,
+    check_audit_log,
     check_docker,
     check_policy_file,
 ]

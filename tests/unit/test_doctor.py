@@ -110,6 +110,7 @@ def test_all_checks_pass_with_good_configuration(
         "pool certificate": Status.PASS,
         "release keys": Status.PASS,
         "directories": Status.PASS,
+        "audit log": Status.PASS,
         "docker": Status.PASS,
         "run initialization policy": Status.PASS,
     }
@@ -316,3 +317,25 @@ def test_policy_that_compiles_passes_and_a_broken_one_fails_with_its_location(
     assert broken.status is Status.FAIL
     assert "bad.rego:" in broken.summary
     assert "RUST_BACKTRACE" not in broken.summary
+
+
+def test_audit_log_that_verifies_passes_and_a_tampered_one_fails(
+    tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    from hardened_launcher.audit import AuditEvent, Outcome, open_audit_log  # noqa: PLC0415
+
+    env = _env(tmp_path, credentials)
+    state = tmp_path / "state"
+    log = open_audit_log(state, state / "audit")
+    for i in range(3):
+        log.record(AuditEvent(type="test.event", outcome=Outcome.INFO, fields={"i": i}))
+    log.close()
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))["audit log"]
+    assert check.status is Status.PASS, check.summary
+    assert "verify" in check.summary
+
+    (segment,) = sorted((state / "audit").glob("*.jsonl"))
+    segment.write_text(segment.read_text().replace('"i":1', '"i":7'))
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))["audit log"]
+    assert check.status is Status.FAIL
+    assert segment.name in check.summary
