@@ -19,7 +19,12 @@ Engine facts that shape this module (all checked by tests):
   ``RUST_BACKTRACE`` set it also carries a backtrace. :func:`clean_engine_message` keeps only
   ``file:line:col: message``, and :func:`scrub_rust_environment` unsets the variables.
 - There are no network or process builtins: ``http.send`` is undefined (evaluates to nothing),
-  there is no ``exec``; ``time.now_ns`` and the ``sanitized`` extension are the only impure ones.
+  there is no ``exec``; ``time.now_ns`` and the ``sanitized`` extension are the only impure ones
+  (``io.jwt.decode_verify``, an extension from :mod:`hardened_launcher.policy.jwt`, reads the
+  clock when its constraints give no ``time``).
+- Extensions may have dotted names (``io.jwt.decode_verify`` is registered as is), cannot be
+  replaced with ``with … as`` in tests (regorus reports "undefined rule"), and an exception they
+  raise becomes an evaluation error carrying its message — so they must never put input in it.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from hardened_launcher.policy.errors import (
     PolicyEvaluationError,
     PolicyUndefinedDenyError,
 )
+from hardened_launcher.policy.jwt import extensions as jwt_extensions
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
 
@@ -183,6 +189,8 @@ class RegoEngine:
         )
         self._engine.set_gather_prints(True)
         self._engine.add_extension(SANITIZED_BUILTIN, 1, _sanitized_builtin(sanitizer))
+        for name, arity, function in jwt_extensions():
+            self._engine.add_extension(name, arity, function)
         if coverage:
             self._engine.set_enable_coverage(True)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import regorus  # type: ignore[import-untyped]  # the binding ships no stubs
 
 from hardened_launcher.audit import AuditSink, MemoryAuditLog, Outcome
 from hardened_launcher.policy import (
@@ -23,7 +25,12 @@ from hardened_launcher.policy import (
 )
 from hardened_launcher.policy.engine import RawEvaluation, clean_engine_message, translate
 from hardened_launcher.policy.errors import PolicyUndefinedDenyError
-from hardened_launcher.policy.worker import InlineBackend
+from hardened_launcher.policy.worker import (
+    InlineBackend,
+    SubprocessBackend,
+    decode_result,
+    encode_result,
+)
 
 ALLOW_MAIN = (
     'package spacelift\nimport rego.v1\ndeny contains "not main" if input.branch != "main"\n'
@@ -315,3 +322,154 @@ def test_sample_marks_decision_with_sanitized_input(tmp_path: Path) -> None:
     assert decision.sample
     assert decision.sampled_input == {"branch": "main"}
     assert audit.events[-1].type == "policy.sampled"
+
+
+# -- why the timeout is a process, and the worker protocol ---------------------------------------
+
+DENY_PATH = "data.spacelift.deny"
+
+
+def test_binding_offers_no_in_process_execution_limit() -> None:
+    # The Rust engine has an execution timer and the RVM an instruction limit setter, but the
+    # Python binding exposes neither. If an upgrade adds them, revisit the worker process.
+    limits = ("set_execution_timer_config", "set_max_instructions", "set_memory_limit")
+    for cls in (regorus.Engine, regorus.Rvm):
+        assert not [name for name in limits if hasattr(cls, name)], cls
+
+
+def test_rvm_instruction_limit_does_not_bound_a_builtin() -> None:
+    # The RVM stops loops after a fixed 25 000 instructions, but one builtin call is one
+    # instruction however long it runs: no bound on a runaway policy.
+    text = (
+        "package spacelift\nimport rego.v1\n"
+        'deny contains "big" if count(numbers.range(1, input.n)) > 0\n'
+        'deny contains "loop" if count([x | some x in numbers.range(1, input.m)]) < 0\n'
+    )
+    program = regorus.Program.compile_from_modules("{}", [("p.rego", text)], [DENY_PATH])
+    vm = regorus.Rvm()
+    vm.load_program(program)
+    vm.set_input_json('{"n": 200000, "m": 1}')
+    assert "big" in vm.execute_entry_point(DENY_PATH)  # 200 000 elements in one instruction
+    vm.set_input_json('{"n": 1, "m": 200000}')
+    with pytest.raises(RuntimeError, match="instruction limit"):
+        vm.execute_entry_point(DENY_PATH)
+
+
+# A builtin that allocates for seconds: the worker must still be stopped at the deadline.
+HUGE_RANGE = (
+    "package spacelift\nimport rego.v1\n"
+    'deny contains "never" if count(numbers.range(0, input.n)) < 0\n'
+    'deny contains "small" if input.n < 10\n'
+)
+
+
+def test_runaway_builtin_times_out_in_the_worker(tmp_path: Path) -> None:
+    with gate_for(write(tmp_path, HUGE_RANGE), timeout_s=0.2) as gate:
+        start = time.monotonic()
+        with pytest.raises(PolicyTimeoutError) as caught:
+            gate.check({"n": 100_000_000})
+        assert time.monotonic() - start < 5
+        assert caught.value.reason == "policy_timeout"
+        assert gate._backend.restarts == 1  # type: ignore[attr-defined]
+        with pytest.raises(PolicyDeniedError) as denied:
+            gate.check({"n": 1})
+        assert denied.value.messages == ("small",)
+
+
+# A worker that misbehaves on request (the real child loop, the real protocol).
+FAKE_WORKER = """
+import os, sys
+from hardened_launcher.policy import worker
+from hardened_launcher.policy.engine import RawEvaluation
+from hardened_launcher.policy.errors import PolicyEngineCrashError
+real_evaluate, real_encode = worker.evaluate_spacelift, worker.encode_result
+def evaluate(engine, text, *, has_sample):
+    if '"mode":"panic"' in text:
+        raise PolicyEngineCrashError("the policy engine panicked", reason="policy_engine_panic")
+    if '"mode":"die"' in text:
+        os._exit(3)
+    if '"mode":"garbage"' in text:
+        return RawEvaluation(deny=("garbage",), sample=False, duration_ns=1)
+    return real_evaluate(engine, text, has_sample=has_sample)
+def encode(raw):
+    return b"\\x01\\x05" if raw.deny == ("garbage",) else real_encode(raw)
+worker.evaluate_spacelift, worker.encode_result = evaluate, encode
+sys.exit(worker.child_main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("panic", "policy_engine_panic"),
+        ("die", "policy_engine_crashed"),
+        ("garbage", "policy_engine_crashed"),
+    ],
+)
+def test_worker_failure_denies_and_replaces_the_worker(
+    tmp_path: Path, mode: str, reason: str
+) -> None:
+    sanitizer = Sanitizer.random()
+    compiled = check_policy_path(write(tmp_path, ALLOW_MAIN), sanitizer=sanitizer)
+    backend = SubprocessBackend(
+        compiled, sanitizer=sanitizer, argv=[sys.executable, "-c", FAKE_WORKER]
+    )
+    backend.start()
+    audit = MemoryAuditLog()
+    with PolicyGate(compiled, backend=backend, audit=audit) as gate:
+        assert isinstance(gate.check({"branch": "main"}), PolicyDecision)
+        first = backend._proc
+        assert first is not None
+        with pytest.raises(PolicyEngineCrashError) as caught:
+            gate.check({"branch": "main", "mode": mode}, run_id="r")
+        assert caught.value.reason == reason
+        assert audit.events[-1].reason == reason
+        assert backend.restarts == 1
+        assert first.poll() is not None  # the old worker is gone
+        assert isinstance(gate.check({"branch": "main"}), PolicyDecision)
+        assert backend._proc is not None
+        assert backend._proc.pid != first.pid
+
+
+def test_concurrent_callers_share_one_worker(tmp_path: Path) -> None:
+    text = 'package spacelift\nimport rego.v1\ndeny contains sprintf("n=%d", [input.n]) if true\n'
+    errors: list[BaseException] = []
+    with gate_for(write(tmp_path, text)) as gate:
+
+        def caller(base: int) -> None:
+            try:
+                for n in range(base, base + 40):
+                    assert gate.evaluate({"n": n}).deny == (f"n={n}",)
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=caller, args=(i * 1000,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert gate._backend.restarts == 0  # type: ignore[attr-defined]
+    assert errors == []
+
+
+def test_frames_larger_than_the_pipe_buffer(tmp_path: Path) -> None:
+    # ~300 KB in, ~100 KB of deny messages out: partial writes and buffer growth both ways.
+    text = (
+        "package spacelift\nimport rego.v1\n"
+        'deny contains sprintf("%03d %s", [i, input.pad]) if some i in numbers.range(1, 100)\n'
+    )
+    pad = "x" * 990
+    with gate_for(write(tmp_path, text)) as gate:
+        result = gate.evaluate({"pad": pad, "filler": ["y" * 1000] * 300})
+        assert len(result.deny) == 100
+        assert result.deny[0] == f"001 {pad}"
+        assert gate.evaluate({"pad": "", "filler": []}).deny[:1] == ("001 ",)
+
+
+def test_result_frames_round_trip_and_reject_damage() -> None:
+    raw = RawEvaluation(deny=("a", "ünï\x00code", ""), sample=True, duration_ns=12345)
+    body = encode_result(raw)
+    assert decode_result(body) == raw
+    for damaged in (body[:-1], body + b"x", body[:3], b"\x02" + body[1:]):
+        with pytest.raises(ValueError):
+            decode_result(damaged)

@@ -1,0 +1,173 @@
+"""Minting JWTs for tests, and the fixtures of ``policies/signed_run_test.rego``.
+
+``mint`` signs with throwaway keys (RS*/PS*/ES*/EdDSA/HS*, or ``none``) and is what the unit tests
+of :mod:`hardened_launcher.policy.jwt` use. Run as a script, it writes
+``policies/signed_run_fixtures_test.rego``: fixed tokens and public keys for the Rego tests
+(ending in ``_test.rego``, so the launcher never loads it as policy). Rego cannot sign, so the
+tokens are generated once here; the keys are thrown away, and regenerating is always safe::
+
+    .venv/bin/python -m tests.signed_run_tokens
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import hmac
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeAlias
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+PrivateKey: TypeAlias = (
+    rsa.RSAPrivateKey
+    | ec.EllipticCurvePrivateKey
+    | ed25519.Ed25519PrivateKey
+    | ed448.Ed448PrivateKey
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "policies" / "signed_run_fixtures_test.rego"
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+ISSUER = "https://ci.example.com"
+AUDIENCE = "spacelift-launcher"
+STACK = "prod-db"
+COMMIT = "4f1c2a9e8b7d6c5b4a39281706f5e4d3c2b1a098"
+ISSUED_AT = calendar.timegm((2024, 1, 1, 0, 0, 0))  # seconds, UTC
+LIFETIME = 900
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def segment(doc: object) -> str:
+    return b64url(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+
+
+def sign(alg: str, key: PrivateKey | bytes | None, data: bytes) -> bytes:
+    """The JWS signature of ``data`` (ES* as JOSE ``r || s``)."""
+    if alg == "none":
+        return b""
+    if alg.startswith("HS"):
+        assert isinstance(key, bytes)
+        return hmac.new(key, data, _HMAC[alg]).digest()
+    if alg.startswith("RS"):
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(data, padding.PKCS1v15(), _HASHES[alg[2:]]())
+    if alg.startswith("PS"):
+        assert isinstance(key, rsa.RSAPrivateKey)
+        digest = _HASHES[alg[2:]]()
+        pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        return key.sign(data, pss, digest)
+    if alg.startswith("ES"):
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(_HASHES[alg[2:]]())))
+        size = (key.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    if alg == "EdDSA":
+        assert isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+        return key.sign(data)
+    raise ValueError(f"unknown alg {alg}")
+
+
+def mint(
+    key: PrivateKey | bytes | None,
+    claims: Mapping[str, object],
+    *,
+    alg: str,
+    header: Mapping[str, object] | None = None,
+) -> str:
+    head = segment({"alg": alg, "typ": "JWT", **(header or {})})
+    body = segment(dict(claims))
+    return f"{head}.{body}.{b64url(sign(alg, key, f'{head}.{body}'.encode()))}"
+
+
+def public_pem(key: PrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
+def run_claims(**changes: object) -> dict[str, object]:
+    claims: dict[str, object] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "stack": STACK,
+        "commit": COMMIT,
+        "iat": ISSUED_AT,
+        "nbf": ISSUED_AT,
+        "exp": ISSUED_AT + LIFETIME,
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def render_fixtures() -> str:
+    signer = ec.generate_private_key(ec.SECP256R1())
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    pem = public_pem(signer)
+    good = mint(signer, run_claims(), alg="ES256")
+    head, _, sig = good.split(".")
+    tokens = {
+        "good": good,
+        "wrong_key": mint(stranger, run_claims(), alg="ES256"),
+        "tampered": f"{head}.{segment(run_claims(stack='dev'))}.{sig}",
+        "no_exp": mint(signer, run_claims(exp=None), alg="ES256"),
+        "long_lived": mint(signer, run_claims(exp=ISSUED_AT + 30 * 86400), alg="ES256"),
+        "no_stack": mint(signer, run_claims(stack=None), alg="ES256"),
+        # The key-confusion attack: HS256 with the public key's PEM text as the HMAC secret.
+        "hs256_public_key": mint(pem.encode("ascii"), run_claims(), alg="HS256"),
+        "alg_none": mint(None, run_claims(), alg="none"),
+    }
+    lines = [
+        "# Generated by tests/signed_run_tokens.py (throwaway keys); regenerate, do not edit:",
+        "#   .venv/bin/python -m tests.signed_run_tokens",
+        "package signed_run_fixtures",
+        "",
+        "import rego.v1",
+        "",
+        f"public_key := `{pem}`",
+        "",
+        f"other_public_key := `{public_pem(stranger)}`",
+        "",
+        f"issuer := {json.dumps(ISSUER)}",
+        "",
+        f"audience := {json.dumps(AUDIENCE)}",
+        "",
+        f"stack := {json.dumps(STACK)}",
+        "",
+        f"commit := {json.dumps(COMMIT)}",
+        "",
+        f"issued_at := {ISSUED_AT}",
+        "",
+        f"expires_at := {ISSUED_AT + LIFETIME}",
+    ]
+    for name, token in tokens.items():
+        lines += ["", f"{name} := {json.dumps(token)}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    target = Path(argv[1]) if len(argv) > 1 else FIXTURES
+    target.write_text(render_fixtures(), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
