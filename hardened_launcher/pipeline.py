@@ -198,6 +198,18 @@ def start_policy_step(
     return PolicyStep(gate=gate, sanitizer=sanitizer, launcher=facts)
 
 
+#: Run spec metadata entries that fill the same-named ``static_run_environment`` fields.
+STATIC_METADATA_KEYS: Final = (
+    "account_name",
+    "stack_slug",
+    "commit_branch",
+    "commit_sha",
+    "project_root",
+    "repository_path",
+    "terraform_version",
+)
+
+
 def policy_metadata(
     spec: RunSpec, *, worker_version: str, environment: Mapping[str, str | Secret]
 ) -> dict[str, object]:
@@ -209,6 +221,10 @@ def policy_metadata(
     }
     for phase in spec.phases:
         static["command" if phase.name == "main" else phase.name] = list(phase.commands)
+    # Documented fields the control plane puts in the (signed, sealed) spec's metadata.
+    for key in STATIC_METADATA_KEYS:
+        if key in spec.metadata:
+            static[key] = spec.metadata[key]
     return {
         "docker_image": spec.image,
         "worker_version": worker_version,

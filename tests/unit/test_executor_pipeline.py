@@ -146,6 +146,7 @@ def make_spec() -> RunSpec:
             "phases": [{"name": "main", "commands": ["true"]}],
             "secret_env": {"TOKEN": CANARY},
             "binaries": [{"name": "tf", "version": "1.0"}],
+            "metadata": {"stack_slug": "prod-db", "owner": "team-a"},
         }
     )
 
@@ -199,6 +200,8 @@ def test_allowed_run_passes_every_gate_in_order() -> None:
     env = document["static_run_environment"]["environment_variables"]
     assert env["TOKEN"] == Sanitizer(b"k" * 32).sanitize(CANARY)
     assert document["static_run_environment"]["command"] == ["true"]
+    assert document["static_run_environment"]["stack_slug"] == "prod-db"
+    assert document["run"]["user_provided_metadata"] == ["owner=team-a", "stack_slug=prod-db"]
     assert set(document["launcher"]["binaries"]) == {"hl-worker", "tf"}
     # The gate records its own decision (the fake does not), the pipeline the rest.
     assert [e.type for e in audit.events] == [
