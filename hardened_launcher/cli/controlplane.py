@@ -1,10 +1,443 @@
-"""CLI command: controlplane (placeholder until its owner fills it in)."""
+"""CLI command group: ``hardened-launcher controlplane …`` (the reference control plane).
+
+Parsing and output only; the work is in :mod:`hardened_launcher.controlplane`. The state
+directory comes from ``--dir`` or ``HL_CP_DIR``. A pool token is printed to stdout and nowhere
+else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+
+from hardened_launcher.controlplane.ca import (
+    ControlPlaneSettings,
+    StateDir,
+    init_state_dir,
+    open_state_dir,
+)
+from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
+from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
+from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
+from hardened_launcher.controlplane.pools import create_pool, reset_pool
+from hardened_launcher.controlplane.runs import cancel_run, submit_run
+from hardened_launcher.errors import ConfigurationError, UsageError
+from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
+from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
+from hardened_launcher.secrets import wipe_bytearray
+
+DIR_VARIABLE = "HL_CP_DIR"
+FOLLOW_POLL_SECONDS = 2.0
+
+
+def _iso(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state_dir_arg(args: argparse.Namespace) -> Path:
+    raw = args.dir or os.environ.get(DIR_VARIABLE, "")
+    if not raw:
+        raise UsageError(
+            "no control-plane state directory given",
+            hint=f"Pass --dir DIR or set {DIR_VARIABLE}",
+            reason="state_dir_missing",
+        )
+    return Path(raw)
+
+
+def _state(args: argparse.Namespace) -> StateDir:
+    return open_state_dir(_state_dir_arg(args))
+
+
+def _read_bounded(path: Path, max_bytes: int, what: str) -> bytearray:
+    try:
+        with path.open("rb") as handle:
+            data = bytearray(handle.read(max_bytes + 1))
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the {what} {path}: {exc.strerror or type(exc).__name__}",
+            hint="Check the path",
+            reason="input_unreadable",
+        ) from exc
+    if len(data) > max_bytes:
+        wipe_bytearray(data)
+        raise ConfigurationError(
+            f"the {what} {path} is larger than {max_bytes} bytes",
+            hint="Check you passed the right file",
+            reason="input_too_large",
+        )
+    return data
+
+
+def _add_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", default=None, help=f"control-plane state directory (default: ${DIR_VARIABLE})"
+    )
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    pass
+    parser = sub.add_parser(
+        "controlplane",
+        help="the reference control plane (CA, pools, run queue, dispatch)",
+        description="The reference control plane. See docs/controlplane.md.",
+    )
+    group = parser.add_subparsers(dest="cp_command", metavar="ACTION")
+    group.required = True
+
+    init = group.add_parser("init", help="create a state directory: CA, keys, store, broker")
+    _add_dir(init)
+    init.add_argument("--broker-host", default="127.0.0.1", help="broker listener address")
+    init.add_argument("--broker-port", type=int, default=8883, help="broker listener port")
+    init.add_argument("--broker-url", default=None, help="broker URL put in tokens")
+    init.add_argument(
+        "--control-plane-url", default="http://localhost:8080", help="URL put in tokens"
+    )
+    init.add_argument("--namespace", default="spacelift", help="first MQTT topic level")
+    init.add_argument(
+        "--no-broker", action="store_true", help="do not write the mosquitto configuration"
+    )
+    init.set_defaults(handler=run_init)
+
+    pool = group.add_parser("pool", help="create, reset or cycle a worker pool")
+    pool_actions = pool.add_subparsers(dest="pool_command", metavar="ACTION")
+    pool_actions.required = True
+    for action, handler, text in (
+        ("create", run_pool_create, "issue a pool certificate from a CSR; prints the token"),
+        ("reset", run_pool_reset, "re-issue the certificate and revoke the old one"),
+    ):
+        p = pool_actions.add_parser(action, help=text)
+        _add_dir(p)
+        p.add_argument("--name", required=True, help="pool name (= pool id, a DNS label)")
+        p.add_argument("--csr", required=True, type=Path, help="PEM CSR (from keygen/openssl)")
+        p.add_argument("--broker-url", default=None, help="override the broker URL in the token")
+        p.add_argument("--control-plane-url", default=None, help="override the control-plane URL")
+        p.add_argument("--days", type=int, default=365, help="certificate validity in days")
+        p.set_defaults(handler=handler)
+    cycle = pool_actions.add_parser("cycle", help="tell every worker of the pool to exit")
+    _add_dir(cycle)
+    cycle.add_argument("--name", required=True)
+    cycle.set_defaults(handler=run_pool_cycle)
+    listing = pool_actions.add_parser("list", help="list pools")
+    _add_dir(listing)
+    listing.set_defaults(handler=run_pool_list)
+
+    workers = group.add_parser("workers", help="list workers")
+    workers_actions = workers.add_subparsers(dest="workers_command", metavar="ACTION")
+    workers_actions.required = True
+    wl = workers_actions.add_parser("list", help="id, pool, state, tags, last heartbeat")
+    _add_dir(wl)
+    wl.add_argument("--pool", default=None)
+    wl.set_defaults(handler=run_workers_list)
+
+    worker = group.add_parser("worker", help="drain or undrain one worker")
+    worker_actions = worker.add_subparsers(dest="worker_command", metavar="ACTION")
+    worker_actions.required = True
+    for action, handler in (("drain", run_worker_drain), ("undrain", run_worker_undrain)):
+        w = worker_actions.add_parser(action, help=f"{action} a worker")
+        _add_dir(w)
+        w.add_argument("worker_id")
+        w.set_defaults(handler=handler)
+
+    run = group.add_parser("run", help="submit, show, follow logs of, or cancel a run")
+    run_actions = run.add_subparsers(dest="run_command", metavar="ACTION")
+    run_actions.required = True
+    submit = run_actions.add_parser("submit", help="validate, seal and queue a run spec")
+    _add_dir(submit)
+    submit.add_argument("--pool", required=True)
+    submit.add_argument(
+        "--expires-in",
+        type=int,
+        default=24 * 3600,
+        help="seconds the sealed run state stays valid (max 86400)",
+    )
+    submit.add_argument("spec", type=Path, help="run spec YAML (docs/runspec.md)")
+    submit.set_defaults(handler=run_submit)
+    show = run_actions.add_parser("show", help="one run's state and history")
+    _add_dir(show)
+    show.add_argument("run_id")
+    show.set_defaults(handler=run_show)
+    logs = run_actions.add_parser("logs", help="print a run's log chunks (HL_CP_S3_*)")
+    _add_dir(logs)
+    logs.add_argument("run_id")
+    logs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
+    logs.set_defaults(handler=run_logs)
+    cancel = run_actions.add_parser("cancel", help="cancel a queued or running run")
+    _add_dir(cancel)
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=run_cancel)
+
+    runs = group.add_parser("runs", help="list runs")
+    runs_actions = runs.add_subparsers(dest="runs_command", metavar="ACTION")
+    runs_actions.required = True
+    rl = runs_actions.add_parser("list", help="id, pool, state, worker, reason")
+    _add_dir(rl)
+    rl.add_argument("--pool", default=None)
+    rl.set_defaults(handler=run_runs_list)
+
+    serve = group.add_parser("serve", help="dispatch runs over MQTT until SIGTERM")
+    _add_dir(serve)
+    serve.set_defaults(handler=run_serve)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def run_init(args: argparse.Namespace) -> int:
+    path = _state_dir_arg(args)
+    host = args.broker_host
+    broker_url = args.broker_url or (
+        f"mqtts://localhost:{args.broker_port}"
+        if host in ("127.0.0.1", "localhost", "::1")
+        else f"mqtts://{host}:{args.broker_port}"
+    )
+    settings = ControlPlaneSettings(
+        broker_url=broker_url,
+        control_plane_url=args.control_plane_url,
+        namespace=args.namespace,
+        broker_host=host,
+        broker_port=args.broker_port,
+    )
+    state = init_state_dir(path, settings=settings, with_broker=not args.no_broker)
+    print(f"initialised control plane in {state.path}")
+    if not args.no_broker:
+        print(f"broker: mosquitto -c {state.broker_dir / 'mosquitto.conf'}")
+    return 0
+
+
+def _csr(path: Path) -> x509.CertificateSigningRequest:
+    return load_csr_pem(bytes(_read_bounded(path, MAX_CSR_PEM_BYTES, "CSR")))
+
+
+def run_pool_create(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        issued = create_pool(
+            state,
+            store,
+            name=args.name,
+            csr=_csr(args.csr),
+            now=datetime.now(UTC),
+            broker_url=args.broker_url,
+            control_plane_url=args.control_plane_url,
+            days=args.days,
+        )
+    with issued.token, issued.token.view() as view:
+        sys.stdout.write(bytes(view).decode("ascii") + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def run_pool_reset(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        issued = reset_pool(
+            state,
+            store,
+            name=args.name,
+            csr=_csr(args.csr),
+            now=datetime.now(UTC),
+            broker_url=args.broker_url,
+            control_plane_url=args.control_plane_url,
+            days=args.days,
+        )
+    with issued.token, issued.token.view() as view:
+        sys.stdout.write(bytes(view).decode("ascii") + "\n")
+    sys.stdout.flush()
+    revoked = issued.revoked.serial if issued.revoked else "-"
+    if issued.revocation_list is not None:
+        sys.stderr.write(
+            f"revoked certificate serial {revoked}; CRL rewritten at {issued.revocation_list}: "
+            "send mosquitto SIGHUP to apply it; "
+            f"{len(issued.cycled_workers)} connected worker(s) told to cycle\n"
+        )
+    else:
+        sys.stderr.write(
+            f"revoked certificate serial {revoked} (recorded in the store; no broker directory, "
+            "so no CRL was written)\n"
+        )
+    return 0
+
+
+def run_pool_cycle(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        pool = store.get_pool(args.name)
+        ids = store.cycle_pool(pool.id, now=time.time())
+    print(f"cycle queued for {len(ids)} worker(s) of pool {pool.id}")
+    return 0
+
+
+def run_pool_list(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        pools = store.list_pools()
+    print(f"{'POOL':<24} {'CERT SERIAL':<34} {'CREATED':<20}")
+    for p in pools:
+        print(f"{p.id:<24} {p.certificate_serial:<34} {_iso(p.created_at):<20}")
+    return 0
+
+
+def run_workers_list(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        records = store.list_workers(pool_id=args.pool)
+    print(f"{'WORKER':<28} {'POOL':<20} {'STATE':<8} {'LAST HEARTBEAT':<20} {'VERSION':<10} TAGS")
+    for r in records:
+        w = r.worker
+        state_text = "DRAINED" if w.drained and w.alive else w.state.value
+        tags = ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items()))
+        print(
+            f"{w.id:<28} {w.pool_id:<20} {state_text:<8} {_iso(w.last_heartbeat_at):<20} "
+            f"{r.version:<10} {tags}"
+        )
+    return 0
+
+
+def _drain(args: argparse.Namespace, *, drained: bool) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        store.set_worker_drained(args.worker_id, drained=drained, now=time.time())
+    print(f"worker {args.worker_id} {'drained' if drained else 'undrained'}")
+    return 0
+
+
+def run_worker_drain(args: argparse.Namespace) -> int:
+    return _drain(args, drained=True)
+
+
+def run_worker_undrain(args: argparse.Namespace) -> int:
+    return _drain(args, drained=False)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    state = _state(args)
+    spec = _read_bounded(args.spec, MAX_RUN_SPEC_BYTES, "run spec")
+    try:
+        with state.open_store() as store:
+            run = submit_run(
+                state,
+                store,
+                pool=args.pool,
+                spec=spec,
+                now=datetime.now(UTC),
+                lifetime=timedelta(seconds=args.expires_in),
+            )
+    finally:
+        wipe_bytearray(spec)
+    print(run.id)
+    return 0
+
+
+def run_runs_list(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        runs = store.list_runs(pool_id=args.pool)
+    print(f"{'RUN':<32} {'POOL':<20} {'STATE':<10} {'WORKER':<28} {'UPDATED':<20} REASON")
+    for r in runs:
+        print(
+            f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
+            f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+        )
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        details = store.get_run_details(args.run_id)
+        events = store.events(run_id=args.run_id)
+    r = details.run
+    rows = (
+        ("run", r.id),
+        ("pool", r.pool_id),
+        ("state", r.state.value + (" (cancel requested)" if r.cancel_requested else "")),
+        ("worker", r.worker_id or "-"),
+        ("reason", r.reason or "-"),
+        ("message", r.message or "-"),
+        ("exit code", "-" if r.exit_code is None else str(r.exit_code)),
+        ("lease attempts", str(r.attempts)),
+        ("spec sha256", details.spec_sha256),
+        ("log chunks issued", str(details.log_chunks)),
+        ("created", _iso(r.created_at)),
+        ("started", _iso(r.started_at)),
+        ("finished", _iso(r.finished_at)),
+        ("envelope expires", _iso(r.envelope_expires_at)),
+    )
+    for key, value in rows:
+        print(f"{key + ':':<19}{value}")
+    print("history:")
+    for at, kind, fields in events:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
+        print(f"  {_iso(at)} {kind} {extra}".rstrip())
+    return 0
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    state = _state(args)
+    config = LogStorageConfig.from_environ(os.environ)
+    if config is None:
+        raise ControlPlaneConfigurationError(
+            "no log storage configured",
+            hint="Set HL_CP_S3_BUCKET (and HL_CP_S3_ENDPOINT_URL etc., docs/controlplane.md)",
+            reason="log_storage_missing",
+        )
+    storage = LogStorage(config)
+    next_chunk = 0
+    out = sys.stdout.buffer
+    with state.open_store() as store:
+        while True:
+            run = store.get_run(args.run_id)  # before reading, so no chunk is missed
+            for chunk, data in storage.read_from(run.id, next_chunk):
+                out.write(data)
+                next_chunk = chunk + 1
+            out.flush()
+            if not args.follow or run.state in TERMINAL_RUN_STATES:
+                break
+            time.sleep(FOLLOW_POLL_SECONDS)
+    missing = [c for c in storage.list_chunks(args.run_id) if c >= next_chunk]
+    if missing:
+        sys.stderr.write(
+            f"warning: chunk {next_chunk} is missing; {len(missing)} later chunk(s) not shown\n"
+        )
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        run = cancel_run(store, args.run_id, now=time.time())
+    suffix = " (the worker was told to stop it)" if run.cancel_requested else ""
+    print(f"run {run.id}: {run.state.value}{suffix}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
+        Coordinator,
+        stop_on_signals,
+    )
+
+    state = _state(args)
+    config = LogStorageConfig.from_environ(os.environ)
+    storage = LogStorage(config) if config is not None else None
+    with state.open_store() as store:
+        state.update_revocation_list(store, now=datetime.now(UTC))
+        coordinator = Coordinator(store, log_urls=storage)
+        stop = threading.Event()
+        stop_on_signals(stop)
+        del coordinator
+        raise ControlPlaneConfigurationError(
+            "the MQTT client for the control plane is not wired yet",
+            hint="Use the Coordinator with a Transport in code until the transport lands",
+            reason="transport_unavailable",
+        )

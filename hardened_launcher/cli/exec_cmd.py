@@ -1,7 +1,10 @@
-"""``hardened-launcher exec SPEC.yaml``: one run spec, locally, through binaries → policy → execute.
+"""``hardened-launcher exec SPEC.yaml``: one run spec, locally, through binaries → policy →
+egress → execute.
 
 For users testing images and policies before they deploy: the same gates as the daemon, the
-redacted output streamed to the terminal (and optionally to a log file).
+redacted output streamed to the terminal (and optionally to a log file). With
+``HL_EGRESS_POLICY`` set the run gets its own network and egress proxy on the local Docker
+(root is needed for the host firewall rules).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.pipeline import (
     BinaryGate,
+    EgressStep,
     PolicyStep,
     ReleaseDirectory,
     run_pipeline,
@@ -136,6 +140,8 @@ def _execute(
         sink=TeeLogSink(*sinks),
         audit=audit,
         environ=os.environ,
+        # Used only when HL_EGRESS_POLICY is set: the run's network is made on this daemon.
+        egress=EgressStep(docker_client=client),
     )
     sys.stderr.write(
         f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "

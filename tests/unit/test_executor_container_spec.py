@@ -13,6 +13,7 @@ from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.container_spec import (
     LABEL_LAUNCHER_ID,
     LABEL_RUN_ID,
+    NetworkPlan,
     build_container_spec,
     check_extra_mounts,
     gvisor_sandbox_pids_limit,
@@ -253,3 +254,92 @@ def test_symlinked_host_paths_are_judged_by_their_target() -> None:
 def test_safe_mounts_pass() -> None:
     s = settings(worker_extra_mounts=(Mount(host_path="/opt/tools", container_path="/tools"),))
     assert check_extra_mounts(s) == s.worker_extra_mounts
+
+
+PROXY_ENV = {
+    "HTTP_PROXY": "http://10.99.0.1:41234",
+    "HTTPS_PROXY": "http://10.99.0.1:41234",
+    "NO_PROXY": "localhost,127.0.0.1,::1",
+    "http_proxy": "http://10.99.0.1:41234",
+}
+
+
+def plan(**overrides: Any) -> NetworkPlan:
+    base: dict[str, Any] = {
+        "network_mode": "hl-egress-run-7",
+        "dns": ("10.99.0.254",),
+        "dns_search": (),
+        "dns_options": ("timeout:1", "attempts:1"),
+        "environment": PROXY_ENV,
+    }
+    base.update(overrides)
+    return NetworkPlan(**base)
+
+
+def test_network_plan_puts_the_run_on_its_own_network_with_the_proxy_env() -> None:
+    s = settings(worker_network="runs")
+    c = build_container_spec(spec(), s, launcher_id="L1", worker=WORKER, network=plan())
+    h, env = c.host_config_args, c.create_args["environment"]
+    assert h["network_mode"] == "hl-egress-run-7"  # replaces SPACELIFT_WORKER_NETWORK
+    assert h["dns"] == ["10.99.0.254"]
+    assert h["dns_search"] == []
+    assert h["dns_opt"] == ["timeout:1", "attempts:1"]
+    assert {k: env[k] for k in PROXY_ENV} == PROXY_ENV
+    # The launcher's plumbing is still there and unchanged; nothing secret joined it.
+    assert env["PATH"].startswith("/opt/hl/bin:")
+    assert env["HOME"] == env["HL_WORKSPACE"] == "/workspace"
+    assert env["HL_PROTOCOL"] == "1"
+    assert set(env) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", *PROXY_ENV}
+    assert CANARY not in repr(dict(c.create_args)) + repr(dict(h))
+    # The hardening does not depend on the network.
+    without = build_container_spec(spec(), s, launcher_id="L1", worker=WORKER)
+    changed = {
+        k for k in {*h, *without.host_config_args} if h.get(k) != without.host_config_args.get(k)
+    }
+    assert changed == {"network_mode", "dns", "dns_search", "dns_opt"}
+
+
+def test_without_a_network_plan_nothing_changes() -> None:
+    s = settings(worker_network="runs")
+    c = build_container_spec(spec(), s, launcher_id="L1", worker=WORKER, network=None)
+    assert c == build_container_spec(spec(), s, launcher_id="L1", worker=WORKER)
+    assert c.host_config_args["network_mode"] == "runs"
+    for key in ("dns", "dns_search", "dns_opt"):
+        assert key not in c.host_config_args
+    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+
+
+def test_network_plan_is_pure_and_frozen() -> None:
+    one = build_container_spec(spec(), settings(), launcher_id="L", worker=WORKER, network=plan())
+    two = build_container_spec(spec(), settings(), launcher_id="L", worker=WORKER, network=plan())
+    assert one == two
+    p = plan(dns=["10.99.0.254"], environment=dict(PROXY_ENV))
+    assert p.dns == ("10.99.0.254",)
+    with pytest.raises(TypeError):
+        p.environment["HTTP_PROXY"] = "http://elsewhere:1"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"network_mode": ""},
+        {"network_mode": "host"},
+        {"network_mode": "bridge"},
+        {"network_mode": "default"},
+        {"network_mode": "none"},
+        {"network_mode": "container:abc"},
+        {"dns": ("8.8.8.8.8",)},
+        {"dns": ("resolver.example",)},
+        {"dns_options": ("timeout:1 attempts:9",)},
+        {"dns_search": ("",)},
+        {"environment": {"PATH": "/evil"}},
+        {"environment": {"HL_PROTOCOL": "2"}},
+        {"environment": {"HOME": "/"}},
+        {"environment": {"BAD NAME": "x"}},
+        {"environment": {"1X": "x"}},
+        {"environment": {"X": "a\0b"}},
+    ],
+)
+def test_network_plan_refuses_what_is_not_a_runs_own_plumbing(overrides: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        plan(**overrides)

@@ -114,6 +114,9 @@ class FakePolicyGate:
         self.documents.append(document)
         return self.outcome(document)
 
+    def close(self) -> None:
+        pass
+
 
 def allow(document: Mapping[str, Any]) -> PolicyDecision:
     return PolicyDecision(

@@ -1,0 +1,274 @@
+"""The control plane's state directory: CA, run-state signing key, broker files, store.
+
+``init`` creates, in a new 0700 directory, files that are all 0600::
+
+    ca.key  ca.pem                  the pool CA (EC P-384)
+    signing.key                     Ed25519 key that signs sealed run states (public half in tokens)
+    controlplane.key controlplane.pem   the control plane's MQTT client certificate
+    controlplane.json               URLs and broker listener (no secrets)
+    store.sqlite3                   the SQLite store
+    broker/                         mosquitto.conf, acl, ca.pem, server.pem/.key, crl.pem
+
+Opening the directory refuses one that group or others can read or write, like ssh does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
+from hardened_launcher.controlplane.store import Store
+from hardened_launcher.identity.issuing import (
+    CertificateAuthority,
+    issue_control_plane_certificate,
+)
+from hardened_launcher.identity.keyfiles import write_private_file
+from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE, MQTT_NAMESPACE_PATTERN
+from hardened_launcher.secrets import Secret, wipe_bytearray
+from hardened_launcher.transport.broker_config import (
+    RevokedCertificate,
+    write_broker_config,
+    write_revocation_list,
+)
+
+CA_KEY_FILE: Final = "ca.key"
+CA_CERT_FILE: Final = "ca.pem"
+SIGNING_KEY_FILE: Final = "signing.key"
+CLIENT_KEY_FILE: Final = "controlplane.key"
+CLIENT_CERT_FILE: Final = "controlplane.pem"
+SETTINGS_FILE: Final = "controlplane.json"
+STORE_FILE: Final = "store.sqlite3"
+BROKER_DIR: Final = "broker"
+DIRECTORY_MODE: Final = 0o700
+CLIENT_CERT_VALIDITY: Final = timedelta(days=365)
+
+_REQUIRED_FILES: Final = (
+    CA_KEY_FILE,
+    CA_CERT_FILE,
+    SIGNING_KEY_FILE,
+    CLIENT_KEY_FILE,
+    CLIENT_CERT_FILE,
+    SETTINGS_FILE,
+    STORE_FILE,
+)
+
+
+def _bad_state(message: str, *, hint: str, reason: str = "state_dir_invalid") -> Exception:
+    return ControlPlaneConfigurationError(message, hint=hint, reason=reason)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlPlaneSettings:
+    """What ``init`` was told: defaults for tokens and the broker listener. No secrets."""
+
+    broker_url: str
+    control_plane_url: str
+    namespace: str = DEFAULT_MQTT_NAMESPACE
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 8883
+
+    def __post_init__(self) -> None:
+        if MQTT_NAMESPACE_PATTERN.fullmatch(self.namespace) is None:
+            raise _bad_state(
+                "the MQTT namespace is not one topic level of [A-Za-z0-9_-]",
+                hint="Pass --namespace with letters, digits, _ or -",
+            )
+        if not 1 <= self.broker_port <= 65535:
+            raise _bad_state("the broker port is out of range", hint="Pass --broker-port 1-65535")
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ControlPlaneSettings:
+        try:
+            doc = json.loads(data)
+            return cls(
+                broker_url=str(doc["broker_url"]),
+                control_plane_url=str(doc["control_plane_url"]),
+                namespace=str(doc["namespace"]),
+                broker_host=str(doc["broker_host"]),
+                broker_port=int(doc["broker_port"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _bad_state(
+                f"{SETTINGS_FILE} is not a control-plane settings file",
+                hint="Restore it, or initialise a new state directory",
+            ) from exc
+
+
+def _check_private(path: Path, *, directory: bool) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError as exc:
+        raise _bad_state(
+            f"{path} is missing",
+            hint="Point --dir at a directory made by `controlplane init`",
+            reason="state_dir_incomplete",
+        ) from exc
+    expected = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
+    if not expected:
+        raise _bad_state(
+            f"{path} is not a {'directory' if directory else 'regular file'}",
+            hint="Do not replace state files with links or other file types",
+        )
+    if info.st_mode & 0o077:
+        raise _bad_state(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(info.st_mode):04o})",
+            hint=f"Run chmod {'0700' if directory else '0600'} {path}",
+            reason="state_dir_permissions",
+        )
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise _bad_state(
+            f"{path} is owned by another user",
+            hint="Run the control plane as the user that initialised it",
+            reason="state_dir_permissions",
+        )
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """An initialised, permission-checked state directory. Build it with :func:`open_state_dir`."""
+
+    path: Path
+    settings: ControlPlaneSettings
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / STORE_FILE
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.path / BROKER_DIR
+
+    def open_store(self) -> Store:
+        return Store(self.store_path)
+
+    def certificate_authority(self) -> CertificateAuthority:
+        key = Secret.from_bytearray(bytearray((self.path / CA_KEY_FILE).read_bytes()))
+        try:
+            return CertificateAuthority.from_pem(
+                key_pem=key, certificate_pem=(self.path / CA_CERT_FILE).read_bytes()
+            )
+        finally:
+            key.wipe()
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        buf = bytearray((self.path / SIGNING_KEY_FILE).read_bytes())
+        try:
+            key = serialization.load_pem_private_key(bytes(buf), password=None)
+        except (ValueError, TypeError) as exc:
+            raise _bad_state(
+                f"{SIGNING_KEY_FILE} is not a PEM private key", hint="Restore it from backup"
+            ) from exc
+        finally:
+            wipe_bytearray(buf)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise _bad_state(f"{SIGNING_KEY_FILE} is not an Ed25519 key", hint="Restore it")
+        return key
+
+    def update_revocation_list(self, store: Store, *, now: datetime) -> Path | None:
+        """Rewrite the broker's CRL from the store's revoked serials (None without a broker dir).
+
+        mosquitto reads it only on start and SIGHUP.
+        """
+        if not self.broker_dir.is_dir():
+            return None
+        revoked = [
+            RevokedCertificate(
+                serial_number=int(r.serial, 16),
+                revoked_at=datetime.fromtimestamp(r.revoked_at, UTC),
+            )
+            for r in store.revoked_certificates()
+        ]
+        return write_revocation_list(
+            self.broker_dir, ca=self.certificate_authority(), revoked=revoked, now=now
+        )
+
+
+def _pem_private(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> Secret:
+    return Secret.from_bytearray(
+        bytearray(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    )
+
+
+def init_state_dir(
+    path: Path,
+    *,
+    settings: ControlPlaneSettings,
+    now: datetime | None = None,
+    with_broker: bool = True,
+) -> StateDir:
+    """Create a new state directory (it must not exist, or be empty)."""
+    start = now or datetime.now(UTC)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
+            raise _bad_state(
+                f"{path} exists and is not an empty directory",
+                hint="Choose a new --dir; init never overwrites a control plane",
+                reason="state_dir_exists",
+            )
+    else:
+        path.mkdir(mode=DIRECTORY_MODE, parents=True)
+    path.chmod(DIRECTORY_MODE)
+
+    ca = CertificateAuthority.generate(not_before=start - timedelta(hours=1))
+    with ca.key_to_pem() as ca_key:
+        write_private_file(path / CA_KEY_FILE, ca_key, force=False)
+    write_private_file(path / CA_CERT_FILE, ca.certificate_pem(), force=False)
+
+    signing = Ed25519PrivateKey.generate()
+    with _pem_private(signing) as pem:
+        write_private_file(path / SIGNING_KEY_FILE, pem, force=False)
+
+    client_key = ec.generate_private_key(ec.SECP384R1())
+    client_cert = issue_control_plane_certificate(
+        ca,
+        client_key.public_key(),
+        not_before=start - timedelta(minutes=5),
+        not_after=min(start + CLIENT_CERT_VALIDITY, ca.certificate.not_valid_after_utc),
+    )
+    with _pem_private(client_key) as pem:
+        write_private_file(path / CLIENT_KEY_FILE, pem, force=False)
+    write_private_file(
+        path / CLIENT_CERT_FILE,
+        client_cert.public_bytes(serialization.Encoding.PEM),
+        force=False,
+    )
+    write_private_file(path / SETTINGS_FILE, settings.to_json(), force=False)
+    Store(path / STORE_FILE, create=True).close()
+    if with_broker:
+        write_broker_config(
+            path / BROKER_DIR,
+            ca=ca,
+            host=settings.broker_host,
+            port=settings.broker_port,
+            namespace=settings.namespace,
+            now=start,
+        )
+    return open_state_dir(path)
+
+
+def open_state_dir(path: Path) -> StateDir:
+    """Open an existing state directory after checking its files and their permissions."""
+    _check_private(path, directory=True)
+    for name in _REQUIRED_FILES:
+        _check_private(path / name, directory=False)
+    settings = ControlPlaneSettings.from_json((path / SETTINGS_FILE).read_bytes())
+    return StateDir(path=path, settings=settings)

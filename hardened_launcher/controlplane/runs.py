@@ -1,0 +1,107 @@
+"""Operator actions on runs: submit (validate, seal, queue) and cancel.
+
+``submit`` reads the run spec, validates it with the executor's parser (the launcher parses
+the same bytes again after opening the envelope), and seals the *original bytes* to the pool
+key taken from the pool's current certificate, signed with the control plane's Ed25519 key.
+Only the sealed envelope is stored: the plaintext spec (with its secrets) never reaches the
+store or a log. The run id is the spec's ``run_id``; ids are never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from hardened_launcher.controlplane import dispatch
+from hardened_launcher.controlplane.ca import StateDir
+from hardened_launcher.controlplane.dispatch import Run
+from hardened_launcher.controlplane.errors import ConflictError
+from hardened_launcher.controlplane.store import Store
+from hardened_launcher.envelope import MAX_ENVELOPE_LIFETIME_SECONDS, key_id_of, seal_run_state
+from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES, parse_run_spec
+from hardened_launcher.transport.messages import is_valid_run_id
+
+#: Default validity of a sealed run state: the run must be dispatched within it.
+DEFAULT_ENVELOPE_LIFETIME: Final = timedelta(hours=24)
+
+
+def submit_run(
+    state: StateDir,
+    store: Store,
+    *,
+    pool: str,
+    spec: bytes | bytearray,
+    now: datetime,
+    lifetime: timedelta = DEFAULT_ENVELOPE_LIFETIME,
+) -> Run:
+    """Validate ``spec``, seal it to the pool's key and queue it."""
+    if not timedelta(seconds=1) <= lifetime <= timedelta(seconds=MAX_ENVELOPE_LIFETIME_SECONDS):
+        raise ConflictError(
+            "the sealed run state's lifetime must be 1 second to 24 hours",
+            hint="Pass a shorter --expires-in",
+            reason="envelope_lifetime_invalid",
+        )
+    record = store.get_pool(pool)
+    parsed = parse_run_spec(spec, max_bytes=MAX_RUN_SPEC_BYTES)
+    try:
+        run_id = parsed.run_id
+    finally:
+        parsed.wipe()
+    if not is_valid_run_id(run_id):  # pragma: no cover - the spec grammar is the same
+        raise ConflictError("the run id cannot be carried by the protocol", reason="run_id_invalid")
+    if store.find_run(run_id) is not None:
+        raise ConflictError(
+            f"a run with id {run_id!r} already exists",
+            hint="Give the run spec a new run_id; run ids are never reused",
+            reason="run_exists",
+        )
+    certificate = x509.load_pem_x509_certificate(record.certificate_pem)
+    public_key = certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise ConflictError(  # pragma: no cover - CSR checks allow RSA and EC only
+            "the pool's key cannot receive sealed run state", reason="pool_key_unsupported"
+        )
+    expires_at = now + lifetime
+    envelope = seal_run_state(
+        spec,
+        pool_public_key=public_key,
+        signing_key=state.signing_key(),
+        run_id=run_id,
+        pool_id=record.id,
+        issued_at=now,
+        expires_at=expires_at,
+    )
+    return store.add_run(
+        run_id=run_id,
+        pool_id=record.id,
+        spec_sha256=hashlib.sha256(spec).hexdigest(),
+        key_id=key_id_of(public_key).hex(),
+        envelope=envelope,
+        envelope_expires_at=expires_at.timestamp(),
+        now=now.timestamp(),
+    )
+
+
+def cancel_run(store: Store, run_id: str, *, now: float) -> Run:
+    """Cancel a run (see :func:`dispatch.cancel`); returns the run as it is afterwards."""
+    for _ in range(5):  # a concurrent transition may win the compare-and-swap: re-read
+        run = store.get_run(run_id)
+        outcome = dispatch.cancel(run, now=now)
+        if isinstance(outcome, dispatch.Rejection):
+            if outcome.reason == "already_final":
+                raise ConflictError(
+                    f"run {run_id} already ended ({run.state})",
+                    hint="Nothing to cancel",
+                    reason="run_final",
+                )
+            store.enqueue(list(outcome.notices), now=now)
+            return run
+        if store.apply(outcome):
+            return outcome.after
+    raise ConflictError(
+        f"run {run_id} keeps changing; try again", reason="run_busy"
+    )  # pragma: no cover

@@ -1,0 +1,440 @@
+"""``controlplane serve``: the loop that ties the store, dispatch and the transport together.
+
+:class:`Coordinator` is the core, with no network and no clock of its own: ``handle`` takes one
+raw message from a worker topic, ``tick`` expires leases, notices silent workers and plans
+assignments, and ``flush`` sends whatever the outbox holds through a :class:`Transport`. Every
+handler is idempotent: a retransmitted message finds the run already moved and changes nothing
+(a duplicate ``accept`` of the holder is answered with ``ack`` again).
+
+Outgoing messages are built when they are sent, from the current state: an ``assign`` whose
+lease has since lapsed is dropped, and log URLs are presigned fresh.
+
+The go signal for a run is the control plane's ``ack`` of the worker's ``accept``; a stale accept
+gets ``cancel`` and no ack (see docs/controlplane.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Final, Protocol
+
+from hardened_launcher.controlplane import dispatch
+from hardened_launcher.controlplane.dispatch import (
+    DispatchPolicy,
+    Notice,
+    Rejection,
+    RunState,
+    Transition,
+    Worker,
+    WorkerState,
+)
+from hardened_launcher.controlplane.store import OutboxMessage, Store
+from hardened_launcher.errors import LauncherError
+from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
+from hardened_launcher.transport import messages as wire
+
+log = logging.getLogger(__name__)
+
+#: Highest chunk number a run may ask URLs for (a bound on what one run can write).
+DEFAULT_MAX_LOG_CHUNKS: Final = 100_000
+
+
+class Transport(Protocol):
+    """What ``serve`` needs from the MQTT client (the in-memory fake implements it too)."""
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send ``payload`` on ``topic`` (QoS 1). Raise a LauncherError when it cannot."""
+
+    def receive(self, timeout_seconds: float) -> Sequence[tuple[str, bytes]]:
+        """Messages that arrived on subscribed topics, waiting at most ``timeout_seconds``."""
+
+
+class LogUrlSource(Protocol):
+    def urls(
+        self, run_id: str, *, from_chunk: int, count: int | None = None
+    ) -> list[wire.LogUrl]: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    namespace: str = DEFAULT_MQTT_NAMESPACE
+    policy: DispatchPolicy = field(default_factory=DispatchPolicy)
+    max_log_chunks: int = DEFAULT_MAX_LOG_CHUNKS
+    tick_seconds: float = 1.0
+
+
+def new_lease_id() -> str:
+    """A fresh lease id (fits the protocol's run-id shape)."""
+    return "lease-" + secrets.token_hex(16)
+
+
+def worker_topic(namespace: str, pool_id: str, worker_id: str) -> str:
+    """The topic the control plane publishes on for one worker."""
+    return f"{namespace}/readonly/{pool_id}/{worker_id}"
+
+
+def subscription_topic(namespace: str) -> str:
+    """The wildcard the control plane subscribes to: every worker's writeonly topic."""
+    return f"{namespace}/writeonly/+/+"
+
+
+_WORKER_STATES: Final = {
+    "IDLE": WorkerState.IDLE,
+    "BUSY": WorkerState.BUSY,
+    "DRAINED": WorkerState.DRAINED,
+}
+
+
+class Coordinator:
+    """Store + dispatch behind a message interface. Single-threaded; ``clock`` is Unix seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config: ServeConfig | None = None,
+        log_urls: LogUrlSource | None = None,
+        clock: Callable[[], float] = time.time,
+        lease_ids: Callable[[], str] = new_lease_id,
+    ) -> None:
+        self.store = store
+        self.config = config or ServeConfig()
+        self.log_urls = log_urls
+        self.clock = clock
+        self.lease_ids = lease_ids
+        self._streams: dict[str, wire.MessageStream] = {}
+        self._last_seq: dict[tuple[str, str], int] = {}
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def _parse_topic(self, topic: str) -> tuple[str, str] | None:
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != self.config.namespace or parts[1] != "writeonly":
+            return None
+        return parts[2], parts[3]
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Handle one raw message from ``<ns>/writeonly/<pool>/<worker>``; bad ones are dropped.
+
+        The topic is the sender's identity (the broker's ACL lets a pool certificate write only
+        its own pool's topics), so the pool and worker ids in a body must match it.
+        """
+        where = self._parse_topic(topic)
+        if where is None:
+            log.warning("message.dropped", extra={"why": "topic"})
+            return
+        pool_id, worker_id = where
+        try:
+            message = wire.Message.parse(payload, sender="worker")
+        except wire.MessageError as exc:
+            log.warning("message.dropped", extra={"why": exc.reason, "worker_id": worker_id})
+            return
+        self.handle_message(pool_id=pool_id, worker_id=worker_id, message=message)
+
+    def _note_sequence(self, worker_id: str, message: wire.Message) -> None:
+        if message.seq == 0:  # the last will is outside the sequence
+            return
+        key = (worker_id, message.stream)
+        previous = self._last_seq.get(key)
+        if previous is not None and message.seq > previous + 1:
+            log.warning(
+                "message.gap",
+                extra={"worker_id": worker_id, "missing": message.seq - previous - 1},
+            )
+        if previous is None or message.seq > previous:
+            self._last_seq[key] = message.seq
+
+    def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
+        now = self.clock()
+        body = message.body
+        self._note_sequence(worker_id, message)
+        if isinstance(body, wire.Register):
+            self._on_register(pool_id, worker_id, body, now)
+            return
+        if isinstance(body, wire.Ack):
+            return  # acknowledgements of our messages are the transport's business
+        worker = self._known_worker(pool_id, worker_id)
+        if worker is None:
+            log.info("message.unknown_worker", extra={"worker_id": worker_id})
+            return
+        if isinstance(body, wire.Heartbeat):
+            self._on_heartbeat(worker, body, now)
+        elif isinstance(body, wire.Accept):
+            run = self.store.find_run(body.run_id)
+            if run is None or run.pool_id != pool_id:
+                self.store.enqueue([Notice(worker_id, "cancel", body.run_id)], now=now)
+                return
+            self._apply(
+                dispatch.accept(
+                    run,
+                    worker_id=worker_id,
+                    lease_id=body.lease_id,
+                    message_id=message.id,
+                    now=now,
+                ),
+                now,
+            )
+        elif isinstance(body, wire.Refuse):
+            run = self.store.find_run(body.run_id)
+            if run is not None and run.pool_id == pool_id:
+                self._apply(
+                    dispatch.refuse(
+                        run,
+                        worker_id=worker_id,
+                        lease_id=body.lease_id,
+                        reason=body.reason,
+                        message=body.message,
+                        now=now,
+                    ),
+                    now,
+                )
+        elif isinstance(body, wire.Status):
+            run = self.store.find_run(body.run_id)
+            if run is not None and run.pool_id == pool_id:
+                self._apply(
+                    dispatch.report_status(
+                        run,
+                        worker_id=worker_id,
+                        state=RunState(body.state),
+                        exit_code=body.exit_code,
+                        reason=body.reason or "",
+                        message=body.message or "",
+                        now=now,
+                    ),
+                    now,
+                )
+        elif isinstance(body, wire.LogUrlsRequest):
+            self._on_log_urls_request(worker, body, now)
+        elif isinstance(body, wire.Bye):
+            self._worker_lost(worker, now, reason=f"bye_{body.reason}")
+        elif isinstance(body, wire.Gone) and body.worker_id == worker_id:
+            self._worker_lost(worker, now, reason="last_will")
+
+    def _known_worker(self, pool_id: str, worker_id: str) -> Worker | None:
+        record = self.store.find_worker(worker_id)
+        if record is None or record.worker.pool_id != pool_id:
+            return None
+        return record.worker
+
+    def _on_register(self, pool_id: str, worker_id: str, body: wire.Register, now: float) -> None:
+        if body.pool_id != pool_id or body.worker_id != worker_id:
+            log.warning("register.identity_mismatch", extra={"worker_id": worker_id})
+            return
+        if not any(p.id == pool_id for p in self.store.list_pools()):
+            log.warning("register.unknown_pool", extra={"pool_id": pool_id})
+            return
+        registered = self.store.register_worker(
+            worker_id=worker_id,
+            pool_id=pool_id,
+            metadata=body.metadata,
+            version=body.version,
+            max_concurrent_runs=body.max_concurrent_runs,
+            now=now,
+        )
+        if registered:
+            record = self.store.get_worker(worker_id)
+            if record.worker.drained:
+                # The operator's drain outlives a launcher restart.
+                self.store.enqueue([Notice(worker_id, "drain")], now=now)
+
+    def _on_heartbeat(self, worker: Worker, body: wire.Heartbeat, now: float) -> None:
+        self.store.record_heartbeat(worker.id, state=_WORKER_STATES[body.state], now=now)
+        # A run the worker says it runs but does not hold (it was marked crashed while the
+        # worker was unreachable, or cancelled) is cancelled: never two copies of a run.
+        stray = []
+        for run_id in body.running:
+            run = self.store.find_run(run_id)
+            if (
+                run is None
+                or run.worker_id != worker.id
+                or run.state not in dispatch.HELD_RUN_STATES
+            ):
+                stray.append(Notice(worker.id, "cancel", run_id))
+        self.store.enqueue(stray, now=now)
+
+    def _on_log_urls_request(self, worker: Worker, body: wire.LogUrlsRequest, now: float) -> None:
+        run = self.store.find_run(body.run_id)
+        if run is None or run.worker_id != worker.id or run.state is not RunState.RUNNING:
+            return
+        if body.from_chunk >= self.config.max_log_chunks:
+            log.warning("log_urls.limit", extra={"run_id": run.id})
+            return
+        self.store.enqueue_message(
+            worker.id,
+            "log_urls",
+            {"run_id": run.id, "from_chunk": body.from_chunk},
+            now=now,
+        )
+
+    def _worker_lost(self, worker: Worker, now: float, *, reason: str) -> None:
+        current = self.store.find_worker(worker.id)
+        if current is None:
+            return
+        if current.worker.alive:
+            self.store.mark_worker_gone(current.worker, now=now, reason=reason)
+        for run in self.store.list_runs(worker_id=worker.id, states=dispatch.HELD_RUN_STATES):
+            transition = dispatch.worker_lost(run, now=now)
+            if transition is not None:
+                self.store.apply(transition)
+
+    def _apply(self, outcome: Transition | Rejection, now: float) -> bool:
+        if isinstance(outcome, Rejection):
+            self.store.enqueue(list(outcome.notices), now=now)
+            return False
+        return self.store.apply(outcome)
+
+    # -- time ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Notice silent workers, expire leases, and assign queued runs."""
+        now = self.clock()
+        policy = self.config.policy
+        for record in self.store.list_workers():
+            worker = record.worker
+            if dispatch.worker_is_silent(
+                worker, now=now, policy=policy
+            ) and self.store.mark_worker_gone(worker, now=now, reason="heartbeat_timeout"):
+                self._worker_lost(worker, now, reason="heartbeat_timeout")
+        for run in self.store.list_runs(states=frozenset({RunState.ASSIGNED})):
+            transition = dispatch.expire_lease(run, now=now)
+            if transition is not None:
+                self.store.apply(transition)
+        queued = self.store.list_runs(states=frozenset({RunState.QUEUED}))
+        if not queued:
+            return
+        plan = dispatch.plan_assignments(
+            queued=queued,
+            workers=[r.worker for r in self.store.list_workers()],
+            held_counts=self.store.held_counts(),
+            pool_key_ids={p.id: p.key_id for p in self.store.list_pools()},
+            now=now,
+            policy=policy,
+            new_lease_id=self.lease_ids,
+        )
+        for transition in plan:
+            self.store.apply(transition)
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def _stream(self, worker_id: str) -> wire.MessageStream:
+        stream = self._streams.get(worker_id)
+        if stream is None:
+            stream = wire.MessageStream(clock=lambda: datetime.fromtimestamp(self.clock(), UTC))
+            self._streams[worker_id] = stream
+        return stream
+
+    def _body(self, item: OutboxMessage) -> wire.Body | None:
+        """The body to send for an outbox row now, or None when it no longer applies."""
+        kind = item.type
+        if kind == "assign":
+            if item.run_id is None:
+                return None
+            run = self.store.find_run(item.run_id)
+            if (
+                run is None
+                or run.state is not RunState.ASSIGNED
+                or run.worker_id != item.worker_id
+                or run.lease_id is None
+                or run.lease_expires_at is None
+                or run.lease_expires_at <= self.clock()
+            ):
+                return None
+            urls = self.log_urls.urls(run.id, from_chunk=0) if self.log_urls else []
+            if urls:
+                self.store.reserve_log_chunks(run.id, up_to=urls[-1].chunk + 1)
+            return wire.Assign.with_envelope(
+                run_id=run.id,
+                lease_id=run.lease_id,
+                lease_expires_at=datetime.fromtimestamp(run.lease_expires_at, UTC),
+                envelope=self.store.get_envelope(run.id),
+                log_urls=urls,
+            )
+        if kind == "log_urls":
+            if self.log_urls is None or item.run_id is None:
+                return None
+            from_chunk = int(item.body.get("from_chunk", 0))
+            remaining = self.config.max_log_chunks - from_chunk
+            urls = self.log_urls.urls(item.run_id, from_chunk=from_chunk)[: max(remaining, 0)]
+            if not urls:
+                return None
+            self.store.reserve_log_chunks(item.run_id, up_to=urls[-1].chunk + 1)
+            return wire.LogUrls(run_id=item.run_id, urls=tuple(urls))
+        if kind == "cancel" and item.run_id is not None:
+            return wire.Cancel(run_id=item.run_id)
+        if kind == "ack":
+            of = item.body.get("of")
+            return wire.Ack(of=of) if isinstance(of, str) else None
+        simple: dict[str, type[wire.Body]] = {
+            "drain": wire.Drain,
+            "undrain": wire.Undrain,
+            "cycle": wire.Cycle,
+        }
+        if kind in simple:
+            return simple[kind]()
+        return None
+
+    def flush(self, transport: Transport, *, limit: int = 100) -> int:
+        """Send pending outbox messages in order; returns how many were published.
+
+        Stops at the first publish failure (the rest stays queued, order kept).
+        """
+        sent = 0
+        for item in self.store.pending_messages(limit=limit):
+            now = self.clock()
+            body = self._body(item) if item.pool_id is not None else None
+            if body is None or item.pool_id is None:
+                self.store.mark_sent(item.id, now=now)
+                continue
+            message = self._stream(item.worker_id).next(body)
+            topic = worker_topic(self.config.namespace, item.pool_id, item.worker_id)
+            try:
+                transport.publish(topic, message.to_json())
+            except LauncherError as exc:
+                log.warning("message.publish_failed", extra={"reason": exc.reason})
+                break
+            self.store.mark_sent(item.id, now=now)
+            sent += 1
+        return sent
+
+
+def serve(
+    coordinator: Coordinator,
+    transport: Transport,
+    *,
+    stop: threading.Event,
+    max_iterations: int | None = None,
+) -> None:
+    """Receive, tick and flush until ``stop`` is set (or ``max_iterations`` loops ran)."""
+    tick_seconds = coordinator.config.tick_seconds
+    next_tick = 0.0
+    iterations = 0
+    while not stop.is_set():
+        for topic, payload in transport.receive(timeout_seconds=min(tick_seconds, 0.2)):
+            coordinator.handle(topic, payload)
+        if time.monotonic() >= next_tick:
+            coordinator.tick()
+            next_tick = time.monotonic() + tick_seconds
+        coordinator.flush(transport)
+        iterations += 1
+        if max_iterations is not None and iterations >= max_iterations:
+            break
+    log.info("serve.stopped")
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """Set ``stop`` on SIGTERM and SIGINT (main thread only)."""
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

@@ -1,0 +1,927 @@
+"""The wire protocol between launchers (workers) and the control plane (docs/transport.md).
+
+Pure: no I/O, no clock unless a caller asks :class:`MessageStream` for the next message.
+
+Every message is one JSON object of at most :data:`MAX_MESSAGE_BYTES` bytes::
+
+    {"v": 1, "type": "accept", "id": "<uuid4 hex>", "stream": "<uuid4 hex>", "seq": 7,
+     "sent_at": "2025-01-01T00:00:00.000000Z", "body": {...}}
+
+``stream`` (an addition to the first draft of the protocol) names one sender's sequence: a new
+process, or the control plane talking to one more worker, starts a new stream whose ``seq``
+starts at 1. Without it a restarted sender would look like a stream that went backwards.
+
+Parsing is strict: unknown or missing fields, unknown types, a type the sender's side may not
+send, duplicate keys, non-finite numbers, booleans where integers belong, over-long strings and
+oversized documents are all :class:`MessageError` (an untrusted-input error).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal, NoReturn, Self, TypeVar
+
+from hardened_launcher.errors import UntrustedInputError
+from hardened_launcher.identity.token import is_valid_pool_id
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+MAX_ENVELOPE_B64_CHARS: Final = 900 * 1024
+MAX_METADATA_TAGS: Final = 64
+MAX_METADATA_TAG_CHARS: Final = 64
+MAX_METADATA_VALUE_CHARS: Final = 256
+MAX_RUNNING_RUNS: Final = 1024
+MAX_CONCURRENT_RUNS: Final = 1024
+MAX_LOG_URLS: Final = 1024
+MAX_URL_CHARS: Final = 4096
+MAX_TEXT_CHARS: Final = 1024
+MAX_VERSION_CHARS: Final = 64
+MAX_SEQ: Final = 2**63 - 1
+MAX_CHUNK: Final = 2**31 - 1
+MIN_EXIT_CODE: Final = -(2**31)
+MAX_EXIT_CODE: Final = 2**31 - 1
+
+Side = Literal["worker", "controlplane"]
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+_WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SLUG = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_METADATA_TAG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z")
+_URL = re.compile(r"https?://[\x21-\x7e]+")
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+class MessageError(UntrustedInputError):
+    """A message from the broker is not a valid protocol message; it is dropped."""
+
+    default_reason = "message_invalid"
+
+
+def _fail(message: str) -> NoReturn:
+    raise MessageError(message, hint="the sender speaks another protocol or is broken")
+
+
+# -- value checks ------------------------------------------------------------------------------
+
+
+def is_valid_worker_id(value: str) -> bool:
+    """A worker id is one MQTT topic level: 1-64 of ``A-Z a-z 0-9 _ . -``, alnum first."""
+    return _WORKER_ID.fullmatch(value) is not None
+
+
+def is_valid_run_id(value: str) -> bool:
+    """A run id as the envelope carries it: 1-128 of ``A-Z a-z 0-9 _ . -``, alnum first."""
+    return _RUN_ID.fullmatch(value) is not None
+
+
+def new_message_id() -> str:
+    """A fresh message id: a UUID4 as 32 lower-case hex digits."""
+    return uuid.uuid4().hex
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 UTC with microseconds and ``Z``; ``value`` must be timezone-aware."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware")
+    # Not strftime("%Y"): glibc does not zero-pad years before 1000 (found by the fuzzer).
+    v = value.astimezone(UTC)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
+        f".{v.microsecond:06d}Z"
+    )
+
+
+def parse_timestamp(value: object, what: str) -> datetime:
+    if not isinstance(value, str):
+        _fail(f"{what} is not a string")
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        _fail(f"{what} is not an RFC 3339 UTC timestamp (YYYY-MM-DDTHH:MM:SS[.ffffff]Z)")
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            int((fraction or "0").ljust(6, "0")),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        _fail(f"{what} is not a valid date and time")
+
+
+def _string(
+    value: object, what: str, *, max_chars: int = MAX_TEXT_CHARS, pattern: re.Pattern[str] | None
+) -> str:
+    if not isinstance(value, str):
+        _fail(f"{what} is not a string")
+    if len(value) > max_chars:
+        _fail(f"{what} is longer than {max_chars} characters")
+    if pattern is not None and pattern.fullmatch(value) is None:
+        _fail(f"{what} has characters or a shape it may not have")
+    if pattern is None and any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
+        _fail(f"{what} contains control characters")
+    return value
+
+
+def _integer(value: object, what: str, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(f"{what} is not an integer")
+    if not minimum <= value <= maximum:
+        _fail(f"{what} is out of range ({minimum}..{maximum})")
+    return value
+
+
+def _object(value: object, what: str, keys: Iterable[str]) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        _fail(f"{what} is not a JSON object")
+    expected = set(keys)
+    present = set(value)
+    if present - expected:
+        # Field names come from outside: count them, never echo them into logs.
+        _fail(f"{what} has {len(present - expected)} unknown field(s)")
+    if expected - present:
+        _fail(f"{what} lacks fields: {', '.join(sorted(expected - present))}")
+    return value
+
+
+def _list(value: object, what: str, *, max_items: int) -> list[object]:
+    if not isinstance(value, list):
+        _fail(f"{what} is not a JSON array")
+    if len(value) > max_items:
+        _fail(f"{what} has more than {max_items} items")
+    return value
+
+
+# Value checks used by constructors: they raise MessageError too, so a built object is valid and
+# the sending side cannot produce what the receiving side would refuse.
+
+
+def _check_worker_id(value: object, what: str = "worker_id") -> str:
+    return _string(value, what, max_chars=64, pattern=_WORKER_ID)
+
+
+def _check_run_id(value: object, what: str = "run_id") -> str:
+    return _string(value, what, max_chars=128, pattern=_RUN_ID)
+
+
+def _check_message_id(value: object, what: str) -> str:
+    return _string(value, what, max_chars=32, pattern=_HEX_ID)
+
+
+def _check_slug(value: object, what: str) -> str:
+    return _string(value, what, max_chars=64, pattern=_SLUG)
+
+
+def _check_pool_id(value: object) -> str:
+    if not isinstance(value, str) or not is_valid_pool_id(value):
+        _fail("pool_id is not a pool id (1-63 lower-case letters, digits, inner hyphens)")
+    return value
+
+
+def _check_optional_text(value: object, what: str) -> str | None:
+    return None if value is None else _string(value, what, pattern=None)
+
+
+def _check_run_ids(values: Iterable[object], what: str) -> tuple[str, ...]:
+    checked = tuple(_check_run_id(v, f"an item of {what}") for v in values)
+    if len(checked) > MAX_RUNNING_RUNS:
+        _fail(f"{what} has more than {MAX_RUNNING_RUNS} items")
+    if len(set(checked)) != len(checked):
+        _fail(f"{what} lists a run twice")
+    return checked
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+class Body:
+    """Base of every message body. Subclasses are frozen, keyword-only dataclasses."""
+
+    TYPE: ClassVar[str]
+    SENDERS: ClassVar[frozenset[str]]
+    #: Critical bodies are acknowledged by the receiver and retransmitted until they are.
+    CRITICAL: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, object]:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+_WORKER: Final = frozenset({"worker"})
+_CONTROL_PLANE: Final = frozenset({"controlplane"})
+_BOTH: Final = frozenset({"worker", "controlplane"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Register(Body):
+    """Worker → control plane, after every (re)connect: who it is and what it can do."""
+
+    TYPE: ClassVar[str] = "register"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    worker_id: str
+    pool_id: str
+    version: str
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_concurrent_runs: int = 1
+
+    def __post_init__(self) -> None:
+        _check_worker_id(self.worker_id)
+        _check_pool_id(self.pool_id)
+        _string(self.version, "version", max_chars=MAX_VERSION_CHARS, pattern=None)
+        if not isinstance(self.metadata, Mapping):
+            _fail("metadata is not an object")
+        if len(self.metadata) > MAX_METADATA_TAGS:
+            _fail(f"metadata has more than {MAX_METADATA_TAGS} tags")
+        for tag, value in self.metadata.items():
+            _string(tag, "a metadata tag", max_chars=MAX_METADATA_TAG_CHARS, pattern=_METADATA_TAG)
+            _string(value, "a metadata value", max_chars=MAX_METADATA_VALUE_CHARS, pattern=None)
+        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        _integer(
+            self.max_concurrent_runs, "max_concurrent_runs", minimum=1, maximum=MAX_CONCURRENT_RUNS
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.worker_id, self.pool_id, self.version, self.max_concurrent_runs))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "worker_id": self.worker_id,
+            "pool_id": self.pool_id,
+            "version": self.version,
+            "metadata": dict(self.metadata),
+            "max_concurrent_runs": self.max_concurrent_runs,
+        }
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(
+            value,
+            "register body",
+            ("worker_id", "pool_id", "version", "metadata", "max_concurrent_runs"),
+        )
+        metadata = doc["metadata"]
+        if not isinstance(metadata, dict):
+            _fail("metadata is not an object")
+        return cls(
+            worker_id=_check_worker_id(doc["worker_id"]),
+            pool_id=_check_pool_id(doc["pool_id"]),
+            version=_string(doc["version"], "version", max_chars=MAX_VERSION_CHARS, pattern=None),
+            metadata=metadata,
+            max_concurrent_runs=_integer(
+                doc["max_concurrent_runs"],
+                "max_concurrent_runs",
+                minimum=1,
+                maximum=MAX_CONCURRENT_RUNS,
+            ),
+        )
+
+
+WorkerState = Literal["IDLE", "BUSY", "DRAINED"]
+WORKER_STATES: Final[tuple[WorkerState, ...]] = ("IDLE", "BUSY", "DRAINED")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Body):
+    """Worker → control plane, periodically. Not acknowledged: the next one replaces it."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+
+    state: WorkerState
+    running: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.state not in WORKER_STATES:
+            _fail(f"state is not one of {', '.join(WORKER_STATES)}")
+        object.__setattr__(self, "running", _check_run_ids(self.running, "running"))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"state": self.state, "running": list(self.running)}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "heartbeat body", ("state", "running"))
+        state = doc["state"]
+        if state not in WORKER_STATES:
+            _fail(f"state is not one of {', '.join(WORKER_STATES)}")
+        running = _list(doc["running"], "running", max_items=MAX_RUNNING_RUNS)
+        return cls(state=state, running=_check_run_ids(running, "running"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accept(Body):
+    """Worker → control plane: the worker takes the assignment under ``lease_id``."""
+
+    TYPE: ClassVar[str] = "accept"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        _check_run_id(self.lease_id, "lease_id")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "lease_id": self.lease_id}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "accept body", ("run_id", "lease_id"))
+        return cls(run_id=_check_run_id(doc["run_id"]), lease_id=_check_run_id(doc["lease_id"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refuse(Body):
+    """Worker → control plane: a gate refused the run (``reason`` is a slug, e.g. policy_denied)."""
+
+    TYPE: ClassVar[str] = "refuse"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    lease_id: str
+    reason: str
+    message: str
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        _check_run_id(self.lease_id, "lease_id")
+        _check_slug(self.reason, "reason")
+        _string(self.message, "message", pattern=None)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "lease_id": self.lease_id,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "refuse body", ("run_id", "lease_id", "reason", "message"))
+        return cls(
+            run_id=_check_run_id(doc["run_id"]),
+            lease_id=_check_run_id(doc["lease_id"], "lease_id"),
+            reason=_check_slug(doc["reason"], "reason"),
+            message=_string(doc["message"], "message", pattern=None),
+        )
+
+
+RunState = Literal["RUNNING", "FINISHED", "FAILED", "STOPPED", "CRASHED"]
+RUN_STATES: Final[tuple[RunState, ...]] = ("RUNNING", "FINISHED", "FAILED", "STOPPED", "CRASHED")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Status(Body):
+    """Worker → control plane: a run changed state."""
+
+    TYPE: ClassVar[str] = "status"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    state: RunState
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        if self.state not in RUN_STATES:
+            _fail(f"state is not one of {', '.join(RUN_STATES)}")
+        if self.exit_code is not None:
+            _integer(self.exit_code, "exit_code", minimum=MIN_EXIT_CODE, maximum=MAX_EXIT_CODE)
+        if self.reason is not None:
+            _check_slug(self.reason, "reason")
+        _check_optional_text(self.message, "message")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "status body", ("run_id", "state", "exit_code", "reason", "message"))
+        state = doc["state"]
+        if state not in RUN_STATES:
+            _fail(f"state is not one of {', '.join(RUN_STATES)}")
+        exit_code = doc["exit_code"]
+        reason = doc["reason"]
+        return cls(
+            run_id=_check_run_id(doc["run_id"]),
+            state=state,
+            exit_code=None
+            if exit_code is None
+            else _integer(exit_code, "exit_code", minimum=MIN_EXIT_CODE, maximum=MAX_EXIT_CODE),
+            reason=None if reason is None else _check_slug(reason, "reason"),
+            message=_check_optional_text(doc["message"], "message"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUrlsRequest(Body):
+    """Worker → control plane: presigned URLs for chunks ``from_chunk`` onwards, please."""
+
+    TYPE: ClassVar[str] = "log_urls_request"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    from_chunk: int
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        _integer(self.from_chunk, "from_chunk", minimum=0, maximum=MAX_CHUNK)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "from_chunk": self.from_chunk}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "log_urls_request body", ("run_id", "from_chunk"))
+        return cls(
+            run_id=_check_run_id(doc["run_id"]),
+            from_chunk=_integer(doc["from_chunk"], "from_chunk", minimum=0, maximum=MAX_CHUNK),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ack(Body):
+    """Either way: the message ``of`` arrived. Sent by the transport itself for critical ones."""
+
+    TYPE: ClassVar[str] = "ack"
+    SENDERS: ClassVar[frozenset[str]] = _BOTH
+
+    of: str
+
+    def __post_init__(self) -> None:
+        _check_message_id(self.of, "of")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"of": self.of}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "ack body", ("of",))
+        return cls(of=_check_message_id(doc["of"], "of"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bye(Body):
+    """Worker → control plane: a clean exit (``reason`` is a slug: drained, cycled, sigterm…)."""
+
+    TYPE: ClassVar[str] = "bye"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_slug(self.reason, "reason")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "bye body", ("reason",))
+        return cls(reason=_check_slug(doc["reason"], "reason"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gone(Body):
+    """The worker's last will, published by the broker when the worker vanishes uncleanly.
+
+    It is prepared at connect time, so it carries ``seq`` 0 (outside the sender's sequence).
+    """
+
+    TYPE: ClassVar[str] = "gone"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+
+    worker_id: str
+
+    def __post_init__(self) -> None:
+        _check_worker_id(self.worker_id)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"worker_id": self.worker_id}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "gone body", ("worker_id",))
+        return cls(worker_id=_check_worker_id(doc["worker_id"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUrl:
+    """A presigned PUT URL for one log chunk."""
+
+    chunk: int
+    url: str
+
+    def __post_init__(self) -> None:
+        _integer(self.chunk, "chunk", minimum=0, maximum=MAX_CHUNK)
+        _string(self.url, "url", max_chars=MAX_URL_CHARS, pattern=_URL)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"chunk": self.chunk, "url": self.url}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "a log URL", ("chunk", "url"))
+        return cls(
+            chunk=_integer(doc["chunk"], "chunk", minimum=0, maximum=MAX_CHUNK),
+            url=_string(doc["url"], "url", max_chars=MAX_URL_CHARS, pattern=_URL),
+        )
+
+
+def _check_log_urls(values: Iterable[object], what: str) -> tuple[LogUrl, ...]:
+    urls = tuple(values)
+    if len(urls) > MAX_LOG_URLS:
+        _fail(f"{what} has more than {MAX_LOG_URLS} items")
+    if not all(isinstance(u, LogUrl) for u in urls):
+        _fail(f"{what} holds something that is not a LogUrl")
+    chunks = [u.chunk for u in urls if isinstance(u, LogUrl)]
+    if len(set(chunks)) != len(chunks):
+        _fail(f"{what} lists a chunk twice")
+    return urls  # type: ignore[return-value]  # every item checked above
+
+
+def _parse_log_urls(value: object, what: str) -> tuple[LogUrl, ...]:
+    items = _list(value, what, max_items=MAX_LOG_URLS)
+    return _check_log_urls((LogUrl.from_dict(item) for item in items), what)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assign(Body):
+    """Control plane → worker: run ``run_id`` under ``lease_id`` (accept before it expires)."""
+
+    TYPE: ClassVar[str] = "assign"
+    SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    lease_id: str
+    lease_expires_at: datetime
+    envelope_b64: str
+    log_urls: tuple[LogUrl, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        _check_run_id(self.lease_id, "lease_id")
+        if (
+            not isinstance(self.lease_expires_at, datetime)
+            or self.lease_expires_at.utcoffset() is None
+        ):
+            _fail("lease_expires_at is not a timezone-aware datetime")
+        object.__setattr__(self, "lease_expires_at", self.lease_expires_at.astimezone(UTC))
+        _check_b64(self.envelope_b64)
+        object.__setattr__(self, "log_urls", _check_log_urls(self.log_urls, "log_urls"))
+
+    @property
+    def envelope(self) -> bytes:
+        """The sealed run state (still sealed: open it with the envelope gate)."""
+        return base64.b64decode(self.envelope_b64, validate=True)
+
+    @classmethod
+    def with_envelope(
+        cls,
+        *,
+        run_id: str,
+        lease_id: str,
+        lease_expires_at: datetime,
+        envelope: bytes,
+        log_urls: Iterable[LogUrl] = (),
+    ) -> Self:
+        return cls(
+            run_id=run_id,
+            lease_id=lease_id,
+            lease_expires_at=lease_expires_at,
+            envelope_b64=base64.b64encode(envelope).decode("ascii"),
+            log_urls=tuple(log_urls),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "run_id": self.run_id,
+            "lease_id": self.lease_id,
+            "lease_expires_at": format_timestamp(self.lease_expires_at),
+            "envelope_b64": self.envelope_b64,
+            "log_urls": [u.to_dict() for u in self.log_urls],
+        }
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(
+            value,
+            "assign body",
+            ("run_id", "lease_id", "lease_expires_at", "envelope_b64", "log_urls"),
+        )
+        return cls(
+            run_id=_check_run_id(doc["run_id"]),
+            lease_id=_check_run_id(doc["lease_id"], "lease_id"),
+            lease_expires_at=parse_timestamp(doc["lease_expires_at"], "lease_expires_at"),
+            envelope_b64=_check_b64(doc["envelope_b64"]),
+            log_urls=_parse_log_urls(doc["log_urls"], "log_urls"),
+        )
+
+
+def _check_b64(value: object) -> str:
+    text = _string(value, "envelope_b64", max_chars=MAX_ENVELOPE_B64_CHARS, pattern=_B64)
+    if not text or len(text) % 4:
+        _fail("envelope_b64 is not padded standard base64")
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        _fail("envelope_b64 is not standard base64")
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cancel(Body):
+    """Control plane → worker: stop ``run_id`` (through the executor's stop path)."""
+
+    TYPE: ClassVar[str] = "cancel"
+    SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "cancel body", ("run_id",))
+        return cls(run_id=_check_run_id(doc["run_id"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Empty(Body):
+    SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
+    CRITICAL: ClassVar[bool] = True
+
+    def to_dict(self) -> dict[str, object]:
+        return {}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        _object(value, f"{cls.TYPE} body", ())
+        return cls()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drain(_Empty):
+    """Control plane → worker: accept nothing new."""
+
+    TYPE: ClassVar[str] = "drain"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Undrain(_Empty):
+    """Control plane → worker: accept runs again."""
+
+    TYPE: ClassVar[str] = "undrain"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cycle(_Empty):
+    """Control plane → worker: exit after the current runs (the pool was reset or cycled)."""
+
+    TYPE: ClassVar[str] = "cycle"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUrls(Body):
+    """Control plane → worker: more presigned URLs for ``run_id``."""
+
+    TYPE: ClassVar[str] = "log_urls"
+    SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    urls: tuple[LogUrl, ...]
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        object.__setattr__(self, "urls", _check_log_urls(self.urls, "urls"))
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "urls": [u.to_dict() for u in self.urls]}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "log_urls body", ("run_id", "urls"))
+        return cls(run_id=_check_run_id(doc["run_id"]), urls=_parse_log_urls(doc["urls"], "urls"))
+
+
+BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
+    {
+        cls.TYPE: cls
+        for cls in (
+            Register,
+            Heartbeat,
+            Accept,
+            Refuse,
+            Status,
+            LogUrlsRequest,
+            Ack,
+            Bye,
+            Gone,
+            Assign,
+            Cancel,
+            Drain,
+            Undrain,
+            Cycle,
+            LogUrls,
+        )
+    }
+)
+CRITICAL_TYPES: Final = frozenset(t for t, cls in BODY_TYPES.items() if cls.CRITICAL)
+WORKER_TYPES: Final = frozenset(t for t, cls in BODY_TYPES.items() if "worker" in cls.SENDERS)
+CONTROL_PLANE_TYPES: Final = frozenset(
+    t for t, cls in BODY_TYPES.items() if "controlplane" in cls.SENDERS
+)
+
+B = TypeVar("B", bound=Body)
+
+
+# -- the message -------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> NoReturn:
+    _fail(f"the message contains {name}, which JSON does not allow")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            _fail("the message repeats a field")
+        result[key] = value
+    return result
+
+
+_HEADER_FIELDS: Final = ("v", "type", "id", "stream", "seq", "sent_at", "body")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """One protocol message: header fields plus a typed body."""
+
+    id: str
+    stream: str
+    seq: int
+    sent_at: datetime
+    body: Body
+
+    def __post_init__(self) -> None:
+        _check_message_id(self.id, "id")
+        _check_message_id(self.stream, "stream")
+        minimum = 0 if isinstance(self.body, Gone) else 1
+        _integer(self.seq, "seq", minimum=minimum, maximum=MAX_SEQ)
+        if isinstance(self.body, Gone) and self.seq != 0:
+            _fail("a gone message (the last will) carries seq 0")
+        if not isinstance(self.sent_at, datetime) or self.sent_at.utcoffset() is None:
+            _fail("sent_at is not a timezone-aware datetime")
+        object.__setattr__(self, "sent_at", self.sent_at.astimezone(UTC))
+        if not isinstance(self.body, Body) or type(self.body) not in BODY_TYPES.values():
+            _fail("body is not a protocol body")
+
+    @property
+    def type(self) -> str:
+        return self.body.TYPE
+
+    @property
+    def critical(self) -> bool:
+        return self.body.CRITICAL
+
+    def to_json(self) -> bytes:
+        """The wire form (compact UTF-8 JSON). Raises MessageError when it would be oversized."""
+        data = json.dumps(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": self.body.TYPE,
+                "id": self.id,
+                "stream": self.stream,
+                "seq": self.seq,
+                "sent_at": format_timestamp(self.sent_at),
+                "body": self.body.to_dict(),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        ).encode("utf-8")
+        if len(data) > MAX_MESSAGE_BYTES:
+            _fail(f"the message would be {len(data)} bytes, over {MAX_MESSAGE_BYTES}")
+        return data
+
+    @classmethod
+    def parse(cls, data: bytes | bytearray | memoryview, *, sender: Side) -> Self:
+        """Parse ``data`` sent by ``sender``; any deviation from the protocol is MessageError."""
+        if len(data) > MAX_MESSAGE_BYTES:
+            _fail(f"the message is larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            text = bytes(data).decode("utf-8")
+            document = json.loads(
+                text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
+            )
+        except MessageError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise MessageError(
+                "the message is not UTF-8 JSON",
+                hint="the sender speaks another protocol or is broken",
+            ) from exc
+        doc = _object(document, "the message", _HEADER_FIELDS)
+        version = doc["v"]
+        if isinstance(version, bool) or version != PROTOCOL_VERSION:
+            _fail(f"the message's protocol version is not {PROTOCOL_VERSION}")
+        kind = doc["type"]
+        if not isinstance(kind, str) or kind not in BODY_TYPES:
+            _fail("the message's type is unknown")
+        body_type = BODY_TYPES[kind]
+        if sender not in body_type.SENDERS:
+            _fail(f"a {kind} message may not come from the {sender} side")
+        body = body_type.from_dict(doc["body"])
+        return cls(
+            id=_check_message_id(doc["id"], "id"),
+            stream=_check_message_id(doc["stream"], "stream"),
+            seq=_integer(doc["seq"], "seq", minimum=0, maximum=MAX_SEQ),
+            sent_at=parse_timestamp(doc["sent_at"], "sent_at"),
+            body=body,
+        )
+
+
+def parse_message(data: bytes | bytearray | memoryview, *, sender: Side) -> Message:
+    """Same as :meth:`Message.parse`."""
+    return Message.parse(data, sender=sender)
+
+
+class MessageStream:
+    """One sender's sequence towards one receiver: fresh ids, ``seq`` 1, 2, 3…
+
+    Not thread-safe on its own; the transport serialises calls.
+    """
+
+    __slots__ = ("_clock", "_seq", "stream_id")
+
+    def __init__(
+        self, *, clock: Callable[[], datetime] | None = None, stream_id: str | None = None
+    ) -> None:
+        self.stream_id = stream_id or new_message_id()
+        _check_message_id(self.stream_id, "stream")
+        self._seq = 0
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def next(self, body: Body) -> Message:
+        """The next message of this stream carrying ``body`` (``gone`` is not a stream member)."""
+        if isinstance(body, Gone):
+            raise TypeError("use MessageStream.last_will for the gone message")
+        self._seq += 1
+        return Message(
+            id=new_message_id(),
+            stream=self.stream_id,
+            seq=self._seq,
+            sent_at=self._clock(),
+            body=body,
+        )
+
+    def last_will(self, body: Gone) -> Message:
+        """The last-will message: seq 0, ``sent_at`` = when the will was registered."""
+        return Message(
+            id=new_message_id(), stream=self.stream_id, seq=0, sent_at=self._clock(), body=body
+        )

@@ -1,0 +1,254 @@
+"""Stateful property test of dispatch through the coordinator and the real SQLite store.
+
+Workers register, heartbeat, accept (also late, with leases long gone), refuse, finish, die,
+go silent and come back; the operator submits and cancels; time jumps. After every step:
+
+* a run is executed by at most one worker at a time, and over its whole life at most one worker
+  ever got the go signal (the ``ack`` of its ``accept``);
+* a run that was RUNNING never goes back to QUEUED or ASSIGNED;
+* a terminal state never changes;
+* held runs carry a worker and a lease, queued runs neither.
+
+At the end every worker dies and every run is cancelled: each run must then be in exactly one
+terminal state.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from hardened_launcher.controlplane import dispatch
+from hardened_launcher.controlplane.dispatch import (
+    HELD_RUN_STATES,
+    TERMINAL_RUN_STATES,
+    DispatchPolicy,
+    RunState,
+)
+from hardened_launcher.controlplane.serve import Coordinator, ServeConfig
+from hardened_launcher.transport import messages as wire
+from tests.unit.test_controlplane_support import (
+    FakeClock,
+    FakeTransport,
+    SimWorker,
+    add_pool,
+    add_run,
+    open_store,
+    route,
+)
+
+WORKER_IDS = ("w0", "w1", "w2")
+POLICY = DispatchPolicy(lease_seconds=10, heartbeat_timeout_seconds=30, max_lease_attempts=4)
+
+
+class DispatchMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self._tmp = tempfile.TemporaryDirectory()
+        self.clock = FakeClock()
+        self.store = open_store(Path(self._tmp.name))
+        add_pool(self.store)
+        counter = iter(range(1_000_000))
+        self.coordinator = Coordinator(
+            self.store,
+            config=ServeConfig(policy=POLICY),
+            clock=self.clock,
+            lease_ids=lambda: f"lease-{next(counter)}",
+        )
+        self.transport = FakeTransport()
+        self.workers = {w: SimWorker(w, self.clock) for w in WORKER_IDS}
+        self.run_ids: list[str] = []
+        self.go: dict[str, set[str]] = {}
+        self.was_running: set[str] = set()
+        self.final: dict[str, tuple[RunState, str]] = {}
+
+    def _pump(self) -> None:
+        self.coordinator.tick()
+        self.coordinator.flush(self.transport, limit=10_000)
+        before = {w.id: set(w.running) for w in self.workers.values()}
+        route(self.transport, self.workers)
+        for worker in self.workers.values():
+            for run_id in worker.running - before[worker.id]:
+                self.go.setdefault(run_id, set()).add(worker.id)
+
+    @initialize()
+    def start(self) -> None:
+        self.workers["w0"].register(self.coordinator)
+        self.submit()
+        self.submit()
+        self._pump()
+
+    def _offers(self, *, latest_only: bool) -> list[tuple[str, str, str]]:
+        return sorted(
+            (worker.id, run_id, lease_id)
+            for worker in self.workers.values()
+            for run_id, leases in worker.offers.items()
+            for lease_id in (leases[-1:] if latest_only else leases)
+        )
+
+    @rule(worker=st.sampled_from(WORKER_IDS), capacity=st.integers(1, 2))
+    def register(self, worker: str, capacity: int) -> None:
+        self.workers[worker].register(self.coordinator, max_concurrent_runs=capacity)
+        self._pump()
+
+    @rule(worker=st.sampled_from(WORKER_IDS), state=st.sampled_from(["IDLE", "BUSY", "DRAINED"]))
+    def heartbeat(self, worker: str, state: wire.WorkerState) -> None:
+        self.workers[worker].heartbeat(self.coordinator, state)
+        self._pump()
+
+    @rule()
+    def submit(self) -> None:
+        run_id = f"run-{len(self.run_ids)}"
+        add_run(self.store, run_id, now=self.clock.now)
+        self.run_ids.append(run_id)
+
+    @precondition(lambda self: bool(self._offers(latest_only=True)))
+    @rule(data=st.data())
+    def accept_latest_offer(self, data: st.DataObject) -> None:
+        worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
+        self.workers[worker].accept(self.coordinator, run_id, lease_id)
+        self._pump()
+
+    @precondition(lambda self: bool(self._offers(latest_only=False)))
+    @rule(data=st.data(), delay=st.sampled_from([0.0, 11.0]))
+    def accept_any_offer_late(self, data: st.DataObject, delay: float) -> None:
+        worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=False)))
+        self.clock.advance(delay)
+        self.workers[worker].accept(self.coordinator, run_id, lease_id)
+        self._pump()
+
+    @precondition(lambda self: bool(self._offers(latest_only=True)))
+    @rule(
+        reason=st.sampled_from(["policy_denied", "worker_busy", "envelope_rejected"]),
+        data=st.data(),
+    )
+    def refuse_offer(self, reason: str, data: st.DataObject) -> None:
+        worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
+        self.workers[worker].send(
+            self.coordinator,
+            wire.Refuse(run_id=run_id, lease_id=lease_id, reason=reason, message="no"),
+        )
+        self._pump()
+
+    @rule(
+        worker=st.sampled_from(WORKER_IDS),
+        outcome=st.sampled_from(["FINISHED", "FAILED", "STOPPED", "CRASHED", "RUNNING"]),
+        data=st.data(),
+    )
+    def report(self, worker: str, outcome: wire.RunState, data: st.DataObject) -> None:
+        sim = self.workers[worker]
+        if not sim.running:
+            return
+        run_id = data.draw(st.sampled_from(sorted(sim.running)))
+        sim.send(self.coordinator, wire.Status(run_id=run_id, state=outcome, exit_code=0))
+        if outcome != "RUNNING":
+            sim.running.discard(run_id)
+        self._pump()
+
+    @rule(worker=st.sampled_from(WORKER_IDS))
+    def die(self, worker: str) -> None:
+        self.workers[worker].die(self.coordinator)
+        self._pump()
+
+    @rule(seconds=st.sampled_from([0.5, 3.0, 9.0, 11.0, 31.0, 120.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self._pump()
+
+    @precondition(lambda self: bool(self.run_ids))
+    @rule(data=st.data())
+    def operator_cancels(self, data: st.DataObject) -> None:
+        run = self.store.get_run(data.draw(st.sampled_from(self.run_ids)))
+        outcome = dispatch.cancel(run, now=self.clock.now)
+        if isinstance(outcome, dispatch.Transition):
+            self.store.apply(outcome)
+        self._pump()
+
+    @rule(worker=st.sampled_from(WORKER_IDS))
+    def worker_restarts_with_same_id(self, worker: str) -> None:
+        sim = self.workers[worker]
+        sim.reset()
+        sim.register(self.coordinator)
+        self._pump()
+
+    @invariant()
+    def one_executor_per_run(self) -> None:
+        holders: dict[str, list[str]] = {}
+        for worker in self.workers.values():
+            for run_id in worker.running:
+                holders.setdefault(run_id, []).append(worker.id)
+        for run_id, ids in holders.items():
+            assert len(ids) == 1, (run_id, ids)
+        for run_id, got_go in self.go.items():
+            assert len(got_go) <= 1, (run_id, got_go)
+
+    @invariant()
+    def go_only_for_a_live_lease(self) -> None:
+        # The go signal answers an accept of the lease the worker was offered last for that run,
+        # sent before that lease expired: a late or superseded accept never starts a run.
+        for worker in self.workers.values():
+            for run_id, lease_id, sent_at in worker.go_log:
+                assert lease_id in worker.lease_expiry, (worker.id, run_id, lease_id)
+                assert sent_at < worker.lease_expiry[lease_id], (worker.id, run_id, lease_id)
+
+    @invariant()
+    def states_are_consistent(self) -> None:
+        for run_id in self.run_ids:
+            run = self.store.get_run(run_id)
+            if run.state is RunState.RUNNING:
+                self.was_running.add(run_id)
+            if run_id in self.was_running:
+                assert run.state not in (RunState.QUEUED, RunState.ASSIGNED), run
+            if run_id in self.final:
+                assert (run.state, run.reason) == self.final[run_id], run
+            elif run.state in TERMINAL_RUN_STATES:
+                self.final[run_id] = (run.state, run.reason)
+            if run.state in HELD_RUN_STATES:
+                assert run.worker_id is not None
+                assert run.lease_id is not None
+            if run.state is RunState.QUEUED:
+                assert run.worker_id is None
+                assert run.lease_id is None
+
+    def teardown(self) -> None:
+        try:
+            for worker in self.workers.values():
+                worker.die(self.coordinator)
+            for run_id in self.run_ids:
+                run = self.store.get_run(run_id)
+                outcome = dispatch.cancel(run, now=self.clock.now)
+                if isinstance(outcome, dispatch.Transition):
+                    self.store.apply(outcome)
+            self.clock.advance(POLICY.heartbeat_timeout_seconds + 1)
+            self.coordinator.tick()
+            self.states_are_consistent()
+            event(f"some run was RUNNING: {bool(self.was_running)}")
+            event(f"a cancel was sent: {any(w.cancelled for w in self.workers.values())}")
+            event(f"runs that got a go: {min(len(self.go), 3)}")
+            reruns = sum(1 for r in self.run_ids if self.store.get_run(r).attempts > 1)
+            event(f"runs leased more than once: {min(reruns, 2)}")
+            for run_id in self.run_ids:
+                run = self.store.get_run(run_id)
+                assert run.state in TERMINAL_RUN_STATES, run
+        finally:
+            self.store.close()
+            self._tmp.cleanup()
+
+
+DispatchMachine.TestCase.settings = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDispatchMachine = DispatchMachine.TestCase
