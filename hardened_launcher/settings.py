@@ -1087,7 +1087,7 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
     VariableSpec(
         name="HL_EGRESS_POLICY",
         field="egress_policy",
-        default="unset (runs reach nothing: the empty allowlist denies every destination)",
+        default="unset (no egress proxy: runs join `SPACELIFT_WORKER_NETWORK` as configured)",
         source="project",
         description="Absolute path of the egress policy file (YAML, or TOML if it ends in "
         "`.toml`): the hosts, ports and networks runs may reach through their egress proxy "
