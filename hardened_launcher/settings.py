@@ -103,7 +103,15 @@ DEFAULT_RUN_WORKSPACE_BYTES: Final = 1 * GIB
 DEFAULT_RUN_TMP_BYTES: Final = 256 * MIB
 DEFAULT_RUN_STOP_GRACE: Final = timedelta(seconds=10)
 MAX_RUN_STOP_GRACE: Final = timedelta(minutes=5)
+DEFAULT_HEARTBEAT_INTERVAL: Final = timedelta(seconds=10)
+MIN_HEARTBEAT_INTERVAL: Final = timedelta(seconds=1)
+MAX_HEARTBEAT_INTERVAL: Final = timedelta(minutes=5)
+DEFAULT_SHUTDOWN_GRACE: Final = timedelta(minutes=15)
+MAX_SHUTDOWN_GRACE: Final = timedelta(hours=24)
 MIN_RUN_MEMORY_BYTES: Final = 16 * MIB
+DEFAULT_LOG_CHUNK_BYTES: Final = 256 * KIB
+MIN_LOG_CHUNK_BYTES: Final = 4 * KIB
+MAX_LOG_CHUNK_BYTES: Final = 16 * MIB  # the most ``controlplane run logs`` reads back per chunk
 MAX_RUN_BYTES: Final = 1024 * GIB
 MIN_RUN_TMPFS_BYTES: Final = 1 * MIB
 MAX_RUN_PIDS_LIMIT: Final = 1 << 20
@@ -627,6 +635,49 @@ _parse_release_keyring: Final = _readable_file_parser(
 )
 
 
+_RELEASE_DIR_FORM: Final = (
+    "the absolute path of a directory of signed releases that can be listed and searched "
+    "(<dir>/<name>/<version>/{<name>,SHA256SUMS,SHA256SUMS.sig|.asc})"
+)
+
+
+def _parse_release_dir(text: str) -> Path:
+    """The absolute path of an existing directory that can be listed and searched. What is
+    inside (the signed releases) is the binary gate's business."""
+    path = _parse_abs_path(text)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"cannot be read ({exc.strerror})",
+            expected=_RELEASE_DIR_FORM,
+            reason="release_dir_missing",
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise _InvalidValueError(
+            "is not a directory", expected=_RELEASE_DIR_FORM, reason="release_dir_missing"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be listed ({exc.strerror})",
+            expected=_RELEASE_DIR_FORM,
+            reason="release_dir_unreadable",
+        ) from None
+    try:
+        os.stat(".", dir_fd=fd)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be searched ({exc.strerror})",
+            expected=_RELEASE_DIR_FORM,
+            reason="release_dir_unreadable",
+        ) from None
+    finally:
+        os.close(fd)
+    return path
+
+
 def _parse_docker_name(text: str) -> str:
     value = text.strip()
     if not _DOCKER_NAME_RE.fullmatch(value):
@@ -815,6 +866,43 @@ _parse_worker_id: Final = _whole_number_parser(0, MAX_WORKER_ID)
 _parse_pids_limit: Final = _whole_number_parser(8, MAX_RUN_PIDS_LIMIT)
 _parse_run_memory: Final = _byte_size_parser(MIN_RUN_MEMORY_BYTES, MAX_RUN_BYTES, "4GiB or 512MiB")
 _parse_tmpfs_size: Final = _byte_size_parser(MIN_RUN_TMPFS_BYTES, MAX_RUN_BYTES, "1GiB or 64MiB")
+
+
+_LOG_CHUNK_FORM: Final = (
+    "a size from 4 KiB to 16 MiB: a number of bytes, or a number followed by KiB or MiB "
+    "(e.g. 256KiB)"
+)
+
+
+def _parse_log_chunk_bytes(text: str) -> int:
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise _InvalidValueError("is not a size", expected=_LOG_CHUNK_FORM)
+    factors = {"": 1, "kib": KIB, "mib": MIB}
+    suffix = match.group(2).lower()
+    if suffix not in factors:
+        raise _InvalidValueError(
+            f"has unit {match.group(2)!r}; only KiB and MiB are accepted", expected=_LOG_CHUNK_FORM
+        )
+    size = int(match.group(1)) * factors[suffix]
+    if not MIN_LOG_CHUNK_BYTES <= size <= MAX_LOG_CHUNK_BYTES:
+        raise _InvalidValueError(
+            "is out of range", expected=_LOG_CHUNK_FORM, reason="setting_out_of_range"
+        )
+    return size
+
+
+_METRICS_ADDRESS_FORM: Final = "host:port or [IPv6]:port, port 1-65535 (e.g. 127.0.0.1:9464)"
+
+
+def _parse_metrics_address(text: str) -> str:
+    value = text.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise _InvalidValueError("is not host:port", expected=_METRICS_ADDRESS_FORM)
+    if not _valid_host(host) or (":" in host and not host.startswith("[")):
+        raise _InvalidValueError("does not name a valid host", expected=_METRICS_ADDRESS_FORM)
+    return value
 
 
 def _check_vcs_name(name: str) -> None:
@@ -1085,6 +1173,15 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "`--keyring` is not given.",
     ),
     VariableSpec(
+        name="HL_RELEASE_DIR",
+        field="release_dir",
+        default="unset (`start` refuses to run)",
+        source="project",
+        description="Absolute path of a readable, searchable directory of signed releases, "
+        "`<dir>/<name>/<version>/{<name>,SHA256SUMS,SHA256SUMS.sig|.asc}`; it must hold the "
+        "`hl-worker` release the launcher runs in every container.",
+    ),
+    VariableSpec(
         name="HL_EGRESS_POLICY",
         field="egress_policy",
         default="unset (no egress proxy: runs join `SPACELIFT_WORKER_NETWORK` as configured)",
@@ -1204,6 +1301,40 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         f"Go duration, 0s to {format_duration(MAX_RUN_STOP_GRACE)}).",
     ),
     VariableSpec(
+        name="HL_HEARTBEAT_INTERVAL",
+        field="heartbeat_interval",
+        default=_duration_default(DEFAULT_HEARTBEAT_INTERVAL),
+        source="project",
+        description="Time between the launcher's heartbeats to the control plane (Go duration, "
+        f"{format_duration(MIN_HEARTBEAT_INTERVAL)} to "
+        f"{format_duration(MAX_HEARTBEAT_INTERVAL)}).",
+    ),
+    VariableSpec(
+        name="HL_SHUTDOWN_GRACE",
+        field="shutdown_grace",
+        default=_duration_default(DEFAULT_SHUTDOWN_GRACE),
+        source="project",
+        description="After the first SIGTERM, how long running runs may finish before they are "
+        f"stopped (Go duration, 0s to {format_duration(MAX_SHUTDOWN_GRACE)}).",
+    ),
+    VariableSpec(
+        name="HL_METRICS_ADDRESS",
+        field="metrics_address",
+        default="unset (no listener)",
+        source="project",
+        description="`host:port` (or `[v6]:port`) of a local HTTP listener with `/healthz`, "
+        "`/readyz` and Prometheus `/metrics` (docs/logs.md); no authentication, so prefer "
+        "loopback or a network only your monitoring reaches.",
+    ),
+    VariableSpec(
+        name="HL_LOG_CHUNK_BYTES",
+        field="log_chunk_bytes",
+        default=f"`{DEFAULT_LOG_CHUNK_BYTES // KIB}KiB`",
+        source="project",
+        description="Size at which a run's log is cut into a chunk uploaded to object storage "
+        "(bytes, or with a `KiB`/`MiB` suffix, 4 KiB to 16 MiB); a chunk is also cut after 2s.",
+    ),
+    VariableSpec(
         name="HL_POLICY_SYNTAX",
         field="policy_syntax",
         default=f"`{DEFAULT_POLICY_SYNTAX}`",
@@ -1286,6 +1417,7 @@ class Settings:
     pinned_ca_sha256: bytes | None = None
     release_key_fingerprints: tuple[str, ...] = ()
     release_keyring: Path | None = None
+    release_dir: Path | None = None
     egress_policy: Path | None = None
     state_dir: Path
     cache_dir: Path
@@ -1302,10 +1434,14 @@ class Settings:
     run_workspace_bytes: int = DEFAULT_RUN_WORKSPACE_BYTES
     run_tmp_bytes: int = DEFAULT_RUN_TMP_BYTES
     run_stop_grace: timedelta = DEFAULT_RUN_STOP_GRACE
+    heartbeat_interval: timedelta = DEFAULT_HEARTBEAT_INTERVAL
+    shutdown_grace: timedelta = DEFAULT_SHUTDOWN_GRACE
     policy_syntax: PolicySyntax = DEFAULT_POLICY_SYNTAX
     policy_timeout: timedelta = DEFAULT_POLICY_TIMEOUT
     #: The decoded HMAC key bytes (not the base64 text); ``None``: a random key per start.
     policy_sanitize_key: Secret | None = None
+    metrics_address: str | None = None
+    log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
     # -- derived ------------------------------------------------------------------------------
     warnings: tuple[str, ...] = ()
 
@@ -1355,11 +1491,21 @@ class Settings:
             bad.append(
                 ("run_stop_grace", f"must be from 0s to {format_duration(MAX_RUN_STOP_GRACE)}")
             )
+        if not MIN_HEARTBEAT_INTERVAL <= self.heartbeat_interval <= MAX_HEARTBEAT_INTERVAL:
+            low = format_duration(MIN_HEARTBEAT_INTERVAL)
+            high = format_duration(MAX_HEARTBEAT_INTERVAL)
+            bad.append(("heartbeat_interval", f"must be from {low} to {high}"))
+        if not timedelta(0) <= self.shutdown_grace <= MAX_SHUTDOWN_GRACE:
+            bad.append(
+                ("shutdown_grace", f"must be from 0s to {format_duration(MAX_SHUTDOWN_GRACE)}")
+            )
         if self.policy_syntax not in POLICY_SYNTAXES:
             bad.append(("policy_syntax", "must be auto, v0 or v1"))
         if not MIN_POLICY_TIMEOUT <= self.policy_timeout <= MAX_POLICY_TIMEOUT:
             low, high = format_duration(MIN_POLICY_TIMEOUT), format_duration(MAX_POLICY_TIMEOUT)
             bad.append(("policy_timeout", f"must be from {low} to {high}"))
+        if not MIN_LOG_CHUNK_BYTES <= self.log_chunk_bytes <= MAX_LOG_CHUNK_BYTES:
+            bad.append(("log_chunk_bytes", "must be from 4 KiB to 16 MiB"))
         key = self.policy_sanitize_key
         if key is not None and (not key or len(key) < MIN_SANITIZE_KEY_BYTES):
             bad.append(
@@ -1370,6 +1516,7 @@ class Settings:
             "launcher_run_initialization_policy",
             "config_file",
             "release_keyring",
+            "release_dir",
             "egress_policy",
             "state_dir",
             "cache_dir",
@@ -1820,6 +1967,7 @@ def load_settings(
     pinned_ca_sha256 = get("HL_CA_FINGERPRINT", _parse_ca_fingerprint, None)
     release_keys = get("HL_RELEASE_KEY_FINGERPRINTS", _parse_fingerprints, no_names)
     release_keyring = get("HL_RELEASE_KEYRING", _parse_release_keyring, no_path)
+    release_dir = get("HL_RELEASE_DIR", _parse_release_dir, no_path)
     egress_policy = get("HL_EGRESS_POLICY", _parse_egress_policy, no_path)
     state_dir = get("HL_STATE_DIR", _parse_abs_path, no_path)
     if state_dir is None and loader.raw("HL_STATE_DIR") is None:
@@ -1849,6 +1997,17 @@ def load_settings(
     )
     run_tmp_bytes = get("HL_RUN_TMP_BYTES", _parse_tmpfs_size, DEFAULT_RUN_TMP_BYTES)
     run_stop_grace = get("HL_RUN_STOP_GRACE", stop_grace, DEFAULT_RUN_STOP_GRACE)
+    heartbeat = _duration_parser(
+        minimum=MIN_HEARTBEAT_INTERVAL,
+        maximum=MAX_HEARTBEAT_INTERVAL,
+        inclusive_minimum=True,
+        example="10s or 1m",
+    )
+    heartbeat_interval = get("HL_HEARTBEAT_INTERVAL", heartbeat, DEFAULT_HEARTBEAT_INTERVAL)
+    shutdown = _duration_parser(
+        minimum=timedelta(0), maximum=MAX_SHUTDOWN_GRACE, inclusive_minimum=True, example="15m"
+    )
+    shutdown_grace = get("HL_SHUTDOWN_GRACE", shutdown, DEFAULT_SHUTDOWN_GRACE)
     evaluation_limit = _duration_parser(
         minimum=MIN_POLICY_TIMEOUT,
         maximum=MAX_POLICY_TIMEOUT,
@@ -1858,6 +2017,8 @@ def load_settings(
     policy_syntax = get("HL_POLICY_SYNTAX", _parse_policy_syntax, DEFAULT_POLICY_SYNTAX)
     policy_timeout = get("HL_POLICY_TIMEOUT", evaluation_limit, DEFAULT_POLICY_TIMEOUT)
     policy_sanitize_key = get("HL_POLICY_SANITIZE_KEY", _parse_sanitize_key, None)
+    metrics_address = get("HL_METRICS_ADDRESS", _parse_metrics_address, None)
+    log_chunk_bytes = get("HL_LOG_CHUNK_BYTES", _parse_log_chunk_bytes, DEFAULT_LOG_CHUNK_BYTES)
 
     if loader.problems or state_dir is None or cache_dir is None or audit_dir is None:
         raise SettingsError.from_problems(loader.problems)
@@ -1884,6 +2045,7 @@ def load_settings(
         pinned_ca_sha256=pinned_ca_sha256,
         release_key_fingerprints=release_keys,
         release_keyring=release_keyring,
+        release_dir=release_dir,
         egress_policy=egress_policy,
         state_dir=state_dir,
         cache_dir=cache_dir,
@@ -1900,9 +2062,13 @@ def load_settings(
         run_workspace_bytes=run_workspace_bytes,
         run_tmp_bytes=run_tmp_bytes,
         run_stop_grace=run_stop_grace,
+        heartbeat_interval=heartbeat_interval,
+        shutdown_grace=shutdown_grace,
         policy_syntax=policy_syntax,
         policy_timeout=policy_timeout,
         policy_sanitize_key=policy_sanitize_key,
+        metrics_address=metrics_address,
+        log_chunk_bytes=log_chunk_bytes,
         warnings=tuple(loader.warnings),
     )
 

@@ -33,6 +33,7 @@ from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
 from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
 from hardened_launcher.secrets import wipe_bytearray
+from hardened_launcher.transport.broker_config import reload_broker
 
 DIR_VARIABLE = "HL_CP_DIR"
 FOLLOW_POLL_SECONDS = 2.0
@@ -122,6 +123,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("--broker-url", default=None, help="override the broker URL in the token")
         p.add_argument("--control-plane-url", default=None, help="override the control-plane URL")
         p.add_argument("--days", type=int, default=365, help="certificate validity in days")
+        if handler is run_pool_reset:
+            p.add_argument(
+                "--broker-pid-file",
+                type=Path,
+                default=None,
+                help="mosquitto's pid file, to SIGHUP it after the CRL is rewritten "
+                "(default: HL_CP_BROKER_PID_FILE, else <dir>/broker/mosquitto.pid if present)",
+            )
         p.set_defaults(handler=handler)
     cycle = pool_actions.add_parser("cycle", help="tell every worker of the pool to exit")
     _add_dir(cycle)
@@ -255,10 +264,15 @@ def run_pool_reset(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     revoked = issued.revoked.serial if issued.revoked else "-"
     if issued.revocation_list is not None:
+        pid = state.broker_pid(args.broker_pid_file, environ=os.environ)
+        if pid is not None:
+            reload_broker(pid)
+            applied = f"broker (pid {pid}) reloaded with SIGHUP"
+        else:
+            applied = "send mosquitto SIGHUP to apply it (no broker pid file known)"
         sys.stderr.write(
             f"revoked certificate serial {revoked}; CRL rewritten at {issued.revocation_list}: "
-            "send mosquitto SIGHUP to apply it; "
-            f"{len(issued.cycled_workers)} connected worker(s) told to cycle\n"
+            f"{applied}; {len(issued.cycled_workers)} connected worker(s) told to cycle\n"
         )
     else:
         sys.stderr.write(
@@ -424,20 +438,39 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
+        serve,
         stop_on_signals,
     )
+    from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
     config = LogStorageConfig.from_environ(os.environ)
     storage = LogStorage(config) if config is not None else None
+    stop = threading.Event()
+    stop_on_signals(stop)
+    settings = state.settings
     with state.open_store() as store:
+        # A fresh CRL at every start, so its next_update never lapses (mosquitto reads it on
+        # its own start and on SIGHUP).
         state.update_revocation_list(store, now=datetime.now(UTC))
-        coordinator = Coordinator(store, log_urls=storage)
-        stop = threading.Event()
-        stop_on_signals(stop)
-        del coordinator
-        raise ControlPlaneConfigurationError(
-            "the MQTT client for the control plane is not wired yet",
-            hint="Use the Coordinator with a Transport in code until the transport lands",
-            reason="transport_unavailable",
-        )
+        credentials = state.tls_credentials()
+        try:
+            transport = MqttTransport.for_control_plane(
+                host=settings.broker_host,
+                port=settings.broker_port,
+                namespace=settings.namespace,
+                credentials=credentials,
+            )
+        finally:
+            credentials.private_key_pem.wipe()
+        transport.start()
+        try:
+            sys.stderr.write(
+                f"control plane serving on {settings.broker_host}:{settings.broker_port} "
+                f"(namespace {settings.namespace})\n"
+            )
+            sys.stderr.flush()
+            serve(Coordinator(store, transport, log_urls=storage), stop=stop)
+        finally:
+            transport.close()
+    return 0

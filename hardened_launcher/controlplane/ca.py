@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,6 +42,7 @@ from hardened_launcher.transport.broker_config import (
     write_broker_config,
     write_revocation_list,
 )
+from hardened_launcher.transport.client import TlsCredentials
 
 CA_KEY_FILE: Final = "ca.key"
 CA_CERT_FILE: Final = "ca.pem"
@@ -49,6 +52,9 @@ CLIENT_CERT_FILE: Final = "controlplane.pem"
 SETTINGS_FILE: Final = "controlplane.json"
 STORE_FILE: Final = "store.sqlite3"
 BROKER_DIR: Final = "broker"
+#: mosquitto's pid, written by whoever starts it (``pool reset`` sends it SIGHUP).
+BROKER_PID_FILE: Final = "mosquitto.pid"
+BROKER_PID_VARIABLE: Final = "HL_CP_BROKER_PID_FILE"
 DIRECTORY_MODE: Final = 0o700
 CLIENT_CERT_VALIDITY: Final = timedelta(days=365)
 
@@ -176,6 +182,61 @@ class StateDir:
         if not isinstance(key, Ed25519PrivateKey):
             raise _bad_state(f"{SIGNING_KEY_FILE} is not an Ed25519 key", hint="Restore it")
         return key
+
+    def tls_credentials(self) -> TlsCredentials:
+        """The control plane's MQTT client credentials (``controlplane.pem``/``.key``, CA).
+
+        The caller owns ``private_key_pem`` and wipes it once the transport has loaded it.
+        """
+        buf = bytearray((self.path / CLIENT_KEY_FILE).read_bytes())
+        try:
+            return TlsCredentials(
+                ca_certificate=x509.load_pem_x509_certificate(
+                    (self.path / CA_CERT_FILE).read_bytes()
+                ),
+                certificate=x509.load_pem_x509_certificate(
+                    (self.path / CLIENT_CERT_FILE).read_bytes()
+                ),
+                private_key_pem=Secret.from_bytearray(buf),
+            )
+        except ValueError as exc:
+            wipe_bytearray(buf)
+            raise _bad_state(
+                "the control plane's client certificate or CA is not PEM",
+                hint="Restore controlplane.pem and ca.pem from backup",
+            ) from exc
+
+    def broker_pid(self, explicit: Path | None = None, *, environ: Mapping[str, str]) -> int | None:
+        """The running broker's pid, for SIGHUP after a CRL change, or None when unknown.
+
+        Looked up in order: ``explicit`` (``--broker-pid-file``), ``HL_CP_BROKER_PID_FILE``,
+        then ``broker/mosquitto.pid`` in the state directory if it exists. Whoever starts
+        mosquitto (the operator's service manager, ``demo``) writes its pid there.
+        """
+        chosen = explicit
+        if chosen is None and environ.get(BROKER_PID_VARIABLE):
+            chosen = Path(environ[BROKER_PID_VARIABLE])
+        if chosen is None:
+            default = self.broker_dir / BROKER_PID_FILE
+            if not default.exists():
+                return None
+            chosen = default
+        try:
+            text = chosen.read_text(encoding="ascii").strip()
+            pid = int(text)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise _bad_state(
+                f"{chosen} does not hold a process id",
+                hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
+                reason="broker_pid_invalid",
+            ) from exc
+        if pid <= 1:
+            raise _bad_state(
+                f"{chosen} does not hold a usable process id",
+                hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
+                reason="broker_pid_invalid",
+            )
+        return pid
 
     def update_revocation_list(self, store: Store, *, now: datetime) -> Path | None:
         """Rewrite the broker's CRL from the store's revoked serials (None without a broker dir).

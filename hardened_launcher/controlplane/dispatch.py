@@ -16,8 +16,12 @@ Run states::
     QUEUED|ASSIGNED --cancel--> CANCELLED;  ASSIGNED|RUNNING --refuse--> REFUSED
     QUEUED --envelope expired / pool key rotated / attempts exhausted--> FAILED
 
-A worker starts a run only after the control plane answers its ``accept`` with ``ack``; a late
-``accept`` (its lease expired or was replaced) is answered with ``cancel``.
+The transport acks every critical message on receipt, so an ``ack`` never means "go". A worker
+starts a run only after the control plane answers its ``accept`` with ``start {run_id,
+lease_id}``, sent at most once per run, ever (only the transition ASSIGNED -> RUNNING emits it,
+and it happens once); a late ``accept`` (its lease expired or was replaced) is answered with
+``cancel``. A RUNNING run that the worker's heartbeats stop listing for a grace period becomes
+CRASHED (``worker_lost_run``).
 """
 
 from __future__ import annotations
@@ -79,10 +83,17 @@ class DispatchPolicy:
     lease_seconds: float = 30.0
     heartbeat_timeout_seconds: float = 90.0
     max_lease_attempts: int = 5
+    #: How long a RUNNING run may be missing from its worker's heartbeats (with no final
+    #: status) before it is CRASHED with ``worker_lost_run``.
+    lost_run_grace_seconds: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.lease_seconds <= 0 or self.heartbeat_timeout_seconds <= 0:
-            raise ValueError("lease_seconds and heartbeat_timeout_seconds must be positive")
+        if (
+            self.lease_seconds <= 0
+            or self.heartbeat_timeout_seconds <= 0
+            or self.lost_run_grace_seconds <= 0
+        ):
+            raise ValueError("lease, heartbeat timeout and lost-run grace must be positive")
         if self.max_lease_attempts < 1:
             raise ValueError("max_lease_attempts must be at least 1")
 
@@ -141,8 +152,8 @@ class Notice:
     worker_id: str
     type: str
     run_id: str | None = None
-    #: For ``ack``: the id of the message acknowledged.
-    of: str | None = None
+    #: For ``start``: the lease whose accept won the run.
+    lease_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,19 +293,18 @@ def plan_assignments(
     return transitions
 
 
-def accept(
-    run: Run, *, worker_id: str, lease_id: str, message_id: str, now: float
-) -> Transition | Rejection:
+def accept(run: Run, *, worker_id: str, lease_id: str, now: float) -> Transition | Rejection:
     """A worker accepts its lease. Only the current, unexpired lease of that worker counts.
 
-    The answer is ``ack`` of the accept message (``message_id``) when the worker now holds the
-    run, ``cancel`` when it does not; the worker starts the run only on the ``ack``.
+    The answer is ``start {run_id, lease_id}`` when this accept wins the run (the only place a
+    ``start`` is ever produced, on the one transition ASSIGNED -> RUNNING), ``cancel`` when it
+    does not; the worker starts the run only on ``start``.
     """
     holder = run.worker_id == worker_id and run.lease_id == lease_id
-    go = (Notice(worker_id, "ack", run.id, of=message_id),)
     if run.state is RunState.RUNNING and holder:
-        # A duplicate accept: answer it again, change nothing.
-        return Rejection(reason="duplicate", notices=go)
+        # A repeated accept of the winning lease: the start already went out (the transport
+        # retransmits it until acked), so nothing is sent again: one start per run, ever.
+        return Rejection(reason="duplicate")
     fence = (Notice(worker_id, "cancel", run.id),)
     if run.worker_id == worker_id and run.state in HELD_RUN_STATES and not holder:
         # An old lease of a run this worker holds again under a newer lease: a cancel would
@@ -308,7 +318,7 @@ def accept(
         before=run,
         after=_moved(run, now, state=RunState.RUNNING, started_at=now, lease_expires_at=None),
         event="run.accepted",
-        notices=go,
+        notices=(Notice(worker_id, "start", run.id, lease_id=lease_id),),
     )
 
 
@@ -400,6 +410,29 @@ def worker_lost(run: Run, *, now: float) -> Transition | None:
             event="run.crashed",
         )
     return None
+
+
+def run_lost(run: Run, *, worker_id: str, now: float) -> Transition | None:
+    """A RUNNING run its (alive) worker no longer lists: CRASHED ``worker_lost_run``.
+
+    The worker is told ``cancel`` in case it still holds the run in some form (e.g. it accepted
+    but never got ``start``). Never re-queued: runs are not idempotent.
+    """
+    if run.state is not RunState.RUNNING or run.worker_id != worker_id:
+        return None
+    return Transition(
+        before=run,
+        after=_moved(
+            run,
+            now,
+            state=RunState.CRASHED,
+            reason="worker_lost_run",
+            message="the worker stopped listing the run in its heartbeats without a final status",
+            finished_at=now,
+        ),
+        event="run.crashed",
+        notices=(Notice(worker_id, "cancel", run.id),),
+    )
 
 
 def cancel(run: Run, *, now: float) -> Transition | Rejection:

@@ -1,16 +1,18 @@
 """``controlplane serve``: the loop that ties the store, dispatch and the transport together.
 
-:class:`Coordinator` is the core, with no network and no clock of its own: ``handle`` takes one
-raw message from a worker topic, ``tick`` expires leases, notices silent workers and plans
-assignments, and ``flush`` sends whatever the outbox holds through a :class:`Transport`. Every
-handler is idempotent: a retransmitted message finds the run already moved and changes nothing
-(a duplicate ``accept`` of the holder is answered with ``ack`` again).
+:class:`Coordinator` is the core, with no clock of its own: ``handle`` takes one message the
+transport delivered (parsed, deduplicated, already acked if critical), ``tick`` expires leases,
+notices silent workers and plans assignments, and ``flush`` sends whatever the store's outbox
+holds through the :class:`~hardened_launcher.transport.base.Transport`. Every handler is
+idempotent: a redelivered message finds the run already moved and changes nothing.
 
 Outgoing messages are built when they are sent, from the current state: an ``assign`` whose
-lease has since lapsed is dropped, and log URLs are presigned fresh.
+lease has since lapsed is dropped, a ``start`` for a run that is no longer RUNNING on that
+worker under that lease is dropped, and log URLs are presigned fresh.
 
-The go signal for a run is the control plane's ``ack`` of the worker's ``accept``; a stale accept
-gets ``cancel`` and no ack (see docs/controlplane.md).
+The transport acks every critical message on receipt, so an ``ack`` never means "go": the
+control plane answers an ``accept`` with ``start {run_id, lease_id}`` when it wins the lease (at
+most once per run, ever) or ``cancel {run_id}`` when it is stale (docs/transport.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -40,21 +42,16 @@ from hardened_launcher.controlplane.store import OutboxMessage, Store
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
 from hardened_launcher.transport import messages as wire
+from hardened_launcher.transport.base import Transport
+from hardened_launcher.transport.session import Received
+from hardened_launcher.transport.topics import WorkerAddress
 
 log = logging.getLogger(__name__)
 
 #: Highest chunk number a run may ask URLs for (a bound on what one run can write).
 DEFAULT_MAX_LOG_CHUNKS: Final = 100_000
-
-
-class Transport(Protocol):
-    """What ``serve`` needs from the MQTT client (the in-memory fake implements it too)."""
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Send ``payload`` on ``topic`` (QoS 1). Raise a LauncherError when it cannot."""
-
-    def receive(self, timeout_seconds: float) -> Sequence[tuple[str, bytes]]:
-        """Messages that arrived on subscribed topics, waiting at most ``timeout_seconds``."""
+#: Messages handled per loop iteration at most before ticking and flushing again.
+MAX_RECEIVE_BATCH: Final = 1000
 
 
 class LogUrlSource(Protocol):
@@ -76,16 +73,6 @@ def new_lease_id() -> str:
     return "lease-" + secrets.token_hex(16)
 
 
-def worker_topic(namespace: str, pool_id: str, worker_id: str) -> str:
-    """The topic the control plane publishes on for one worker."""
-    return f"{namespace}/readonly/{pool_id}/{worker_id}"
-
-
-def subscription_topic(namespace: str) -> str:
-    """The wildcard the control plane subscribes to: every worker's writeonly topic."""
-    return f"{namespace}/writeonly/+/+"
-
-
 _WORKER_STATES: Final = {
     "IDLE": WorkerState.IDLE,
     "BUSY": WorkerState.BUSY,
@@ -94,11 +81,12 @@ _WORKER_STATES: Final = {
 
 
 class Coordinator:
-    """Store + dispatch behind a message interface. Single-threaded; ``clock`` is Unix seconds."""
+    """Store + dispatch behind a transport. Single-threaded; ``clock`` is Unix seconds."""
 
     def __init__(
         self,
         store: Store,
+        transport: Transport,
         *,
         config: ServeConfig | None = None,
         log_urls: LogUrlSource | None = None,
@@ -106,56 +94,31 @@ class Coordinator:
         lease_ids: Callable[[], str] = new_lease_id,
     ) -> None:
         self.store = store
+        self.transport = transport
         self.config = config or ServeConfig()
         self.log_urls = log_urls
         self.clock = clock
         self.lease_ids = lease_ids
-        self._streams: dict[str, wire.MessageStream] = {}
-        self._last_seq: dict[tuple[str, str], int] = {}
+        #: run id -> when a heartbeat of its worker first failed to list it (RUNNING runs)
+        self._missing_since: dict[str, float] = {}
 
     # -- inbound -------------------------------------------------------------------------
 
-    def _parse_topic(self, topic: str) -> tuple[str, str] | None:
-        parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != self.config.namespace or parts[1] != "writeonly":
-            return None
-        return parts[2], parts[3]
+    def handle(self, received: Received) -> None:
+        """Handle one message from ``<ns>/writeonly/<pool>/<worker>``.
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """Handle one raw message from ``<ns>/writeonly/<pool>/<worker>``; bad ones are dropped.
-
-        The topic is the sender's identity (the broker's ACL lets a pool certificate write only
-        its own pool's topics), so the pool and worker ids in a body must match it.
+        ``received.peer`` is the sender's identity (the broker's ACL lets a pool certificate
+        write only its own pool's topics; the session already dropped a ``register`` or ``gone``
+        whose ids differ from the topic).
         """
-        where = self._parse_topic(topic)
-        if where is None:
-            log.warning("message.dropped", extra={"why": "topic"})
-            return
-        pool_id, worker_id = where
-        try:
-            message = wire.Message.parse(payload, sender="worker")
-        except wire.MessageError as exc:
-            log.warning("message.dropped", extra={"why": exc.reason, "worker_id": worker_id})
-            return
-        self.handle_message(pool_id=pool_id, worker_id=worker_id, message=message)
-
-    def _note_sequence(self, worker_id: str, message: wire.Message) -> None:
-        if message.seq == 0:  # the last will is outside the sequence
-            return
-        key = (worker_id, message.stream)
-        previous = self._last_seq.get(key)
-        if previous is not None and message.seq > previous + 1:
-            log.warning(
-                "message.gap",
-                extra={"worker_id": worker_id, "missing": message.seq - previous - 1},
-            )
-        if previous is None or message.seq > previous:
-            self._last_seq[key] = message.seq
+        peer = received.peer
+        self.handle_message(
+            pool_id=peer.pool_id, worker_id=peer.worker_id, message=received.message
+        )
 
     def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
         now = self.clock()
         body = message.body
-        self._note_sequence(worker_id, message)
         if isinstance(body, wire.Register):
             self._on_register(pool_id, worker_id, body, now)
             return
@@ -173,13 +136,7 @@ class Coordinator:
                 self.store.enqueue([Notice(worker_id, "cancel", body.run_id)], now=now)
                 return
             self._apply(
-                dispatch.accept(
-                    run,
-                    worker_id=worker_id,
-                    lease_id=body.lease_id,
-                    message_id=message.id,
-                    now=now,
-                ),
+                dispatch.accept(run, worker_id=worker_id, lease_id=body.lease_id, now=now),
                 now,
             )
         elif isinstance(body, wire.Refuse):
@@ -247,6 +204,7 @@ class Coordinator:
 
     def _on_heartbeat(self, worker: Worker, body: wire.Heartbeat, now: float) -> None:
         self.store.record_heartbeat(worker.id, state=_WORKER_STATES[body.state], now=now)
+        listed = set(body.running)
         # A run the worker says it runs but does not hold (it was marked crashed while the
         # worker was unreachable, or cancelled) is cancelled: never two copies of a run.
         stray = []
@@ -259,6 +217,20 @@ class Coordinator:
             ):
                 stray.append(Notice(worker.id, "cancel", run_id))
         self.store.enqueue(stray, now=now)
+        # The other way round: a RUNNING run the worker no longer lists, with no final status
+        # within the grace period, was lost by the worker (it restarted, or never got `start`).
+        grace = self.config.policy.lost_run_grace_seconds
+        running = frozenset({RunState.RUNNING})
+        for run in self.store.list_runs(worker_id=worker.id, states=running):
+            if run.id in listed:
+                self._missing_since.pop(run.id, None)
+                continue
+            since = self._missing_since.setdefault(run.id, now)
+            if now - since >= grace:
+                self._missing_since.pop(run.id, None)
+                transition = dispatch.run_lost(run, worker_id=worker.id, now=now)
+                if transition is not None and self.store.apply(transition):
+                    log.warning("run.lost", extra={"run_id": run.id, "worker_id": worker.id})
 
     def _on_log_urls_request(self, worker: Worker, body: wire.LogUrlsRequest, now: float) -> None:
         run = self.store.find_run(body.run_id)
@@ -280,6 +252,13 @@ class Coordinator:
             return
         if current.worker.alive:
             self.store.mark_worker_gone(current.worker, now=now, reason=reason)
+        # Stop retransmitting to the dead process (an `assign` or `start` must not reach a
+        # later process that reuses the worker id).
+        dropped = self.transport.discard_pending(
+            WorkerAddress(pool_id=worker.pool_id, worker_id=worker.id)
+        )
+        if dropped:
+            log.info("worker.pending_discarded", extra={"worker_id": worker.id, "count": dropped})
         for run in self.store.list_runs(worker_id=worker.id, states=dispatch.HELD_RUN_STATES):
             transition = dispatch.worker_lost(run, now=now)
             if transition is not None:
@@ -324,13 +303,6 @@ class Coordinator:
 
     # -- outbound ------------------------------------------------------------------------
 
-    def _stream(self, worker_id: str) -> wire.MessageStream:
-        stream = self._streams.get(worker_id)
-        if stream is None:
-            stream = wire.MessageStream(clock=lambda: datetime.fromtimestamp(self.clock(), UTC))
-            self._streams[worker_id] = stream
-        return stream
-
     def _body(self, item: OutboxMessage) -> wire.Body | None:
         """The body to send for an outbox row now, or None when it no longer applies."""
         kind = item.type
@@ -357,6 +329,19 @@ class Coordinator:
                 envelope=self.store.get_envelope(run.id),
                 log_urls=urls,
             )
+        if kind == "start":
+            lease_id = item.body.get("lease_id")
+            if item.run_id is None or not isinstance(lease_id, str):
+                return None
+            run = self.store.find_run(item.run_id)
+            if (
+                run is None
+                or run.state is not RunState.RUNNING
+                or run.worker_id != item.worker_id
+                or run.lease_id != lease_id
+            ):
+                return None  # crashed or lost meanwhile: the worker must not start it now
+            return wire.Start(run_id=run.id, lease_id=lease_id)
         if kind == "log_urls":
             if self.log_urls is None or item.run_id is None:
                 return None
@@ -369,9 +354,6 @@ class Coordinator:
             return wire.LogUrls(run_id=item.run_id, urls=tuple(urls))
         if kind == "cancel" and item.run_id is not None:
             return wire.Cancel(run_id=item.run_id)
-        if kind == "ack":
-            of = item.body.get("of")
-            return wire.Ack(of=of) if isinstance(of, str) else None
         simple: dict[str, type[wire.Body]] = {
             "drain": wire.Drain,
             "undrain": wire.Undrain,
@@ -381,10 +363,11 @@ class Coordinator:
             return simple[kind]()
         return None
 
-    def flush(self, transport: Transport, *, limit: int = 100) -> int:
-        """Send pending outbox messages in order; returns how many were published.
+    def flush(self, *, limit: int = 100) -> int:
+        """Hand pending outbox messages to the transport in order; returns how many were sent.
 
-        Stops at the first publish failure (the rest stays queued, order kept).
+        Stops at the first failure (e.g. ``OutboxFullError``): the rest stays queued, in order.
+        The transport retransmits critical messages until the worker acks them.
         """
         sent = 0
         for item in self.store.pending_messages(limit=limit):
@@ -393,21 +376,43 @@ class Coordinator:
             if body is None or item.pool_id is None:
                 self.store.mark_sent(item.id, now=now)
                 continue
-            message = self._stream(item.worker_id).next(body)
-            topic = worker_topic(self.config.namespace, item.pool_id, item.worker_id)
+            peer = WorkerAddress(pool_id=item.pool_id, worker_id=item.worker_id)
             try:
-                transport.publish(topic, message.to_json())
+                self.transport.send(body, peer=peer)
             except LauncherError as exc:
-                log.warning("message.publish_failed", extra={"reason": exc.reason})
+                log.warning("message.send_failed", extra={"reason": exc.reason})
                 break
             self.store.mark_sent(item.id, now=now)
             sent += 1
         return sent
 
+    # -- the loop --------------------------------------------------------------------------
+
+    def receive_all(self, *, timeout_seconds: float) -> int:
+        """Handle what the transport delivered (waiting at most ``timeout_seconds`` for the
+        first message, then taking what is already there); returns how many were handled."""
+        handled = 0
+        received = self.transport.receive(timeout_seconds=timeout_seconds)
+        while received is not None:
+            try:
+                self.handle(received)
+            except LauncherError as exc:  # one bad message must not stop the control plane
+                log.warning("message.handle_failed", extra={"reason": exc.reason})
+            handled += 1
+            if handled >= MAX_RECEIVE_BATCH:
+                break
+            received = self.transport.receive(timeout_seconds=0)
+        return handled
+
+    def step(self, *, timeout_seconds: float = 0.0) -> None:
+        """One loop iteration: receive, tick, flush (tests call this directly)."""
+        self.receive_all(timeout_seconds=timeout_seconds)
+        self.tick()
+        self.flush(limit=10_000)
+
 
 def serve(
     coordinator: Coordinator,
-    transport: Transport,
     *,
     stop: threading.Event,
     max_iterations: int | None = None,
@@ -417,12 +422,11 @@ def serve(
     next_tick = 0.0
     iterations = 0
     while not stop.is_set():
-        for topic, payload in transport.receive(timeout_seconds=min(tick_seconds, 0.2)):
-            coordinator.handle(topic, payload)
+        coordinator.receive_all(timeout_seconds=min(tick_seconds, 0.2))
         if time.monotonic() >= next_tick:
             coordinator.tick()
             next_tick = time.monotonic() + tick_seconds
-        coordinator.flush(transport)
+        coordinator.flush()
         iterations += 1
         if max_iterations is not None and iterations >= max_iterations:
             break

@@ -349,7 +349,7 @@ class Store:
                 notice.worker_id,
                 notice.type,
                 notice.run_id,
-                json.dumps({"of": notice.of} if notice.of else {}),
+                json.dumps({"lease_id": notice.lease_id} if notice.lease_id else {}),
                 at,
             ),
         )
@@ -755,7 +755,7 @@ class Store:
         return True
 
     def enqueue(self, notices: Sequence[Notice], *, now: float) -> None:
-        """Queue messages that go out without a run transition (acks, fencing cancels)."""
+        """Queue messages that go out without a run transition (fencing cancels, drain...)."""
         if not notices:
             return
         with self._transaction() as db:
@@ -765,7 +765,7 @@ class Store:
     def enqueue_message(
         self, worker_id: str, message_type: str, body: Mapping[str, Any], *, now: float
     ) -> None:
-        """Queue a message with a ready body (``ack``, ``log_urls``)."""
+        """Queue a message with a ready body (``log_urls``)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO outbox(worker_id, type, run_id, body, created_at) "

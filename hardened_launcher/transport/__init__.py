@@ -32,6 +32,7 @@ from hardened_launcher.transport.messages import (
     MessageStream,
     Refuse,
     Register,
+    Start,
     Status,
     Undrain,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "Refuse",
     "Register",
     "Session",
+    "Start",
     "Status",
     "Transport",
     "TransportStats",

@@ -686,6 +686,39 @@ class Cancel(Body):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Start(Body):
+    """Control plane → worker: your ``accept`` of ``run_id`` under ``lease_id`` won; run it now.
+
+    The transport acks every critical message on receipt, so an ``ack`` of ``accept`` only means
+    "received", never "go". The control plane answers each ``accept`` with exactly one of
+    ``start`` (this accept holds the lease; at most one ``start`` per run, ever) or ``cancel``
+    (the accept was stale or superseded). A worker opens the envelope and runs only after
+    ``start`` for the same run and lease id.
+    """
+
+    TYPE: ClassVar[str] = "start"
+    SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        _check_run_id(self.run_id)
+        _check_run_id(self.lease_id, "lease_id")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"run_id": self.run_id, "lease_id": self.lease_id}
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        doc = _object(value, "start body", ("run_id", "lease_id"))
+        return cls(
+            run_id=_check_run_id(doc["run_id"]), lease_id=_check_run_id(doc["lease_id"], "lease_id")
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class _Empty(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
@@ -758,6 +791,7 @@ BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
             Bye,
             Gone,
             Assign,
+            Start,
             Cancel,
             Drain,
             Undrain,

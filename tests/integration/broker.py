@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from hardened_launcher.demo.mosquitto import BrokerStartError, MosquittoProcess
+from hardened_launcher.demo.processes import free_port
 from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import (
     CertificateAuthority,
@@ -54,12 +56,6 @@ FAST_OPTIONS = ClientOptions(
 )
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass(kw_only=True)
 class Pool:
     pool_id: str
@@ -74,7 +70,6 @@ class MosquittoBroker:
     config: BrokerConfig
     mosquitto: str
     log_path: Path
-    process: subprocess.Popen[bytes] | None = None
     revoked: list[RevokedCertificate] = field(default_factory=list)
 
     @classmethod
@@ -99,38 +94,30 @@ class MosquittoBroker:
         )
 
     # -- process -----------------------------------------------------------------------------
+    _process: MosquittoProcess | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._process.process if self._process is not None else None
+
     def start(self, *, timeout_seconds: float = 10.0) -> None:
-        self.process = subprocess.Popen(
-            [self.mosquitto, "-c", str(self.config.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        self._process = MosquittoProcess(
+            config_path=self.config.config_path,
+            port=self.config.port,
+            output_path=self.directory / "mosquitto.stderr",
+            mosquitto=self.mosquitto,
         )
-        deadline = time.monotonic() + timeout_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                pytest.fail(f"mosquitto exited: {err}\n{self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.config.port), timeout=0.2),
-            ):
-                return
-            time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"mosquitto did not listen within {timeout_seconds} s\n{self.log()}")
+        try:
+            self._process.start(timeout_seconds=timeout_seconds)
+        except BrokerStartError as exc:
+            self._process = None
+            pytest.fail(f"{exc}\n{self.log()}")
 
     def stop(self) -> None:
-        if self.process is None:
+        if self._process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-        self.process = None
+        self._process.stop()
+        self._process = None
 
     def restart(self, *, down_seconds: float = 0.0) -> None:
         self.stop()

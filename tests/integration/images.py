@@ -1,58 +1,16 @@
 """A busybox-only test image, built once per machine with ``docker import`` (no registry).
 
-The root file system holds ``/bin/busybox`` (Debian's ``busybox-static``) with one symbolic link
-per applet, and empty ``/tmp`` and ``/workspace``: no Python, no package manager, nothing else.
-The image's tag carries a digest of busybox, so a changed busybox makes a new image.
+The image is made by :func:`hardened_launcher.demo.image.ensure_busybox_image` (shared with
+``hardened-launcher demo``); this module adds the test policy: skip locally, fail in CI, when
+Docker or busybox is missing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import subprocess
-import tarfile
-from pathlib import Path
-
+from hardened_launcher.demo.image import BUSYBOX, REPOSITORY, ensure_busybox_image
 from tests.conftest import require_docker
 
-BUSYBOX = Path("/bin/busybox")
-REPOSITORY = "hl-test-busybox"
-
-
-def _tar_of_root(busybox: bytes, applets: list[str]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for directory, mode in (
-            ("bin", 0o755),
-            ("tmp", 0o1777),
-            ("workspace", 0o755),
-            ("etc", 0o755),
-        ):
-            info = tarfile.TarInfo(directory)
-            info.type = tarfile.DIRTYPE
-            info.mode = mode
-            tar.addfile(info)
-        info = tarfile.TarInfo("bin/busybox")
-        info.mode = 0o755
-        info.size = len(busybox)
-        tar.addfile(info, io.BytesIO(busybox))
-        for applet in applets:
-            if applet == "busybox" or "/" in applet:
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-        for name, text in (
-            ("etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
-            ("etc/group", "root:x:0:\n"),
-        ):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.mode = 0o644
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image"]
 
 
 def busybox_image() -> str:
@@ -67,19 +25,4 @@ def busybox_image() -> str:
         if integration_required():
             pytest.fail(message)
         pytest.skip(message)
-    data = BUSYBOX.read_bytes()
-    tag = f"{REPOSITORY}:{hashlib.sha256(data).hexdigest()[:16]}"
-    probe = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
-    if probe.returncode == 0:
-        return tag
-    applets = subprocess.run(
-        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    subprocess.run(
-        ["docker", "import", "-", tag],
-        input=_tar_of_root(data, applets),
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    return tag
+    return ensure_busybox_image()

@@ -19,7 +19,8 @@ from hardened_launcher.identity.csr import create_csr, csr_to_pem, parse_subject
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.transport import messages as wire
-from tests.unit.test_controlplane_support import FakeTransport, SimWorker
+from hardened_launcher.transport.memory import MemoryBroker
+from tests.unit.test_controlplane_support import SimWorker
 
 SPEC = b"""\
 version: 1
@@ -101,14 +102,15 @@ def test_pool_create_submit_dispatch_and_open(
 
         # A worker registers, gets the assignment, and opens it like the launcher does.
         clock_now = datetime.now(UTC).timestamp()
-        coordinator = Coordinator(store, clock=lambda: clock_now)
-        worker = SimWorker("w-1", lambda: clock_now)  # type: ignore[arg-type]
-        worker.register(coordinator)
-        coordinator.tick()
-        transport = FakeTransport()
-        coordinator.flush(transport)
-        (topic, message), = transport.take()  # fmt: skip
-        assert topic == "spacelift/readonly/pool-a/w-1"
+        broker = MemoryBroker()
+        cp = broker.control_plane()
+        cp.start()
+        coordinator = Coordinator(store, cp, clock=lambda: clock_now)
+        worker = SimWorker("w-1", lambda: clock_now, broker)  # type: ignore[arg-type]
+        worker.register()
+        coordinator.step()
+        (message,) = worker.deliver_all()
+        assert broker.published[-2].topic == "spacelift/readonly/pool-a/w-1"  # then its ack
         assert isinstance(message.body, wire.Assign)
         opened = open_run_state(
             message.body.envelope,

@@ -1,10 +1,13 @@
 """Stateful property test of dispatch through the coordinator and the real SQLite store.
 
-Workers register, heartbeat, accept (also late, with leases long gone), refuse, finish, die,
-go silent and come back; the operator submits and cancels; time jumps. After every step:
+Everything travels through the transport package's MemoryBroker (acks, dedupe, retransmission,
+lost messages). Workers register, heartbeat, accept (also late, with leases long gone), refuse,
+finish, forget runs, die, go silent and come back; the operator submits and cancels; time
+jumps. After every step:
 
-* a run is executed by at most one worker at a time, and over its whole life at most one worker
-  ever got the go signal (the ``ack`` of its ``accept``);
+* the control plane sends at most one ``start`` per run, ever (retransmissions of that one
+  message aside), and at most one worker ever starts a run;
+* a ``start`` answers an accept of the lease the worker was offered, sent before it expired;
 * a run that was RUNNING never goes back to QUEUED or ASSIGNED;
 * a terminal state never changes;
 * held runs carry a worker and a lease, queued runs neither.
@@ -37,18 +40,20 @@ from hardened_launcher.controlplane.dispatch import (
 )
 from hardened_launcher.controlplane.serve import Coordinator, ServeConfig
 from hardened_launcher.transport import messages as wire
+from hardened_launcher.transport.memory import MemoryBroker
 from tests.unit.test_controlplane_support import (
     FakeClock,
-    FakeTransport,
     SimWorker,
     add_pool,
     add_run,
     open_store,
-    route,
+    sent_starts,
 )
 
 WORKER_IDS = ("w0", "w1", "w2")
-POLICY = DispatchPolicy(lease_seconds=10, heartbeat_timeout_seconds=30, max_lease_attempts=4)
+POLICY = DispatchPolicy(
+    lease_seconds=10, heartbeat_timeout_seconds=30, max_lease_attempts=4, lost_run_grace_seconds=20
+)
 
 
 class DispatchMachine(RuleBasedStateMachine):
@@ -59,31 +64,34 @@ class DispatchMachine(RuleBasedStateMachine):
         self.store = open_store(Path(self._tmp.name))
         add_pool(self.store)
         counter = iter(range(1_000_000))
+        self.broker = MemoryBroker()
+        self.cp = self.broker.control_plane()
+        self.cp.start()
         self.coordinator = Coordinator(
             self.store,
+            self.cp,
             config=ServeConfig(policy=POLICY),
             clock=self.clock,
             lease_ids=lambda: f"lease-{next(counter)}",
         )
-        self.transport = FakeTransport()
-        self.workers = {w: SimWorker(w, self.clock) for w in WORKER_IDS}
+        self.workers = {w: SimWorker(w, self.clock, self.broker) for w in WORKER_IDS}
         self.run_ids: list[str] = []
         self.go: dict[str, set[str]] = {}
         self.was_running: set[str] = set()
         self.final: dict[str, tuple[RunState, str]] = {}
 
     def _pump(self) -> None:
-        self.coordinator.tick()
-        self.coordinator.flush(self.transport, limit=10_000)
+        self.coordinator.step()
         before = {w.id: set(w.running) for w in self.workers.values()}
-        route(self.transport, self.workers)
+        for worker in self.workers.values():
+            worker.deliver_all()
         for worker in self.workers.values():
             for run_id in worker.running - before[worker.id]:
                 self.go.setdefault(run_id, set()).add(worker.id)
 
     @initialize()
     def start(self) -> None:
-        self.workers["w0"].register(self.coordinator)
+        self.workers["w0"].register()
         self.submit()
         self.submit()
         self._pump()
@@ -98,12 +106,20 @@ class DispatchMachine(RuleBasedStateMachine):
 
     @rule(worker=st.sampled_from(WORKER_IDS), capacity=st.integers(1, 2))
     def register(self, worker: str, capacity: int) -> None:
-        self.workers[worker].register(self.coordinator, max_concurrent_runs=capacity)
+        self.workers[worker].revive()
+        self.workers[worker].register(max_concurrent_runs=capacity)
         self._pump()
 
-    @rule(worker=st.sampled_from(WORKER_IDS), state=st.sampled_from(["IDLE", "BUSY", "DRAINED"]))
-    def heartbeat(self, worker: str, state: wire.WorkerState) -> None:
-        self.workers[worker].heartbeat(self.coordinator, state)
+    @rule(
+        worker=st.sampled_from(WORKER_IDS),
+        state=st.sampled_from(["IDLE", "BUSY", "DRAINED"]),
+        after=st.sampled_from([0.0, 12.0]),
+    )
+    def heartbeat(self, worker: str, state: wire.WorkerState, after: float) -> None:
+        self.clock.advance(after)
+        self.broker.advance(after)
+        self.workers[worker].revive()
+        self.workers[worker].heartbeat(state)
         self._pump()
 
     @rule()
@@ -116,7 +132,7 @@ class DispatchMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def accept_latest_offer(self, data: st.DataObject) -> None:
         worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
-        self.workers[worker].accept(self.coordinator, run_id, lease_id)
+        self.workers[worker].accept(run_id, lease_id)
         self._pump()
 
     @precondition(lambda self: bool(self._offers(latest_only=False)))
@@ -124,7 +140,7 @@ class DispatchMachine(RuleBasedStateMachine):
     def accept_any_offer_late(self, data: st.DataObject, delay: float) -> None:
         worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=False)))
         self.clock.advance(delay)
-        self.workers[worker].accept(self.coordinator, run_id, lease_id)
+        self.workers[worker].accept(run_id, lease_id)
         self._pump()
 
     @precondition(lambda self: bool(self._offers(latest_only=True)))
@@ -135,7 +151,6 @@ class DispatchMachine(RuleBasedStateMachine):
     def refuse_offer(self, reason: str, data: st.DataObject) -> None:
         worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
         self.workers[worker].send(
-            self.coordinator,
             wire.Refuse(run_id=run_id, lease_id=lease_id, reason=reason, message="no"),
         )
         self._pump()
@@ -150,19 +165,37 @@ class DispatchMachine(RuleBasedStateMachine):
         if not sim.running:
             return
         run_id = data.draw(st.sampled_from(sorted(sim.running)))
-        sim.send(self.coordinator, wire.Status(run_id=run_id, state=outcome, exit_code=0))
-        if outcome != "RUNNING":
-            sim.running.discard(run_id)
+        sim.status(run_id, outcome, 0)
         self._pump()
 
     @rule(worker=st.sampled_from(WORKER_IDS))
+    def worker_forgets_its_runs(self, worker: str) -> None:
+        # The worker lost its runs without a final status; its heartbeats stop listing them.
+        sim = self.workers[worker]
+        if sim.transport.closed:
+            return
+        sim.running.clear()
+        for _ in range(3):
+            sim.heartbeat("IDLE")
+            self._pump()
+            self.clock.advance(12)
+            self.broker.advance(12)
+
+    @rule(count=st.integers(1, 3))
+    def broker_loses_messages(self, count: int) -> None:
+        self.broker.drop_next(count)
+
+    @rule(worker=st.sampled_from(WORKER_IDS))
     def die(self, worker: str) -> None:
-        self.workers[worker].die(self.coordinator)
+        sim = self.workers[worker]
+        if not sim.transport.closed:
+            sim.die()
         self._pump()
 
     @rule(seconds=st.sampled_from([0.5, 3.0, 9.0, 11.0, 31.0, 120.0]))
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
+        self.broker.advance(seconds)  # due retransmissions go out
         self._pump()
 
     @precondition(lambda self: bool(self.run_ids))
@@ -178,7 +211,7 @@ class DispatchMachine(RuleBasedStateMachine):
     def worker_restarts_with_same_id(self, worker: str) -> None:
         sim = self.workers[worker]
         sim.reset()
-        sim.register(self.coordinator)
+        sim.register()
         self._pump()
 
     @invariant()
@@ -191,6 +224,10 @@ class DispatchMachine(RuleBasedStateMachine):
             assert len(ids) == 1, (run_id, ids)
         for run_id, got_go in self.go.items():
             assert len(got_go) <= 1, (run_id, got_go)
+        starts: dict[str, int] = {}
+        for start in sent_starts(self.cp):
+            starts[start.run_id] = starts.get(start.run_id, 0) + 1
+        assert all(n == 1 for n in starts.values()), starts
 
     @invariant()
     def go_only_for_a_live_lease(self) -> None:
@@ -223,7 +260,9 @@ class DispatchMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             for worker in self.workers.values():
-                worker.die(self.coordinator)
+                if not worker.transport.closed:
+                    worker.die()
+            self.coordinator.step()
             for run_id in self.run_ids:
                 run = self.store.get_run(run_id)
                 outcome = dispatch.cancel(run, now=self.clock.now)
@@ -235,6 +274,8 @@ class DispatchMachine(RuleBasedStateMachine):
             event(f"some run was RUNNING: {bool(self.was_running)}")
             event(f"a cancel was sent: {any(w.cancelled for w in self.workers.values())}")
             event(f"runs that got a go: {min(len(self.go), 3)}")
+            lost = any(self.store.get_run(r).reason == "worker_lost_run" for r in self.run_ids)
+            event(f"a run was lost from heartbeats: {lost}")
             reruns = sum(1 for r in self.run_ids if self.store.get_run(r).attempts > 1)
             event(f"runs leased more than once: {min(reruns, 2)}")
             for run_id in self.run_ids:

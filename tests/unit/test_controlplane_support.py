@@ -1,19 +1,17 @@
 """Helpers shared by the control-plane unit tests (no tests here).
 
-``FakeTransport`` implements the ``serve.Transport`` protocol in memory; ``SimWorker`` speaks
-the worker side of the protocol with ``transport.messages`` and remembers what it was told.
+The control plane talks through ``MemoryBroker().control_plane()`` (the transport package's
+fake: same session rules and codec as on the real broker); ``SimWorker`` is a worker on the same
+broker that speaks the worker side of the protocol and remembers what it was told.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from hardened_launcher.controlplane.serve import Coordinator
 from hardened_launcher.controlplane.store import Store
 from hardened_launcher.transport import messages as wire
+from hardened_launcher.transport.memory import MemoryBroker, MemoryTransport
 
 NAMESPACE = "spacelift"
 POOL = "pool-a"
@@ -30,32 +28,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@dataclass
-class FakeTransport:
-    """Publishes into a list; ``inbound`` is what ``receive`` hands out next."""
-
-    published: list[tuple[str, bytes]] = field(default_factory=list)
-    inbound: list[tuple[str, bytes]] = field(default_factory=list)
-    fail_publish: bool = False
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        if self.fail_publish:
-            from hardened_launcher.errors import RetryableError  # noqa: PLC0415
-
-            raise RetryableError("broker unavailable", reason="broker_unavailable")
-        self.published.append((topic, payload))
-
-    def receive(self, timeout_seconds: float) -> Sequence[tuple[str, bytes]]:
-        del timeout_seconds
-        batch, self.inbound = self.inbound, []
-        return batch
-
-    def take(self) -> list[tuple[str, wire.Message]]:
-        out = [(t, wire.Message.parse(p, sender="controlplane")) for t, p in self.published]
-        self.published.clear()
-        return out
 
 
 def add_pool(store: Store, pool_id: str = POOL, key_id: str = KEY_ID, now: float = T0) -> None:
@@ -95,66 +67,93 @@ def open_store(directory: Path) -> Store:
 
 
 class SimWorker:
-    """The worker side of the protocol, as far as dispatch cares."""
+    """The worker side of the protocol, as far as dispatch cares, on a :class:`MemoryBroker`.
 
-    def __init__(self, worker_id: str, clock: FakeClock, *, pool_id: str = POOL) -> None:
+    It follows the worker's rule: a run starts only on ``start`` naming a run and lease this
+    process accepted (a ``start`` for anything else is ignored).
+    """
+
+    def __init__(
+        self, worker_id: str, clock: FakeClock, broker: MemoryBroker, *, pool_id: str = POOL
+    ) -> None:
         self.id = worker_id
         self.pool_id = pool_id
         self.clock = clock
-        self.stream = wire.MessageStream(clock=lambda: datetime.fromtimestamp(clock(), UTC))
+        self.broker = broker
+        self.transport = self._connect()
         #: run id -> every lease ever offered for it (newest last)
         self.offers: dict[str, list[str]] = {}
         #: lease id -> when it expires (Unix seconds), as the assign said
         self.lease_expiry: dict[str, float] = {}
-        #: accept message id -> (run id, lease id, Unix seconds the accept was sent)
-        self.pending_accepts: dict[str, tuple[str, str, float]] = {}
+        #: (run id, lease id) accepted by this process -> Unix seconds the accept was sent
+        self.pending_accepts: dict[tuple[str, str], float] = {}
         #: every go signal: (run id, lease id, accept sent at)
         self.go_log: list[tuple[str, str, float]] = []
-        #: runs this worker is executing (it got the go ack)
+        #: runs this worker is executing (it got `start`)
         self.running: set[str] = set()
         self.cancelled: list[str] = []
         self.commands: list[str] = []
         self.log_urls: dict[str, list[wire.LogUrl]] = {}
+        self.ignored_starts = 0
 
-    @property
-    def topic(self) -> str:
-        return f"{NAMESPACE}/writeonly/{self.pool_id}/{self.id}"
+    def _connect(self) -> MemoryTransport:
+        transport = self.broker.worker(self.pool_id, self.id)
+        transport.start()
+        return transport
 
-    def send(self, coordinator: Coordinator, body: wire.Body) -> wire.Message:
-        message = self.stream.next(body)
-        coordinator.handle(self.topic, message.to_json())
-        return message
+    def send(self, body: wire.Body) -> wire.Message:
+        return self.transport.send(body)
 
-    def register(self, coordinator: Coordinator, *, max_concurrent_runs: int = 1) -> None:
+    def register(self, *, max_concurrent_runs: int = 1) -> None:
         self.send(
-            coordinator,
             wire.Register(
                 worker_id=self.id,
                 pool_id=self.pool_id,
                 version="0.1.0",
                 metadata={"zone": "a"},
                 max_concurrent_runs=max_concurrent_runs,
-            ),
+            )
         )
 
-    def heartbeat(self, coordinator: Coordinator, state: wire.WorkerState = "IDLE") -> None:
-        self.send(coordinator, wire.Heartbeat(state=state, running=tuple(sorted(self.running))))
+    def heartbeat(self, state: wire.WorkerState = "IDLE") -> None:
+        self.send(wire.Heartbeat(state=state, running=tuple(sorted(self.running))))
 
-    def accept(self, coordinator: Coordinator, run_id: str, lease_id: str) -> None:
-        sent_at = self.clock()
-        message = self.send(coordinator, wire.Accept(run_id=run_id, lease_id=lease_id))
-        self.pending_accepts[message.id] = (run_id, lease_id, sent_at)
+    def accept(self, run_id: str, lease_id: str) -> None:
+        self.pending_accepts[(run_id, lease_id)] = self.clock()
+        self.send(wire.Accept(run_id=run_id, lease_id=lease_id))
 
-    def die(self, coordinator: Coordinator) -> None:
-        will = self.stream.last_will(wire.Gone(worker_id=self.id))
-        coordinator.handle(self.topic, will.to_json())
-        self.reset()
+    def status(self, run_id: str, state: wire.RunState, exit_code: int | None = 0) -> None:
+        self.send(wire.Status(run_id=run_id, state=state, exit_code=exit_code))
+        if state != "RUNNING":
+            self.running.discard(run_id)
 
-    def reset(self) -> None:
+    def die(self) -> None:
+        """SIGKILL: the broker publishes the last will."""
+        self.broker.crash(self.transport)
+        self.reset(reconnect=False)
+
+    def reset(self, *, reconnect: bool = True) -> None:
+        """A new process with the same worker id (the old one vanished without a will)."""
+        self.transport.closed = True
         self.offers.clear()
         self.pending_accepts.clear()
         self.running.clear()
-        self.stream = wire.MessageStream(clock=lambda: datetime.fromtimestamp(self.clock(), UTC))
+        if reconnect:
+            self.transport = self._connect()
+
+    def revive(self) -> None:
+        """Start a new process after :meth:`die`."""
+        if self.transport.closed:
+            self.transport = self._connect()
+
+    def deliver_all(self) -> list[wire.Message]:
+        delivered: list[wire.Message] = []
+        if self.transport.closed:
+            return delivered
+        while (received := self.transport.receive(timeout_seconds=0)) is not None:
+            self.deliver(received.message)
+            delivered.append(received.message)
+        return delivered
 
     def deliver(self, message: wire.Message) -> None:
         body = message.body
@@ -162,31 +161,30 @@ class SimWorker:
             self.offers.setdefault(body.run_id, []).append(body.lease_id)
             self.lease_expiry[body.lease_id] = body.lease_expires_at.timestamp()
             self.log_urls[body.run_id] = list(body.log_urls)
-        elif isinstance(body, wire.Ack):
-            pending = self.pending_accepts.pop(body.of, None)
-            if pending is not None:
-                # A re-sent accept of a lease already running is answered again: one go.
-                if not any(g[:2] == pending[:2] for g in self.go_log):
-                    self.go_log.append(pending)
-                self.running.add(pending[0])
+        elif isinstance(body, wire.Start):
+            sent_at = self.pending_accepts.pop((body.run_id, body.lease_id), None)
+            if sent_at is None:
+                self.ignored_starts += 1
+                return
+            self.go_log.append((body.run_id, body.lease_id, sent_at))
+            self.running.add(body.run_id)
         elif isinstance(body, wire.Cancel):
             self.cancelled.append(body.run_id)
             self.running.discard(body.run_id)
-            for message_id, (run_id, _, _) in list(self.pending_accepts.items()):
-                if run_id == body.run_id:
-                    del self.pending_accepts[message_id]
+            for key in [k for k in self.pending_accepts if k[0] == body.run_id]:
+                del self.pending_accepts[key]
         elif isinstance(body, wire.LogUrls):
             self.log_urls.setdefault(body.run_id, []).extend(body.urls)
         else:
             self.commands.append(body.TYPE)
 
 
-def route(transport: FakeTransport, workers: dict[str, SimWorker]) -> list[wire.Message]:
-    """Deliver everything published to the simulated workers; returns the messages."""
-    delivered = []
-    for topic, message in transport.take():
-        worker_id = topic.rsplit("/", 1)[1]
-        if worker_id in workers:
-            workers[worker_id].deliver(message)
-        delivered.append(message)
-    return delivered
+def deliver(workers: dict[str, SimWorker] | list[SimWorker]) -> None:
+    """Let every simulated worker read what reached it."""
+    for worker in workers.values() if isinstance(workers, dict) else workers:
+        worker.deliver_all()
+
+
+def sent_starts(cp: MemoryTransport) -> list[wire.Start]:
+    """Every `start` the control plane ever sent (first transmissions, not retransmissions)."""
+    return [m.body for m in cp.sent if isinstance(m.body, wire.Start)]

@@ -108,6 +108,9 @@ def test_every_other_default() -> None:
     assert s.pinned_ca_sha256 is None
     assert s.release_key_fingerprints == ()
     assert s.release_keyring is None
+    assert s.release_dir is None
+    assert s.heartbeat_interval == timedelta(seconds=10)
+    assert s.shutdown_grace == timedelta(minutes=15)
     assert s.state_dir == Path(HOME, ".local/state/hardened-launcher")
     assert s.cache_dir == Path(HOME, ".cache/hardened-launcher")
     assert s.audit_dir == s.state_dir / "audit"
@@ -181,6 +184,7 @@ def full_env(tmp_path: Path) -> dict[str, str]:
     policy.write_text("package spacelift\n", encoding="utf-8")
     keyring = tmp_path / "release-keys.asc"
     keyring.write_text("-----BEGIN PGP PUBLIC KEY BLOCK-----\n", encoding="utf-8")
+    (tmp_path / "releases").mkdir()
     return {
         "SPACELIFT_TOKEN": CANARY_TOKEN,
         "SPACELIFT_POOL_PRIVATE_KEY": CANARY_KEY,
@@ -207,6 +211,9 @@ def full_env(tmp_path: Path) -> dict[str, str]:
         "HL_CA_FINGERPRINT": ":".join([CA_HEX[i : i + 2] for i in range(0, 64, 2)]).upper(),
         "HL_RELEASE_KEY_FINGERPRINTS": f"{FPR_V4}, {FPR_V6}",
         "HL_RELEASE_KEYRING": str(keyring),
+        "HL_RELEASE_DIR": str(tmp_path / "releases"),
+        "HL_HEARTBEAT_INTERVAL": "30s",
+        "HL_SHUTDOWN_GRACE": "1h",
         "HL_STATE_DIR": "/var/lib/hl",
         "HL_CACHE_DIR": "/var/cache/hl",
         "HL_AUDIT_DIR": "/var/log/hl-audit",
@@ -253,6 +260,9 @@ def test_every_variable_parses(tmp_path: Path) -> None:
     assert s.pinned_ca_sha256 == bytes.fromhex(CA_HEX)
     assert s.release_key_fingerprints == (FPR_V4.lower(), FPR_V6)
     assert s.release_keyring == Path(env["HL_RELEASE_KEYRING"])
+    assert s.release_dir == Path(env["HL_RELEASE_DIR"])
+    assert s.heartbeat_interval == timedelta(seconds=30)
+    assert s.shutdown_grace == timedelta(hours=1)
     assert s.state_dir == Path("/var/lib/hl")
     assert s.cache_dir == Path("/var/cache/hl")
     assert s.audit_dir == Path("/var/log/hl-audit")
@@ -688,6 +698,7 @@ def test_fingerprint_list_property(keys: list[bytes], upper: bool, group: int) -
         "SPACELIFT_DOCKER_CONFIG_DIR",
         "SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY",
         "HL_RELEASE_KEYRING",
+        "HL_RELEASE_DIR",
         "HL_EGRESS_POLICY",
         "HL_STATE_DIR",
         "HL_CACHE_DIR",
@@ -1295,6 +1306,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_CA_FINGERPRINT", "abcd"),
     ("HL_RELEASE_KEY_FINGERPRINTS", "DEADBEEF"),
     ("HL_RELEASE_KEYRING", "/nonexistent/keys.asc"),
+    ("HL_RELEASE_DIR", "/nonexistent/releases"),
     ("HL_EGRESS_POLICY", "relative/egress.yaml"),
     ("HL_STATE_DIR", "state"),
     ("HL_CACHE_DIR", "cache"),
@@ -1311,11 +1323,47 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_RUN_WORKSPACE_BYTES", "big"),
     ("HL_RUN_TMP_BYTES", "1TB"),
     ("HL_RUN_STOP_GRACE", "forever"),
+    ("HL_HEARTBEAT_INTERVAL", "500ms"),
+    ("HL_SHUTDOWN_GRACE", "25h"),
     ("HL_POLICY_SYNTAX", "v2"),
     ("HL_POLICY_TIMEOUT", "5ms"),
     ("HL_POLICY_SANITIZE_KEY", "c2hvcnQ="),
+    ("HL_METRICS_ADDRESS", "9464"),
+    ("HL_LOG_CHUNK_BYTES", "1KiB"),
     ("HL_TYPO", "x"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:9464", "127.0.0.1:9464"), (" [::1]:1 ", "[::1]:1"), ("node-1.lan:65535", None)],
+)
+def test_metrics_address(text: str, expected: str | None) -> None:
+    s = load({"HOME": HOME, "HL_METRICS_ADDRESS": text})
+    assert s.metrics_address == (expected or text.strip())
+    assert load({"HOME": HOME}).metrics_address is None
+
+
+@pytest.mark.parametrize(
+    "text", ["9464", ":9464", "host:0", "host:65536", "::1:9464", "[nope]:1", "a b:1", "h:x"]
+)
+def test_bad_metrics_address(text: str) -> None:
+    exc = failure({"HL_METRICS_ADDRESS": text})
+    assert exc.problems[0].variable == "HL_METRICS_ADDRESS"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("", 256 * 1024), ("4096", 4096), ("64KiB", 65536), ("16mib", 16 * 1024 * 1024)],
+)
+def test_log_chunk_bytes(text: str, expected: int) -> None:
+    assert load({"HOME": HOME, "HL_LOG_CHUNK_BYTES": text}).log_chunk_bytes == expected
+
+
+@pytest.mark.parametrize("text", ["4095", "17MiB", "1GiB", "big", "64KB", "-1"])
+def test_bad_log_chunk_bytes(text: str) -> None:
+    exc = failure({"HL_LOG_CHUNK_BYTES": text})
+    assert exc.problems[0].variable == "HL_LOG_CHUNK_BYTES"
 
 
 def test_bad_values_cover_every_fixed_variable() -> None:
@@ -1931,3 +1979,154 @@ def test_egress_policy_must_exist(tmp_path: Path) -> None:
     assert exc.problems[0].variable == "HL_EGRESS_POLICY"
     assert exc.reason == "egress_policy_missing"
     assert "egress policy file" in exc.message
+
+
+# ---------------------------------------------------------------------------------------------
+# Launcher daemon settings (HL_RELEASE_DIR, HL_HEARTBEAT_INTERVAL, HL_SHUTDOWN_GRACE)
+# ---------------------------------------------------------------------------------------------
+def test_release_dir_parses(tmp_path: Path) -> None:
+    s = load({"HL_RELEASE_DIR": f"  {tmp_path}  "})
+    assert s.release_dir == tmp_path
+    assert dict(effective_values(s))["HL_RELEASE_DIR"] == str(tmp_path)
+    assert dict(effective_values(load()))["HL_RELEASE_DIR"] == "unset"
+
+
+def test_release_dir_must_exist(tmp_path: Path) -> None:
+    exc = failure({"HL_RELEASE_DIR": str(tmp_path / "absent")})
+    assert exc.problems[0].variable == "HL_RELEASE_DIR"
+    assert exc.message.startswith("HL_RELEASE_DIR")
+    assert exc.reason == "release_dir_missing"
+    assert "cannot be read" in exc.message
+    assert "SHA256SUMS" in exc.message
+
+
+def test_release_dir_must_be_a_directory(tmp_path: Path) -> None:
+    file = tmp_path / "hl-worker"
+    file.write_bytes(b"\x7fELF")
+    exc = failure({"HL_RELEASE_DIR": str(file)})
+    assert exc.problems[0].variable == "HL_RELEASE_DIR"
+    assert exc.reason == "release_dir_missing"
+    assert "is not a directory" in exc.message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
+def test_release_dir_must_be_listable_and_searchable(tmp_path: Path, mode: int, why: str) -> None:
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    releases.chmod(mode)
+    try:
+        exc = failure({"HL_RELEASE_DIR": str(releases)})
+    finally:
+        releases.chmod(0o755)
+    assert exc.problems[0].variable == "HL_RELEASE_DIR"
+    assert exc.reason == "release_dir_unreadable"
+    assert why in exc.message
+
+
+def test_release_dir_list_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def denied(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_DIRECTORY:
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", denied)
+    exc = failure({"HL_RELEASE_DIR": str(tmp_path)})
+    assert exc.reason == "release_dir_unreadable"
+    assert "is a directory that cannot be listed (Permission denied)" in exc.message
+
+
+def test_release_dir_search_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = os.stat
+
+    def denied(path: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any) -> Any:
+        if dir_fd is not None:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    exc = failure({"HL_RELEASE_DIR": str(tmp_path)})
+    assert exc.reason == "release_dir_unreadable"
+    assert "is a directory that cannot be searched (Permission denied)" in exc.message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1s", timedelta(seconds=1)), ("10s", timedelta(seconds=10)), ("5m", timedelta(minutes=5))],
+)
+def test_heartbeat_interval_range(text: str, value: timedelta) -> None:
+    assert load({"HL_HEARTBEAT_INTERVAL": text}).heartbeat_interval == value
+
+
+@pytest.mark.parametrize("text", ["0s", "999ms", "5m1s", "1h", "-10s", "often"])
+def test_bad_heartbeat_interval_names_the_variable(text: str) -> None:
+    exc = failure({"HL_HEARTBEAT_INTERVAL": text})
+    assert exc.problems[0].variable == "HL_HEARTBEAT_INTERVAL"
+    assert exc.message.startswith("HL_HEARTBEAT_INTERVAL")
+    assert "at least 1s and at most 5m0s" in exc.message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0s", timedelta(0)),
+        ("0", timedelta(0)),
+        ("30m", timedelta(minutes=30)),
+        ("24h", timedelta(hours=24)),
+    ],
+)
+def test_shutdown_grace_range(text: str, value: timedelta) -> None:
+    assert load({"HL_SHUTDOWN_GRACE": text}).shutdown_grace == value
+
+
+@pytest.mark.parametrize("text", ["-1s", "24h0m1s", "48h", "a while"])
+def test_bad_shutdown_grace_names_the_variable(text: str) -> None:
+    exc = failure({"HL_SHUTDOWN_GRACE": text})
+    assert exc.problems[0].variable == "HL_SHUTDOWN_GRACE"
+    assert exc.message.startswith("HL_SHUTDOWN_GRACE")
+
+
+def test_daemon_durations_round_trip_through_effective_values() -> None:
+    s = load({"HL_HEARTBEAT_INTERVAL": "90s", "HL_SHUTDOWN_GRACE": "2h"})
+    values = dict(effective_values(s))
+    assert values["HL_HEARTBEAT_INTERVAL"] == "1m30s"
+    assert values["HL_SHUTDOWN_GRACE"] == "2h0m0s"
+    again = load({"HL_HEARTBEAT_INTERVAL": "1m30s", "HL_SHUTDOWN_GRACE": "2h0m0s"})
+    assert (again.heartbeat_interval, again.shutdown_grace) == (
+        s.heartbeat_interval,
+        s.shutdown_grace,
+    )
+
+
+def test_daemon_settings_from_the_config_file(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path / "hl.toml",
+        f'release_dir = "{tmp_path}"\nheartbeat_interval = "3s"\nshutdown_grace = "0s"\n',
+    )
+    s = load(config_file=path)
+    assert s.release_dir == tmp_path
+    assert s.heartbeat_interval == timedelta(seconds=3)
+    assert s.shutdown_grace == timedelta(0)
+
+
+def test_settings_built_directly_check_daemon_invariants() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings(
+            state_dir=Path("/s"),
+            cache_dir=Path("/c"),
+            audit_dir=Path("/a"),
+            release_dir=Path("relative"),
+            heartbeat_interval=timedelta(0),
+            shutdown_grace=timedelta(hours=25),
+        )
+    assert {p.variable for p in info.value.problems} == {
+        "HL_RELEASE_DIR",
+        "HL_HEARTBEAT_INTERVAL",
+        "HL_SHUTDOWN_GRACE",
+    }

@@ -34,6 +34,7 @@ from hardened_launcher.transport.messages import (
     MessageStream,
     Refuse,
     Register,
+    Start,
     Status,
     Undrain,
 )
@@ -99,6 +100,7 @@ BODIES: dict[type[Body], st.SearchStrategy[Body]] = {
         envelope=st.binary(min_size=1, max_size=200),
         log_urls=_urls,
     ),
+    Start: st.builds(Start, run_id=_ident, lease_id=_ident),
     Cancel: st.builds(Cancel, run_id=_ident),
     Drain: st.just(Drain()),
     Undrain: st.just(Undrain()),
@@ -110,7 +112,7 @@ BODIES: dict[type[Body], st.SearchStrategy[Body]] = {
 def test_every_type_has_a_strategy_and_one_side() -> None:
     assert set(BODIES) | {Gone} == set(BODY_TYPES.values())
     assert {"ack"} == WORKER_TYPES & CONTROL_PLANE_TYPES
-    assert {"assign", "accept", "refuse", "status"} <= CRITICAL_TYPES
+    assert {"assign", "accept", "refuse", "status", "start"} <= CRITICAL_TYPES
     assert "heartbeat" not in CRITICAL_TYPES
     assert "ack" not in CRITICAL_TYPES
 

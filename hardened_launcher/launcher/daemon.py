@@ -1,0 +1,265 @@
+"""The launcher daemon's I/O loop around :class:`~.machine.LauncherMachine`.
+
+One thread owns the transport and the machine: it turns messages, ticks, signals and reports
+from run threads into events, and carries out the actions the machine returns (send, launch a
+run thread, set a cancel event, forward log URLs, log, exit). Run threads never touch the
+transport or the machine: they post events to the loop's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from hardened_launcher.executor.logsink import LogSink
+from hardened_launcher.launcher.gates import RunContext, RunFunction
+from hardened_launcher.launcher.machine import (
+    Action,
+    AuditHealth,
+    CancelRun,
+    Connected,
+    Event,
+    Exit,
+    ForwardLogUrls,
+    LauncherMachine,
+    LaunchRun,
+    LogUrlsWanted,
+    Note,
+    Received,
+    RunEnded,
+    RunStarted,
+    Send,
+    StartRun,
+    Terminate,
+    Tick,
+)
+from hardened_launcher.transport.base import Transport
+from hardened_launcher.transport.messages import Assign, Status
+
+__all__ = ["AuditHealthSource", "Daemon"]
+
+log = logging.getLogger("hardened_launcher.launcher")
+
+
+class AuditHealthSource(Protocol):
+    """:class:`~hardened_launcher.audit.ChainedAuditLog` as the loop uses it."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    def checkpoint_if_due(self) -> None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True)
+class _RunHandle:
+    cancel: threading.Event
+    thread: threading.Thread | None = None
+    sink: LogSink | None = None
+    early_urls: list[Any] = field(default_factory=list)
+
+
+class Daemon:
+    """Drives ``machine`` with ``transport``; ``run_function`` runs each started assignment."""
+
+    def __init__(
+        self,
+        *,
+        machine: LauncherMachine,
+        transport: Transport,
+        run_function: RunFunction,
+        audit: AuditHealthSource | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+        poll_seconds: float = 0.2,
+        checkpoint_seconds: float = 1.0,
+    ) -> None:
+        self.machine = machine
+        self.transport = transport
+        self.run_function = run_function
+        self.audit = audit
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self.checkpoint_seconds = checkpoint_seconds
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.runs: dict[str, _RunHandle] = {}
+        self._runs_lock = threading.Lock()
+        self._reconnects = 0
+        self._last_checkpoint = 0.0
+        self.exit: Exit | None = None
+        self._stop = threading.Event()
+
+    # -- entry points for other threads ----------------------------------------------------
+    def terminate(self) -> None:
+        """SIGTERM/SIGINT (safe from a signal handler: only queues an event)."""
+        self.events.put(Terminate(now=self.clock()))
+
+    def stop_loop(self) -> None:
+        """Tests: leave the loop without exiting through the machine."""
+        self._stop.set()
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Register, then loop until the machine exits; return the exit code."""
+        self._reconnects = self.transport.stats().reconnects
+        self._apply(self.machine.handle(Connected(now=self.clock())))
+        while self.exit is None and not self._stop.is_set():
+            self.step(self.poll_seconds)
+        return 0 if self.exit is None else self.exit.code
+
+    def step(self, wait_seconds: float) -> None:
+        """One iteration: queued events, one message (waiting up to ``wait_seconds``), a tick."""
+        self._drain_events()
+        received = self.transport.receive(timeout_seconds=wait_seconds)
+        if received is not None:
+            self._on_message(received.body)
+        self._drain_events()
+        reconnects = self.transport.stats().reconnects
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            log.info("launcher.reconnected reconnects=%d", reconnects)
+            self._apply(self.machine.handle(Connected(now=self.clock())))
+        self._audit_tick()
+        self._apply(self.machine.handle(Tick(now=self.clock())))
+
+    def _drain_events(self) -> None:
+        while self.exit is None:
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(self.machine.handle(event))
+
+    def _on_message(self, body: Any) -> None:  # noqa: ANN401 - any control-plane body
+        now = self.clock()
+        if getattr(body, "TYPE", None) == "start":
+            event: Event = StartRun(run_id=body.run_id, lease_id=body.lease_id, now=now)
+        else:
+            event = Received(body=body, now=now)
+        log.info("message.received type=%s run_id=%s", body.TYPE, getattr(body, "run_id", None))
+        self._apply(self.machine.handle(event))
+
+    def _audit_tick(self) -> None:
+        if self.audit is None:
+            return
+        mono = time.monotonic()
+        if mono - self._last_checkpoint >= self.checkpoint_seconds:
+            self._last_checkpoint = mono
+            try:
+                self.audit.checkpoint_if_due()
+            except Exception:
+                log.warning("audit.checkpoint_failed", exc_info=True)
+        healthy = self.audit.healthy
+        if healthy != self.machine.audit_healthy:
+            self._apply(
+                self.machine.handle(AuditHealth(healthy=healthy, failure=self.audit.failure))
+            )
+
+    # -- actions ---------------------------------------------------------------------------
+    def _apply(self, actions: tuple[Action, ...]) -> None:
+        for action in actions:
+            match action:
+                case Send(body=body):
+                    self._send(body)
+                case LaunchRun(assign=assign):
+                    self._launch(assign)
+                case CancelRun(run_id=run_id, reason=reason):
+                    with self._runs_lock:
+                        handle = self.runs.get(run_id)
+                    if handle is not None:
+                        log.info("run.cancel run_id=%s reason=%s", run_id, reason)
+                        handle.cancel.set()
+                case ForwardLogUrls(run_id=run_id, urls=urls):
+                    self._forward(run_id, urls)
+                case Note(event=event, fields=fields):
+                    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+                    log.info("%s %s", event, extra)
+                case Exit():
+                    log.info("launcher.exit code=%d reason=%s", action.code, action.reason)
+                    self.exit = action
+
+    def _send(self, body: Any) -> None:  # noqa: ANN401 - any worker body
+        try:
+            self.transport.send(body)
+        except Exception:
+            log.warning("message.send_failed type=%s", body.TYPE, exc_info=True)
+
+    def _forward(self, run_id: str, urls: Any) -> None:  # noqa: ANN401
+        with self._runs_lock:
+            handle = self.runs.get(run_id)
+            if handle is None:
+                return
+            sink = handle.sink
+            if sink is None:
+                handle.early_urls.extend(urls)
+                return
+        add = getattr(sink, "add_urls", None)
+        if callable(add):
+            add(tuple(urls))
+
+    def _launch(self, assign: Assign) -> None:
+        run_id = assign.run_id
+        handle = _RunHandle(cancel=threading.Event())
+
+        def on_sink(sink: LogSink) -> None:
+            with self._runs_lock:
+                handle.sink = sink
+                early, handle.early_urls = handle.early_urls, []
+            add = getattr(sink, "add_urls", None)
+            if early and callable(add):
+                add(tuple(early))
+
+        context = RunContext(
+            cancel=handle.cancel,
+            on_started=lambda _container_id: self.events.put(RunStarted(run_id=run_id)),
+            request_more=lambda from_chunk: self.events.put(
+                LogUrlsWanted(run_id=run_id, from_chunk=from_chunk)
+            ),
+            on_sink=on_sink,
+        )
+
+        def work() -> None:
+            try:
+                status = self.run_function(assign, context)
+            except BaseException as exc:
+                log.exception("run.internal_error run_id=%s", run_id)
+                status = Status(
+                    run_id=run_id,
+                    state="FAILED",
+                    reason="internal_error",
+                    message=f"internal error ({type(exc).__name__})",
+                )
+            finally:
+                with self._runs_lock:
+                    self.runs.pop(run_id, None)
+            self.events.put(RunEnded(run_id=run_id, status=status))
+
+        thread = threading.Thread(target=work, name=f"run-{run_id}", daemon=True)
+        handle.thread = thread
+        with self._runs_lock:
+            self.runs[run_id] = handle
+        thread.start()
+
+    def join_runs(self, timeout_seconds: float) -> bool:
+        """Wait for run threads (after the loop ended); True when none is left."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            with self._runs_lock:
+                threads = [h.thread for h in self.runs.values() if h.thread is not None]
+            if not threads:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            threads[0].join(remaining)

@@ -1,0 +1,567 @@
+"""The launcher daemon's decisions as a pure state machine: events in, actions out.
+
+No I/O, no threads, no clock: :class:`LauncherMachine.handle` takes one :data:`Event` (a message
+from the control plane, a tick with the time, a run's progress, a signal) and returns the
+:data:`Action` tuple the I/O loop (:mod:`.daemon`) carries out, in order. Everything the daemon
+decides — accept or refuse an assignment, when a lease is dropped, when to heartbeat, when to
+stop runs and when to exit — is here, so it is tested without a broker, Docker or threads.
+
+Run lifecycle (one run id)::
+
+    assign ─▶ refuse (audit_unavailable | worker_draining | worker_busy)
+           └▶ accept ─▶ PENDING ──start (same lease)──▶ RUNNING ─▶ final status ─▶ gone
+                          │  cancel / lease_expires_at + start_wait / shutdown ─▶ dropped
+                          └ (shutdown releases it with refuse worker_draining: re-queued)
+
+An accepted (pending) run holds a slot: pending + running never exceed ``max_concurrent_runs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Final
+
+from hardened_launcher.transport.messages import (
+    Accept,
+    Assign,
+    Body,
+    Cancel,
+    Cycle,
+    Drain,
+    Heartbeat,
+    LogUrl,
+    LogUrls,
+    LogUrlsRequest,
+    Refuse,
+    Register,
+    Status,
+    Undrain,
+    WorkerState,
+)
+
+__all__ = [
+    "DEFAULT_START_WAIT",
+    "Action",
+    "AuditHealth",
+    "CancelRun",
+    "Connected",
+    "Event",
+    "Exit",
+    "ForwardLogUrls",
+    "LaunchRun",
+    "LauncherMachine",
+    "LogUrlsWanted",
+    "MachineConfig",
+    "Note",
+    "Received",
+    "RunEnded",
+    "RunStarted",
+    "Send",
+    "StartRun",
+    "Terminate",
+    "Tick",
+]
+
+#: How long after ``lease_expires_at`` an accepted run waits for ``start`` before it is dropped.
+DEFAULT_START_WAIT: Final = timedelta(seconds=10)
+
+#: How many ended run ids are remembered (an ``assign`` of one of them is refused).
+MAX_REMEMBERED_ENDED: Final = 4096
+
+#: Final run states (``Status.state``) a run can end with.
+FINAL_STATES: Final = frozenset({"FINISHED", "FAILED", "STOPPED", "CRASHED"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Connected:
+    """The transport (re)connected: announce ourselves (``register``) and our state."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tick:
+    """Time passed (the loop sends one at least every second)."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Received:
+    """A control-plane message (``assign``, ``cancel``, ``drain``, ``undrain``, ``cycle``,
+    ``log_urls``). ``start`` arrives as :class:`StartRun`."""
+
+    body: Body
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRun:
+    """The control plane's ``start {run_id, lease_id}``: run the accepted assignment."""
+
+    run_id: str
+    lease_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted:
+    """The run's container started (all gates passed)."""
+
+    run_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEnded:
+    """The run's worker thread finished; ``status`` is its final ``status`` message."""
+
+    run_id: str
+    status: Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogUrlsWanted:
+    """The run's log sink needs presigned URLs from ``from_chunk`` on."""
+
+    run_id: str
+    from_chunk: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditHealth:
+    """The audit log's health changed (unhealthy: refuse every new run)."""
+
+    healthy: bool
+    failure: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Terminate:
+    """SIGTERM (or SIGINT): the first drains; the second stops the running runs."""
+
+    now: datetime
+
+
+Event = (
+    Connected
+    | Tick
+    | Received
+    | StartRun
+    | RunStarted
+    | RunEnded
+    | LogUrlsWanted
+    | AuditHealth
+    | Terminate
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Send:
+    """Send ``body`` to the control plane."""
+
+    body: Body
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchRun:
+    """Run the gates and the pipeline for ``assign`` in a worker thread."""
+
+    assign: Assign
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRun:
+    """Set the run's cancel event (the executor's stop path)."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForwardLogUrls:
+    """Give more presigned URLs to the run's log sink."""
+
+    run_id: str
+    urls: tuple[LogUrl, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Note:
+    """A decision worth one structured log line (no I/O of its own)."""
+
+    event: str
+    fields: Mapping[str, str | int | None] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exit:
+    """Leave the loop and exit the process with ``code`` (after ``bye``)."""
+
+    code: int
+    reason: str
+
+
+Action = Send | LaunchRun | CancelRun | ForwardLogUrls | Note | Exit
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class MachineConfig:
+    worker_id: str
+    pool_id: str
+    version: str
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    max_concurrent_runs: int = 1
+    heartbeat_interval: timedelta = timedelta(seconds=10)
+    shutdown_grace: timedelta = timedelta(minutes=15)
+    start_wait: timedelta = DEFAULT_START_WAIT
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_runs < 1:
+            raise ValueError("max_concurrent_runs must be at least 1")
+        if self.heartbeat_interval <= timedelta(0):
+            raise ValueError("heartbeat_interval must be positive")
+        if self.shutdown_grace < timedelta(0) or self.start_wait < timedelta(0):
+            raise ValueError("durations must not be negative")
+
+
+@dataclass(kw_only=True)
+class Pending:
+    """An accepted assignment waiting for ``start``."""
+
+    assign: Assign
+    deadline: datetime
+
+
+@dataclass(kw_only=True)
+class Running:
+    lease_id: str
+    container_started: bool = False
+    cancel_requested: bool = False
+
+
+class LauncherMachine:
+    """The daemon's state. Only :meth:`handle` changes it."""
+
+    def __init__(self, config: MachineConfig) -> None:
+        self.config = config
+        self.pending: dict[str, Pending] = {}
+        self.running: dict[str, Running] = {}
+        #: Drained by the control plane (``drain``; ``undrain`` lifts it).
+        self.drained = False
+        #: ``cycle`` received: exit 0 once the current runs are done.
+        self.cycling = False
+        #: SIGTERM received: like cycling, with a grace period.
+        self.terminating = False
+        self.shutdown_deadline: datetime | None = None
+        #: Runs are being stopped (second SIGTERM or the grace period ended).
+        self.stopping = False
+        self.audit_healthy = True
+        self.audit_failure: str | None = None
+        self.last_heartbeat: datetime | None = None
+        self.exited: Exit | None = None
+        #: Recently ended run ids (bounded): a run is never run twice by this worker.
+        self.ended: dict[str, None] = {}
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def accepting(self) -> bool:
+        return not (self.drained or self.cycling or self.terminating or self.exited)
+
+    @property
+    def slots_used(self) -> int:
+        return len(self.pending) + len(self.running)
+
+    @property
+    def worker_state(self) -> WorkerState:
+        if not self.accepting:
+            return "DRAINED"
+        return "BUSY" if self.slots_used >= self.config.max_concurrent_runs else "IDLE"
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(state=self.worker_state, running=tuple(sorted(self.running)))
+
+    def register(self) -> Register:
+        c = self.config
+        return Register(
+            worker_id=c.worker_id,
+            pool_id=c.pool_id,
+            version=c.version,
+            metadata=c.metadata,
+            max_concurrent_runs=c.max_concurrent_runs,
+        )
+
+    # -- the transition function -----------------------------------------------------------
+    def handle(self, event: Event) -> tuple[Action, ...]:
+        if self.exited is not None:
+            return ()
+        out: list[Action] = []
+        match event:
+            case Connected(now=now):
+                out.append(Send(body=self.register()))
+                self._heartbeat(now, out)
+            case Tick(now=now):
+                self._tick(now, out)
+            case Received(body=body, now=now):
+                self._received(body, now, out)
+            case StartRun(run_id=run_id, lease_id=lease_id, now=now):
+                self._start(run_id, lease_id, now, out)
+            case RunStarted(run_id=run_id):
+                run = self.running.get(run_id)
+                if run is not None and not run.container_started:
+                    run.container_started = True
+                    out.append(Send(body=Status(run_id=run_id, state="RUNNING")))
+            case RunEnded(run_id=run_id, status=status):
+                self._ended(run_id, status, out)
+            case LogUrlsWanted(run_id=run_id, from_chunk=from_chunk):
+                if run_id in self.running:
+                    out.append(Send(body=LogUrlsRequest(run_id=run_id, from_chunk=from_chunk)))
+            case AuditHealth(healthy=healthy, failure=failure):
+                if healthy != self.audit_healthy:
+                    self.audit_healthy = healthy
+                    self.audit_failure = None if healthy else failure
+                    out.append(
+                        Note(
+                            event="launcher.audit_healthy"
+                            if healthy
+                            else "launcher.audit_unavailable",
+                            fields={"failure": failure},
+                        )
+                    )
+            case Terminate(now=now):
+                self._terminate(now, out)
+        self._maybe_exit(out)
+        return tuple(out)
+
+    # -- pieces ----------------------------------------------------------------------------
+    def _heartbeat(self, now: datetime, out: list[Action]) -> None:
+        self.last_heartbeat = now
+        out.append(Send(body=self.heartbeat()))
+
+    def _tick(self, now: datetime, out: list[Action]) -> None:
+        for run_id, pending in list(self.pending.items()):
+            if now >= pending.deadline:
+                del self.pending[run_id]
+                out.append(
+                    Note(
+                        event="run.lease_dropped",
+                        fields={"run_id": run_id, "lease_id": pending.assign.lease_id},
+                    )
+                )
+        if (
+            self.terminating
+            and not self.stopping
+            and self.shutdown_deadline is not None
+            and now >= self.shutdown_deadline
+        ):
+            self._stop_all("shutdown_grace_ended", out)
+        if (
+            self.last_heartbeat is None
+            or now - self.last_heartbeat >= self.config.heartbeat_interval
+            or now < self.last_heartbeat  # the clock went back: do not go quiet
+        ):
+            self._heartbeat(now, out)
+
+    def _refuse(self, assign: Assign, reason: str, message: str, out: list[Action]) -> None:
+        out.append(
+            Send(
+                body=Refuse(
+                    run_id=assign.run_id, lease_id=assign.lease_id, reason=reason, message=message
+                )
+            )
+        )
+        out.append(Note(event="run.refused", fields={"run_id": assign.run_id, "reason": reason}))
+
+    def _received(self, body: Body, now: datetime, out: list[Action]) -> None:
+        match body:
+            case Assign():
+                self._assign(body, now, out)
+            case Cancel(run_id=run_id):
+                if run_id in self.pending:
+                    del self.pending[run_id]
+                    out.append(Note(event="run.cancelled_before_start", fields={"run_id": run_id}))
+                    self._heartbeat(now, out)
+                elif (run := self.running.get(run_id)) is not None:
+                    if not run.cancel_requested:
+                        run.cancel_requested = True
+                        out.append(CancelRun(run_id=run_id, reason="cancel"))
+                else:
+                    out.append(Note(event="run.cancel_unknown", fields={"run_id": run_id}))
+            case Drain():
+                if not self.drained:
+                    self.drained = True
+                    out.append(Note(event="launcher.drained"))
+                    self._heartbeat(now, out)
+            case Undrain():
+                if self.drained:
+                    self.drained = False
+                    out.append(Note(event="launcher.undrained"))
+                    self._heartbeat(now, out)
+            case Cycle():
+                if not self.cycling:
+                    self.cycling = True
+                    out.append(Note(event="launcher.cycling", fields={"runs": len(self.running)}))
+                    self._release_pending(out)
+                    self._heartbeat(now, out)
+            case LogUrls(run_id=run_id, urls=urls):
+                if run_id in self.running:
+                    out.append(ForwardLogUrls(run_id=run_id, urls=urls))
+                elif run_id in self.pending:
+                    # Keep them with the assignment: the sink is made at start.
+                    p = self.pending[run_id]
+                    merged = {u.chunk: u for u in (*p.assign.log_urls, *urls)}
+                    p.assign = Assign(
+                        run_id=p.assign.run_id,
+                        lease_id=p.assign.lease_id,
+                        lease_expires_at=p.assign.lease_expires_at,
+                        envelope_b64=p.assign.envelope_b64,
+                        log_urls=tuple(merged[k] for k in sorted(merged)),
+                    )
+            case _:
+                out.append(Note(event="message.ignored", fields={"type": type(body).TYPE}))
+
+    def _assign(self, assign: Assign, now: datetime, out: list[Action]) -> None:
+        run_id = assign.run_id
+        held = self.pending.get(run_id)
+        if held is not None and held.assign.lease_id == assign.lease_id:
+            out.append(Send(body=Accept(run_id=run_id, lease_id=assign.lease_id)))  # idempotent
+            return
+        if run_id in self.ended:
+            self._refuse(assign, "run_already_done", "this worker already ran the run", out)
+            return
+        if run_id in self.running or held is not None:
+            # Already ours under another lease: never run one run twice.
+            self._refuse(assign, "worker_busy", "this worker already holds the run", out)
+            return
+        if not self.audit_healthy:
+            self._refuse(
+                assign, "audit_unavailable", "the launcher's audit log cannot be written", out
+            )
+        elif not self.accepting:
+            self._refuse(assign, "worker_draining", "the worker is draining", out)
+        elif self.slots_used >= self.config.max_concurrent_runs:
+            self._refuse(assign, "worker_busy", "the worker is at its concurrency limit", out)
+        else:
+            self.pending[run_id] = Pending(
+                assign=assign, deadline=assign.lease_expires_at + self.config.start_wait
+            )
+            out.append(Send(body=Accept(run_id=run_id, lease_id=assign.lease_id)))
+            out.append(
+                Note(event="run.accepted", fields={"run_id": run_id, "lease_id": assign.lease_id})
+            )
+            if self.slots_used >= self.config.max_concurrent_runs:
+                self._heartbeat(now, out)
+
+    def _start(self, run_id: str, lease_id: str, now: datetime, out: list[Action]) -> None:
+        pending = self.pending.get(run_id)
+        if pending is None or pending.assign.lease_id != lease_id:
+            out.append(
+                Note(
+                    event="run.start_ignored",
+                    fields={
+                        "run_id": run_id,
+                        "lease_id": lease_id,
+                        "why": "running" if run_id in self.running else "not accepted",
+                    },
+                )
+            )
+            return
+        if now >= pending.deadline:
+            del self.pending[run_id]
+            out.append(Note(event="run.lease_dropped", fields={"run_id": run_id}))
+            return
+        del self.pending[run_id]
+        if not self.audit_healthy:
+            out.append(
+                Send(
+                    body=Status(
+                        run_id=run_id,
+                        state="FAILED",
+                        reason="audit_unavailable",
+                        message="the launcher's audit log cannot be written",
+                    )
+                )
+            )
+            return
+        self.running[run_id] = Running(lease_id=lease_id)
+        out.append(LaunchRun(assign=pending.assign))
+        out.append(Note(event="run.launched", fields={"run_id": run_id}))
+
+    def _ended(self, run_id: str, status: Status, out: list[Action]) -> None:
+        if self.running.pop(run_id, None) is None:
+            return
+        self.ended[run_id] = None
+        while len(self.ended) > MAX_REMEMBERED_ENDED:
+            del self.ended[next(iter(self.ended))]
+        if status.run_id != run_id or status.state not in FINAL_STATES:
+            status = Status(
+                run_id=run_id, state="FAILED", reason="internal_error", message="bad final status"
+            )
+        out.append(Send(body=status))
+        out.append(
+            Note(
+                event="run.ended",
+                fields={
+                    "run_id": run_id,
+                    "state": status.state,
+                    "reason": status.reason,
+                    "exit_code": status.exit_code,
+                },
+            )
+        )
+
+    def _release_pending(self, out: list[Action]) -> None:
+        """Give accepted, unstarted runs back (the control plane re-queues worker_draining)."""
+        for run_id, pending in list(self.pending.items()):
+            del self.pending[run_id]
+            self._refuse(pending.assign, "worker_draining", "the worker is shutting down", out)
+
+    def _stop_all(self, reason: str, out: list[Action]) -> None:
+        self.stopping = True
+        out.append(Note(event="launcher.stopping_runs", fields={"reason": reason}))
+        for run_id, run in sorted(self.running.items()):
+            if not run.cancel_requested:
+                run.cancel_requested = True
+                out.append(CancelRun(run_id=run_id, reason=reason))
+
+    def _terminate(self, now: datetime, out: list[Action]) -> None:
+        if not self.terminating:
+            self.terminating = True
+            self.shutdown_deadline = now + self.config.shutdown_grace
+            out.append(
+                Note(
+                    event="launcher.terminating",
+                    fields={"runs": len(self.running), "grace_seconds": self._grace_seconds()},
+                )
+            )
+            self._release_pending(out)
+            self._heartbeat(now, out)
+            if self.config.shutdown_grace <= timedelta(0):
+                self._stop_all("shutdown_grace_ended", out)
+        elif not self.stopping:
+            self._stop_all("second_signal", out)
+
+    def _grace_seconds(self) -> int:
+        return int(self.config.shutdown_grace.total_seconds())
+
+    def _maybe_exit(self, out: list[Action]) -> None:
+        if (self.cycling or self.terminating) and not self.running and self.exited is None:
+            self._release_pending(out)
+            self.exited = Exit(code=0, reason="cycled" if self.cycling else "terminated")
+            out.append(self.exited)
+
+
+def run_ids(actions: Sequence[Action]) -> tuple[str, ...]:
+    """The run ids of the :class:`LaunchRun` actions in ``actions`` (a test helper)."""
+    return tuple(a.assign.run_id for a in actions if isinstance(a, LaunchRun))

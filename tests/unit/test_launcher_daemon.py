@@ -1,0 +1,168 @@
+"""The daemon's I/O loop on a MemoryBroker, with a fake run function (no Docker)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hardened_launcher.launcher.daemon import Daemon
+from hardened_launcher.launcher.gates import RunContext
+from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
+from hardened_launcher.transport.memory import MemoryBroker, MemoryTransport
+from hardened_launcher.transport.messages import (
+    Accept,
+    Assign,
+    Body,
+    Cancel,
+    Heartbeat,
+    LogUrl,
+    LogUrls,
+    Register,
+    Start,
+    Status,
+)
+from hardened_launcher.transport.topics import WorkerAddress
+
+PEER = WorkerAddress(pool_id="pool-a", worker_id="w1")
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.urls: list[LogUrl] = []
+
+    def write(self, channel: str, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def add_urls(self, urls: tuple[LogUrl, ...]) -> None:
+        self.urls.extend(urls)
+
+
+class FakeRuns:
+    """Starts the 'container', then waits for cancel or release."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.sinks: dict[str, FakeSink] = {}
+
+    def __call__(self, assign: Assign, context: RunContext) -> Status:
+        sink = FakeSink()
+        self.sinks[assign.run_id] = sink
+        context.on_sink(sink)
+        context.on_started("container-1")
+        context.request_more(5)
+        while not self.release.is_set():
+            if context.cancel.wait(0.01):
+                return Status(run_id=assign.run_id, state="STOPPED", reason="run_cancelled")
+        return Status(run_id=assign.run_id, state="FINISHED", exit_code=0, reason="run_succeeded")
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[Daemon, MemoryTransport, FakeRuns, threading.Thread]]:
+    broker = MemoryBroker()
+    worker = broker.worker("pool-a", "w1")
+    cp = broker.control_plane()
+    worker.start()
+    cp.start()
+    runs = FakeRuns()
+    machine = LauncherMachine(
+        MachineConfig(worker_id="w1", pool_id="pool-a", version="1.0", max_concurrent_runs=1)
+    )
+    daemon = Daemon(machine=machine, transport=worker, run_function=runs, poll_seconds=0.01)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+    thread.start()
+    yield daemon, cp, runs, thread
+    runs.release.set()
+    daemon.stop_loop()
+    thread.join(5)
+
+
+def wait_for(cp: MemoryTransport, predicate: object, timeout: float = 5.0) -> list[Body]:
+    seen: list[Body] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = cp.receive(timeout_seconds=0.05)
+        if r is None:
+            continue
+        seen.append(r.body)
+        if predicate(r.body):  # type: ignore[operator]
+            return seen
+    raise AssertionError(f"not seen; got {seen}")
+
+
+def an_assign(run_id: str = "r1") -> Assign:
+    return Assign(
+        run_id=run_id,
+        lease_id="l1",
+        lease_expires_at=datetime.now(UTC) + timedelta(seconds=30),
+        envelope_b64=base64.b64encode(b"x").decode(),
+        log_urls=(LogUrl(chunk=0, url="https://s3.example/0"),),
+    )
+
+
+def test_register_accept_start_run_finish(
+    setup: tuple[Daemon, MemoryTransport, FakeRuns, threading.Thread],
+) -> None:
+    _, cp, runs, _ = setup
+    wait_for(cp, lambda b: isinstance(b, Register))
+    cp.send(an_assign(), peer=PEER)
+    wait_for(cp, lambda b: b == Accept(run_id="r1", lease_id="l1"))
+    cp.send(Start(run_id="r1", lease_id="l1"), peer=PEER)
+    seen = wait_for(cp, lambda b: isinstance(b, Status) and b.state == "RUNNING")
+    cp.send(LogUrls(run_id="r1", urls=(LogUrl(chunk=5, url="https://s3.example/5"),)), peer=PEER)
+    seen += wait_for(cp, lambda b: getattr(b, "TYPE", "") == "log_urls_request")
+    deadline = time.monotonic() + 5
+    while not runs.sinks["r1"].urls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runs.sinks["r1"].urls == [LogUrl(chunk=5, url="https://s3.example/5")]
+    runs.release.set()
+    wait_for(cp, lambda b: isinstance(b, Status) and b.state == "FINISHED")
+
+
+def test_busy_refusal_and_cancel(
+    setup: tuple[Daemon, MemoryTransport, FakeRuns, threading.Thread],
+) -> None:
+    _, cp, _, _ = setup
+    cp.send(an_assign("r1"), peer=PEER)
+    wait_for(cp, lambda b: isinstance(b, Accept))
+    cp.send(an_assign("r2"), peer=PEER)
+    wait_for(cp, lambda b: getattr(b, "reason", None) == "worker_busy")
+    cp.send(Start(run_id="r1", lease_id="l1"), peer=PEER)
+    wait_for(cp, lambda b: isinstance(b, Status) and b.state == "RUNNING")
+    cp.send(Cancel(run_id="r1"), peer=PEER)
+    wait_for(cp, lambda b: isinstance(b, Status) and b.state == "STOPPED")
+
+
+def test_sigterm_finishes_the_run_then_exits(
+    setup: tuple[Daemon, MemoryTransport, FakeRuns, threading.Thread],
+) -> None:
+    daemon, cp, runs, thread = setup
+    cp.send(an_assign("r1"), peer=PEER)
+    wait_for(cp, lambda b: isinstance(b, Accept))
+    cp.send(Start(run_id="r1", lease_id="l1"), peer=PEER)
+    wait_for(cp, lambda b: isinstance(b, Status) and b.state == "RUNNING")
+    daemon.terminate()
+    wait_for(cp, lambda b: isinstance(b, Heartbeat) and b.state == "DRAINED")
+    assert thread.is_alive()
+    runs.release.set()
+    wait_for(cp, lambda b: isinstance(b, Status) and b.state == "FINISHED")
+    thread.join(5)
+    assert daemon.exit is not None
+    assert daemon.exit.code == 0
+
+
+def test_reregisters_after_reconnect(
+    setup: tuple[Daemon, MemoryTransport, FakeRuns, threading.Thread],
+) -> None:
+    daemon, cp, _, _ = setup
+    wait_for(cp, lambda b: isinstance(b, Register))
+    daemon.transport.session.note_reconnect()  # type: ignore[attr-defined]
+    wait_for(cp, lambda b: isinstance(b, Register))

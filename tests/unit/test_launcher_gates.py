@@ -1,0 +1,455 @@
+# ruff: noqa: ARG002 - fakes implement interfaces whose arguments they do not need
+"""``GatedRun``, the real gate sequence, with real crypto and a real policy; Docker is faked.
+
+credentials recheck → envelope (seal_run_state / open_run_state, replay cache) → run id checks →
+parse_run_spec → run_pipeline (binaries, policy, execute). Every refusal is a final ``status
+FAILED`` with its reason, the runner is never called for a refused run, and no status carries a
+secret from the run spec.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hardened_launcher.audit import MemoryAuditLog
+from hardened_launcher.binaries import VerifiedBinary
+from hardened_launcher.envelope import Reason, SqliteReplayCache, seal_run_state
+from hardened_launcher.errors import InfrastructureError
+from hardened_launcher.executor.logsink import LogSink
+from hardened_launcher.executor.runner import RunResult, StopReason
+from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
+from hardened_launcher.identity.certificates import check_pool_identity
+from hardened_launcher.identity.csr import create_csr, parse_subject
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
+from hardened_launcher.identity.token import Token
+from hardened_launcher.launcher.gates import GatedRun, RunContext
+from hardened_launcher.pipeline import PolicyStep
+from hardened_launcher.policy import LauncherFacts, PolicyGate, Sanitizer, check_policy_path
+from hardened_launcher.settings import Settings
+from hardened_launcher.transport.messages import Assign, LogUrl, Status
+
+POOL = "pool-gates"
+RUN = "run-gates-1"
+CANARY = "CANARY-gated-run-4c1e"
+WORKER_VERSION = "0.1.0"
+ISSUED = datetime.now(UTC)
+
+DENY_PROD_DB = """package spacelift
+
+import rego.v1
+
+deny contains sprintf("runs on stack %q need a change ticket", [stack]) if {
+    stack := input.static_run_environment.stack_slug
+    stack == "prod-db"
+}
+"""
+
+
+# -- the pool's credentials, made once per module (real CA, real pool key, real token) ----------
+@dataclass(frozen=True)
+class Pool:
+    key: PoolPrivateKey
+    signer: ed25519.Ed25519PrivateKey
+    token: Token
+    identity: PoolIdentity
+
+
+@pytest.fixture(scope="module")
+def pool() -> Pool:
+    ca = CertificateAuthority.generate()
+    key = PoolPrivateKey.generate_ec()
+    signer = ed25519.Ed25519PrivateKey.generate()
+    token = issue_pool_token(
+        ca,
+        create_csr(key, parse_subject("/CN=ignored")),
+        pool_id=POOL,
+        broker_url="mqtts://127.0.0.1:8883",
+        control_plane_url="https://cp.example",
+        run_state_signing_key=signer.public_key(),
+        not_before=ISSUED,
+        not_after=ISSUED + timedelta(days=1),
+    )
+    identity = check_pool_identity(
+        token=token,
+        private_key=key,
+        pinned_ca_sha256=ca.fingerprint_sha256,
+        now=ISSUED + timedelta(seconds=1),
+        clock_skew=timedelta(minutes=5),
+    )
+    return Pool(key=key, signer=signer, token=token, identity=identity)
+
+
+# -- fakes for everything that would touch Docker ------------------------------------------------
+class FakeSink:
+    def __init__(self) -> None:
+        self.closed = 0
+        self.data: list[tuple[str, bytes]] = []
+
+    def write(self, channel: str, data: bytes) -> None:
+        self.data.append((channel, data))
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class FakeRunner:
+    """Records what it is asked to run; ends as told (exit code, cancel, or an error)."""
+
+    def __init__(
+        self, *, exit_code: int = 0, wait_for_cancel: bool = False, fail: Exception | None = None
+    ) -> None:
+        self.exit_code = exit_code
+        self.wait_for_cancel = wait_for_cancel
+        self.fail = fail
+        self.calls: list[tuple[Any, bytes]] = []
+
+    def run(self, container: Any, instructions: bytearray, **kwargs: Any) -> RunResult:
+        self.calls.append((container, bytes(instructions)))
+        kwargs["sink"].close()
+        if self.fail is not None:
+            raise self.fail
+        on_started = kwargs.get("on_started")
+        if on_started is not None:
+            on_started("container-1")
+        cancel: threading.Event | None = kwargs.get("cancel")
+        if self.wait_for_cancel:
+            assert cancel is not None
+            assert cancel.wait(5), "the run was never cancelled"
+            return RunResult(
+                run_id=container.run_id,
+                container_id="container-1",
+                exit_code=None,
+                stopped_by=StopReason.CANCELLED,
+                duration_seconds=0.1,
+                output_bytes=0,
+            )
+        return RunResult(
+            run_id=container.run_id,
+            container_id="container-1",
+            exit_code=self.exit_code,
+            stopped_by=StopReason.EXITED,
+            duration_seconds=0.1,
+            output_bytes=0,
+        )
+
+
+class FakeBinaries:
+    """Stands in for the BinaryGate (real signature checks: tests/unit/test_binaries_*)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def verify(self, name: str, version: str, *, run_id: str, audit: Any) -> VerifiedBinary:
+        self.asked.append((name, version))
+        return VerifiedBinary(
+            name=name,
+            path=Path(f"/cache/{name}"),
+            sha256=hashlib.sha256(name.encode()).hexdigest(),
+            size=1,
+            signer_fingerprint="f" * 40,
+            signing_key_fingerprint="f" * 40,
+            signature_created=datetime.now(UTC),
+            sums_sha256="0" * 64,
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def spec_yaml(run_id: str = RUN, *, stack: str = "dev") -> bytes:
+    document = {
+        "version": 1,
+        "run_id": run_id,
+        "run_type": "ro",
+        "image": "busybox",
+        "phases": [{"name": "main", "commands": ["echo hello"]}],
+        "secret_env": {"TOKEN": CANARY},
+        "metadata": {"stack_slug": stack},
+    }
+    return yaml.safe_dump(document, sort_keys=False).encode()
+
+
+def seal(pool: Pool, plaintext: bytes, *, run_id: str = RUN) -> bytes:
+    now = datetime.now(UTC)
+    return seal_run_state(
+        plaintext,
+        pool_public_key=pool.key.public_key,
+        signing_key=pool.signer,
+        run_id=run_id,
+        pool_id=POOL,
+        issued_at=now - timedelta(seconds=1),
+        expires_at=now + timedelta(minutes=5),
+    )
+
+
+def assignment(envelope: bytes, run_id: str = RUN) -> Assign:
+    return Assign(
+        run_id=run_id,
+        lease_id="lease-1",
+        lease_expires_at=datetime.now(UTC) + timedelta(seconds=30),
+        envelope_b64=base64.b64encode(envelope).decode(),
+        log_urls=(LogUrl(chunk=0, url="https://s3.example/0"),),
+    )
+
+
+@dataclass
+class Harness:
+    pool: Pool
+    state_dir: Path
+    runner: FakeRunner = field(default_factory=FakeRunner)
+    binaries: FakeBinaries = field(default_factory=FakeBinaries)
+    audit: MemoryAuditLog = field(default_factory=MemoryAuditLog)
+    policy: PolicyStep | None = None
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    sinks: list[FakeSink] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    replay: SqliteReplayCache | None = None
+
+    def gated_run(self) -> GatedRun:
+        if self.replay is None:
+            self.replay = SqliteReplayCache(self.state_dir / "replay.sqlite3")
+
+        def sink_factory(
+            run_id: str, initial_urls: Sequence[LogUrl], request_more: Callable[[int], None]
+        ) -> LogSink:
+            sink = FakeSink()
+            self.sinks.append(sink)
+            return sink
+
+        return GatedRun(
+            settings=Settings(
+                state_dir=self.state_dir,
+                cache_dir=self.state_dir / "cache",
+                audit_dir=self.state_dir / "audit",
+            ),
+            identity=self.pool.identity,
+            pool_private_key=self.pool.key,
+            signer_public_key=self.pool.signer.public_key(),
+            replay_cache=self.replay,
+            launcher_id="launcher-t",
+            worker_version=WORKER_VERSION,
+            binaries=self.binaries,  # type: ignore[arg-type]
+            policy=self.policy,
+            runner=self.runner,
+            audit=self.audit,
+            sink_factory=sink_factory,
+            environ={},
+            clock=self.clock,
+        )
+
+    def run(self, assign: Assign, *, on_started: Callable[[str], None] | None = None) -> Status:
+        def started(container_id: str) -> None:
+            self.started.append(container_id)
+            if on_started is not None:
+                on_started(container_id)
+
+        context = RunContext(
+            cancel=self.cancel,
+            on_started=started,
+            request_more=lambda _from_chunk: None,
+            on_sink=lambda _sink: None,
+        )
+        status = self.gated_run()(assign, context)
+        assert CANARY not in repr(status)
+        assert CANARY not in (status.message or "")
+        return status
+
+
+@pytest.fixture
+def harness(pool: Pool, tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(pool=pool, state_dir=tmp_path)
+    yield h
+    if h.replay is not None:
+        h.replay.close()
+    assert CANARY not in str([event.to_json_dict() for event in h.audit.events])
+
+
+def refused_without_running(h: Harness, status: Status, reason: str) -> None:
+    assert status.state == "FAILED"
+    assert status.reason == reason
+    assert status.run_id == RUN
+    assert h.runner.calls == []
+    assert h.started == []
+
+
+# -- the happy path ----------------------------------------------------------------------------
+def test_a_sealed_envelope_opens_and_runs_to_finished(harness: Harness) -> None:
+    status = harness.run(assignment(seal(harness.pool, spec_yaml())))
+    assert (status.state, status.run_id, status.exit_code) == ("FINISHED", RUN, 0)
+    assert status.reason == "run_succeeded"
+    assert len(harness.runner.calls) == 1
+    container, instructions = harness.runner.calls[0]
+    assert container.run_id == RUN
+    # The secret reaches the container (base64 in the instruction stream), and only it.
+    assert base64.b64encode(CANARY.encode()) in instructions
+    assert harness.binaries.asked == [("hl-worker", WORKER_VERSION)]
+    assert harness.started == ["container-1"]
+    assert len(harness.sinks) == 1
+    types = [event.type for event in harness.audit.events]
+    assert "envelope.opened" in types
+    assert types.index("envelope.opened") < types.index("run.started")
+
+
+def test_a_failing_run_is_failed_with_its_exit_code(pool: Pool, tmp_path: Path) -> None:
+    h = Harness(pool=pool, state_dir=tmp_path, runner=FakeRunner(exit_code=3))
+    status = h.run(assignment(seal(pool, spec_yaml())))
+    assert (status.state, status.exit_code, status.reason) == ("FAILED", 3, "run_failed")
+
+
+# -- gate 1: credentials -----------------------------------------------------------------------
+def test_an_expired_certificate_fails_the_run_before_anything_else(
+    pool: Pool, tmp_path: Path
+) -> None:
+    later = ISSUED + timedelta(days=2)
+    h = Harness(pool=pool, state_dir=tmp_path, clock=lambda: later)
+    envelope = seal(pool, spec_yaml())
+    status = h.run(assignment(envelope))
+    refused_without_running(h, status, "certificate_expired")
+    assert status.message
+    assert h.sinks == []
+    assert h.binaries.asked == []
+    # The envelope was not even opened: the same envelope still opens afterwards.
+    h.clock = lambda: datetime.now(UTC)
+    assert h.run(assignment(envelope)).state == "FINISHED"
+
+
+# -- gate 4: the envelope ----------------------------------------------------------------------
+def test_a_tampered_envelope_fails_with_the_envelope_reason(harness: Harness) -> None:
+    envelope = bytearray(seal(harness.pool, spec_yaml()))
+    envelope[-1] ^= 0x01
+    status = harness.run(assignment(bytes(envelope)))
+    refused_without_running(harness, status, Reason.SIGNATURE_INVALID.value)
+    assert harness.sinks == []
+    rejected = [e for e in harness.audit.events if e.type == "envelope.rejected"]
+    assert len(rejected) == 1
+
+
+def test_an_envelope_signed_by_another_key_is_refused(harness: Harness) -> None:
+    other = Pool(
+        key=harness.pool.key,
+        signer=ed25519.Ed25519PrivateKey.generate(),
+        token=harness.pool.token,
+        identity=harness.pool.identity,
+    )
+    status = harness.run(assignment(seal(other, spec_yaml())))
+    refused_without_running(harness, status, Reason.SIGNATURE_INVALID.value)
+
+
+def test_a_replayed_envelope_is_refused(harness: Harness) -> None:
+    envelope = seal(harness.pool, spec_yaml())
+    assert harness.run(assignment(envelope)).state == "FINISHED"
+    again = harness.run(assignment(envelope))
+    assert (again.state, again.reason) == ("FAILED", Reason.REPLAYED.value)
+    assert len(harness.runner.calls) == 1
+
+
+def test_the_replay_cache_survives_a_restart(pool: Pool, tmp_path: Path) -> None:
+    envelope = seal(pool, spec_yaml())
+    first = Harness(pool=pool, state_dir=tmp_path)
+    assert first.run(assignment(envelope)).state == "FINISHED"
+    assert first.replay is not None
+    first.replay.close()
+    second = Harness(pool=pool, state_dir=tmp_path)
+    try:
+        status = second.run(assignment(envelope))
+    finally:
+        assert second.replay is not None
+        second.replay.close()
+    refused_without_running(second, status, Reason.REPLAYED.value)
+
+
+def test_an_envelope_for_another_run_is_refused(harness: Harness) -> None:
+    envelope = seal(harness.pool, spec_yaml("run-other"), run_id="run-other")
+    status = harness.run(assignment(envelope, run_id=RUN))
+    refused_without_running(harness, status, "envelope_run_mismatch")
+    assert harness.sinks == []
+
+
+# -- the run spec ------------------------------------------------------------------------------
+def test_a_run_spec_naming_another_run_is_refused(harness: Harness) -> None:
+    envelope = seal(harness.pool, spec_yaml("run-other"), run_id=RUN)
+    status = harness.run(assignment(envelope))
+    refused_without_running(harness, status, "runspec_run_mismatch")
+    assert harness.sinks == []
+
+
+def test_a_malformed_run_spec_is_refused(harness: Harness) -> None:
+    envelope = seal(harness.pool, b"version: 1\nrun_id: [not, a, string]\n")
+    status = harness.run(assignment(envelope))
+    assert status.state == "FAILED"
+    assert status.reason is not None
+    assert status.reason.startswith("runspec_")
+    assert harness.runner.calls == []
+
+
+# -- gate 3: policy (real Rego) ----------------------------------------------------------------
+@pytest.fixture
+def deny_prod_db(tmp_path: Path) -> Iterator[PolicyStep]:
+    policy_file = tmp_path / "policy.rego"
+    policy_file.write_text(DENY_PROD_DB)
+    sanitizer = Sanitizer(b"s" * 32)
+    compiled = check_policy_path(policy_file, sanitizer=sanitizer)
+    with PolicyGate.start(compiled, sanitizer=sanitizer, isolated=False) as gate:
+        yield PolicyStep(
+            gate=gate,
+            sanitizer=sanitizer,
+            launcher=LauncherFacts(pool_id=POOL, worker_id="launcher-t", version=WORKER_VERSION),
+        )
+
+
+def test_a_policy_deny_fails_the_run_unrun(harness: Harness, deny_prod_db: PolicyStep) -> None:
+    harness.policy = deny_prod_db
+    status = harness.run(assignment(seal(harness.pool, spec_yaml(stack="prod-db"))))
+    refused_without_running(harness, status, "policy_denied")
+    assert status.message is not None
+    assert "prod-db" in status.message
+
+
+def test_a_policy_allow_runs(harness: Harness, deny_prod_db: PolicyStep) -> None:
+    harness.policy = deny_prod_db
+    status = harness.run(assignment(seal(harness.pool, spec_yaml(stack="dev"))))
+    assert status.state == "FINISHED"
+
+
+# -- cancel, and secrets in errors -------------------------------------------------------------
+def test_a_cancelled_run_is_stopped(harness: Harness) -> None:
+    harness.runner = FakeRunner(wait_for_cancel=True)
+    # The daemon sets the run's cancel event when a `cancel` arrives after the container started.
+    status = harness.run(
+        assignment(seal(harness.pool, spec_yaml())), on_started=lambda _id: harness.cancel.set()
+    )
+    assert (status.state, status.run_id) == ("STOPPED", RUN)
+    assert status.reason == StopReason.CANCELLED.value
+    assert harness.started == ["container-1"]
+
+
+def test_an_error_echoing_a_secret_is_redacted_in_the_status(pool: Pool, tmp_path: Path) -> None:
+    leak = InfrastructureError(
+        f"the container died: TOKEN={CANARY}", reason="container_failed", detail=CANARY
+    )
+    h = Harness(pool=pool, state_dir=tmp_path, runner=FakeRunner(fail=leak))
+    try:
+        status = h.run(assignment(seal(pool, spec_yaml())))  # asserts the canary is absent
+    finally:
+        assert h.replay is not None
+        h.replay.close()
+    assert (status.state, status.reason) == ("FAILED", "container_failed")
+    assert status.message is not None
+    assert "the container died" in status.message
+
+
+def test_an_internal_error_fails_closed_without_details(harness: Harness) -> None:
+    harness.runner = FakeRunner(fail=RuntimeError(CANARY))
+    status = harness.run(assignment(seal(harness.pool, spec_yaml())))
+    assert (status.state, status.reason) == ("FAILED", "internal_error")
+    assert status.message == "internal error (RuntimeError)"

@@ -1,0 +1,238 @@
+"""``hardened-launcher start`` up to the broker connection, with a real configuration.
+
+Real pool credentials, a real signed hl-worker release (pysequoia), real settings, doctor checks,
+audit log, replay cache and binary verification; Docker is a fake (no containers are made before
+the connection) and the broker port on loopback is closed, so the connection is retried and
+finally fails with the retryable broker error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import logging
+import random
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from pysequoia import SignatureMode, Tsk, sign
+
+from hardened_launcher import __version__
+from hardened_launcher.cli import start
+from hardened_launcher.errors import EXIT_RETRYABLE, ConfigurationError
+from hardened_launcher.identity import PoolPrivateKey
+from hardened_launcher.identity.csr import create_csr, parse_subject
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
+from hardened_launcher.settings import Settings
+from hardened_launcher.transport.client import BrokerUnavailableError
+
+POOL = "pool-start"
+WORKER = "hl-worker"
+FAST = start.ConnectRetry(
+    attempt_timeout_seconds=0.3, first_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=3
+)
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.filters: list[Any] = []
+
+    def containers(self, *, all: bool, filters: Any) -> list[Any]:  # noqa: A002 - docker's name
+        assert all
+        self.filters.append(filters)
+        return []
+
+
+class FakeDocker:
+    """What start-up asks Docker before it connects: ping, info, leftover containers."""
+
+    def __init__(self) -> None:
+        self.api = FakeApi()
+        self.pings = 0
+
+    def ping(self) -> bool:
+        self.pings += 1
+        return True
+
+    def info(self) -> dict[str, Any]:
+        return {"ServerVersion": "fake-27.0", "Runtimes": {"runc": {}}}
+
+
+@dataclass(frozen=True)
+class Release:
+    root: Path
+    keyring: Path
+    fingerprint: str
+
+
+def make_release(root: Path, keyring: Path) -> Release:
+    key = Tsk.generate("hardened-launcher test release <release@test.invalid>")
+    directory = root / WORKER / __version__
+    directory.mkdir(parents=True)
+    data = b"#!/bin/sh\nexit 0\n"
+    (directory / WORKER).write_bytes(data)
+    sums = f"{hashlib.sha256(data).hexdigest()}  {WORKER}\n".encode()
+    (directory / "SHA256SUMS").write_bytes(sums)
+    (directory / "SHA256SUMS.sig").write_bytes(
+        sign(key.signer(), sums, mode=SignatureMode.DETACHED, armor=True)
+    )
+    cert = key.extract_certificate()
+    keyring.write_text(str(cert))
+    return Release(root=root, keyring=keyring, fingerprint=cert.fingerprint)
+
+
+def closed_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def credentials() -> tuple[str, str, str]:
+    """(SPACELIFT_TOKEN, SPACELIFT_POOL_PRIVATE_KEY, HL_CA_FINGERPRINT) for a broker on a
+    closed loopback port."""
+    now = datetime.now(UTC)
+    ca = CertificateAuthority.generate()
+    key = PoolPrivateKey.generate_ec()
+    token = issue_pool_token(
+        ca,
+        create_csr(key, parse_subject("/CN=ignored")),
+        pool_id=POOL,
+        broker_url=f"mqtts://127.0.0.1:{closed_loopback_port()}",
+        control_plane_url="https://cp.example",
+        run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),
+        not_before=now,
+        not_after=now + timedelta(days=365),
+    )
+    return (
+        token.to_encoded().reveal_text(),
+        base64.b64encode(bytes(key.to_pem().reveal())).decode("ascii"),
+        ca.fingerprint_sha256.hex(),
+    )
+
+
+@pytest.fixture
+def environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, credentials: tuple[str, str, str]
+) -> Iterator[dict[str, str]]:
+    """A complete, valid configuration in ``os.environ``; the launcher's logger restored after."""
+    import os  # noqa: PLC0415 - only to clear the launcher's namespaces
+
+    for name in list(os.environ):
+        if name.startswith(("SPACELIFT_", "HL_")) and name != "HL_REQUIRE_INTEGRATION":
+            monkeypatch.delenv(name)
+    release = make_release(tmp_path / "releases", tmp_path / "release-keys.asc")
+    env = {
+        "SPACELIFT_TOKEN": credentials[0],
+        "SPACELIFT_POOL_PRIVATE_KEY": credentials[1],
+        "HL_CA_FINGERPRINT": credentials[2],
+        "HL_STATE_DIR": str(tmp_path / "state"),
+        "HL_CACHE_DIR": str(tmp_path / "cache"),
+        "HL_LAUNCHER_ID": "launcher-start-test",
+        "HL_RELEASE_DIR": str(release.root),
+        "HL_RELEASE_KEYRING": str(release.keyring),
+        "HL_RELEASE_KEY_FINGERPRINTS": release.fingerprint,
+        "HL_HEARTBEAT_INTERVAL": "1s",
+        "HL_SHUTDOWN_GRACE": "0s",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    logger = logging.getLogger("hardened_launcher")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        yield env
+    finally:
+        logger.handlers, logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_start_passes_every_check_then_retries_the_unreachable_broker(
+    environment: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    docker = FakeDocker()
+    with pytest.raises(BrokerUnavailableError) as info:
+        start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=lambda: docker)
+    assert info.value.exit_code == EXIT_RETRYABLE
+    assert info.value.reason == "broker_unavailable"
+    err = capsys.readouterr().err
+    assert "startup.warning" not in err
+    assert "attempt=1 " in err
+    assert "attempt=2 " in err
+    assert err.count("broker.unavailable") == 2  # the third failure is raised, not retried
+    assert "launcher.started" not in err
+    # Every step before the connection ran: doctor's Docker check, the leftover sweep for this
+    # launcher, the worker release's verification (it is in the verified cache now).
+    assert docker.pings >= 1
+    assert docker.api.filters
+    assert any("launcher-start-test" in label for label in docker.api.filters[0]["label"])
+    state = Path(environment["HL_STATE_DIR"])
+    assert (state / "replay.sqlite3").exists()
+    cache = Path(environment["HL_CACHE_DIR"])
+    assert any(path.is_file() for path in cache.rglob("*"))
+    assert environment["SPACELIFT_TOKEN"] not in err
+
+
+def test_start_without_a_release_dir_is_a_configuration_error(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HL_RELEASE_DIR")
+    with pytest.raises(ConfigurationError) as info:
+        start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=FakeDocker)
+    assert info.value.reason == "release_dir_missing"
+    assert "HL_RELEASE_DIR" in info.value.message
+
+
+def test_start_with_pins_but_no_keyring_names_hl_release_keyring(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HL_RELEASE_KEYRING")
+    with pytest.raises(ConfigurationError) as info:
+        start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=FakeDocker)
+    assert "HL_RELEASE_KEYRING" in f"{info.value.message} {info.value.hint}"
+    assert "/nonexistent" not in f"{info.value.message} {info.value.hint}"
+
+
+def settings(**extra: Any) -> Settings:
+    return Settings(state_dir=Path("/s"), cache_dir=Path("/c"), audit_dir=Path("/a"), **extra)
+
+
+def test_release_sources_name_the_missing_variable(tmp_path: Path) -> None:
+    keyring = tmp_path / "keys.asc"
+    keyring.write_text("keys")
+    pins = ("a" * 40,)
+    cases = [
+        (settings(release_key_fingerprints=pins, release_keyring=keyring), "HL_RELEASE_DIR"),
+        (settings(release_dir=tmp_path, release_keyring=keyring), "HL_RELEASE_KEY_FINGERPRINTS"),
+        (settings(release_dir=tmp_path, release_key_fingerprints=pins), "HL_RELEASE_KEYRING"),
+    ]
+    for configured, variable in cases:
+        with pytest.raises(ConfigurationError) as info:
+            start._release_sources(configured)
+        assert info.value.message.startswith(f"{variable} is not set")
+    releases, found = start._release_sources(
+        settings(release_dir=tmp_path, release_key_fingerprints=pins, release_keyring=keyring)
+    )
+    assert (releases.root, found) == (tmp_path, keyring)
+
+
+def test_connect_backs_off_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    monkeypatch.setattr(random, "uniform", lambda _low, high: high)
+
+    class Unavailable:
+        def start(self, *, timeout_seconds: float) -> None:  # noqa: ARG002
+            raise BrokerUnavailableError("down", detail="refused")
+
+    retry = start.ConnectRetry(first_delay_seconds=1, max_delay_seconds=4, max_attempts=5)
+    with pytest.raises(BrokerUnavailableError):
+        start._connect(Unavailable, retry=retry, stop=[])  # type: ignore[arg-type]
+    assert sleeps == [1, 2, 4, 4]
