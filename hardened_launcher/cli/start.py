@@ -5,6 +5,12 @@ containers removed (reported as crashed) → policy gate (compile errors exit 78
 verified → broker connection (refused: exit 78; unavailable: retried with backoff) → register,
 then the loop (:mod:`hardened_launcher.launcher.daemon`). One structured line per event goes to
 standard error through the redacting logger.
+
+Run logs go to object storage (:class:`~hardened_launcher.launcher.logship.ChunkedLogSink`,
+spooled under ``<state_dir>/log-spool``; what earlier processes left there is resumed before
+the loop starts), to a file copy under ``<state_dir>/runs`` (canary-scanned), and optionally to
+standard output as JSON lines. ``HL_METRICS_ADDRESS`` opens ``/healthz``, ``/readyz`` and
+``/metrics`` while the daemon runs.
 """
 
 from __future__ import annotations
@@ -33,8 +39,11 @@ from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_
 from hardened_launcher.executor.container_spec import WORKER_NAME
 from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.launcher.daemon import Daemon
-from hardened_launcher.launcher.gates import GatedRun, SinkFactory, file_sink_factory
+from hardened_launcher.launcher.gates import GatedRun, ShippingSinkFactory, SinkFactory
+from hardened_launcher.launcher.health import HealthServer
+from hardened_launcher.launcher.logship import ChunkedLogSink, resume_spooled
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
+from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.pipeline import BinaryGate, EgressStep, ReleaseDirectory, start_policy_step
 from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
@@ -172,15 +181,45 @@ def _release_sources(settings: Settings) -> tuple[ReleaseDirectory, Path]:
     return ReleaseDirectory(root=settings.release_dir), settings.release_keyring
 
 
+def _start_health(
+    settings: Settings, metrics: LauncherMetrics, daemon: Daemon
+) -> HealthServer | None:
+    if settings.metrics_address is None:
+        return None
+    server = HealthServer(settings.metrics_address, metrics=metrics, readiness=daemon.readiness)
+    server.start()
+    if not server.is_loopback:
+        log.warning(
+            "metrics.exposed address=%s detail=unauthenticated endpoints on a non-loopback address",
+            settings.metrics_address,
+        )
+    log.info("metrics.listening url=%s", server.url)
+    return server
+
+
+def _resume_logs(
+    spool_dir: Path, daemon: Daemon, metrics: LauncherMetrics
+) -> dict[str, ChunkedLogSink]:
+    """Ship what earlier processes left in the spool (before any new sink is made)."""
+    resumed = resume_spooled(spool_dir, request_more=daemon.request_log_urls, metrics=metrics)
+    daemon.adopt_log_sinks(resumed)
+    for run_id, sink in resumed.items():
+        report = sink.report()
+        log.info("logs.resumed run_id=%s chunks=%d", run_id, report.spooled)
+    return resumed
+
+
 def run(
     args: argparse.Namespace,
     *,
     sink_factory: SinkFactory | None = None,
     connect_retry: ConnectRetry | None = None,
     docker_factory: Callable[[], Any] | None = None,
+    metrics: LauncherMetrics | None = None,
 ) -> int:
-    """The daemon. ``connect_retry`` and ``docker_factory`` (used for the start-up check and
-    every Docker call) are test seams; the defaults are the real broker backoff and Docker."""
+    """The daemon. ``sink_factory``, ``connect_retry``, ``docker_factory`` (used for the
+    start-up check and every Docker call) and ``metrics`` are test seams; the defaults are the
+    log shipping sinks, the real broker backoff, Docker and a fresh registry."""
     del args
     _setup_logging()
     ctx = _checks(datetime.now(UTC), docker_factory)
@@ -188,6 +227,8 @@ def run(
     if settings is None or key is None or token is None or identity is None:  # pragma: no cover
         raise ConfigurationError("start-up checks did not establish the identity")
     releases, keyring = _release_sources(settings)
+    metrics = metrics or LauncherMetrics()
+    shipping = ShippingSinkFactory(settings=settings, metrics=metrics, stdout=sys.stdout)
     audit = open_audit_log(settings.state_dir, settings.audit_dir)
     policy = None
     replay = None
@@ -236,9 +277,10 @@ def run(
                 stop_grace=settings.run_stop_grace,
             ),
             audit=audit,
-            sink_factory=sink_factory or file_sink_factory(settings.state_dir / "runs"),
+            sink_factory=sink_factory or shipping,
             environ=dict(os.environ),
             egress=EgressStep(docker_client=client) if settings.egress_policy else None,
+            metrics=metrics,
         )
         stop: list[bool] = []
         transport = _connect(
@@ -258,15 +300,28 @@ def run(
             )
         )
         daemon = Daemon(
-            machine=machine, transport=transport, run_function=run_function, audit=audit
+            machine=machine,
+            transport=transport,
+            run_function=run_function,
+            audit=audit,
+            metrics=metrics,
         )
         signal.signal(signal.SIGTERM, lambda *_: daemon.terminate())
         signal.signal(signal.SIGINT, lambda *_: daemon.terminate())
-        log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
+        resumed: dict[str, ChunkedLogSink] = {}
+        health: HealthServer | None = None
         try:
+            resumed = _resume_logs(shipping.spool_dir, daemon, metrics)
+            health = _start_health(settings, metrics, daemon)
+            log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
             return daemon.run()
         finally:
             daemon.join_runs(settings.run_stop_grace.total_seconds() + 30)
+            if health is not None:
+                health.stop()
+            shipping.shutdown()
+            for sink in resumed.values():
+                sink.shutdown()
             transport.close(bye_reason="shutdown")
     finally:
         if replay is not None:

@@ -12,13 +12,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from hardened_launcher.executor.logsink import LogSink
-from hardened_launcher.launcher.gates import RunContext, RunFunction
+from hardened_launcher.launcher.gates import RunContext, RunFunction, log_shipper
+from hardened_launcher.launcher.health import Readiness
 from hardened_launcher.launcher.machine import (
     Action,
     AuditHealth,
@@ -35,10 +36,12 @@ from hardened_launcher.launcher.machine import (
     RunEnded,
     RunStarted,
     Send,
+    ShippingLogs,
     StartRun,
     Terminate,
     Tick,
 )
+from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.transport.base import Transport
 from hardened_launcher.transport.messages import Assign, Status
 
@@ -84,6 +87,7 @@ class Daemon:
         clock: Callable[[], datetime] = _utc_now,
         poll_seconds: float = 0.2,
         checkpoint_seconds: float = 1.0,
+        metrics: LauncherMetrics | None = None,
     ) -> None:
         self.machine = machine
         self.transport = transport
@@ -92,6 +96,9 @@ class Daemon:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.checkpoint_seconds = checkpoint_seconds
+        self.metrics = metrics
+        #: Sinks of earlier runs still shipping spooled chunks (see :meth:`adopt_log_sinks`).
+        self.resumed: dict[str, Any] = {}
         self.events: queue.Queue[Event] = queue.Queue()
         self.runs: dict[str, _RunHandle] = {}
         self._runs_lock = threading.Lock()
@@ -104,6 +111,31 @@ class Daemon:
     def terminate(self) -> None:
         """SIGTERM/SIGINT (safe from a signal handler: only queues an event)."""
         self.events.put(Terminate(now=self.clock()))
+
+    def request_log_urls(self, run_id: str, from_chunk: int) -> None:
+        """``request_more`` for :func:`~.logship.resume_spooled` (any thread: queues an event)."""
+        self.events.put(LogUrlsWanted(run_id=run_id, from_chunk=from_chunk))
+
+    def adopt_log_sinks(self, sinks: Mapping[str, Any]) -> None:
+        """Route ``log_urls`` to the resumed sinks of earlier runs (call before :meth:`run`,
+        from the thread that will run the loop)."""
+        with self._runs_lock:
+            self.resumed.update(sinks)
+        if sinks:
+            self._apply(self.machine.handle(ShippingLogs(run_ids=tuple(sorted(sinks)))))
+
+    def readiness(self) -> Readiness:
+        """``/readyz``: registered with the control plane and not draining (any thread)."""
+        machine = self.machine
+        if self.exit is not None or machine.exited is not None:
+            return Readiness(ready=False, reason="exiting")
+        if not machine.registered:
+            return Readiness(ready=False, reason="not_registered")
+        if not machine.accepting:
+            return Readiness(ready=False, reason="draining")
+        if not machine.audit_healthy:
+            return Readiness(ready=False, reason="audit_unavailable")
+        return Readiness(ready=True)
 
     def stop_loop(self) -> None:
         """Tests: leave the loop without exiting through the machine."""
@@ -127,6 +159,9 @@ class Daemon:
         self._drain_events()
         reconnects = self.transport.stats().reconnects
         if reconnects != self._reconnects:
+            if self.metrics is not None:
+                for _ in range(max(0, reconnects - self._reconnects)):
+                    self.metrics.broker_reconnected()
             self._reconnects = reconnects
             log.info("launcher.reconnected reconnects=%d", reconnects)
             self._apply(self.machine.handle(Connected(now=self.clock())))
@@ -199,14 +234,17 @@ class Daemon:
         with self._runs_lock:
             handle = self.runs.get(run_id)
             if handle is None:
-                return
-            sink = handle.sink
-            if sink is None:
-                handle.early_urls.extend(urls)
-                return
-        add = getattr(sink, "add_urls", None)
-        if callable(add):
-            add(tuple(urls))
+                sink = self.resumed.get(run_id)
+                if sink is None:
+                    return
+            else:
+                sink = handle.sink
+                if sink is None:
+                    handle.early_urls.extend(urls)
+                    return
+        shipper = log_shipper(sink)
+        if shipper is not None:
+            shipper.add_urls(tuple(urls))
 
     def _launch(self, assign: Assign) -> None:
         run_id = assign.run_id
@@ -216,9 +254,9 @@ class Daemon:
             with self._runs_lock:
                 handle.sink = sink
                 early, handle.early_urls = handle.early_urls, []
-            add = getattr(sink, "add_urls", None)
-            if early and callable(add):
-                add(tuple(early))
+            shipper = log_shipper(sink)
+            if early and shipper is not None:
+                shipper.add_urls(tuple(early))
 
         context = RunContext(
             cancel=handle.cancel,

@@ -11,23 +11,40 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hardened_launcher.audit import AuditSink
+from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.envelope import open_run_state
 from hardened_launcher.envelope.replay import ReplayCache
 from hardened_launcher.errors import LauncherError
-from hardened_launcher.executor.logsink import FileLogSink, LogSink
+from hardened_launcher.executor.logsink import FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.runner import RunResult, StopReason
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
-from hardened_launcher.pipeline import BinaryGate, EgressStep, PolicyStep, Runner, run_pipeline
+from hardened_launcher.launcher.logship import (
+    DEFAULT_CLOSE_TIMEOUT_SECONDS,
+    ChunkedLogSink,
+    LogShipReport,
+    StdoutJsonLinesSink,
+    Uploader,
+)
+from hardened_launcher.launcher.metrics import LauncherMetrics
+from hardened_launcher.pipeline import (
+    BinaryGate,
+    EgressStep,
+    PolicyCheck,
+    PolicyStep,
+    Runner,
+    run_pipeline,
+)
+from hardened_launcher.policy import PolicyDecision
+from hardened_launcher.policy.errors import PolicyDeniedError
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings
 from hardened_launcher.transport.messages import MAX_TEXT_CHARS, Assign, LogUrl, Status
@@ -36,10 +53,13 @@ __all__ = [
     "GatedRun",
     "RunContext",
     "RunFunction",
+    "ShippingSinkFactory",
     "SinkFactory",
     "file_sink_factory",
+    "log_shipper",
     "status_for_error",
     "status_for_result",
+    "timed_policy",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +81,128 @@ def file_sink_factory(directory: Path) -> SinkFactory:
         return FileLogSink(directory / f"{run_id}-{stamp}.log")
 
     return make
+
+
+class UrlReceiver(Protocol):
+    """A sink that takes more presigned URLs (:class:`ChunkedLogSink`)."""
+
+    def add_urls(self, urls: Iterable[LogUrl]) -> None: ...
+
+
+def log_shipper(sink: object) -> UrlReceiver | None:
+    """The sink inside ``sink`` (itself, or one of a :class:`TeeLogSink`'s, at any depth) that
+    takes ``log_urls``; None when there is none."""
+    if callable(getattr(sink, "add_urls", None)):
+        return sink  # type: ignore[return-value]
+    if isinstance(sink, TeeLogSink):
+        for inner in sink.sinks:
+            found = log_shipper(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _chunked(sink: object) -> ChunkedLogSink | None:
+    if isinstance(sink, ChunkedLogSink):
+        return sink
+    if isinstance(sink, TeeLogSink):
+        for inner in sink.sinks:
+            found = _chunked(inner)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass(kw_only=True)
+class ShippingSinkFactory:
+    """The daemon's :data:`SinkFactory`: per run a tee of
+
+    * :class:`ChunkedLogSink` (object storage through presigned URLs, spooled under
+      ``<state_dir>/log-spool``),
+    * a :class:`FileLogSink` copy under ``<state_dir>/runs`` — the same bytes, so the pipeline's
+      canary scan (which reads stored files) checks exactly what was shipped,
+    * :class:`StdoutJsonLinesSink` when ``SPACELIFT_RUN_LOGS_ON_STANDARD_OUTPUT_ENABLED``.
+
+    :meth:`shutdown` stops the uploaders still running at launcher exit (the spool keeps them).
+    """
+
+    settings: Settings
+    metrics: LauncherMetrics | None = None
+    stdout: TextIO | None = None
+    uploader: Uploader | None = None
+    shippers: list[ChunkedLogSink] = field(default_factory=list)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.settings.state_dir / "log-spool"
+
+    def __call__(
+        self, run_id: str, initial_urls: Sequence[LogUrl], request_more: Callable[[int], None]
+    ) -> LogSink:
+        self.shippers = [s for s in self.shippers if not s.finished]
+        shipper = ChunkedLogSink(
+            run_id=run_id,
+            spool_dir=self.spool_dir,
+            initial_urls=initial_urls,
+            request_more=request_more,
+            chunk_bytes=self.settings.log_chunk_bytes,
+            metrics=self.metrics,
+            uploader=self.uploader,
+        )
+        # close() returns its report (the LogSink protocol's close returns nothing).
+        sinks: list[LogSink] = [cast("LogSink", shipper)]
+        try:
+            sinks.append(file_sink_factory(self.settings.state_dir / "runs")(run_id, (), _no_urls))
+            if self.settings.run_logs_on_standard_output_enabled and self.stdout is not None:
+                sinks.append(StdoutJsonLinesSink(run_id, self.stdout))
+        except BaseException:
+            TeeLogSink(*sinks).close()
+            raise
+        self.shippers.append(shipper)
+        return TeeLogSink(*sinks)
+
+    def shutdown(self, timeout_seconds: float = 5.0) -> None:
+        for shipper in self.shippers:
+            if not shipper.finished:
+                shipper.shutdown(timeout_seconds)
+        self.shippers = []
+
+
+def _no_urls(_from_chunk: int) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TimedPolicyCheck:
+    """Observes each policy evaluation's duration (allow: the decision's, deny: the error's)."""
+
+    inner: PolicyCheck
+    metrics: LauncherMetrics
+
+    def check(self, document: Mapping[str, object], *, run_id: str | None = None) -> PolicyDecision:
+        try:
+            decision = self.inner.check(document, run_id=run_id)  # type: ignore[arg-type]
+        except PolicyDeniedError as exc:
+            if exc.duration_ns > 0:
+                self.metrics.policy_evaluated(exc.duration_ns / 1e9)
+            raise
+        if isinstance(decision, PolicyDecision) and decision.duration_ns > 0:
+            self.metrics.policy_evaluated(decision.duration_ns / 1e9)
+        return decision
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def timed_policy(policy: PolicyStep | None, metrics: LauncherMetrics | None) -> PolicyStep | None:
+    """``policy`` whose evaluations feed ``hl_policy_evaluation_seconds``."""
+    if policy is None or metrics is None:
+        return policy
+    return PolicyStep(
+        gate=_TimedPolicyCheck(inner=policy.gate, metrics=metrics),
+        sanitizer=policy.sanitizer,
+        launcher=policy.launcher,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,25 +273,95 @@ class GatedRun:
     environ: Mapping[str, str]
     egress: EgressStep | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    metrics: LauncherMetrics | None = None
+    #: How long the end of a run waits for its log chunks to reach object storage.
+    log_close_timeout_seconds: float = DEFAULT_CLOSE_TIMEOUT_SECONDS
 
     def __call__(self, assign: Assign, context: RunContext) -> Status:
         run_id = assign.run_id
         redactor = Redactor()
+        sinks: list[LogSink] = []
+        results: list[RunResult] = []
         try:
-            return self._run(assign, context, redactor)
+            status = self._run(assign, context, redactor, sinks, results)
         except LauncherError as exc:
             log.info("run.refused run_id=%s reason=%s", run_id, exc.reason)
-            return status_for_error(run_id, exc, redactor)
+            status = status_for_error(run_id, exc, redactor)
+            self._count_refusal(status)
         except Exception as exc:  # a bug must not take the daemon down; the run fails closed
             log.exception("run.internal_error run_id=%s", run_id)
-            return Status(
+            status = Status(
                 run_id=run_id,
                 state="FAILED",
                 reason="internal_error",
                 message=f"internal error ({type(exc).__name__})",
             )
+            if self.metrics is not None:
+                self.metrics.run_finished("failed")
+        else:
+            if results:
+                if self.metrics is not None:
+                    self.metrics.run_finished(status.state.lower(), results[0].duration_seconds)
+            else:
+                self._count_refusal(status)
+        finally:
+            self._after_run(run_id, redactor, sinks)
+        return status
 
-    def _run(self, assign: Assign, context: RunContext, redactor: Redactor) -> Status:
+    def _count_refusal(self, status: Status) -> None:
+        if self.metrics is not None:
+            self.metrics.run_refused(status.reason or "run_refused")
+
+    def _after_run(self, run_id: str, redactor: Redactor, sinks: list[LogSink]) -> None:
+        """Never raises: redaction counts to the metrics, the log shipping report to the audit
+        log (counts only, never content or URLs)."""
+        try:
+            if self.metrics is not None:
+                for variable, count in sorted(redactor.counts().items()):
+                    self.metrics.redacted(variable, count)
+            shipper = _chunked(sinks[0]) if sinks else None
+            if shipper is None:
+                return
+            report = shipper.report()
+            if not report.closed:  # the runner normally closed it; close it here otherwise
+                report = shipper.close(self.log_close_timeout_seconds)
+            self._record_shipping(report)
+        except Exception:
+            log.exception("run.log_report_failed run_id=%s", run_id)
+
+    def _record_shipping(self, report: LogShipReport) -> None:
+        log.info(
+            "run.logs_shipped run_id=%s chunks=%d uploaded=%d spooled=%d",
+            report.run_id,
+            report.chunks,
+            report.uploaded,
+            report.spooled,
+        )
+        self.audit.record(
+            AuditEvent(
+                type="run.logs_shipped",
+                outcome=Outcome.INFO if report.complete else Outcome.ERROR,
+                gate="execute",
+                run_id=report.run_id,
+                reason=None if report.complete else "log_chunks_spooled",
+                fields={
+                    "chunks": report.chunks,
+                    "uploaded": report.uploaded,
+                    "spooled": report.spooled,
+                    "spooled_bytes": report.spooled_bytes,
+                    "failed_attempts": report.failed_attempts,
+                },
+            )
+        )
+
+    def _run(
+        self,
+        assign: Assign,
+        context: RunContext,
+        redactor: Redactor,
+        sinks: list[LogSink],
+        results: list[RunResult],
+    ) -> Status:
         run_id = assign.run_id
         settings = self.settings
         # Gate 1: the credentials are still valid.
@@ -190,6 +402,7 @@ class GatedRun:
         except BaseException:
             spec.wipe()
             raise
+        sinks.append(sink)
         context.on_sink(sink)
         result = run_pipeline(
             spec,
@@ -197,7 +410,7 @@ class GatedRun:
             launcher_id=self.launcher_id,
             worker_version=self.worker_version,
             binaries=self.binaries,
-            policy=self.policy,
+            policy=timed_policy(self.policy, self.metrics),
             runner=self.runner,
             redactor=redactor,
             sink=sink,
@@ -207,4 +420,5 @@ class GatedRun:
             on_started=context.on_started,
             egress=self.egress,
         )
+        results.append(result)
         return status_for_result(result)

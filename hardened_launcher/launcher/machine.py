@@ -60,6 +60,7 @@ __all__ = [
     "RunEnded",
     "RunStarted",
     "Send",
+    "ShippingLogs",
     "StartRun",
     "Terminate",
     "Tick",
@@ -70,6 +71,9 @@ DEFAULT_START_WAIT: Final = timedelta(seconds=10)
 
 #: How many ended run ids are remembered (an ``assign`` of one of them is refused).
 MAX_REMEMBERED_ENDED: Final = 4096
+
+#: How many resumed (spooled) runs' log shipping is routed at most.
+MAX_SHIPPING_RUNS: Final = 4096
 
 #: Final run states (``Status.state``) a run can end with.
 FINAL_STATES: Final = frozenset({"FINISHED", "FAILED", "STOPPED", "CRASHED"})
@@ -134,6 +138,15 @@ class LogUrlsWanted:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShippingLogs:
+    """Earlier runs whose spooled log chunks are still being shipped (``resume_spooled`` at
+    start-up): each ``log_urls_request`` is sent and their ``log_urls`` forwarded, although
+    they are not running."""
+
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class AuditHealth:
     """The audit log's health changed (unhealthy: refuse every new run)."""
 
@@ -156,6 +169,7 @@ Event = (
     | RunStarted
     | RunEnded
     | LogUrlsWanted
+    | ShippingLogs
     | AuditHealth
     | Terminate
 )
@@ -269,6 +283,10 @@ class LauncherMachine:
         self.stopping = False
         self.audit_healthy = True
         self.audit_failure: str | None = None
+        #: ``register`` was sent on the current connection (readiness).
+        self.registered = False
+        #: Earlier runs whose spooled logs are still shipped (see :class:`ShippingLogs`).
+        self.shipping: set[str] = set()
         self.last_heartbeat: datetime | None = None
         self.exited: Exit | None = None
         #: Recently ended run ids (bounded): a run is never run twice by this worker.
@@ -309,6 +327,7 @@ class LauncherMachine:
         out: list[Action] = []
         match event:
             case Connected(now=now):
+                self.registered = True
                 out.append(Send(body=self.register()))
                 self._heartbeat(now, out)
             case Tick(now=now):
@@ -325,8 +344,12 @@ class LauncherMachine:
             case RunEnded(run_id=run_id, status=status):
                 self._ended(run_id, status, out)
             case LogUrlsWanted(run_id=run_id, from_chunk=from_chunk):
-                if run_id in self.running:
+                if run_id in self.running or run_id in self.shipping:
                     out.append(Send(body=LogUrlsRequest(run_id=run_id, from_chunk=from_chunk)))
+            case ShippingLogs(run_ids=ids):
+                for run_id in ids:
+                    if len(self.shipping) < MAX_SHIPPING_RUNS:
+                        self.shipping.add(run_id)
             case AuditHealth(healthy=healthy, failure=failure):
                 if healthy != self.audit_healthy:
                     self.audit_healthy = healthy
@@ -350,15 +373,19 @@ class LauncherMachine:
         out.append(Send(body=self.heartbeat()))
 
     def _tick(self, now: datetime, out: list[Action]) -> None:
+        dropped = False
         for run_id, pending in list(self.pending.items()):
             if now >= pending.deadline:
                 del self.pending[run_id]
+                dropped = True
                 out.append(
                     Note(
                         event="run.lease_dropped",
                         fields={"run_id": run_id, "lease_id": pending.assign.lease_id},
                     )
                 )
+        if dropped:  # the slot is free again: say so now, not at the next interval
+            self._heartbeat(now, out)
         if (
             self.terminating
             and not self.stopping
@@ -415,7 +442,7 @@ class LauncherMachine:
                     self._release_pending(out)
                     self._heartbeat(now, out)
             case LogUrls(run_id=run_id, urls=urls):
-                if run_id in self.running:
+                if run_id in self.running or run_id in self.shipping:
                     out.append(ForwardLogUrls(run_id=run_id, urls=urls))
                 elif run_id in self.pending:
                     # Keep them with the assignment: the sink is made at start.
@@ -483,6 +510,7 @@ class LauncherMachine:
             return
         del self.pending[run_id]
         if not self.audit_healthy:
+            self._remember_ended(run_id)  # its final status is sent now: never run it later
             out.append(
                 Send(
                     body=Status(
@@ -501,9 +529,7 @@ class LauncherMachine:
     def _ended(self, run_id: str, status: Status, out: list[Action]) -> None:
         if self.running.pop(run_id, None) is None:
             return
-        self.ended[run_id] = None
-        while len(self.ended) > MAX_REMEMBERED_ENDED:
-            del self.ended[next(iter(self.ended))]
+        self._remember_ended(run_id)
         if status.run_id != run_id or status.state not in FINAL_STATES:
             status = Status(
                 run_id=run_id, state="FAILED", reason="internal_error", message="bad final status"
@@ -520,6 +546,11 @@ class LauncherMachine:
                 },
             )
         )
+
+    def _remember_ended(self, run_id: str) -> None:
+        self.ended[run_id] = None
+        while len(self.ended) > MAX_REMEMBERED_ENDED:
+            del self.ended[next(iter(self.ended))]
 
     def _release_pending(self, out: list[Action]) -> None:
         """Give accepted, unstarted runs back (the control plane re-queues worker_draining)."""

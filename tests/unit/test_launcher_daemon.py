@@ -10,18 +10,23 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hardened_launcher.executor.logsink import TeeLogSink
 from hardened_launcher.launcher.daemon import Daemon
-from hardened_launcher.launcher.gates import RunContext
+from hardened_launcher.launcher.gates import RunContext, log_shipper
+from hardened_launcher.launcher.health import Readiness
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
+from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.transport.memory import MemoryBroker, MemoryTransport
 from hardened_launcher.transport.messages import (
     Accept,
     Assign,
     Body,
     Cancel,
+    Drain,
     Heartbeat,
     LogUrl,
     LogUrls,
+    LogUrlsRequest,
     Register,
     Start,
     Status,
@@ -166,3 +171,78 @@ def test_reregisters_after_reconnect(
     wait_for(cp, lambda b: isinstance(b, Register))
     daemon.transport.session.note_reconnect()  # type: ignore[attr-defined]
     wait_for(cp, lambda b: isinstance(b, Register))
+
+
+def test_log_urls_reach_a_shipper_inside_a_tee() -> None:
+    inner = FakeSink()
+    tee = TeeLogSink(FileLikeSink(), inner)
+    found: object = log_shipper(tee)
+    assert found is inner
+    assert log_shipper(FileLikeSink()) is None
+
+
+class FileLikeSink:
+    def write(self, channel: str, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_urls_for_a_tee_wrapped_run_and_a_resumed_run_are_routed() -> None:
+    broker = MemoryBroker()
+    worker = broker.worker("pool-a", "w1")
+    cp = broker.control_plane()
+    worker.start()
+    cp.start()
+    machine = LauncherMachine(MachineConfig(worker_id="w1", pool_id="pool-a", version="1.0"))
+    inner = FakeSink()
+
+    def run_function(assign: Assign, context: RunContext) -> Status:
+        context.on_sink(TeeLogSink(FileLikeSink(), inner))
+        context.on_started("c")
+        deadline = time.monotonic() + 5
+        while not inner.urls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return Status(run_id=assign.run_id, state="FINISHED", exit_code=0, reason="run_succeeded")
+
+    metrics = LauncherMetrics()
+    daemon = Daemon(
+        machine=machine,
+        transport=worker,
+        run_function=run_function,
+        poll_seconds=0.01,
+        metrics=metrics,
+    )
+    resumed = FakeSink()
+    daemon.adopt_log_sinks({"old-run": resumed})
+    assert daemon.readiness() == Readiness(ready=False, reason="not_registered")
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(cp, lambda b: isinstance(b, Register))
+        assert daemon.readiness().ready
+        daemon.request_log_urls("old-run", 2)
+        wait_for(cp, lambda b: b == LogUrlsRequest(run_id="old-run", from_chunk=2))
+        old_url = LogUrl(chunk=2, url="https://s3.example/old-2")
+        cp.send(LogUrls(run_id="old-run", urls=(old_url,)), peer=PEER)
+        cp.send(an_assign(), peer=PEER)
+        wait_for(cp, lambda b: isinstance(b, Accept))
+        cp.send(Start(run_id="r1", lease_id="l1"), peer=PEER)
+        wait_for(cp, lambda b: isinstance(b, Status) and b.state == "RUNNING")
+        url = LogUrl(chunk=1, url="https://s3.example/1")
+        cp.send(LogUrls(run_id="r1", urls=(url,)), peer=PEER)
+        wait_for(cp, lambda b: isinstance(b, Status) and b.state == "FINISHED")
+        assert url in inner.urls
+        assert resumed.urls == [old_url]
+        daemon.transport.session.note_reconnect()  # type: ignore[attr-defined]
+        wait_for(cp, lambda b: isinstance(b, Register))
+        assert "hl_broker_reconnects_total 1.0" in metrics.render().decode()
+        cp.send(Drain(), peer=PEER)
+        deadline = time.monotonic() + 5
+        while daemon.readiness().ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert daemon.readiness() == Readiness(ready=False, reason="draining")
+    finally:
+        daemon.stop_loop()
+        thread.join(5)

@@ -10,7 +10,10 @@ secret from the run spec.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import io
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,20 +25,25 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from hardened_launcher import pipeline
 from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.envelope import Reason, SqliteReplayCache, seal_run_state
 from hardened_launcher.errors import InfrastructureError
-from hardened_launcher.executor.logsink import LogSink
+from hardened_launcher.executor.logsink import LogSink, TeeLogSink
 from hardened_launcher.executor.runner import RunResult, StopReason
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.identity.certificates import check_pool_identity
 from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from hardened_launcher.identity.token import Token
-from hardened_launcher.launcher.gates import GatedRun, RunContext
+from hardened_launcher.launcher.gates import GatedRun, RunContext, ShippingSinkFactory, log_shipper
+from hardened_launcher.launcher.logship import ChunkedLogSink, StdoutJsonLinesSink
+from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.pipeline import PolicyStep
 from hardened_launcher.policy import LauncherFacts, PolicyGate, Sanitizer, check_policy_path
+from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction.canary import LeakDetectedError
 from hardened_launcher.settings import Settings
 from hardened_launcher.transport.messages import Assign, LogUrl, Status
 
@@ -453,3 +461,142 @@ def test_an_internal_error_fails_closed_without_details(harness: Harness) -> Non
     status = harness.run(assignment(seal(harness.pool, spec_yaml())))
     assert (status.state, status.reason) == ("FAILED", "internal_error")
     assert status.message == "internal error (RuntimeError)"
+
+
+# -- log shipping, canary scan of the shipped bytes, metrics -------------------------------------
+class FakeUploader:
+    def __init__(self) -> None:
+        self.puts: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, url: str, data: bytes) -> None:
+        with self.lock:
+            self.puts[url] = data
+
+
+def shipping_settings(state_dir: Path, **extra: Any) -> Settings:
+    return Settings(
+        state_dir=state_dir,
+        cache_dir=state_dir / "cache",
+        audit_dir=state_dir / "audit",
+        **extra,
+    )
+
+
+def test_the_shipping_factory_tees_storage_a_file_copy_and_stdout(tmp_path: Path) -> None:
+    uploader = FakeUploader()
+    out = io.StringIO()
+    factory = ShippingSinkFactory(
+        settings=shipping_settings(tmp_path, run_logs_on_standard_output_enabled=True),
+        metrics=LauncherMetrics(),
+        stdout=out,
+        uploader=uploader,
+    )
+    urls = (LogUrl(chunk=0, url="https://s3.example/0"),)
+    sink = factory("run-ship-1", urls, lambda _n: None)
+    assert isinstance(sink, TeeLogSink)
+    assert log_shipper(sink) is not None
+    sink.write("stdout", b"hello\n")
+    sink.close()
+    inner: list[object] = list(sink.sinks)
+    chunked = next(s for s in inner if isinstance(s, ChunkedLogSink))
+    assert chunked.wait(5).complete
+    assert uploader.puts == {"https://s3.example/0": b"hello\n"}
+    (copy,) = (tmp_path / "runs").iterdir()
+    assert copy.read_bytes() == b"hello\n"
+    assert json.loads(out.getvalue())["line"] == "hello"
+    assert not (tmp_path / "log-spool" / "run-ship-1").exists()
+
+
+def test_without_stdout_enabled_there_is_no_json_lines_sink(tmp_path: Path) -> None:
+    factory = ShippingSinkFactory(
+        settings=shipping_settings(tmp_path), stdout=io.StringIO(), uploader=FakeUploader()
+    )
+    sink = factory("run-ship-2", (), lambda _n: None)
+    assert isinstance(sink, TeeLogSink)
+    assert not any(isinstance(s, StdoutJsonLinesSink) for s in sink.sinks)
+    sink.close()
+    factory.shutdown()
+
+
+def test_a_leak_in_the_shipped_log_is_detected(tmp_path: Path) -> None:
+    """The file copy holds exactly the shipped bytes, so the canary scan sees the leak."""
+    uploader = FakeUploader()
+    settings = shipping_settings(tmp_path)
+    factory = ShippingSinkFactory(settings=settings, uploader=uploader)
+    sink = factory("run-leak-1", (LogUrl(chunk=0, url="https://s3.example/0"),), lambda _n: None)
+    leaked = f"oops {CANARY}\n".encode()  # as if the redactor had missed it
+    sink.write("stdout", leaked)
+    sink.close()
+    redactor = Redactor()
+    redactor.add("TOKEN", CANARY)
+    audit = MemoryAuditLog()
+    with pytest.raises(LeakDetectedError):
+        pipeline._canary_scan(sink, redactor, settings=settings, run_id="run-leak-1", audit=audit)
+    assert uploader.puts["https://s3.example/0"] == leaked
+    assert "run.leak_detected" in [event.type for event in audit.events]
+
+
+class WritingRunner(FakeRunner):
+    def run(self, container: Any, instructions: bytearray, **kwargs: Any) -> RunResult:
+        kwargs["sink"].write("stdout", kwargs["redactor"].redact_text(f"x {CANARY}\n").encode())
+        return super().run(container, instructions, **kwargs)
+
+
+def test_a_run_ships_its_log_and_feeds_metrics_and_audit(harness: Harness) -> None:
+    uploader = FakeUploader()
+    metrics = LauncherMetrics()
+    harness.runner = WritingRunner()
+    factory = ShippingSinkFactory(
+        settings=shipping_settings(harness.state_dir), metrics=metrics, uploader=uploader
+    )
+    gated = dataclasses.replace(harness.gated_run(), sink_factory=factory, metrics=metrics)
+    context = RunContext(
+        cancel=harness.cancel,
+        on_started=lambda _c: None,
+        request_more=lambda _n: None,
+        on_sink=lambda _s: None,
+    )
+    status = gated(assignment(seal(harness.pool, spec_yaml())), context)
+    assert status.state == "FINISHED"
+    (shipped,) = uploader.puts.values()
+    assert CANARY.encode() not in shipped
+    events = [e for e in harness.audit.events if e.type == "run.logs_shipped"]
+    assert len(events) == 1
+    fields = events[0].to_json_dict()
+    assert "uploaded" in json.dumps(fields)
+    assert "https://" not in json.dumps(fields)
+    assert events[0].outcome.value == "info"
+    text = metrics.render().decode()
+    assert 'hl_runs_total{outcome="finished"} 1.0' in text
+    assert "hl_run_duration_seconds_count 1.0" in text
+    assert "hl_redactions_total{variable=" in text
+    assert "hl_log_chunks_uploaded_total 1.0" in text
+
+
+def test_refusals_and_policy_durations_reach_the_metrics(
+    harness: Harness, deny_prod_db: PolicyStep
+) -> None:
+    metrics = LauncherMetrics()
+    harness.policy = deny_prod_db
+    gated = dataclasses.replace(harness.gated_run(), metrics=metrics)
+    context = RunContext(
+        cancel=harness.cancel,
+        on_started=lambda _c: None,
+        request_more=lambda _n: None,
+        on_sink=lambda _s: None,
+    )
+    denied = gated(assignment(seal(harness.pool, spec_yaml(stack="prod-db"))), context)
+    assert denied.reason == "policy_denied"
+    text = metrics.render().decode()
+    assert 'hl_run_refusals_total{reason="policy_denied"} 1.0' in text
+    assert 'hl_runs_total{outcome="refused"} 1.0' in text
+    assert "hl_policy_evaluation_seconds_count 1.0" in text
+    allowed = gated(
+        assignment(
+            seal(harness.pool, spec_yaml(run_id="run-gates-2"), run_id="run-gates-2"), "run-gates-2"
+        ),
+        context,
+    )
+    assert allowed.state == "FINISHED"
+    assert "hl_policy_evaluation_seconds_count 2.0" in metrics.render().decode()

@@ -20,10 +20,12 @@ from hardened_launcher.launcher.machine import (
     LaunchRun,
     LogUrlsWanted,
     MachineConfig,
+    Note,
     Received,
     RunEnded,
     RunStarted,
     Send,
+    ShippingLogs,
     StartRun,
     Terminate,
     Tick,
@@ -328,3 +330,56 @@ def test_an_ended_run_is_never_run_again() -> None:
 
 TestLauncherModel = LauncherModel.TestCase
 TestLauncherModel.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+
+
+def test_accepted_but_unstarted_runs_are_not_in_the_running_list() -> None:
+    m = LauncherMachine(config(max_concurrent_runs=2))
+    m.handle(Received(body=assign("r1"), now=T0))
+    m.handle(Received(body=assign("r2"), now=T0))
+    m.handle(StartRun(run_id="r2", lease_id="l1", now=T0))
+    beats = [
+        b for b in sent(m.handle(Tick(now=T0 + timedelta(minutes=1)))) if isinstance(b, Heartbeat)
+    ]
+    assert beats
+    assert beats[-1].running == ("r2",)
+    assert m.heartbeat().running == ("r2",)
+
+
+def test_a_lease_without_start_is_dropped_and_the_slot_announced() -> None:
+    m = LauncherMachine(config(max_concurrent_runs=1))
+    m.handle(Connected(now=T0))
+    m.handle(Received(body=assign("r1"), now=T0))
+    assert m.worker_state == "BUSY"
+    actions = m.handle(Tick(now=T0 + timedelta(seconds=40)))  # lease_expires_at + start_wait
+    assert any(isinstance(a, Note) and a.event == "run.lease_dropped" for a in actions)
+    assert Heartbeat(state="IDLE", running=()) in sent(actions)
+    assert not any(isinstance(a, LaunchRun) for a in actions)
+    later = m.handle(StartRun(run_id="r1", lease_id="l1", now=T0 + timedelta(seconds=41)))
+    assert not any(isinstance(a, LaunchRun) for a in later)
+
+
+def test_resumed_runs_get_log_urls_routed() -> None:
+    m = LauncherMachine(config())
+    url = LogUrl(chunk=3, url="https://s3.example/3")
+    # Unknown run: nothing is asked for or forwarded.
+    assert m.handle(LogUrlsWanted(run_id="old", from_chunk=3)) == ()
+    assert not any(
+        isinstance(a, ForwardLogUrls)
+        for a in m.handle(Received(body=LogUrls(run_id="old", urls=(url,)), now=T0))
+    )
+    m.handle(ShippingLogs(run_ids=("old",)))
+    assert sent(m.handle(LogUrlsWanted(run_id="old", from_chunk=3))) == [
+        LogUrlsRequest(run_id="old", from_chunk=3)
+    ]
+    assert ForwardLogUrls(run_id="old", urls=(url,)) in m.handle(
+        Received(body=LogUrls(run_id="old", urls=(url,)), now=T0)
+    )
+    assert m.heartbeat().running == ()
+    assert m.slots_used == 0
+
+
+def test_registered_flag_follows_connected() -> None:
+    m = LauncherMachine(config())
+    assert not m.registered
+    m.handle(Connected(now=T0))
+    assert m.registered

@@ -236,3 +236,71 @@ def test_connect_backs_off_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(BrokerUnavailableError):
         start._connect(Unavailable, retry=retry, stop=[])  # type: ignore[arg-type]
     assert sleeps == [1, 2, 4, 4]
+
+
+def test_health_server_serves_readiness_and_metrics_from_the_daemon(tmp_path: Path) -> None:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    from hardened_launcher.launcher.daemon import Daemon  # noqa: PLC0415
+    from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig  # noqa: PLC0415
+    from hardened_launcher.launcher.metrics import LauncherMetrics  # noqa: PLC0415
+    from hardened_launcher.transport.memory import MemoryBroker  # noqa: PLC0415
+
+    assert start._start_health(settings(), LauncherMetrics(), None) is None  # type: ignore[arg-type]
+    metrics = LauncherMetrics()
+    metrics.run_refused("policy_denied")
+    transport = MemoryBroker().worker("pool-a", "w1")
+    machine = LauncherMachine(MachineConfig(worker_id="w1", pool_id="pool-a", version="1"))
+    daemon = Daemon(machine=machine, transport=transport, run_function=None)  # type: ignore[arg-type]
+    server = start._start_health(settings(metrics_address="127.0.0.1:0"), metrics, daemon)
+    assert server is not None
+    try:
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{server.url}/readyz", timeout=5)  # noqa: S310
+        assert info.value.code == 503
+        assert b"not_registered" in info.value.read()
+        machine.registered = True
+        with urllib.request.urlopen(f"{server.url}/readyz", timeout=5) as ok:  # noqa: S310
+            assert ok.status == 200
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as page:  # noqa: S310
+            assert b'hl_run_refusals_total{reason="policy_denied"} 1.0' in page.read()
+    finally:
+        server.stop()
+
+
+def test_spooled_logs_of_earlier_runs_are_resumed_and_routed(tmp_path: Path) -> None:
+    from hardened_launcher.launcher.daemon import Daemon  # noqa: PLC0415
+    from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig  # noqa: PLC0415
+    from hardened_launcher.launcher.metrics import LauncherMetrics  # noqa: PLC0415
+    from hardened_launcher.transport.memory import MemoryBroker  # noqa: PLC0415
+    from hardened_launcher.transport.messages import LogUrlsRequest  # noqa: PLC0415
+
+    spool = tmp_path / "log-spool"
+    (spool / "run-old-1").mkdir(parents=True)
+    (spool / "run-old-1" / "chunk-000000").write_bytes(b"left over\n")
+    broker = MemoryBroker()
+    transport = broker.worker("pool-a", "w1")
+    cp = broker.control_plane()
+    transport.start()
+    cp.start()
+    machine = LauncherMachine(MachineConfig(worker_id="w1", pool_id="pool-a", version="1"))
+    daemon = Daemon(machine=machine, transport=transport, run_function=None)  # type: ignore[arg-type]
+    resumed = start._resume_logs(spool, daemon, LauncherMetrics())
+    try:
+        assert set(resumed) == {"run-old-1"}
+        assert "run-old-1" in machine.shipping
+        deadline = time.monotonic() + 5
+        seen: list[Any] = []
+        while (
+            time.monotonic() < deadline
+            and LogUrlsRequest(run_id="run-old-1", from_chunk=0) not in seen
+        ):
+            daemon.step(0.01)
+            received = cp.receive(timeout_seconds=0.01)
+            if received is not None:
+                seen.append(received.body)
+        assert LogUrlsRequest(run_id="run-old-1", from_chunk=0) in seen
+    finally:
+        for sink in resumed.values():
+            sink.shutdown()
