@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hardened_launcher.errors import ConfigurationError, UntrustedInputError
+from hardened_launcher.private_files import publish_exclusive
 from hardened_launcher.secrets import Secret
 
 SIGNING_KEY_FILE: Final = "audit-signing.key"
@@ -44,28 +45,6 @@ def public_key_pem(public_key: ed25519.Ed25519PublicKey) -> str:
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
-
-
-def _create_exclusive(path: Path, data: bytes) -> None:
-    """Write ``data`` to a 0600 temporary file, fsync, then link it to ``path`` (never
-    replacing a key that already exists: a concurrent first start keeps the first key)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _read_private(path: Path, what: str) -> bytes:
@@ -106,7 +85,9 @@ def _ensure(state_dir: Path, name: str, make: bytes) -> bytes:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = state_dir / name
         if not path.exists():
-            _create_exclusive(path, make)
+            # Published complete or not at all; a concurrent first start keeps the first key.
+            with contextlib.suppress(FileExistsError):
+                publish_exclusive(path, make)
     except OSError as exc:
         raise ConfigurationError(
             f"cannot create the audit key in {state_dir}: {exc.strerror}",

@@ -8,7 +8,6 @@ labelled with its own launcher ID, stops and removes each, and records each run 
 from __future__ import annotations
 
 import logging
-import os
 import secrets as random_source
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
 from hardened_launcher.executor.runner import DOCKER_ERRORS, translate_docker_error
+from hardened_launcher.private_files import create_exclusive
 from hardened_launcher.settings import Settings
 
 __all__ = ["CrashedRun", "launcher_id_for", "remove_leftover_containers"]
@@ -42,9 +42,10 @@ def launcher_id_for(settings: Settings) -> str:
         return _read_id(path)
     except FileNotFoundError:
         pass
+    value = f"hl-{random_source.token_hex(8)}"
     try:
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        create_exclusive(path, (value + "\n").encode("ascii"))
     except FileExistsError:
         return _read_id(path)  # another process won the race
     except OSError as exc:
@@ -53,9 +54,6 @@ def launcher_id_for(settings: Settings) -> str:
             hint="make HL_STATE_DIR writable by the launcher, or set HL_LAUNCHER_ID",
             reason="state_dir_unwritable",
         ) from None
-    value = f"hl-{random_source.token_hex(8)}"
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(value + "\n")
     return value
 
 

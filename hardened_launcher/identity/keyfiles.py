@@ -11,9 +11,6 @@ a key written without its CSR is removed again.
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +19,10 @@ from cryptography import x509
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.identity.csr import create_csr, csr_to_pem
 from hardened_launcher.identity.keys import DEFAULT_RSA_KEY_BITS, PoolPrivateKey
+from hardened_launcher.private_files import PRIVATE_FILE_MODE, create_exclusive, replace_atomically
 from hardened_launcher.secrets import Secret
 
-FILE_MODE = 0o600
-_NEW_FILE_FLAGS = (
-    os.O_WRONLY
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-)
+FILE_MODE = PRIVATE_FILE_MODE
 
 
 class OutputExistsError(UsageError):
@@ -74,58 +65,20 @@ def _exists(path: Path, flag: str) -> OutputExistsError:
     )
 
 
-def _write_all(fd: int, data: memoryview) -> None:
-    offset = 0
-    while offset < len(data):
-        offset += os.write(fd, data[offset:])
-    os.fsync(fd)
-
-
 def _write_exclusive(path: Path, data: memoryview, flag: str) -> None:
     try:
-        fd = os.open(path, _NEW_FILE_FLAGS, FILE_MODE)
-    except FileExistsError as exc:
+        create_exclusive(path, data, mode=FILE_MODE)
+    except FileExistsError as exc:  # also a symlink planted at the path
         raise _exists(path, flag) from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink: something is already there
-            raise _exists(path, flag) from exc
         raise _unwritable(path, exc) from exc
-    try:
-        _write_all(fd, data)
-    except OSError as exc:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise _unwritable(path, exc) from exc
-    os.close(fd)
 
 
 def _write_replacing(path: Path, data: memoryview) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(temporary, _NEW_FILE_FLAGS, FILE_MODE)
+        replace_atomically(path, data, mode=FILE_MODE)
     except OSError as exc:
         raise _unwritable(path, exc) from exc
-    try:
-        try:
-            _write_all(fd, data)
-        finally:
-            os.close(fd)
-        temporary.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise _unwritable(path, exc) from exc
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_private_file(path: Path, data: Secret | bytes, *, force: bool, flag: str = "") -> None:

@@ -49,6 +49,7 @@ from typing import Final, TextIO
 from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.executor.logsink import Channel
 from hardened_launcher.launcher.metrics import LauncherMetrics
+from hardened_launcher.private_files import replace_atomically
 from hardened_launcher.transport.messages import (
     MAX_CHUNK,
     LogUrl,
@@ -191,21 +192,6 @@ def _make_private_dir(path: Path) -> None:
             hint="point the spool at a directory owned by the launcher",
             reason="log_spool_unwritable",
         )
-
-
-def _write_private_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 class ChunkedLogSink:
@@ -471,7 +457,7 @@ class ChunkedLogSink:
             return
         document = [{"chunk": c, "url": u} for c, u in sorted(self._urls.items())]
         try:
-            _write_private_file(self.directory / URLS_FILE, json.dumps(document).encode())
+            replace_atomically(self.directory / URLS_FILE, json.dumps(document).encode())
         except OSError as exc:
             # Only an optimisation for restarts: the control plane can issue new URLs.
             _log.warning("run %s: could not save log URLs (%s)", self.run_id, exc.strerror)
@@ -522,9 +508,14 @@ class ChunkedLogSink:
 
     def _finish(self) -> None:
         self._finished = True
-        for name in (URLS_FILE, f".{URLS_FILE}.tmp"):
+        # urls.json, and the temporary files of a write that was killed half-way (the
+        # ".urls.json.tmp" of older versions, replace_atomically's ".urls.json.<hex>.tmp").
+        leftovers = [self.directory / URLS_FILE, self.directory / f".{URLS_FILE}.tmp"]
+        with contextlib.suppress(OSError):
+            leftovers.extend(self.directory.glob(f".{URLS_FILE}.*.tmp"))
+        for path in leftovers:
             with contextlib.suppress(OSError):
-                (self.directory / name).unlink()
+                path.unlink()
         with contextlib.suppress(OSError):
             self.directory.rmdir()
         self._cond.notify_all()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from hardened_launcher.identity.issuing import (
     issue_server_certificate,
 )
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
+from hardened_launcher.private_files import replace_atomically
 from hardened_launcher.transport.messages import MAX_MESSAGE_BYTES
 from hardened_launcher.transport.topics import READONLY, WRITEONLY, check_namespace
 
@@ -144,21 +144,6 @@ class BrokerConfig:
     def broker_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"mqtts://{host}:{self.port}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Verify-then-keep: write a 0600 temporary file next to ``path`` and rename it in place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_value(value: str, what: str) -> str:
@@ -284,8 +269,8 @@ def write_revocation_list(
         next_update=start + validity,
     )
     path = directory / CRL_FILE
-    _write_private(path, crl.public_bytes(serialization.Encoding.PEM))
-    _write_private(number_path, f"{number}\n".encode("ascii"))
+    replace_atomically(path, crl.public_bytes(serialization.Encoding.PEM))
+    replace_atomically(number_path, f"{number}\n".encode("ascii"))
     return path
 
 
@@ -336,7 +321,7 @@ def write_broker_config(
         not_before=max(start - timedelta(minutes=5), ca.certificate.not_valid_before_utc),
         not_after=not_after,
     )
-    _write_private(
+    replace_atomically(
         directory / SERVER_KEY_FILE,
         server_key.private_bytes(
             serialization.Encoding.PEM,
@@ -344,16 +329,16 @@ def write_broker_config(
             serialization.NoEncryption(),
         ),
     )
-    _write_private(
+    replace_atomically(
         directory / SERVER_CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM)
     )
-    _write_private(directory / CA_FILE, ca.certificate_pem())
+    replace_atomically(directory / CA_FILE, ca.certificate_pem())
     write_revocation_list(directory, ca=ca, revoked=revoked, now=start)
-    _write_private(
+    replace_atomically(
         directory / ACL_FILE,
         render_acl(namespace=ns, control_plane_common_name=control_plane_common_name).encode(),
     )
-    _write_private(
+    replace_atomically(
         directory / CONFIG_FILE,
         render_config(
             directory,
