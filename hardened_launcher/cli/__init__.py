@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "exec_cmd",
     "start",
     "controlplane",
+    "demo",
     "audit_cmd",
     "network",
     "settings_cmd",

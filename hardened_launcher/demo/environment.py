@@ -491,11 +491,12 @@ class Environment:
                 f"{self.serve.output(2000)}"
             )
         for launcher in self.workers:
-            if launcher.child is not None and not launcher.child.alive():
+            child = launcher.child
+            if child is not None and not child.alive() and not child.killed:
                 raise DemoEnvironmentError(
                     f"`hardened-launcher start` ({launcher.name}) exited with "
-                    f"{launcher.child.returncode()} (blocked on: the launcher daemon):\n"
-                    f"{launcher.child.output(2000)}"
+                    f"{child.returncode()} (blocked on: the launcher daemon):\n"
+                    f"{child.output(2000)}"
                 )
 
     def _child_report(self) -> str:

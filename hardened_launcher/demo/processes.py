@@ -75,11 +75,14 @@ class Child:
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    #: Set by :meth:`kill`: the exit was caused on purpose, not a failure of the child.
+    killed: bool = False
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Child:
         _install_handlers()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.killed = False
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             list(self.argv),
@@ -145,6 +148,7 @@ class Child:
 
     def kill(self) -> None:
         """SIGKILL to the leader only (a crash), leaving the registry entry for clean-up."""
+        self.killed = True
         self.signal(signal.SIGKILL, group=False)
         self.wait(STOP_TIMEOUT_SECONDS)
 

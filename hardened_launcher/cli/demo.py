@@ -1,0 +1,173 @@
+"""CLI command: ``hardened-launcher demo`` — the whole product end to end on one machine.
+
+With nothing configured: a control plane, mosquitto, SeaweedFS S3 and a launcher in a temporary
+directory (:class:`hardened_launcher.demo.Environment`), then the four stories as they happen,
+a summary table and where to look. Rich output when ``rich`` is installed, plain text otherwise.
+Everything it started is stopped on exit and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from hardened_launcher.demo.environment import (
+    DemoEnvironmentError,
+    Environment,
+    MissingComponentsError,
+)
+from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, StoryResult, run_story
+from hardened_launcher.errors import EXIT_INFRASTRUCTURE, ConfigurationError
+
+
+class _Plain:
+    def say(self, text: str) -> None:
+        print(f"  {text}", flush=True)
+
+    def title(self, text: str) -> None:
+        print(f"\n=== {text}", flush=True)
+
+    def summary(self, results: list[StoryResult]) -> None:
+        print("\nstory                  result  run                       state     reason")
+        for r in results:
+            mark = "ok" if r.passed else "FAILED"
+            print(f"{r.name:<22} {mark:<7} {r.run_id:<25} {r.state:<9} {r.reason}", flush=True)
+            if not r.passed:
+                print(f"    {r.problem}")
+
+    def where(self, rows: list[tuple[str, str]]) -> None:
+        print("\nwhere to look:")
+        for key, value in rows:
+            print(f"  {key:<22} {value}")
+
+
+class _Rich(_Plain):
+    def __init__(self) -> None:
+        from rich.console import Console  # noqa: PLC0415 - optional dependency
+
+        self.console = Console(highlight=False)
+
+    def say(self, text: str) -> None:
+        from rich.markup import escape  # noqa: PLC0415
+
+        self.console.print(f"  [dim]│[/dim] {escape(text)}")
+
+    def title(self, text: str) -> None:
+        from rich.markup import escape  # noqa: PLC0415
+
+        self.console.rule(f"[bold]{escape(text)}")
+
+    def summary(self, results: list[StoryResult]) -> None:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title="hardened-launcher demo")
+        for column in ("story", "result", "run", "state", "reason", "seconds", "evidence"):
+            table.add_column(column)
+        for r in results:
+            table.add_row(
+                r.name,
+                "[green]ok[/green]" if r.passed else "[red]FAILED[/red]",
+                r.run_id,
+                r.state,
+                r.reason,
+                f"{r.seconds:.1f}",
+                "; ".join(r.evidence) if r.passed else r.problem[:300],
+            )
+        self.console.print(table)
+
+    def where(self, rows: list[tuple[str, str]]) -> None:
+        from rich.table import Table  # noqa: PLC0415
+
+        table = Table(title="where to look", show_header=False)
+        table.add_column("what")
+        table.add_column("where")
+        for key, value in rows:
+            table.add_row(key, value)
+        self.console.print(table)
+
+
+def _narrator(plain: bool) -> _Plain:
+    if not plain and sys.stdout.isatty():
+        try:
+            return _Rich()
+        except ImportError:
+            pass
+    return _Plain()
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="the launcher end to end on this machine: control plane, broker, S3, containers",
+        description="Starts a control plane, mosquitto, SeaweedFS and a launcher in a temporary "
+        "directory and runs four stories (docs/demo.md). Needs Docker, mosquitto and weed.",
+    )
+    parser.add_argument("--plain", action="store_true", help="plain text even on a terminal")
+    parser.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the temporary directory at the end (default: keep it to look at)",
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="use this new directory instead")
+    parser.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    out = _narrator(args.plain)
+    env = Environment(root=args.dir, keep=not args.clean, run_timeout=DEMO_RUN_TIMEOUT)
+    out.title("Setting up: control plane, mosquitto (mTLS), SeaweedFS S3, launcher")
+    try:
+        env.start()
+    except MissingComponentsError as exc:
+        lines = "; ".join(f"{m.what} is missing: {m.how}" for m in exc.missing)
+        raise ConfigurationError(
+            f"the demo needs more than this machine has ({lines})",
+            hint="Run scripts/demo, which installs what it can, or install the above",
+            reason="demo_prerequisites_missing",
+        ) from exc
+    except DemoEnvironmentError as exc:
+        sys.stderr.write(f"error: the demo could not start: {exc}\n")
+        return EXIT_INFRASTRUCTURE
+    results: list[StoryResult] = []
+    try:
+        out.say(f"everything lives in {env.path}")
+        out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
+        out.say(f"object storage at {env.s3.server.endpoint_url if env.s3 else '-'}")
+        out.say(f"{len(env.workers)} launcher(s) registered in pool {env.pool}")
+        for index, (title, story) in enumerate(STORIES, 1):
+            out.title(f"{index}. {title}")
+            result = run_story(story, env, out)
+            out.say(
+                ("passed: " if result.passed else "FAILED: ") + (result.problem or "as expected")
+            )
+            results.append(result)
+        out.title("Summary")
+        out.summary(results)
+        rows = list(env.describe().items())
+        for launcher in env.workers:
+            rows.append(
+                (
+                    f"verify {launcher.name} audit",
+                    (
+                        f"HL_STATE_DIR={launcher.state_dir} hardened-launcher audit verify "
+                        f"{launcher.audit_dir}"
+                    ),
+                )
+            )
+        rows.append(
+            (
+                "a run's log",
+                (
+                    f"HL_CP_DIR={env.cp_dir} hardened-launcher controlplane run logs RUN "
+                    "(with the HL_CP_S3_* settings of serve; docs/demo.md)"
+                ),
+            )
+        )
+        if not env.keep:
+            rows.append(("note", "the directory is removed on exit (--clean)"))
+        out.where(rows)
+    finally:
+        env.stop()
+    return 0 if results and all(r.passed for r in results) else 1
