@@ -21,7 +21,10 @@ starts a run only after the control plane answers its ``accept`` with ``start {r
 lease_id}``, sent at most once per run, ever (only the transition ASSIGNED -> RUNNING emits it,
 and it happens once); a late ``accept`` (its lease expired or was replaced) is answered with
 ``cancel``. A RUNNING run that the worker's heartbeats stop listing for a grace period becomes
-CRASHED (``worker_lost_run``).
+CRASHED (``worker_lost_run``). A last will only makes the worker suspect
+(:func:`worker_suspected`): its RUNNING runs become CRASHED (``worker_lost``) only if it does
+not come back within the same grace (:func:`worker_past_grace`), because a broker restart
+publishes the wills of live workers.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ class DispatchPolicy:
     heartbeat_timeout_seconds: float = 90.0
     max_lease_attempts: int = 5
     #: How long a RUNNING run may be missing from its worker's heartbeats (with no final
-    #: status) before it is CRASHED with ``worker_lost_run``.
+    #: status) before it is CRASHED with ``worker_lost_run``; also how long a worker marked
+    #: GONE by its last will has to come back before its RUNNING runs are CRASHED with
+    #: ``worker_lost`` (a broker restart publishes the wills of workers that are still alive).
     lost_run_grace_seconds: float = 60.0
 
     def __post_init__(self) -> None:
@@ -135,6 +140,8 @@ class Worker:
     drained: bool
     max_concurrent_runs: int
     last_heartbeat_at: float
+    #: When the worker was marked GONE (None while alive, or unknown).
+    gone_at: float | None = None
 
     @property
     def alive(self) -> bool:
@@ -388,6 +395,30 @@ def expire_lease(run: Run, *, now: float) -> Transition | None:
         event="run.lease_expired",
         notices=notices,
     )
+
+
+def worker_past_grace(worker: Worker, *, now: float, policy: DispatchPolicy) -> bool:
+    """True when a GONE worker has not come back within ``lost_run_grace_seconds``.
+
+    Its RUNNING runs are then CRASHED (:func:`worker_lost`). Until then they wait: a last will
+    alone is not proof of death (mosquitto publishes the wills of connected clients when it
+    shuts down, ignoring the will delay), and a worker that registers or heartbeats again keeps
+    its runs. Without a recorded ``gone_at`` the last heartbeat counts (earlier, never later).
+    """
+    if worker.alive:
+        return False
+    since = worker.gone_at if worker.gone_at is not None else worker.last_heartbeat_at
+    return now - since >= policy.lost_run_grace_seconds
+
+
+def worker_suspected(run: Run, *, now: float) -> Transition | None:
+    """The run's worker sent its last will: an unaccepted run is re-queued (it never got
+    ``start``), a started one is left RUNNING until the worker returns or the grace ends."""
+    if run.state is RunState.ASSIGNED:
+        return Transition(
+            before=run, after=_back_to_queue(run, now, reason="worker_lost"), event="run.requeued"
+        )
+    return None
 
 
 def worker_lost(run: Run, *, now: float) -> Transition | None:

@@ -173,7 +173,7 @@ class Coordinator:
         elif isinstance(body, wire.Bye):
             self._worker_lost(worker, now, reason=f"bye_{body.reason}")
         elif isinstance(body, wire.Gone) and body.worker_id == worker_id:
-            self._worker_lost(worker, now, reason="last_will")
+            self._worker_gone(worker, now)
 
     def _known_worker(self, pool_id: str, worker_id: str) -> Worker | None:
         record = self.store.find_worker(worker_id)
@@ -246,6 +246,39 @@ class Coordinator:
             now=now,
         )
 
+    def _worker_gone(self, worker: Worker, now: float) -> None:
+        """The worker's last will: suspect, not proof of death.
+
+        mosquitto publishes the wills of every connected client when it shuts down (ignoring
+        the will delay), so a broker restart delivers ``gone`` for workers that are alive and
+        about to reconnect. The worker is marked GONE (no new leases) and its unaccepted runs
+        go back to the queue (lease fencing answers a late accept with ``cancel``), but its
+        RUNNING runs wait: if the worker registers or heartbeats again within
+        ``lost_run_grace_seconds`` they go on (heartbeat reconciliation and its final status
+        take over); otherwise :meth:`tick` CRASHES them (``worker_lost``) and discards what
+        is pending for it. Nothing pending is discarded now: a live worker still needs its
+        ``start``, ``cancel`` or ``log_urls``, and a later process reusing the id ignores a
+        ``start`` it did not accept.
+        """
+        current = self.store.find_worker(worker.id)
+        if current is None:
+            return
+        if current.worker.alive:
+            self.store.mark_worker_gone(current.worker, now=now, reason="last_will")
+        for run in self.store.list_runs(worker_id=worker.id, states=dispatch.HELD_RUN_STATES):
+            transition = dispatch.worker_suspected(run, now=now)
+            if transition is not None:
+                self.store.apply(transition)
+            elif run.state is RunState.RUNNING:
+                self.store.record_event(
+                    "run.awaiting_worker",
+                    now=now,
+                    pool_id=run.pool_id,
+                    worker_id=worker.id,
+                    run_id=run.id,
+                    fields={"grace_seconds": self.config.policy.lost_run_grace_seconds},
+                )
+
     def _worker_lost(self, worker: Worker, now: float, *, reason: str) -> None:
         current = self.store.find_worker(worker.id)
         if current is None:
@@ -254,15 +287,18 @@ class Coordinator:
             self.store.mark_worker_gone(current.worker, now=now, reason=reason)
         # Stop retransmitting to the dead process (an `assign` or `start` must not reach a
         # later process that reuses the worker id).
+        self._discard_pending(worker)
+        for run in self.store.list_runs(worker_id=worker.id, states=dispatch.HELD_RUN_STATES):
+            transition = dispatch.worker_lost(run, now=now)
+            if transition is not None:
+                self.store.apply(transition)
+
+    def _discard_pending(self, worker: Worker) -> None:
         dropped = self.transport.discard_pending(
             WorkerAddress(pool_id=worker.pool_id, worker_id=worker.id)
         )
         if dropped:
             log.info("worker.pending_discarded", extra={"worker_id": worker.id, "count": dropped})
-        for run in self.store.list_runs(worker_id=worker.id, states=dispatch.HELD_RUN_STATES):
-            transition = dispatch.worker_lost(run, now=now)
-            if transition is not None:
-                self.store.apply(transition)
 
     def _apply(self, outcome: Transition | Rejection, now: float) -> bool:
         if isinstance(outcome, Rejection):
@@ -276,12 +312,19 @@ class Coordinator:
         """Notice silent workers, expire leases, and assign queued runs."""
         now = self.clock()
         policy = self.config.policy
+        held = self.store.held_counts()
         for record in self.store.list_workers():
             worker = record.worker
             if dispatch.worker_is_silent(
                 worker, now=now, policy=policy
             ) and self.store.mark_worker_gone(worker, now=now, reason="heartbeat_timeout"):
                 self._worker_lost(worker, now, reason="heartbeat_timeout")
+            elif dispatch.worker_past_grace(worker, now=now, policy=policy):
+                # GONE (last will) and not back within the grace: now it is lost.
+                if held.get(worker.id):
+                    self._worker_lost(worker, now, reason="last_will")
+                else:
+                    self._discard_pending(worker)
         for run in self.store.list_runs(states=frozenset({RunState.ASSIGNED})):
             transition = dispatch.expire_lease(run, now=now)
             if transition is not None:

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS workers (
     state TEXT NOT NULL,
     drained INTEGER NOT NULL DEFAULT 0,
     registered_at REAL NOT NULL,
-    last_heartbeat_at REAL NOT NULL
+    last_heartbeat_at REAL NOT NULL,
+    gone_at REAL
 );
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -120,7 +121,7 @@ _RUN_COLUMNS: Final = (
 )
 _WORKER_COLUMNS: Final = (
     "id, pool_id, state, drained, max_concurrent_runs, last_heartbeat_at, metadata, version, "
-    "registered_at"
+    "registered_at, gone_at"
 )
 
 
@@ -204,6 +205,7 @@ def _worker_record_from_row(row: Sequence[Any]) -> WorkerRecord:
             drained=bool(row[3]),
             max_concurrent_runs=row[4],
             last_heartbeat_at=row[5],
+            gone_at=row[9],
         ),
         metadata=json.loads(row[6]),
         version=row[7],
@@ -264,6 +266,7 @@ class Store:
             self._db.execute("PRAGMA synchronous = FULL")
             # executescript commits on its own; every statement is idempotent.
             self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
             with self._transaction() as db:
                 db.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -280,6 +283,19 @@ class Store:
             side = path.with_name(path.name + suffix)
             with contextlib.suppress(OSError):
                 side.chmod(STORE_FILE_MODE)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a store was first created (``CREATE TABLE IF NOT EXISTS``
+        leaves an existing table as it is)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(workers)").fetchall()}
+        if "gone_at" not in columns:
+            try:
+                self._db.execute("ALTER TABLE workers ADD COLUMN gone_at REAL")
+            except sqlite3.OperationalError:
+                # Another process (serve and a CLI command) added it at the same moment.
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(workers)")}
+                if "gone_at" not in columns:
+                    raise
 
     def close(self) -> None:
         self._db.close()
@@ -509,7 +525,7 @@ class Store:
                 db.execute(
                     "UPDATE workers SET metadata = ?, version = ?, max_concurrent_runs = ?, "
                     "state = CASE WHEN state = 'GONE' THEN 'IDLE' ELSE state END, "
-                    "registered_at = ?, last_heartbeat_at = ? WHERE id = ?",
+                    "gone_at = NULL, registered_at = ?, last_heartbeat_at = ? WHERE id = ?",
                     (
                         json.dumps(dict(metadata), sort_keys=True),
                         version,
@@ -529,7 +545,7 @@ class Store:
             if row is None:
                 return False
             db.execute(
-                "UPDATE workers SET state = ?, last_heartbeat_at = ? WHERE id = ?",
+                "UPDATE workers SET state = ?, gone_at = NULL, last_heartbeat_at = ? WHERE id = ?",
                 (state.value, now, worker_id),
             )
             if row[0] == WorkerState.GONE.value:
@@ -594,9 +610,9 @@ class Store:
         """Mark a worker GONE if it is still exactly as seen (not heard from since)."""
         with self._transaction() as db:
             changed = db.execute(
-                "UPDATE workers SET state = 'GONE' WHERE id = ? AND state != 'GONE' "
+                "UPDATE workers SET state = 'GONE', gone_at = ? WHERE id = ? AND state != 'GONE' "
                 "AND last_heartbeat_at = ?",
-                (worker.id, worker.last_heartbeat_at),
+                (now, worker.id, worker.last_heartbeat_at),
             ).rowcount
             if changed:
                 self._event(

@@ -3,8 +3,9 @@
 Messages go through the same :class:`~.session.Session` rules and the same JSON codec as on
 the real broker, delivered synchronously. The broker can lose messages (:meth:`drop_next`), go
 down and come back (:meth:`go_down`/:meth:`come_up`, transports resend their outbox like after a
-reconnect), crash a worker (its last will is published), and move time forward for
-retransmissions (:meth:`advance`)::
+reconnect), restart publishing the live workers' wills like mosquitto (:meth:`restart`), crash
+a worker (its last will is published), and move time forward for retransmissions
+(:meth:`advance`)::
 
     broker = MemoryBroker()
     cp = broker.control_plane()
@@ -111,6 +112,23 @@ class MemoryBroker:
             transport.closed = True
             if transport.session.local is not None:
                 self._route(transport.session.last_will(), will=True)
+
+    def publish_will(self, transport: MemoryTransport) -> None:
+        """Publish a worker's last will although it is alive (a stale or early will)."""
+        with self._lock:
+            if transport.session.local is not None:
+                self._route(transport.session.last_will(), will=True)
+
+    def restart(self) -> None:
+        """Broker restart as mosquitto 2.0.11 does it: on shutdown it publishes the last will
+        of every connected worker (ignoring the will delay) to the clients still connected,
+        then goes down; when it is back every transport reconnects and resends its outbox."""
+        with self._lock:
+            for transport in list(self._transports):
+                if transport.started and not transport.closed:
+                    self.publish_will(transport)
+            self.go_down()
+            self.come_up()
 
     # -- routing -----------------------------------------------------------------------------
     def publish(self, outgoing: Outgoing) -> None:

@@ -2,14 +2,17 @@
 
 Everything travels through the transport package's MemoryBroker (acks, dedupe, retransmission,
 lost messages). Workers register, heartbeat, accept (also late, with leases long gone), refuse,
-finish, forget runs, die, go silent and come back; the operator submits and cancels; time
-jumps. After every step:
+finish, forget runs, die, go silent and come back; the broker restarts and publishes the last
+wills of workers that are alive (as mosquitto does on shutdown), and stale wills arrive after a
+worker is back; the operator submits and cancels; time jumps. After every step:
 
 * the control plane sends at most one ``start`` per run, ever (retransmissions of that one
   message aside), and at most one worker ever starts a run;
 * a ``start`` answers an accept of the lease the worker was offered, sent before it expired;
 * a run that was RUNNING never goes back to QUEUED or ASSIGNED;
 * a terminal state never changes;
+* a run is CRASHED ``worker_lost`` only after its worker was silent, as the control plane saw it,
+  for at least the grace period: a will alone (broker restart) never crashes a run;
 * held runs carry a worker and a lease, queued runs neither.
 
 At the end every worker dies and every run is cancelled: each run must then be in exactly one
@@ -192,6 +195,26 @@ class DispatchMachine(RuleBasedStateMachine):
             sim.die()
         self._pump()
 
+    @rule(reregister=st.sets(st.sampled_from(WORKER_IDS)))
+    def broker_restarts(self, reregister: set[str]) -> None:
+        # mosquitto publishes every connected worker's will as it shuts down; the workers
+        # reconnect, and some register again before the control plane looks.
+        self.broker.restart()
+        self._pump()
+        for worker in sorted(reregister):
+            sim = self.workers[worker]
+            if not sim.transport.closed:
+                sim.register()
+        self._pump()
+
+    @rule(worker=st.sampled_from(WORKER_IDS))
+    def stale_will_of_a_live_worker(self, worker: str) -> None:
+        sim = self.workers[worker]
+        if sim.transport.closed:
+            return
+        self.broker.publish_will(sim.transport)
+        self._pump()
+
     @rule(seconds=st.sampled_from([0.5, 3.0, 9.0, 11.0, 31.0, 120.0]))
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -250,6 +273,7 @@ class DispatchMachine(RuleBasedStateMachine):
                 assert (run.state, run.reason) == self.final[run_id], run
             elif run.state in TERMINAL_RUN_STATES:
                 self.final[run_id] = (run.state, run.reason)
+                self._check_worker_lost(run)
             if run.state in HELD_RUN_STATES:
                 assert run.worker_id is not None
                 assert run.lease_id is not None
@@ -257,8 +281,22 @@ class DispatchMachine(RuleBasedStateMachine):
                 assert run.worker_id is None
                 assert run.lease_id is None
 
+    def _check_worker_lost(self, run: dispatch.Run) -> None:
+        # Seen right after it happened: the worker cannot have been heard from since (a rule
+        # that pumps several times may let it heartbeat afterwards: then nothing is checked).
+        if run.state is not RunState.CRASHED or run.reason != "worker_lost":
+            return
+        assert run.worker_id is not None
+        assert run.finished_at is not None
+        worker = self.store.get_worker(run.worker_id).worker
+        if worker.last_heartbeat_at <= run.finished_at:
+            silent = run.finished_at - worker.last_heartbeat_at
+            assert silent >= POLICY.lost_run_grace_seconds, (run, worker)
+
     def teardown(self) -> None:
         try:
+            awaited = any(kind == "run.awaiting_worker" for _, kind, _ in self.store.events())
+            event(f"a RUNNING run awaited its worker after a will: {awaited}")
             for worker in self.workers.values():
                 if not worker.transport.closed:
                     worker.die()
@@ -276,6 +314,7 @@ class DispatchMachine(RuleBasedStateMachine):
             event(f"runs that got a go: {min(len(self.go), 3)}")
             lost = any(self.store.get_run(r).reason == "worker_lost_run" for r in self.run_ids)
             event(f"a run was lost from heartbeats: {lost}")
+
             reruns = sum(1 for r in self.run_ids if self.store.get_run(r).attempts > 1)
             event(f"runs leased more than once: {min(reruns, 2)}")
             for run_id in self.run_ids:

@@ -248,7 +248,9 @@ def test_two_workers_racing_exactly_one_start(store: Store) -> None:
     assert (first.running, second.running) == (set(), {"run-1"})
 
 
-def test_last_will_crashes_a_running_run_and_never_requeues_it(store: Store) -> None:
+def test_last_will_crashes_a_running_run_after_the_grace_and_never_requeues_it(
+    store: Store,
+) -> None:
     rig = Rig(store)
     worker, spare = rig.worker("w-1"), rig.worker("w-2")
     worker.register()
@@ -257,6 +259,15 @@ def test_last_will_crashes_a_running_run_and_never_requeues_it(store: Store) -> 
     spare.register()
     worker.die()
     rig.pump()
+    # A will alone is not proof of death: GONE (no new leases), the run awaits the worker.
+    assert not store.get_worker("w-1").worker.alive
+    assert store.get_run("run-1").state is RunState.RUNNING
+    assert "run.awaiting_worker" in [kind for _, kind, _ in store.events(run_id="run-1")]
+    rig.clock.advance(POLICY.lost_run_grace_seconds - 1)
+    rig.pump()
+    assert store.get_run("run-1").state is RunState.RUNNING
+    rig.clock.advance(1)
+    rig.pump()
     run = store.get_run("run-1")
     assert (run.state, run.reason) == (RunState.CRASHED, "worker_lost")
     assert spare.offers == {}
@@ -264,6 +275,108 @@ def test_last_will_crashes_a_running_run_and_never_requeues_it(store: Store) -> 
     rig.pump()
     assert store.get_run("run-1").state is RunState.CRASHED
     assert spare.offers == {}
+
+
+def test_bye_crashes_a_running_run_at_once(store: Store) -> None:
+    rig = Rig(store)
+    worker = rig.worker("w-1")
+    worker.register()
+    add_run(store, "run-1")
+    _started(rig, worker, "run-1")
+    worker.send(wire.Bye(reason="sigterm"))
+    rig.pump()
+    run = store.get_run("run-1")
+    assert (run.state, run.reason) == (RunState.CRASHED, "worker_lost")
+
+
+def test_wills_published_by_a_broker_restart_do_not_crash_running_runs(store: Store) -> None:
+    rig = Rig(store)
+    worker = rig.worker("w-1")
+    worker.register()
+    add_run(store, "run-1")
+    _started(rig, worker, "run-1")
+    rig.broker.restart()  # mosquitto publishes the live worker's will as it shuts down
+    rig.pump()
+    assert not store.get_worker("w-1").worker.alive
+    assert store.get_run("run-1").state is RunState.RUNNING
+    worker.register()  # the launcher registers again after the reconnect …
+    rig.pump()
+    assert store.get_worker("w-1").worker.alive
+    for _ in range(4):  # … and keeps listing the run, well past the grace period
+        rig.clock.advance(10)
+        worker.heartbeat("BUSY")
+        rig.pump()
+    assert store.get_run("run-1").state is RunState.RUNNING
+    worker.status("run-1", "FINISHED", 0)
+    rig.pump()
+    run = store.get_run("run-1")
+    assert (run.state, run.exit_code) == (RunState.FINISHED, 0)
+    assert worker.cancelled == []
+
+
+def test_a_late_will_after_the_worker_is_back_is_healed_by_its_heartbeat(store: Store) -> None:
+    rig = Rig(store)
+    worker = rig.worker("w-1")
+    worker.register()
+    add_run(store, "run-1")
+    _started(rig, worker, "run-1")
+    worker.register()  # reconnected; the old connection's will arrives after the register
+    rig.broker.publish_will(worker.transport)
+    rig.pump()
+    assert not store.get_worker("w-1").worker.alive
+    rig.clock.advance(5)
+    worker.heartbeat("BUSY")
+    rig.pump()
+    assert store.get_worker("w-1").worker.alive
+    rig.clock.advance(POLICY.lost_run_grace_seconds * 2)
+    worker.heartbeat("BUSY")
+    rig.pump()
+    assert store.get_run("run-1").state is RunState.RUNNING
+    worker.status("run-1", "FINISHED", 0)
+    rig.pump()
+    assert store.get_run("run-1").state is RunState.FINISHED
+
+
+def test_a_will_requeues_an_assigned_run_and_fences_the_late_accept(store: Store) -> None:
+    rig = Rig(store)
+    worker, spare = rig.worker("w-1"), rig.worker("w-2")
+    worker.register()
+    add_run(store, "run-1")
+    rig.pump()
+    old_lease = worker.offers["run-1"][-1]
+    rig.broker.restart()
+    rig.pump()
+    assert store.get_run("run-1").state is RunState.QUEUED
+    spare.register()
+    rig.pump()
+    new_lease = spare.offers["run-1"][-1]
+    worker.accept("run-1", old_lease)  # the accept was in flight across the restart
+    spare.accept("run-1", new_lease)
+    rig.pump()
+    rig.broker.advance(120)  # any retransmission goes out
+    rig.pump()
+    assert sent_starts(rig.cp) == [wire.Start(run_id="run-1", lease_id=new_lease)]
+    assert (worker.running, spare.running) == (set(), {"run-1"})
+    assert worker.cancelled == ["run-1"]
+
+
+def test_a_new_process_with_the_same_id_within_the_grace_loses_the_run(store: Store) -> None:
+    rig = Rig(store)
+    worker = rig.worker("w-1")
+    worker.register()
+    add_run(store, "run-1")
+    _started(rig, worker, "run-1")
+    worker.die()
+    rig.pump()
+    worker.revive()  # a new process: registers, its heartbeats do not list the run
+    worker.register()
+    for _ in range(3):
+        worker.heartbeat("IDLE")
+        rig.pump()
+        rig.clock.advance(POLICY.lost_run_grace_seconds / 2)
+    run = store.get_run("run-1")
+    assert (run.state, run.reason) == (RunState.CRASHED, "worker_lost_run")
+    assert worker.running == set()
 
 
 def test_a_gone_worker_s_pending_messages_are_discarded(store: Store) -> None:
@@ -277,6 +390,10 @@ def test_a_gone_worker_s_pending_messages_are_discarded(store: Store) -> None:
     rig.coordinator.step()
     assert rig.cp.stats().outbox_messages == 1
     worker.die()
+    rig.pump()
+    # Kept during the grace: a worker that is alive after all still needs its start.
+    assert rig.cp.stats().outbox_messages == 1
+    rig.clock.advance(POLICY.lost_run_grace_seconds)
     rig.pump()
     assert rig.cp.stats().outbox_messages == 0
     assert store.get_run("run-1").state is RunState.CRASHED

@@ -1,0 +1,94 @@
+"""Pool identity at the broker: a foreign CA's certificate and a reset pool's old one."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from hardened_launcher.demo.environment import Environment
+from hardened_launcher.errors import EXIT_CONFIGURATION, EXIT_UNTRUSTED_INPUT
+from hardened_launcher.identity.csr import create_csr, parse_subject
+from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
+from hardened_launcher.identity.keys import PoolPrivateKey
+from hardened_launcher.identity.token import Token
+from hardened_launcher.transport.client import BrokerRefusedError, MqttTransport
+from tests.e2e.conftest import EnvFactory
+
+pytestmark = pytest.mark.integration
+
+
+def _refused(
+    env: Environment, *, token: str, key_b64: str, name: str, codes: tuple[int, ...] = ()
+) -> None:
+    launcher = env.add_launcher(
+        env={"SPACELIFT_TOKEN": token, "SPACELIFT_POOL_PRIVATE_KEY": key_b64}, start=True
+    )
+    assert launcher.child is not None
+    code = launcher.child.wait(60)
+    output = launcher.child.output()
+    assert code in (codes or (EXIT_CONFIGURATION,)), (
+        f"{name}: `hardened-launcher start` should exit {EXIT_CONFIGURATION} (broker refused "
+        f"the certificate), got {code} (blocked on the launcher daemon if it is not "
+        f"implemented):\n{output}"
+    )
+    assert "refused" in output.lower() or "certificate" in output.lower(), output
+    alive = [r.worker.id for r in env.worker_records() if r.worker.alive]
+    assert len(alive) == 0, f"{name}: a worker registered: {alive}"
+
+
+def test_pool_certificate_from_another_ca_is_refused_by_the_broker(make_env: EnvFactory) -> None:
+    env = make_env(launchers=0)
+    real = Token.from_encoded(env.token)
+    key = PoolPrivateKey.generate_ec()
+    now = datetime.now(UTC)
+    foreign = issue_pool_token(
+        CertificateAuthority.generate(key_type="EC-P256"),
+        create_csr(key, parse_subject(f"/CN={env.pool}")),
+        pool_id=env.pool,
+        broker_url=real.broker_url,
+        control_plane_url=real.control_plane_url,
+        run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),
+        not_before=now - timedelta(minutes=5),
+        not_after=now + timedelta(days=1),
+        mqtt_namespace=real.mqtt_namespace,
+    )
+    # Trust the real broker and keep the real signing key: only the client certificate is wrong.
+    token = dataclasses.replace(real, pool_certificate=foreign.pool_certificate)
+    with token.to_encoded() as encoded, encoded.view() as view:
+        token_text = bytes(view).decode()
+    with key.to_pem() as pem, pem.view() as view:
+        key_b64 = base64.b64encode(bytes(view)).decode()
+    # The broker itself refuses the certificate in the TLS handshake (no local check first).
+    transport = MqttTransport.for_worker(token=token, key=key, worker_id="foreign-1")
+    with pytest.raises(BrokerRefusedError):
+        transport.start(timeout_seconds=15)
+    transport.close()
+    # The launcher refuses it before connecting (gate 1, exit 65) or is refused (exit 78).
+    _refused(
+        env,
+        token=token_text,
+        key_b64=key_b64,
+        name="foreign CA",
+        codes=(EXIT_UNTRUSTED_INPUT, EXIT_CONFIGURATION),
+    )
+
+
+def test_reset_pool_old_certificate_is_refused(make_env: EnvFactory) -> None:
+    env = make_env(launchers=1)
+    old_token, old_key = env.token, env.pool_key_b64
+    first = env.workers[0]
+    _, csr = env.new_pool_credentials("pool-reset")
+    env.cp("pool", "reset", "--name", env.pool, "--csr", str(csr))
+    env.reload_broker()  # what the operator does after reset (docs/controlplane.md)
+    # The connected worker is told to cycle: it exits after its runs.
+    assert first.child is not None
+    code = first.child.wait(60)
+    assert code == 0, (
+        f"the launcher connected with the old certificate should exit 0 on `cycle` after the "
+        f"reset, got {code} (blocked on the launcher daemon / serve):\n{first.child.output()}"
+    )
+    _refused(env, token=old_token, key_b64=old_key, name="reset pool, old certificate")
