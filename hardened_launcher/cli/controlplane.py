@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from hardened_launcher.controlplane.ca import (
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
-from hardened_launcher.controlplane.pools import create_pool, reset_pool
+from hardened_launcher.controlplane.pools import IssuedPool, create_pool, reset_pool
 from hardened_launcher.controlplane.runs import cancel_run, submit_run
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
@@ -227,10 +228,13 @@ def _csr(path: Path) -> x509.CertificateSigningRequest:
     return load_csr_pem(bytes(_read_bounded(path, MAX_CSR_PEM_BYTES, "CSR")))
 
 
-def run_pool_create(args: argparse.Namespace) -> int:
+def _issue_and_print(
+    args: argparse.Namespace, issue: Callable[..., IssuedPool]
+) -> tuple[StateDir, IssuedPool]:
+    """Create or reset a pool from the CSR and print its token on stdout (only there)."""
     state = _state(args)
     with state.open_store() as store:
-        issued = create_pool(
+        issued = issue(
             state,
             store,
             name=args.name,
@@ -243,25 +247,16 @@ def run_pool_create(args: argparse.Namespace) -> int:
     with issued.token, issued.token.view() as view:
         sys.stdout.write(bytes(view).decode("ascii") + "\n")
     sys.stdout.flush()
+    return state, issued
+
+
+def run_pool_create(args: argparse.Namespace) -> int:
+    _issue_and_print(args, create_pool)
     return 0
 
 
 def run_pool_reset(args: argparse.Namespace) -> int:
-    state = _state(args)
-    with state.open_store() as store:
-        issued = reset_pool(
-            state,
-            store,
-            name=args.name,
-            csr=_csr(args.csr),
-            now=datetime.now(UTC),
-            broker_url=args.broker_url,
-            control_plane_url=args.control_plane_url,
-            days=args.days,
-        )
-    with issued.token, issued.token.view() as view:
-        sys.stdout.write(bytes(view).decode("ascii") + "\n")
-    sys.stdout.flush()
+    state, issued = _issue_and_print(args, reset_pool)
     revoked = issued.revoked.serial if issued.revoked else "-"
     if issued.revocation_list is not None:
         pid = state.broker_pid(args.broker_pid_file, environ=os.environ)
