@@ -571,6 +571,30 @@ _POLICY_PATH_FORM: Final = (
 )
 
 
+def _check_searchable_directory(path: Path, *, expected: str, reason: str) -> None:
+    """Refuse a directory that cannot be listed or searched (its files could not be opened)."""
+    try:
+        # Opening a directory needs read (list) permission; looking up "." inside it needs
+        # search permission, without which none of its files can be opened.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be listed ({exc.strerror})",
+            expected=expected,
+            reason=reason,
+        ) from None
+    try:
+        os.stat(".", dir_fd=fd)
+    except OSError as exc:
+        raise _InvalidValueError(
+            f"is a directory that cannot be searched ({exc.strerror})",
+            expected=expected,
+            reason=reason,
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def _parse_policy_path(text: str) -> Path:
     """The absolute path of a readable regular file, or of a directory that can be both read
     (listed) and searched (its files opened). What is inside is the policy loader's business."""
@@ -600,26 +624,7 @@ def _parse_policy_path(text: str) -> Path:
             expected=_POLICY_PATH_FORM,
             reason="policy_file_missing",
         )
-    try:
-        # Opening a directory needs read (list) permission; looking up "." inside it needs
-        # search permission, without which none of its files can be opened.
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"is a directory that cannot be listed ({exc.strerror})",
-            expected=_POLICY_PATH_FORM,
-            reason="policy_file_unreadable",
-        ) from None
-    try:
-        os.stat(".", dir_fd=fd)
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"is a directory that cannot be searched ({exc.strerror})",
-            expected=_POLICY_PATH_FORM,
-            reason="policy_file_unreadable",
-        ) from None
-    finally:
-        os.close(fd)
+    _check_searchable_directory(path, expected=_POLICY_PATH_FORM, reason="policy_file_unreadable")
     return path
 
 
@@ -657,24 +662,7 @@ def _parse_release_dir(text: str) -> Path:
         raise _InvalidValueError(
             "is not a directory", expected=_RELEASE_DIR_FORM, reason="release_dir_missing"
         )
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"is a directory that cannot be listed ({exc.strerror})",
-            expected=_RELEASE_DIR_FORM,
-            reason="release_dir_unreadable",
-        ) from None
-    try:
-        os.stat(".", dir_fd=fd)
-    except OSError as exc:
-        raise _InvalidValueError(
-            f"is a directory that cannot be searched ({exc.strerror})",
-            expected=_RELEASE_DIR_FORM,
-            reason="release_dir_unreadable",
-        ) from None
-    finally:
-        os.close(fd)
+    _check_searchable_directory(path, expected=_RELEASE_DIR_FORM, reason="release_dir_unreadable")
     return path
 
 
