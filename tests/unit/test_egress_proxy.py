@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Sequence
@@ -318,3 +319,15 @@ def test_proxy_listener_reports_its_address_and_refuses_itself() -> None:
         return proxy.self_addresses
 
     assert ip("127.0.0.1") in asyncio.run(scenario())
+
+
+def test_operator_log_never_names_the_host(caplog: pytest.LogCaptureFixture) -> None:
+    # A run can put a secret in a host name; only the run's (redacted) log and audit see it.
+    proxy, _audit, _, _, lines = make({"rebind.test": [["198.18.7.20"]]})
+    with caplog.at_level(logging.DEBUG, logger="hardened_launcher.egress"):
+        asyncio.run(exchange(proxy, b"GET http://secret-in-name.test/ HTTP/1.1\r\n\r\n"))
+    assert lines, "the decision reached the run's log"
+    assert "egress.decision" in caplog.text
+    for record in caplog.records:
+        assert "secret-in-name" not in record.getMessage()
+        assert "secret-in-name" not in str(vars(record))
