@@ -1,28 +1,42 @@
-"""The run pipeline (DESIGN.md §2): the one module that composes the gates.
+"""The run pipeline (DESIGN.md §2): the one module that composes the gates, in the mission's order.
 
-For now it composes gate 2 (binaries) → gate 3 (policy) → gate 6 (egress, when a policy is
-configured) → gate 5 (execute); the credentials and envelope gates join here as they land. Each
-gate returns a proof the next one needs, or raises a
-:class:`~hardened_launcher.errors.LauncherError` that stops the run; every decision is recorded
-to the :class:`~hardened_launcher.audit.AuditSink`. Nothing executes unless every gate passed,
-and the run spec's secrets are wiped when the pipeline returns, whatever happened.
+Every run the launcher receives goes through, failing closed at each:
 
-Gate 6 wraps gate 5: the run's egress session (its own internal network and proxy) is opened
-before the container is created and closed after the container is removed, whatever happened;
-every egress decision goes to the audit sink and, as a ``::hl:: egress:`` line, to the run's log.
+1. **binaries** — the worker program and every binary the run names, verified against signed
+   SHA256SUMS by pinned keys (:func:`verify_binaries` → :class:`BinariesVerified`);
+2. **identity** — the pool certificate valid now, and the run's ticket signed by the control
+   plane for this pool, this worker and this lease (:func:`prove_identity` →
+   :class:`IdentityProved`);
+3. **policy** — the run initialization policy judges the signed, non-secret manifest
+   (:func:`evaluate_policy` → :class:`PolicyAllowed`);
+4. **envelope** — only then is the sealed run state decrypted, in memory, and it must be
+   exactly what the policy judged (:func:`open_envelope` → :class:`RunOpened`);
+5. **execute** — a hardened container, every output stream redacted, with
+6. **egress** — its own network and allowlisting proxy around it (:func:`execute`).
+
+Each gate's entry point takes the previous gate's proof, so a call out of order does not type
+check, and only this module can make a proof. The daemon calls :func:`run_assignment`; ``exec``
+calls :func:`run_pipeline` (a local, plaintext spec: no identity or envelope to check, which the
+audit log records). Every refusal, at any gate, is one ``run.refused`` audit record with the
+run id, the gate and the reason (beside the gate's own events), and raises :class:`RunRefused`;
+nothing executes unless every gate passed, and the spec's secrets are wiped at the end.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hardened_launcher import __version__
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
@@ -33,7 +47,17 @@ from hardened_launcher.egress.errors import EgressPolicyError
 from hardened_launcher.egress.isolation import EgressIsolationError, EgressSession
 from hardened_launcher.egress.policy import EgressPolicy, load_policy
 from hardened_launcher.egress.proxy import Connector, EgressDecision, ProxyLimits, Resolver
-from hardened_launcher.errors import LauncherError
+from hardened_launcher.envelope import ReplayCache, open_run_state
+from hardened_launcher.envelope.ticket import (
+    RunManifest,
+    TicketError,
+    VerifiedTicket,
+    check_spec_matches,
+    manifest_from_spec,
+    sanitize_key_id,
+    verify_ticket,
+)
+from hardened_launcher.errors import LauncherError, UntrustedInputError
 from hardened_launcher.executor.container_spec import (
     WORKER_NAME,
     NetworkPlan,
@@ -45,7 +69,8 @@ from hardened_launcher.executor.instructions import encode_instructions
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
 from hardened_launcher.executor.runner import RunResult
-from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
+from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.policy import (
     LauncherFacts,
     PolicyDecision,
@@ -63,15 +88,31 @@ from hardened_launcher.secrets import Secret
 from hardened_launcher.settings import Settings
 
 __all__ = [
+    "Assignment",
+    "BinariesVerified",
     "BinaryGate",
     "EgressSessionLike",
     "EgressStep",
+    "EnvelopeKeys",
+    "IdentityProved",
+    "PolicyAllowed",
     "PolicyCheck",
     "PolicyStep",
     "ReleaseDirectory",
+    "RunOpened",
+    "RunRefused",
+    "RunServices",
     "Runner",
+    "evaluate_policy",
+    "execute",
+    "local_identity",
+    "local_spec",
+    "open_envelope",
+    "prove_identity",
+    "run_assignment",
     "run_pipeline",
     "start_policy_step",
+    "verify_binaries",
 ]
 
 log = logging.getLogger(__name__)
@@ -225,26 +266,29 @@ STATIC_METADATA_KEYS: Final = (
 
 
 def policy_metadata(
-    spec: RunSpec, *, worker_version: str, environment: Mapping[str, str | Secret]
+    manifest: RunManifest, *, worker_version: str, environment: Mapping[str, str | Secret]
 ) -> dict[str, object]:
-    """The run's metadata in the documented input shape; secret values stay ``Secret``s here
-    and become their sanitized form in :func:`~hardened_launcher.policy.build_input`."""
+    """The run's signed manifest in the documented input shape. Secret variables are already in
+    their sanitized form (the sealer computed it under the pool's key); masked whitelisted
+    variables are sanitized here, and any ``Secret`` left becomes its sanitized form in
+    :func:`~hardened_launcher.policy.build_input`."""
     static: dict[str, object] = {
-        "run_type": spec.run_type,
+        "run_type": manifest.run_type,
         "environment_variables": dict(environment),
     }
-    for phase in spec.phases:
-        static["command" if phase.name == "main" else phase.name] = list(phase.commands)
-    # Documented fields the control plane puts in the (signed, sealed) spec's metadata.
+    for name, commands in manifest.phases:
+        static["command" if name == "main" else name] = list(commands)
+    # Documented fields the control plane puts in the (signed) manifest's metadata.
+    metadata = manifest.metadata
     for key in STATIC_METADATA_KEYS:
-        if key in spec.metadata:
-            static[key] = spec.metadata[key]
+        if key in metadata:
+            static[key] = metadata[key]
     return {
-        "docker_image": spec.image,
+        "docker_image": manifest.image,
         "worker_version": worker_version,
         "run": {
-            "id": spec.run_id,
-            "user_provided_metadata": [f"{k}={v}" for k, v in sorted(spec.metadata.items())],
+            "id": manifest.run_id,
+            "user_provided_metadata": [f"{k}={v}" for k, v in sorted(metadata.items())],
         },
         "static_run_environment": static,
     }
@@ -252,7 +296,7 @@ def policy_metadata(
 
 def _policy_gate(
     policy: PolicyStep | None,
-    spec: RunSpec,
+    manifest: RunManifest,
     *,
     worker_version: str,
     environment: Mapping[str, str | Secret],
@@ -260,11 +304,11 @@ def _policy_gate(
     audit: AuditSink,
 ) -> PolicyDecision | None:
     if policy is None:
-        _record(audit, "policy.skipped", Outcome.INFO, gate="policy", run_id=spec.run_id)
+        _record(audit, "policy.skipped", Outcome.INFO, gate="policy", run_id=manifest.run_id)
         return None
     try:
         document = build_input(
-            policy_metadata(spec, worker_version=worker_version, environment=environment),
+            policy_metadata(manifest, worker_version=worker_version, environment=environment),
             launcher=policy.launcher,
             sanitizer=policy.sanitizer,
             binaries=binaries,
@@ -275,12 +319,12 @@ def _policy_gate(
             "policy.failed",
             Outcome.ERROR,
             gate="policy",
-            run_id=spec.run_id,
+            run_id=manifest.run_id,
             reason=exc.reason,
         )
         raise
     try:
-        decision = policy.gate.check(document, run_id=spec.run_id)
+        decision = policy.gate.check(document, run_id=manifest.run_id)
     except LauncherError:
         raise  # the gate recorded its own decision
     except Exception as exc:  # noqa: BLE001 - any other failure of the gate denies (fail closed)
@@ -289,7 +333,7 @@ def _policy_gate(
             "policy.failed",
             Outcome.ERROR,
             gate="policy",
-            run_id=spec.run_id,
+            run_id=manifest.run_id,
             reason="policy_evaluation_error",
             error=type(exc).__name__,
         )
@@ -699,6 +743,406 @@ def _canary_scan(
     _record(audit, "run.log_clean", Outcome.ALLOW, gate="execute", run_id=run_id)
 
 
+# ---------------------------------------------------------------------------------------------
+# The proofs: each gate's entry point takes the previous gate's proof, so mypy rejects a call
+# out of order. Only this module makes them (the constructor checks a private seal).
+# ---------------------------------------------------------------------------------------------
+_SEAL: Final = object()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Proof:
+    seal: object = dataclasses.field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.seal is not _SEAL:
+            raise TypeError(f"{type(self).__name__} is made by its gate in pipeline.py only")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinariesVerified(_Proof):
+    """Gate 1: the worker program and every binary the run names verified and cached."""
+
+    run_id: str
+    manifest: RunManifest
+    worker: VerifiedBinary
+    requested: tuple[VerifiedBinary, ...]
+
+    @property
+    def all(self) -> tuple[VerifiedBinary, ...]:
+        return (self.worker, *self.requested)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityProved(_Proof):
+    """Gate 2: our certificate is valid now and the run was signed for this pool and worker
+    (``ticket`` is None for a local ``exec`` run, which has no control plane)."""
+
+    binaries: BinariesVerified
+    ticket: VerifiedTicket | None
+
+    @property
+    def run_id(self) -> str:
+        return self.binaries.run_id
+
+    @property
+    def manifest(self) -> RunManifest:
+        return self.binaries.manifest
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyAllowed(_Proof):
+    """Gate 3: the run initialization policy allowed the manifest (``decision`` is None when
+    no policy is configured: then the run is allowed and the audit log says so)."""
+
+    identity: IdentityProved
+    decision: PolicyDecision | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOpened(_Proof):
+    """Gate 4: the run state, decrypted in memory, equal to the manifest the policy judged."""
+
+    allowed: PolicyAllowed
+    spec: RunSpec
+
+
+class RunRefused(Exception):  # noqa: N818 - a refusal, not a bug: it carries the gate's error
+    """A gate refused the run before anything executed; ``error`` is that gate's error."""
+
+    def __init__(self, gate: str, error: LauncherError) -> None:
+        super().__init__(f"{gate}: {error.reason}")
+        self.gate = gate
+        self.error = error
+
+
+@contextmanager
+def _gate(gate: str, run_id: str, audit: AuditSink) -> Iterator[None]:
+    """Every refusal, whatever the gate and whether or not the gate recorded its own event,
+    becomes one ``run.refused`` record with the run id, the gate and the reason."""
+    try:
+        yield
+    except LauncherError as exc:
+        _record(
+            audit,
+            "run.refused",
+            Outcome.DENY if isinstance(exc, UntrustedInputError) else Outcome.ERROR,
+            gate=gate,
+            run_id=run_id,
+            reason=exc.reason,
+        )
+        raise RunRefused(gate, exc) from exc
+
+
+# -- gate 1: binaries ----------------------------------------------------------------------------
+def verify_binaries(
+    manifest: RunManifest,
+    *,
+    binaries: BinaryGate,
+    worker_version: str,
+    audit: AuditSink,
+) -> BinariesVerified:
+    """Gate 1: the worker program and the run's binaries, each against signed SHA256SUMS."""
+    run_id = manifest.run_id
+    worker = binaries.verify(WORKER_NAME, worker_version, run_id=run_id, audit=audit)
+    requested = tuple(
+        binaries.verify(name, version, run_id=run_id, audit=audit)
+        for name, version in manifest.binaries
+    )
+    _record(
+        audit,
+        "binaries.passed",
+        Outcome.ALLOW,
+        gate="binaries",
+        run_id=run_id,
+        count=len(requested) + 1,
+    )
+    return BinariesVerified(
+        seal=_SEAL, run_id=run_id, manifest=manifest, worker=worker, requested=requested
+    )
+
+
+# -- gate 2: identity ----------------------------------------------------------------------------
+def prove_identity(
+    binaries: BinariesVerified,
+    *,
+    identity: PoolIdentity,
+    ticket: VerifiedTicket,
+    worker_id: str,
+    sanitizer: Sanitizer,
+    now: datetime,
+    audit: AuditSink,
+) -> IdentityProved:
+    """Gate 2: the pool certificate is valid now (chain and key were proved at start-up), and
+    the run's signed ticket names this pool, this worker and the sanitize key we hold."""
+    identity.recheck(now)
+    if ticket.pool_id != identity.pool_id or ticket.worker_id != worker_id:
+        raise TicketError(
+            "the run ticket is for another pool or worker, so the run is refused",
+            hint="the control plane assigned a run that is not this worker's; report it",
+            reason="ticket_identity_mismatch",
+        )
+    if ticket.manifest.sanitize_key_id != sanitize_key_id(sanitizer):
+        raise TicketError(
+            "the run's secret variables were sanitized under another key than this launcher's, "
+            "so the policy could not compare them",
+            hint="use the token the control plane issued last (pool reset re-issues it), and "
+            "unset HL_POLICY_SANITIZE_KEY when the token carries the pool's key",
+            reason="sanitize_key_mismatch",
+        )
+    _record(
+        audit,
+        "identity.passed",
+        Outcome.ALLOW,
+        gate="identity",
+        run_id=binaries.run_id,
+        pool_id=identity.pool_id,
+        worker_id=worker_id,
+        lease_id=ticket.lease_id,
+        certificate_sha256=identity.certificate_sha256.hex(),
+        not_after=identity.not_after.isoformat(),
+        envelope_sha256=ticket.envelope_sha256,
+    )
+    return IdentityProved(seal=_SEAL, binaries=binaries, ticket=ticket)
+
+
+def local_identity(binaries: BinariesVerified, *, audit: AuditSink) -> IdentityProved:
+    """Gate 2 for a local ``exec`` run: no control plane, no pool certificate to check."""
+    _record(
+        audit,
+        "identity.skipped",
+        Outcome.INFO,
+        gate="identity",
+        run_id=binaries.run_id,
+        detail="local run spec (exec): no pool identity",
+    )
+    return IdentityProved(seal=_SEAL, binaries=binaries, ticket=None)
+
+
+# -- gate 3: policy ------------------------------------------------------------------------------
+def evaluate_policy(
+    identity: IdentityProved,
+    *,
+    policy: PolicyStep | None,
+    settings: Settings,
+    worker_version: str,
+    environ: Mapping[str, str],
+    sanitizer: Sanitizer,
+    audit: AuditSink,
+) -> PolicyAllowed:
+    """Gate 3: the policy judges the signed manifest, before any decryption."""
+    manifest = identity.manifest
+    environment: dict[str, str | Secret] = dict(manifest.env)
+    for name in settings.whitelisted_env_names_for(manifest.run_type):
+        value = environ.get(name)
+        if value is not None:
+            environment[name] = sanitizer.sanitize(value) if name in settings.mask_envs else value
+    environment.update(manifest.secret_env)  # already in sanitized form
+    decision = _policy_gate(
+        policy,
+        manifest,
+        worker_version=worker_version,
+        environment=environment,
+        binaries=identity.binaries.all,
+        audit=audit,
+    )
+    return PolicyAllowed(seal=_SEAL, identity=identity, decision=decision)
+
+
+# -- gate 4: envelope ----------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EnvelopeKeys:
+    """What gate 4 needs to open a run state sealed to this pool."""
+
+    pool_private_key: PoolPrivateKey
+    signer_public_key: Ed25519PublicKey
+    replay_cache: ReplayCache
+
+
+def open_envelope(
+    allowed: PolicyAllowed,
+    envelope: bytes,
+    *,
+    keys: EnvelopeKeys,
+    sanitizer: Sanitizer,
+    settings: Settings,
+    now: datetime,
+    audit: AuditSink,
+) -> RunOpened:
+    """Gate 4: only after the policy allowed: the sealed bytes must be those the ticket names,
+    then open (in memory), then the spec must be exactly the manifest the policy judged."""
+    identity = allowed.identity
+    run_id = identity.run_id
+    ticket = identity.ticket
+    if ticket is None:  # pragma: no cover - a local run has no envelope; mypy cannot tell
+        raise TypeError("a local run has no envelope to open")
+    if hashlib.sha256(envelope).hexdigest() != ticket.envelope_sha256:
+        raise TicketError(
+            "the sealed run state is not the one the signed ticket names, so it is not opened",
+            hint="the assignment was altered or mixed up in transit; report it",
+            reason="envelope_ticket_mismatch",
+        )
+    opened = open_run_state(
+        envelope,
+        pool_private_key=keys.pool_private_key.private_key,
+        signer_public_key=keys.signer_public_key,
+        expected_pool_id=ticket.pool_id,
+        replay_cache=keys.replay_cache,
+        now=now,
+        clock_skew=settings.clock_skew,
+        max_envelope_bytes=settings.max_envelope_bytes,
+        audit=audit,
+        run_id=run_id,
+    )
+    with opened:
+        if opened.run_id != run_id:
+            raise TicketError(
+                "the sealed run state is for another run",
+                hint="the control plane sealed the wrong run; report it",
+                reason="envelope_run_mismatch",
+            )
+        spec = parse_run_spec(opened.plaintext.reveal(), max_bytes=settings.max_envelope_bytes)
+    try:
+        _check_opened_spec(spec, run_id, identity.manifest, sanitizer)
+    except BaseException:
+        spec.wipe()
+        raise
+    return RunOpened(seal=_SEAL, allowed=allowed, spec=spec)
+
+
+def _check_opened_spec(
+    spec: RunSpec, run_id: str, manifest: RunManifest, sanitizer: Sanitizer
+) -> None:
+    if spec.run_id != run_id:
+        raise TicketError(
+            "the run spec names another run",
+            hint="the control plane sealed a spec for another run; report it",
+            reason="runspec_run_mismatch",
+        )
+    check_spec_matches(spec, manifest, sanitizer)
+
+
+def local_spec(allowed: PolicyAllowed, spec: RunSpec, *, audit: AuditSink) -> RunOpened:
+    """Gate 4 for a local ``exec`` run: the spec was never sealed (it is a file the operator
+    gave), and the manifest the policy judged was made from it."""
+    _record(
+        audit,
+        "envelope.skipped",
+        Outcome.INFO,
+        gate="envelope",
+        run_id=spec.run_id,
+        detail="local run spec (exec): nothing sealed",
+    )
+    return RunOpened(seal=_SEAL, allowed=allowed, spec=spec)
+
+
+# -- the two ways in ---------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Assignment:
+    """One run as the control plane assigned it: still sealed, with its signed ticket."""
+
+    run_id: str
+    lease_id: str
+    envelope: bytes
+    ticket: bytes
+    ticket_signature: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunServices:
+    """What every run shares: the gates' configuration, built once at start-up."""
+
+    settings: Settings
+    launcher_id: str
+    worker_version: str
+    binaries: BinaryGate
+    policy: PolicyStep | None
+    sanitizer: Sanitizer
+    runner: Runner
+    audit: AuditSink
+    environ: Mapping[str, str]
+    egress: EgressStep | None = None
+
+
+def run_assignment(
+    assignment: Assignment,
+    *,
+    services: RunServices,
+    identity: PoolIdentity,
+    keys: EnvelopeKeys,
+    clock: Callable[[], datetime],
+    redactor: RedactorLike,
+    open_sink: Callable[[], LogSink],
+    cancel: threading.Event | None = None,
+    on_started: Callable[[str], None] | None = None,
+) -> RunResult:
+    """The mission's order for one assigned run:
+
+    binaries → identity → policy → envelope → execute (redaction, egress).
+
+    A refusal before execution raises :class:`RunRefused` (recorded as ``run.refused`` with its
+    gate); a failure while executing raises the gate's own error. ``open_sink`` is called only
+    when the run is about to execute.
+    """
+    run_id = assignment.run_id
+    audit = services.audit
+    with _gate("identity", run_id, audit):  # the ticket's signature: is this our run at all?
+        ticket = verify_ticket(
+            assignment.ticket,
+            assignment.ticket_signature,
+            signer_public_key=keys.signer_public_key,
+            run_id=run_id,
+            pool_id=identity.pool_id,
+            worker_id=services.launcher_id,
+            lease_id=assignment.lease_id,
+        )
+    with _gate("binaries", run_id, audit):
+        verified = verify_binaries(
+            ticket.manifest,
+            binaries=services.binaries,
+            worker_version=services.worker_version,
+            audit=audit,
+        )
+    with _gate("identity", run_id, audit):
+        proved = prove_identity(
+            verified,
+            identity=identity,
+            ticket=ticket,
+            worker_id=services.launcher_id,
+            sanitizer=services.sanitizer,
+            now=clock(),
+            audit=audit,
+        )
+    with _gate("policy", run_id, audit):
+        allowed = evaluate_policy(
+            proved,
+            policy=services.policy,
+            settings=services.settings,
+            worker_version=services.worker_version,
+            environ=services.environ,
+            sanitizer=services.sanitizer,
+            audit=audit,
+        )
+    with _gate("envelope", run_id, audit):
+        opened = open_envelope(
+            allowed,
+            assignment.envelope,
+            keys=keys,
+            sanitizer=services.sanitizer,
+            settings=services.settings,
+            now=clock(),
+            audit=audit,
+        )
+    return execute(
+        opened,
+        services=services,
+        redactor=redactor,
+        open_sink=open_sink,
+        cancel=cancel,
+        on_started=on_started,
+    )
+
+
 def run_pipeline(
     spec: RunSpec,
     *,
@@ -716,104 +1160,150 @@ def run_pipeline(
     on_started: Callable[[str], None] | None = None,
     egress: EgressStep | None = None,
 ) -> RunResult:
-    """Run ``spec`` through binaries → policy → egress → execute. Wipes the spec's secrets at
-    the end.
+    """A local run spec (``exec``) through the same gates: binaries → identity (none: local) →
+    policy → envelope (none: the spec is plaintext) → execute. Wipes the spec's secrets at the
+    end and closes ``sink`` whatever happens; a refusal raises the refusing gate's error.
 
-    ``environ`` supplies the values of ``SPACELIFT_WHITELIST_ENVS`` (the launcher's own
-    environment by default is the caller's choice; nothing is read here implicitly).
-
-    Gate 6 runs when ``settings.egress_policy`` is set (or ``egress`` holds a policy): the run
-    gets its own egress session, which ``egress`` says how to open; a configured policy
-    without ``egress`` refuses the run. Without a policy the container joins
-    ``SPACELIFT_WORKER_NETWORK``, as before.
+    ``environ`` supplies the values of ``SPACELIFT_WHITELIST_ENVS``. Gate 6 runs when
+    ``settings.egress_policy`` is set (or ``egress`` holds a policy); a configured policy
+    without ``egress`` refuses the run.
     """
+    services = RunServices(
+        settings=settings,
+        launcher_id=launcher_id,
+        worker_version=worker_version,
+        binaries=binaries,
+        policy=policy,
+        sanitizer=policy.sanitizer if policy is not None else Sanitizer.random(),
+        runner=runner,
+        audit=audit,
+        environ=environ or {},
+        egress=egress,
+    )
+    handed_over = False
+
+    def open_sink() -> LogSink:
+        nonlocal handed_over
+        handed_over = True
+        return sink
+
+    run_id = spec.run_id
+    try:
+        manifest = manifest_from_spec(spec, services.sanitizer)
+        with _gate("binaries", run_id, audit):
+            verified = verify_binaries(
+                manifest, binaries=binaries, worker_version=worker_version, audit=audit
+            )
+        proved = local_identity(verified, audit=audit)
+        with _gate("policy", run_id, audit):
+            allowed = evaluate_policy(
+                proved,
+                policy=policy,
+                settings=settings,
+                worker_version=worker_version,
+                environ=services.environ,
+                sanitizer=services.sanitizer,
+                audit=audit,
+            )
+        opened = local_spec(allowed, spec, audit=audit)
+        return execute(
+            opened,
+            services=services,
+            redactor=redactor,
+            open_sink=open_sink,
+            cancel=cancel,
+            on_started=on_started,
+        )
+    except RunRefused as refused:
+        raise refused.error from None
+    finally:
+        spec.wipe()
+        if not handed_over:
+            sink.close()
+
+
+# -- gate 5 (and 6): execute -----------------------------------------------------------------
+def execute(
+    opened: RunOpened,
+    *,
+    services: RunServices,
+    redactor: RedactorLike,
+    open_sink: Callable[[], LogSink],
+    cancel: threading.Event | None = None,
+    on_started: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Gate 5 with gate 6 around it. Refusals before the container exists raise
+    :class:`RunRefused` (gate ``execute`` or ``egress``); the spec's secrets are wiped at the
+    end, whatever happened."""
+    spec = opened.spec
+    settings, audit = services.settings, services.audit
     run_id = spec.run_id
     extra_env: dict[str, Secret] = {}
+    sink: LogSink | None = None
     handed_over = False  # once the runner has the sink, the runner closes it
     session: EgressSessionLike | None = None
     run_log: EgressRunLog | None = None
     try:
-        check_extra_mounts(settings)
-        egress_policy = _egress_policy(settings, egress, run_id=run_id, audit=audit)
-        # Gate 2: the worker program and every binary the run asks for.
-        worker = binaries.verify(WORKER_NAME, worker_version, run_id=run_id, audit=audit)
-        verified = [
-            binaries.verify(b.name, b.version, run_id=run_id, audit=audit) for b in spec.binaries
-        ]
-        _record(
-            audit,
-            "binaries.passed",
-            Outcome.ALLOW,
-            gate="binaries",
-            run_id=run_id,
-            count=len(verified) + 1,
-        )
+        with _gate("execute", run_id, audit):
+            check_extra_mounts(settings)
+        with _gate("egress", run_id, audit):
+            egress_policy = _egress_policy(settings, services.egress, run_id=run_id, audit=audit)
+        binaries = opened.allowed.identity.binaries
         for name in settings.whitelisted_env_names_for(spec.run_type):
-            value = (environ or {}).get(name)
+            value = services.environ.get(name)
             if value is not None:
                 extra_env[name] = Secret(value)
-        # Gate 3: policy sees metadata only; secret values appear in sanitized form.
-        environment: dict[str, str | Secret] = dict(spec.env)
-        environment.update(
-            (name, secret if name in settings.mask_envs else secret.reveal_text())
-            for name, secret in extra_env.items()
-        )
-        environment.update(spec.secret_env)
-        _policy_gate(
-            policy,
-            spec,
-            worker_version=worker_version,
-            environment=environment,
-            binaries=[worker, *verified],
-            audit=audit,
-        )
-        # Gate 5: execute.
         # Masked in the run's output: the launcher's own credentials and SPACELIFT_MASK_ENVS
         # values, the run's secret variables, and masked whitelisted variables.
-        for variable, secret_value in launcher_secret_values(environ or {}):
+        for variable, secret_value in launcher_secret_values(services.environ):
             redactor.add(variable, secret_value)
         for name, secret in spec.secrets():
             add_secret(redactor, name, secret)
         for name, secret in extra_env.items():
             if name in settings.mask_envs:
                 add_secret(redactor, f"env:{name}", secret)
+        with _gate("execute", run_id, audit):
+            sink = open_sink()
         # Gate 6: the run's own network and proxy, open before the container exists.
         network: NetworkPlan | None = None
         if egress_policy is not None:
+            egress = services.egress
             assert egress is not None  # noqa: S101 - _egress_policy refuses a policy without it
             run_log = EgressRunLog(sink, redactor)
-            session = _open_egress(
-                egress,
-                egress_policy,
-                run_id=run_id,
-                launcher_id=launcher_id,
-                audit=audit,
-                redactor=redactor,
-                run_log=run_log,
+            with _gate("egress", run_id, audit):
+                session = _open_egress(
+                    egress,
+                    egress_policy,
+                    run_id=run_id,
+                    launcher_id=services.launcher_id,
+                    audit=audit,
+                    redactor=redactor,
+                    run_log=run_log,
+                )
+                try:
+                    network = network_plan(session)
+                except ValueError as exc:
+                    raise EgressIsolationError(
+                        "the run's egress session gave a network the container cannot use",
+                        hint="this is a bug in the egress session; please report it",
+                        detail=str(exc)[:300],
+                    ) from None
+        with _gate("execute", run_id, audit):
+            container = build_container_spec(
+                spec,
+                settings,
+                launcher_id=services.launcher_id,
+                worker=binaries.worker,
+                binaries=list(binaries.requested),
+                network=network,
             )
-            try:
-                network = network_plan(session)
-            except ValueError as exc:
-                raise EgressIsolationError(
-                    "the run's egress session gave a network the container cannot use",
-                    hint="this is a bug in the egress session; please report it",
-                    detail=str(exc)[:300],
-                ) from None
-        container = build_container_spec(
-            spec,
-            settings,
-            launcher_id=launcher_id,
-            worker=worker,
-            binaries=verified,
-            network=network,
-        )
-        instructions = encode_instructions(spec, extra_env=extra_env)
+            instructions = encode_instructions(spec, extra_env=extra_env)
         _record(
             audit, "run.started", Outcome.ALLOW, gate="execute", run_id=run_id, image=spec.image
         )
         handed_over = True
         try:
-            result = runner.run(
+            result = services.runner.run(
                 container,
                 instructions,
                 redactor=redactor,
@@ -854,7 +1344,7 @@ def run_pipeline(
                 _close_egress(session, run_log, run_id=run_id, audit=audit)
             if run_log is not None:
                 run_log.finish()  # the inner sink, once, whoever had it
-            elif not handed_over:
+            elif sink is not None and not handed_over:
                 sink.close()
         finally:
             spec.wipe()

@@ -465,7 +465,10 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"(namespace {settings.namespace})\n"
             )
             sys.stderr.flush()
-            serve(Coordinator(store, transport, log_urls=storage), stop=stop)
+            serve(
+                Coordinator(store, transport, log_urls=storage, signing_key=state.signing_key()),
+                stop=stop,
+            )
         finally:
             transport.close()
     return 0

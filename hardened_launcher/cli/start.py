@@ -244,9 +244,10 @@ def run(
             log.warning(
                 "run.crashed run_id=%s container=%s", crashed.run_id, crashed.container_id[:12]
             )
+        sanitizer = sanitizer_from(settings, token.policy_sanitize_key)
         policy = start_policy_step(
             settings,
-            sanitizer=sanitizer_from(settings),
+            sanitizer=sanitizer,
             pool_id=token.pool_id,
             worker_id=launcher_id,
             audit=audit,
@@ -270,6 +271,7 @@ def run(
             worker_version=__version__,
             binaries=binaries,
             policy=policy,
+            sanitizer=sanitizer,
             runner=DockerRunner(
                 client,
                 logs_timeout=settings.launcher_logs_timeout,

@@ -61,8 +61,9 @@ TERMINAL_RUN_STATES: Final = frozenset(
 #: States in which a run counts against its worker's ``max_concurrent_runs``.
 HELD_RUN_STATES: Final = frozenset({RunState.ASSIGNED, RunState.RUNNING})
 #: Final states a worker may report in a ``status`` message.
+#: REFUSED: a gate refused the run after ``start``, before anything executed.
 REPORTABLE_FINAL_STATES: Final = frozenset(
-    {RunState.FINISHED, RunState.FAILED, RunState.STOPPED, RunState.CRASHED}
+    {RunState.FINISHED, RunState.FAILED, RunState.STOPPED, RunState.CRASHED, RunState.REFUSED}
 )
 #: Refusal reasons that mean "not now, not me": the run goes back to the queue.
 REQUEUE_REFUSAL_REASONS: Final = frozenset({"worker_busy", "worker_draining"})

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from hardened_launcher.controlplane.ca import StateDir
 from hardened_launcher.controlplane.errors import ConflictError
 from hardened_launcher.controlplane.store import PoolRecord, RevokedCertificate, Store
+from hardened_launcher.envelope.ticket import pool_sanitize_key
 from hardened_launcher.identity.issuing import issue_pool_token
 from hardened_launcher.identity.keys import public_key_id
 from hardened_launcher.identity.token import Token, is_valid_pool_id
@@ -57,16 +58,18 @@ def _issue(
 ) -> Token:
     ca = state.certificate_authority()
     not_after = min(now + timedelta(days=days), ca.certificate.not_valid_after_utc)
+    signing_key = state.signing_key()
     return issue_pool_token(
         ca,
         csr,
         pool_id=pool_id,
         broker_url=broker_url or state.settings.broker_url,
         control_plane_url=control_plane_url or state.settings.control_plane_url,
-        run_state_signing_key=state.signing_key().public_key(),
+        run_state_signing_key=signing_key.public_key(),
         not_before=max(now - timedelta(minutes=5), ca.certificate.not_valid_before_utc),
         not_after=not_after,
         mqtt_namespace=state.settings.namespace,
+        policy_sanitize_key=pool_sanitize_key(signing_key, pool_id),
     )
 
 

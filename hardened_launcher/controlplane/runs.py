@@ -22,7 +22,13 @@ from hardened_launcher.controlplane.dispatch import Run
 from hardened_launcher.controlplane.errors import ConflictError
 from hardened_launcher.controlplane.store import Store
 from hardened_launcher.envelope import MAX_ENVELOPE_LIFETIME_SECONDS, key_id_of, seal_run_state
+from hardened_launcher.envelope.ticket import (
+    MAX_TICKET_BYTES,
+    manifest_from_spec,
+    pool_sanitize_key,
+)
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES, parse_run_spec
+from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.transport.messages import is_valid_run_id
 
 #: Default validity of a sealed run state: the run must be dispatched within it.
@@ -49,8 +55,19 @@ def submit_run(
     parsed = parse_run_spec(spec, max_bytes=MAX_RUN_SPEC_BYTES)
     try:
         run_id = parsed.run_id
+        # What the launcher's policy judges before it decrypts anything: the spec without a
+        # secret byte, secrets as their sanitized form under the pool's key (in its token).
+        sanitizer = Sanitizer(pool_sanitize_key(state.signing_key(), record.id))
+        manifest = manifest_from_spec(parsed, sanitizer).encoded()
     finally:
         parsed.wipe()
+    if len(manifest) > MAX_TICKET_BYTES - 1024:
+        raise ConflictError(
+            f"the run's non-secret description is {len(manifest)} bytes, over the limit of "
+            f"{MAX_TICKET_BYTES - 1024}",
+            hint="Move large values into files or secret variables",
+            reason="manifest_too_large",
+        )
     if not is_valid_run_id(run_id):  # pragma: no cover - the spec grammar is the same
         raise ConflictError("the run id cannot be carried by the protocol", reason="run_id_invalid")
     if store.find_run(run_id) is not None:
@@ -83,6 +100,7 @@ def submit_run(
         envelope=envelope,
         envelope_expires_at=expires_at.timestamp(),
         now=now.timestamp(),
+        manifest=manifest,
     )
 
 

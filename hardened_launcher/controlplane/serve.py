@@ -17,6 +17,7 @@ most once per run, ever) or ``cancel {run_id}`` when it is stale (docs/transport
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import signal
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Final, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hardened_launcher.controlplane import dispatch
 from hardened_launcher.controlplane.dispatch import (
@@ -39,6 +42,7 @@ from hardened_launcher.controlplane.dispatch import (
     WorkerState,
 )
 from hardened_launcher.controlplane.store import OutboxMessage, Store
+from hardened_launcher.envelope.ticket import RunManifest, RunTicket, sign_ticket
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
 from hardened_launcher.transport import messages as wire
@@ -92,8 +96,12 @@ class Coordinator:
         log_urls: LogUrlSource | None = None,
         clock: Callable[[], float] = time.time,
         lease_ids: Callable[[], str] = new_lease_id,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
+        """``signing_key`` signs each assignment's run ticket (docs/envelope.md); without it
+        assignments carry no ticket, and every launcher refuses them."""
         self.store = store
+        self.signing_key = signing_key
         self.transport = transport
         self.config = config or ServeConfig()
         self.log_urls = log_urls
@@ -346,6 +354,27 @@ class Coordinator:
 
     # -- outbound ------------------------------------------------------------------------
 
+    def _ticket(
+        self, run_id: str, pool_id: str, worker_id: str, lease_id: str, envelope: bytes
+    ) -> RunTicket | None:
+        """The signed ticket of one lease, or None (no key, or a run queued without one)."""
+        manifest = self.store.get_manifest(run_id)
+        if self.signing_key is None or not manifest:
+            return None
+        try:
+            document = json.loads(manifest)
+            return sign_ticket(
+                RunManifest(document=document),
+                pool_id=pool_id,
+                worker_id=worker_id,
+                lease_id=lease_id,
+                envelope=envelope,
+                signing_key=self.signing_key,
+            )
+        except (ValueError, LauncherError):
+            log.warning("controlplane.ticket_unavailable run_id=%s", run_id)
+            return None
+
     def _body(self, item: OutboxMessage) -> wire.Body | None:
         """The body to send for an outbox row now, or None when it no longer applies."""
         kind = item.type
@@ -365,11 +394,15 @@ class Coordinator:
             urls = self.log_urls.urls(run.id, from_chunk=0) if self.log_urls else []
             if urls:
                 self.store.reserve_log_chunks(run.id, up_to=urls[-1].chunk + 1)
+            envelope = self.store.get_envelope(run.id)
+            ticket = self._ticket(run.id, run.pool_id, item.worker_id, run.lease_id, envelope)
             return wire.Assign.with_envelope(
                 run_id=run.id,
                 lease_id=run.lease_id,
                 lease_expires_at=datetime.fromtimestamp(run.lease_expires_at, UTC),
-                envelope=self.store.get_envelope(run.id),
+                envelope=envelope,
+                ticket=b"" if ticket is None else ticket.encoded,
+                ticket_signature=b"" if ticket is None else ticket.signature,
                 log_urls=urls,
             )
         if kind == "start":

@@ -76,6 +76,7 @@ CREATE TABLE IF NOT EXISTS runs (
     key_id TEXT NOT NULL,
     envelope BLOB NOT NULL,
     envelope_expires_at REAL NOT NULL,
+    manifest BLOB NOT NULL DEFAULT x'',
     state TEXT NOT NULL,
     worker_id TEXT,
     lease_id TEXT,
@@ -296,6 +297,12 @@ class Store:
                 columns = {r[1] for r in self._db.execute("PRAGMA table_info(workers)")}
                 if "gone_at" not in columns:
                     raise
+        runs = {row[1] for row in self._db.execute("PRAGMA table_info(runs)").fetchall()}
+        if "manifest" not in runs:
+            # Runs queued before the column existed have no manifest: their assignments carry an
+            # empty one, which every launcher refuses (ticket_invalid); resubmit them.
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                self._db.execute("ALTER TABLE runs ADD COLUMN manifest BLOB NOT NULL DEFAULT x''")
 
     def close(self) -> None:
         self._db.close()
@@ -637,6 +644,7 @@ class Store:
         envelope: bytes,
         envelope_expires_at: float,
         now: float,
+        manifest: bytes = b"",
     ) -> Run:
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
@@ -647,9 +655,19 @@ class Store:
                 )
             db.execute(
                 "INSERT INTO runs(id, pool_id, spec_sha256, key_id, envelope, "
-                "envelope_expires_at, state, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?)",
-                (run_id, pool_id, spec_sha256, key_id, envelope, envelope_expires_at, now, now),
+                "envelope_expires_at, manifest, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?)",
+                (
+                    run_id,
+                    pool_id,
+                    spec_sha256,
+                    key_id,
+                    envelope,
+                    envelope_expires_at,
+                    manifest,
+                    now,
+                    now,
+                ),
             )
             self._event(db, "run.submitted", at=now, pool_id=pool_id, run_id=run_id)
         return self.get_run(run_id)
@@ -679,6 +697,13 @@ class Store:
 
     def get_envelope(self, run_id: str) -> bytes:
         rows = self._query("SELECT envelope FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise NotFoundError(f"no run {run_id!r}", reason="run_not_found")
+        return bytes(rows[0][0])
+
+    def get_manifest(self, run_id: str) -> bytes:
+        """The run's manifest (canonical JSON, no secret), signed into each assignment."""
+        rows = self._query("SELECT manifest FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise NotFoundError(f"no run {run_id!r}", reason="run_not_found")
         return bytes(rows[0][0])

@@ -677,6 +677,7 @@ class _TamperingStore(Store):
         envelope: bytes,
         envelope_expires_at: float,
         now: float,
+        manifest: bytes = b"",
     ) -> Run:
         flipped = bytearray(envelope)
         flipped[len(flipped) // 2] ^= 0x01
@@ -688,6 +689,7 @@ class _TamperingStore(Store):
             envelope=bytes(flipped),
             envelope_expires_at=envelope_expires_at,
             now=now,
+            manifest=manifest,
         )
 
 

@@ -16,13 +16,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from hardened_launcher.audit.reader import (
+    AuditFormatError,
+    list_segments,
+    parse_record,
+    read_segment,
+    split_lines,
+)
 from hardened_launcher.controlplane.dispatch import RunState
 from hardened_launcher.demo.environment import DemoEnvironmentError, Environment
 from hardened_launcher.redaction import MASK as MASK_BYTES
 
 MASK: Final = MASK_BYTES.decode()
 
-_REFUSED: Final = frozenset({RunState.REFUSED, RunState.FAILED})
+#: The mission's order, as the launchers' audit logs must show it for a run that executed.
+GATE_TRAIL: Final = (
+    "binaries.passed",
+    "identity.passed",
+    "policy",
+    "envelope.opened",
+    "run.started",
+)
 
 #: The demo launchers' run timeout (the timeout story's run sleeps far longer).
 DEMO_RUN_TIMEOUT: Final = "15s"
@@ -58,6 +72,34 @@ def _result(name: str, run_id: str, env: Environment, started: float) -> StoryRe
         reason=run.reason or "-",
         seconds=time.monotonic() - started,
     )
+
+
+def audit_trail(env: Environment, run_id: str) -> list[str]:
+    """The record types the launchers' audit logs hold for ``run_id``, in log order."""
+    types: list[str] = []
+    for launcher in env.workers:
+        directory = launcher.audit_dir
+        if not directory.is_dir():
+            continue
+        for _, segment in list_segments(directory):
+            for number, raw in enumerate(split_lines(read_segment(directory, segment)), 1):
+                try:
+                    record = parse_record(raw, segment=segment, line=number)
+                except AuditFormatError:  # a line still being written
+                    continue
+                if record.data.get("run_id") == run_id:
+                    types.append(str(record.data.get("type")))
+    return types
+
+
+def _in_mission_order(trail: list[str]) -> bool:
+    positions = []
+    for step in GATE_TRAIL:
+        found = [i for i, t in enumerate(trail) if t == step or t.startswith(step + ".")]
+        if not found:
+            return False
+        positions.append(found[0])
+    return positions == sorted(positions)
 
 
 def _fail(result: StoryResult, problem: str) -> StoryResult:
@@ -106,6 +148,11 @@ def masked_secret(env: Environment, say: Narrator) -> StoryResult:
     if text.count(MASK) < 2 or "the token is" not in text:
         return _fail(result, f"expected both lines with the secret replaced by {MASK!r}")
     result.evidence.append(f"raw and base64 forms replaced by {MASK!r}")
+    trail = audit_trail(env, run_id)
+    say.say(f"audit trail of {run_id}: {' → '.join(t for t in trail if t != 'binary.verified')}")
+    if not _in_mission_order(trail):
+        return _fail(result, f"the audit log does not show {' → '.join(GATE_TRAIL)}: {trail}")
+    result.evidence.append("audit: binaries → identity → policy → envelope → execute")
     return result
 
 
@@ -124,12 +171,15 @@ def policy_denied(env: Environment, say: Narrator) -> StoryResult:
     say.say(f"{run_id} ended {run.state.value} ({run.reason}): {run.message or '-'}")
     say.say(f"Docker events for containers of {run_id}: {events or 'none'}")
     result.evidence.append(f"docker events: {events or 'none'}")
-    # docs/controlplane.md has the worker's refusal end REFUSED; a daemon that reports it as a
-    # failed status (FAILED) with the same reason shows the same story.
-    if run.state not in _REFUSED or run.reason != "policy_denied":
+    if run.state is not RunState.REFUSED or run.reason != "policy_denied":
         return _fail(result, f"expected REFUSED policy_denied, got {run.state.value} {run.reason}")
     if events:
         return _fail(result, f"a container was created for the denied run: {events}")
+    trail = audit_trail(env, run_id)
+    say.say(f"audit trail of {run_id}: {' → '.join(trail)}")
+    if "envelope.opened" in trail or "run.started" in trail or "run.refused" not in trail:
+        return _fail(result, f"the denied run's state was decrypted or not refused: {trail}")
+    result.evidence.append("audit: refused at the policy, never decrypted")
     return result
 
 
@@ -147,12 +197,16 @@ def tampered_envelope(env: Environment, say: Narrator) -> StoryResult:
     events = env.container_events(run_id, since=since)
     say.say(f"{run_id} ended {run.state.value} ({run.reason}): {run.message or '-'}")
     result.evidence.append(f"docker events: {events or 'none'}")
-    if run.state not in _REFUSED or not run.reason.startswith("envelope"):
+    if run.state is not RunState.REFUSED or not run.reason.startswith("envelope"):
         return _fail(
             result, f"expected REFUSED envelope_rejected, got {run.state.value} {run.reason}"
         )
     if events:
         return _fail(result, f"a container was created for the tampered run: {events}")
+    trail = audit_trail(env, run_id)
+    if "envelope.rejected" not in trail:
+        return _fail(result, f"the envelope's refusal does not name its run: {trail}")
+    result.evidence.append("audit: envelope.rejected names the run")
     return result
 
 

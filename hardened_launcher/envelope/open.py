@@ -126,13 +126,15 @@ def open_run_state(
     clock_skew: timedelta,
     max_envelope_bytes: int,
     audit: AuditSink | None = None,
+    run_id: str | None = None,
 ) -> OpenedRunState:
     """Check and decrypt ``envelope``; return the proof with the plaintext, or raise.
 
     The decision is recorded to ``audit`` when one is given: ``envelope.opened`` with
     :meth:`OpenedRunState.audit_fields`, or ``envelope.rejected`` with the reason, the size and
-    (below the size limit) the SHA-256 of the refused bytes. A refused envelope's run id is not
-    recorded: it was never authenticated.
+    (below the size limit) the SHA-256 of the refused bytes. A refused envelope's own run id is
+    not recorded (it was never authenticated); ``run_id``, the run the caller's signed ticket
+    names, is.
 
     Raises :class:`~hardened_launcher.envelope.errors.EnvelopeError` for a refused envelope,
     :class:`~hardened_launcher.envelope.errors.ReplayCacheError` when the replay cache cannot be
@@ -156,7 +158,14 @@ def open_run_state(
         fields: dict[str, FieldValue] = {"envelope_bytes": len(envelope)}
         if len(envelope) <= max_envelope_bytes:
             fields["envelope_sha256"] = hashlib.sha256(envelope).hexdigest()
-        record_refusal(audit, gate=GATE, event_type="envelope.rejected", error=exc, fields=fields)
+        record_refusal(
+            audit,
+            gate=GATE,
+            event_type="envelope.rejected",
+            error=exc,
+            fields=fields,
+            run_id=run_id,
+        )
         raise
     record_pass(
         audit,

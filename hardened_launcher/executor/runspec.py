@@ -62,6 +62,9 @@ _PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ENV_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _BINARY_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _VERSION_RE: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+#: Release names and versions (they become path components of the release directory).
+BINARY_NAME_PATTERN: Final = _BINARY_RE
+VERSION_PATTERN: Final = _VERSION_RE
 _IMAGE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
 _META_KEY_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _MODE_RE: Final = re.compile(r"0?[0-7]{3}")

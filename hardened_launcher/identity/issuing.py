@@ -417,9 +417,11 @@ def build_token(
     control_plane_url: str,
     run_state_signing_key: ed25519.Ed25519PublicKey,
     mqtt_namespace: str = DEFAULT_MQTT_NAMESPACE,
+    policy_sanitize_key: bytes | None = None,
 ) -> Token:
     """The token handed to the operator after the pool is created (validated like any token)."""
     return Token(
+        policy_sanitize_key=None if policy_sanitize_key is None else Secret(policy_sanitize_key),
         pool_id=pool_id,
         broker_url=broker_url,
         mqtt_namespace=mqtt_namespace,
@@ -441,6 +443,7 @@ def issue_pool_token(
     not_before: datetime,
     not_after: datetime,
     mqtt_namespace: str = DEFAULT_MQTT_NAMESPACE,
+    policy_sanitize_key: bytes | None = None,
 ) -> Token:
     """Issue the pool certificate from ``csr`` and wrap it in the pool's token.
 
@@ -457,6 +460,7 @@ def issue_pool_token(
         control_plane_url=control_plane_url,
         run_state_signing_key=run_state_signing_key,
         mqtt_namespace=mqtt_namespace,
+        policy_sanitize_key=policy_sanitize_key,
     )
 
 

@@ -71,6 +71,12 @@ FIELD_TYPES: dict[str, type] = {
     "ca_certificate": str,
     "run_state_signing_key": str,
 }
+#: Optional fields of version 1: absent in tokens from older control planes.
+OPTIONAL_FIELD_TYPES: dict[str, type] = {
+    # Standard base64 of the pool's 32-byte sanitize key (docs/token.md, docs/policy.md).
+    "policy_sanitize_key": str,
+}
+_SANITIZE_KEY_BYTES = 32
 _SAFE_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,40}")
 _REISSUE_HINT = "Copy the token again exactly as the control plane issued it"
 
@@ -210,6 +216,19 @@ def _load_certificate(pem: str, field: str) -> x509.Certificate:
     return cert
 
 
+def _load_sanitize_key(value: str) -> Secret:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        _fail("policy_sanitize_key in the token is not standard base64", "token_field_invalid")
+    if len(raw) != _SANITIZE_KEY_BYTES:
+        _fail(
+            f"policy_sanitize_key in the token is not {_SANITIZE_KEY_BYTES} bytes",
+            "token_field_invalid",
+        )
+    return Secret(raw)
+
+
 def _load_signing_key(value: str) -> ed25519.Ed25519PublicKey:
     raw = bytearray()
     try:
@@ -263,6 +282,8 @@ class Token:
     pool_certificate: x509.Certificate
     ca_certificate: x509.Certificate
     run_state_signing_key: ed25519.Ed25519PublicKey
+    #: The pool's sanitize key (policy input's ``sanitized:`` form); None in older tokens.
+    policy_sanitize_key: Secret | None = field(default=None, compare=False)
     broker_host: str = field(init=False, compare=False)
     broker_port: int = field(init=False, compare=False)
 
@@ -303,6 +324,14 @@ class Token:
             _fail(
                 "run_state_signing_key in the token must be an Ed25519 public key",
                 "token_field_type",
+            )
+        if self.policy_sanitize_key is not None and (
+            not isinstance(self.policy_sanitize_key, Secret)
+            or len(self.policy_sanitize_key) != _SANITIZE_KEY_BYTES
+        ):
+            _fail(
+                f"policy_sanitize_key in the token must be {_SANITIZE_KEY_BYTES} bytes",
+                "token_field_invalid",
             )
 
     # -- parsing ---------------------------------------------------------------------------
@@ -393,15 +422,15 @@ class Token:
         missing = sorted(set(FIELD_TYPES) - set(document))
         if missing:
             _fail(f"the token is missing field(s): {', '.join(missing)}", "token_field_missing")
-        unknown = sorted(set(document) - set(FIELD_TYPES))
+        unknown = sorted(set(document) - set(FIELD_TYPES) - set(OPTIONAL_FIELD_TYPES))
         if unknown:
             names = ", ".join(_field_label(name) for name in unknown[:5])
             _fail(
                 f"the token has unknown field(s) for version {version}: {names}",
                 "token_field_unknown",
             )
-        for name, expected in FIELD_TYPES.items():
-            if type(document[name]) is not expected:
+        for name, expected in (FIELD_TYPES | OPTIONAL_FIELD_TYPES).items():
+            if name in document and type(document[name]) is not expected:
                 _fail(
                     f"{name} in the token must be a {'string' if expected is str else 'integer'}",
                     "token_field_type",
@@ -418,12 +447,17 @@ class Token:
             pool_certificate=_load_certificate(fields["pool_certificate"], "pool_certificate"),
             ca_certificate=_load_certificate(fields["ca_certificate"], "ca_certificate"),
             run_state_signing_key=_load_signing_key(fields["run_state_signing_key"]),
+            policy_sanitize_key=(
+                _load_sanitize_key(fields["policy_sanitize_key"])
+                if "policy_sanitize_key" in fields
+                else None
+            ),
         )
 
     # -- encoding --------------------------------------------------------------------------
     def to_document(self) -> dict[str, object]:
         """The JSON object, fields in their documented order."""
-        return {
+        document: dict[str, object] = {
             "version": self.version,
             "pool_id": self.pool_id,
             "broker_url": self.broker_url,
@@ -439,6 +473,11 @@ class Token:
                 self.run_state_signing_key.public_bytes_raw()
             ).decode("ascii"),
         }
+        if self.policy_sanitize_key is not None:
+            document["policy_sanitize_key"] = base64.b64encode(
+                self.policy_sanitize_key.reveal()
+            ).decode("ascii")
+        return document
 
     def to_encoded(self) -> Secret:
         """The ``SPACELIFT_TOKEN`` text: standard base64 (padded, one line) of compact JSON."""

@@ -1,10 +1,10 @@
-"""One accepted run, in its worker thread: the gates in order, then the pipeline.
+"""One accepted run, in its worker thread: :func:`~hardened_launcher.pipeline.run_assignment`.
 
-credentials (``PoolIdentity.recheck``) → envelope (``open_run_state``) → run spec (parse, run id
-must match the envelope's) → :func:`~hardened_launcher.pipeline.run_pipeline` (binaries, policy,
-egress, execute). Every refusal becomes a final ``status FAILED`` with the error's machine reason
-and its one-line message (messages never carry secrets by construction; they are redacted again
-and cut to the protocol's limit). Never raises.
+The pipeline composes every gate (binaries → identity → policy → envelope → execute); this
+module only supplies the run's log sink and turns the outcome into the final ``status``: a gate's
+refusal before anything executed is ``REFUSED``, a failure while executing ``FAILED``, each with
+the error's machine reason and its one-line message (messages never carry secrets by
+construction; they are redacted again and cut to the protocol's limit). Never raises.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, TextIO, cast
+from typing import Literal, Protocol, TextIO, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
-from hardened_launcher.envelope import open_run_state
 from hardened_launcher.envelope.replay import ReplayCache
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.runner import RunResult, StopReason
-from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.launcher.logship import (
     DEFAULT_CLOSE_TIMEOUT_SECONDS,
@@ -36,14 +34,18 @@ from hardened_launcher.launcher.logship import (
 )
 from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.pipeline import (
+    Assignment,
     BinaryGate,
     EgressStep,
+    EnvelopeKeys,
     PolicyCheck,
     PolicyStep,
     Runner,
-    run_pipeline,
+    RunRefused,
+    RunServices,
+    run_assignment,
 )
-from hardened_launcher.policy import PolicyDecision
+from hardened_launcher.policy import PolicyDecision, Sanitizer
 from hardened_launcher.policy.errors import PolicyDeniedError
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings
@@ -229,13 +231,19 @@ def _message(exc: LauncherError, redactor: Redactor | None) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
-def status_for_error(run_id: str, exc: LauncherError, redactor: Redactor | None = None) -> Status:
+def status_for_error(
+    run_id: str,
+    exc: LauncherError,
+    redactor: Redactor | None = None,
+    *,
+    state: Literal["FAILED", "REFUSED"] = "FAILED",
+) -> Status:
+    """The final status of a run that ended with ``exc``: REFUSED when a gate refused it before
+    anything executed, FAILED when it failed while executing (docs/controlplane.md)."""
     reason = exc.reason
     if not reason or not reason[0].isalpha() or not reason.islower():
         reason = "run_refused"
-    return Status(
-        run_id=run_id, state="FAILED", reason=reason[:64], message=_message(exc, redactor)
-    )
+    return Status(run_id=run_id, state=state, reason=reason[:64], message=_message(exc, redactor))
 
 
 def status_for_result(result: RunResult) -> Status:
@@ -267,6 +275,8 @@ class GatedRun:
     worker_version: str
     binaries: BinaryGate
     policy: PolicyStep | None
+    #: The pool's sanitizer (the token's key): the policy's and the ticket's ``sanitized:`` form.
+    sanitizer: Sanitizer
     runner: Runner
     audit: AuditSink
     sink_factory: SinkFactory
@@ -284,6 +294,15 @@ class GatedRun:
         results: list[RunResult] = []
         try:
             status = self._run(assign, context, redactor, sinks, results)
+        except RunRefused as refused:
+            log.info(
+                "run.refused run_id=%s gate=%s reason=%s",
+                run_id,
+                refused.gate,
+                refused.error.reason,
+            )
+            status = status_for_error(run_id, refused.error, redactor, state="REFUSED")
+            self._count_refusal(status)
         except LauncherError as exc:
             log.info("run.refused run_id=%s reason=%s", run_id, exc.reason)
             status = status_for_error(run_id, exc, redactor)
@@ -363,62 +382,44 @@ class GatedRun:
         results: list[RunResult],
     ) -> Status:
         run_id = assign.run_id
-        settings = self.settings
-        # Gate 1: the credentials are still valid.
-        self.identity.recheck(self.clock())
-        # Gate 4 (opened before the pipeline: the spec is inside the envelope).
-        opened = open_run_state(
-            assign.envelope,
-            pool_private_key=self.pool_private_key.private_key,
-            signer_public_key=self.signer_public_key,
-            expected_pool_id=self.identity.pool_id,
-            replay_cache=self.replay_cache,
-            now=self.clock(),
-            clock_skew=settings.clock_skew,
-            max_envelope_bytes=settings.max_envelope_bytes,
-            audit=self.audit,
-        )
-        with opened:
-            if opened.run_id != run_id:
-                return Status(
-                    run_id=run_id,
-                    state="FAILED",
-                    reason="envelope_run_mismatch",
-                    message="the sealed run state is for another run",
-                )
-            spec: RunSpec = parse_run_spec(
-                opened.plaintext.reveal(), max_bytes=settings.max_envelope_bytes
-            )
-        if spec.run_id != run_id:
-            spec.wipe()
-            return Status(
-                run_id=run_id,
-                state="FAILED",
-                reason="runspec_run_mismatch",
-                message="the run spec names another run",
-            )
-        try:
+
+        def open_sink() -> LogSink:
             sink = self.sink_factory(run_id, assign.log_urls, context.request_more)
-        except BaseException:
-            spec.wipe()
-            raise
-        sinks.append(sink)
-        context.on_sink(sink)
-        result = run_pipeline(
-            spec,
-            settings=settings,
-            launcher_id=self.launcher_id,
-            worker_version=self.worker_version,
-            binaries=self.binaries,
-            policy=timed_policy(self.policy, self.metrics),
-            runner=self.runner,
+            sinks.append(sink)
+            context.on_sink(sink)
+            return sink
+
+        result = run_assignment(
+            Assignment(
+                run_id=run_id,
+                lease_id=assign.lease_id,
+                envelope=assign.envelope,
+                ticket=assign.ticket,
+                ticket_signature=assign.ticket_signature,
+            ),
+            services=RunServices(
+                settings=self.settings,
+                launcher_id=self.launcher_id,
+                worker_version=self.worker_version,
+                binaries=self.binaries,
+                policy=timed_policy(self.policy, self.metrics),
+                sanitizer=self.sanitizer,
+                runner=self.runner,
+                audit=self.audit,
+                environ=self.environ,
+                egress=self.egress,
+            ),
+            identity=self.identity,
+            keys=EnvelopeKeys(
+                pool_private_key=self.pool_private_key,
+                signer_public_key=self.signer_public_key,
+                replay_cache=self.replay_cache,
+            ),
+            clock=self.clock,
             redactor=redactor,
-            sink=sink,
-            audit=self.audit,
-            environ=self.environ,
+            open_sink=open_sink,
             cancel=context.cancel,
             on_started=context.on_started,
-            egress=self.egress,
         )
         results.append(result)
         return status_for_result(result)

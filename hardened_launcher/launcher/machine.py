@@ -76,7 +76,7 @@ MAX_REMEMBERED_ENDED: Final = 4096
 MAX_SHIPPING_RUNS: Final = 4096
 
 #: Final run states (``Status.state``) a run can end with.
-FINAL_STATES: Final = frozenset({"FINISHED", "FAILED", "STOPPED", "CRASHED"})
+FINAL_STATES: Final = frozenset({"FINISHED", "FAILED", "STOPPED", "CRASHED", "REFUSED"})
 
 
 # ---------------------------------------------------------------------------------------------

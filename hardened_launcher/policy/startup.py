@@ -6,11 +6,15 @@ from hardened_launcher.policy.engine import CompiledPolicy
 from hardened_launcher.policy.gate import check_policy_path
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import Syntax
+from hardened_launcher.secrets import Secret
 from hardened_launcher.settings import Settings
 
 
-def sanitizer_from(settings: Settings) -> Sanitizer:
-    """The configured sanitizer key (``HL_POLICY_SANITIZE_KEY``), or a random one per start."""
+def sanitizer_from(settings: Settings, pool_key: Secret | None = None) -> Sanitizer:
+    """The pool's sanitize key from its token (``pool_key``: the control plane sanitized the
+    run's secrets under it), else ``HL_POLICY_SANITIZE_KEY``, else a random key per start."""
+    if pool_key is not None:
+        return Sanitizer(pool_key.reveal())
     key = settings.policy_sanitize_key
     return Sanitizer(key.reveal()) if key is not None else Sanitizer.random()
 

@@ -35,6 +35,8 @@ from hardened_launcher.identity.token import is_valid_pool_id
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_ENVELOPE_B64_CHARS: Final = 900 * 1024
+#: Base64 of the run ticket (envelope/ticket.py's MAX_TICKET_BYTES, 96 KiB).
+MAX_TICKET_B64_CHARS: Final = 128 * 1024
 MAX_METADATA_TAGS: Final = 64
 MAX_METADATA_TAG_CHARS: Final = 64
 MAX_METADATA_VALUE_CHARS: Final = 256
@@ -389,8 +391,16 @@ class Refuse(Body):
         )
 
 
-RunState = Literal["RUNNING", "FINISHED", "FAILED", "STOPPED", "CRASHED"]
-RUN_STATES: Final[tuple[RunState, ...]] = ("RUNNING", "FINISHED", "FAILED", "STOPPED", "CRASHED")
+#: ``REFUSED``: a gate refused the run after ``start`` and before its container was created.
+RunState = Literal["RUNNING", "FINISHED", "FAILED", "STOPPED", "CRASHED", "REFUSED"]
+RUN_STATES: Final[tuple[RunState, ...]] = (
+    "RUNNING",
+    "FINISHED",
+    "FAILED",
+    "STOPPED",
+    "CRASHED",
+    "REFUSED",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -590,6 +600,10 @@ class Assign(Body):
     lease_id: str
     lease_expires_at: datetime
     envelope_b64: str
+    #: The run ticket (docs/envelope.md): the run's non-secret manifest bound to this lease and
+    #: to the sealed bytes, and the control plane's Ed25519 signature over it.
+    ticket_b64: str = ""
+    ticket_signature_b64: str = ""
     log_urls: tuple[LogUrl, ...] = ()
 
     def __post_init__(self) -> None:
@@ -602,12 +616,23 @@ class Assign(Body):
             _fail("lease_expires_at is not a timezone-aware datetime")
         object.__setattr__(self, "lease_expires_at", self.lease_expires_at.astimezone(UTC))
         _check_b64(self.envelope_b64)
+        _check_b64(self.ticket_b64, "ticket_b64", max_chars=MAX_TICKET_B64_CHARS)
+        _check_b64(self.ticket_signature_b64, "ticket_signature_b64", max_chars=88)
         object.__setattr__(self, "log_urls", _check_log_urls(self.log_urls, "log_urls"))
 
     @property
     def envelope(self) -> bytes:
         """The sealed run state (still sealed: open it with the envelope gate)."""
         return base64.b64decode(self.envelope_b64, validate=True)
+
+    @property
+    def ticket(self) -> bytes:
+        """The encoded run ticket (unverified: the identity gate checks it)."""
+        return base64.b64decode(self.ticket_b64, validate=True)
+
+    @property
+    def ticket_signature(self) -> bytes:
+        return base64.b64decode(self.ticket_signature_b64, validate=True)
 
     @classmethod
     def with_envelope(
@@ -617,6 +642,8 @@ class Assign(Body):
         lease_id: str,
         lease_expires_at: datetime,
         envelope: bytes,
+        ticket: bytes = b"",
+        ticket_signature: bytes = b"",
         log_urls: Iterable[LogUrl] = (),
     ) -> Self:
         return cls(
@@ -624,6 +651,8 @@ class Assign(Body):
             lease_id=lease_id,
             lease_expires_at=lease_expires_at,
             envelope_b64=base64.b64encode(envelope).decode("ascii"),
+            ticket_b64=base64.b64encode(ticket).decode("ascii"),
+            ticket_signature_b64=base64.b64encode(ticket_signature).decode("ascii"),
             log_urls=tuple(log_urls),
         )
 
@@ -633,6 +662,8 @@ class Assign(Body):
             "lease_id": self.lease_id,
             "lease_expires_at": format_timestamp(self.lease_expires_at),
             "envelope_b64": self.envelope_b64,
+            "ticket_b64": self.ticket_b64,
+            "ticket_signature_b64": self.ticket_signature_b64,
             "log_urls": [u.to_dict() for u in self.log_urls],
         }
 
@@ -641,25 +672,39 @@ class Assign(Body):
         doc = _object(
             value,
             "assign body",
-            ("run_id", "lease_id", "lease_expires_at", "envelope_b64", "log_urls"),
+            (
+                "run_id",
+                "lease_id",
+                "lease_expires_at",
+                "envelope_b64",
+                "ticket_b64",
+                "ticket_signature_b64",
+                "log_urls",
+            ),
         )
         return cls(
             run_id=_check_run_id(doc["run_id"]),
             lease_id=_check_run_id(doc["lease_id"], "lease_id"),
             lease_expires_at=parse_timestamp(doc["lease_expires_at"], "lease_expires_at"),
             envelope_b64=_check_b64(doc["envelope_b64"]),
+            ticket_b64=_check_b64(doc["ticket_b64"], "ticket_b64", max_chars=MAX_TICKET_B64_CHARS),
+            ticket_signature_b64=_check_b64(
+                doc["ticket_signature_b64"], "ticket_signature_b64", max_chars=88
+            ),
             log_urls=_parse_log_urls(doc["log_urls"], "log_urls"),
         )
 
 
-def _check_b64(value: object) -> str:
-    text = _string(value, "envelope_b64", max_chars=MAX_ENVELOPE_B64_CHARS, pattern=_B64)
-    if not text or len(text) % 4:
-        _fail("envelope_b64 is not padded standard base64")
+def _check_b64(
+    value: object, what: str = "envelope_b64", *, max_chars: int = MAX_ENVELOPE_B64_CHARS
+) -> str:
+    text = _string(value, what, max_chars=max_chars, pattern=_B64)
+    if len(text) % 4 or (not text and what == "envelope_b64"):
+        _fail(f"{what} is not padded standard base64")
     try:
         base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        _fail("envelope_b64 is not standard base64")
+        _fail(f"{what} is not standard base64")
     return text
 
 

@@ -6,25 +6,32 @@ The control plane's transport is ``MemoryBroker().control_plane()``: the same se
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from moto import mock_aws
 
 from hardened_launcher.controlplane.dispatch import DispatchPolicy, RunState
 from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig, chunk_key
 from hardened_launcher.controlplane.serve import Coordinator, ServeConfig, serve
 from hardened_launcher.controlplane.store import Store
+from hardened_launcher.envelope.ticket import manifest_from_spec, verify_ticket
 from hardened_launcher.errors import LauncherError
+from hardened_launcher.executor.runspec import run_spec_from_mapping
+from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.secrets import Secret
 from hardened_launcher.transport import messages as wire
 from hardened_launcher.transport.memory import MemoryBroker, MemoryTransport
 from hardened_launcher.transport.session import OutboxFullError, Received
 from hardened_launcher.transport.topics import WorkerAddress
 from tests.unit.test_controlplane_support import (
+    KEY_ID,
+    T0,
     FakeClock,
     SimWorker,
     add_pool,
@@ -607,3 +614,60 @@ def test_chunk_key_layout() -> None:
     assert chunk_key("logs/", "run-1", 7) == "logs/runs/run-1/chunk-000007"
     with pytest.raises(ValueError, match="out of range"):
         chunk_key("", "run-1", -1)
+
+
+def test_a_refusal_after_start_ends_refused_with_the_gate_reason(store: Store) -> None:
+    rig = Rig(store)
+    worker = rig.worker("w-1")
+    worker.register()
+    add_run(store, "run-1")
+    _started(rig, worker, "run-1")
+    worker.send(wire.Status(run_id="run-1", state="REFUSED", reason="policy_denied", message="no"))
+    rig.pump()
+    run = store.get_run("run-1")
+    assert (run.state, run.reason, run.exit_code) == (RunState.REFUSED, "policy_denied", None)
+
+
+def test_each_assignment_carries_a_ticket_signed_for_that_worker_and_lease(
+    store: Store, tmp_path: Path
+) -> None:
+    signer = Ed25519PrivateKey.generate()
+    sanitizer = Sanitizer(b"p" * 32)
+    spec = run_spec_from_mapping(
+        {
+            "version": 1,
+            "run_id": "run-t",
+            "run_type": "ro",
+            "image": "busybox",
+            "phases": [{"name": "main", "commands": ["true"]}],
+            "secret_env": {"S": "CANARY-cp-ticket"},
+        }
+    )
+    store.add_run(
+        run_id="run-t",
+        pool_id="pool-a",
+        spec_sha256="0" * 64,
+        key_id=KEY_ID,
+        envelope=b"sealed:run-t",
+        envelope_expires_at=T0 + 86_400,
+        now=T0,
+        manifest=manifest_from_spec(spec, sanitizer).encoded(),
+    )
+    rig = Rig(store)
+    rig.coordinator.signing_key = signer
+    worker = rig.worker("w-1")
+    worker.register()
+    rig.pump()
+    (assign,) = [m.body for m in rig.cp.sent if isinstance(m.body, wire.Assign)]
+    assert b"CANARY-cp-ticket" not in assign.ticket
+    verified = verify_ticket(
+        assign.ticket,
+        assign.ticket_signature,
+        signer_public_key=signer.public_key(),
+        run_id="run-t",
+        pool_id="pool-a",
+        worker_id="w-1",
+        lease_id=assign.lease_id,
+    )
+    assert verified.manifest.secret_env == {"S": sanitizer.sanitize("CANARY-cp-ticket")}
+    assert verified.envelope_sha256 == hashlib.sha256(b"sealed:run-t").hexdigest()

@@ -278,7 +278,9 @@ def test_session_wraps_the_container_and_decisions_reach_log_and_audit() -> None
     types = [e.type for e in audit.events]
     assert types == [
         "binaries.passed",
+        "identity.skipped",
         "policy.skipped",
+        "envelope.skipped",
         "run.started",
         "egress.connection",
         "egress.connection",
@@ -361,7 +363,9 @@ def test_a_configured_policy_without_an_egress_step_refuses_the_run(tmp_path: Pa
     assert info.value.reason == "egress_isolation_failed"
     assert events == []
     assert sink.closed == 1
-    assert [e.type for e in audit.events] == ["egress.failed"]
+    types = [e.type for e in audit.events]
+    assert types[-2:] == ["egress.failed", "run.refused"]
+    assert "run.started" not in types
 
 
 def test_the_pool_policy_is_loaded_per_run_with_the_private_vcs_endpoints(tmp_path: Path) -> None:
@@ -381,14 +385,16 @@ def test_the_pool_policy_is_loaded_per_run_with_the_private_vcs_endpoints(tmp_pa
     ((_, policy, _),) = opener.calls
     rules = {(str(r.pattern), tuple(sorted(r.ports or ())), r.private) for r in policy.allow_hosts}
     assert rules == {("allowed.test", (8080,), False), ("vcs.corp.internal", (8443,), True)}
-    # A broken file refuses the run before any gate runs.
+    # A broken file refuses the run before its container exists (start-up parses it first).
     policy_file.write_text("version: 1\nallow: nope\n")
     events.clear()
     outcome, audit, _ = go(s=s, egress=step_, opener=opener, events=events)
     assert isinstance(outcome, LauncherError)
     assert outcome.reason == "egress_policy_invalid"
     assert events == []
-    assert [e.type for e in audit.events] == ["egress.failed"]
+    types = [e.type for e in audit.events]
+    assert types[-2:] == ["egress.failed", "run.refused"]
+    assert "run.started" not in types
 
 
 def test_without_an_egress_policy_the_run_keeps_the_worker_network() -> None:

@@ -209,6 +209,8 @@ def test_allowed_run_passes_every_gate_in_order() -> None:
     # The gate records its own decision (the fake does not), the pipeline the rest.
     assert [e.type for e in audit.events] == [
         "binaries.passed",
+        "identity.skipped",
+        "envelope.skipped",
         "run.started",
         "run.finished",
     ]
@@ -246,17 +248,23 @@ def test_refused_runs_never_reach_the_runner(
     assert spec.secret_env["TOKEN"].wiped
     assert sink.closed == 1
     assert all(e.type != "run.started" for e in audit.events)
+    refused = [e for e in audit.events if e.type == "run.refused"]
+    assert [e.reason for e in refused] == [reason]
 
 
-def test_dangerous_mount_stops_before_any_gate() -> None:
+def test_dangerous_mount_is_refused_again_before_the_container_exists() -> None:
+    """Start-up refuses it first (exec and start); the check repeats right before the
+    container is made, so a mount that turned dangerous since is refused too."""
     s = settings(
         worker_extra_mounts=(Mount(host_path="/var/run/docker.sock", container_path="/d"),)
     )
     binaries = FakeBinaries()
-    runner, _, _, _, outcome = go(make_spec(), binaries=binaries, s=s)
+    runner, audit, _, _, outcome = go(make_spec(), binaries=binaries, s=s)
     assert isinstance(outcome, MountRefusedError)
-    assert binaries.asked == []
     assert runner.calls == []
+    refused = [e for e in audit.events if e.type == "run.refused"]
+    assert [(e.gate, e.reason) for e in refused] == [("execute", outcome.reason)]
+    assert "run.started" not in [e.type for e in audit.events]
 
 
 def test_whitelisted_env_goes_over_stdin_and_masked_ones_are_redacted() -> None:

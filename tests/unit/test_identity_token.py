@@ -504,3 +504,38 @@ def test_regression_certificate_version_30_is_a_token_error(document: dict[str, 
     body = base64.encodebytes(bad).decode()
     document["ca_certificate"] = f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
     assert _reason(_encode(document)) == "token_certificate_invalid"
+
+
+# -- the optional pool sanitize key (issue 12) ------------------------------------------------------
+
+
+def test_the_pool_sanitize_key_round_trips_and_never_shows(document: dict[str, Any]) -> None:
+    key = bytes(range(32))
+    document["policy_sanitize_key"] = base64.b64encode(key).decode()
+    token = Token.from_encoded(_encode(document))
+    assert token.policy_sanitize_key is not None
+    assert token.policy_sanitize_key.reveal() == key
+    assert base64.b64encode(key).decode() not in repr(token)
+    with token.to_encoded() as encoded:
+        assert Token.from_encoded(encoded).policy_sanitize_key is not None
+    # Tokens without it (older control planes) still load.
+    del document["policy_sanitize_key"]
+    assert Token.from_encoded(_encode(document)).policy_sanitize_key is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "not base64!",
+        base64.b64encode(b"x" * 31).decode(),
+        base64.b64encode(b"x" * 33).decode(),
+        base64.b64encode(b"x" * 32).decode() + "====",
+        32,
+        None,
+        ["a"],
+    ],
+)
+def test_a_bad_pool_sanitize_key_is_refused(document: dict[str, Any], value: object) -> None:
+    document["policy_sanitize_key"] = value
+    assert _reason(_encode(document)) in {"token_field_invalid", "token_field_type"}

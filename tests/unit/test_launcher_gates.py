@@ -1,10 +1,11 @@
 # ruff: noqa: ARG002 - fakes implement interfaces whose arguments they do not need
 """``GatedRun``, the real gate sequence, with real crypto and a real policy; Docker is faked.
 
-credentials recheck → envelope (seal_run_state / open_run_state, replay cache) → run id checks →
-parse_run_spec → run_pipeline (binaries, policy, execute). Every refusal is a final ``status
-FAILED`` with its reason, the runner is never called for a refused run, and no status carries a
-secret from the run spec.
+ticket (signed manifest) → binaries → identity (certificate recheck, pool, worker, sanitize key)
+→ policy (on the manifest, before decryption) → envelope (ticket digest, seal_run_state /
+open_run_state, replay cache, run ids, spec equals manifest) → execute. Every refusal before
+execution is a final ``status REFUSED`` with its reason and a ``run.refused`` audit record, the
+runner is never called for a refused run, and no status carries a secret from the run spec.
 """
 
 from __future__ import annotations
@@ -24,14 +25,25 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hardened_launcher import pipeline
 from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.envelope import Reason, SqliteReplayCache, seal_run_state
+from hardened_launcher.envelope.ticket import (
+    RunManifest,
+    TicketError,
+    manifest_from_spec,
+    sign_ticket,
+    verify_ticket,
+)
 from hardened_launcher.errors import InfrastructureError
+from hardened_launcher.executor.errors import BinaryUnavailableError
 from hardened_launcher.executor.logsink import LogSink, TeeLogSink
 from hardened_launcher.executor.runner import RunResult, StopReason
+from hardened_launcher.executor.runspec import parse_run_spec
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.identity.certificates import check_pool_identity
 from hardened_launcher.identity.csr import create_csr, parse_subject
@@ -52,6 +64,10 @@ RUN = "run-gates-1"
 CANARY = "CANARY-gated-run-4c1e"
 WORKER_VERSION = "0.1.0"
 ISSUED = datetime.now(UTC)
+SANITIZE_KEY = b"s" * 32
+SANITIZER = Sanitizer(SANITIZE_KEY)
+#: The control plane's run-state key (module-wide: the ``pool`` fixture's token carries it).
+POOL_SIGNER = (ed25519.Ed25519PrivateKey.generate(),)
 
 DENY_PROD_DB = """package spacelift
 
@@ -77,10 +93,11 @@ class Pool:
 def pool() -> Pool:
     ca = CertificateAuthority.generate()
     key = PoolPrivateKey.generate_ec()
-    signer = ed25519.Ed25519PrivateKey.generate()
+    signer = POOL_SIGNER[0]
     token = issue_pool_token(
         ca,
         create_csr(key, parse_subject("/CN=ignored")),
+        policy_sanitize_key=SANITIZE_KEY,
         pool_id=POOL,
         broker_url="mqtts://127.0.0.1:8883",
         control_plane_url="https://cp.example",
@@ -186,9 +203,17 @@ def spec_yaml(run_id: str = RUN, *, stack: str = "dev") -> bytes:
     return yaml.safe_dump(document, sort_keys=False).encode()
 
 
-def seal(pool: Pool, plaintext: bytes, *, run_id: str = RUN) -> bytes:
+@dataclass(frozen=True)
+class Sealed:
+    """A sealed run state and the plaintext the control plane sealed (for its manifest)."""
+
+    envelope: bytes
+    plaintext: bytes
+
+
+def seal(pool: Pool, plaintext: bytes, *, run_id: str = RUN) -> Sealed:
     now = datetime.now(UTC)
-    return seal_run_state(
+    envelope = seal_run_state(
         plaintext,
         pool_public_key=pool.key.public_key,
         signing_key=pool.signer,
@@ -197,14 +222,46 @@ def seal(pool: Pool, plaintext: bytes, *, run_id: str = RUN) -> bytes:
         issued_at=now - timedelta(seconds=1),
         expires_at=now + timedelta(minutes=5),
     )
+    return Sealed(envelope=envelope, plaintext=plaintext)
 
 
-def assignment(envelope: bytes, run_id: str = RUN) -> Assign:
-    return Assign(
+def manifest_of(plaintext: bytes) -> RunManifest:
+    spec = parse_run_spec(plaintext)
+    try:
+        return manifest_from_spec(spec, SANITIZER)
+    finally:
+        spec.wipe()
+
+
+def assignment(
+    sealed: Sealed,
+    run_id: str = RUN,
+    *,
+    envelope: bytes | None = None,
+    manifest: RunManifest | None = None,
+    signer: ed25519.Ed25519PrivateKey | None = None,
+    pool_id: str = POOL,
+    worker_id: str = "launcher-t",
+    lease_id: str = "lease-1",
+    signed_envelope: bytes | None = None,
+) -> Assign:
+    """The control plane's ``assign`` for ``sealed``: its ticket names the sealed bytes (or
+    ``signed_envelope``); ``envelope`` replaces the bytes sent (a tampering in transit)."""
+    ticket = sign_ticket(
+        manifest or manifest_of(sealed.plaintext),
+        pool_id=pool_id,
+        worker_id=worker_id,
+        lease_id=lease_id,
+        envelope=sealed.envelope if signed_envelope is None else signed_envelope,
+        signing_key=signer or POOL_SIGNER[0],
+    )
+    return Assign.with_envelope(
         run_id=run_id,
         lease_id="lease-1",
         lease_expires_at=datetime.now(UTC) + timedelta(seconds=30),
-        envelope_b64=base64.b64encode(envelope).decode(),
+        envelope=sealed.envelope if envelope is None else envelope,
+        ticket=ticket.encoded,
+        ticket_signature=ticket.signature,
         log_urls=(LogUrl(chunk=0, url="https://s3.example/0"),),
     )
 
@@ -248,6 +305,7 @@ class Harness:
             worker_version=WORKER_VERSION,
             binaries=self.binaries,  # type: ignore[arg-type]
             policy=self.policy,
+            sanitizer=SANITIZER,
             runner=self.runner,
             audit=self.audit,
             sink_factory=sink_factory,
@@ -283,11 +341,13 @@ def harness(pool: Pool, tmp_path: Path) -> Iterator[Harness]:
 
 
 def refused_without_running(h: Harness, status: Status, reason: str) -> None:
-    assert status.state == "FAILED"
+    assert status.state == "REFUSED"
     assert status.reason == reason
     assert status.run_id == RUN
     assert h.runner.calls == []
     assert h.started == []
+    refused = [e for e in h.audit.events if e.type == "run.refused"]
+    assert [(e.run_id, e.reason) for e in refused][-1:] == [(RUN, reason)]
 
 
 # -- the happy path ----------------------------------------------------------------------------
@@ -325,21 +385,40 @@ def test_an_expired_certificate_fails_the_run_before_anything_else(
     refused_without_running(h, status, "certificate_expired")
     assert status.message
     assert h.sinks == []
-    assert h.binaries.asked == []
+    # Binaries come first (the mission's order); the envelope was never opened.
+    assert h.binaries.asked == [("hl-worker", WORKER_VERSION)]
+    assert "envelope.opened" not in [e.type for e in h.audit.events]
     # The envelope was not even opened: the same envelope still opens afterwards.
     h.clock = lambda: datetime.now(UTC)
     assert h.run(assignment(envelope)).state == "FINISHED"
 
 
 # -- gate 4: the envelope ----------------------------------------------------------------------
-def test_a_tampered_envelope_fails_with_the_envelope_reason(harness: Harness) -> None:
-    envelope = bytearray(seal(harness.pool, spec_yaml()))
+def test_an_envelope_altered_in_transit_is_refused_before_any_key_operation(
+    harness: Harness,
+) -> None:
+    sealed = seal(harness.pool, spec_yaml())
+    envelope = bytearray(sealed.envelope)
     envelope[-1] ^= 0x01
-    status = harness.run(assignment(bytes(envelope)))
+    status = harness.run(assignment(sealed, envelope=bytes(envelope)))
+    refused_without_running(harness, status, "envelope_ticket_mismatch")
+    assert harness.sinks == []
+    assert "envelope.rejected" not in [e.type for e in harness.audit.events]
+
+
+def test_a_tampered_envelope_the_ticket_names_fails_with_the_envelope_reason(
+    harness: Harness,
+) -> None:
+    sealed = seal(harness.pool, spec_yaml())
+    envelope = bytearray(sealed.envelope)
+    envelope[-1] ^= 0x01
+    status = harness.run(
+        assignment(sealed, envelope=bytes(envelope), signed_envelope=bytes(envelope))
+    )
     refused_without_running(harness, status, Reason.SIGNATURE_INVALID.value)
     assert harness.sinks == []
     rejected = [e for e in harness.audit.events if e.type == "envelope.rejected"]
-    assert len(rejected) == 1
+    assert [e.run_id for e in rejected] == [RUN]  # the refusal names its run
 
 
 def test_an_envelope_signed_by_another_key_is_refused(harness: Harness) -> None:
@@ -357,7 +436,7 @@ def test_a_replayed_envelope_is_refused(harness: Harness) -> None:
     envelope = seal(harness.pool, spec_yaml())
     assert harness.run(assignment(envelope)).state == "FINISHED"
     again = harness.run(assignment(envelope))
-    assert (again.state, again.reason) == ("FAILED", Reason.REPLAYED.value)
+    assert (again.state, again.reason) == ("REFUSED", Reason.REPLAYED.value)
     assert len(harness.runner.calls) == 1
 
 
@@ -378,7 +457,7 @@ def test_the_replay_cache_survives_a_restart(pool: Pool, tmp_path: Path) -> None
 
 def test_an_envelope_for_another_run_is_refused(harness: Harness) -> None:
     envelope = seal(harness.pool, spec_yaml("run-other"), run_id="run-other")
-    status = harness.run(assignment(envelope, run_id=RUN))
+    status = harness.run(assignment(envelope, run_id=RUN, manifest=manifest_of(spec_yaml())))
     refused_without_running(harness, status, "envelope_run_mismatch")
     assert harness.sinks == []
 
@@ -386,15 +465,15 @@ def test_an_envelope_for_another_run_is_refused(harness: Harness) -> None:
 # -- the run spec ------------------------------------------------------------------------------
 def test_a_run_spec_naming_another_run_is_refused(harness: Harness) -> None:
     envelope = seal(harness.pool, spec_yaml("run-other"), run_id=RUN)
-    status = harness.run(assignment(envelope))
+    status = harness.run(assignment(envelope, manifest=manifest_of(spec_yaml())))
     refused_without_running(harness, status, "runspec_run_mismatch")
     assert harness.sinks == []
 
 
 def test_a_malformed_run_spec_is_refused(harness: Harness) -> None:
     envelope = seal(harness.pool, b"version: 1\nrun_id: [not, a, string]\n")
-    status = harness.run(assignment(envelope))
-    assert status.state == "FAILED"
+    status = harness.run(assignment(envelope, manifest=manifest_of(spec_yaml())))
+    assert status.state == "REFUSED"
     assert status.reason is not None
     assert status.reason.startswith("runspec_")
     assert harness.runner.calls == []
@@ -600,3 +679,240 @@ def test_refusals_and_policy_durations_reach_the_metrics(
     )
     assert allowed.state == "FINISHED"
     assert "hl_policy_evaluation_seconds_count 2.0" in metrics.render().decode()
+
+
+# -- the mission's order, proofs, and every refusal audited (issue 12) ----------------------------
+def _first(types: list[str], *names: str) -> int:
+    return min(types.index(n) for n in names if n in types)
+
+
+def test_the_audit_log_reads_in_the_missions_order(harness: Harness, tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.rego"
+    policy_file.write_text(DENY_PROD_DB)
+    compiled = check_policy_path(policy_file, sanitizer=SANITIZER)
+    gate = PolicyGate.start(compiled, sanitizer=SANITIZER, isolated=False, audit=harness.audit)
+    harness.policy = PolicyStep(
+        gate=gate,
+        sanitizer=SANITIZER,
+        launcher=LauncherFacts(pool_id=POOL, worker_id="launcher-t", version=WORKER_VERSION),
+    )
+    assert harness.run(assignment(seal(harness.pool, spec_yaml()))).state == "FINISHED"
+    types = [e.type for e in harness.audit.events]
+    order = [
+        _first(types, "binaries.passed"),
+        _first(types, "identity.passed"),
+        _first(types, "policy.allowed"),
+        _first(types, "envelope.opened"),
+        _first(types, "run.started"),
+    ]
+    assert order == sorted(order), types
+    identity = next(e for e in harness.audit.events if e.type == "identity.passed")
+    assert identity.run_id == RUN
+    assert identity.fields["lease_id"] == "lease-1"
+    assert identity.fields["worker_id"] == "launcher-t"
+    gate.close()
+
+
+def test_a_denied_run_is_never_decrypted(harness: Harness, deny_prod_db: PolicyStep) -> None:
+    harness.policy = deny_prod_db
+    sealed = seal(harness.pool, spec_yaml(stack="prod-db"))
+    status = harness.run(assignment(sealed))
+    refused_without_running(harness, status, "policy_denied")
+    types = [e.type for e in harness.audit.events]
+    assert "envelope.opened" not in types
+    assert "run.started" not in types
+    (refused,) = [e for e in harness.audit.events if e.type == "run.refused"]
+    assert refused.gate == "policy"
+    # Not decrypted means not in the replay cache either: without the policy it opens.
+    harness.policy = None
+    assert harness.run(assignment(sealed)).state == "FINISHED"
+
+
+class FailingBinaries(FakeBinaries):
+    def verify(self, name: str, version: str, *, run_id: str, audit: Any) -> VerifiedBinary:
+        raise BinaryUnavailableError("the release is missing", hint="put it there")
+
+
+def _other_manifest(**changes: Any) -> RunManifest:
+    document = dict(manifest_of(spec_yaml()).document)
+    document.update(changes)
+    return RunManifest(document=document)
+
+
+#: (name, how to make the assignment, expected gate, expected reason). Every refusal reason on
+#: the run path before execution: each must end REFUSED with one ``run.refused`` record.
+REFUSALS: list[tuple[str, Callable[[Harness], Assign], str, str]] = [
+    (
+        "ticket signed by another key",
+        lambda h: assignment(
+            seal(h.pool, spec_yaml()), signer=ed25519.Ed25519PrivateKey.generate()
+        ),
+        "identity",
+        "ticket_signature_invalid",
+    ),
+    (
+        "no ticket at all",
+        lambda h: dataclasses.replace(
+            assignment(seal(h.pool, spec_yaml())), ticket_b64="", ticket_signature_b64=""
+        ),
+        "identity",
+        "ticket_signature_invalid",
+    ),
+    (
+        "ticket for another run",
+        lambda h: assignment(seal(h.pool, spec_yaml()), manifest=manifest_of(spec_yaml("run-x"))),
+        "identity",
+        "ticket_run_mismatch",
+    ),
+    (
+        "ticket for another pool",
+        lambda h: assignment(seal(h.pool, spec_yaml()), pool_id="pool-other"),
+        "identity",
+        "ticket_pool_mismatch",
+    ),
+    (
+        "ticket for another worker",
+        lambda h: assignment(seal(h.pool, spec_yaml()), worker_id="launcher-other"),
+        "identity",
+        "ticket_worker_mismatch",
+    ),
+    (
+        "ticket for another lease",
+        lambda h: assignment(seal(h.pool, spec_yaml()), lease_id="lease-old"),
+        "identity",
+        "ticket_lease_mismatch",
+    ),
+    (
+        "secrets sanitized under another key",
+        lambda h: assignment(
+            seal(h.pool, spec_yaml()),
+            manifest=manifest_from_spec(parse_run_spec(spec_yaml()), Sanitizer(b"k" * 32)),
+        ),
+        "identity",
+        "sanitize_key_mismatch",
+    ),
+    (
+        "manifest names another image",
+        lambda h: assignment(seal(h.pool, spec_yaml()), manifest=_other_manifest(image="alpine")),
+        "envelope",
+        "manifest_mismatch",
+    ),
+    (
+        "manifest hides a command",
+        lambda h: assignment(
+            seal(h.pool, spec_yaml()),
+            manifest=_other_manifest(phases=[{"name": "main", "commands": ["true"]}]),
+        ),
+        "envelope",
+        "manifest_mismatch",
+    ),
+    (
+        "manifest claims another secret value",
+        lambda h: assignment(
+            seal(h.pool, spec_yaml()),
+            manifest=_other_manifest(secret_env={"TOKEN": SANITIZER.sanitize("other")}),
+        ),
+        "envelope",
+        "manifest_mismatch",
+    ),
+    (
+        "manifest hides the stack",
+        lambda h: assignment(seal(h.pool, spec_yaml()), manifest=_other_manifest(metadata={})),
+        "envelope",
+        "manifest_mismatch",
+    ),
+    (
+        "sealed bytes are not the ticket's",
+        lambda h: assignment(
+            seal(h.pool, spec_yaml()), envelope=seal(h.pool, spec_yaml()).envelope
+        ),
+        "envelope",
+        "envelope_ticket_mismatch",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "gate", "reason"), REFUSALS, ids=[r[0] for r in REFUSALS])
+def test_every_refusal_is_refused_and_audited_with_its_gate(
+    harness: Harness, name: str, make: Callable[[Harness], Assign], gate: str, reason: str
+) -> None:
+    status = harness.run(make(harness))
+    refused_without_running(harness, status, reason)
+    refused = [e for e in harness.audit.events if e.type == "run.refused"]
+    assert [(e.gate, e.run_id, e.reason) for e in refused] == [(gate, RUN, reason)]
+    assert "run.started" not in [e.type for e in harness.audit.events]
+    if gate != "envelope":
+        assert "envelope.opened" not in [e.type for e in harness.audit.events]
+
+
+def test_the_refusal_table_covers_every_gate_before_execution(
+    pool: Pool, tmp_path: Path, deny_prod_db: PolicyStep
+) -> None:
+    """The gates the table above does not reach by a crafted assignment: binaries, the
+    certificate, the policy, a replay and the sink; together every refusing gate is audited."""
+    gates: set[str] = {r[2] for r in REFUSALS}
+    cases: list[tuple[Harness, Assign, str]] = []
+    h = Harness(pool=pool, state_dir=tmp_path / "b", binaries=FailingBinaries())
+    cases.append((h, assignment(seal(pool, spec_yaml())), "binaries"))
+    h = Harness(pool=pool, state_dir=tmp_path / "i", clock=lambda: ISSUED + timedelta(days=3))
+    cases.append((h, assignment(seal(pool, spec_yaml())), "identity"))
+    h = Harness(pool=pool, state_dir=tmp_path / "p", policy=deny_prod_db)
+    cases.append((h, assignment(seal(pool, spec_yaml(stack="prod-db"))), "policy"))
+    for harness, assign, gate in cases:
+        harness.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            status = harness.run(assign)
+        finally:
+            if harness.replay is not None:
+                harness.replay.close()
+        assert status.state == "REFUSED"
+        (refused,) = [e for e in harness.audit.events if e.type == "run.refused"]
+        assert (refused.gate, refused.run_id, refused.reason) == (gate, RUN, status.reason)
+        gates.add(gate)
+    assert gates >= {"binaries", "identity", "policy", "envelope"}
+
+
+def test_a_sink_that_cannot_be_made_refuses_the_run_at_execute(harness: Harness) -> None:
+    gated = harness.gated_run()
+
+    def broken(*_args: Any) -> LogSink:
+        raise InfrastructureError("no space for the run's log", reason="log_sink_unavailable")
+
+    gated = dataclasses.replace(gated, sink_factory=broken)
+    context = RunContext(
+        cancel=harness.cancel,
+        on_started=lambda _c: None,
+        request_more=lambda _n: None,
+        on_sink=lambda _s: None,
+    )
+    status = gated(assignment(seal(harness.pool, spec_yaml())), context)
+    assert (status.state, status.reason) == ("REFUSED", "log_sink_unavailable")
+    (refused,) = [e for e in harness.audit.events if e.type == "run.refused"]
+    assert refused.gate == "execute"
+    assert harness.runner.calls == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(position=st.integers(min_value=0), flip=st.integers(min_value=1, max_value=255))
+def test_any_altered_ticket_byte_is_refused(pool: Pool, position: int, flip: int) -> None:
+    sealed = seal(pool, spec_yaml())
+    good = assignment(sealed)
+    ticket = bytearray(good.ticket)
+    ticket[position % len(ticket)] ^= flip
+    signer = pool.signer.public_key()
+    with pytest.raises(TicketError) as caught:
+        verify_ticket(
+            bytes(ticket),
+            good.ticket_signature,
+            signer_public_key=signer,
+            run_id=RUN,
+            pool_id=POOL,
+            worker_id="launcher-t",
+            lease_id="lease-1",
+        )
+    assert caught.value.reason == "ticket_signature_invalid"
+
+
+def test_proofs_are_made_by_their_gates_only() -> None:
+    with pytest.raises(TypeError, match=r"pipeline\.py"):
+        pipeline.PolicyAllowed(seal=object(), identity=None, decision=None)  # type: ignore[arg-type]
