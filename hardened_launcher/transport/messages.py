@@ -24,7 +24,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal, NoReturn, Self, TypeVar
@@ -207,10 +207,180 @@ def _check_run_ids(values: Iterable[object], what: str) -> tuple[str, ...]:
     return checked
 
 
+# -- field codecs ------------------------------------------------------------------------------
+#
+# Every body is a frozen dataclass whose fields each carry one :class:`Codec` (``_wire(...)``).
+# The base class does the rest: the constructor checks every field once (so a built body is a
+# valid one, and a sender cannot produce what a receiver would refuse), ``from_dict`` requires
+# exactly the declared keys and only converts JSON shapes into Python values (the constructor
+# checks them), ``to_dict`` encodes. A new message is a class with typed, annotated fields.
+
+
+def _same(value: object, _what: str) -> object:
+    return value
+
+
+def _as_is(value: object) -> object:
+    return value
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How one field is checked (in the constructor), read from JSON and written to JSON."""
+
+    check: Callable[[object, str], object]
+    decode: Callable[[object, str], object] = _same
+    encode: Callable[[object], object] = _as_is
+
+
+def _wire(codec: Codec, **kwargs: Any) -> Any:  # noqa: ANN401 - a dataclass field
+    return field(metadata={"codec": codec}, **kwargs)
+
+
+def _text_codec(*, max_chars: int = MAX_TEXT_CHARS, pattern: re.Pattern[str] | None) -> Codec:
+    return Codec(check=lambda v, what: _string(v, what, max_chars=max_chars, pattern=pattern))
+
+
+def _optional(codec: Codec) -> Codec:
+    return Codec(
+        check=lambda v, what: None if v is None else codec.check(v, what),
+        decode=lambda v, what: None if v is None else codec.decode(v, what),
+        encode=lambda v: None if v is None else codec.encode(v),
+    )
+
+
+def _int_codec(*, minimum: int, maximum: int) -> Codec:
+    return Codec(check=lambda v, what: _integer(v, what, minimum=minimum, maximum=maximum))
+
+
+def _choice_codec(choices: tuple[str, ...]) -> Codec:
+    def check(value: object, what: str) -> object:
+        if not isinstance(value, str) or value not in choices:
+            _fail(f"{what} is not one of {', '.join(choices)}")
+        return value
+
+    return Codec(check=check)
+
+
+def _check_aware(value: object, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        _fail(f"{what} is not a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def _check_b64(
+    value: object, what: str = "envelope_b64", *, max_chars: int = MAX_ENVELOPE_B64_CHARS
+) -> str:
+    text = _string(value, what, max_chars=max_chars, pattern=_B64)
+    if len(text) % 4 or (not text and what == "envelope_b64"):
+        _fail(f"{what} is not padded standard base64")
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        _fail(f"{what} is not standard base64")
+    return text
+
+
+def _b64_codec(max_chars: int) -> Codec:
+    return Codec(check=lambda v, what: _check_b64(v, what, max_chars=max_chars))
+
+
+def _check_metadata(value: object, what: str) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        _fail(f"{what} is not an object")
+    if len(value) > MAX_METADATA_TAGS:
+        _fail(f"{what} has more than {MAX_METADATA_TAGS} tags")
+    for tag, item in value.items():
+        _string(tag, "a metadata tag", max_chars=MAX_METADATA_TAG_CHARS, pattern=_METADATA_TAG)
+        _string(item, "a metadata value", max_chars=MAX_METADATA_VALUE_CHARS, pattern=None)
+    return MappingProxyType(dict(value))
+
+
+def _decode_object(value: object, what: str) -> object:
+    if not isinstance(value, dict):
+        _fail(f"{what} is not an object")
+    return value
+
+
+def _decode_list(max_items: int) -> Callable[[object, str], object]:
+    return lambda value, what: tuple(_list(value, what, max_items=max_items))
+
+
+def _encode_timestamp(value: object) -> str:
+    return format_timestamp(_check_aware(value, "a timestamp"))
+
+
+def _encode_mapping(value: object) -> dict[str, object]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _encode_sequence(value: object) -> list[object]:
+    return list(value) if isinstance(value, tuple | list) else []
+
+
+def _check_run_id_list(value: object, what: str) -> tuple[str, ...]:
+    if not isinstance(value, tuple | list):
+        _fail(f"{what} is not a list")
+    return _check_run_ids(value, what)
+
+
+_WORKER_ID_CODEC: Final = Codec(check=_check_worker_id)
+_POOL_ID_CODEC: Final = Codec(check=lambda v, _what: _check_pool_id(v))
+_RUN_ID_CODEC: Final = Codec(check=_check_run_id)
+_SLUG_CODEC: Final = Codec(check=_check_slug)
+_MESSAGE_ID_CODEC: Final = Codec(check=_check_message_id)
+_TEXT_CODEC: Final = _text_codec(pattern=None)
+_VERSION_CODEC: Final = _text_codec(max_chars=MAX_VERSION_CHARS, pattern=None)
+_CHUNK_CODEC: Final = _int_codec(minimum=0, maximum=MAX_CHUNK)
+_TIMESTAMP_CODEC: Final = Codec(
+    check=_check_aware,
+    decode=parse_timestamp,
+    encode=_encode_timestamp,
+)
+_METADATA_CODEC: Final = Codec(
+    check=_check_metadata,
+    decode=_decode_object,
+    encode=_encode_mapping,
+)
+_RUN_IDS_CODEC: Final = Codec(
+    check=_check_run_id_list,
+    decode=_decode_list(MAX_RUNNING_RUNS),
+    encode=_encode_sequence,
+)
+
+
+class _Record:
+    """A frozen dataclass whose fields each carry a :class:`Codec` (see the section above)."""
+
+    KIND: ClassVar[str] = "record"
+
+    def __post_init__(self) -> None:
+        for item in fields(self):  # type: ignore[arg-type]  # subclasses are dataclasses
+            codec: Codec = item.metadata["codec"]
+            object.__setattr__(self, item.name, codec.check(getattr(self, item.name), item.name))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            item.name: item.metadata["codec"].encode(getattr(self, item.name))
+            for item in fields(self)  # type: ignore[arg-type]
+        }
+
+    @classmethod
+    def from_dict(cls, value: object) -> Self:
+        declared = fields(cls)  # type: ignore[arg-type]
+        doc = _object(value, cls.KIND, [item.name for item in declared])
+        return cls(
+            **{
+                item.name: item.metadata["codec"].decode(doc[item.name], item.name)
+                for item in declared
+            }
+        )
+
+
 # -- bodies ------------------------------------------------------------------------------------
 
 
-class Body:
+class Body(_Record):
     """Base of every message body. Subclasses are frozen, keyword-only dataclasses."""
 
     TYPE: ClassVar[str]
@@ -218,12 +388,10 @@ class Body:
     #: Critical bodies are acknowledged by the receiver and retransmitted until they are.
     CRITICAL: ClassVar[bool] = False
 
-    def to_dict(self) -> dict[str, object]:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401 - passed through
+        super().__init_subclass__(**kwargs)
+        if "TYPE" in cls.__dict__:
+            cls.KIND = f"{cls.TYPE} body"
 
 
 _WORKER: Final = frozenset({"worker"})
@@ -239,62 +407,16 @@ class Register(Body):
     SENDERS: ClassVar[frozenset[str]] = _WORKER
     CRITICAL: ClassVar[bool] = True
 
-    worker_id: str
-    pool_id: str
-    version: str
-    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    max_concurrent_runs: int = 1
-
-    def __post_init__(self) -> None:
-        _check_worker_id(self.worker_id)
-        _check_pool_id(self.pool_id)
-        _string(self.version, "version", max_chars=MAX_VERSION_CHARS, pattern=None)
-        if not isinstance(self.metadata, Mapping):
-            _fail("metadata is not an object")
-        if len(self.metadata) > MAX_METADATA_TAGS:
-            _fail(f"metadata has more than {MAX_METADATA_TAGS} tags")
-        for tag, value in self.metadata.items():
-            _string(tag, "a metadata tag", max_chars=MAX_METADATA_TAG_CHARS, pattern=_METADATA_TAG)
-            _string(value, "a metadata value", max_chars=MAX_METADATA_VALUE_CHARS, pattern=None)
-        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
-        _integer(
-            self.max_concurrent_runs, "max_concurrent_runs", minimum=1, maximum=MAX_CONCURRENT_RUNS
-        )
+    worker_id: str = _wire(_WORKER_ID_CODEC)
+    pool_id: str = _wire(_POOL_ID_CODEC)
+    version: str = _wire(_VERSION_CODEC)
+    metadata: Mapping[str, str] = _wire(
+        _METADATA_CODEC, default_factory=lambda: MappingProxyType({})
+    )
+    max_concurrent_runs: int = _wire(_int_codec(minimum=1, maximum=MAX_CONCURRENT_RUNS), default=1)
 
     def __hash__(self) -> int:
         return hash((self.worker_id, self.pool_id, self.version, self.max_concurrent_runs))
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "worker_id": self.worker_id,
-            "pool_id": self.pool_id,
-            "version": self.version,
-            "metadata": dict(self.metadata),
-            "max_concurrent_runs": self.max_concurrent_runs,
-        }
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(
-            value,
-            "register body",
-            ("worker_id", "pool_id", "version", "metadata", "max_concurrent_runs"),
-        )
-        metadata = doc["metadata"]
-        if not isinstance(metadata, dict):
-            _fail("metadata is not an object")
-        return cls(
-            worker_id=_check_worker_id(doc["worker_id"]),
-            pool_id=_check_pool_id(doc["pool_id"]),
-            version=_string(doc["version"], "version", max_chars=MAX_VERSION_CHARS, pattern=None),
-            metadata=metadata,
-            max_concurrent_runs=_integer(
-                doc["max_concurrent_runs"],
-                "max_concurrent_runs",
-                minimum=1,
-                maximum=MAX_CONCURRENT_RUNS,
-            ),
-        )
 
 
 WorkerState = Literal["IDLE", "BUSY", "DRAINED"]
@@ -308,25 +430,8 @@ class Heartbeat(Body):
     TYPE: ClassVar[str] = "heartbeat"
     SENDERS: ClassVar[frozenset[str]] = _WORKER
 
-    state: WorkerState
-    running: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.state not in WORKER_STATES:
-            _fail(f"state is not one of {', '.join(WORKER_STATES)}")
-        object.__setattr__(self, "running", _check_run_ids(self.running, "running"))
-
-    def to_dict(self) -> dict[str, object]:
-        return {"state": self.state, "running": list(self.running)}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "heartbeat body", ("state", "running"))
-        state = doc["state"]
-        if state not in WORKER_STATES:
-            _fail(f"state is not one of {', '.join(WORKER_STATES)}")
-        running = _list(doc["running"], "running", max_items=MAX_RUNNING_RUNS)
-        return cls(state=state, running=_check_run_ids(running, "running"))
+    state: WorkerState = _wire(_choice_codec(WORKER_STATES))  # noqa: RUF009 - a field()
+    running: tuple[str, ...] = _wire(_RUN_IDS_CODEC, default=())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -337,20 +442,8 @@ class Accept(Body):
     SENDERS: ClassVar[frozenset[str]] = _WORKER
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    lease_id: str
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        _check_run_id(self.lease_id, "lease_id")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "lease_id": self.lease_id}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "accept body", ("run_id", "lease_id"))
-        return cls(run_id=_check_run_id(doc["run_id"]), lease_id=_check_run_id(doc["lease_id"]))
+    run_id: str = _wire(_RUN_ID_CODEC)
+    lease_id: str = _wire(_RUN_ID_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,34 +454,10 @@ class Refuse(Body):
     SENDERS: ClassVar[frozenset[str]] = _WORKER
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    lease_id: str
-    reason: str
-    message: str
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        _check_run_id(self.lease_id, "lease_id")
-        _check_slug(self.reason, "reason")
-        _string(self.message, "message", pattern=None)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "run_id": self.run_id,
-            "lease_id": self.lease_id,
-            "reason": self.reason,
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "refuse body", ("run_id", "lease_id", "reason", "message"))
-        return cls(
-            run_id=_check_run_id(doc["run_id"]),
-            lease_id=_check_run_id(doc["lease_id"], "lease_id"),
-            reason=_check_slug(doc["reason"], "reason"),
-            message=_string(doc["message"], "message", pattern=None),
-        )
+    run_id: str = _wire(_RUN_ID_CODEC)
+    lease_id: str = _wire(_RUN_ID_CODEC)
+    reason: str = _wire(_SLUG_CODEC)
+    message: str = _wire(_TEXT_CODEC)
 
 
 #: ``REFUSED``: a gate refused the run after ``start`` and before its container was created.
@@ -411,48 +480,13 @@ class Status(Body):
     SENDERS: ClassVar[frozenset[str]] = _WORKER
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    state: RunState
-    exit_code: int | None = None
-    reason: str | None = None
-    message: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        if self.state not in RUN_STATES:
-            _fail(f"state is not one of {', '.join(RUN_STATES)}")
-        if self.exit_code is not None:
-            _integer(self.exit_code, "exit_code", minimum=MIN_EXIT_CODE, maximum=MAX_EXIT_CODE)
-        if self.reason is not None:
-            _check_slug(self.reason, "reason")
-        _check_optional_text(self.message, "message")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "run_id": self.run_id,
-            "state": self.state,
-            "exit_code": self.exit_code,
-            "reason": self.reason,
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "status body", ("run_id", "state", "exit_code", "reason", "message"))
-        state = doc["state"]
-        if state not in RUN_STATES:
-            _fail(f"state is not one of {', '.join(RUN_STATES)}")
-        exit_code = doc["exit_code"]
-        reason = doc["reason"]
-        return cls(
-            run_id=_check_run_id(doc["run_id"]),
-            state=state,
-            exit_code=None
-            if exit_code is None
-            else _integer(exit_code, "exit_code", minimum=MIN_EXIT_CODE, maximum=MAX_EXIT_CODE),
-            reason=None if reason is None else _check_slug(reason, "reason"),
-            message=_check_optional_text(doc["message"], "message"),
-        )
+    run_id: str = _wire(_RUN_ID_CODEC)
+    state: RunState = _wire(_choice_codec(RUN_STATES))  # noqa: RUF009 - a field()
+    exit_code: int | None = _wire(
+        _optional(_int_codec(minimum=MIN_EXIT_CODE, maximum=MAX_EXIT_CODE)), default=None
+    )
+    reason: str | None = _wire(_optional(_SLUG_CODEC), default=None)
+    message: str | None = _wire(_optional(_TEXT_CODEC), default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,23 +497,8 @@ class LogUrlsRequest(Body):
     SENDERS: ClassVar[frozenset[str]] = _WORKER
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    from_chunk: int
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        _integer(self.from_chunk, "from_chunk", minimum=0, maximum=MAX_CHUNK)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "from_chunk": self.from_chunk}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "log_urls_request body", ("run_id", "from_chunk"))
-        return cls(
-            run_id=_check_run_id(doc["run_id"]),
-            from_chunk=_integer(doc["from_chunk"], "from_chunk", minimum=0, maximum=MAX_CHUNK),
-        )
+    run_id: str = _wire(_RUN_ID_CODEC)
+    from_chunk: int = _wire(_CHUNK_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -489,18 +508,7 @@ class Ack(Body):
     TYPE: ClassVar[str] = "ack"
     SENDERS: ClassVar[frozenset[str]] = _BOTH
 
-    of: str
-
-    def __post_init__(self) -> None:
-        _check_message_id(self.of, "of")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"of": self.of}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "ack body", ("of",))
-        return cls(of=_check_message_id(doc["of"], "of"))
+    of: str = _wire(_MESSAGE_ID_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -510,18 +518,7 @@ class Bye(Body):
     TYPE: ClassVar[str] = "bye"
     SENDERS: ClassVar[frozenset[str]] = _WORKER
 
-    reason: str
-
-    def __post_init__(self) -> None:
-        _check_slug(self.reason, "reason")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"reason": self.reason}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "bye body", ("reason",))
-        return cls(reason=_check_slug(doc["reason"], "reason"))
+    reason: str = _wire(_SLUG_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -534,58 +531,43 @@ class Gone(Body):
     TYPE: ClassVar[str] = "gone"
     SENDERS: ClassVar[frozenset[str]] = _WORKER
 
-    worker_id: str
-
-    def __post_init__(self) -> None:
-        _check_worker_id(self.worker_id)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"worker_id": self.worker_id}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "gone body", ("worker_id",))
-        return cls(worker_id=_check_worker_id(doc["worker_id"]))
+    worker_id: str = _wire(_WORKER_ID_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
-class LogUrl:
+class LogUrl(_Record):
     """A presigned PUT URL for one log chunk."""
 
-    chunk: int
-    url: str
+    KIND: ClassVar[str] = "a log URL"
 
-    def __post_init__(self) -> None:
-        _integer(self.chunk, "chunk", minimum=0, maximum=MAX_CHUNK)
-        _string(self.url, "url", max_chars=MAX_URL_CHARS, pattern=_URL)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"chunk": self.chunk, "url": self.url}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "a log URL", ("chunk", "url"))
-        return cls(
-            chunk=_integer(doc["chunk"], "chunk", minimum=0, maximum=MAX_CHUNK),
-            url=_string(doc["url"], "url", max_chars=MAX_URL_CHARS, pattern=_URL),
-        )
+    chunk: int = _wire(_CHUNK_CODEC)
+    url: str = _wire(_text_codec(max_chars=MAX_URL_CHARS, pattern=_URL))
 
 
-def _check_log_urls(values: Iterable[object], what: str) -> tuple[LogUrl, ...]:
+def _check_log_urls(values: object, what: str) -> tuple[LogUrl, ...]:
+    if not isinstance(values, Iterable) or isinstance(values, str | bytes | Mapping):
+        _fail(f"{what} is not a list of log URLs")
     urls = tuple(values)
     if len(urls) > MAX_LOG_URLS:
         _fail(f"{what} has more than {MAX_LOG_URLS} items")
     if not all(isinstance(u, LogUrl) for u in urls):
         _fail(f"{what} holds something that is not a LogUrl")
-    chunks = [u.chunk for u in urls if isinstance(u, LogUrl)]
-    if len(set(chunks)) != len(chunks):
+    checked = tuple(u for u in urls if isinstance(u, LogUrl))
+    if len({u.chunk for u in checked}) != len(checked):
         _fail(f"{what} lists a chunk twice")
-    return urls  # type: ignore[return-value]  # every item checked above
+    return checked
 
 
 def _parse_log_urls(value: object, what: str) -> tuple[LogUrl, ...]:
     items = _list(value, what, max_items=MAX_LOG_URLS)
-    return _check_log_urls((LogUrl.from_dict(item) for item in items), what)
+    return tuple(LogUrl.from_dict(item) for item in items)
+
+
+_LOG_URLS_CODEC: Final = Codec(
+    check=_check_log_urls,
+    decode=_parse_log_urls,
+    encode=lambda urls: [u.to_dict() for u in _check_log_urls(urls, "log URLs")],
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -596,29 +578,15 @@ class Assign(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    lease_id: str
-    lease_expires_at: datetime
-    envelope_b64: str
+    run_id: str = _wire(_RUN_ID_CODEC)
+    lease_id: str = _wire(_RUN_ID_CODEC)
+    lease_expires_at: datetime = _wire(_TIMESTAMP_CODEC)  # noqa: RUF009 - a field()
+    envelope_b64: str = _wire(Codec(check=_check_b64))
     #: The run ticket (docs/envelope.md): the run's non-secret manifest bound to this lease and
     #: to the sealed bytes, and the control plane's Ed25519 signature over it.
-    ticket_b64: str = ""
-    ticket_signature_b64: str = ""
-    log_urls: tuple[LogUrl, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        _check_run_id(self.lease_id, "lease_id")
-        if (
-            not isinstance(self.lease_expires_at, datetime)
-            or self.lease_expires_at.utcoffset() is None
-        ):
-            _fail("lease_expires_at is not a timezone-aware datetime")
-        object.__setattr__(self, "lease_expires_at", self.lease_expires_at.astimezone(UTC))
-        _check_b64(self.envelope_b64)
-        _check_b64(self.ticket_b64, "ticket_b64", max_chars=MAX_TICKET_B64_CHARS)
-        _check_b64(self.ticket_signature_b64, "ticket_signature_b64", max_chars=88)
-        object.__setattr__(self, "log_urls", _check_log_urls(self.log_urls, "log_urls"))
+    ticket_b64: str = _wire(_b64_codec(MAX_TICKET_B64_CHARS), default="")
+    ticket_signature_b64: str = _wire(_b64_codec(88), default="")
+    log_urls: tuple[LogUrl, ...] = _wire(_LOG_URLS_CODEC, default=())
 
     @property
     def envelope(self) -> bytes:
@@ -656,57 +624,6 @@ class Assign(Body):
             log_urls=tuple(log_urls),
         )
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "run_id": self.run_id,
-            "lease_id": self.lease_id,
-            "lease_expires_at": format_timestamp(self.lease_expires_at),
-            "envelope_b64": self.envelope_b64,
-            "ticket_b64": self.ticket_b64,
-            "ticket_signature_b64": self.ticket_signature_b64,
-            "log_urls": [u.to_dict() for u in self.log_urls],
-        }
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(
-            value,
-            "assign body",
-            (
-                "run_id",
-                "lease_id",
-                "lease_expires_at",
-                "envelope_b64",
-                "ticket_b64",
-                "ticket_signature_b64",
-                "log_urls",
-            ),
-        )
-        return cls(
-            run_id=_check_run_id(doc["run_id"]),
-            lease_id=_check_run_id(doc["lease_id"], "lease_id"),
-            lease_expires_at=parse_timestamp(doc["lease_expires_at"], "lease_expires_at"),
-            envelope_b64=_check_b64(doc["envelope_b64"]),
-            ticket_b64=_check_b64(doc["ticket_b64"], "ticket_b64", max_chars=MAX_TICKET_B64_CHARS),
-            ticket_signature_b64=_check_b64(
-                doc["ticket_signature_b64"], "ticket_signature_b64", max_chars=88
-            ),
-            log_urls=_parse_log_urls(doc["log_urls"], "log_urls"),
-        )
-
-
-def _check_b64(
-    value: object, what: str = "envelope_b64", *, max_chars: int = MAX_ENVELOPE_B64_CHARS
-) -> str:
-    text = _string(value, what, max_chars=max_chars, pattern=_B64)
-    if len(text) % 4 or (not text and what == "envelope_b64"):
-        _fail(f"{what} is not padded standard base64")
-    try:
-        base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        _fail(f"{what} is not standard base64")
-    return text
-
 
 @dataclass(frozen=True, kw_only=True)
 class Cancel(Body):
@@ -716,18 +633,7 @@ class Cancel(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"run_id": self.run_id}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "cancel body", ("run_id",))
-        return cls(run_id=_check_run_id(doc["run_id"]))
+    run_id: str = _wire(_RUN_ID_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -745,36 +651,14 @@ class Start(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    lease_id: str
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        _check_run_id(self.lease_id, "lease_id")
-
-    def to_dict(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "lease_id": self.lease_id}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "start body", ("run_id", "lease_id"))
-        return cls(
-            run_id=_check_run_id(doc["run_id"]), lease_id=_check_run_id(doc["lease_id"], "lease_id")
-        )
+    run_id: str = _wire(_RUN_ID_CODEC)
+    lease_id: str = _wire(_RUN_ID_CODEC)
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Empty(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
-
-    def to_dict(self) -> dict[str, object]:
-        return {}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        _object(value, f"{cls.TYPE} body", ())
-        return cls()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -806,20 +690,8 @@ class LogUrls(Body):
     SENDERS: ClassVar[frozenset[str]] = _CONTROL_PLANE
     CRITICAL: ClassVar[bool] = True
 
-    run_id: str
-    urls: tuple[LogUrl, ...]
-
-    def __post_init__(self) -> None:
-        _check_run_id(self.run_id)
-        object.__setattr__(self, "urls", _check_log_urls(self.urls, "urls"))
-
-    def to_dict(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "urls": [u.to_dict() for u in self.urls]}
-
-    @classmethod
-    def from_dict(cls, value: object) -> Self:
-        doc = _object(value, "log_urls body", ("run_id", "urls"))
-        return cls(run_id=_check_run_id(doc["run_id"]), urls=_parse_log_urls(doc["urls"], "urls"))
+    run_id: str = _wire(_RUN_ID_CODEC)
+    urls: tuple[LogUrl, ...] = _wire(_LOG_URLS_CODEC)
 
 
 BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(

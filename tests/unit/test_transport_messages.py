@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -305,3 +306,59 @@ def test_stream_numbers_from_one_and_will_is_seq_zero() -> None:
         Message(id=ID, stream=ID, seq=0, sent_at=NOW, body=Heartbeat(state="IDLE"))
     with pytest.raises(MessageError):
         Message(id=ID, stream=ID, seq=3, sent_at=NOW, body=Gone(worker_id="w1"))
+
+
+# -- the declarative schemas: the same strictness for every field of every body (issue 12) -------
+def _samples() -> list[Any]:
+    from hardened_launcher.transport import messages as m  # noqa: PLC0415 - local to the table
+
+    url = m.LogUrl(chunk=0, url="https://s3.example/0")
+    when = datetime(2030, 1, 1, tzinfo=UTC)
+    return [
+        m.Register(worker_id="w-1", pool_id="pool-a", version="1", metadata={"k": "v"}),
+        m.Heartbeat(state="BUSY", running=("run-1",)),
+        m.Accept(run_id="run-1", lease_id="l-1"),
+        m.Refuse(run_id="run-1", lease_id="l-1", reason="worker_busy", message="busy"),
+        m.Status(run_id="run-1", state="REFUSED", exit_code=None, reason="policy_denied"),
+        m.LogUrlsRequest(run_id="run-1", from_chunk=3),
+        m.Ack(of="a" * 32),
+        m.Bye(reason="drained"),
+        m.Gone(worker_id="w-1"),
+        m.Assign.with_envelope(
+            run_id="run-1",
+            lease_id="l-1",
+            lease_expires_at=when,
+            envelope=b"sealed",
+            ticket=b"{}",
+            ticket_signature=b"s" * 64,
+            log_urls=[url],
+        ),
+        m.Start(run_id="run-1", lease_id="l-1"),
+        m.Cancel(run_id="run-1"),
+        m.Drain(),
+        m.Undrain(),
+        m.Cycle(),
+        m.LogUrls(run_id="run-1", urls=(url,)),
+    ]
+
+
+def test_every_body_type_has_a_sample() -> None:
+    from hardened_launcher.transport.messages import BODY_TYPES  # noqa: PLC0415
+
+    assert {type(b).TYPE for b in _samples()} == set(BODY_TYPES)
+
+
+@pytest.mark.parametrize("body", _samples(), ids=lambda b: type(b).TYPE)
+def test_every_field_of_every_body_is_strict(body: Any) -> None:
+    kind = type(body)
+    document = body.to_dict()
+    assert kind.from_dict(document) == body
+    assert kind.from_dict(json.loads(json.dumps(document))) == body
+    with pytest.raises(MessageError, match="unknown field"):
+        kind.from_dict({**document, "extra": 1})
+    for name in document:
+        with pytest.raises(MessageError, match="lacks fields"):
+            kind.from_dict({k: v for k, v in document.items() if k != name})
+        for wrong in ({"x": 1}, [[1]], True, 1.5, "\x1b[31m" * 300):
+            with pytest.raises(MessageError):
+                kind.from_dict({**document, name: wrong})
