@@ -20,8 +20,8 @@ from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
-from hardened_launcher.executor.container_spec import check_extra_mounts
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
+from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
 from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.pipeline import (
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    check_extra_mounts(settings)  # a dangerous mount stops us before anything else
+    mounts = resolve_mounts(settings)  # a dangerous mount stops us before anything else
     keyring = args.keyring or settings.release_keyring
     if keyring is None:
         raise UsageError(
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
         if args.log is not None:
             sinks.append(FileLogSink(args.log))
-        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy)
+        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy, mounts)
     finally:
         if policy is not None:
             policy.close()
@@ -114,6 +114,7 @@ def _execute(
     audit: ChainedAuditLog,
     launcher_id: str,
     policy: PolicyStep | None,
+    mounts: ResolvedMounts,
 ) -> int:
     client = docker_client()
     runner = DockerRunner(
@@ -121,6 +122,7 @@ def _execute(
         logs_timeout=settings.launcher_logs_timeout,
         run_timeout=settings.launcher_run_timeout,
         stop_grace=settings.run_stop_grace,
+        mounts=mounts,
     )
     result = run_pipeline(
         spec,
