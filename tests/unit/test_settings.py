@@ -574,10 +574,8 @@ def test_bad_docker_names(variable: str, text: str) -> None:
 
 
 def test_docker_names_accept_real_values() -> None:
-    s = load(
-        {"SPACELIFT_WORKER_NETWORK": "container:abc123", "SPACELIFT_WORKER_RUNTIME": "io.x.v2"}
-    )
-    assert s.worker_network == "container:abc123"
+    s = load({"SPACELIFT_WORKER_NETWORK": "ci-runs_1.net", "SPACELIFT_WORKER_RUNTIME": "io.x.v2"})
+    assert s.worker_network == "ci-runs_1.net"
     assert s.worker_runtime == "io.x.v2"
 
 
@@ -1331,6 +1329,13 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_METRICS_ADDRESS", "9464"),
     ("HL_LOG_CHUNK_BYTES", "1KiB"),
     ("HL_TYPO", "x"),
+    ("HL_UNSAFE_ROOT_WORKER", "perhaps"),
+    ("HL_UNSAFE_SHARED_NETWORK", "2"),
+    ("HL_AUDIT_SEGMENT_BYTES", "1KiB"),
+    ("HL_AUDIT_SEGMENT_MAX_AGE", "0s"),
+    ("HL_AUDIT_CHECKPOINT_RECORDS", "0"),
+    ("HL_AUDIT_CHECKPOINT_INTERVAL", "forever"),
+    ("HL_AUDIT_WRITE_TIMEOUT", "9999h"),
 ]
 
 
@@ -1902,6 +1907,7 @@ def test_executor_settings_parse() -> None:
             "HL_LAUNCHER_ID": "launcher-a.1",
             "HL_WORKER_UID": "2000",
             "HL_WORKER_GID": "0",
+            "HL_UNSAFE_ROOT_WORKER": "true",
             "HL_RUN_MEMORY_BYTES": "512MiB",
             "HL_RUN_PIDS_LIMIT": "64",
             "HL_RUN_CPUS": "0.5",
