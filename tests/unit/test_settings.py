@@ -31,6 +31,7 @@ from hardened_launcher.settings import (
     load_settings,
     markdown_table,
 )
+from tests.unprivileged import unprivileged
 
 CANARY_TOKEN = "CANARY-TOKEN-7f3a"
 CANARY_KEY = "CANARY-KEY-19c2"
@@ -745,7 +746,7 @@ def test_policy_path_must_be_a_file_or_a_directory(tmp_path: Path) -> None:
     assert "a .rego file, or a directory" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@unprivileged
 @pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
 def test_policy_directory_must_be_listable_and_searchable(
     tmp_path: Path, mode: int, why: str
@@ -794,7 +795,7 @@ def test_policy_directory_search_failure_is_reported(
     assert "is a directory that cannot be searched (Permission denied)" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
+@unprivileged
 def test_policy_file_must_be_readable(tmp_path: Path) -> None:
     policy = tmp_path / "p.rego"
     policy.write_text("package x\n", encoding="utf-8")
@@ -847,7 +848,7 @@ def test_release_keyring_must_be_a_file(tmp_path: Path) -> None:
     assert "not a regular file" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
+@unprivileged
 def test_release_keyring_must_be_readable(tmp_path: Path) -> None:
     keyring = write_keyring(tmp_path / "keys.gpg")
     keyring.chmod(0)
@@ -2015,7 +2016,7 @@ def test_release_dir_must_be_a_directory(tmp_path: Path) -> None:
     assert "is not a directory" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@unprivileged
 @pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
 def test_release_dir_must_be_listable_and_searchable(tmp_path: Path, mode: int, why: str) -> None:
     releases = tmp_path / "releases"
