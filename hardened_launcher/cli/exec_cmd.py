@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hardened_launcher import __version__
-from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
+from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
@@ -35,6 +35,7 @@ from hardened_launcher.pipeline import (
 from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings, load_settings
+from hardened_launcher.startup import open_configured_audit_log
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             hint="check the path",
             reason="runspec_unreadable",
         ) from None
-    audit = open_audit_log(settings.state_dir, settings.audit_dir)
+    audit = open_configured_audit_log(settings)  # with the HL_AUDIT_* tuning
     launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
     # file:line:col and the engine's message.

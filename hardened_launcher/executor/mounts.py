@@ -10,8 +10,10 @@ three steps:
    system path of the run's container or the worker's own mount points.
 2. :func:`resolve_mounts` (start-up): every host path is resolved to its real path (symbolic
    links followed, it must exist), both forms are judged again, sockets and device nodes are
-   refused whatever their name, and the real path's identity (device, inode, type) is kept in a
-   :class:`ResolvedMounts`.
+   refused whatever their name, so is a regular file with more than one hard link, and so is a
+   path whose device and inode (or an ancestor's) are those of a refused tree (a bind mount of
+   ``/etc`` elsewhere is still ``/etc``); the real path's identity (device, inode, type) is kept
+   in a :class:`ResolvedMounts`.
 3. :meth:`ResolvedMounts.pin` (immediately before the container is created): every host path is
    resolved again; if it now leads elsewhere (a link was swapped, the file replaced) the run is
    refused; otherwise the container mounts the *resolved* path, never the configured spelling.
@@ -250,7 +252,58 @@ class ResolvedMount:
     file_type: int
 
 
-def _resolve_one(variable: str, mount: Mount, own: Sequence[str]) -> ResolvedMount:
+_Identity = tuple[int, int]
+
+
+def _identity(path: str) -> _Identity | None:
+    try:
+        info = Path(path).stat()
+    except (OSError, ValueError):
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Identities:
+    """Device and inode of every refused tree (and of each of its parents), so that a tree
+    reached under another name — a bind mount, say ``mount --bind /etc /srv/etc`` — is
+    recognised by what it is, not by how it is spelled."""
+
+    trees: Mapping[_Identity, str]
+    parents: Mapping[_Identity, str]
+
+    @classmethod
+    def of(cls, own: Sequence[str]) -> _Identities:
+        trees: dict[_Identity, str] = {}
+        parents: dict[_Identity, str] = {}
+        for tree in (*REFUSED_HOST_TREES, *own):
+            found = _identity(tree)
+            if found is not None:
+                trees.setdefault(found, tree)
+            for parent in PurePosixPath(tree).parents:
+                found = _identity(str(parent))
+                if found is not None:
+                    parents.setdefault(found, str(parent))
+        return cls(trees=trees, parents=parents)
+
+    def judge(self, mount: Mount, variable: str, real: str, itself: _Identity) -> None:
+        if itself in self.parents and itself not in self.trees:
+            what = self.parents[itself]
+            raise _refusal(mount, variable, f"{real} is the host's {what} under another name")
+        for path in (PurePosixPath(real), *PurePosixPath(real).parents):
+            found = itself if str(path) == real else _identity(str(path))
+            if found is not None and found in self.trees:
+                tree = self.trees[found]
+                raise _refusal(
+                    mount,
+                    variable,
+                    f"{real} is or lies in {tree} (reached under another name: a bind mount)",
+                )
+
+
+def _resolve_one(
+    variable: str, mount: Mount, own: Sequence[str], identities: _Identities
+) -> ResolvedMount:
     spelled = canonical_path(mount.host_path)
     try:
         real = os.path.realpath(spelled, strict=True)
@@ -269,6 +322,14 @@ def _resolve_one(variable: str, mount: Mount, own: Sequence[str]) -> ResolvedMou
         raise _refusal(
             mount, variable, f"{real} is not a directory or regular file (a socket or device)"
         )
+    if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        raise _refusal(
+            mount,
+            variable,
+            f"{real} has {info.st_nlink} hard links, so it may be a protected file under "
+            "another name; mount a copy or its directory",
+        )
+    identities.judge(mount, variable, real, (info.st_dev, info.st_ino))
     return ResolvedMount(
         variable=variable,
         mount=mount,
@@ -286,6 +347,7 @@ class ResolvedMounts:
     mounts: tuple[ResolvedMount, ...]
     #: The launcher's own paths the mounts were judged against (re-used by :meth:`pin`).
     own_paths: tuple[str, ...]
+    identities: _Identities
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mounts", tuple(self.mounts))
@@ -298,7 +360,7 @@ class ResolvedMounts:
         """Resolve every mount again; refuse if any now leads to another file (or a refused one)."""
         fresh: list[ResolvedMount] = []
         for before in self.mounts:
-            now = _resolve_one(before.variable, before.mount, self.own_paths)
+            now = _resolve_one(before.variable, before.mount, self.own_paths, self.identities)
             if (now.real_path, now.device, now.inode, now.file_type) != (
                 before.real_path,
                 before.device,
@@ -340,5 +402,8 @@ def resolve_mounts(settings: Settings) -> ResolvedMounts:
     # The launcher's own paths as the kernel sees them too (a state dir may be a link).
     real = (canonical_path(os.path.realpath(p)) for p in spelled)
     own = tuple(dict.fromkeys((*spelled, *real)))
-    resolved = [_resolve_one(variable, mount, own) for variable, mount in _configured(settings)]
-    return ResolvedMounts(mounts=tuple(resolved), own_paths=own)
+    identities = _Identities.of(own)
+    resolved = [
+        _resolve_one(variable, mount, own, identities) for variable, mount in _configured(settings)
+    ]
+    return ResolvedMounts(mounts=tuple(resolved), own_paths=own, identities=identities)

@@ -372,3 +372,78 @@ def test_unchanged_mounts_recheck_cleanly(tmp_path: Path) -> None:
     )
     assert [m.real_path for m in resolved.recheck()] == [str(data), str(data / "f")]
     assert resolved.recheck() == resolved.mounts
+
+
+def test_hard_link_to_a_file_of_the_launcher_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "audit-key.pem").write_text("not really a key")
+    data = tmp_path / "data"
+    data.mkdir()
+    os.link(state / "audit-key.pem", data / "k.pem")
+    with pytest.raises(MountRefusedError, match="hard links"):
+        resolve_mounts(make(host(str(data / "k.pem")), state_dir=state))
+
+
+_BIND_PROBE = """
+import sys
+from pathlib import Path
+from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.mounts import resolve_mounts
+from hardened_launcher.settings import Mount, Settings
+
+s = Settings(state_dir=Path("/srv/hl/s"), cache_dir=Path("/srv/hl/c"), audit_dir=Path("/srv/hl/a"),
+             worker_extra_mounts=(Mount(host_path=sys.argv[1], container_path="/mnt/x"),))
+try:
+    resolve_mounts(s)
+except MountRefusedError as exc:
+    print("REFUSED", exc.message)
+else:
+    print("ALLOWED")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts in a private namespace need root")
+@pytest.mark.parametrize(
+    ("source", "probe"), [("/etc", ""), ("/etc", "ssl"), ("/proc", "self"), ("/", "")]
+)
+def test_refused_tree_bind_mounted_elsewhere_is_refused(
+    tmp_path: Path, source: str, probe: str
+) -> None:
+    """A bind mount of /etc at an innocent path: neither spelling nor real path says /etc."""
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    unshare = shutil.which("unshare")
+    if unshare is None:  # pragma: no cover - util-linux is in the image
+        pytest.fail("unshare (util-linux) is needed for this test")
+    target = tmp_path / "innocent"
+    target.mkdir()
+    script = tmp_path / "probe.py"
+    script.write_text(_BIND_PROBE)
+    path = str(target / probe) if probe else str(target)
+    proc = subprocess.run(
+        [
+            unshare,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount --bind "$1" "$2" && exec "$3" "$4" "$5"',
+            "sh",
+            source,
+            str(target),
+            sys.executable,
+            str(script),
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("REFUSED"), proc.stdout
+    assert "another name" in proc.stdout
