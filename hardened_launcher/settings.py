@@ -1677,7 +1677,7 @@ class Settings:
 
     @property
     def unsafe_opt_ins(self) -> tuple[str, ...]:
-        """The ``HL_UNSAFE_*`` opt-ins that are set *and* in use (flagged by ``doctor``,
+        """The ``HL_UNSAFE_*`` opt-ins that are set, needed or not (flagged by ``doctor``,
         audited at every start)."""
         used: list[str] = []
         if self.unsafe_root_worker:
