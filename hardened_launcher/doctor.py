@@ -1,4 +1,8 @@
-"""Start-up checks, run together by ``hardened-launcher doctor``.
+"""Start-up checks, run together by ``hardened-launcher doctor`` *and* ``start``.
+
+:func:`run_startup_checks` is the one function both commands run (``start`` through
+:mod:`hardened_launcher.startup`), so a green ``doctor`` means ``start``'s checks pass: the same
+list, the same context, the same results.
 
 Each check is a function of a :class:`DoctorContext` that returns a :class:`CheckResult`; the
 checks run in order and later ones read what earlier ones established (the token check needs the
@@ -16,17 +20,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
+from hardened_launcher import __version__
 from hardened_launcher.audit.keys import load_existing_signing_key
 from hardened_launcher.audit.reader import list_segments
 from hardened_launcher.audit.verify import verify_log
+from hardened_launcher.binaries import VerifiedBinary, verify_binary
 from hardened_launcher.binaries.openpgp import Keyring
+from hardened_launcher.egress.policy import EgressPolicy
+from hardened_launcher.egress.policy import load_policy as load_egress_policy
 from hardened_launcher.errors import (
     EXIT_CONFIGURATION,
     EXIT_INFRASTRUCTURE,
     LauncherError,
 )
+from hardened_launcher.executor.container_spec import WORKER_NAME
+from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
 from hardened_launcher.identity import (
     PoolIdentity,
     PoolPrivateKey,
@@ -34,8 +44,10 @@ from hardened_launcher.identity import (
     check_pool_identity,
     load_pool_private_key,
 )
+from hardened_launcher.pipeline import ReleaseDirectory
+from hardened_launcher.policy import CompiledPolicy, Sanitizer
 from hardened_launcher.policy.startup import compile_configured_policy, sanitizer_from
-from hardened_launcher.settings import Settings, load_settings
+from hardened_launcher.settings import Settings, load_settings, shared_network_mode
 
 
 class Status(StrEnum):
@@ -52,6 +64,8 @@ class CheckResult:
     summary: str
     fix: str = ""
     exit_code: int = 0
+    #: The machine-readable reason of a failure (the error's ``reason``), else empty.
+    reason: str = ""
 
 
 class DockerClient(Protocol):
@@ -82,6 +96,13 @@ class DoctorContext:
     token: Token | None = None
     identity: PoolIdentity | None = None
     notes: list[str] = field(default_factory=list)
+    #: Established by the checks and kept by :mod:`hardened_launcher.startup` (built once).
+    docker: DockerClient | None = None
+    sanitizer: Sanitizer | None = None
+    compiled_policy: CompiledPolicy | None = None
+    worker_release: VerifiedBinary | None = None
+    mounts: ResolvedMounts | None = None
+    egress_policy: EgressPolicy | None = None
 
 
 def _failed(name: str, exc: LauncherError) -> CheckResult:
@@ -94,6 +115,7 @@ def _failed(name: str, exc: LauncherError) -> CheckResult:
         summary=summary,
         fix=exc.hint or "see the README's configuration table",
         exit_code=exc.exit_code,
+        reason=exc.reason,
     )
 
 
@@ -195,18 +217,23 @@ def check_release_keys(ctx: DoctorContext) -> CheckResult:
     if not pins:
         return CheckResult(
             name=name,
-            status=Status.WARN,
-            summary="no release key is pinned: every binary will be refused",
-            fix="set HL_RELEASE_KEY_FINGERPRINTS to the fingerprints of your release keys",
+            status=Status.FAIL,
+            summary="HL_RELEASE_KEY_FINGERPRINTS is not set: no release key is trusted, so the "
+            "hl-worker release (and every binary) is refused",
+            fix="set HL_RELEASE_KEY_FINGERPRINTS to the full fingerprints of your release keys",
+            exit_code=EXIT_CONFIGURATION,
+            reason="release_keys_missing",
         )
     if ctx.settings.release_keyring is None:
         return CheckResult(
             name=name,
             status=Status.FAIL,
-            summary=f"{len(pins)} key(s) pinned but no keyring holds them",
+            summary=f"{len(pins)} key(s) pinned (HL_RELEASE_KEY_FINGERPRINTS) but "
+            "HL_RELEASE_KEYRING is not set, so no keyring holds them",
             fix="set HL_RELEASE_KEYRING to a file of the release public keys "
             "(gpg --export --armor FPR > FILE)",
             exit_code=EXIT_CONFIGURATION,
+            reason="release_keyring_missing",
         )
     try:
         keyring = Keyring.from_file(ctx.settings.release_keyring)
@@ -305,6 +332,7 @@ def check_docker(ctx: DoctorContext) -> CheckResult:
             "to it",
             exit_code=EXIT_INFRASTRUCTURE,
         )
+    ctx.docker = client
     version = str(info.get("ServerVersion", "unknown version"))
     runtime = ctx.settings.worker_runtime if ctx.settings else None
     runtimes = info.get("Runtimes") or {}
@@ -327,16 +355,179 @@ def check_policy_file(ctx: DoctorContext) -> CheckResult:
     path = ctx.settings.launcher_run_initialization_policy
     if path is None:
         return CheckResult(name=name, status=Status.PASS, summary="none configured")
+    ctx.sanitizer = ctx.sanitizer or sanitizer_from(
+        ctx.settings, None if ctx.token is None else ctx.token.policy_sanitize_key
+    )
     try:
-        compiled = compile_configured_policy(ctx.settings, sanitizer_from(ctx.settings))
+        compiled = compile_configured_policy(ctx.settings, ctx.sanitizer)
     except LauncherError as exc:
         return _failed(name, exc)
     assert compiled is not None  # noqa: S101 - a configured path compiles or raises
+    ctx.compiled_policy = compiled
     return CheckResult(
         name=name,
         status=Status.PASS,
         summary=f"{path} compiles (sha256 {compiled.sha256[:12]})",
     )
+
+
+def check_worker_release(ctx: DoctorContext) -> CheckResult:
+    """The signed hl-worker release of this version is present and verifies (read-only: the
+    verified cache is filled by ``start``)."""
+    name = "worker release"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    if ctx.settings.release_dir is None:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary="HL_RELEASE_DIR is not set: the launcher needs the signed hl-worker release",
+            fix="set HL_RELEASE_DIR to <dir> holding <dir>/hl-worker/<version>/{hl-worker,"
+            "SHA256SUMS,SHA256SUMS.sig}",
+            exit_code=EXIT_CONFIGURATION,
+            reason="release_dir_missing",
+        )
+    keyring = ctx.settings.release_keyring
+    if not ctx.settings.release_key_fingerprints or keyring is None:
+        return _skip(name, "release keys")
+    directory = ReleaseDirectory(root=ctx.settings.release_dir)
+    try:
+        binary, sums, signature = directory.locate(WORKER_NAME, __version__)
+        ctx.worker_release = verify_binary(
+            binary,
+            sums=sums,
+            signature=signature,
+            keyring=keyring,
+            pins=ctx.settings.release_key_fingerprints,
+            name=WORKER_NAME,
+            # The signature is judged at the real time, as BinaryGate does for every run.
+            max_clock_skew=ctx.settings.clock_skew,
+        )
+    except LauncherError as exc:
+        return _failed(name, exc)
+    return CheckResult(
+        name=name,
+        status=Status.PASS,
+        summary=f"{WORKER_NAME} {__version__} verifies "
+        f"(signed by {ctx.worker_release.signer_fingerprint[-16:]})",
+    )
+
+
+#: Docker's own networks, which every daemon has (inspected only when named otherwise).
+_BUILTIN_NETWORKS: Final = frozenset({"bridge", "default", "none"})
+
+
+def check_worker_network(ctx: DoctorContext) -> CheckResult:
+    """``SPACELIFT_WORKER_NETWORK`` exists and does not share the host's network namespace
+    (a network whose driver is ``host`` is refused whatever its name or ID)."""
+    name = "worker network"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    network = ctx.settings.worker_network
+    if ctx.settings.egress_policy is not None:
+        return CheckResult(
+            name=name,
+            status=Status.PASS,
+            summary="runs get their own network from the egress gate (HL_EGRESS_POLICY)",
+        )
+    if shared_network_mode(network) is not None:  # settings allowed it: the opt-in is set
+        return CheckResult(
+            name=name,
+            status=Status.WARN,
+            summary=f"{network} shares a network namespace with runs (HL_UNSAFE_SHARED_NETWORK)",
+            fix="unset HL_UNSAFE_SHARED_NETWORK and use a bridge network",
+        )
+    if network in _BUILTIN_NETWORKS:
+        return CheckResult(name=name, status=Status.PASS, summary=f"Docker's {network} network")
+    if ctx.docker is None:
+        return _skip(name, "docker")
+    try:
+        client: Any = ctx.docker  # docker.DockerClient: its networks collection is untyped
+        driver = str(client.networks.get(network).attrs.get("Driver", ""))
+    except Exception as exc:  # noqa: BLE001 - NotFound, APIError …: all mean "no such network"
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"SPACELIFT_WORKER_NETWORK={network} is not a network of this Docker daemon "
+            f"({type(exc).__name__}): every run would fail",
+            fix=f"create it (docker network create {network}) or unset the variable",
+            exit_code=EXIT_CONFIGURATION,
+            reason="worker_network_missing",
+        )
+    if driver == "host" and not ctx.settings.unsafe_shared_network:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"SPACELIFT_WORKER_NETWORK={network} is the host's network (driver host)",
+            fix="name a bridge network, or set HL_UNSAFE_SHARED_NETWORK=true if this deployment "
+            "really needs the host network",
+            exit_code=EXIT_CONFIGURATION,
+            reason="worker_network_shared",
+        )
+    return CheckResult(name=name, status=Status.PASS, summary=f"{network} (driver {driver})")
+
+
+def check_extra_mounts(ctx: DoctorContext) -> CheckResult:
+    """Every operator mount judged in canonical form and again at its real path."""
+    name = "extra mounts"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    try:
+        ctx.mounts = resolve_mounts(ctx.settings)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    count = len(ctx.mounts.mounts)
+    return CheckResult(
+        name=name,
+        status=Status.PASS,
+        summary=f"{count} mount(s) resolved and allowed" if count else "none configured",
+    )
+
+
+def check_egress_policy(ctx: DoctorContext) -> CheckResult:
+    """``HL_EGRESS_POLICY`` parses, with the private VCS endpoints added (once, at start-up)."""
+    name = "egress policy"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    path = ctx.settings.egress_policy
+    if path is None:
+        return CheckResult(
+            name=name,
+            status=Status.PASS,
+            summary="none configured: runs join SPACELIFT_WORKER_NETWORK without a proxy",
+        )
+    try:
+        policy = load_egress_policy(path)
+        ctx.egress_policy = policy.with_private_vcs(ctx.settings.privatevcs_mappings)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    except ValueError as exc:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"cannot add the private VCS endpoints to the egress policy: {str(exc)[:300]}",
+            fix="check SPACELIFT_PRIVATEVCS_MAPPING_BASE_ENDPOINT_<n>",
+            exit_code=EXIT_CONFIGURATION,
+            reason="egress_policy_invalid",
+        )
+    return CheckResult(name=name, status=Status.PASS, summary=f"{path} parses")
+
+
+def check_unsafe_opt_ins(ctx: DoctorContext) -> CheckResult:
+    """``HL_UNSAFE_*`` opt-ins in use: flagged here, audited at every start."""
+    name = "unsafe opt-ins"
+    if ctx.settings is None:
+        return _skip(name, "settings")
+    used = ctx.settings.unsafe_opt_ins
+    if used:
+        return CheckResult(
+            name=name,
+            status=Status.WARN,
+            summary=f"isolation weakened on purpose: {', '.join(used)}",
+            fix="unset them unless this deployment cannot run without; every start records "
+            "them in the audit log",
+        )
+    return CheckResult(name=name, status=Status.PASS, summary="none")
 
 
 Check = Callable[[DoctorContext], CheckResult]
@@ -347,11 +538,22 @@ CHECKS: list[Check] = [
     check_token,
     check_certificate,
     check_release_keys,
+    check_worker_release,
     check_directories,
     check_audit_log,
     check_docker,
+    check_worker_network,
+    check_extra_mounts,
+    check_egress_policy,
     check_policy_file,
+    check_unsafe_opt_ins,
 ]
+
+
+def run_startup_checks(ctx: DoctorContext) -> list[CheckResult]:
+    """Run every check of :data:`CHECKS` in order on ``ctx``: the one function ``doctor`` and
+    ``start`` both call. ``ctx`` keeps what the checks established (identity, mounts …)."""
+    return [check(ctx) for check in CHECKS]
 
 
 def run_checks(
@@ -366,7 +568,7 @@ def run_checks(
     )
     if docker_factory is not None:
         ctx.docker_factory = docker_factory
-    return [check(ctx) for check in CHECKS]
+    return run_startup_checks(ctx)
 
 
 def exit_code_for(results: list[CheckResult]) -> int:

@@ -122,6 +122,23 @@ MIN_POLICY_TIMEOUT: Final = timedelta(milliseconds=10)
 MAX_POLICY_TIMEOUT: Final = timedelta(seconds=60)
 #: Fewest bytes a configured policy sanitizer key may have (what ``policy.Sanitizer`` accepts).
 MIN_SANITIZE_KEY_BYTES: Final = 16
+#: Audit log tuning (``HL_AUDIT_*``): segment rotation, signed checkpoints, write timeout.
+DEFAULT_AUDIT_SEGMENT_BYTES: Final = 64 * MIB
+MIN_AUDIT_SEGMENT_BYTES: Final = 1 * MIB
+MAX_AUDIT_SEGMENT_BYTES: Final = 4 * GIB
+DEFAULT_AUDIT_SEGMENT_MAX_AGE: Final = timedelta(hours=24)
+DEFAULT_AUDIT_CHECKPOINT_RECORDS: Final = 1000
+MAX_AUDIT_CHECKPOINT_RECORDS: Final = 1_000_000
+DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Final = timedelta(seconds=60)
+DEFAULT_AUDIT_WRITE_TIMEOUT: Final = timedelta(seconds=30)
+MAX_AUDIT_INTERVAL: Final = timedelta(days=31)
+#: Prefix of the control plane's own variables (its own settings model, not the launcher's).
+CONTROL_PLANE_PREFIX: Final = "HL_CP_"
+#: Names a launcher variable has; a whitelisted name that matches one in any case is refused.
+LAUNCHER_VARIABLE_PREFIXES: Final = ("SPACELIFT_", "HL_")
+#: Docker network modes that share another network namespace (the host's, a container's).
+SHARED_NETWORK_MODES: Final = ("host",)
+SHARED_NETWORK_PREFIXES: Final = ("container:",)
 
 MAX_SECRET_CHARS: Final = 64 * 1024
 MAX_CONFIG_FILE_BYTES: Final = 1 * MIB
@@ -495,6 +512,38 @@ def _parse_whitelist(text: str) -> tuple[WhitelistedEnv, ...]:
             )
         merged.setdefault(name, set()).update(run_types)
     return tuple(WhitelistedEnv(name=n, run_types=frozenset(t)) for n, t in merged.items())
+
+
+def whitelist_refusal(name: str) -> str | None:
+    """Why a ``SPACELIFT_WHITELIST_ENVS`` name may not reach runs, or None when it may.
+
+    Refused: any launcher variable (``SPACELIFT_*``, ``HL_*``: the pool key, the token, the
+    policy sanitizer key and every future one), compared in any case and under any number of
+    ``ro_``/``wo_`` prefixes, so no spelling of a launcher secret is passed on.
+    """
+    bare = name
+    while bare[:3].upper() in ("RO_", "WO_"):
+        bare = bare[3:]
+    if bare.upper().startswith(LAUNCHER_VARIABLE_PREFIXES):
+        return (
+            f"{name!r} names a launcher variable ({bare.upper()}), which must never reach run "
+            "code; remove it from SPACELIFT_WHITELIST_ENVS and give runs their own variable"
+        )
+    return None
+
+
+def shared_network_mode(network: str) -> str | None:
+    """What ``SPACELIFT_WORKER_NETWORK`` shares with runs (``host``, ``container``), or None.
+
+    Compared in any case: Docker's own names are lower case, and a look-alike is refused too.
+    ``none`` (no network) is accepted: it isolates more, not less.
+    """
+    lowered = network.strip().lower()
+    if lowered in SHARED_NETWORK_MODES:
+        return "the host's network namespace"
+    if lowered.startswith(SHARED_NETWORK_PREFIXES):
+        return "another container's network namespace"
+    return None
 
 
 def _duration_parser(
@@ -1350,6 +1399,61 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "-base64 32`); set it to keep that form stable across restarts and launchers. "
         "Environment only: the config file may not hold it.",
     ),
+    VariableSpec(
+        name="HL_UNSAFE_ROOT_WORKER",
+        field="unsafe_root_worker",
+        default="`false`",
+        source="project",
+        description="UNSAFE opt-in: allow `HL_WORKER_UID=0` or `HL_WORKER_GID=0` (runs as root "
+        "in their container). `doctor` flags it and the audit log records it at every start.",
+    ),
+    VariableSpec(
+        name="HL_UNSAFE_SHARED_NETWORK",
+        field="unsafe_shared_network",
+        default="`false`",
+        source="project",
+        description="UNSAFE opt-in: allow `SPACELIFT_WORKER_NETWORK=host` or `container:<id>` "
+        "(runs share the host's or another container's network namespace). `doctor` flags it "
+        "and the audit log records it at every start.",
+    ),
+    VariableSpec(
+        name="HL_AUDIT_SEGMENT_BYTES",
+        field="audit_segment_bytes",
+        default=f"`{DEFAULT_AUDIT_SEGMENT_BYTES // MIB}MiB`",
+        source="project",
+        description="Audit segment size that starts a new segment (1 MiB to 4 GiB; bytes or "
+        "with a `KiB`/`MiB`/`GiB` suffix).",
+    ),
+    VariableSpec(
+        name="HL_AUDIT_SEGMENT_MAX_AGE",
+        field="audit_segment_max_age",
+        default=_duration_default(DEFAULT_AUDIT_SEGMENT_MAX_AGE),
+        source="project",
+        description="Age that starts a new audit segment (Go duration, 1s to 744h).",
+    ),
+    VariableSpec(
+        name="HL_AUDIT_CHECKPOINT_RECORDS",
+        field="audit_checkpoint_records",
+        default=f"`{DEFAULT_AUDIT_CHECKPOINT_RECORDS}`",
+        source="project",
+        description="Records between two signed audit checkpoints (1 to "
+        f"{MAX_AUDIT_CHECKPOINT_RECORDS}).",
+    ),
+    VariableSpec(
+        name="HL_AUDIT_CHECKPOINT_INTERVAL",
+        field="audit_checkpoint_interval",
+        default=_duration_default(DEFAULT_AUDIT_CHECKPOINT_INTERVAL),
+        source="project",
+        description="Longest time between two signed audit checkpoints (Go duration, 1s to 744h).",
+    ),
+    VariableSpec(
+        name="HL_AUDIT_WRITE_TIMEOUT",
+        field="audit_write_timeout",
+        default=_duration_default(DEFAULT_AUDIT_WRITE_TIMEOUT),
+        source="project",
+        description="Longest an audit write may block before the log counts as unavailable "
+        "and runs are refused (Go duration, 1s to 744h).",
+    ),
 )
 
 #: Fields of :class:`Settings` that no variable sets.
@@ -1430,6 +1534,13 @@ class Settings:
     policy_sanitize_key: Secret | None = None
     metrics_address: str | None = None
     log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
+    unsafe_root_worker: bool = False
+    unsafe_shared_network: bool = False
+    audit_segment_bytes: int = DEFAULT_AUDIT_SEGMENT_BYTES
+    audit_segment_max_age: timedelta = DEFAULT_AUDIT_SEGMENT_MAX_AGE
+    audit_checkpoint_records: int = DEFAULT_AUDIT_CHECKPOINT_RECORDS
+    audit_checkpoint_interval: timedelta = DEFAULT_AUDIT_CHECKPOINT_INTERVAL
+    audit_write_timeout: timedelta = DEFAULT_AUDIT_WRITE_TIMEOUT
     # -- derived ------------------------------------------------------------------------------
     warnings: tuple[str, ...] = ()
 
@@ -1466,6 +1577,8 @@ class Settings:
         for name in ("worker_uid", "worker_gid"):
             if not 0 <= getattr(self, name) <= MAX_WORKER_ID:
                 bad.append((name, f"must be from 0 to {MAX_WORKER_ID}"))
+        bad += self._isolation_violations()
+        bad += self._audit_tuning_violations()
         if not MIN_RUN_MEMORY_BYTES <= self.run_memory_bytes <= MAX_RUN_BYTES:
             bad.append(("run_memory_bytes", "is out of range"))
         if not 8 <= self.run_pids_limit <= MAX_RUN_PIDS_LIMIT:
@@ -1514,6 +1627,64 @@ class Settings:
             if value is not None and not Path(value).is_absolute():
                 bad.append((name, "must be an absolute path"))
         return bad
+
+    def _isolation_violations(self) -> list[tuple[str, str]]:
+        """Settings that would weaken a run's isolation, each with what to do instead."""
+        bad: list[tuple[str, str]] = []
+        for env in self.whitelist_envs:
+            why = whitelist_refusal(env.name)
+            if why is not None:
+                bad.append(("whitelist_envs", why))
+        network = shared_network_mode(self.worker_network)
+        if network is not None and not self.unsafe_shared_network:
+            bad.append(
+                (
+                    "worker_network",
+                    (
+                        f"{self.worker_network!r} shares {network} with runs, so run code could "
+                        "reach what only the launcher should; name a Docker bridge network (or "
+                        "unset it for `bridge`), or set HL_UNSAFE_SHARED_NETWORK=true if this "
+                        "deployment really needs it"
+                    ),
+                )
+            )
+        for name in ("worker_uid", "worker_gid"):
+            if getattr(self, name) == 0 and not self.unsafe_root_worker:
+                bad.append(
+                    (
+                        name,
+                        (
+                            "is 0 (root in the run's container); set another ID (default "
+                            f"{DEFAULT_WORKER_UID}), or set HL_UNSAFE_ROOT_WORKER=true if runs "
+                            "really need root"
+                        ),
+                    )
+                )
+        return bad
+
+    def _audit_tuning_violations(self) -> list[tuple[str, str]]:
+        bad: list[tuple[str, str]] = []
+        if not MIN_AUDIT_SEGMENT_BYTES <= self.audit_segment_bytes <= MAX_AUDIT_SEGMENT_BYTES:
+            bad.append(("audit_segment_bytes", "must be from 1 MiB to 4 GiB"))
+        if not 1 <= self.audit_checkpoint_records <= MAX_AUDIT_CHECKPOINT_RECORDS:
+            bad.append(
+                ("audit_checkpoint_records", f"must be from 1 to {MAX_AUDIT_CHECKPOINT_RECORDS}")
+            )
+        for name in ("audit_segment_max_age", "audit_checkpoint_interval", "audit_write_timeout"):
+            if not timedelta(seconds=1) <= getattr(self, name) <= MAX_AUDIT_INTERVAL:
+                bad.append((name, f"must be from 1s to {format_duration(MAX_AUDIT_INTERVAL)}"))
+        return bad
+
+    @property
+    def unsafe_opt_ins(self) -> tuple[str, ...]:
+        """The ``HL_UNSAFE_*`` opt-ins that are set, needed or not (flagged by ``doctor``,
+        audited at every start)."""
+        used: list[str] = []
+        if self.unsafe_root_worker:
+            used.append("HL_UNSAFE_ROOT_WORKER")
+        if self.unsafe_shared_network:
+            used.append("HL_UNSAFE_SHARED_NETWORK")
+        return tuple(used)
 
     def extra_mounts_for(self, run_type: RunType) -> tuple[Mount, ...]:
         """The extra mounts of a run of ``run_type``: the common ones, then the type's own."""
@@ -1696,6 +1867,8 @@ class _Loader:
                 "run_cpus",
                 "run_workspace_bytes",
                 "run_tmp_bytes",
+                "audit_segment_bytes",
+                "audit_checkpoint_records",
             )
         ):
             text = str(value)
@@ -1863,6 +2036,9 @@ class _Loader:
             if name.startswith("HL_"):
                 if name in fixed or name in IGNORED_HL_VARIABLES:
                     continue
+                if name.startswith(CONTROL_PLANE_PREFIX):
+                    # The control plane's own settings: checked by its commands, not here.
+                    continue
                 self.problem(
                     name,
                     f"{name}: is not a hardened-launcher setting{_suggest(name)}; expected only "
@@ -2007,6 +2183,31 @@ def load_settings(
     policy_sanitize_key = get("HL_POLICY_SANITIZE_KEY", _parse_sanitize_key, None)
     metrics_address = get("HL_METRICS_ADDRESS", _parse_metrics_address, None)
     log_chunk_bytes = get("HL_LOG_CHUNK_BYTES", _parse_log_chunk_bytes, DEFAULT_LOG_CHUNK_BYTES)
+    unsafe_root_worker = get("HL_UNSAFE_ROOT_WORKER", _parse_bool, False)
+    unsafe_shared_network = get("HL_UNSAFE_SHARED_NETWORK", _parse_bool, False)
+    audit_interval = _duration_parser(
+        minimum=timedelta(seconds=1),
+        maximum=MAX_AUDIT_INTERVAL,
+        inclusive_minimum=True,
+        example="60s or 24h",
+    )
+    audit_segment_bytes = get(
+        "HL_AUDIT_SEGMENT_BYTES",
+        _byte_size_parser(MIN_AUDIT_SEGMENT_BYTES, MAX_AUDIT_SEGMENT_BYTES, "64MiB"),
+        DEFAULT_AUDIT_SEGMENT_BYTES,
+    )
+    audit_segment_max_age = get(
+        "HL_AUDIT_SEGMENT_MAX_AGE", audit_interval, DEFAULT_AUDIT_SEGMENT_MAX_AGE
+    )
+    audit_checkpoint_records = get(
+        "HL_AUDIT_CHECKPOINT_RECORDS",
+        _whole_number_parser(1, MAX_AUDIT_CHECKPOINT_RECORDS),
+        DEFAULT_AUDIT_CHECKPOINT_RECORDS,
+    )
+    audit_checkpoint_interval = get(
+        "HL_AUDIT_CHECKPOINT_INTERVAL", audit_interval, DEFAULT_AUDIT_CHECKPOINT_INTERVAL
+    )
+    audit_write_timeout = get("HL_AUDIT_WRITE_TIMEOUT", audit_interval, DEFAULT_AUDIT_WRITE_TIMEOUT)
 
     if loader.problems or state_dir is None or cache_dir is None or audit_dir is None:
         raise SettingsError.from_problems(loader.problems)
@@ -2057,6 +2258,13 @@ def load_settings(
         policy_sanitize_key=policy_sanitize_key,
         metrics_address=metrics_address,
         log_chunk_bytes=log_chunk_bytes,
+        unsafe_root_worker=unsafe_root_worker,
+        unsafe_shared_network=unsafe_shared_network,
+        audit_segment_bytes=audit_segment_bytes,
+        audit_segment_max_age=audit_segment_max_age,
+        audit_checkpoint_records=audit_checkpoint_records,
+        audit_checkpoint_interval=audit_checkpoint_interval,
+        audit_write_timeout=audit_write_timeout,
         warnings=tuple(loader.warnings),
     )
 
@@ -2144,7 +2352,9 @@ def markdown_table() -> str:
         "variables are warnings. `HL_*` settings may also come from the TOML file named by "
         "`HL_CONFIG_FILE` (File key column); the environment wins over the file. Secret "
         "`HL_*` settings come from the environment only; the file is refused if it holds one. "
-        "`HL_REQUIRE_INTEGRATION` belongs to the test suite and is ignored by the launcher."
+        "`HL_REQUIRE_INTEGRATION` belongs to the test suite and is ignored by the launcher; "
+        "`HL_CP_*` variables belong to the control plane (docs/controlplane.md) and are ignored "
+        "by the launcher."
     )
     return "\n".join(lines) + "\n"
 

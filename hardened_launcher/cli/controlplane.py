@@ -27,9 +27,10 @@ from hardened_launcher.controlplane.ca import (
 )
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
-from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
+from hardened_launcher.controlplane.logs import LogStorage
 from hardened_launcher.controlplane.pools import IssuedPool, create_pool, reset_pool
 from hardened_launcher.controlplane.runs import cancel_run, submit_run
+from hardened_launcher.controlplane.settings import load_controlplane_config
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
 from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
@@ -47,7 +48,9 @@ def _iso(value: float | None) -> str:
 
 
 def _state_dir_arg(args: argparse.Namespace) -> Path:
-    raw = args.dir or os.environ.get(DIR_VARIABLE, "")
+    # Every command comes here first: every HL_CP_* variable is checked (unknown ones too).
+    config = load_controlplane_config(os.environ)
+    raw = args.dir or config.state_dir
     if not raw:
         raise UsageError(
             "no control-plane state directory given",
@@ -393,7 +396,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_logs(args: argparse.Namespace) -> int:
     state = _state(args)
-    config = LogStorageConfig.from_environ(os.environ)
+    config = load_controlplane_config(os.environ).log_storage
     if config is None:
         raise ControlPlaneConfigurationError(
             "no log storage configured",
@@ -439,7 +442,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
-    config = LogStorageConfig.from_environ(os.environ)
+    config = load_controlplane_config(os.environ).log_storage
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()
     stop_on_signals(stop)

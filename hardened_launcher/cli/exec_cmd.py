@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from hardened_launcher import __version__
-from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
+from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
-from hardened_launcher.executor.container_spec import check_extra_mounts
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
+from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
 from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.pipeline import (
@@ -35,6 +35,7 @@ from hardened_launcher.pipeline import (
 from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings, load_settings
+from hardened_launcher.startup import open_configured_audit_log
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -63,7 +64,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    check_extra_mounts(settings)  # a dangerous mount stops us before anything else
+    mounts = resolve_mounts(settings)  # a dangerous mount stops us before anything else
     keyring = args.keyring or settings.release_keyring
     if keyring is None:
         raise UsageError(
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             hint="check the path",
             reason="runspec_unreadable",
         ) from None
-    audit = open_audit_log(settings.state_dir, settings.audit_dir)
+    audit = open_configured_audit_log(settings)  # with the HL_AUDIT_* tuning
     launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
     # file:line:col and the engine's message.
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
         if args.log is not None:
             sinks.append(FileLogSink(args.log))
-        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy)
+        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy, mounts)
     finally:
         if policy is not None:
             policy.close()
@@ -114,6 +115,7 @@ def _execute(
     audit: ChainedAuditLog,
     launcher_id: str,
     policy: PolicyStep | None,
+    mounts: ResolvedMounts,
 ) -> int:
     client = docker_client()
     runner = DockerRunner(
@@ -121,6 +123,7 @@ def _execute(
         logs_timeout=settings.launcher_logs_timeout,
         run_timeout=settings.launcher_run_timeout,
         stop_grace=settings.run_stop_grace,
+        mounts=mounts,
     )
     result = run_pipeline(
         spec,

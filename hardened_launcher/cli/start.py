@@ -1,10 +1,13 @@
 """``hardened-launcher start``: the launcher daemon, in the foreground, configured by environment.
 
-Start-up order: settings and doctor's checks (first failure's exit code) → audit log → leftover
-containers removed (reported as crashed) → policy gate (compile errors exit 78) → worker release
-verified → broker connection (refused: exit 78; unavailable: retried with backoff) → register,
-then the loop (:mod:`hardened_launcher.launcher.daemon`). One structured line per event goes to
-standard error through the redacting logger.
+Start-up order: doctor's checks, run by the same function
+(:func:`~hardened_launcher.startup.check_startup`; first failure's exit code) → audit log →
+leftover containers removed (reported as crashed) → the components built once
+(:func:`~hardened_launcher.startup.build_launcher`: policy gate started, worker release
+admitted to the cache, ``HL_UNSAFE_*`` opt-ins audited) → broker connection (refused: exit 78;
+unavailable: retried with backoff) → register, then the loop
+(:mod:`hardened_launcher.launcher.daemon`). One structured line per event goes to standard error
+through the redacting logger.
 
 Run logs go to object storage (:class:`~hardened_launcher.launcher.logship.ChunkedLogSink`,
 spooled under ``<state_dir>/log-spool``; what earlier processes left there is resumed before
@@ -30,13 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from hardened_launcher import __version__
-from hardened_launcher.audit.chain import open_audit_log
-from hardened_launcher.binaries import VerifiedBinaryCache
-from hardened_launcher.doctor import CHECKS, DockerFactory, DoctorContext, Status
 from hardened_launcher.envelope import SqliteReplayCache
-from hardened_launcher.errors import ConfigurationError
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
-from hardened_launcher.executor.container_spec import WORKER_NAME
 from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.launcher.daemon import Daemon
 from hardened_launcher.launcher.gates import GatedRun, ShippingSinkFactory, SinkFactory
@@ -44,12 +42,17 @@ from hardened_launcher.launcher.health import HealthServer
 from hardened_launcher.launcher.logship import ChunkedLogSink, resume_spooled
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
 from hardened_launcher.launcher.metrics import LauncherMetrics
-from hardened_launcher.pipeline import BinaryGate, EgressStep, ReleaseDirectory, start_policy_step
-from hardened_launcher.policy.startup import sanitizer_from
+from hardened_launcher.pipeline import EgressStep
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.logging import install
 from hardened_launcher.redaction.sources import launcher_secret_values
 from hardened_launcher.settings import Settings
+from hardened_launcher.startup import (
+    LauncherComponents,
+    build_launcher,
+    check_startup,
+    open_configured_audit_log,
+)
 from hardened_launcher.transport.client import BrokerUnavailableError, MqttTransport
 
 log = logging.getLogger("hardened_launcher.launcher")
@@ -104,30 +107,6 @@ def _setup_logging() -> None:
     install(redactor, logger)
 
 
-def _checks(now: datetime, docker_factory: DockerFactory | None = None) -> DoctorContext:
-    ctx = DoctorContext(environ=os.environ, now=now)
-    if docker_factory is not None:
-        ctx.docker_factory = docker_factory
-    for check in CHECKS:
-        result = check(ctx)
-        if result.status is Status.FAIL:
-            raise _StartupError(
-                f"start-up check '{result.name}' failed: {result.summary}",
-                hint=result.fix,
-                reason="startup_check_failed",
-                exit_code=result.exit_code,
-            )
-        if result.status is Status.WARN:
-            log.warning("startup.warning check=%s summary=%s", result.name, result.summary)
-    return ctx
-
-
-class _StartupError(ConfigurationError):
-    def __init__(self, message: str, *, hint: str, reason: str, exit_code: int) -> None:
-        super().__init__(message, hint=hint, reason=reason)
-        self.exit_code = exit_code or 78  # type: ignore[misc]
-
-
 def _connect(
     factory: Callable[[], MqttTransport], *, retry: ConnectRetry, stop: list[bool]
 ) -> MqttTransport:
@@ -151,34 +130,6 @@ def _connect(
             delay = min(delay * 2, retry.max_delay_seconds)
             continue
         return transport
-
-
-def _release_sources(settings: Settings) -> tuple[ReleaseDirectory, Path]:
-    """The worker release directory and the keyring, or a :class:`ConfigurationError` naming
-    the variable to set (``start`` cannot run a single container without them)."""
-    if settings.release_dir is None:
-        raise ConfigurationError(
-            "HL_RELEASE_DIR is not set: the launcher needs the signed hl-worker release",
-            hint="set HL_RELEASE_DIR to <dir> holding <dir>/hl-worker/<version>/{hl-worker,"
-            "SHA256SUMS,SHA256SUMS.sig}",
-            reason="release_dir_missing",
-        )
-    if not settings.release_key_fingerprints:
-        raise ConfigurationError(
-            "HL_RELEASE_KEY_FINGERPRINTS is not set: no release key is trusted, so the "
-            "hl-worker release cannot be verified",
-            hint="set HL_RELEASE_KEY_FINGERPRINTS to the full fingerprints of your release keys",
-            reason="release_keys_missing",
-        )
-    if settings.release_keyring is None:
-        raise ConfigurationError(
-            "HL_RELEASE_KEYRING is not set: the pinned release keys "
-            "(HL_RELEASE_KEY_FINGERPRINTS) are in no keyring",
-            hint="set HL_RELEASE_KEYRING to a file of the release public keys "
-            "(gpg --export --armor FPR > FILE)",
-            reason="release_keyring_missing",
-        )
-    return ReleaseDirectory(root=settings.release_dir), settings.release_keyring
 
 
 def _start_health(
@@ -222,15 +173,13 @@ def run(
     log shipping sinks, the real broker backoff, Docker and a fresh registry."""
     del args
     _setup_logging()
-    ctx = _checks(datetime.now(UTC), docker_factory)
-    settings, key, token, identity = ctx.settings, ctx.key, ctx.token, ctx.identity
-    if settings is None or key is None or token is None or identity is None:  # pragma: no cover
-        raise ConfigurationError("start-up checks did not establish the identity")
-    releases, keyring = _release_sources(settings)
+    # The same checks as `doctor` (one function); then everything is built once from them.
+    checks = check_startup(now=datetime.now(UTC), docker_factory=docker_factory)
+    settings, key, token = checks.settings, checks.pool_private_key, checks.token
     metrics = metrics or LauncherMetrics()
     shipping = ShippingSinkFactory(settings=settings, metrics=metrics, stdout=sys.stdout)
-    audit = open_audit_log(settings.state_dir, settings.audit_dir)
-    policy = None
+    audit = open_configured_audit_log(settings)
+    components: LauncherComponents | None = None
     replay = None
     try:
         launcher_id = launcher_id_for(settings)
@@ -244,44 +193,31 @@ def run(
             log.warning(
                 "run.crashed run_id=%s container=%s", crashed.run_id, crashed.container_id[:12]
             )
-        sanitizer = sanitizer_from(settings, token.policy_sanitize_key)
-        policy = start_policy_step(
-            settings,
-            sanitizer=sanitizer,
-            pool_id=token.pool_id,
-            worker_id=launcher_id,
-            audit=audit,
-        )
-        binaries = BinaryGate(
-            releases=releases,
-            keyring=keyring,
-            pins=settings.release_key_fingerprints,
-            cache=VerifiedBinaryCache.from_settings(settings, audit=audit),
-            max_clock_skew=settings.clock_skew,
-        )
-        binaries.verify(WORKER_NAME, __version__, run_id="startup", audit=audit)
+        components = build_launcher(checks, audit=audit)
         replay = SqliteReplayCache(settings.state_dir / "replay.sqlite3")
+        egress = components.egress_policy
         run_function = GatedRun(
             settings=settings,
-            identity=identity,
+            identity=components.identity,
             pool_private_key=key,
             signer_public_key=token.run_state_signing_key,
             replay_cache=replay,
             launcher_id=launcher_id,
             worker_version=__version__,
-            binaries=binaries,
-            policy=policy,
-            sanitizer=sanitizer,
+            binaries=components.binaries,
+            policy=components.policy,
+            sanitizer=checks.sanitizer,
             runner=DockerRunner(
                 client,
                 logs_timeout=settings.launcher_logs_timeout,
                 run_timeout=settings.launcher_run_timeout,
                 stop_grace=settings.run_stop_grace,
+                mounts=components.mounts,
             ),
             audit=audit,
             sink_factory=sink_factory or shipping,
             environ=dict(os.environ),
-            egress=EgressStep(docker_client=client) if settings.egress_policy else None,
+            egress=EgressStep(docker_client=client, policy=egress) if egress else None,
             metrics=metrics,
         )
         stop: list[bool] = []
@@ -328,6 +264,7 @@ def run(
     finally:
         if replay is not None:
             replay.close()
-        if policy is not None:
-            policy.close()
-        audit.close()
+        if components is not None:
+            components.close()  # the policy worker and the audit log
+        else:
+            audit.close()

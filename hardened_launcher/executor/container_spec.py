@@ -17,16 +17,14 @@ dangerous mount stops the launcher before any run, and again for every run (defe
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, Final
 
 from hardened_launcher.binaries import VerifiedBinary
-from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.mounts import check_mounts
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
@@ -77,35 +75,6 @@ _SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 GVISOR_PIDS_BASE: Final = 256
 GVISOR_PIDS_PER_PROCESS: Final = 16
 
-#: Host paths that are never mounted: neither they, anything under them, nor any parent.
-_REFUSED_HOST_TREES: Final = (
-    "/proc",
-    "/sys",
-    "/dev",
-    "/etc",
-    "/boot",
-    "/var/lib/docker",
-    "/var/lib/containerd",
-    "/run/docker.sock",
-    "/var/run/docker.sock",
-    "/run/containerd",
-    "/var/run/containerd",
-)
-#: Container paths an operator mount may not cover or shadow.
-_REFUSED_CONTAINER_TREES: Final = ("/proc", "/sys", "/dev", "/opt/hl", WORKSPACE_DIR, TMP_DIR)
-
-
-def _is_within(path: str, tree: str) -> bool:
-    return path == tree or path.startswith(tree.rstrip("/") + "/")
-
-
-def _refusal(mount: Mount, why: str, variable: str) -> MountRefusedError:
-    return MountRefusedError(
-        f"{variable} mount {mount} is refused: {why}",
-        hint="remove it from the setting; mounts must not expose the host, Docker or the "
-        "launcher's own directories to runs",
-    )
-
 
 def check_extra_mounts(
     settings: Settings,
@@ -114,42 +83,11 @@ def check_extra_mounts(
 ) -> tuple[Mount, ...]:
     """Refuse dangerous extra mounts (of every run type) with :class:`MountRefusedError`.
 
-    ``resolved`` optionally maps a host path to its real path (symbolic links followed, done
-    by the caller, who may touch the file system); both forms are judged.
-    Returns every mount that was checked.
+    Pure; the rules live in :mod:`hardened_launcher.executor.mounts` (which also resolves
+    symbolic links at start-up and again before each container is created). ``resolved``
+    optionally maps a host path to its real path; both forms are judged. Returns every mount.
     """
-    own = [str(p) for p in (settings.state_dir, settings.cache_dir, settings.audit_dir)]
-    checked: list[Mount] = []
-    groups = (
-        ("SPACELIFT_WORKER_EXTRA_MOUNTS", settings.worker_extra_mounts),
-        ("SPACELIFT_WORKER_RO_EXTRA_MOUNTS", settings.worker_extra_mounts_ro),
-        ("SPACELIFT_WORKER_WO_EXTRA_MOUNTS", settings.worker_extra_mounts_wo),
-    )
-    for variable, mounts in groups:
-        for mount in mounts:
-            forms = {posixpath.normpath(mount.host_path)}
-            if resolved and mount.host_path in resolved:
-                forms.add(posixpath.normpath(resolved[mount.host_path]))
-            for host in sorted(forms):
-                if host == "/":
-                    raise _refusal(mount, "it mounts the host's root file system", variable)
-                if PurePosixPath(host).name.endswith(".sock") and "docker" in host:
-                    raise _refusal(mount, "it is a Docker API socket", variable)
-                for tree in (*_REFUSED_HOST_TREES, *own):
-                    if _is_within(host, tree) or _is_within(tree, host):
-                        raise _refusal(
-                            mount,
-                            f"it exposes {tree} (host system, Docker or launcher state)",
-                            variable,
-                        )
-            target = posixpath.normpath(mount.container_path)
-            if target == "/":
-                raise _refusal(mount, "it covers the container's root", variable)
-            for tree in _REFUSED_CONTAINER_TREES:
-                if _is_within(target, tree) or _is_within(tree, target):
-                    raise _refusal(mount, f"it covers the container's {tree}", variable)
-            checked.append(mount)
-    return tuple(checked)
+    return check_mounts(settings, resolved=resolved)
 
 
 @dataclass(frozen=True, kw_only=True)

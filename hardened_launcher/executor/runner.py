@@ -39,6 +39,7 @@ from hardened_launcher.executor.errors import (
     ImageMissingError,
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
+from hardened_launcher.executor.mounts import ResolvedMounts
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
 from hardened_launcher.secrets import wipe_bytearray
 
@@ -153,8 +154,11 @@ class DockerRunner:
         run_timeout: timedelta,
         stop_grace: timedelta,
         clock: Callable[[], float] = time.monotonic,
+        mounts: ResolvedMounts | None = None,
     ) -> None:
         self.api: Any = client.api
+        #: Operator mounts resolved at start-up; re-resolved before every create.
+        self.mounts = mounts
         self.logs_timeout = logs_timeout.total_seconds()
         self.run_timeout = run_timeout.total_seconds()
         self.stop_grace = stop_grace
@@ -188,8 +192,12 @@ class DockerRunner:
                 sink.close()
 
     def _create(self, container: ContainerSpec) -> str:
+        host_config_args = dict(container.host_config_args)
+        if self.mounts is not None:
+            # Immediately before creation: mount the real paths, refuse if a link changed.
+            host_config_args["mounts"] = self.mounts.pin(host_config_args.get("mounts", ()))
         try:
-            host_config = self.api.create_host_config(**container.host_config_args)
+            host_config = self.api.create_host_config(**host_config_args)
             created = self.api.create_container(**container.create_args, host_config=host_config)
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(

@@ -127,3 +127,32 @@ def test_key_given_as_raw_pem_is_refused_with_advice(
     assert "base64" in (rows["pool private key"]["detail"] + rows["pool private key"]["fix"])
     assert "PRIVATE KEY" not in json.dumps(rows)
     assert code != 0
+
+
+@pytest.mark.parametrize("length", [12, 64])
+def test_host_network_named_by_its_id_is_refused(
+    tmp_path: Path, openssl_pool: dict[str, str], length: int
+) -> None:
+    require_docker()
+    import docker  # noqa: PLC0415 - only with a real daemon
+
+    host_id = docker.from_env().networks.get("host").id
+    env = _base_env(tmp_path, openssl_pool)
+    env["SPACELIFT_WORKER_NETWORK"] = host_id[:length]  # no "host" in the name: the driver tells
+    code, rows, stderr = _doctor(env)
+    assert rows["worker network"]["result"] == "fail", rows["worker network"]
+    assert "driver host" in rows["worker network"]["detail"]
+    assert "HL_UNSAFE_SHARED_NETWORK" in rows["worker network"]["fix"]
+    assert code == 78
+    assert "Traceback" not in stderr
+
+
+def test_missing_worker_network_fails_before_any_run(
+    tmp_path: Path, openssl_pool: dict[str, str]
+) -> None:
+    require_docker()
+    env = _base_env(tmp_path, openssl_pool)
+    env["SPACELIFT_WORKER_NETWORK"] = "hl-no-such-network-7f3a"
+    _code, rows, _ = _doctor(env)
+    assert rows["worker network"]["result"] == "fail"
+    assert "every run would fail" in rows["worker network"]["detail"]

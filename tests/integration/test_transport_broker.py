@@ -258,6 +258,7 @@ def test_crl_rewritten_without_sighup_is_not_yet_enforced(broker: MosquittoBroke
     """Pins the measured behaviour documented in docs/transport.md: SIGHUP is needed."""
     from hardened_launcher.transport.broker_config import (  # noqa: PLC0415
         RevokedCertificate,
+        reload_broker,
         write_revocation_list,
     )
 
@@ -267,9 +268,25 @@ def test_crl_rewritten_without_sighup_is_not_yet_enforced(broker: MosquittoBroke
         ca=broker.ca,
         revoked=[RevokedCertificate.of(old.token.pool_certificate)],
     )
+    context_old = build_tls_context(TlsCredentials.for_pool(old.token, old.key))
+    # Still accepted: the broker has not re-read the CRL.
+    assert broker.tls_handshake_error(context_old) is None
     worker = broker.worker(old, "w1")
-    worker.start(timeout_seconds=10)  # still accepted: the broker has not re-read the CRL
+    worker.start(timeout_seconds=10)
+    assert worker.connected
     worker.close()
+    # The CRL on disk was a valid one: the same certificate is refused once the broker reads it.
+    assert broker.process is not None
+    reload_broker(broker.process.pid)
+    deadline = time.monotonic() + 5
+    error = broker.tls_handshake_error(context_old)
+    while error is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        error = broker.tls_handshake_error(context_old)
+    assert error is not None
+    assert "revoked" in error.lower()
+    with pytest.raises(BrokerRefusedError):
+        broker.worker(old, "w2").start(timeout_seconds=5)
 
 
 def test_broker_unavailable_is_retryable(tmp_path: object) -> None:

@@ -26,6 +26,7 @@ from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.cli import main
 from hardened_launcher.errors import ConfigurationError, InfrastructureError
 from tests.unit.audit_support import KEY, Clock, event, open_log, write_log
+from tests.unprivileged import unprivileged
 
 
 def _records(directory: Path) -> list[dict[str, Any]]:
@@ -207,7 +208,7 @@ def test_fsync_failure_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert not log.healthy
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+@unprivileged
 def test_permission_lost_on_rotation(tmp_path: Path) -> None:
     log = open_log(tmp_path, segment_bytes=1)  # every record ends a segment
     log.record(event(1))
@@ -221,7 +222,7 @@ def test_permission_lost_on_rotation(tmp_path: Path) -> None:
         tmp_path.chmod(0o700)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
+@unprivileged
 def test_unwritable_directory_at_start(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
@@ -334,5 +335,14 @@ def test_cli_audit_hash(
 def test_chained_log_is_an_audit_sink(tmp_path: Path) -> None:
     from hardened_launcher.audit import AuditSink  # noqa: PLC0415
 
-    sink: AuditSink = ChainedAuditLog(tmp_path, signing_key=KEY)
+    log = ChainedAuditLog(tmp_path, signing_key=KEY)
+    sink: AuditSink = log  # mypy proves the protocol; the records prove the behaviour
     sink.record(event(1))
+    log.close()
+    records = _records(tmp_path)
+    recorded = [r for r in records if r["type"] == event(1).type]
+    assert len(recorded) == 1
+    assert recorded[0]["run_id"] == event(1).run_id
+    assert recorded[0]["fields"]["n"] == 1
+    report = verify_log(tmp_path, KEY.public_key())
+    assert report.records == len(records)

@@ -21,6 +21,7 @@ from hardened_launcher.identity import PoolPrivateKey
 from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from tests.unit.test_binaries_support import make_key
+from tests.unit.test_launcher_start import make_release
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 KEY_CANARY_WINDOW = 24
@@ -95,11 +96,14 @@ def _by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
 def test_all_checks_pass_with_good_configuration(
     tmp_path: Path, credentials: dict[str, str], release_key: tuple[str, Path]
 ) -> None:
+    del release_key
+    release = make_release(tmp_path / "releases", tmp_path / "release-keys.asc")
     env = _env(
         tmp_path,
         credentials,
-        HL_RELEASE_KEY_FINGERPRINTS=release_key[0],
-        HL_RELEASE_KEYRING=str(release_key[1]),
+        HL_RELEASE_KEY_FINGERPRINTS=release.fingerprint,
+        HL_RELEASE_KEYRING=str(release.keyring),
+        HL_RELEASE_DIR=str(release.root),
     )
     results = run_checks(env, now=NOW, docker_factory=_factory(FakeDocker()))
     statuses = {r.name: r.status for r in results}
@@ -109,10 +113,15 @@ def test_all_checks_pass_with_good_configuration(
         "pool token": Status.PASS,
         "pool certificate": Status.PASS,
         "release keys": Status.PASS,
+        "worker release": Status.PASS,
         "directories": Status.PASS,
         "audit log": Status.PASS,
         "docker": Status.PASS,
+        "worker network": Status.PASS,
+        "extra mounts": Status.PASS,
+        "egress policy": Status.PASS,
         "run initialization policy": Status.PASS,
+        "unsafe opt-ins": Status.PASS,
     }
     assert exit_code_for(results) == 0
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
@@ -129,7 +138,10 @@ def test_missing_credentials_fail_and_certificate_is_skipped(tmp_path: Path) -> 
     assert "base64 -w 0" in results["pool private key"].fix
     assert results["pool token"].status is Status.FAIL
     assert results["pool certificate"].status is Status.SKIP
-    assert results["release keys"].status is Status.WARN
+    assert results["release keys"].status is Status.FAIL
+    assert results["release keys"].reason == "release_keys_missing"
+    assert results["worker release"].status is Status.FAIL
+    assert results["worker release"].reason == "release_dir_missing"
     assert exit_code_for(list(results.values())) == EXIT_CONFIGURATION
 
 

@@ -506,7 +506,7 @@ def test_regression_certificate_version_30_is_a_token_error(document: dict[str, 
     assert _reason(_encode(document)) == "token_certificate_invalid"
 
 
-# -- the optional pool sanitize key (issue 12) ------------------------------------------------------
+# -- the optional pool sanitize key (issue 12) -------------------------------------------
 
 
 def test_the_pool_sanitize_key_round_trips_and_never_shows(document: dict[str, Any]) -> None:

@@ -204,23 +204,23 @@ def settings(**extra: Any) -> Settings:
     return Settings(state_dir=Path("/s"), cache_dir=Path("/c"), audit_dir=Path("/a"), **extra)
 
 
-def test_release_sources_name_the_missing_variable(tmp_path: Path) -> None:
-    keyring = tmp_path / "keys.asc"
-    keyring.write_text("keys")
-    pins = ("a" * 40,)
-    cases = [
-        (settings(release_key_fingerprints=pins, release_keyring=keyring), "HL_RELEASE_DIR"),
-        (settings(release_dir=tmp_path, release_keyring=keyring), "HL_RELEASE_KEY_FINGERPRINTS"),
-        (settings(release_dir=tmp_path, release_key_fingerprints=pins), "HL_RELEASE_KEYRING"),
-    ]
-    for configured, variable in cases:
-        with pytest.raises(ConfigurationError) as info:
-            start._release_sources(configured)
-        assert info.value.message.startswith(f"{variable} is not set")
-    releases, found = start._release_sources(
-        settings(release_dir=tmp_path, release_key_fingerprints=pins, release_keyring=keyring)
-    )
-    assert (releases.root, found) == (tmp_path, keyring)
+@pytest.mark.parametrize(
+    ("unset", "reason"),
+    [
+        ("HL_RELEASE_DIR", "release_dir_missing"),
+        ("HL_RELEASE_KEY_FINGERPRINTS", "release_keys_missing"),
+        ("HL_RELEASE_KEYRING", "release_keyring_missing"),
+    ],
+)
+def test_release_settings_missing_name_the_variable(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, unset: str, reason: str
+) -> None:
+    monkeypatch.delenv(unset)
+    with pytest.raises(ConfigurationError) as info:
+        start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=FakeDocker)
+    assert info.value.reason == reason
+    assert unset in info.value.message
+    assert info.value.exit_code == 78
 
 
 def test_connect_backs_off_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ from hardened_launcher.settings import (
     load_settings,
     markdown_table,
 )
+from tests.unprivileged import unprivileged
 
 CANARY_TOKEN = "CANARY-TOKEN-7f3a"
 CANARY_KEY = "CANARY-KEY-19c2"
@@ -574,10 +575,8 @@ def test_bad_docker_names(variable: str, text: str) -> None:
 
 
 def test_docker_names_accept_real_values() -> None:
-    s = load(
-        {"SPACELIFT_WORKER_NETWORK": "container:abc123", "SPACELIFT_WORKER_RUNTIME": "io.x.v2"}
-    )
-    assert s.worker_network == "container:abc123"
+    s = load({"SPACELIFT_WORKER_NETWORK": "ci-runs_1.net", "SPACELIFT_WORKER_RUNTIME": "io.x.v2"})
+    assert s.worker_network == "ci-runs_1.net"
     assert s.worker_runtime == "io.x.v2"
 
 
@@ -747,7 +746,7 @@ def test_policy_path_must_be_a_file_or_a_directory(tmp_path: Path) -> None:
     assert "a .rego file, or a directory" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@unprivileged
 @pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
 def test_policy_directory_must_be_listable_and_searchable(
     tmp_path: Path, mode: int, why: str
@@ -796,7 +795,7 @@ def test_policy_directory_search_failure_is_reported(
     assert "is a directory that cannot be searched (Permission denied)" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
+@unprivileged
 def test_policy_file_must_be_readable(tmp_path: Path) -> None:
     policy = tmp_path / "p.rego"
     policy.write_text("package x\n", encoding="utf-8")
@@ -849,7 +848,7 @@ def test_release_keyring_must_be_a_file(tmp_path: Path) -> None:
     assert "not a regular file" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
+@unprivileged
 def test_release_keyring_must_be_readable(tmp_path: Path) -> None:
     keyring = write_keyring(tmp_path / "keys.gpg")
     keyring.chmod(0)
@@ -1331,6 +1330,13 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_METRICS_ADDRESS", "9464"),
     ("HL_LOG_CHUNK_BYTES", "1KiB"),
     ("HL_TYPO", "x"),
+    ("HL_UNSAFE_ROOT_WORKER", "perhaps"),
+    ("HL_UNSAFE_SHARED_NETWORK", "2"),
+    ("HL_AUDIT_SEGMENT_BYTES", "1KiB"),
+    ("HL_AUDIT_SEGMENT_MAX_AGE", "0s"),
+    ("HL_AUDIT_CHECKPOINT_RECORDS", "0"),
+    ("HL_AUDIT_CHECKPOINT_INTERVAL", "forever"),
+    ("HL_AUDIT_WRITE_TIMEOUT", "9999h"),
 ]
 
 
@@ -1902,6 +1908,7 @@ def test_executor_settings_parse() -> None:
             "HL_LAUNCHER_ID": "launcher-a.1",
             "HL_WORKER_UID": "2000",
             "HL_WORKER_GID": "0",
+            "HL_UNSAFE_ROOT_WORKER": "true",
             "HL_RUN_MEMORY_BYTES": "512MiB",
             "HL_RUN_PIDS_LIMIT": "64",
             "HL_RUN_CPUS": "0.5",
@@ -2009,7 +2016,7 @@ def test_release_dir_must_be_a_directory(tmp_path: Path) -> None:
     assert "is not a directory" in exc.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can list and search a mode 000 directory")
+@unprivileged
 @pytest.mark.parametrize(("mode", "why"), [(0o311, "cannot be listed"), (0o644, "searched")])
 def test_release_dir_must_be_listable_and_searchable(tmp_path: Path, mode: int, why: str) -> None:
     releases = tmp_path / "releases"
