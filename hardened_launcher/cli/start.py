@@ -33,6 +33,7 @@ from hardened_launcher import __version__
 from hardened_launcher.audit.chain import open_audit_log
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.doctor import CHECKS, DockerFactory, DoctorContext, Status
+from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.errors import ConfigurationError
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
@@ -244,6 +245,7 @@ def run(
             log.warning(
                 "run.crashed run_id=%s container=%s", crashed.run_id, crashed.container_id[:12]
             )
+        remove_leftover_egress(client, audit=audit)  # networks, then firewall rules, of the dead
         policy = start_policy_step(
             settings,
             sanitizer=sanitizer_from(settings),
