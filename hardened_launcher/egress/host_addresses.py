@@ -96,7 +96,7 @@ def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
     number = int(address)
     if address.ipv4_mapped is not None:
         found.append(address.ipv4_mapped)
-    if address in _COMPAT and number > 1:
+    if address in _COMPAT:
         found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))
     if address in _NAT64_WKP:
         found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))
