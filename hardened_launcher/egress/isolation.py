@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from hardened_launcher.audit.events import AuditSink
+from hardened_launcher.audit.events import AuditEvent, AuditSink, Outcome
 from hardened_launcher.egress.classify import IPAddress, IPNetwork
 from hardened_launcher.egress.host_addresses import (
     HostAddresses,
@@ -360,6 +360,19 @@ class EgressSession:
                 loop.stop()
             remove_network(docker_client, network)
             raise
+        acknowledged = policy.acknowledged_host_addresses
+        if audit is not None and acknowledged:
+            # The operator let this run dial addresses of the launcher's own host: on the record.
+            audit.record(
+                AuditEvent(
+                    type="egress.host_addresses_acknowledged",
+                    outcome=Outcome.ALLOW,
+                    gate="egress",
+                    run_id=run_id,
+                    reason="allow_host_address",
+                    fields={"addresses": ",".join(str(n.network_address) for n in acknowledged)},
+                )
+            )
         url = f"http://{host}:{port}"
         return cls(
             run_id=run_id,

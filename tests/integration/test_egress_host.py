@@ -482,3 +482,57 @@ def test_leftovers_of_a_killed_launcher_are_removed_and_live_sessions_kept(
         for leftover in client.networks.list(names=[name]):
             leftover.remove()
     assert live.network.bridge not in _rules("iptables")
+
+
+def test_an_acknowledged_host_address_is_reachable_and_on_the_record(
+    upstream: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    require_docker()
+    import docker  # noqa: PLC0415
+
+    client = docker.from_env()
+    service = Listener(NS_HOST_IP)
+    other = Listener(NS_HOST_IP)
+    policy = parse_policy(
+        {
+            "allow": [
+                {"cidr": "198.18.0.0/24", "ports": [other.port]},
+                {"cidr": f"{NS_HOST_IP}/32", "ports": [service.port], "allow_host_address": True},
+            ]
+        }
+    )
+    audit = MemoryAuditLog()
+    run_id = f"egress-ack-{secrets.token_hex(4)}"
+    session = EgressSession.for_run(
+        run_id, policy, docker_client=client, launcher_id="it", audit=audit
+    )
+    container = None
+    try:
+        container = client.containers.run(
+            busybox_image(),
+            ["sleep", "120"],
+            detach=True,
+            read_only=True,
+            cap_drop=["ALL"],
+            environment=dict(session.proxy_env),
+            **session.host_config_overrides(),
+        )
+        _proxy_get(container, f"http://{NS_HOST_IP}:{service.port}/")
+        refused = _proxy_get(container, f"http://{NS_HOST_IP}:{other.port}/")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        session.close()
+        service.close()
+        other.close()
+    assert service.accepted == 1
+    assert other.accepted == 0  # same address, a port the acknowledgement does not cover
+    assert "reason: egress_host_address" in refused
+    (ack,) = [e for e in audit.events if e.type == "egress.host_addresses_acknowledged"]
+    assert ack.fields["addresses"] == NS_HOST_IP
+    assert ack.run_id == run_id
+    connections = [e for e in audit.events if e.type == "egress.connection"]
+    assert {(e.fields["port"], e.fields["host_address"]) for e in connections} == {
+        (service.port, True),
+        (other.port, False),
+    }
