@@ -9,8 +9,10 @@ Layout for one run::
 - The network is ``internal`` (Docker installs no route or masquerading to the outside) and has
   inter-container traffic disabled.
 - The host is reachable from the bridge (it holds the gateway address), so host INPUT rules
-  (iptables) accept only TCP to the proxy's port from that bridge and drop everything else:
-  a run cannot reach other services listening on the host.
+  (iptables and ip6tables alike) accept only TCP to the proxy's port from that bridge and drop
+  everything else, IPv6 forwarding to and from the bridge is dropped, and the bridge's IPv6 is
+  turned off: a run cannot reach other services listening on the host. Networks and rules
+  carry the owner token of this process (:mod:`.owner`) for :mod:`.leftovers`.
 - DNS: Docker's embedded resolver (127.0.0.11) would forward names upstream; the container's
   upstream is set to an address inside the run's own subnet that nobody holds (the *DNS sink*),
   so names never leave the run (no DNS exfiltration path). Runs need no DNS: they name hosts to
