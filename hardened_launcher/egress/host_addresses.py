@@ -141,9 +141,16 @@ class HostAddressSet:
 
 
 class HostAddresses(Protocol):
-    """Gives the current :class:`HostAddressSet` (the test seam). May block briefly."""
+    """Gives the current :class:`HostAddressSet` (the test seam)."""
 
-    def snapshot(self) -> HostAddressSet: ...
+    def snapshot(self) -> HostAddressSet:
+        """The current set; may block briefly to re-read it."""
+        ...
+
+    def fresh(self) -> HostAddressSet | None:
+        """The current set if it can be given without blocking, else ``None`` (then call
+        :meth:`snapshot`, off the event loop)."""
+        ...
 
 
 class StaticHostAddresses:
@@ -153,6 +160,9 @@ class StaticHostAddresses:
         self._set = HostAddressSet.of(items)
 
     def snapshot(self) -> HostAddressSet:
+        return self._set
+
+    def fresh(self) -> HostAddressSet:
         return self._set
 
 
@@ -231,6 +241,7 @@ class SystemHostAddresses:
         self._lock = threading.Lock()
         self._ip = shutil.which("ip")
         self._set: HostAddressSet | None = None
+        self._dirty = False
         self._read_at = 0.0
         self._sock: socket.socket | None = self._open_netlink() if use_netlink else None
         self._max_age = max_age_seconds if self._sock is not None else fallback_max_age_seconds
@@ -275,11 +286,25 @@ class SystemHostAddresses:
                 return changed
             changed = True
 
+    def fresh(self) -> HostAddressSet | None:
+        if not self._lock.acquire(blocking=False):
+            return None  # a re-read is under way
+        try:
+            if self._changed():
+                self._dirty = True
+            if self._dirty or self._set is None or self._stale():
+                return None
+            return self._set
+        finally:
+            self._lock.release()
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._read_at >= self._max_age
+
     def snapshot(self) -> HostAddressSet:
         with self._lock:
-            changed = self._changed()
-            stale = time.monotonic() - self._read_at >= self._max_age
-            if self._set is None or changed or stale:
+            changed = self._changed() or self._dirty
+            if self._set is None or changed or self._stale():
                 if self._ip is None:
                     raise HostAddressesUnavailableError(
                         "cannot read the host's addresses: the ip command (iproute2) is missing",
@@ -287,6 +312,7 @@ class SystemHostAddresses:
                     )
                 # Read after draining: a change during the read leaves a message for next time.
                 self._set = read_host_addresses(self._ip)
+                self._dirty = False
                 self._read_at = time.monotonic()
                 self.reads += 1
             return self._set

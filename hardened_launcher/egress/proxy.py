@@ -45,6 +45,7 @@ from hardened_launcher.egress.errors import (
 from hardened_launcher.egress.host_addresses import (
     HostAddresses,
     HostAddressesUnavailableError,
+    HostAddressSet,
     system_host_addresses,
 )
 from hardened_launcher.egress.matcher import check_addresses, check_target
@@ -495,8 +496,7 @@ class EgressProxy:
                 raise EgressDnsError(f"resolving {target.name} timed out") from None
         else:
             addresses = ()
-        # Read now (after DNS), in a thread: a re-read after a change runs `ip` briefly.
-        host_set = await asyncio.to_thread(self.host_addresses.snapshot)
+        host_set = await self._host_set()
         address = check_addresses(
             self.policy,
             target,
@@ -524,7 +524,7 @@ class EgressProxy:
                 target,
                 addresses,
                 self_addresses=self.self_addresses,
-                host_addresses=await asyncio.to_thread(self.host_addresses.snapshot),
+                host_addresses=await self._host_set(),
             )
             tunnel.address = str(address)
             tunnel.answered = True
@@ -535,6 +535,14 @@ class EgressProxy:
             upstream_writer.close()
             with contextlib.suppress(Exception):
                 await upstream_writer.wait_closed()
+
+    async def _host_set(self) -> HostAddressSet:
+        """The host's addresses now (after DNS); a re-read after a change runs `ip` for a few
+        milliseconds, so it runs in a thread, off the loop."""
+        current = self.host_addresses.fresh()
+        if current is not None:
+            return current
+        return await asyncio.to_thread(self.host_addresses.snapshot)
 
     async def _peek_client_hello(
         self, reader: asyncio.StreamReader, name: str | None, tunnel: _Tunnel

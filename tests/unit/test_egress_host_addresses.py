@@ -20,7 +20,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hardened_launcher.audit import Outcome
-from hardened_launcher.egress.errors import EgressHostAddressError, EgressPolicyError
+from hardened_launcher.egress.errors import (
+    EgressDeniedError,
+    EgressHostAddressError,
+    EgressPolicyError,
+)
 from hardened_launcher.egress.host_addresses import (
     HostAddressesUnavailableError,
     HostAddressSet,
@@ -352,6 +356,9 @@ class _Changing:
         self.readings += 1
         return HostAddressSet.of([] if self.readings == 1 else ["198.18.7.10"])
 
+    def fresh(self) -> None:
+        return None
+
 
 def test_an_address_the_host_takes_while_connecting_gets_no_byte() -> None:
     policy = parse_policy({"allow": [{"cidr": "198.18.7.0/24", "ports": [80]}]})
@@ -368,6 +375,9 @@ def test_an_address_the_host_takes_while_connecting_gets_no_byte() -> None:
 class _Broken:
     def snapshot(self) -> HostAddressSet:
         raise HostAddressesUnavailableError("cannot read the host's addresses")
+
+    def fresh(self) -> None:
+        return None
 
 
 def test_unreadable_host_addresses_fail_closed() -> None:
@@ -451,3 +461,63 @@ def test_without_netlink_the_reading_is_at_most_the_fallback_age_old(tmp_path: P
     watcher.snapshot()
     assert not watcher.watching
     assert watcher.reads == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: whatever the allow rules, a host address is dialled only when acknowledged
+# ---------------------------------------------------------------------------------------------
+_v4 = st.integers(min_value=0, max_value=2**32 - 1).map(ipaddress.IPv4Address)
+_v6 = st.integers(min_value=0, max_value=2**128 - 1).map(ipaddress.IPv6Address)
+_address = st.one_of(_v4, _v6)
+
+
+def _covering(address: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int) -> str:
+    bits = 32 if address.version == 4 else 128
+    return str(ipaddress.ip_network(f"{address}/{min(prefix, bits)}", strict=False))
+
+
+@given(
+    host=_address,
+    prefixes=st.lists(st.integers(min_value=0, max_value=128), min_size=1, max_size=4),
+    form=st.sampled_from(["plain", "mapped", "nat64", "6to4"]),
+    ack=st.booleans(),
+)
+def test_no_allow_rule_reaches_a_host_address_without_the_acknowledgement(
+    host: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    prefixes: list[int],
+    form: str,
+    ack: bool,
+) -> None:
+    held = HostAddressSet.of([host])
+    target_address: ipaddress.IPv4Address | ipaddress.IPv6Address = host
+    if host.version == 4 and form != "plain":
+        target_address = ipaddress.IPv6Address(
+            {"mapped": f"::ffff:{host}", "nat64": f"64:ff9b::{host}"}.get(
+                form, f"2002:{int(host) >> 16:x}:{int(host) & 0xFFFF:x}::1"
+            )
+        )
+    rules: list[dict[str, object]] = [
+        {"cidr": _covering(target_address, p), "ports": [443]} for p in prefixes
+    ]
+    rules.append({"host": "vcs.corp.test", "private": True})
+    if ack:
+        rules.append(
+            {"cidr": _covering(target_address, 128), "ports": [443], "allow_host_address": True}
+        )
+    policy = parse_policy({"allow": rules})
+    for host_text, answers in (
+        (
+            str(target_address)
+            if target_address.version == 4
+            else f"[{target_address.compressed}]",
+            [],
+        ),
+        ("vcs.corp.test", [target_address]),
+    ):
+        try:
+            target = check_target(policy, host_text, 443)
+            dialled = check_addresses(policy, target, answers, host_addresses=held)
+        except EgressDeniedError:
+            continue
+        assert ack, (host_text, rules)  # reached the host: only with the acknowledgement
+        assert dialled == target_address
