@@ -18,6 +18,7 @@ Each network removed is recorded in the audit log (``egress.leftover_removed``).
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -143,6 +144,11 @@ def _rule_owner(args: list[str]) -> str | None:
 
 
 def _remove_rules(kept_bridges: set[str]) -> int:
+    if os.geteuid() != 0:
+        # Without root there were no rules of ours (a session needs root to install them),
+        # and listing them would fail: nothing to do, nothing to warn about.
+        log.debug("egress.leftover_rules_skipped", extra={"why": "not root"})
+        return 0
     tools = ["iptables", "ip6tables"] if ipv6_present() else ["iptables"]
     removed = 0
     for tool in tools:
