@@ -10,11 +10,12 @@ What counts as the host (:class:`HostAddressSet`):
 - every destination the kernel delivers locally or broadcasts: the ``local``, ``broadcast``
   and ``anycast`` routes of every routing table (``ip -j -4|-6 route show table all``), which
   include whole local prefixes such as ``127.0.0.0/8`` or an AnyIP ``local 10.9.0.0/24`` route;
-- always: ``0.0.0.0/8`` and ``::`` (a connection to them goes to the host), ``127.0.0.0/8`` and
-  ``::1``;
+- always: ``0.0.0.0/8`` and ``::`` (a connection to them goes to the host), ``127.0.0.0/8``,
+  ``::1`` and the limited broadcast ``255.255.255.255``;
 - an IPv6 address that embeds one of the above IPv4 addresses in a form a stack or a gateway
-  translates (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, NAT64
-  ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo server and client).
+  translates (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, IPv4-translated
+  ``::ffff:0:a.b.c.d``, NAT64 ``64:ff9b::/96`` and every RFC 6052 layout in
+  ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo server and client, ISATAP interface IDs).
 
 Freshness (:class:`SystemHostAddresses`): a netlink socket subscribed to address, route and link
 changes is drained before every answer; any message (or a lost one, ``ENOBUFS``) re-reads the
@@ -57,6 +58,7 @@ __all__ = [
 ALWAYS_LOCAL: Final[tuple[IPNetwork, ...]] = (
     ipaddress.ip_network("0.0.0.0/8"),
     ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("255.255.255.255/32"),
     ipaddress.ip_network("::/128"),
     ipaddress.ip_network("::1/128"),
 )
@@ -68,6 +70,8 @@ IP_TIMEOUT_SECONDS: Final = 10.0
 _NAT64_WKP: Final = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL: Final = ipaddress.ip_network("64:ff9b:1::/48")
 _COMPAT: Final = ipaddress.ip_network("::/96")
+_SIIT: Final = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765)
+_ISATAP_IID: Final = 0x00005EFE
 
 # netlink (linux/rtnetlink.h): multicast groups of address, route and link changes.
 _RTMGRP_LINK: Final = 0x1
@@ -101,11 +105,20 @@ def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
     if address in _NAT64_WKP:
         found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))
     if address in _NAT64_LOCAL:
-        # RFC 6052 /48 layout: v4 bits 48..63 and 72..87 (bits 64..71 are the u octet).
-        high = (number >> 64) & 0xFFFF
-        low = (number >> 40) & 0xFFFF
-        found.append(ipaddress.IPv4Address((high << 16) | low))
-        found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))  # a /96 inside the /48
+        # RFC 6052 layouts of a prefix inside 64:ff9b:1::/48 (bits 64..71 are the u octet):
+        # /48: bits 48..63 + 72..87; /56: 56..63 + 72..95; /64: 72..103; /96: 96..127.
+        layouts = (
+            (((number >> 64) & 0xFFFF) << 16) | ((number >> 40) & 0xFFFF),
+            (((number >> 64) & 0xFF) << 24) | ((number >> 32) & 0xFFFFFF),
+            (number >> 24) & 0xFFFFFFFF,
+            number & 0xFFFFFFFF,
+        )
+        found.extend(ipaddress.IPv4Address(v) for v in layouts)
+    if address in _SIIT:
+        found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))
+    if (number >> 32) & 0xFDFFFFFF == _ISATAP_IID:
+        # ISATAP: any prefix, interface identifier 0000:5efe or 0200:5efe + IPv4.
+        found.append(ipaddress.IPv4Address(number & 0xFFFFFFFF))
     if address.sixtofour is not None:
         found.append(address.sixtofour)
     if address.teredo is not None:

@@ -54,6 +54,7 @@ WIDE = parse_policy(
             {"cidr": "fd00::/8", "ports": [443]},
             {"cidr": "::ffff:0:0/96", "ports": [443]},
             {"cidr": "::/96", "ports": [443]},
+            {"cidr": "::ffff:0:0:0/96", "ports": [443]},
             {"cidr": "64:ff9b::/96", "ports": [443]},
             {"cidr": "64:ff9b:1::/48", "ports": [443]},
             {"cidr": "2002::/16", "ports": [443]},
@@ -78,6 +79,11 @@ def v4_spellings(v4: str) -> list[str]:
         f"64:ff9b::{v4}",
         f"64:ff9b:1:{hi:x}:{(lo >> 8):x}:{(lo & 0xFF) << 8:x}::",  # RFC 6052 /48 layout
         f"64:ff9b:1::{v4}",
+        f"64:ff9b:1:{n >> 24:x}:{(n >> 16) & 0xFF:x}:{n & 0xFFFF:x}::",  # /56 layout
+        f"64:ff9b:1:0:{n >> 24:x}:{(n >> 8) & 0xFFFF:x}:{(n & 0xFF) << 8:x}:0",  # /64 layout
+        f"::ffff:0:{v4}",  # IPv4-translated
+        f"2001:db8:1:2:0:5efe:{v4}",  # ISATAP
+        f"2001:db8:1:2:200:5efe:{v4}",
         f"2002:{hi:x}:{lo:x}::1",
         # Teredo: server is the 32 bits after 2001:0000, client is the last 32 bits inverted.
         f"2001:0:{hi:x}:{lo:x}::ffff:ffff",
@@ -154,10 +160,15 @@ def test_always_local_covers_unspecified_and_loopback_whatever_the_interfaces() 
     ],
 )
 def test_a_host_address_inside_an_allowed_cidr_is_refused(host: str) -> None:
-    with pytest.raises(EgressHostAddressError) as caught:
-        _literal(WIDE, host)
-    assert caught.value.reason == "egress_host_address"
-    assert "launcher's own host" in caught.value.message
+    address = ip(host.strip("[]"))
+    # The wide ranges, and even a rule naming exactly this address (which lifts any built-in
+    # denial), without the acknowledgement: only the host check is left to refuse it.
+    exact = {"cidr": f"{address}/{address.max_prefixlen}", "ports": [443]}
+    for policy in (WIDE, parse_policy({"allow": [exact]})):
+        with pytest.raises(EgressHostAddressError) as caught:
+            _literal(policy, host)
+        assert caught.value.reason == "egress_host_address"
+        assert "launcher's own host" in caught.value.message
 
 
 @pytest.mark.parametrize("host", ["10.20.0.6", "192.0.2.3", "[2001:db8:5::8]", "[::ffff:a14:6]"])
