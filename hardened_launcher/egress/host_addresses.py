@@ -10,6 +10,8 @@ What counts as the host (:class:`HostAddressSet`):
 - every destination the kernel delivers locally or broadcasts: the ``local``, ``broadcast``
   and ``anycast`` routes of every routing table (``ip -j -4|-6 route show table all``), which
   include whole local prefixes such as ``127.0.0.0/8`` or an AnyIP ``local 10.9.0.0/24`` route;
+- the whole subnet of every run network (routes via an ``hle-*`` bridge): the host's side of
+  the other runs, whose containers the proxy could otherwise dial on the host's behalf;
 - always: ``0.0.0.0/8`` and ``::`` (a connection to them goes to the host), ``127.0.0.0/8``,
   ``::1`` and the limited broadcast ``255.255.255.255``;
 - an IPv6 address that embeds one of the above IPv4 addresses in a form a stack or a gateway
@@ -64,6 +66,9 @@ ALWAYS_LOCAL: Final[tuple[IPNetwork, ...]] = (
 )
 #: Route types whose destination the kernel delivers to the host itself (or floods on a link).
 LOCAL_ROUTE_TYPES: Final = frozenset({"local", "broadcast", "anycast"})
+#: Bridges of run networks (:mod:`.isolation`): their whole subnets are the host's side of
+#: other runs, so a run's proxy never dials into them (no run reaches another run).
+RUN_BRIDGE_PREFIX: Final = "hle-"
 MAX_IP_OUTPUT_BYTES: Final = 16 * 1024 * 1024
 IP_TIMEOUT_SECONDS: Final = 10.0
 
@@ -227,7 +232,10 @@ def read_host_addresses(ip: str) -> HostAddressSet:
         for family in ("-4", "-6"):
             routes = _run_ip(ip, [family, "route", "show", "table", "all"])
             for route in routes if isinstance(routes, list) else []:
-                if not isinstance(route, dict) or route.get("type") not in LOCAL_ROUTE_TYPES:
+                if not isinstance(route, dict):
+                    continue
+                run_bridge = str(route.get("dev", "")).startswith(RUN_BRIDGE_PREFIX)
+                if route.get("type") not in LOCAL_ROUTE_TYPES and not run_bridge:
                     continue
                 dst = route.get("dst")
                 if isinstance(dst, str):
@@ -257,6 +265,7 @@ class SystemHostAddresses:
         self._dirty = False
         self._read_at = 0.0
         self._sock: socket.socket | None = self._open_netlink() if use_netlink else None
+        self._fallback_max_age = fallback_max_age_seconds
         self._max_age = max_age_seconds if self._sock is not None else fallback_max_age_seconds
         self.reads = 0
 
@@ -294,6 +303,7 @@ class SystemHostAddresses:
                     continue
                 self._sock.close()
                 self._sock = None
+                self._max_age = self._fallback_max_age  # no more change reports: poll
                 return True
             if not data:
                 return changed

@@ -39,6 +39,7 @@ from typing import Any, Final
 from hardened_launcher.audit.events import AuditEvent, AuditSink, Outcome
 from hardened_launcher.egress.classify import IPAddress, IPNetwork
 from hardened_launcher.egress.host_addresses import (
+    RUN_BRIDGE_PREFIX,
     HostAddresses,
     HostAddressesUnavailableError,
     system_host_addresses,
@@ -106,7 +107,7 @@ def create_run_network(client: Any, run_id: str, *, launcher_id: str) -> RunNetw
     import docker.errors  # noqa: PLC0415 - docker is needed only where containers are made
 
     name = f"{NETWORK_PREFIX}{run_id}"[:64]
-    bridge = f"hle-{_short_hash(f'{launcher_id}/{run_id}', 10)}"
+    bridge = f"{RUN_BRIDGE_PREFIX}{_short_hash(f'{launcher_id}/{run_id}', 10)}"
     try:
         network = client.networks.create(
             name,

@@ -536,3 +536,63 @@ def test_an_acknowledged_host_address_is_reachable_and_on_the_record(
         (service.port, True),
         (other.port, False),
     }
+
+
+def test_a_runs_proxy_never_dials_into_another_run_network() -> None:
+    """Run A's policy allows the whole Docker address range; run B's container listens on its
+    own internal network. The host can reach B's container (it holds B's gateway), so without
+    the check A's proxy would relay A into B."""
+    _require_root()
+    require_docker()
+    import docker  # noqa: PLC0415
+
+    client = docker.from_env()
+    image = busybox_image()
+    empty = parse_policy({"allow": []})
+    session_b = EgressSession.for_run(
+        f"egress-b-{secrets.token_hex(4)}", empty, docker_client=client, launcher_id="it"
+    )
+    session_a: EgressSession | None = None
+    containers: list[Any] = []
+    try:
+        target = client.containers.run(
+            image,
+            ["sh", "-c", "nc -l -p 8080 && echo CONNECTED"],
+            detach=True,
+            **session_b.host_config_overrides(),
+        )
+        containers.append(target)
+        target.reload()
+        b_ip = target.attrs["NetworkSettings"]["Networks"][session_b.network_name]["IPAddress"]
+        policy = parse_policy(
+            {
+                "allow": [
+                    {"cidr": str(session_b.network.subnet), "ports": [8080]},
+                    {"cidr": "172.16.0.0/12", "ports": [8080]},
+                ]
+            }
+        )
+        session_a = EgressSession.for_run(
+            f"egress-a-{secrets.token_hex(4)}", policy, docker_client=client, launcher_id="it"
+        )
+        run = client.containers.run(
+            image,
+            ["sleep", "120"],
+            detach=True,
+            read_only=True,
+            cap_drop=["ALL"],
+            environment=dict(session_a.proxy_env),
+            **session_a.host_config_overrides(),
+        )
+        containers.append(run)
+        answer = _proxy_get(run, f"http://{b_ip}:8080/")
+        time.sleep(1)
+        b_log = target.logs().decode("utf-8", "replace")
+    finally:
+        for container in containers:
+            container.remove(force=True)
+        if session_a is not None:
+            session_a.close()
+        session_b.close()
+    assert "reason: egress_host_address" in answer, answer
+    assert "CONNECTED" not in b_log

@@ -449,10 +449,12 @@ def test_local_routes_of_every_table_are_read(tmp_path: Path) -> None:
             {"type": "anycast", "dst": "fd12:3456::", "table": "local"},
             {"dst": "default", "gateway": "192.0.2.1"},
             {"type": "unicast", "dst": "198.51.100.0/24"},
+            {"dst": "172.30.0.0/16", "dev": "hle-0123456789", "protocol": "kernel"},
         ]
     )
     held = read_host_addresses(_fake_ip(tmp_path, routes))
-    for text in ("10.99.0.77", "10.20.255.255", "fd12:3456::"):
+    # The whole subnet of a run network (another run's containers) counts as the host.
+    for text in ("10.99.0.77", "10.20.255.255", "fd12:3456::", "172.30.0.2", "172.30.9.9"):
         assert held.holds(ip(text)), text
     assert not held.holds(ip("198.51.100.7"))  # an ordinary route is not the host
     assert not held.holds(ip("192.0.2.1"))
