@@ -534,3 +534,48 @@ def test_no_allow_rule_reaches_a_host_address_without_the_acknowledgement(
             continue
         assert ack, (host_text, rules)  # reached the host: only with the acknowledgement
         assert dialled == target_address
+
+
+class _FailingSocket:
+    def recv(self, _size: int) -> bytes:
+        raise OSError(9, "Bad file descriptor")
+
+    def close(self) -> None:
+        return None
+
+
+class _OverflowingSocket:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def recv(self, _size: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError(105, "No buffer space available")  # ENOBUFS: reports were lost
+        raise BlockingIOError
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_broken_netlink_socket_falls_back_to_polling(tmp_path: Path) -> None:
+    watcher = SystemHostAddresses(fallback_max_age_seconds=0.0)
+    watcher._ip = _fake_ip(tmp_path, "[]")
+    watcher.snapshot()
+    watcher._sock = _FailingSocket()  # type: ignore[assignment]
+    watcher.snapshot()  # re-reads: the socket failing is treated as a change
+    assert not watcher.watching
+    reads = watcher.reads
+    watcher.snapshot()
+    assert watcher.reads == reads + 1  # polling now, at the fallback age (0 s here)
+
+
+def test_lost_netlink_reports_force_a_re_read(tmp_path: Path) -> None:
+    watcher = SystemHostAddresses()
+    watcher._ip = _fake_ip(tmp_path, "[]")
+    watcher.snapshot()
+    reads = watcher.reads
+    watcher._sock = _OverflowingSocket()  # type: ignore[assignment]
+    assert watcher.fresh() is None  # lost reports: the caller must take a new reading
+    watcher.snapshot()
+    assert watcher.reads == reads + 1
