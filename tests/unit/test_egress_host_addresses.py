@@ -579,3 +579,38 @@ def test_lost_netlink_reports_force_a_re_read(tmp_path: Path) -> None:
     assert watcher.fresh() is None  # lost reports: the caller must take a new reading
     watcher.snapshot()
     assert watcher.reads == reads + 1
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+
+
+@given(
+    value=_json,
+    cidr=st.sampled_from(["10.20.0.5/32", "10.20.0.0/16", "::1/128", "fd00::/8"]),
+    kind=st.sampled_from(["allow", "deny"]),
+)
+def test_any_acknowledgement_value_is_refused_or_well_formed(
+    value: object, cidr: str, kind: str
+) -> None:
+    document = {kind: [{"cidr": cidr, "allow_host_address": value}]}
+    well_formed = value is False or (
+        value is True and kind == "allow" and cidr.endswith(("/32", "/128"))
+    )
+    if not well_formed:
+        with pytest.raises(EgressPolicyError) as caught:
+            parse_policy(document)
+        assert caught.value.reason == "egress_policy_invalid"
+        return
+    policy = parse_policy(document)
+    # Accepted only as a boolean; true only on an allow rule naming one address.
+    assert isinstance(value, bool)
+    rules = policy.allow_cidrs if kind == "allow" else policy.deny_cidrs
+    (rule,) = rules
+    assert rule.host_address is value
+    if value:
+        assert kind == "allow"
+        assert rule.network.num_addresses == 1
