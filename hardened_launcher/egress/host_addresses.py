@@ -10,8 +10,9 @@ What counts as the host (:class:`HostAddressSet`):
 - every destination the kernel delivers locally or broadcasts: the ``local``, ``broadcast``
   and ``anycast`` routes of every routing table (``ip -j -4|-6 route show table all``), which
   include whole local prefixes such as ``127.0.0.0/8`` or an AnyIP ``local 10.9.0.0/24`` route;
-- the whole subnet of every run network (routes via an ``hle-*`` bridge): the host's side of
-  the other runs, whose containers the proxy could otherwise dial on the host's behalf;
+- the whole subnet of every run network (routes via an ``hle-*`` bridge) and of Docker's own
+  bridges (``docker0``, ``br-<id>``): containers of this host, which the proxy could otherwise
+  dial on a run's behalf (another run, or a service the host runs in a container);
 - always: ``0.0.0.0/8`` and ``::`` (a connection to them goes to the host), ``127.0.0.0/8``,
   ``::1`` and the limited broadcast ``255.255.255.255``;
 - an IPv6 address that embeds one of the above IPv4 addresses in a form a stack or a gateway
@@ -33,6 +34,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -69,6 +71,9 @@ LOCAL_ROUTE_TYPES: Final = frozenset({"local", "broadcast", "anycast"})
 #: Bridges of run networks (:mod:`.isolation`): their whole subnets are the host's side of
 #: other runs, so a run's proxy never dials into them (no run reaches another run).
 RUN_BRIDGE_PREFIX: Final = "hle-"
+#: Bridges whose subnets hold only containers of this host: run networks, Docker's default
+#: bridge and its user-defined ``br-<id>`` bridges (custom bridge names are not recognised).
+_CONTAINER_BRIDGE_RE: Final = re.compile(r"hle-[0-9a-f]{10}|docker0|br-[0-9a-f]{12}")
 MAX_IP_OUTPUT_BYTES: Final = 16 * 1024 * 1024
 IP_TIMEOUT_SECONDS: Final = 10.0
 
@@ -234,8 +239,8 @@ def read_host_addresses(ip: str) -> HostAddressSet:
             for route in routes if isinstance(routes, list) else []:
                 if not isinstance(route, dict):
                     continue
-                run_bridge = str(route.get("dev", "")).startswith(RUN_BRIDGE_PREFIX)
-                if route.get("type") not in LOCAL_ROUTE_TYPES and not run_bridge:
+                container_side = _CONTAINER_BRIDGE_RE.fullmatch(str(route.get("dev", "")))
+                if route.get("type") not in LOCAL_ROUTE_TYPES and not container_side:
                     continue
                 dst = route.get("dst")
                 if isinstance(dst, str):

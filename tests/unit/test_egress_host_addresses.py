@@ -450,13 +450,25 @@ def test_local_routes_of_every_table_are_read(tmp_path: Path) -> None:
             {"dst": "default", "gateway": "192.0.2.1"},
             {"type": "unicast", "dst": "198.51.100.0/24"},
             {"dst": "172.30.0.0/16", "dev": "hle-0123456789", "protocol": "kernel"},
+            {"dst": "172.17.0.0/16", "dev": "docker0", "protocol": "kernel"},
+            {"dst": "172.31.0.0/16", "dev": "br-0123456789ab", "protocol": "kernel"},
+            {"dst": "203.0.113.0/24", "dev": "br-lan", "protocol": "kernel"},  # not Docker's
         ]
     )
     held = read_host_addresses(_fake_ip(tmp_path, routes))
-    # The whole subnet of a run network (another run's containers) counts as the host.
-    for text in ("10.99.0.77", "10.20.255.255", "fd12:3456::", "172.30.0.2", "172.30.9.9"):
+    # The whole subnet of a run network or a Docker bridge (containers of this host) counts.
+    for text in (
+        "10.99.0.77",
+        "10.20.255.255",
+        "fd12:3456::",
+        "172.30.0.2",
+        "172.30.9.9",
+        "172.17.0.5",
+        "172.31.1.1",
+    ):
         assert held.holds(ip(text)), text
     assert not held.holds(ip("198.51.100.7"))  # an ordinary route is not the host
+    assert not held.holds(ip("203.0.113.9"))  # nor a LAN bridge that is not Docker's
     assert not held.holds(ip("192.0.2.1"))
 
 
