@@ -114,7 +114,7 @@ def _remove_networks(
             audit.record(
                 AuditEvent(
                     type="egress.leftover_removed",
-                    outcome=Outcome.ALLOW,
+                    outcome=Outcome.INFO,
                     gate="egress",
                     run_id=str(labels.get(LABEL_EGRESS_RUN, "unknown"))[:200],
                     reason="launcher_restarted",
