@@ -18,6 +18,7 @@ from typing import Any
 from hardened_launcher import __version__
 from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
+from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.errors import InfrastructureError, UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
@@ -118,6 +119,7 @@ def _execute(
     mounts: ResolvedMounts,
 ) -> int:
     client = docker_client()
+    remove_leftover_egress(client, audit=audit)  # a killed exec's network and firewall rules
     runner = DockerRunner(
         client,
         logs_timeout=settings.launcher_logs_timeout,

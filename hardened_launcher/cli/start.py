@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hardened_launcher import __version__
+from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
 from hardened_launcher.executor.runner import DockerRunner, docker_client
@@ -193,6 +194,7 @@ def run(
             log.warning(
                 "run.crashed run_id=%s container=%s", crashed.run_id, crashed.container_id[:12]
             )
+        remove_leftover_egress(client, audit=audit)  # networks, then firewall rules, of the dead
         components = build_launcher(checks, audit=audit)
         replay = SqliteReplayCache(settings.state_dir / "replay.sqlite3")
         egress = components.egress_policy
