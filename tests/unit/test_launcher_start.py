@@ -52,14 +52,20 @@ class FakeApi:
 
 
 class FakeNetworks:
-    """Leftover egress networks: none."""
+    """Leftover egress networks: none; ``drivers`` answer the worker-network check."""
 
-    def __init__(self) -> None:
+    def __init__(self, drivers: dict[str, str] | None = None) -> None:
         self.listed: list[dict[str, Any]] = []
+        self.drivers = drivers or {"bridge": "bridge"}
 
     def list(self, **kwargs: Any) -> list[Any]:
         self.listed.append(kwargs)
         return []
+
+    def get(self, name: str) -> Any:
+        if name not in self.drivers:
+            raise LookupError(name)
+        return type("Network", (), {"attrs": {"Driver": self.drivers[name]}})()
 
 
 class FakeDocker:
