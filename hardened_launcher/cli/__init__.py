@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit_cmd",
     "network",
     "settings_cmd",
+    "docs_cmd",
 )
 
 log = logging.getLogger(__name__)
