@@ -220,5 +220,5 @@ def test_the_wheel_installs_offline_from_a_wheelhouse_with_hashes(
     tested = _run([launcher, "policy", "test", str(library)], **elsewhere)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "PASS:" in tested.stdout
-    docs = _run([launcher, "docs", "supply-chain"], **elsewhere)
+    docs = _run([launcher, "docs", "install"], **elsewhere)
     assert docs.returncode == 0, docs.stderr
