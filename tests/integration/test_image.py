@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import shutil
+import sys
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +212,23 @@ def test_doctor_passes_in_the_container_with_file_credentials(
     passed = [c["check"] for c in checks if c["result"] == "pass"]
     assert len(passed) >= 7, done.stdout  # all but the unconfigured policy file
     assert "settings" in passed
+
+
+def test_a_demo_run_with_the_launcher_in_the_image(image: dict[str, Any], tmp_path: Path) -> None:
+    # The whole demo (control plane, mosquitto, SeaweedFS on this host), with the launcher run
+    # from the image: read-only, no capabilities, secrets as files, the socket mounted.
+    require_tool("mosquitto")
+    done = _run(
+        [
+            sys.executable, "-m", "hardened_launcher", "demo", "--plain", "--clean",
+            "--dir", str(tmp_path / "demo"), "--launcher-image", TAG,
+        ],
+        timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.stdout.count("passed: as expected") == 4, done.stdout[-4000:]
+    leftovers = _run(["docker", "ps", "-aq", "--filter", "name=hl-demo-"]).stdout.split()
+    assert leftovers == [] or all(
+        _run(["docker", "inspect", "--format", "{{.Config.Image}}", c]).stdout.strip() != TAG
+        for c in leftovers
+    )
