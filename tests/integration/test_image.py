@@ -8,8 +8,8 @@ import base64
 import json
 import os
 import shutil
-import sys
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
