@@ -83,7 +83,7 @@ def credential_source(environ: Mapping[str, str], name: str) -> tuple[str, Path]
     return f"systemd credential {credential}", path
 
 
-def read_credential(label: str, path: Path) -> str:
+def read_credential(label: str, path: Path, *, pem_to_base64: bool = False) -> str:
     """The stripped text of a credential file, after its checks (see the module docstring)."""
     expected = (
         f"a regular file of at most {MAX_CREDENTIAL_FILE_BYTES // 1024} KiB, mode 0600 or 0640 "
@@ -146,7 +146,7 @@ def read_credential(label: str, path: Path) -> str:
             "the value, as the variable would hold it",
             "credential_file_empty",
         )
-    if text.startswith(PEM_START):
+    if pem_to_base64 and text.startswith(PEM_START):
         # The key as keygen/openssl write it: the settings hold its base64 form.
         return base64.b64encode(text.encode("ascii") + b"\n").decode("ascii")
     return text
@@ -158,7 +158,8 @@ def credential_text(environ: Mapping[str, str], name: str) -> CredentialText | N
     if source is None:
         return None
     label, path = source
-    return CredentialText(label=label, text=read_credential(label, path))
+    pem = name == "SPACELIFT_POOL_PRIVATE_KEY"
+    return CredentialText(label=label, text=read_credential(label, path, pem_to_base64=pem))
 
 
 def credential_text_or_empty(environ: Mapping[str, str], name: str) -> str:
