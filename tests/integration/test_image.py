@@ -232,3 +232,32 @@ def test_a_demo_run_with_the_launcher_in_the_image(image: dict[str, Any], tmp_pa
         _run(["docker", "inspect", "--format", "{{.Config.Image}}", c]).stdout.strip() != TAG
         for c in leftovers
     )
+
+
+_STUB_HEALTH_SERVER = """
+import http.server, subprocess, sys, threading
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+host, port = sys.argv[1].rsplit(":", 1)
+server = http.server.HTTPServer((host, int(port)), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+sys.exit(subprocess.run(sys.argv[2:], check=False).returncode)
+"""
+
+
+def test_the_health_check_asks_healthz_on_the_metrics_address(image: dict[str, Any]) -> None:
+    test = image["Config"]["Healthcheck"]["Test"]
+    assert test[0] == "CMD"
+    env = dict(item.split("=", 1) for item in image["Config"]["Env"])
+    address = env["HL_METRICS_ADDRESS"]
+    python = "/opt/hardened-launcher/bin/python"
+    healthy = _in_image(
+        "-c", _STUB_HEALTH_SERVER, address, *test[1:], extra=("--entrypoint", python)
+    )
+    assert healthy.returncode == 0, healthy.stderr
+    nothing_listening = _in_image(*test[2:], extra=("--entrypoint", test[1]))
+    assert nothing_listening.returncode != 0
