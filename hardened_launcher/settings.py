@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
+from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
 from hardened_launcher.errors import ConfigurationError
 from hardened_launcher.secrets import Secret
@@ -1044,6 +1045,25 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "(`base64 -w 0 < spacelift.key`); required to run.",
     ),
     VariableSpec(
+        name="SPACELIFT_TOKEN_FILE",
+        field="token_file",
+        default="unset",
+        source="seed",
+        description="(Extension of the vendor contract.) Absolute path of a file holding the "
+        "token instead of `SPACELIFT_TOKEN` "
+        "(not both); without either, the systemd credential `spacelift-token` is read from "
+        "`$CREDENTIALS_DIRECTORY`. Mode 0600/0640, at most 64 KiB (docs/install.md).",
+    ),
+    VariableSpec(
+        name="SPACELIFT_POOL_PRIVATE_KEY_FILE",
+        field="pool_private_key_file",
+        default="unset",
+        source="seed",
+        description="Absolute path of a file holding the pool key (the PEM itself or its base64) "
+        "instead of `SPACELIFT_POOL_PRIVATE_KEY` (not both); else the systemd credential "
+        "`spacelift-pool-private-key`. Mode 0600/0640, at most 64 KiB.",
+    ),
+    VariableSpec(
         name="SPACELIFT_DOCKER_CONFIG_DIR",
         field="docker_config_dir",
         default="unset",
@@ -1488,6 +1508,8 @@ class Settings:
     # -- SPACELIFT_* (the vendor contract) -----------------------------------------------------
     token: Secret | None = None
     pool_private_key: Secret | None = None
+    token_file: Path | None = None
+    pool_private_key_file: Path | None = None
     docker_config_dir: Path | None = None
     mask_envs: tuple[str, ...] = ()
     worker_network: str = DEFAULT_WORKER_NETWORK
@@ -1753,6 +1775,36 @@ class _Loader:
         except _InvalidValueError as exc:
             self.report(name, raw.label, raw.text, exc)
             return default
+
+    def seed_secret(self, name: str) -> Secret | None:
+        """The token or pool key: from its variable, its ``_FILE`` variant or a systemd
+        credential (hardened_launcher/credential_files.py), with the same validation."""
+        via_file = file_variable(name)
+        file_raw = self.raw(via_file)  # the path may also come from the config file
+        if self.env_value(name) is not None:
+            if file_raw is not None:
+                self.problem(
+                    name,
+                    f"{name} and {via_file} are both set; expected only one of them",
+                    "secret_set_twice",
+                )
+                return None
+            return self.get(name, _parse_secret, None)
+        try:
+            view = dict(self.env)
+            if file_raw is not None:
+                view[via_file] = file_raw.text
+            found = credential_text(view, name)
+        except CredentialFileError as exc:
+            self.problem(name, f"{exc.label}: {exc.why}; expected {exc.expected}", exc.reason)
+            return None
+        if found is None:
+            return None
+        try:
+            return _parse_secret(found.text)
+        except _InvalidValueError as exc:
+            self.report(name, found.label, found.text, exc)
+            return None
 
     # -- the config file -----------------------------------------------------------------------
     def read_config_file(self, path: Path, variable: str) -> None:
@@ -2107,8 +2159,10 @@ def load_settings(
         minimum=timedelta(0), maximum=MAX_CLOCK_SKEW, inclusive_minimum=True, example="5m or 90s"
     )
 
-    token = get("SPACELIFT_TOKEN", _parse_secret, None)
-    pool_private_key = get("SPACELIFT_POOL_PRIVATE_KEY", _parse_secret, None)
+    token = loader.seed_secret("SPACELIFT_TOKEN")
+    pool_private_key = loader.seed_secret("SPACELIFT_POOL_PRIVATE_KEY")
+    token_file = get("SPACELIFT_TOKEN_FILE", _parse_abs_path, no_path)
+    pool_private_key_file = get("SPACELIFT_POOL_PRIVATE_KEY_FILE", _parse_abs_path, no_path)
     docker_config_dir = get("SPACELIFT_DOCKER_CONFIG_DIR", _parse_abs_path, no_path)
     mask_envs = get("SPACELIFT_MASK_ENVS", _parse_env_names, no_names)
     worker_network = get("SPACELIFT_WORKER_NETWORK", _parse_docker_name, DEFAULT_WORKER_NETWORK)
@@ -2214,6 +2268,8 @@ def load_settings(
     return Settings(
         token=token,
         pool_private_key=pool_private_key,
+        token_file=token_file,
+        pool_private_key_file=pool_private_key_file,
         docker_config_dir=docker_config_dir,
         mask_envs=mask_envs,
         worker_network=worker_network,

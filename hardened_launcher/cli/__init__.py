@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hardened_launcher import __version__
+from hardened_launcher.cli.version import VersionAction
 from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
 from hardened_launcher.redaction.sources import install_process_redactor
 
@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit_cmd",
     "network",
     "settings_cmd",
+    "docs_cmd",
 )
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             "HL_* environment variables (see the README's table)."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show error detail and debug logs"
     )

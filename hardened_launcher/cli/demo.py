@@ -111,12 +111,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="remove the temporary directory at the end (default: keep it to look at)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="use this new directory instead")
+    parser.add_argument(
+        "--launcher-image",
+        metavar="TAG",
+        default="",
+        help="run the launcher from this container image (scripts/image) instead of this Python",
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     out = _narrator(args.plain)
-    env = Environment(root=args.dir, keep=not args.clean, run_timeout=DEMO_RUN_TIMEOUT)
+    env = Environment(
+        root=args.dir,
+        keep=not args.clean,
+        run_timeout=DEMO_RUN_TIMEOUT,
+        launcher_image=args.launcher_image,
+    )
     out.title("Setting up: control plane, mosquitto (mTLS), SeaweedFS S3, launcher")
     try:
         env.start()

@@ -22,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from hardened_launcher.cli import policy_library
 from hardened_launcher.errors import LauncherError, UsageError
 from hardened_launcher.policy.gate import DEFAULT_TIMEOUT_S, PolicyGate, check_policy_path
 from hardened_launcher.policy.sanitize import Sanitizer
@@ -72,6 +73,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
     check.set_defaults(handler=run_check)
+
+    policy_library.register(commands)
 
 
 def _fail(exc: LauncherError, args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hardened_launcher import __version__
+from hardened_launcher import __version__, sd_notify
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
@@ -246,7 +246,12 @@ def run(
             audit=audit,
             metrics=metrics,
         )
-        signal.signal(signal.SIGTERM, lambda *_: daemon.terminate())
+
+        def _on_sigterm(*_: object) -> None:
+            sd_notify.stopping("draining after SIGTERM")
+            daemon.terminate()
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(signal.SIGINT, lambda *_: daemon.terminate())
         resumed: dict[str, ChunkedLogSink] = {}
         health: HealthServer | None = None
@@ -254,8 +259,10 @@ def run(
             resumed = _resume_logs(shipping.spool_dir, daemon, metrics)
             health = _start_health(settings, metrics, daemon)
             log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
+            sd_notify.ready(f"running: pool {token.pool_id}, launcher {launcher_id}")
             return daemon.run()
         finally:
+            sd_notify.stopping("draining: waiting for running runs to end")
             daemon.join_runs(settings.run_stop_grace.total_seconds() + 30)
             if health is not None:
                 health.stop()

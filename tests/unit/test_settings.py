@@ -1285,6 +1285,8 @@ def test_unrelated_variables_are_ignored() -> None:
 # One error listing everything; every variable named
 # ---------------------------------------------------------------------------------------------
 BAD_VALUES: list[tuple[str, str]] = [
+    ("SPACELIFT_TOKEN_FILE", "relative/token"),
+    ("SPACELIFT_POOL_PRIVATE_KEY_FILE", "key.pem"),
     ("SPACELIFT_DOCKER_CONFIG_DIR", "docker"),
     ("SPACELIFT_MASK_ENVS", "A B"),
     ("SPACELIFT_WORKER_NETWORK", "a b"),
