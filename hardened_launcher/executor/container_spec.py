@@ -32,6 +32,8 @@ from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
 __all__ = [
     "BIN_DIR",
+    "HOME_BYTES",
+    "HOME_DIR",
     "LABEL_LAUNCHER_ID",
     "LABEL_MANAGED",
     "LABEL_RUN_ID",
@@ -54,13 +56,23 @@ WORKER_NAME: Final = "hl-worker"
 BIN_DIR: Final = "/opt/hl/bin"
 WORKSPACE_DIR: Final = "/workspace"
 TMP_DIR: Final = "/tmp"  # noqa: S108 - the container's own /tmp, a private tmpfs
+#: The run user's home: its own tmpfs, apart from the project in ``/workspace``, so that tools'
+#: caches and dot files (``~/.ssh``, ``~/.ansible``, ``~/.terraform.d``) never mix with the
+#: checkout. The name is the vendor runner images' user (``spacelift``, uid 1983).
+HOME_DIR: Final = "/home/spacelift"
+HOME_BYTES: Final = 64 * 1024 * 1024
+#: Options of every writable tmpfs of a run. ``exec``: a run executes what it builds (providers
+#: unpacked by ``terraform init``, a virtualenv's scripts) - the image's interpreters run any code
+#: anyway, so ``noexec`` would protect nothing. ``nosuid`` and ``nodev`` stay (with
+#: ``no-new-privileges`` and no capabilities); Docker would add ``noexec`` unless told ``exec``.
+TMPFS_FLAGS: Final = "rw,exec,nosuid,nodev"
 PATH: Final = f"{BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROTOCOL_VERSION: Final = "1"
 #: The environment the container always gets; a :class:`NetworkPlan` may not replace any of it.
 BASE_ENVIRONMENT: Final = MappingProxyType(
     {
         "PATH": PATH,
-        "HOME": WORKSPACE_DIR,
+        "HOME": HOME_DIR,
         "HL_WORKSPACE": WORKSPACE_DIR,
         "HL_PROTOCOL": PROTOCOL_VERSION,
     }
@@ -92,7 +104,15 @@ _REFUSED_HOST_TREES: Final = (
     "/var/run/containerd",
 )
 #: Container paths an operator mount may not cover or shadow.
-_REFUSED_CONTAINER_TREES: Final = ("/proc", "/sys", "/dev", "/opt/hl", WORKSPACE_DIR, TMP_DIR)
+_REFUSED_CONTAINER_TREES: Final = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/opt/hl",
+    WORKSPACE_DIR,
+    TMP_DIR,
+    HOME_DIR,
+)
 
 
 def _is_within(path: str, tree: str) -> bool:
@@ -321,9 +341,10 @@ def build_container_spec(
         "mounts": mounts,
         "tmpfs": {
             WORKSPACE_DIR: (
-                f"rw,nosuid,nodev,size={settings.run_workspace_bytes},mode=0700,uid={uid},gid={gid}"
+                f"{TMPFS_FLAGS},size={settings.run_workspace_bytes},mode=0700,uid={uid},gid={gid}"
             ),
-            TMP_DIR: f"rw,nosuid,nodev,size={settings.run_tmp_bytes},mode=1777",
+            TMP_DIR: f"{TMPFS_FLAGS},size={settings.run_tmp_bytes},mode=1777",
+            HOME_DIR: f"{TMPFS_FLAGS},size={HOME_BYTES},mode=0700,uid={uid},gid={gid}",
         },
         "read_only": True,
         "cap_drop": ["ALL"],

@@ -92,8 +92,15 @@ def test_hardened_defaults() -> None:
     assert {"Name": "core", "Soft": 0, "Hard": 0} in h["ulimits"]
     for key in ("pid_mode", "userns_mode", "uts_mode", "devices", "cap_add", "binds"):
         assert key not in h
-    assert set(h["tmpfs"]) == {"/workspace", "/tmp"}
+    assert set(h["tmpfs"]) == {"/workspace", "/tmp", "/home/spacelift"}
+    for target, options in h["tmpfs"].items():
+        flags = options.split(",")
+        # Executable (a run runs what it builds) but never setuid or device files.
+        assert flags[:4] == ["rw", "exec", "nosuid", "nodev"], target
+        assert not {"noexec", "suid", "dev"} & set(flags), target
     assert "uid=1983" in h["tmpfs"]["/workspace"]
+    assert "uid=1983" in h["tmpfs"]["/home/spacelift"]
+    assert a["environment"]["HOME"] == "/home/spacelift"
     assert h["mounts"] == [
         {
             "Type": "bind",
@@ -236,7 +243,17 @@ def test_dangerous_host_paths_are_refused(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["/", "/proc", "/opt/hl/bin/hl-worker", "/opt", "/workspace", "/tmp/x"]
+    "target",
+    [
+        "/",
+        "/proc",
+        "/opt/hl/bin/hl-worker",
+        "/opt",
+        "/workspace",
+        "/tmp/x",
+        "/home",
+        "/home/spacelift/.ssh",
+    ],
 )
 def test_mounts_over_the_containers_own_paths_are_refused(target: str) -> None:
     s = settings(worker_extra_mounts=(Mount(host_path="/srv/data", container_path=target),))
@@ -287,7 +304,8 @@ def test_network_plan_puts_the_run_on_its_own_network_with_the_proxy_env() -> No
     assert {k: env[k] for k in PROXY_ENV} == PROXY_ENV
     # The launcher's plumbing is still there and unchanged; nothing secret joined it.
     assert env["PATH"].startswith("/opt/hl/bin:")
-    assert env["HOME"] == env["HL_WORKSPACE"] == "/workspace"
+    assert env["HOME"] == "/home/spacelift"
+    assert env["HL_WORKSPACE"] == "/workspace"
     assert env["HL_PROTOCOL"] == "1"
     assert set(env) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", *PROXY_ENV}
     assert CANARY not in repr(dict(c.create_args)) + repr(dict(h))

@@ -1,0 +1,118 @@
+"""The workspace executes what a run builds and stays hardened, under runc and under gVisor.
+
+Real Docker, real gVisor (``runsc``): a script written to ``/workspace``, ``/tmp`` or ``$HOME``
+runs; ``HOME`` is its own tmpfs apart from the project; a setuid bit (the run's own or the
+image's) gives nothing; a device node either cannot be made (runc: no ``CAP_MKNOD``) or, under
+gVisor (which ignores ``nodev`` and does not check ``CAP_MKNOD``), resolves to no host device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hardened_launcher.executor.container_spec import HOME_DIR
+from tests.integration.executor_support import Release, settings_for, signed_release
+from tests.integration.images import setuid_image
+from tests.integration.test_executor_docker import (
+    containers_of,
+    execute,
+    require_runsc,
+    spec_of,
+)
+
+pytestmark = pytest.mark.integration
+
+#: Host devices a run must never reach: memory, kernel log, disks, loop control, KVM, a console,
+#: FUSE, TUN and the raw input layer. (major, minor, kind)
+HOST_DEVICES = (
+    ("mem", "c", 1, 1),
+    ("kmem", "c", 1, 2),
+    ("port", "c", 1, 4),
+    ("kmsg", "c", 1, 11),
+    ("tty1", "c", 4, 1),
+    ("loopctl", "c", 10, 237),
+    ("kvm", "c", 10, 232),
+    ("input", "c", 13, 64),
+    ("sda", "b", 8, 0),
+    ("loop0", "b", 7, 0),
+    ("nvme", "b", 259, 0),
+)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return setuid_image()
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Release:
+    return signed_release(tmp_path)
+
+
+def probe_commands() -> list[str]:
+    commands = [
+        "printf '#!/bin/sh\\necho workspace-script-ran\\n' > tool.sh && chmod 755 tool.sh",
+        "./tool.sh",
+        "printf '#!/bin/sh\\necho tmp-script-ran\\n' > /tmp/t.sh && chmod 755 /tmp/t.sh",
+        "/tmp/t.sh",
+        'mkdir -p "$HOME/bin" && cp tool.sh "$HOME/bin/home-tool" && "$HOME/bin/home-tool"',
+        'echo "home=$HOME pwd=$(pwd)"',
+        'touch "$HOME/.dotfile" && ls -a /workspace | tr "\\n" " " && echo',
+        # The run's own setuid file: owned by the run's user, so nothing to gain; the image's
+        # setuid-root binary: no-new-privileges ignores the bit.
+        "cp /bin/busybox ./id && chmod 4755 ./id && echo own-euid=$(./id -u)",
+        "echo image-euid=$(/opt/suid/id -u) image-egid=$(/opt/suid/id -g)",
+    ]
+    for name, kind, major, minor in HOST_DEVICES:
+        commands.append(
+            f"if mknod dev-{name} {kind} {major} {minor} 2>/dev/null; then "
+            f"if head -c 1 dev-{name} >/dev/null 2>&1; then echo DEVICE-OPENED-{name}; "
+            f"else echo device-unusable-{name}; fi; else echo mknod-refused-{name}; fi"
+        )
+    commands.append(
+        "grep -E ' (/workspace|/tmp|/home/spacelift) ' /proc/mounts | sort || echo no-mounts"
+    )
+    return commands
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+def test_workspace_executes_and_stays_hardened(
+    runtime: str, image: str, release: Release, tmp_path: Path
+) -> None:
+    if runtime == "runsc":
+        require_runsc()
+    log = tmp_path / "run.log"
+    result = execute(
+        spec_of(image, ("probe", probe_commands())),
+        settings_for(tmp_path, worker_runtime=runtime),
+        release,
+        log,
+    )
+    text = log.read_text()
+    assert result.succeeded, text
+    for marker in ("workspace-script-ran", "tmp-script-ran"):
+        assert marker in text
+    assert text.count("workspace-script-ran") == 2  # also the copy run from $HOME/bin
+    assert f"home={HOME_DIR} pwd=/workspace" in text
+    listing = next(line for line in text.splitlines() if line.startswith(". .."))
+    assert ".dotfile" not in listing  # HOME is apart from the project
+    assert "own-euid=1983" in text
+    assert "image-euid=1983 image-egid=1983" in text
+    assert "DEVICE-OPENED" not in text
+    for name, *_ in HOST_DEVICES:
+        if runtime == "runc":
+            # No CAP_MKNOD (and nodev): the node is never made.
+            assert f"mknod-refused-{name}" in text
+        else:
+            # gVisor: the node may be made, but it resolves only to the Sentry's own devices.
+            assert f"mknod-refused-{name}" in text or f"device-unusable-{name}" in text
+    if runtime == "runc":
+        mounts = [line for line in text.splitlines() if line.startswith("tmpfs /")]
+        assert sorted(m.split()[1] for m in mounts) == ["/home/spacelift", "/tmp", "/workspace"]
+        for line in mounts:
+            options = line.split()[3].split(",")
+            assert {"rw", "nosuid", "nodev"} <= set(options), line
+            assert "noexec" not in options, line
+    assert containers_of(result.run_id) == []
