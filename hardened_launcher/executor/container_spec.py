@@ -32,6 +32,7 @@ from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
 __all__ = [
     "BIN_DIR",
+    "GVISOR_MAX_RUN_TASKS",
     "HOME_BYTES",
     "HOME_DIR",
     "LABEL_LAUNCHER_ID",
@@ -44,6 +45,7 @@ __all__ = [
     "NetworkPlan",
     "build_container_spec",
     "check_extra_mounts",
+    "gvisor_run_tasks",
     "gvisor_sandbox_pids_limit",
     "is_gvisor_runtime",
 ]
@@ -83,11 +85,18 @@ _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 
 #: gVisor's host pids budget: Docker's ``pids_limit`` is the pids cgroup of the *sandbox* (the
-#: Sentry's Go threads, the Gofer, the platform's stub processes), not of the run's processes,
-#: which live inside the Sentry. Measured with runsc's ptrace platform: ~45-60 host tasks at rest,
-#: ~7-9 more per guest process. Both figures are kept with a wide margin (see docs/executor.md).
+#: Sentry's Go threads, the Gofer, the ptrace platform's stub processes and their threads), not
+#: of the run's tasks, which live inside the Sentry. Measured here (runsc 20221219, ptrace, 2
+#: CPUs) under a fork bomb ``f(){ f|f& };f``: ~45-60 host tasks per run task the Sentry allows
+#: (2926 host tasks at 64 run tasks, 13889 at 256), because stubs of short-lived processes
+#: linger; ~50 at rest. A sandbox that reaches its cgroup limit dies (the Go runtime cannot
+#: create a thread: exit 2, no run end), so the limit is sized for the worst case measured.
 GVISOR_PIDS_BASE: Final = 256
-GVISOR_PIDS_PER_PROCESS: Final = 16
+GVISOR_PIDS_PER_PROCESS: Final = 64
+#: The most tasks (processes and threads) a run may hold under gVisor. Above this the host
+#: budget (``256 + 64 x 256 = 16640`` host tasks, half of Linux's default ``pid_max``) would grow
+#: past what one run may take from its host.
+GVISOR_MAX_RUN_TASKS: Final = 256
 
 #: Host paths that are never mounted: neither they, anything under them, nor any parent.
 _REFUSED_HOST_TREES: Final = (
@@ -252,9 +261,14 @@ def is_gvisor_runtime(runtime: str | None) -> bool:
     return "runsc" in name or "gvisor" in name
 
 
+def gvisor_run_tasks(pids: int) -> int:
+    """The tasks a run limited to ``pids`` may hold under gVisor (capped for the host)."""
+    return min(pids, GVISOR_MAX_RUN_TASKS)
+
+
 def gvisor_sandbox_pids_limit(pids: int) -> int:
-    """The host pids cgroup limit of a gVisor sandbox whose run may hold ``pids`` processes."""
-    return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * pids
+    """The host pids cgroup limit of a gVisor sandbox whose run is limited to ``pids`` tasks."""
+    return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * gvisor_run_tasks(pids)
 
 
 def build_container_spec(
@@ -307,8 +321,9 @@ def build_container_spec(
         # cannot be raised (no capabilities, no-new-privileges). The host cgroup stays as a
         # bounded backstop sized for the sandbox. Not under runc: there RLIMIT_NPROC counts
         # every process of the UID on the whole host, so concurrent runs would share it.
-        ulimits.append({"Name": "nproc", "Soft": pids, "Hard": pids})
-        host_pids = gvisor_sandbox_pids_limit(pids)
+        tasks = gvisor_run_tasks(pids)
+        ulimits.append({"Name": "nproc", "Soft": tasks, "Hard": tasks})
+        host_pids = gvisor_sandbox_pids_limit(tasks)
 
     labels = {
         LABEL_MANAGED: "true",

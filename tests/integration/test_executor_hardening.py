@@ -8,13 +8,15 @@ gVisor (which ignores ``nodev`` and does not check ``CAP_MKNOD``), resolves to n
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from hardened_launcher.executor.container_spec import HOME_DIR
+from hardened_launcher.executor.runner import StopReason
 from tests.integration.executor_support import Release, settings_for, signed_release
-from tests.integration.images import setuid_image
+from tests.integration.images import busybox_image, setuid_image
 from tests.integration.test_executor_docker import (
     containers_of,
     execute,
@@ -115,4 +117,46 @@ def test_workspace_executes_and_stays_hardened(
             options = line.split()[3].split(",")
             assert {"rw", "nosuid", "nodev"} <= set(options), line
             assert "noexec" not in options, line
+    assert containers_of(result.run_id) == []
+
+
+FORK_BOMBS = {
+    "binary-tree": "f(){ f | f & }; f",
+    "chain": "g(){ g & g; }; g",
+    "sleepers": "while :; do sleep 60 & done",
+}
+
+
+@pytest.mark.parametrize(
+    ("bomb", "pids"),
+    [("binary-tree", 16), ("binary-tree", 1024), ("chain", 64), ("sleepers", 1024)],
+)
+def test_a_process_storm_under_gvisor_ends_the_run_not_the_sandbox(
+    bomb: str, pids: int, release: Release, tmp_path: Path
+) -> None:
+    """The run's task limit holds inside the Sentry; the sandbox's host cgroup is never hit, so
+    the worker reports the run's end (no Go runtime crash: exit 2 and no run end)."""
+    require_runsc()
+    image = busybox_image()
+    log = tmp_path / "run.log"
+    settings = settings_for(
+        tmp_path,
+        worker_runtime="runsc",
+        run_pids_limit=pids,
+        run_memory_bytes=2 * 1024**3,  # room for the Sentry's own memory under the storm
+        launcher_run_timeout=timedelta(seconds=90),
+        launcher_logs_timeout=timedelta(seconds=60),
+    )
+    document = spec_of(
+        image,
+        ("storm", [FORK_BOMBS[bomb], "sleep 15", "echo after-storm"]),
+        ("after", ["echo never-if-the-storm-failed-the-run"]),
+    )
+    result = execute(document, settings, release, log)
+    text = log.read_text()
+    assert "::hl:: run end status=" in text, text[-2000:]
+    status = int(text.rsplit("::hl:: run end status=", 1)[1].split()[0])
+    assert result.exit_code == status
+    assert result.stopped_by is StopReason.EXITED
+    assert result.reason in ("run_failed", "run_succeeded")
     assert containers_of(result.run_id) == []

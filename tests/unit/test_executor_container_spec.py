@@ -11,11 +11,13 @@ import pytest
 
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.container_spec import (
+    GVISOR_MAX_RUN_TASKS,
     LABEL_LAUNCHER_ID,
     LABEL_RUN_ID,
     NetworkPlan,
     build_container_spec,
     check_extra_mounts,
+    gvisor_run_tasks,
     gvisor_sandbox_pids_limit,
     is_gvisor_runtime,
 )
@@ -152,6 +154,7 @@ def test_settings_and_run_limits_lower_wins() -> None:
     # gVisor: the run's 100 processes are limited inside the sandbox, the host cgroup is sized
     # for the sandbox (see test_gvisor_limits_the_runs_processes_inside_the_sandbox).
     assert {"Name": "nproc", "Soft": 100, "Hard": 100} in h["ulimits"]
+    assert gvisor_sandbox_pids_limit(100) == 256 + 64 * 100
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(100)
     assert h["nano_cpus"] == 5 * 10**8
     targets = [(m["Target"], m["ReadOnly"]) for m in h["mounts"]]
@@ -183,7 +186,18 @@ def test_gvisor_limits_the_runs_processes_inside_the_sandbox(runtime: str) -> No
     # The sandbox's own host threads (Sentry, Gofer, platform stubs) need room beyond the
     # run's processes, but the host cgroup stays bounded.
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(32)
-    assert 32 * 8 + 64 < h["pids_limit"] <= 256 + 16 * 32
+    # Sized for the worst measured under a fork bomb (~60 host tasks per run task).
+    assert 32 * 60 + 64 < h["pids_limit"] <= 256 + 64 * 32
+
+
+@pytest.mark.parametrize("pids", [8, 100, 256, 257, 1024, 1 << 20])
+def test_gvisor_caps_a_runs_tasks_so_the_sandbox_fits_its_host_budget(pids: int) -> None:
+    s = settings(worker_runtime="runsc", run_pids_limit=pids)
+    h = build_container_spec(spec(), s, launcher_id="L", worker=WORKER).host_config_args
+    tasks = min(pids, GVISOR_MAX_RUN_TASKS)
+    assert gvisor_run_tasks(pids) == tasks
+    assert {"Name": "nproc", "Soft": tasks, "Hard": tasks} in h["ulimits"]
+    assert h["pids_limit"] == 256 + 64 * tasks <= 16640
 
 
 def test_requested_binaries_are_mounted_read_only_by_name() -> None:
