@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,14 @@ from hardened_launcher import __version__
 from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
-from hardened_launcher.executor.cleanup import launcher_id_for
+from hardened_launcher.executor.cleanup import (
+    exec_launcher_id,
+    launcher_id_for,
+    remove_stale_containers,
+)
 from hardened_launcher.executor.container_spec import check_extra_mounts
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
-from hardened_launcher.executor.runner import DockerRunner, docker_client
+from hardened_launcher.executor.runner import DockerRunner, RunResult, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.pipeline import (
     BinaryGate,
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             reason="runspec_unreadable",
         ) from None
     audit = open_audit_log(settings.state_dir, settings.audit_dir)
-    launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
+    launcher_id = exec_launcher_id(launcher_id_for(settings))
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
     # file:line:col and the engine's message.
     try:
@@ -116,13 +122,59 @@ def _execute(
     policy: PolicyStep | None,
 ) -> int:
     client = docker_client()
+    # Leftovers of a killed exec (or daemon) of this launcher: owner gone or deadline passed.
+    for crashed in remove_stale_containers(
+        client,
+        launcher_ids=(launcher_id, launcher_id_for(settings)),
+        audit=audit,
+        stop_grace_seconds=int(settings.run_stop_grace.total_seconds()),
+    ):
+        sys.stderr.write(f"removed the leftover container of run {crashed.run_id!a}\n")
     runner = DockerRunner(
         client,
         logs_timeout=settings.launcher_logs_timeout,
         run_timeout=settings.launcher_run_timeout,
         stop_grace=settings.run_stop_grace,
     )
-    result = run_pipeline(
+    # SIGTERM or Ctrl-C stops the run like a cancel (SIGTERM, grace, SIGKILL) and the container
+    # is removed; a SIGKILL cannot be caught, so the next exec removes what it leaves behind.
+    cancel = threading.Event()
+
+    def _cancel(signum: int, frame: object) -> None:
+        del signum, frame
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, _cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = _run(
+            args, settings, spec, keyring, sinks, audit, launcher_id, policy, client, runner, cancel
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.stderr.write(
+        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
+        f"{result.duration_seconds:.1f}s)\n"
+    )
+    if result.exit_code is None:
+        return 1
+    return result.exit_code if result.exit_code < 256 else 1
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    spec: RunSpec,
+    keyring: Path,
+    sinks: list[LogSink],
+    audit: ChainedAuditLog,
+    launcher_id: str,
+    policy: PolicyStep | None,
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    runner: DockerRunner,
+    cancel: threading.Event,
+) -> RunResult:
+    return run_pipeline(
         spec,
         settings=settings,
         launcher_id=launcher_id,
@@ -142,11 +194,5 @@ def _execute(
         environ=os.environ,
         # Used only when HL_EGRESS_POLICY is set: the run's network is made on this daemon.
         egress=EgressStep(docker_client=client),
+        cancel=cancel,
     )
-    sys.stderr.write(
-        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
-        f"{result.duration_seconds:.1f}s)\n"
-    )
-    if result.exit_code is None:
-        return 1
-    return result.exit_code if result.exit_code < 256 else 1

@@ -17,10 +17,12 @@ dangerous mount stops the launcher before any run, and again for every run (defe
 from __future__ import annotations
 
 import ipaddress
+import math
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, Final
@@ -79,6 +81,9 @@ BASE_ENVIRONMENT: Final = MappingProxyType(
         "HL_PROTOCOL": PROTOCOL_VERSION,
     }
 )
+#: The worker's own time limit in seconds (``hl-worker.sh`` stops the run after it).
+ENV_TIME_LIMIT: Final = "HL_TIME_LIMIT_SECONDS"
+WATCHDOG_MARGIN: Final = 10
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Network modes that are not a run's own network (shared with the host, another container or
 #: every container, or no network at all).
@@ -226,7 +231,7 @@ class NetworkPlan:
         for name, value in self.environment.items():
             if not _ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-            if name in BASE_ENVIRONMENT:
+            if name in BASE_ENVIRONMENT or name == ENV_TIME_LIMIT:
                 raise ValueError(f"{name} is set by the launcher and cannot be replaced")
             if "\0" in value:
                 raise ValueError(f"the value of {name} holds a NUL byte")
@@ -269,6 +274,13 @@ def gvisor_run_tasks(pids: int) -> int:
 def gvisor_sandbox_pids_limit(pids: int) -> int:
     """The host pids cgroup limit of a gVisor sandbox whose run is limited to ``pids`` tasks."""
     return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * gvisor_run_tasks(pids)
+
+
+def watchdog_seconds(time_limit: timedelta, settings: Settings) -> int:
+    """When the worker stops its own run: after the launcher would have (limit, grace, margin)."""
+    return math.ceil(
+        time_limit.total_seconds() + settings.run_stop_grace.total_seconds() + WATCHDOG_MARGIN
+    )
 
 
 def build_container_spec(
@@ -331,6 +343,9 @@ def build_container_spec(
         LABEL_RUN_ID: spec.run_id,
     }
     environment = dict(BASE_ENVIRONMENT)
+    # The worker's own deadline: if the launcher dies (SIGKILL), the run still ends. Later than
+    # the launcher's stop (time limit + grace), so a live launcher always stops it first.
+    environment[ENV_TIME_LIMIT] = str(watchdog_seconds(settings.launcher_run_timeout, settings))
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
     create_args: dict[str, Any] = {

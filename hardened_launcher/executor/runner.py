@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import select
 import socket
 import threading
@@ -39,6 +40,7 @@ from hardened_launcher.executor.errors import (
     ImageMissingError,
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
+from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
 from hardened_launcher.secrets import wipe_bytearray
 
@@ -51,6 +53,8 @@ _READ_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.25
 _REMOVE_ATTEMPTS: Final = 3
 _CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
+#: Added to a container's deadline label: time to wait for its exit status and remove it.
+DEADLINE_MARGIN_SECONDS: Final = 60
 
 
 class StopReason(enum.StrEnum):
@@ -153,12 +157,14 @@ class DockerRunner:
         run_timeout: timedelta,
         stop_grace: timedelta,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.api: Any = client.api
         self.logs_timeout = logs_timeout.total_seconds()
         self.run_timeout = run_timeout.total_seconds()
         self.stop_grace = stop_grace
         self.clock = clock
+        self.wall_clock = wall_clock
 
     # -- the run ---------------------------------------------------------------------------------
     def run(
@@ -188,9 +194,18 @@ class DockerRunner:
                 sink.close()
 
     def _create(self, container: ContainerSpec) -> str:
+        # Who made the container and until when it is needed: a later launcher or exec removes
+        # it when this process is gone or the deadline passed (see .ownership, .cleanup).
+        deadline = self.wall_clock() + self.run_timeout + self.stop_grace.total_seconds()
+        create_args = dict(container.create_args)
+        create_args["labels"] = {
+            **container.labels,
+            LABEL_OWNER: owner_token(),
+            LABEL_DEADLINE: str(math.ceil(deadline + DEADLINE_MARGIN_SECONDS)),
+        }
         try:
             host_config = self.api.create_host_config(**container.host_config_args)
-            created = self.api.create_container(**container.create_args, host_config=host_config)
+            created = self.api.create_container(**create_args, host_config=host_config)
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(
                 exc, doing="create the run container", image=container.image

@@ -26,6 +26,7 @@ from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.settings import Mount, Settings
 
 CANARY = "CANARY-container-spec-77aa"
+BASE_ENV = {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", "HL_TIME_LIMIT_SECONDS"}
 
 
 def proof(name: str, path: str) -> VerifiedBinary:
@@ -122,7 +123,7 @@ def test_hardened_defaults() -> None:
 def test_no_secret_reaches_the_docker_arguments() -> None:
     c = build_container_spec(spec(), settings(), launcher_id="L1", worker=WORKER)
     assert CANARY not in repr(dict(c.create_args)) + repr(dict(c.host_config_args))
-    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+    assert set(c.create_args["environment"]) == BASE_ENV
 
 
 def test_settings_and_run_limits_lower_wins() -> None:
@@ -321,7 +322,7 @@ def test_network_plan_puts_the_run_on_its_own_network_with_the_proxy_env() -> No
     assert env["HOME"] == "/home/spacelift"
     assert env["HL_WORKSPACE"] == "/workspace"
     assert env["HL_PROTOCOL"] == "1"
-    assert set(env) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", *PROXY_ENV}
+    assert set(env) == {*BASE_ENV, *PROXY_ENV}
     assert CANARY not in repr(dict(c.create_args)) + repr(dict(h))
     # The hardening does not depend on the network.
     without = build_container_spec(spec(), s, launcher_id="L1", worker=WORKER)
@@ -338,7 +339,7 @@ def test_without_a_network_plan_nothing_changes() -> None:
     assert c.host_config_args["network_mode"] == "runs"
     for key in ("dns", "dns_search", "dns_opt"):
         assert key not in c.host_config_args
-    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+    assert set(c.create_args["environment"]) == BASE_ENV
 
 
 def test_network_plan_is_pure_and_frozen() -> None:

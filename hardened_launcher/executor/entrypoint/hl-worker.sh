@@ -43,6 +43,23 @@ valid_path() {
     return 0
 }
 
+# The run's own deadline (HL_TIME_LIMIT_SECONDS, plumbing set by the launcher, later than the
+# launcher's own stop): if the launcher dies, the run still ends. The watchdog stops this worker
+# (TERM, then KILL); when the worker exits, the container's init exits and every process with it.
+worker_pid=$$
+case ${HL_TIME_LIMIT_SECONDS:-} in
+    '' | *[!0-9]*) ;;
+    *)
+        (
+            trap - TERM INT
+            sleep "$HL_TIME_LIMIT_SECONDS"
+            kill -TERM "$worker_pid" 2>/dev/null
+            sleep 10
+            kill -KILL "$worker_pid" 2>/dev/null
+        ) </dev/null >/dev/null 2>&1 &
+        ;;
+esac
+
 IFS= read -r header || fail "no instructions on stdin"
 [ "$header" = "HLRUN 1" ] || fail "unknown instruction header"
 
