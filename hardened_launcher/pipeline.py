@@ -40,8 +40,9 @@ from hardened_launcher.executor.container_spec import (
     build_container_spec,
     check_extra_mounts,
 )
-from hardened_launcher.executor.errors import BinaryUnavailableError
+from hardened_launcher.executor.errors import BinaryUnavailableError, LimitRefusedError
 from hardened_launcher.executor.instructions import encode_instructions
+from hardened_launcher.executor.limits import check_run_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
 from hardened_launcher.executor.runner import RunResult
@@ -699,6 +700,22 @@ def _canary_scan(
     _record(audit, "run.log_clean", Outcome.ALLOW, gate="execute", run_id=run_id)
 
 
+def _check_limits(spec: RunSpec, settings: Settings, *, audit: AuditSink) -> None:
+    """A spec asking for more than the operator allows is refused before any gate works."""
+    try:
+        check_run_limits(spec, settings)
+    except LimitRefusedError as exc:
+        _record(
+            audit,
+            "run.refused",
+            Outcome.DENY,
+            gate="execute",
+            run_id=spec.run_id,
+            reason=exc.reason,
+        )
+        raise
+
+
 def run_pipeline(
     spec: RunSpec,
     *,
@@ -734,6 +751,7 @@ def run_pipeline(
     run_log: EgressRunLog | None = None
     try:
         check_extra_mounts(settings)
+        _check_limits(spec, settings, audit=audit)
         egress_policy = _egress_policy(settings, egress, run_id=run_id, audit=audit)
         # Gate 2: the worker program and every binary the run asks for.
         worker = binaries.verify(WORKER_NAME, worker_version, run_id=run_id, audit=audit)

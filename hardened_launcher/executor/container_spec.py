@@ -29,6 +29,11 @@ from typing import Any, Final
 
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.limits import (
+    GVISOR_MAX_RUN_TASKS,
+    check_run_limits,
+    is_gvisor_runtime,
+)
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
@@ -98,10 +103,6 @@ _SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 #: create a thread: exit 2, no run end), so the limit is sized for the worst case measured.
 GVISOR_PIDS_BASE: Final = 256
 GVISOR_PIDS_PER_PROCESS: Final = 64
-#: The most tasks (processes and threads) a run may hold under gVisor. Above this the host
-#: budget (``256 + 64 x 256 = 16640`` host tasks, half of Linux's default ``pid_max``) would grow
-#: past what one run may take from its host.
-GVISOR_MAX_RUN_TASKS: Final = 256
 
 #: Host paths that are never mounted: neither they, anything under them, nor any parent.
 _REFUSED_HOST_TREES: Final = (
@@ -199,6 +200,9 @@ class ContainerSpec:
     create_args: Mapping[str, Any]
     host_config_args: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The run's own time limit (its spec's ``limits.time_seconds``, at most the launcher's);
+    #: None: the runner's.
+    time_limit_seconds: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "create_args", MappingProxyType(dict(self.create_args)))
@@ -254,18 +258,6 @@ def _bind(source: str, target: str, *, read_only: bool) -> dict[str, Any]:
     }
 
 
-def _lower(setting: int, asked: int | None) -> int:
-    return setting if asked is None else min(setting, asked)
-
-
-def is_gvisor_runtime(runtime: str | None) -> bool:
-    """Whether the Docker runtime name is gVisor's (``runsc``, ``runsc-kvm``, ``gvisor``, …)."""
-    if runtime is None:
-        return False
-    name = runtime.lower()
-    return "runsc" in name or "gvisor" in name
-
-
 def gvisor_run_tasks(pids: int) -> int:
     """The tasks a run limited to ``pids`` may hold under gVisor (capped for the host)."""
     return min(pids, GVISOR_MAX_RUN_TASKS)
@@ -316,11 +308,8 @@ def build_container_spec(
         for m in settings.extra_mounts_for(spec.run_type)
     ]
 
-    memory = _lower(settings.run_memory_bytes, spec.limits.memory_bytes)
-    pids = _lower(settings.run_pids_limit, spec.limits.pids)
-    cpus = (
-        settings.run_cpus if spec.limits.cpus is None else min(settings.run_cpus, spec.limits.cpus)
-    )
+    limits = check_run_limits(spec, settings)  # more than the operator allows: refused
+    memory, pids, cpus = limits.memory_bytes, limits.pids, limits.cpus
     uid, gid = settings.worker_uid, settings.worker_gid
     # No core dumps: a dump would write the run's memory (its secrets) to disk.
     ulimits: list[dict[str, Any]] = [{"Name": "core", "Soft": 0, "Hard": 0}]
@@ -345,7 +334,7 @@ def build_container_spec(
     environment = dict(BASE_ENVIRONMENT)
     # The worker's own deadline: if the launcher dies (SIGKILL), the run still ends. Later than
     # the launcher's stop (time limit + grace), so a live launcher always stops it first.
-    environment[ENV_TIME_LIMIT] = str(watchdog_seconds(settings.launcher_run_timeout, settings))
+    environment[ENV_TIME_LIMIT] = str(watchdog_seconds(limits.time_limit, settings))
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
     create_args: dict[str, Any] = {
@@ -404,4 +393,5 @@ def build_container_spec(
         create_args=create_args,
         host_config_args=host_config,
         labels=labels,
+        time_limit_seconds=limits.time_limit.total_seconds(),
     )

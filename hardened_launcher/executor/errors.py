@@ -47,3 +47,9 @@ class BinaryUnavailableError(ConfigurationError):
     """A binary the run asks for (or the worker program) is not in the release directory."""
 
     default_reason = "binary_missing"
+
+
+class LimitRefusedError(UntrustedInputError):
+    """The run spec asks for more (memory, CPUs, processes, time) than this launcher allows."""
+
+    default_reason = "limits_refused"

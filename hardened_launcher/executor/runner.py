@@ -53,6 +53,10 @@ _READ_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.25
 _REMOVE_ATTEMPTS: Final = 3
 _CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
+#: The worker's own last words (hl-worker.sh), looked for at the end of the redacted output.
+_RUN_END: Final = b"::hl:: run end status="
+_WORKER_ERROR: Final = b"::hl:: error "
+_TAIL_BYTES: Final = 1024
 #: Added to a container's deadline label: time to wait for its exit status and remove it.
 DEADLINE_MARGIN_SECONDS: Final = 60
 
@@ -77,17 +81,28 @@ class RunResult:
     duration_seconds: float
     output_bytes: int
     redactions: dict[str, int] = field(default_factory=dict)
+    #: Docker's ``State.OOMKilled``: the kernel (or gVisor's Sentry) killed a process of the
+    #: run for memory.
+    oom_killed: bool = False
+    #: The worker reported its end (``::hl:: run end`` or ``::hl:: error``). False: the
+    #: container or its runtime died under the worker (e.g. a gVisor sandbox crash).
+    worker_ended: bool = True
 
     @property
     def succeeded(self) -> bool:
-        return self.stopped_by is StopReason.EXITED and self.exit_code == 0
+        return self.stopped_by is StopReason.EXITED and self.exit_code == 0 and not self.oom_killed
 
     @property
     def reason(self) -> str:
-        """A stable slug: ``run_succeeded``, ``run_failed`` or the limit that fired."""
+        """A stable slug: ``run_succeeded``, ``run_failed``, ``run_oom``, ``runtime_failed``
+        or the limit that fired."""
         if self.stopped_by is not StopReason.EXITED:
             return self.stopped_by.value
-        return "run_succeeded" if self.exit_code == 0 else "run_failed"
+        if self.oom_killed:
+            return "run_oom"
+        if self.exit_code == 0:
+            return "run_succeeded"
+        return "run_failed" if self.worker_ended else "runtime_failed"
 
 
 def translate_docker_error(
@@ -180,10 +195,21 @@ class DockerRunner:
         """Run ``container``; wipe ``instructions`` and close ``sink`` whatever happens."""
         started = self.clock()
         container_id = ""
+        time_limit = self.run_timeout
+        if container.time_limit_seconds is not None:
+            time_limit = min(time_limit, container.time_limit_seconds)
         try:
-            container_id = self._create(container)
+            container_id = self._create(container, time_limit)
             return self._attached_run(
-                container, container_id, instructions, redactor, sink, cancel, on_started, started
+                container,
+                container_id,
+                instructions,
+                redactor,
+                sink,
+                cancel,
+                on_started,
+                started,
+                time_limit,
             )
         finally:
             wipe_bytearray(instructions)
@@ -193,10 +219,10 @@ class DockerRunner:
             finally:
                 sink.close()
 
-    def _create(self, container: ContainerSpec) -> str:
+    def _create(self, container: ContainerSpec, time_limit: float) -> str:
         # Who made the container and until when it is needed: a later launcher or exec removes
         # it when this process is gone or the deadline passed (see .ownership, .cleanup).
-        deadline = self.wall_clock() + self.run_timeout + self.stop_grace.total_seconds()
+        deadline = self.wall_clock() + time_limit + self.stop_grace.total_seconds()
         create_args = dict(container.create_args)
         create_args["labels"] = {
             **container.labels,
@@ -226,6 +252,7 @@ class DockerRunner:
         cancel: threading.Event | None,
         on_started: Callable[[str], None] | None,
         started: float,
+        time_limit: float,
     ) -> RunResult:
         try:
             wrapper = self.api.attach_socket(
@@ -238,18 +265,19 @@ class DockerRunner:
         try:
             if on_started is not None:
                 on_started(container_id)
-            self._send(sock, instructions, started)
+            self._send(sock, instructions, started, time_limit)
             streams: dict[Channel, RedactingStreamLike] = {
                 "stdout": redactor.stream("stdout"),
                 "stderr": redactor.stream("stderr"),
             }
-            stopped_by, output_bytes = self._pump(
-                sock, container_id, streams, sink, cancel, started
+            stopped_by, output_bytes, worker_ended = self._pump(
+                sock, container_id, streams, sink, cancel, started, time_limit
             )
         finally:
             sock.close()
             wrapper.close()
         exit_code = self._exit_code(container_id)
+        oom_killed = self._oom_killed(container_id)
         duration = self.clock() - started
         result = RunResult(
             run_id=container.run_id,
@@ -259,6 +287,8 @@ class DockerRunner:
             duration_seconds=duration,
             output_bytes=output_bytes,
             redactions=dict(redactor.counts()),
+            oom_killed=oom_killed,
+            worker_ended=worker_ended,
         )
         log.info(
             "executor.run_ended run_id=%s reason=%s exit_code=%s seconds=%.3f",
@@ -267,19 +297,23 @@ class DockerRunner:
             exit_code,
             duration,
         )
-        if stopped_by is StopReason.EXITED and output_bytes == 0 and exit_code not in (0, None):
-            # The worker prints a line before every non-zero exit of its own, so a silent
-            # failure means the container (or its runtime's sandbox) died before or under it.
+        if result.reason == "runtime_failed":
+            # The worker prints a marker before every exit of its own, so an exit without one
+            # means the container (or its runtime's sandbox) died before or under it.
             log.warning(
-                "executor.run_exited_silently run_id=%s exit_code=%s: the worker printed "
-                "nothing; the container runtime may have failed (see docs/executor.md, gVisor)",
+                "executor.run_exited_silently run_id=%s exit_code=%s output_bytes=%s: the "
+                "worker never reported its end; the container runtime may have failed (see "
+                "docs/executor.md, gVisor)",
                 result.run_id,
                 exit_code,
+                output_bytes,
             )
         return result
 
-    def _send(self, sock: socket.socket, instructions: bytearray, started: float) -> None:
-        sock.settimeout(max(1.0, self.run_timeout - (self.clock() - started)))
+    def _send(
+        self, sock: socket.socket, instructions: bytearray, started: float, time_limit: float
+    ) -> None:
+        sock.settimeout(max(1.0, time_limit - (self.clock() - started)))
         try:
             sock.sendall(instructions)
             sock.shutdown(socket.SHUT_WR)
@@ -299,8 +333,18 @@ class DockerRunner:
         sink: LogSink,
         cancel: threading.Event | None,
         started: float,
-    ) -> tuple[StopReason, int]:
+        time_limit: float,
+    ) -> tuple[StopReason, int, bool]:
+        """Stream the output; return why it ended, its size, and whether the worker said so."""
         demux = _Demux()
+        tails: dict[Channel, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+
+        def emit(channel: Channel, safe: bytes) -> None:
+            sink.write(channel, safe)
+            tail = tails[channel]
+            tail += safe
+            del tail[:-_TAIL_BYTES]
+
         last_output = self.clock()
         stopped_by = StopReason.EXITED
         output_bytes = 0
@@ -312,7 +356,7 @@ class DockerRunner:
                 limit: StopReason | None = None
                 if cancel is not None and cancel.is_set():
                     limit = StopReason.CANCELLED
-                elif now - started >= self.run_timeout:
+                elif now - started >= time_limit:
                     limit = StopReason.RUN_TIMEOUT
                 elif now - last_output >= self.logs_timeout:
                     limit = StopReason.LOGS_TIMEOUT
@@ -323,7 +367,7 @@ class DockerRunner:
                     continue
                 wait = min(
                     _POLL_SECONDS,
-                    self.run_timeout - (now - started),
+                    time_limit - (now - started),
                     self.logs_timeout - (now - last_output),
                 )
             else:
@@ -346,12 +390,14 @@ class DockerRunner:
                 last_output = self.clock()
                 safe = streams[channel].write(payload)
                 if safe:
-                    sink.write(channel, safe)
+                    emit(channel, safe)
         for channel, stream in streams.items():
-            tail = stream.flush()
-            if tail:
-                sink.write(channel, tail)
-        return stopped_by, output_bytes
+            rest = stream.flush()
+            if rest:
+                emit(channel, rest)
+        # Redacted output only: the markers are plumbing, never secret.
+        ended = _RUN_END in tails["stdout"] or _WORKER_ERROR in tails["stderr"]
+        return stopped_by, output_bytes, ended
 
     def _stop(self, container_id: str, why: StopReason) -> None:
         grace = max(0, round(self.stop_grace.total_seconds()))
@@ -367,6 +413,13 @@ class DockerRunner:
                 self.api.kill(container_id)
             except DOCKER_ERRORS:
                 log.warning("executor.kill_failed container=%s", container_id[:12])
+
+    def _oom_killed(self, container_id: str) -> bool:
+        try:
+            state = self.api.inspect_container(container_id).get("State") or {}
+        except DOCKER_ERRORS:
+            return False
+        return state.get("OOMKilled") is True
 
     def _exit_code(self, container_id: str) -> int | None:
         try:

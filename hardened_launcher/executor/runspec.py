@@ -51,6 +51,7 @@ MAX_LIMIT_MEMORY_BYTES: Final = 1 << 40
 MAX_LIMIT_PIDS: Final = 1 << 20
 MAX_LIMIT_CPUS: Final = 1024.0
 MIN_LIMIT_MEMORY_BYTES: Final = 6 * 1024 * 1024  # Docker's own minimum
+MAX_LIMIT_TIME_SECONDS: Final = 30 * 24 * 3600
 
 #: Binary names the launcher itself provides; a run cannot ask for them.
 RESERVED_BINARY_NAMES: Final = frozenset({"hl-worker"})
@@ -114,6 +115,7 @@ class RunLimits:
     memory_bytes: int | None = None
     pids: int | None = None
     cpus: float | None = None
+    time_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,7 +345,10 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
 
     limits = RunLimits()
     if "limits" in top:
-        raw_limits = _fields("limits", top["limits"], set(), {"memory_bytes", "pids", "cpus"})
+        raw_limits = _fields(
+            "limits", top["limits"], set(), {"memory_bytes", "pids", "cpus", "time_seconds"}
+        )
+        time_seconds = raw_limits.get("time_seconds")
         memory = raw_limits.get("memory_bytes")
         pids = raw_limits.get("pids")
         cpus = raw_limits.get("cpus")
@@ -366,6 +371,11 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
             if pids is None
             else _int("limits.pids", pids, minimum=8, maximum=MAX_LIMIT_PIDS),
             cpus=None if cpus is None else float(cpus),
+            time_seconds=None
+            if time_seconds is None
+            else _int(
+                "limits.time_seconds", time_seconds, minimum=1, maximum=MAX_LIMIT_TIME_SECONDS
+            ),
         )
 
     metadata: dict[str, str] = {}

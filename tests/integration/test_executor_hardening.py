@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.executor.container_spec import HOME_DIR
+from hardened_launcher.executor.errors import LimitRefusedError
 from hardened_launcher.executor.runner import StopReason
 from tests.integration.executor_support import Release, settings_for, signed_release
 from tests.integration.images import busybox_image, setuid_image
@@ -160,3 +162,74 @@ def test_a_process_storm_under_gvisor_ends_the_run_not_the_sandbox(
     assert result.stopped_by is StopReason.EXITED
     assert result.reason in ("run_failed", "run_succeeded")
     assert containers_of(result.run_id) == []
+
+
+@pytest.mark.parametrize("runtime", ["runc", "runsc"])
+@pytest.mark.parametrize(
+    "hog",
+    [
+        "head -c 200m /dev/zero > /workspace/fill",  # tmpfs pages count against the limit
+        "head -c 200m /dev/zero | tail -c 150m > /dev/null",  # a process's own memory
+    ],
+)
+def test_an_oom_kill_is_reported_as_its_own_reason(
+    runtime: str, hog: str, release: Release, tmp_path: Path
+) -> None:
+    if runtime == "runsc":
+        require_runsc()
+    settings = settings_for(
+        tmp_path,
+        worker_runtime=runtime,
+        run_memory_bytes=256 * 1024**2,
+        run_workspace_bytes=512 * 1024**2,
+        run_tmp_bytes=512 * 1024**2,
+    )
+    document = spec_of(
+        busybox_image(),
+        ("hog", ["echo before", hog, "echo after"]),
+        limits={"memory_bytes": 64 * 1024**2},
+    )
+    log = tmp_path / "run.log"
+    audit = MemoryAuditLog()
+    result = execute(document, settings, release, log, audit=audit)
+    assert result.oom_killed, log.read_text()[-1000:]
+    assert result.reason == "run_oom"
+    assert not result.succeeded
+    (finished,) = [e for e in audit.events if e.type == "run.finished"]
+    assert finished.reason == "run_oom"
+    assert containers_of(result.run_id) == []
+
+
+def test_a_spec_time_limit_below_the_launchers_stops_the_run(
+    release: Release, tmp_path: Path
+) -> None:
+    document = spec_of(
+        busybox_image(), ("main", ["echo start", "sleep 60"]), limits={"time_seconds": 2}
+    )
+    log = tmp_path / "run.log"
+    result = execute(document, settings_for(tmp_path), release, log)
+    assert result.stopped_by is StopReason.RUN_TIMEOUT
+    assert 2 <= result.duration_seconds < 15
+    assert containers_of(result.run_id) == []
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"memory_bytes": 128 * 1024**2 + 1},
+        {"pids": 65},
+        {"cpus": 64},
+        {"time_seconds": 31},
+    ],
+)
+def test_a_spec_asking_more_than_allowed_is_refused_before_any_container(
+    limits: dict[str, int], release: Release, tmp_path: Path
+) -> None:
+    audit = MemoryAuditLog()
+    document = spec_of(busybox_image(), ("main", ["echo never"]), limits=limits)
+    with pytest.raises(LimitRefusedError) as info:
+        execute(document, settings_for(tmp_path), release, tmp_path / "l", audit=audit)
+    field = next(iter(limits))
+    assert f"limits.{field} = " in str(info.value)
+    assert [(e.type, e.reason) for e in audit.events] == [("run.refused", "limits_refused")]
+    assert containers_of(document["run_id"]) == []

@@ -126,7 +126,7 @@ def test_no_secret_reaches_the_docker_arguments() -> None:
     assert set(c.create_args["environment"]) == BASE_ENV
 
 
-def test_settings_and_run_limits_lower_wins() -> None:
+def test_settings_and_run_limits_within_them() -> None:
     s = settings(
         worker_network="runs",
         worker_runtime="runsc",
@@ -142,7 +142,7 @@ def test_settings_and_run_limits_lower_wins() -> None:
         worker_extra_mounts_wo=(Mount(host_path="/srv/wo", container_path="/wo"),),
     )
     c = build_container_spec(
-        spec(limits={"memory_bytes": 64 * 1024**2, "pids": 500, "cpus": 0.5}),
+        spec(limits={"memory_bytes": 64 * 1024**2, "pids": 100, "cpus": 0.5}),
         s,
         launcher_id="L",
         worker=WORKER,
