@@ -44,7 +44,7 @@ from hardened_launcher.executor.errors import BinaryUnavailableError, LimitRefus
 from hardened_launcher.executor.instructions import encode_instructions
 from hardened_launcher.executor.limits import check_run_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
-from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
+from hardened_launcher.executor.redaction_port import RedactorLike, add_secret, add_secrets
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.policy import (
@@ -790,8 +790,7 @@ def run_pipeline(
         # values, the run's secret variables, and masked whitelisted variables.
         for variable, secret_value in launcher_secret_values(environ or {}):
             redactor.add(variable, secret_value)
-        for name, secret in spec.secrets():
-            add_secret(redactor, name, secret)
+        add_secrets(redactor, spec.secrets())  # each value of a secret file on its own too
         for name, secret in extra_env.items():
             if name in settings.mask_envs:
                 add_secret(redactor, f"env:{name}", secret)

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal, cast
 import yaml
 
 from hardened_launcher.executor.errors import RunSpecError
+from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
 from hardened_launcher.secrets import Secret
 
 __all__ = [
@@ -94,6 +95,9 @@ class WorkspaceFile:
     path: str
     content: Secret | bytes
     mode: int = 0o644
+    #: For a secret file: each value inside it (YAML, JSON, dotenv, tfvars, INI…), masked on
+    #: its own (see :mod:`.secret_files`).
+    values: tuple[Secret, ...] = ()
 
     @property
     def secret(self) -> bool:
@@ -136,9 +140,10 @@ class RunSpec:
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
         named = [(f"env:{name}", value) for name, value in self.secret_env.items()]
-        named += [
-            (f"file:{f.path}", f.content) for f in self.files if isinstance(f.content, Secret)
-        ]
+        for f in self.files:
+            if isinstance(f.content, Secret):
+                named.append((f"file:{f.path}", f.content))
+                named += [(f"file:{f.path}#{i}", value) for i, value in enumerate(f.values, 1)]
         return tuple(named)
 
     def wipe(self) -> None:
@@ -329,7 +334,17 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         data = content.encode("utf-8")
         if len(data) > MAX_FILE_BYTES:
             raise _fail(f"{where}.content", f"is larger than {MAX_FILE_BYTES} bytes")
-        files.append(WorkspaceFile(path=path, content=Secret(data) if secret else data, mode=mode))
+        values: tuple[Secret, ...] = ()
+        if secret:
+            try:
+                values = tuple(Secret(v) for v in extract_values(path, data))
+            except TooManyValuesError as exc:
+                raise _fail(f"{where}.content", str(exc)) from None
+        files.append(
+            WorkspaceFile(
+                path=path, content=Secret(data) if secret else data, mode=mode, values=values
+            )
+        )
 
     binaries: list[BinaryRequest] = []
     for index, raw in enumerate(_list("binaries", top.get("binaries", []), max_items=MAX_BINARIES)):
