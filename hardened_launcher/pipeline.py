@@ -41,6 +41,7 @@ from hardened_launcher.executor.container_spec import (
     check_extra_mounts,
 )
 from hardened_launcher.executor.errors import BinaryUnavailableError, LimitRefusedError
+from hardened_launcher.executor.images import with_default_image
 from hardened_launcher.executor.instructions import encode_instructions
 from hardened_launcher.executor.limits import check_run_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
@@ -751,6 +752,7 @@ def run_pipeline(
     run_log: EgressRunLog | None = None
     try:
         check_extra_mounts(settings)
+        spec = with_default_image(spec, settings)  # SPACELIFT_DEFAULT_RUNNER_IMAGE
         _check_limits(spec, settings, audit=audit)
         egress_policy = _egress_policy(settings, egress, run_id=run_id, audit=audit)
         # Gate 2: the worker program and every binary the run asks for.

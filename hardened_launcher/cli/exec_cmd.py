@@ -135,6 +135,7 @@ def _execute(
         logs_timeout=settings.launcher_logs_timeout,
         run_timeout=settings.launcher_run_timeout,
         stop_grace=settings.run_stop_grace,
+        files_dir=settings.state_dir / "run-files",
     )
     # SIGTERM or Ctrl-C stops the run like a cancel (SIGTERM, grace, SIGKILL) and the container
     # is removed; a SIGKILL cannot be caught, so the next exec removes what it leaves behind.

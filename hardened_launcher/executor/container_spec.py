@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.errors import MountRefusedError
+from hardened_launcher.executor.images import run_image
 from hardened_launcher.executor.limits import (
     GVISOR_MAX_RUN_TASKS,
     check_run_limits,
@@ -337,8 +338,9 @@ def build_container_spec(
     environment[ENV_TIME_LIMIT] = str(watchdog_seconds(limits.time_limit, settings))
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
+    image = run_image(spec, settings)
     create_args: dict[str, Any] = {
-        "image": spec.image,
+        "image": image,
         # Fixed: the run's commands travel over stdin, never on the command line.
         "entrypoint": ["/bin/sh", f"{BIN_DIR}/{WORKER_NAME}"],
         "command": [],
@@ -389,7 +391,7 @@ def build_container_spec(
         host_config["runtime"] = settings.worker_runtime
     return ContainerSpec(
         run_id=spec.run_id,
-        image=spec.image,
+        image=image,
         create_args=create_args,
         host_config_args=host_config,
         labels=labels,

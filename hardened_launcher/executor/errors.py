@@ -53,3 +53,9 @@ class LimitRefusedError(UntrustedInputError):
     """The run spec asks for more (memory, CPUs, processes, time) than this launcher allows."""
 
     default_reason = "limits_refused"
+
+
+class ImageUnsetError(ConfigurationError):
+    """The run spec names no image and ``SPACELIFT_DEFAULT_RUNNER_IMAGE`` is not set."""
+
+    default_reason = "image_unset"

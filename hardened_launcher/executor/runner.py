@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import docker
@@ -41,6 +42,7 @@ from hardened_launcher.executor.errors import (
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
 from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
+from hardened_launcher.executor.passwd import PasswdFiles
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
 from hardened_launcher.secrets import wipe_bytearray
 
@@ -173,6 +175,7 @@ class DockerRunner:
         stop_grace: timedelta,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        files_dir: Path | None = None,
     ) -> None:
         self.api: Any = client.api
         self.logs_timeout = logs_timeout.total_seconds()
@@ -180,6 +183,8 @@ class DockerRunner:
         self.stop_grace = stop_grace
         self.clock = clock
         self.wall_clock = wall_clock
+        # passwd/group entries for the run's user when the image has none (see .passwd).
+        self.passwd = PasswdFiles(self.api, directory=files_dir)
 
     # -- the run ---------------------------------------------------------------------------------
     def run(
@@ -229,8 +234,13 @@ class DockerRunner:
             LABEL_OWNER: owner_token(),
             LABEL_DEADLINE: str(math.ceil(deadline + DEADLINE_MARGIN_SECONDS)),
         }
+        host_config_args = dict(container.host_config_args)
+        uid, _, gid = str(create_args.get("user", "")).partition(":")
+        if uid.isdigit() and gid.isdigit():
+            extra = self.passwd.mounts(container.image, uid=int(uid), gid=int(gid))
+            host_config_args["mounts"] = [*host_config_args.get("mounts", []), *extra]
         try:
-            host_config = self.api.create_host_config(**container.host_config_args)
+            host_config = self.api.create_host_config(**host_config_args)
             created = self.api.create_container(**create_args, host_config=host_config)
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(

@@ -128,7 +128,9 @@ class RunSpec:
 
     run_id: str
     run_type: RunType
-    image: str
+    #: None: the spec names no image; the launcher's ``SPACELIFT_DEFAULT_RUNNER_IMAGE`` applies
+    #: (:func:`~.images.with_default_image`).
+    image: str | None
     phases: tuple[Phase, ...]
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_env: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
@@ -276,8 +278,8 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     top = _fields(
         "document",
         dict(document),
-        {"version", "run_id", "run_type", "image", "phases"},
-        {"env", "secret_env", "files", "binaries", "limits", "metadata"},
+        {"version", "run_id", "run_type", "phases"},
+        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata"},
     )
     if top["version"] != SPEC_VERSION or isinstance(top["version"], bool):
         raise _fail("version", f"is not {SPEC_VERSION} (the only version this launcher reads)")
@@ -285,7 +287,11 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     run_type = top["run_type"]
     if run_type not in ("ro", "wo"):
         raise _fail("run_type", "is not 'ro' or 'wo'")
-    image = _text("image", top["image"], max_chars=MAX_IMAGE_CHARS, pattern=_IMAGE_RE)
+    image = (
+        None
+        if top.get("image") is None
+        else _text("image", top["image"], max_chars=MAX_IMAGE_CHARS, pattern=_IMAGE_RE)
+    )
 
     phases: list[Phase] = []
     raw_phases = _list("phases", top["phases"], max_items=MAX_PHASES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hardened_launcher.demo.image import BUSYBOX, REPOSITORY, ensure_busybox_image
 from tests.conftest import require_docker
 
-__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image", "setuid_image"]
+__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image", "image_with_user", "setuid_image"]
 
 
 def busybox_image() -> str:
@@ -70,4 +70,48 @@ def setuid_image() -> str:
         timeout=120,
     )
     del base
+    return tag
+
+
+def image_with_user(name: str = "runner", uid: int = 1983) -> str:
+    """The busybox image whose ``/etc/passwd`` and ``/etc/group`` already hold ``name`` (uid)."""
+    import hashlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from hardened_launcher.demo.image import _tar_of_root  # noqa: PLC0415
+
+    busybox_image()
+    data = BUSYBOX.read_bytes()
+    tag = f"hl-test-user-{name}-{uid}:{hashlib.sha256(data).hexdigest()[:16]}"
+    probe = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return tag
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    replaced = {
+        "etc/passwd": f"root:x:0:0::/root:/bin/sh\n{name}:x:{uid}:{uid}::/home/{name}:/bin/sh\n",
+        "etc/group": f"root:x:0:\n{name}:x:{uid}:\n",
+    }
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(_tar_of_root(data, applets))) as source,
+        tarfile.open(fileobj=out, mode="w") as tar,
+    ):
+        for member in source.getmembers():
+            if member.name in replaced:
+                content = replaced[member.name].encode()
+                member.size = len(content)
+                tar.addfile(member, io.BytesIO(content))
+            else:
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+    subprocess.run(
+        ["docker", "import", "-", tag],
+        input=out.getvalue(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
     return tag
