@@ -35,6 +35,7 @@ from hardened_launcher.executor.limits import (
     check_run_limits,
     is_gvisor_runtime,
 )
+from hardened_launcher.executor.outputs import OUTPUTS_DIR
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
@@ -89,6 +90,7 @@ BASE_ENVIRONMENT: Final = MappingProxyType(
 )
 #: The worker's own time limit in seconds (``hl-worker.sh`` stops the run after it).
 ENV_TIME_LIMIT: Final = "HL_TIME_LIMIT_SECONDS"
+ENV_OUTPUTS: Final = "HL_OUTPUTS"
 WATCHDOG_MARGIN: Final = 10
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Network modes that are not a run's own network (shared with the host, another container or
@@ -103,7 +105,7 @@ _SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 #: linger; ~50 at rest. A sandbox that reaches its cgroup limit dies (the Go runtime cannot
 #: create a thread: exit 2, no run end), so the limit is sized for the worst case measured.
 GVISOR_PIDS_BASE: Final = 256
-GVISOR_PIDS_PER_PROCESS: Final = 64
+GVISOR_PIDS_PER_PROCESS: Final = 128
 
 #: Host paths that are never mounted: neither they, anything under them, nor any parent.
 _REFUSED_HOST_TREES: Final = (
@@ -236,7 +238,7 @@ class NetworkPlan:
         for name, value in self.environment.items():
             if not _ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-            if name in BASE_ENVIRONMENT or name == ENV_TIME_LIMIT:
+            if name in BASE_ENVIRONMENT or name in (ENV_TIME_LIMIT, ENV_OUTPUTS):
                 raise ValueError(f"{name} is set by the launcher and cannot be replaced")
             if "\0" in value:
                 raise ValueError(f"the value of {name} holds a NUL byte")
@@ -336,6 +338,7 @@ def build_container_spec(
     # The worker's own deadline: if the launcher dies (SIGKILL), the run still ends. Later than
     # the launcher's stop (time limit + grace), so a live launcher always stops it first.
     environment[ENV_TIME_LIMIT] = str(watchdog_seconds(limits.time_limit, settings))
+    environment[ENV_OUTPUTS] = OUTPUTS_DIR  # files the worker sends back after the run
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
     image = run_image(spec, settings)

@@ -24,9 +24,9 @@ from hardened_launcher.settings import Settings
 __all__ = ["GVISOR_MAX_RUN_TASKS", "EffectiveLimits", "check_run_limits", "is_gvisor_runtime"]
 
 #: The most tasks (processes and threads) a run may hold under gVisor. Above this the sandbox's
-#: host budget (``256 + 64 x 256 = 16640`` host tasks, half of Linux's default ``pid_max``) would
+#: host budget (``256 + 128 x 128 = 16640`` host tasks, half of Linux's default ``pid_max``) would
 #: grow past what one run may take from its host (see container_spec and docs/executor.md).
-GVISOR_MAX_RUN_TASKS: Final = 256
+GVISOR_MAX_RUN_TASKS: Final = 128
 
 
 def is_gvisor_runtime(runtime: str | None) -> bool:

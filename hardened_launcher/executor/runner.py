@@ -23,7 +23,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from hardened_launcher.executor.errors import (
     ImageMissingError,
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
+from hardened_launcher.executor.outputs import OutputCollector
 from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
 from hardened_launcher.executor.passwd import PasswdFiles
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
@@ -89,6 +90,11 @@ class RunResult:
     #: The worker reported its end (``::hl:: run end`` or ``::hl:: error``). False: the
     #: container or its runtime died under the worker (e.g. a gVisor sandbox crash).
     worker_ended: bool = True
+    #: Files the run left in ``$HL_OUTPUTS`` (name → content), already redacted; size-capped.
+    outputs: Mapping[str, bytes] = field(default_factory=dict)
+    #: Some outputs were dropped (over :data:`~.outputs.MAX_OUTPUT_FILES` files or
+    #: :data:`~.outputs.MAX_OUTPUTS_BYTES` bytes).
+    outputs_truncated: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -105,6 +111,15 @@ class RunResult:
         if self.exit_code == 0:
             return "run_succeeded"
         return "run_failed" if self.worker_ended else "runtime_failed"
+
+
+def _redacted_outputs(collector: OutputCollector, redactor: RedactorLike) -> dict[str, bytes]:
+    """Each collected output through its own redacting stream (the run's values)."""
+    redacted: dict[str, bytes] = {}
+    for name, content in collector.files.items():
+        stream = redactor.stream("outputs")
+        redacted[name] = stream.write(bytes(content)) + stream.flush()
+    return redacted
 
 
 def translate_docker_error(
@@ -280,9 +295,14 @@ class DockerRunner:
                 "stdout": redactor.stream("stdout"),
                 "stderr": redactor.stream("stderr"),
             }
-            stopped_by, output_bytes, worker_ended = self._pump(
-                sock, container_id, streams, sink, cancel, started, time_limit
-            )
+            collector = OutputCollector()
+            try:
+                stopped_by, output_bytes, worker_ended = self._pump(
+                    sock, container_id, streams, sink, cancel, started, time_limit, collector
+                )
+                outputs = _redacted_outputs(collector, redactor)
+            finally:
+                collector.wipe()
         finally:
             sock.close()
             wrapper.close()
@@ -299,6 +319,8 @@ class DockerRunner:
             redactions=dict(redactor.counts()),
             oom_killed=oom_killed,
             worker_ended=worker_ended,
+            outputs=outputs,
+            outputs_truncated=collector.truncated,
         )
         log.info(
             "executor.run_ended run_id=%s reason=%s exit_code=%s seconds=%.3f",
@@ -344,6 +366,7 @@ class DockerRunner:
         cancel: threading.Event | None,
         started: float,
         time_limit: float,
+        collector: OutputCollector,
     ) -> tuple[StopReason, int, bool]:
         """Stream the output; return why it ended, its size, and whether the worker said so."""
         demux = _Demux()
@@ -398,9 +421,16 @@ class DockerRunner:
             for channel, payload in demux.feed(data):
                 output_bytes += len(payload)
                 last_output = self.clock()
+                if channel == "stdout":
+                    payload = collector.feed(payload)  # noqa: PLW2901 - outputs leave the log
                 safe = streams[channel].write(payload)
                 if safe:
                     emit(channel, safe)
+        held = collector.close()
+        if held:
+            safe = streams["stdout"].write(held)
+            if safe:
+                emit("stdout", safe)
         for channel, stream in streams.items():
             rest = stream.flush()
             if rest:

@@ -26,7 +26,7 @@ from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.settings import Mount, Settings
 
 CANARY = "CANARY-container-spec-77aa"
-BASE_ENV = {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", "HL_TIME_LIMIT_SECONDS"}
+BASE_ENV = {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", "HL_TIME_LIMIT_SECONDS", "HL_OUTPUTS"}
 
 
 def proof(name: str, path: str) -> VerifiedBinary:
@@ -155,7 +155,7 @@ def test_settings_and_run_limits_within_them() -> None:
     # gVisor: the run's 100 processes are limited inside the sandbox, the host cgroup is sized
     # for the sandbox (see test_gvisor_limits_the_runs_processes_inside_the_sandbox).
     assert {"Name": "nproc", "Soft": 100, "Hard": 100} in h["ulimits"]
-    assert gvisor_sandbox_pids_limit(100) == 256 + 64 * 100
+    assert gvisor_sandbox_pids_limit(100) == 256 + 128 * 100
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(100)
     assert h["nano_cpus"] == 5 * 10**8
     targets = [(m["Target"], m["ReadOnly"]) for m in h["mounts"]]
@@ -188,17 +188,17 @@ def test_gvisor_limits_the_runs_processes_inside_the_sandbox(runtime: str) -> No
     # run's processes, but the host cgroup stays bounded.
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(32)
     # Sized for the worst measured under a fork bomb (~60 host tasks per run task).
-    assert 32 * 60 + 64 < h["pids_limit"] <= 256 + 64 * 32
+    assert 32 * 60 + 64 < h["pids_limit"] <= 256 + 128 * 32
 
 
-@pytest.mark.parametrize("pids", [8, 100, 256, 257, 1024, 1 << 20])
+@pytest.mark.parametrize("pids", [8, 100, 128, 129, 256, 1024, 1 << 20])
 def test_gvisor_caps_a_runs_tasks_so_the_sandbox_fits_its_host_budget(pids: int) -> None:
     s = settings(worker_runtime="runsc", run_pids_limit=pids)
     h = build_container_spec(spec(), s, launcher_id="L", worker=WORKER).host_config_args
     tasks = min(pids, GVISOR_MAX_RUN_TASKS)
     assert gvisor_run_tasks(pids) == tasks
     assert {"Name": "nproc", "Soft": tasks, "Hard": tasks} in h["ulimits"]
-    assert h["pids_limit"] == 256 + 64 * tasks <= 16640
+    assert h["pids_limit"] == 256 + 128 * tasks <= 16640
 
 
 def test_requested_binaries_are_mounted_read_only_by_name() -> None:

@@ -101,9 +101,9 @@ def test_gvisor_caps_the_operators_default_and_refuses_a_larger_request() -> Non
     assert GVISOR_MAX_RUN_TASKS == SPEC_CAP
     s = settings(worker_runtime="runsc", run_pids_limit=1024)
     assert check_run_limits(spec(), s).pids == GVISOR_MAX_RUN_TASKS
-    assert check_run_limits(spec(pids=200), s).pids == 200
-    with pytest.raises(LimitRefusedError, match=r"limits\.pids = 300.*gVisor task cap"):
-        check_run_limits(spec(pids=300), s)
+    assert check_run_limits(spec(pids=100), s).pids == 100
+    with pytest.raises(LimitRefusedError, match=r"limits\.pids = 129.*gVisor task cap"):
+        check_run_limits(spec(pids=129), s)
     # runc: the operator's 1024 stands.
     assert check_run_limits(spec(pids=1000), settings(run_pids_limit=1024)).pids == 1000
 
