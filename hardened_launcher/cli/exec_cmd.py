@@ -157,6 +157,10 @@ def _execute(
         f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
         f"{result.duration_seconds:.1f}s)\n"
     )
+    for name, content in sorted(result.outputs.items()):  # names are checked: [A-Za-z0-9._-]
+        sys.stderr.write(f"output {name}: {len(content)} bytes (redacted)\n")
+    if result.outputs_truncated:
+        sys.stderr.write("outputs truncated: more than 64 files or 1 MiB\n")
     if result.exit_code is None:
         return 1
     return result.exit_code if result.exit_code < 256 else 1
