@@ -736,6 +736,19 @@ def _parse_runtime(text: str) -> str:
     return value
 
 
+_IMAGE_REF_RE: Final = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
+
+
+def _parse_image(text: str) -> str:
+    value = text.strip()
+    if not _IMAGE_REF_RE.fullmatch(value):
+        raise _InvalidValueError(
+            "is not an image reference",
+            expected="lower-case letters, digits and . _ / : @ -, e.g. registry.example/runner:1",
+        )
+    return value
+
+
 def _parse_protocol(text: str) -> CommsProtocol:
     value = text.strip().lower()
     if value == "mqtt":
@@ -1114,6 +1127,13 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         default="Docker's default",
         source="seed",
         description="Container runtime for run containers (e.g. `runsc` for gVisor).",
+    ),
+    VariableSpec(
+        name="SPACELIFT_DEFAULT_RUNNER_IMAGE",
+        field="default_runner_image",
+        default="none (a run spec must name its image)",
+        source="seed",
+        description="Image of a run whose spec names none (already on the Docker host).",
     ),
     VariableSpec(
         name="SPACELIFT_WHITELIST_ENVS",
@@ -1517,6 +1537,7 @@ class Settings:
     worker_extra_mounts_ro: tuple[Mount, ...] = ()
     worker_extra_mounts_wo: tuple[Mount, ...] = ()
     worker_runtime: str | None = None
+    default_runner_image: str | None = None
     whitelist_envs: tuple[WhitelistedEnv, ...] = ()
     launcher_logs_timeout: timedelta = DEFAULT_LOGS_TIMEOUT
     launcher_run_initialization_policy: Path | None = None
@@ -2170,6 +2191,7 @@ def load_settings(
     extra_mounts_ro = get("SPACELIFT_WORKER_RO_EXTRA_MOUNTS", _parse_mounts, no_mounts)
     extra_mounts_wo = get("SPACELIFT_WORKER_WO_EXTRA_MOUNTS", _parse_mounts, no_mounts)
     worker_runtime = get("SPACELIFT_WORKER_RUNTIME", _parse_runtime, None)
+    default_runner_image = get("SPACELIFT_DEFAULT_RUNNER_IMAGE", _parse_image, None)
     whitelist_envs = get("SPACELIFT_WHITELIST_ENVS", _parse_whitelist, no_whitelist)
     launcher_logs_timeout = get(
         "SPACELIFT_LAUNCHER_LOGS_TIMEOUT", logs_timeout, DEFAULT_LOGS_TIMEOUT
@@ -2277,6 +2299,7 @@ def load_settings(
         worker_extra_mounts_ro=extra_mounts_ro,
         worker_extra_mounts_wo=extra_mounts_wo,
         worker_runtime=worker_runtime,
+        default_runner_image=default_runner_image,
         whitelist_envs=whitelist_envs,
         launcher_logs_timeout=launcher_logs_timeout,
         launcher_run_initialization_policy=policy,

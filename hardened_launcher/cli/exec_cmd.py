@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,14 @@ from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.errors import InfrastructureError, UsageError
-from hardened_launcher.executor.cleanup import launcher_id_for
+from hardened_launcher.executor.cleanup import (
+    exec_launcher_id,
+    launcher_id_for,
+    remove_stale_containers,
+)
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
 from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
-from hardened_launcher.executor.runner import DockerRunner, docker_client
+from hardened_launcher.executor.runner import DockerRunner, RunResult, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.pipeline import (
     BinaryGate,
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             reason="runspec_unreadable",
         ) from None
     audit = open_configured_audit_log(settings)  # with the HL_AUDIT_* tuning
-    launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
+    launcher_id = exec_launcher_id(launcher_id_for(settings))
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
     # file:line:col and the engine's message.
     try:
@@ -119,6 +125,14 @@ def _execute(
     mounts: ResolvedMounts,
 ) -> int:
     client = docker_client()
+    # Leftovers of a killed exec (or daemon) of this launcher: owner gone or deadline passed.
+    for crashed in remove_stale_containers(
+        client,
+        launcher_ids=(launcher_id, launcher_id_for(settings)),
+        audit=audit,
+        stop_grace_seconds=int(settings.run_stop_grace.total_seconds()),
+    ):
+        sys.stderr.write(f"removed the leftover container of run {crashed.run_id!a}\n")
     remove_leftover_egress(client, audit=audit)  # a killed exec's network and firewall rules
     runner = DockerRunner(
         client,
@@ -126,8 +140,51 @@ def _execute(
         run_timeout=settings.launcher_run_timeout,
         stop_grace=settings.run_stop_grace,
         mounts=mounts,
+        files_dir=settings.state_dir / "run-files",
     )
-    result = run_pipeline(
+    # SIGTERM or Ctrl-C stops the run like a cancel (SIGTERM, grace, SIGKILL) and the container
+    # is removed; a SIGKILL cannot be caught, so the next exec removes what it leaves behind.
+    cancel = threading.Event()
+
+    def _cancel(signum: int, frame: object) -> None:
+        del signum, frame
+        cancel.set()
+
+    previous = {sig: signal.signal(sig, _cancel) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = _run(
+            args, settings, spec, keyring, sinks, audit, launcher_id, policy, client, runner, cancel
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.stderr.write(
+        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
+        f"{result.duration_seconds:.1f}s)\n"
+    )
+    for name, content in sorted(result.outputs.items()):  # names are checked: [A-Za-z0-9._-]
+        sys.stderr.write(f"output {name}: {len(content)} bytes (redacted)\n")
+    if result.outputs_truncated:
+        sys.stderr.write("outputs truncated: more than 64 files or 1 MiB\n")
+    if result.exit_code is None:
+        return 1
+    return result.exit_code if result.exit_code < 256 else 1
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    spec: RunSpec,
+    keyring: Path,
+    sinks: list[LogSink],
+    audit: ChainedAuditLog,
+    launcher_id: str,
+    policy: PolicyStep | None,
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    runner: DockerRunner,
+    cancel: threading.Event,
+) -> RunResult:
+    return run_pipeline(
         spec,
         settings=settings,
         launcher_id=launcher_id,
@@ -147,11 +204,5 @@ def _execute(
         environ=os.environ,
         # Used only when HL_EGRESS_POLICY is set: the run's network is made on this daemon.
         egress=EgressStep(docker_client=client),
+        cancel=cancel,
     )
-    sys.stderr.write(
-        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
-        f"{result.duration_seconds:.1f}s)\n"
-    )
-    if result.exit_code is None:
-        return 1
-    return result.exit_code if result.exit_code < 256 else 1

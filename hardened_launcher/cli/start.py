@@ -215,6 +215,7 @@ def run(
                 run_timeout=settings.launcher_run_timeout,
                 stop_grace=settings.run_stop_grace,
                 mounts=components.mounts,
+                files_dir=settings.state_dir / "run-files",
             ),
             audit=audit,
             sink_factory=sink_factory or shipping,
