@@ -8,6 +8,7 @@ catches that root once, prints one line (the detail only with ``-v``) and exits 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from hardened_launcher import __version__
 from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
 from hardened_launcher.redaction.sources import install_process_redactor
+from hardened_launcher.terminal import for_terminal
 
 # One module per command group, in the order `--help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -36,6 +38,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 log = logging.getLogger(__name__)
+
+# What a shell reports for a writer stopped by SIGPIPE (`… | head`): 128 + 13, with no message.
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +79,13 @@ def _scrub_environment_for_messages() -> None:
     os.environ.pop("RUST_LIB_BACKTRACE", None)
 
 
+def _silence_stdout() -> None:
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _scrub_environment_for_messages()
     parser = build_parser()
@@ -89,7 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except LauncherError as exc:
         # Messages never carry secrets by construction; the redactor is the second line.
-        shown = redactor.redact_text if redactor is not None else str
+        # Messages can quote run- or policy-controlled text: escaped before the terminal.
+        redact = redactor.redact_text if redactor is not None else str
+
+        def shown(text: str) -> str:
+            return for_terminal(redact(text))
+
         sys.stderr.write(f"error: {shown(exc.one_line())}\n")
         if verbose and exc.detail:
             sys.stderr.write(f"detail: {shown(exc.detail)}\n")
@@ -99,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`… | head`): not an error of ours. Point stdout
+        # at /dev/null so the interpreter's final flush does not fail again.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         # The exception text could carry input bytes, so only its type is shown by default.
         sys.stderr.write(
