@@ -89,42 +89,46 @@ def read_bounded(
     unreadable: ErrorFactory | None = None,
     too_large: ErrorFactory | None = None,
     reason: str = "input_unreadable",
-) -> bytes:
+) -> bytearray:
     """The whole content of the regular file ``path``, at most ``max_bytes`` long.
 
     ``what`` names the file in messages ("values file"). A missing, unreadable or non-regular
     file raises ``unreadable`` (default :class:`InputFileError`, exit 66); a larger one raises
     ``too_large`` (default :class:`UntrustedInputError`) after reading ``max_bytes + 1`` bytes.
+    The result is a ``bytearray`` sized from the file, so a caller holding a secret can wipe it
+    (no other copy is made).
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise _unreadable(what, path, exc.strerror or "cannot open", unreadable, reason) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise _unreadable(what, path, kind, unreadable, reason)
-        chunks: list[bytes] = []
-        remaining = max_bytes + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1024 * 1024))
-            if not chunk:
+        data = bytearray(min(info.st_size, max_bytes) + 1)
+        filled = 0
+        while filled < len(data):
+            count = os.readv(fd, [memoryview(data)[filled:]])
+            if count == 0:
                 break
-            chunks.append(chunk)
-            remaining -= len(chunk)
+            filled += count
+            if filled == len(data) and filled <= max_bytes:  # the file grew while being read
+                data.extend(bytes(min(len(data), max_bytes + 1 - len(data))))
     except OSError as exc:
         raise _unreadable(what, path, exc.strerror or "read failed", unreadable, reason) from None
     finally:
         os.close(fd)
-    data = b"".join(chunks)
-    if len(data) > max_bytes:
+    if filled > max_bytes:
+        data[:] = bytes(len(data))
         factory: ErrorFactory = too_large or UntrustedInputError
         raise factory(
             f"the {what} {describe_path(path)} is larger than {max_bytes} bytes",
             hint="check that you passed the right file",
             reason="input_too_large",
         )
+    del data[filled:]
     return data
 
 
@@ -148,9 +152,9 @@ def check_json_depth(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
             depth = max(0, depth - 1)
 
 
-def load_json(text: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:  # noqa: ANN401 - JSON
+def load_json(text: str | bytes | bytearray, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:  # noqa: ANN401
     """``json.loads`` after :func:`check_json_depth`; ``ValueError`` for bad or too deep JSON."""
-    decoded = text.decode("utf-8") if isinstance(text, bytes) else text
+    decoded = text if isinstance(text, str) else bytes(text).decode("utf-8")
     check_json_depth(decoded, max_depth=max_depth)
     try:
         return json.loads(decoded)

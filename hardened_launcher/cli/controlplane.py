@@ -19,6 +19,8 @@ from typing import Any
 
 from cryptography import x509
 
+from hardened_launcher.bounded_input import read_bounded
+from hardened_launcher.cli.arguments import int_in_range
 from hardened_launcher.controlplane.ca import (
     ControlPlaneSettings,
     StateDir,
@@ -28,7 +30,13 @@ from hardened_launcher.controlplane.ca import (
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
-from hardened_launcher.controlplane.pools import IssuedPool, create_pool, reset_pool
+from hardened_launcher.controlplane.pools import (
+    DEFAULT_POOL_CERTIFICATE_DAYS,
+    MAX_POOL_CERTIFICATE_DAYS,
+    IssuedPool,
+    create_pool,
+    reset_pool,
+)
 from hardened_launcher.controlplane.runs import cancel_run, submit_run
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
@@ -62,23 +70,7 @@ def _state(args: argparse.Namespace) -> StateDir:
 
 
 def _read_bounded(path: Path, max_bytes: int, what: str) -> bytearray:
-    try:
-        with path.open("rb") as handle:
-            data = bytearray(handle.read(max_bytes + 1))
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the {what} {path}: {exc.strerror or type(exc).__name__}",
-            hint="Check the path",
-            reason="input_unreadable",
-        ) from exc
-    if len(data) > max_bytes:
-        wipe_bytearray(data)
-        raise ConfigurationError(
-            f"the {what} {path} is larger than {max_bytes} bytes",
-            hint="Check you passed the right file",
-            reason="input_too_large",
-        )
-    return data
+    return read_bounded(path, max_bytes=max_bytes, what=what, too_large=ConfigurationError)
 
 
 def _add_dir(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +91,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     init = group.add_parser("init", help="create a state directory: CA, keys, store, broker")
     _add_dir(init)
     init.add_argument("--broker-host", default="127.0.0.1", help="broker listener address")
-    init.add_argument("--broker-port", type=int, default=8883, help="broker listener port")
+    init.add_argument(
+        "--broker-port", type=int_in_range(1, 65535), default=8883, help="broker listener port"
+    )
     init.add_argument("--broker-url", default=None, help="broker URL put in tokens")
     init.add_argument(
         "--control-plane-url", default="http://localhost:8080", help="URL put in tokens"
@@ -123,7 +117,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("--csr", required=True, type=Path, help="PEM CSR (from keygen/openssl)")
         p.add_argument("--broker-url", default=None, help="override the broker URL in the token")
         p.add_argument("--control-plane-url", default=None, help="override the control-plane URL")
-        p.add_argument("--days", type=int, default=365, help="certificate validity in days")
+        p.add_argument(
+            "--days",
+            type=int_in_range(1, MAX_POOL_CERTIFICATE_DAYS, unit="days"),
+            default=DEFAULT_POOL_CERTIFICATE_DAYS,
+            help=f"certificate validity in days (1 to {MAX_POOL_CERTIFICATE_DAYS}; never beyond "
+            "the CA certificate)",
+        )
         if handler is run_pool_reset:
             p.add_argument(
                 "--broker-pid-file",
@@ -166,7 +166,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     submit.add_argument("--pool", required=True)
     submit.add_argument(
         "--expires-in",
-        type=int,
+        type=int_in_range(1, 24 * 3600, unit="seconds"),
         default=24 * 3600,
         help="seconds the sealed run state stays valid (max 86400)",
     )

@@ -74,11 +74,13 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
             continue
         items.append((name, value))
     if args.values_file is not None:
-        data = read_bounded(
-            args.values_file,
-            max_bytes=MAX_VALUES_FILE_BYTES,
-            what="values file",
-            too_large=UsageError,
+        data = bytes(
+            read_bounded(
+                args.values_file,
+                max_bytes=MAX_VALUES_FILE_BYTES,
+                what="values file",
+                too_large=UsageError,
+            )
         )
         if args.null:
             entries = data.split(b"\0")

@@ -35,7 +35,12 @@ from hardened_launcher.identity.issuing import (
     issue_control_plane_certificate,
 )
 from hardened_launcher.identity.keyfiles import write_private_file
-from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE, MQTT_NAMESPACE_PATTERN
+from hardened_launcher.identity.token import (
+    DEFAULT_MQTT_NAMESPACE,
+    MQTT_NAMESPACE_PATTERN,
+    TokenError,
+    check_token_urls,
+)
 from hardened_launcher.secrets import Secret, wipe_bytearray
 from hardened_launcher.transport.broker_config import (
     RevokedCertificate,
@@ -91,6 +96,16 @@ class ControlPlaneSettings:
             )
         if not 1 <= self.broker_port <= 65535:
             raise _bad_state("the broker port is out of range", hint="Pass --broker-port 1-65535")
+        try:
+            check_token_urls(broker_url=self.broker_url, control_plane_url=self.control_plane_url)
+        except TokenError as exc:
+            # Every token issued with these URLs would be refused by the launcher: say so now.
+            raise _bad_state(
+                exc.message.replace("in the token ", "").replace("the token", "a token"),
+                hint="Pass --control-plane-url https://HOST[:PORT] (http:// only to localhost) "
+                "and --broker-url mqtts://HOST:PORT",
+                reason="url_invalid",
+            ) from None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
