@@ -18,9 +18,11 @@ from typing import Any
 from hardened_launcher import __version__
 from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
 from hardened_launcher.binaries import VerifiedBinaryCache
-from hardened_launcher.errors import InfrastructureError, UsageError
+from hardened_launcher.bounded_input import read_bounded
+from hardened_launcher.errors import UsageError
 from hardened_launcher.executor.cleanup import launcher_id_for
 from hardened_launcher.executor.container_spec import check_extra_mounts
+from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
 from hardened_launcher.executor.runner import DockerRunner, docker_client
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
@@ -70,14 +72,12 @@ def run(args: argparse.Namespace) -> int:
             "no release keyring: pass --keyring or set HL_RELEASE_KEYRING",
             hint="the keyring holds the public keys of HL_RELEASE_KEY_FINGERPRINTS",
         )
-    try:
-        data = args.spec.read_bytes()
-    except OSError as exc:
-        raise InfrastructureError(
-            f"cannot read the run spec {args.spec}: {exc.strerror}",
-            hint="check the path",
-            reason="runspec_unreadable",
-        ) from None
+    data = read_bounded(
+        args.spec,
+        max_bytes=settings.max_envelope_bytes,
+        what="run spec",
+        too_large=RunSpecError,
+    )
     audit = open_audit_log(settings.state_dir, settings.audit_dir)
     launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with

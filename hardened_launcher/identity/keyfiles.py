@@ -131,7 +131,7 @@ def check_output_target(path: Path, *, force: bool, flag: str) -> None:
         # The link itself would be replaced (its target never written), but a link to a
         # device, FIFO or directory says the path was not meant for a key file.
         try:
-            target_mode = os.stat(path).st_mode
+            target_mode = path.stat().st_mode
         except OSError:  # dangling or looping: only the link is there
             target_mode = stat.S_IFREG
         if not stat.S_ISREG(target_mode):
