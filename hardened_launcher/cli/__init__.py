@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from hardened_launcher import __version__
-from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError
+from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError, UsageError
 from hardened_launcher.redaction.sources import install_process_redactor
 from hardened_launcher.terminal import for_terminal
 
@@ -86,6 +86,29 @@ def _silence_stdout() -> None:
         os.close(null)
 
 
+# Options that name a path as text: a file name need not be UTF-8 (it is shown escaped).
+_PATH_TEXT_DESTS = frozenset({"key_out", "csr_out", "dir", "out"})
+
+
+def _check_text_arguments(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not valid text (bytes the locale could not decode arrive as
+    lone surrogates): names, ids and URLs must be UTF-8; paths (``Path``) need not be."""
+    for dest, value in vars(args).items():
+        if dest in _PATH_TEXT_DESTS or callable(value):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    option = dest.replace("_", "-")
+                    raise UsageError(
+                        f"the value of {option} is not valid UTF-8 text",
+                        hint="pass it as UTF-8",
+                        reason="usage",
+                    ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _scrub_environment_for_messages()
     parser = build_parser()
@@ -98,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     redactor = install_process_redactor(os.environ)
     try:
+        _check_text_arguments(args)
         code: int = args.handler(args)
     except LauncherError as exc:
         # Messages never carry secrets by construction; the redactor is the second line.

@@ -256,10 +256,11 @@ def run_pool_create(args: argparse.Namespace) -> int:
 
 
 def run_pool_reset(args: argparse.Namespace) -> int:
-    state, issued = _issue_and_print(args, reset_pool)
+    # A pid file that cannot be used is refused before the certificate is revoked.
+    pid = _state(args).broker_pid(args.broker_pid_file, environ=os.environ)
+    _, issued = _issue_and_print(args, reset_pool)
     revoked = issued.revoked.serial if issued.revoked else "-"
     if issued.revocation_list is not None:
-        pid = state.broker_pid(args.broker_pid_file, environ=os.environ)
         if pid is not None:
             reload_broker(pid)
             applied = f"broker (pid {pid}) reloaded with SIGHUP"

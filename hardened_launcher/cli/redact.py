@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.errors import UsageError
 from hardened_launcher.redaction import Redactor
+from hardened_launcher.terminal import for_terminal
 
 READ_CHUNK_BYTES = 65536
 # Values to mask are secrets, not corpora: a larger file is a mistake (or /dev/zero).
@@ -102,7 +103,7 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
 def _redact(args: argparse.Namespace) -> int:
     red = build_redactor(args)
     for warning in red.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"warning: {for_terminal(warning)}\n")
     stream = red.stream("stdout")
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
@@ -120,7 +121,7 @@ def _redact(args: argparse.Namespace) -> int:
     out.flush()
     if args.counts:
         for name, count in sorted(red.counts().items()):
-            sys.stderr.write(f"masked {count} x {name}\n")
+            sys.stderr.write(f"masked {count} x {for_terminal(name)}\n")
     return 0
 
 

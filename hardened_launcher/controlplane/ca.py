@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.store import Store
 from hardened_launcher.identity.issuing import (
@@ -62,6 +63,7 @@ BROKER_PID_FILE: Final = "mosquitto.pid"
 BROKER_PID_VARIABLE: Final = "HL_CP_BROKER_PID_FILE"
 DIRECTORY_MODE: Final = 0o700
 CLIENT_CERT_VALIDITY: Final = timedelta(days=365)
+MAX_PID_FILE_BYTES: Final = 64
 
 _REQUIRED_FILES: Final = (
     CA_KEY_FILE,
@@ -236,18 +238,18 @@ class StateDir:
             if not default.exists():
                 return None
             chosen = default
+        data = read_bounded(chosen, max_bytes=MAX_PID_FILE_BYTES, what="broker pid file")
         try:
-            text = chosen.read_text(encoding="ascii").strip()
-            pid = int(text)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            pid = int(bytes(data).decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError) as exc:
             raise _bad_state(
-                f"{chosen} does not hold a process id",
+                f"{describe_path(chosen)} does not hold a process id",
                 hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
                 reason="broker_pid_invalid",
             ) from exc
         if pid <= 1:
             raise _bad_state(
-                f"{chosen} does not hold a usable process id",
+                f"{describe_path(chosen)} does not hold a usable process id",
                 hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
                 reason="broker_pid_invalid",
             )

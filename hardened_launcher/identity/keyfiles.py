@@ -132,8 +132,10 @@ def check_output_target(path: Path, *, force: bool, flag: str) -> None:
         # device, FIFO or directory says the path was not meant for a key file.
         try:
             target_mode = path.stat().st_mode
-        except OSError:  # dangling or looping: only the link is there
+        except FileNotFoundError:  # dangling: only the link is there
             target_mode = stat.S_IFREG
+        except OSError as exc:  # a loop, or a target this user cannot reach
+            raise _unwritable(path, exc) from None
         if not stat.S_ISREG(target_mode):
             mode = target_mode
     if mode is not None:

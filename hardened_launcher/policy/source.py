@@ -102,15 +102,18 @@ def _walk_error(exc: OSError) -> None:
     )
 
 
-def _utf8_name(path: Path) -> None:
+def _shown_name(found: Path, base: Path) -> str:
+    """The name a file is shown and hashed under (relative to the policy root): UTF-8 only."""
+    relative = found.relative_to(base).as_posix() if found != base else found.name
     try:
-        os.fsencode(path).decode("utf-8")
+        os.fsencode(relative).decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyCompileError(
-            f"the policy file name {describe_path(path)} is not UTF-8",
+            f"the policy file name {describe_path(relative)} is not UTF-8",
             hint="rename it: policy and data file names must be UTF-8",
             reason="policy_file_unreadable",
         ) from None
+    return relative
 
 
 def _discover(root: Path) -> list[Path]:
@@ -130,8 +133,6 @@ def _discover(root: Path) -> list[Path]:
             for name in sorted(filenames)
             if not name.startswith(".") and name.endswith((".rego", *DATA_SUFFIXES))
         )
-    for path in found:
-        _utf8_name(path)
     return sorted(found)
 
 
@@ -197,7 +198,7 @@ def load_policy_path(path: Path, *, include_tests: bool = False) -> PolicyBundle
     digest = hashlib.sha256()
     total_bytes = 0
     for found in paths:
-        shown = found.relative_to(base).as_posix()
+        shown = _shown_name(found, base)
         named = found == path
         if found.suffix == ".rego":
             if is_test_file(found.name) and not include_tests:
