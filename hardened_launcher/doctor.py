@@ -36,6 +36,7 @@ from hardened_launcher.identity import (
 )
 from hardened_launcher.policy.startup import compile_configured_policy, sanitizer_from
 from hardened_launcher.settings import Settings, load_settings
+from hardened_launcher.terminal import for_terminal
 
 
 class Status(StrEnum):
@@ -403,7 +404,10 @@ def exit_code_for(results: list[CheckResult]) -> int:
 
 def render_table(results: list[CheckResult]) -> str:
     rows = [("CHECK", "RESULT", "DETAIL", "HOW TO FIX")]
-    rows += [(r.name, r.status.value.upper(), r.summary, r.fix) for r in results]
+    rows += [
+        (r.name, r.status.value.upper(), for_terminal(r.summary), for_terminal(r.fix))
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for row in rows:

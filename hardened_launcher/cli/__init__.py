@@ -79,6 +79,13 @@ def _scrub_environment_for_messages() -> None:
     os.environ.pop("RUST_LIB_BACKTRACE", None)
 
 
+class _TerminalFormatter(logging.Formatter):
+    """Log lines on the operator's terminal: run- and policy-controlled text escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_terminal(super().format(record), multiline=True)
+
+
 def _silence_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
@@ -114,11 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     redactor = install_process_redactor(os.environ)
     try:
         _check_text_arguments(args)

@@ -42,6 +42,7 @@ from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
 from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
 from hardened_launcher.secrets import wipe_bytearray
+from hardened_launcher.terminal import TerminalWriter, for_terminal
 from hardened_launcher.transport.broker_config import reload_broker
 
 DIR_VARIABLE = "HL_CP_DIR"
@@ -293,7 +294,7 @@ def run_pool_list(args: argparse.Namespace) -> int:
         pools = store.list_pools()
     print(f"{'POOL':<24} {'CERT SERIAL':<34} {'CREATED':<20}")
     for p in pools:
-        print(f"{p.id:<24} {p.certificate_serial:<34} {_iso(p.created_at):<20}")
+        print(for_terminal(f"{p.id:<24} {p.certificate_serial:<34} {_iso(p.created_at):<20}"))
     return 0
 
 
@@ -307,8 +308,10 @@ def run_workers_list(args: argparse.Namespace) -> int:
         state_text = "DRAINED" if w.drained and w.alive else w.state.value
         tags = ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items()))
         print(
-            f"{w.id:<28} {w.pool_id:<20} {state_text:<8} {_iso(w.last_heartbeat_at):<20} "
-            f"{r.version:<10} {tags}"
+            for_terminal(
+                f"{w.id:<28} {w.pool_id:<20} {state_text:<8} {_iso(w.last_heartbeat_at):<20} "
+                f"{r.version:<10} {tags}"
+            )
         )
     return 0
 
@@ -317,7 +320,7 @@ def _drain(args: argparse.Namespace, *, drained: bool) -> int:
     state = _state(args)
     with state.open_store() as store:
         store.set_worker_drained(args.worker_id, drained=drained, now=time.time())
-    print(f"worker {args.worker_id} {'drained' if drained else 'undrained'}")
+    print(for_terminal(f"worker {args.worker_id} {'drained' if drained else 'undrained'}"))
     return 0
 
 
@@ -355,8 +358,10 @@ def run_runs_list(args: argparse.Namespace) -> int:
     print(f"{'RUN':<32} {'POOL':<20} {'STATE':<10} {'WORKER':<28} {'UPDATED':<20} REASON")
     for r in runs:
         print(
-            f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
-            f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+            for_terminal(
+                f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
+                f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+            )
         )
     return 0
 
@@ -384,11 +389,11 @@ def run_show(args: argparse.Namespace) -> int:
         ("envelope expires", _iso(r.envelope_expires_at)),
     )
     for key, value in rows:
-        print(f"{key + ':':<19}{value}")
+        print(for_terminal(f"{key + ':':<19}{value}"))
     print("history:")
     for at, kind, fields in events:
         extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
-        print(f"  {_iso(at)} {kind} {extra}".rstrip())
+        print(for_terminal(f"  {_iso(at)} {kind} {extra}".rstrip()))
     return 0
 
 
@@ -403,7 +408,7 @@ def run_logs(args: argparse.Namespace) -> int:
         )
     storage = LogStorage(config)
     next_chunk = 0
-    out = sys.stdout.buffer
+    out = TerminalWriter(sys.stdout.buffer)  # a run's log: escaped when stdout is a terminal
     with state.open_store() as store:
         while True:
             run = store.get_run(args.run_id)  # before reading, so no chunk is missed
@@ -414,6 +419,7 @@ def run_logs(args: argparse.Namespace) -> int:
             if not args.follow or run.state in TERMINAL_RUN_STATES:
                 break
             time.sleep(FOLLOW_POLL_SECONDS)
+    out.finish()
     missing = [c for c in storage.list_chunks(args.run_id) if c >= next_chunk]
     if missing:
         sys.stderr.write(
@@ -427,7 +433,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     with state.open_store() as store:
         run = cancel_run(store, args.run_id, now=time.time())
     suffix = " (the worker was told to stop it)" if run.cancel_requested else ""
-    print(f"run {run.id}: {run.state.value}{suffix}")
+    print(for_terminal(f"run {run.id}: {run.state.value}{suffix}"))
     return 0
 
 

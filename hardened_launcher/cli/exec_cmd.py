@@ -37,6 +37,7 @@ from hardened_launcher.pipeline import (
 from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings, load_settings
+from hardened_launcher.terminal import for_terminal
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -144,8 +145,11 @@ def _execute(
         egress=EgressStep(docker_client=client),
     )
     sys.stderr.write(
-        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
-        f"{result.duration_seconds:.1f}s)\n"
+        for_terminal(
+            f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
+            f"{result.duration_seconds:.1f}s)"
+        )
+        + "\n"
     )
     if result.exit_code is None:
         return 1

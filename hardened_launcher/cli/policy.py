@@ -131,9 +131,9 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
         if args.verbose or status in {"FAIL", "ERROR"}:
             where = f"{result.file}:{result.line}, {result.duration_ns // 1000} µs"
             line = f"{result.package}.{result.name}: {status} ({where})"
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(for_terminal(line) + "\n")
             if result.error:
-                sys.stdout.write(f"  {result.error}\n")
+                sys.stdout.write(f"  {for_terminal(result.error)}\n")
     passed = sum(1 for r in report.results if r.passed)
     failed = len(report.failed)
     skipped = sum(1 for r in report.results if r.skipped)
@@ -146,7 +146,8 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
         sys.stdout.write(f"coverage: {_percent(report.coverage.percent)}\n")
         if below or args.verbose:
             for path, lines in report.coverage.uncovered_lines.items():
-                sys.stdout.write(f"  not covered: {path}: {', '.join(map(str, lines))}\n")
+                shown = for_terminal(f"{path}: {', '.join(map(str, lines))}")
+                sys.stdout.write(f"  not covered: {shown}\n")
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -216,5 +217,5 @@ def run_check(args: argparse.Namespace) -> int:
     except LauncherError as exc:
         return _fail(exc, args)
     syntaxes = ", ".join(f"{path} ({syntax.value})" for path, syntax in compiled.syntaxes.items())
-    sys.stdout.write(f"ok: {syntaxes}; sha256 {compiled.sha256}\n")
+    sys.stdout.write(f"ok: {for_terminal(syntaxes)}; sha256 {compiled.sha256}\n")
     return EXIT_PASS
