@@ -20,6 +20,8 @@ import json
 import os
 import re
 import stat
+import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +37,7 @@ __all__ = [
     "check_json_depth",
     "describe_path",
     "load_json",
+    "load_toml",
     "load_yaml",
     "read_bounded",
 ]
@@ -162,6 +165,15 @@ def load_json(text: str | bytes | bytearray, *, max_depth: int = DEFAULT_MAX_DEP
         raise DocumentTooDeepError(max_depth, 1, 1) from None
 
 
+def load_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads``; a document nested so deep that the parser runs out of stack raises
+    :class:`DocumentTooDeepError` (a ``ValueError``) instead of ``RecursionError``."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise DocumentTooDeepError(sys.getrecursionlimit(), 1, 1) from None
+
+
 class StrictYamlLoader(yaml.SafeLoader):
     """Safe YAML without anchors or aliases, with string keys, no duplicates and bounded depth.
 
@@ -177,10 +189,10 @@ class StrictYamlLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
         if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError(f"YAML aliases are not allowed in a {self.what}")
+            raise yaml.YAMLError(f"YAML anchors and aliases are not allowed in a {self.what}")
         event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs
         if getattr(event, "anchor", None) is not None:
-            raise yaml.YAMLError(f"YAML anchors are not allowed in a {self.what}")
+            raise yaml.YAMLError(f"YAML anchors and aliases are not allowed in a {self.what}")
         self._depth += 1
         try:
             if self._depth > self.max_depth:
@@ -217,5 +229,7 @@ def load_yaml(text: str, *, what: str, max_depth: int = DEFAULT_MAX_DEPTH) -> An
     loader = loader_class(text)
     try:
         return loader.get_single_data()
+    except RecursionError:  # pragma: no cover - the depth limit stops composing first
+        raise yaml.YAMLError(f"the {what} nests too deeply") from None
     finally:
         loader.dispose()
