@@ -64,6 +64,7 @@ BROKER_PID_VARIABLE: Final = "HL_CP_BROKER_PID_FILE"
 DIRECTORY_MODE: Final = 0o700
 CLIENT_CERT_VALIDITY: Final = timedelta(days=365)
 MAX_PID_FILE_BYTES: Final = 64
+MAX_STATE_FILE_BYTES: Final = 1024 * 1024
 
 _REQUIRED_FILES: Final = (
     CA_KEY_FILE,
@@ -130,6 +131,24 @@ class ControlPlaneSettings:
             ) from exc
 
 
+def _state_file(directory: Path, name: str) -> bytearray:
+    """One file of the state directory: a regular file of at most 1 MiB, else a state error."""
+
+    def refused(message: str, *, hint: str, reason: str) -> ControlPlaneConfigurationError:
+        del hint, reason
+        return ControlPlaneConfigurationError(
+            message, hint="Restore the state directory from backup", reason="state_dir_invalid"
+        )
+
+    return read_bounded(
+        directory / name,
+        max_bytes=MAX_STATE_FILE_BYTES,
+        what="control-plane state file",
+        unreadable=refused,
+        too_large=refused,
+    )
+
+
 def _check_private(path: Path, *, directory: bool) -> None:
     try:
         info = path.lstat()
@@ -178,16 +197,16 @@ class StateDir:
         return Store(self.store_path)
 
     def certificate_authority(self) -> CertificateAuthority:
-        key = Secret.from_bytearray(bytearray((self.path / CA_KEY_FILE).read_bytes()))
+        key = Secret.from_bytearray(_state_file(self.path, CA_KEY_FILE))
         try:
             return CertificateAuthority.from_pem(
-                key_pem=key, certificate_pem=(self.path / CA_CERT_FILE).read_bytes()
+                key_pem=key, certificate_pem=bytes(_state_file(self.path, CA_CERT_FILE))
             )
         finally:
             key.wipe()
 
     def signing_key(self) -> Ed25519PrivateKey:
-        buf = bytearray((self.path / SIGNING_KEY_FILE).read_bytes())
+        buf = _state_file(self.path, SIGNING_KEY_FILE)
         try:
             key = serialization.load_pem_private_key(bytes(buf), password=None)
         except (ValueError, TypeError) as exc:
@@ -205,14 +224,14 @@ class StateDir:
 
         The caller owns ``private_key_pem`` and wipes it once the transport has loaded it.
         """
-        buf = bytearray((self.path / CLIENT_KEY_FILE).read_bytes())
+        buf = _state_file(self.path, CLIENT_KEY_FILE)
         try:
             return TlsCredentials(
                 ca_certificate=x509.load_pem_x509_certificate(
-                    (self.path / CA_CERT_FILE).read_bytes()
+                    bytes(_state_file(self.path, CA_CERT_FILE))
                 ),
                 certificate=x509.load_pem_x509_certificate(
-                    (self.path / CLIENT_CERT_FILE).read_bytes()
+                    bytes(_state_file(self.path, CLIENT_CERT_FILE))
                 ),
                 private_key_pem=Secret.from_bytearray(buf),
             )
@@ -348,5 +367,5 @@ def open_state_dir(path: Path) -> StateDir:
     _check_private(path, directory=True)
     for name in _REQUIRED_FILES:
         _check_private(path / name, directory=False)
-    settings = ControlPlaneSettings.from_json((path / SETTINGS_FILE).read_bytes())
+    settings = ControlPlaneSettings.from_json(bytes(_state_file(path, SETTINGS_FILE)))
     return StateDir(path=path, settings=settings)
