@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,12 @@ from hardened_launcher.bounded_input import describe_path
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.identity.csr import create_csr, csr_to_pem
 from hardened_launcher.identity.keys import DEFAULT_RSA_KEY_BITS, PoolPrivateKey
-from hardened_launcher.private_files import PRIVATE_FILE_MODE, create_exclusive, replace_atomically
+from hardened_launcher.private_files import (
+    PRIVATE_FILE_MODE,
+    create_exclusive,
+    non_regular_kind,
+    replace_atomically,
+)
 from hardened_launcher.secrets import Secret
 
 FILE_MODE = PRIVATE_FILE_MODE
@@ -102,52 +106,25 @@ def _write(path: Path, view: memoryview, *, force: bool, flag: str) -> None:
         _write_exclusive(path, view, flag)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def check_output_target(path: Path, *, force: bool, flag: str) -> None:
     """Refuse an output path before any work: something already there (without ``force``),
     anything but a regular file or a symlink to one (even with ``force``: a device, FIFO,
     directory, socket or a symlink to one is never replaced), or a directory this user cannot
     write to. A symlink that is replaced is replaced itself; its target is never written."""
     try:
-        mode: int | None = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:  # e.g. a directory on the way that this user cannot search
+        exists = path.is_symlink() or path.exists()
+        kind = non_regular_kind(path)
+    except OSError as exc:  # a directory on the way this user cannot search, a looping link
         raise _unwritable(path, exc) from None
-    if mode is not None and stat.S_ISLNK(mode):
-        # The link itself would be replaced (its target never written), but a link to a
-        # device, FIFO or directory says the path was not meant for a key file.
-        try:
-            target_mode = path.stat().st_mode
-        except FileNotFoundError:  # dangling: only the link is there
-            target_mode = stat.S_IFREG
-        except OSError as exc:  # a loop, or a target this user cannot reach
-            raise _unwritable(path, exc) from None
-        if not stat.S_ISREG(target_mode):
-            mode = target_mode
-    if mode is not None:
-        if not force:
-            raise _exists(path, flag)
-        if not stat.S_ISREG(mode) and not stat.S_ISLNK(mode):
-            raise OutputUnwritableError(
-                f"{describe_path(path)} is {_kind(mode)}; keygen --force replaces only a "
-                "regular file (or a symlink to one)",
-                hint=f"Choose a path for a new file with {flag}",
-                reason="output_not_regular",
-            )
+    if exists and not force:
+        raise _exists(path, flag)
+    if kind is not None:
+        raise OutputUnwritableError(
+            f"{describe_path(path)} is {kind}; keygen --force replaces only a regular file "
+            "(or a symlink to one)",
+            hint=f"Choose a path for a new file with {flag}",
+            reason="output_not_regular",
+        )
     directory = path.parent
     if not os.access(directory, os.W_OK | os.X_OK):
         why = "No such directory" if not directory.is_dir() else "Permission denied"

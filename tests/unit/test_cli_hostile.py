@@ -574,3 +574,37 @@ def test_broken_pipe_is_quiet(files: dict[str, Path]) -> None:
     assert done.returncode == 141, err
     assert "Traceback" not in err
     assert "error" not in err.lower(), err
+
+
+@pytest.mark.parametrize("via_link", [False, True])
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_audit_export_never_replaces_a_hostile_target(
+    kind: str, via_link: bool, files: dict[str, Path]
+) -> None:
+    from hardened_launcher.audit.keys import public_key_pem  # noqa: PLC0415
+    from tests.unit.audit_support import KEY, write_log  # noqa: PLC0415
+
+    root = files["_root"]
+    log = root / "export-log"
+    if not log.exists():
+        write_log(log, 5, checkpoint_records=2)
+        (root / "export-key.pem").write_text(public_key_pem(KEY.public_key()))
+    target = files[kind]
+    if via_link:
+        target = root / f"export-link-to-{kind}"
+        if not target.is_symlink():
+            target.symlink_to(files[kind])
+    before = target.lstat()
+    pointed = files[kind].lstat()
+    argv = ["audit", "export", str(log), "--public-key", str(root / "export-key.pem")]
+    outcome = run_cli([*argv, "--format", "jsonl", "--out", str(target)], root)
+    assert_contract(argv, outcome)
+    assert outcome.code in (64, 69), outcome.err
+    assert (target.lstat().st_ino, target.lstat().st_mode) == (before.st_ino, before.st_mode)
+    assert (files[kind].lstat().st_ino, files[kind].lstat().st_mode) == (
+        pointed.st_ino,
+        pointed.st_mode,
+    )
+    fresh = root / "outputs" / f"export-{kind}-{via_link}.jsonl"
+    assert run_cli([*argv, "--format", "jsonl", "--out", str(fresh)], root).code == 0
+    assert fresh.read_bytes().count(b"\n") >= 5
