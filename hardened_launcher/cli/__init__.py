@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -16,7 +17,13 @@ import sys
 from collections.abc import Sequence
 
 from hardened_launcher import __version__
-from hardened_launcher.errors import EXIT_INTERNAL, EXIT_USAGE, LauncherError, UsageError
+from hardened_launcher.errors import (
+    EXIT_INFRASTRUCTURE,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    LauncherError,
+    UsageError,
+)
 from hardened_launcher.redaction.sources import install_process_redactor
 from hardened_launcher.terminal import for_terminal
 
@@ -38,6 +45,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 log = logging.getLogger(__name__)
+
+# Write errors of our own output that are the environment's doing, not a bug.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 
 # What a shell reports for a writer stopped by SIGPIPE (`… | head`): 128 + 13, with no message.
 EXIT_BROKEN_PIPE = 141
@@ -128,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_text_arguments(args)
         code: int = args.handler(args)
+        sys.stdout.flush()  # a write error of buffered output is reported here, not at exit
     except LauncherError as exc:
         # Messages never carry secrets by construction; the redactor is the second line.
         # Messages can quote run- or policy-controlled text: escaped before the terminal.
@@ -150,16 +161,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so the interpreter's final flush does not fail again.
         _silence_stdout()
         return EXIT_BROKEN_PIPE
-    except Exception as exc:
-        # The exception text could carry input bytes, so only its type is shown by default.
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            return _internal_error(exc, verbose=verbose)
+        # The disk or device under our output failed (full, quota, I/O error): not a bug.
+        _silence_stdout()
         sys.stderr.write(
-            f"error: internal error ({type(exc).__name__}); this is a bug, please report it "
-            "with the output of the same command run with -v\n"
+            f"error: cannot write the output: {exc.strerror}. Free space or write somewhere else\n"
         )
-        if verbose:
-            log.exception("internal error")
-        return EXIT_INTERNAL
+        return EXIT_INFRASTRUCTURE
+    except Exception as exc:  # noqa: BLE001 - the one place that reports bugs
+        return _internal_error(exc, verbose=verbose)
     return code
+
+
+def _internal_error(exc: BaseException, *, verbose: bool) -> int:
+    # The exception text could carry input bytes, so only its type is shown by default.
+    sys.stderr.write(
+        f"error: internal error ({type(exc).__name__}); this is a bug, please report it "
+        "with the output of the same command run with -v\n"
+    )
+    if verbose:
+        log.error("internal error", exc_info=exc)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -608,3 +608,21 @@ def test_audit_export_never_replaces_a_hostile_target(
     fresh = root / "outputs" / f"export-{kind}-{via_link}.jsonl"
     assert run_cli([*argv, "--format", "jsonl", "--out", str(fresh)], root).code == 0
     assert fresh.read_bytes().count(b"\n") >= 5
+
+
+@pytest.mark.parametrize("argv", [["settings", "table"], ["network", "requirements"]])
+def test_a_full_disk_under_stdout_is_not_a_bug(argv: list[str]) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    with Path("/dev/full").open("wb") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "hardened_launcher", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 69, err
+    assert err.count("error:") == 1
+    assert "No space left" in err
