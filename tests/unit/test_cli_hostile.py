@@ -242,6 +242,7 @@ def run_cli(argv: list[str], root: Path, *, stdin: bytes = b"") -> Outcome:
     signal.alarm(60)
     try:
         with _isolated(root), pytest.MonkeyPatch.context() as patch:
+            patch.chdir(root / "outputs")  # default output paths (keygen's) land here
             patch.setattr(sys, "stdout", stdout)
             patch.setattr(sys, "stderr", stderr)
             patch.setattr(sys, "stdin", fake_in)
