@@ -8,7 +8,9 @@ test fails or coverage is below the threshold (compared without rounding), 1 on 
 exit 0 allow, 3 deny, 1 error. The input file is used as given (it is the operator's own file).
 ``--timeout`` bounds the compile-time probe and the evaluation alike (10 ms to 60 s).
 
-``hardened-launcher policy check PATH``: compile only; exit 0, or 1 with ``file:line:col: msg``.
+``hardened-launcher policy check PATH [--timeout S]``: compile, and probe with an empty input in
+the policy worker (under the timeout and its memory limit); exit 0, or 1 with
+``file:line:col: msg``.
 
 These commands report errors themselves (one line, ``error: …``) so that their exit codes stay
 those of ``opa`` rather than the launcher's sysexits codes — except a missing or unreadable file
@@ -79,6 +81,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     check = commands.add_parser("check", help="compile a policy without evaluating it")
     check.add_argument("path", type=Path, metavar="PATH")
+    check.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="bound of the probe with an empty input (as HL_POLICY_TIMEOUT; default 1)",
+    )
     check.add_argument(
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
@@ -213,7 +222,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        compiled = check_policy_path(args.path, syntax=Syntax(args.syntax))
+        compiled = check_policy_path(args.path, syntax=Syntax(args.syntax), timeout_s=args.timeout)
     except LauncherError as exc:
         return _fail(exc, args)
     syntaxes = ", ".join(f"{path} ({syntax.value})" for path, syntax in compiled.syntaxes.items())
