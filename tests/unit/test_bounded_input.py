@@ -342,3 +342,30 @@ def test_fresh_install_audit_verify_is_not_an_alarm(
 def test_values_file_from_dev_zero_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["redact", "--values-file", "/dev/zero"]) == 66
     assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1e300", "nan", "inf", "-inf", "61", "0.001", ""])
+@pytest.mark.parametrize("command", ["eval", "check"])
+def test_policy_timeouts_out_of_range_are_usage_errors(
+    tmp_path: Path, value: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.rego").write_text(NEVER_DENY)
+    (tmp_path / "in.json").write_text("{}")
+    argv = ["policy", command, "--timeout", value]
+    argv += (
+        ["--policy", str(tmp_path / "p.rego"), "--input", str(tmp_path / "in.json")]
+        if command == "eval"
+        else [str(tmp_path / "p.rego")]
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 64
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_policy_check_timeout_bounds_the_probe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "p.rego").write_text(SLOW_POLICY)
+    assert main(["policy", "check", str(tmp_path), "--timeout", "0.05"]) == 1
+    assert "longer than 0.05 s" in capsys.readouterr().err
