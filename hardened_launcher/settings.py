@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
+from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
 from hardened_launcher.errors import ConfigurationError
@@ -1885,8 +1886,8 @@ class _Loader:
         finally:
             os.close(fd)
         try:
-            document = tomllib.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            document = load_toml(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, DocumentTooDeepError) as exc:
             why = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not TOML ({exc})"
             self.problem(
                 variable,

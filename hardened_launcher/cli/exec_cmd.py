@@ -20,13 +20,15 @@ from typing import Any
 from hardened_launcher import __version__
 from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.binaries import VerifiedBinaryCache
+from hardened_launcher.bounded_input import read_bounded
 from hardened_launcher.egress.leftovers import remove_leftover_egress
-from hardened_launcher.errors import InfrastructureError, UsageError
+from hardened_launcher.errors import UsageError
 from hardened_launcher.executor.cleanup import (
     exec_launcher_id,
     launcher_id_for,
     remove_stale_containers,
 )
+from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
 from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
 from hardened_launcher.executor.runner import DockerRunner, RunResult, docker_client
@@ -43,6 +45,7 @@ from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings, load_settings
 from hardened_launcher.startup import open_configured_audit_log
+from hardened_launcher.terminal import for_terminal
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -78,14 +81,12 @@ def run(args: argparse.Namespace) -> int:
             "no release keyring: pass --keyring or set HL_RELEASE_KEYRING",
             hint="the keyring holds the public keys of HL_RELEASE_KEY_FINGERPRINTS",
         )
-    try:
-        data = args.spec.read_bytes()
-    except OSError as exc:
-        raise InfrastructureError(
-            f"cannot read the run spec {args.spec}: {exc.strerror}",
-            hint="check the path",
-            reason="runspec_unreadable",
-        ) from None
+    data = read_bounded(
+        args.spec,
+        max_bytes=settings.max_envelope_bytes,
+        what="run spec",
+        too_large=RunSpecError,
+    )
     audit = open_configured_audit_log(settings)  # with the HL_AUDIT_* tuning
     launcher_id = exec_launcher_id(launcher_id_for(settings))
     # The policy compiles before the spec is even parsed: a broken policy stops us here, with
@@ -159,8 +160,11 @@ def _execute(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     sys.stderr.write(
-        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
-        f"{result.duration_seconds:.1f}s)\n"
+        for_terminal(
+            f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
+            f"{result.duration_seconds:.1f}s)"
+        )
+        + "\n"
     )
     for name, content in sorted(result.outputs.items()):  # names are checked: [A-Za-z0-9._-]
         sys.stderr.write(f"output {name}: {len(content)} bytes (redacted)\n")

@@ -18,10 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hardened_launcher.errors import ConfigurationError, UsageError
+from hardened_launcher.bounded_input import describe_path, read_bounded
+from hardened_launcher.errors import UsageError
 from hardened_launcher.redaction import Redactor
+from hardened_launcher.terminal import for_terminal
 
 READ_CHUNK_BYTES = 65536
+# Values to mask are secrets, not corpora: a larger file is a mistake (or /dev/zero).
+MAX_VALUES_FILE_BYTES = 1024 * 1024
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -71,20 +75,21 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
             continue
         items.append((name, value))
     if args.values_file is not None:
-        try:
-            data = args.values_file.read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read the values file {args.values_file} ({exc.strerror})",
-                hint="check the path and its permissions",
-            ) from None
+        data = bytes(
+            read_bounded(
+                args.values_file,
+                max_bytes=MAX_VALUES_FILE_BYTES,
+                what="values file",
+                too_large=UsageError,
+            )
+        )
         if args.null:
             entries = data.split(b"\0")
         else:
             entries = [line.removesuffix(b"\r") for line in data.split(b"\n")]
         for n, value in enumerate(entries, start=1):
             if value:
-                items.append((f"{args.values_file.name}:{n}", value))
+                items.append((f"{describe_path(args.values_file.name)}:{n}", value))
     if not items:
         unset = [w.split(":", 1)[0] for w in red.warnings]
         raise UsageError(
@@ -98,7 +103,7 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
 def _redact(args: argparse.Namespace) -> int:
     red = build_redactor(args)
     for warning in red.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"warning: {for_terminal(warning)}\n")
     stream = red.stream("stdout")
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
@@ -116,7 +121,7 @@ def _redact(args: argparse.Namespace) -> int:
     out.flush()
     if args.counts:
         for name, count in sorted(red.counts().items()):
-            sys.stderr.write(f"masked {count} x {name}\n")
+            sys.stderr.write(f"masked {count} x {for_terminal(name)}\n")
     return 0
 
 

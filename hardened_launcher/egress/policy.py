@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.egress.classify import (
     HostSyntaxError,
     IPNetwork,
@@ -358,9 +359,14 @@ def parse_policy_text(text: str, *, toml: bool, source: str = "<memory>") -> Egr
         raise _fail(source, "the file", f"is larger than {MAX_POLICY_BYTES} bytes")
     try:
         document: object = (
-            tomllib.loads(text) if toml else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
+            load_toml(text) if toml else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
         )
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+    except RecursionError:
+        raise EgressPolicyError(
+            f"the egress policy {source} nests too deeply",
+            hint="fix the file's syntax (docs/egress.md has examples)",
+        ) from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, DocumentTooDeepError) as exc:
         kind = "TOML" if toml else "YAML"
         raise EgressPolicyError(
             f"the egress policy {source} is not valid {kind}",

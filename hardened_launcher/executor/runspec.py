@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, cast
 
 import yaml
 
+from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
 from hardened_launcher.secrets import Secret
@@ -36,6 +37,7 @@ __all__ = [
 
 SPEC_VERSION: Final = 1
 MAX_RUN_SPEC_BYTES: Final = 16 * 1024 * 1024
+MAX_RUN_SPEC_DEPTH: Final = 32
 MAX_PHASES: Final = 16
 MAX_COMMANDS_PER_PHASE: Final = 256
 MAX_COMMAND_CHARS: Final = 64 * 1024
@@ -160,22 +162,11 @@ class RunSpec:
 # ---------------------------------------------------------------------------------------------
 # YAML: safe, no aliases (no billion laughs), no duplicate keys
 # ---------------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("YAML aliases are not allowed in a run spec")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # noqa: ANN401
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, str):
-                raise yaml.YAMLError("mapping keys must be strings")
-            if key in seen:
-                raise yaml.YAMLError(f"duplicate key {key[:64]!r}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+class _StrictLoader(StrictYamlLoader):
+    # Safe YAML, no anchors or aliases, string keys, no duplicates, bounded nesting: the rules
+    # every YAML input of the launcher follows (hardened_launcher.bounded_input).
+    what = "run spec"
+    max_depth = MAX_RUN_SPEC_DEPTH
 
 
 def parse_run_spec(data: bytes | bytearray, *, max_bytes: int = MAX_RUN_SPEC_BYTES) -> RunSpec:
