@@ -23,11 +23,30 @@ kept per thread.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 Match = tuple[int, int, int]
+
+#: Characters of wrapped encodings: both base64 alphabets (hex digits are a subset).
+WRAP_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
+
+#: A line break can sit inside a wrapped encoding only after at least this many characters of
+#: :data:`WRAP_ALPHABET` (the narrowest wrap width handled), so ordinary line ends are not joined.
+WRAP_MIN_WIDTH = 16
+
+_WRAP_CLASS = b"[A-Za-z0-9+/_\\-]"
+#: A candidate wrap break: WRAP_MIN_WIDTH wrap characters, then LF or CRLF (reported at the LF).
+WRAP_TRIGGER = _WRAP_CLASS + b"{%d}\\r?\\n" % WRAP_MIN_WIDTH
+_WRAP_TRIGGER_RE = re.compile(WRAP_TRIGGER)
+
+
+def wrap_newlines(data: bytes, skip: int) -> list[int]:
+    """Positions ``>= skip`` of LF bytes that follow WRAP_MIN_WIDTH wrap characters (and CR)."""
+    start = max(0, skip - WRAP_MIN_WIDTH - 1)
+    return [m.end() - 1 for m in _WRAP_TRIGGER_RE.finditer(data, start) if m.end() - 1 >= skip]
 
 
 class Engine(Protocol):
@@ -40,6 +59,23 @@ class Engine(Protocol):
     def find(self, data: bytes) -> list[Match]:
         """Leftmost-longest non-overlapping matches in ``data``, sorted by start."""
         ...
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        """:meth:`find` over ``data[skip:]`` (positions in ``data``) and :func:`wrap_newlines`."""
+        ...
+
+
+class _ScanByParts:
+    """``scan`` for engines without a combined pass: ``find`` plus a regular expression."""
+
+    def find(self, data: bytes) -> list[Match]:
+        raise NotImplementedError
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        matches = self.find(data[skip:]) if skip else self.find(data)
+        if skip:
+            matches = [(s + skip, e + skip, i) for s, e, i in matches]
+        return matches, wrap_newlines(data, skip)
 
 
 class EngineUnavailableError(RuntimeError):
@@ -61,7 +97,7 @@ def greedy_select(
     return out
 
 
-class NullEngine:
+class NullEngine(_ScanByParts):
     """No patterns: nothing ever matches."""
 
     name = "none"
@@ -74,7 +110,7 @@ class NullEngine:
         return []
 
 
-class ReferenceEngine:
+class ReferenceEngine(_ScanByParts):
     """Pure-Python leftmost-longest matcher: the definition the fast engines are tested against."""
 
     name = "reference"
@@ -104,7 +140,7 @@ class ReferenceEngine:
         return out
 
 
-class AhoCorasickEngine:
+class AhoCorasickEngine(_ScanByParts):
     """``ahocorasick-rs`` with leftmost-longest match kind (portable wheels)."""
 
     name = "aho-corasick"
@@ -150,11 +186,13 @@ class HyperscanEngine:
         self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        # One more expression after the patterns: the wrap-break trigger, found in the same pass.
+        expressions = [_hs_expression(p) for p in self.patterns] + [WRAP_TRIGGER]
         try:
             db.compile(
-                expressions=[_hs_expression(p) for p in self.patterns],
-                ids=list(range(len(self.patterns))),
-                elements=len(self.patterns),
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                elements=len(expressions),
                 flags=0,
             )
         except hyperscan.error as exc:
@@ -173,20 +211,29 @@ class HyperscanEngine:
         return scratch
 
     def find(self, data: bytes) -> list[Match]:
+        return self.scan(data, 0)[0]
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
         lengths = self._lengths
+        trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
+        newlines: list[int] = []
 
         def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            if index == trigger:
+                if to > skip:
+                    newlines.append(to - 1)
+                return
             start = to - lengths[index]
-            if ends_by_start.get(start, -1) < to:
+            if start >= skip and ends_by_start.get(start, -1) < to:
                 ends_by_start[start] = to
                 index_by_span[(start, to)] = index
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         if not ends_by_start:
-            return []
-        return greedy_select(ends_by_start, index_by_span)
+            return [], newlines
+        return greedy_select(ends_by_start, index_by_span), newlines
 
 
 ENGINES = ("hyperscan", "aho-corasick", "reference")

@@ -17,9 +17,11 @@ emitted cannot be called back (the final canary scan catches those in stored log
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hardened_launcher.redaction.engine import Engine
+from hardened_launcher.redaction.engine import WRAP_ALPHABET, WRAP_MIN_WIDTH, Engine, Match
 
 if TYPE_CHECKING:
     from hardened_launcher.redaction.redactor import Redactor
@@ -27,18 +29,162 @@ if TYPE_CHECKING:
 MASK = b"***"
 
 
-def redact_buffer(engine: Engine, buf: bytes, *, final: bool) -> tuple[bytes, int, list[int]]:
+def wrapped_span(longest: int) -> int:
+    """The most original bytes an occurrence of a ``longest``-byte pattern can cover.
+
+    A wrapped occurrence holds at most ``1 + (longest - 1) // WRAP_MIN_WIDTH`` line breaks of at
+    most 2 bytes each: every break but the first follows a whole line of the occurrence.
+    """
+    if longest <= 0:
+        return 0
+    return longest + 2 * (1 + (longest - 1) // WRAP_MIN_WIDTH)
+
+
+#: Bytes of already-emitted text a stream keeps to judge a line break at its pending start.
+BEHIND_BYTES = WRAP_MIN_WIDTH + 2
+
+_IS_WRAP = frozenset(WRAP_ALPHABET)
+
+
+class _Chain:
+    """A greedy leftmost-longest match list that can be recomputed from a later position."""
+
+    def __init__(self, items: list[Match], recompute: Callable[[int], list[Match]]) -> None:
+        self.items = items
+        self.pos = 0
+        self.recompute = recompute
+
+    def next_at(self, cursor: int) -> Match | None:
+        items = self.items
+        while self.pos < len(items) and items[self.pos][0] < cursor:
+            if items[self.pos][1] > cursor:
+                # This chain's choice straddles the cursor: its later choices may differ.
+                self.items = items = self.recompute(cursor)
+                self.pos = 0
+                break
+            self.pos += 1
+        return items[self.pos] if self.pos < len(items) else None
+
+
+def _wrap_breaks(buf: bytes, newlines: list[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` of the line breaks that may sit inside a wrapped encoding."""
+    out: list[tuple[int, int]] = []
+    size = len(buf)
+    for nl in newlines:
+        start = nl - 1 if nl >= 1 and buf[nl - 1] == 0x0D else nl
+        if start >= 1 and nl + 1 < size and buf[nl + 1] in _IS_WRAP:
+            out.append((start, nl + 1))
+    return out
+
+
+class _Joined:
+    """``buf[lo:hi]`` with some line breaks removed, and the way back to positions in ``buf``."""
+
+    def __init__(self, buf: bytes, lo: int, hi: int, breaks: list[tuple[int, int]]) -> None:
+        parts: list[bytes] = []
+        self.j_starts: list[int] = []
+        self.o_starts: list[int] = []
+        cursor = lo
+        length = 0
+        for b_start, b_end in [*breaks, (hi, hi)]:
+            self.j_starts.append(length)
+            self.o_starts.append(cursor)
+            parts.append(buf[cursor:b_start])
+            length += b_start - cursor
+            cursor = b_end
+        self.text = b"".join(parts)
+
+    def to_buf(self, j: int) -> int:
+        seg = bisect_right(self.j_starts, j) - 1
+        return self.o_starts[seg] + j - self.j_starts[seg]
+
+    def to_joined(self, pos: int) -> int:
+        seg = max(0, bisect_right(self.o_starts, pos) - 1)
+        offset = pos - self.o_starts[seg]
+        seg_len = (
+            self.j_starts[seg + 1] - self.j_starts[seg]
+            if seg + 1 < len(self.j_starts)
+            else len(self.text) - self.j_starts[seg]
+        )
+        return self.j_starts[seg] + min(offset, seg_len)
+
+    def matches(self, engine: Engine, from_j: int = 0) -> list[Match]:
+        found = engine.find(self.text[from_j:]) if from_j else engine.find(self.text)
+        return [(self.to_buf(s + from_j), self.to_buf(e + from_j - 1) + 1, i) for s, e, i in found]
+
+
+def _wrapped_chain(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) -> _Chain:
+    """Greedy matches in windows around the wrap breaks, with the breaks removed."""
+    reach = engine.longest + 2
+    windows: list[tuple[int, int, list[tuple[int, int]]]] = []
+    for b_start, b_end in breaks:
+        lo, hi = max(0, b_start - reach), min(len(buf), b_end + wrapped_span(engine.longest))
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi, [*windows[-1][2], (b_start, b_end)])
+        else:
+            windows.append((lo, hi, [(b_start, b_end)]))
+    joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
+    items = [m for j in joined for m in j.matches(engine)]
+
+    def recompute(cursor: int) -> list[Match]:
+        out: list[Match] = []
+        for (lo, hi, _), j in zip(windows, joined, strict=True):
+            if hi <= cursor:
+                continue
+            out.extend(j.matches(engine, j.to_joined(cursor)) if lo < cursor else j.matches(engine))
+        return out
+
+    return _Chain(items, recompute)
+
+
+def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Match]:
+    """Leftmost-longest occurrences in ``buf``, raw or wrapped over line breaks.
+
+    ``behind`` is the text just before ``buf`` (already emitted); it only decides whether a
+    line break near the start of ``buf`` follows enough wrap characters.
+    """
+    data = behind + buf if behind else buf
+    skip = len(behind)
+    raw, newlines = engine.scan(data, skip)
+    if skip:
+        raw = [(s - skip, e - skip, i) for s, e, i in raw]
+        newlines = [n - skip for n in newlines]
+    breaks = _wrap_breaks(buf, newlines) if newlines else []
+    if not breaks:
+        return raw
+    raw_chain = _Chain(
+        raw, lambda cursor: [(s + cursor, e + cursor, i) for s, e, i in engine.find(buf[cursor:])]
+    )
+    wrapped = _wrapped_chain(engine, buf, breaks)
+    out: list[Match] = []
+    cursor = 0
+    while True:
+        a = raw_chain.next_at(cursor)
+        b = wrapped.next_at(cursor)
+        if a is None and b is None:
+            return out
+        if a is None or (b is not None and (b[0], -b[1]) < (a[0], -a[1])):
+            assert b is not None  # noqa: S101 - for the type checker
+            a = b
+        out.append(a)
+        cursor = a[1]
+
+
+def redact_buffer(
+    engine: Engine, buf: bytes, *, final: bool, behind: bytes = b""
+) -> tuple[bytes, int, list[int]]:
     """Redact the decidable prefix of ``buf``.
 
     Returns ``(output, consumed, pattern_indexes)``: ``output`` replaces ``buf[:consumed]``;
-    ``buf[consumed:]`` (at most ``engine.longest - 1`` bytes unless ``final``) must be offered
-    again with the next bytes. ``pattern_indexes`` lists the pattern of each mask written.
+    ``buf[consumed:]`` (less than :func:`wrapped_span` of ``engine.longest`` bytes unless
+    ``final``) must be offered again with the next bytes. ``pattern_indexes`` lists the pattern
+    of each mask written. ``behind``: the (already emitted) text just before ``buf``.
     """
     size = len(buf)
-    limit = size if final else size - engine.longest + 1
+    limit = size if final else size - wrapped_span(engine.longest) + 1
     if limit <= 0:
         return b"", 0, []
-    matches = engine.find(buf) if engine.longest else []
+    matches = find_occurrences(engine, buf, behind) if engine.longest else []
     if not matches or matches[0][0] >= limit:
         emit_to = min(limit, size)
         return buf[:emit_to], emit_to, []
@@ -71,6 +217,7 @@ class RedactingStream:
         self._redactor = redactor
         self._record = record
         self._pending = b""
+        self._behind = b""
         self._closed = False
         self._lock = threading.Lock()
 
@@ -82,7 +229,7 @@ class RedactingStream:
 
     @property
     def pending_bytes(self) -> int:
-        """How many bytes are held back right now (at most the longest pattern minus one)."""
+        """How many bytes are held back right now (see :func:`wrapped_span`)."""
         return len(self._pending)
 
     def write(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -104,7 +251,9 @@ class RedactingStream:
     def _step(self, data: bytes, *, final: bool) -> bytes:
         engine, owners = self._redactor._snapshot()  # one package, one lock
         buf = self._pending + data if self._pending else data
-        out, consumed, hits = redact_buffer(engine, buf, final=final)
+        out, consumed, hits = redact_buffer(engine, buf, final=final, behind=self._behind)
+        if consumed:
+            self._behind = (self._behind + buf[:consumed])[-BEHIND_BYTES:]
         self._pending = buf[consumed:]
         if hits:
             names = [name for index in hits for name in owners[index]]

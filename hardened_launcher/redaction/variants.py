@@ -18,6 +18,7 @@ Encoders
     * base64, standard and URL-safe alphabets, of ``v`` *as part of longer encoded text*, at all
       three byte alignments (see :func:`base64_cores`), plus the complete stand-alone encodings
       with and without ``=`` padding;
+    * contiguous hex, lower and upper case;
     * percent-encoding with three "safe" sets (none, ``/`` as Python's ``quote`` keeps it, and
       ``!'()*`` as JavaScript's ``encodeURIComponent`` keeps them), space as ``%20`` or ``+``,
       upper- or lower-case hex (each form uses one case throughout);
@@ -26,8 +27,11 @@ Encoders
     * XML/HTML escaping (``&<>`` only, and with quotes as ``&quot;``/``&#x27;``/``&#39;``/
       ``&apos;``).
 
+Base64 and hex broken over lines (LF or CRLF) are matched by the stream (see
+:func:`hardened_launcher.redaction.stream.find_occurrences`), not listed here.
+
 Not covered (documented in docs/redaction.md): encodings nested in each other (base64 of JSON),
-base64 wrapped across lines, mixed-case hex in one percent-encoded form, compression, and
+mixed-case hex in one percent-encoded form, compression, and
 encodings that split the value with other text (a value printed one character per line).
 
 The base64 rule. Base64 maps each 3-byte group to 4 characters of 6 bits. When ``v`` (``n``
@@ -155,10 +159,17 @@ def _xml_forms(value: bytes) -> set[bytes]:
     return out
 
 
+def hex_forms(value: bytes) -> set[bytes]:
+    """Contiguous hex of ``value``, lower and upper case (``xxd -p``, ``hexdump``, ``.hex()``)."""
+    lower = value.hex().encode("ascii")
+    return {lower, lower.upper()}
+
+
 def encodings(form: bytes) -> set[bytes]:
     """Every single-layer encoding of ``form`` that the redactor masks (raw included)."""
     out = {form}
     out |= base64_cores(form)
+    out |= hex_forms(form)
     out |= _percent_forms(form)
     out |= _json_forms(form)
     out |= _shell_forms(form)
