@@ -106,9 +106,13 @@ class Redactor:
         return len(self._state[0].patterns)
 
     # -- redaction ---------------------------------------------------------------------------
-    def stream(self, channel: str) -> RedactingStream:
-        """A new stream for ``channel``; each stream keeps its own held-back bytes."""
-        return RedactingStream(self, channel)
+    def stream(self, channel: str, *, whole_lines: bool = False) -> RedactingStream:
+        """A new stream for ``channel``; each stream keeps its own held-back bytes.
+
+        ``whole_lines``: release output a line at a time (partial lines after a short deadline,
+        see :meth:`RedactingStream.poll`), for channels that share one log.
+        """
+        return RedactingStream(self, channel, whole_lines=whole_lines)
 
     def scanner(self, channel: str = "canary") -> RedactingStream:
         """A stream whose masks are counted on the stream only, not in :meth:`counts`."""

@@ -17,11 +17,13 @@ emitted cannot be called back (the final canary scan catches those in stored log
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hardened_launcher.redaction.engine import WRAP_ALPHABET, WRAP_MIN_WIDTH, Engine, Match
+from hardened_launcher.redaction.prefixes import prefix_index
 
 if TYPE_CHECKING:
     from hardened_launcher.redaction.redactor import Redactor
@@ -137,12 +139,7 @@ def _wrapped_chain(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) ->
     return _Chain(items, recompute)
 
 
-def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Match]:
-    """Leftmost-longest occurrences in ``buf``, raw or wrapped over line breaks.
-
-    ``behind`` is the text just before ``buf`` (already emitted); it only decides whether a
-    line break near the start of ``buf`` follows enough wrap characters.
-    """
+def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[tuple[int, int]]]:
     data = behind + buf if behind else buf
     skip = len(behind)
     raw, newlines = engine.scan(data, skip)
@@ -151,7 +148,7 @@ def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Ma
         newlines = [n - skip for n in newlines]
     breaks = _wrap_breaks(buf, newlines) if newlines else []
     if not breaks:
-        return raw
+        return raw, breaks
     raw_chain = _Chain(
         raw, lambda cursor: [(s + cursor, e + cursor, i) for s, e, i in engine.find(buf[cursor:])]
     )
@@ -162,7 +159,7 @@ def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Ma
         a = raw_chain.next_at(cursor)
         b = wrapped.next_at(cursor)
         if a is None and b is None:
-            return out
+            return out, breaks
         if a is None or (b is not None and (b[0], -b[1]) < (a[0], -a[1])):
             assert b is not None  # noqa: S101 - for the type checker
             a = b
@@ -170,24 +167,86 @@ def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Ma
         cursor = a[1]
 
 
-def redact_buffer(
-    engine: Engine, buf: bytes, *, final: bool, behind: bytes = b""
-) -> tuple[bytes, int, list[int]]:
-    """Redact the decidable prefix of ``buf``.
+def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Match]:
+    """Leftmost-longest occurrences in ``buf``, raw or wrapped over line breaks.
 
-    Returns ``(output, consumed, pattern_indexes)``: ``output`` replaces ``buf[:consumed]``;
-    ``buf[consumed:]`` (less than :func:`wrapped_span` of ``engine.longest`` bytes unless
-    ``final``) must be offered again with the next bytes. ``pattern_indexes`` lists the pattern
-    of each mask written. ``behind``: the (already emitted) text just before ``buf``.
+    ``behind`` is the text just before ``buf`` (already emitted); it only decides whether a
+    line break near the start of ``buf`` follows enough wrap characters.
+    """
+    return _scan(engine, buf, behind)[0] if engine.longest else []
+
+
+def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
+    """How many wrap characters (up to WRAP_MIN_WIDTH) end just before ``buf[pos]``."""
+    data = (behind + buf[:pos])[-WRAP_MIN_WIDTH:]
+    run = 0
+    for byte in reversed(data):
+        if byte not in _IS_WRAP:
+            break
+        run += 1
+    return run
+
+
+def _trailing_break(buf: bytes, behind: bytes) -> int | None:
+    """Start of a line break at the very end that may join a wrapped line yet to come."""
+    if buf.endswith(b"\r\n"):
+        start = len(buf) - 2
+    elif buf.endswith((b"\n", b"\r")):
+        start = len(buf) - 1
+    else:
+        return None
+    return start if _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH else None
+
+
+def hold_start(
+    engine: Engine,
+    buf: bytes,
+    breaks: list[tuple[int, int]],
+    behind: bytes = b"",
+    *,
+    open_break: bool = True,
+) -> int:
+    """The first position of ``buf`` that more bytes could still turn into (part of) a match.
+
+    Everything before it is decided. ``len(buf)`` when nothing may grow into a match. With
+    ``open_break=False`` a line break at the very end is taken as a line end, not as a break
+    that a wrapped encoding may continue after (the stream's deadline, see ``poll``).
     """
     size = len(buf)
-    limit = size if final else size - wrapped_span(engine.longest) + 1
-    if limit <= 0:
-        return b"", 0, []
-    matches = find_occurrences(engine, buf, behind) if engine.longest else []
+    lo = max(0, size - wrapped_span(engine.longest) + 1)
+    tail_breaks = [b for b in breaks if b[0] >= lo]
+    trailing = _trailing_break(buf, behind) if open_break else None
+    if trailing is not None and trailing >= lo:
+        tail_breaks.append((trailing, size))
+    index = prefix_index(engine)
+    found = index.earliest_open(buf[lo:])
+    hold = size if found is None else lo + found
+    if tail_breaks:
+        joined = _Joined(buf, lo, size, tail_breaks)
+        at = index.earliest_open(joined.text)
+        if at is not None:
+            hold = min(hold, joined.to_buf(at))
+    return hold
+
+
+def redact_buffer(
+    engine: Engine, buf: bytes, *, final: bool, behind: bytes = b"", open_break: bool = True
+) -> tuple[bytes, int, list[int]]:
+    """Redact the decided prefix of ``buf``.
+
+    Returns ``(output, consumed, pattern_indexes)``: ``output`` replaces ``buf[:consumed]``;
+    ``buf[consumed:]`` must be offered again with the next bytes: unless ``final``, only what
+    could still become (part of) a match is kept (:func:`hold_start`), always less than
+    :func:`wrapped_span` of ``engine.longest`` bytes. ``pattern_indexes`` lists the pattern of
+    each mask written. ``behind``: the (already emitted) text just before ``buf``.
+    """
+    size = len(buf)
+    if not engine.longest or not size:
+        return buf, size, []
+    matches, breaks = _scan(engine, buf, behind)
+    limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
     if not matches or matches[0][0] >= limit:
-        emit_to = min(limit, size)
-        return buf[:emit_to], emit_to, []
+        return buf[:limit], limit, []
     parts: list[bytes] = []
     hits: list[int] = []
     cursor = 0
@@ -198,26 +257,53 @@ def redact_buffer(
         parts.append(MASK)
         hits.append(index)
         cursor = end
-    emit_to = max(cursor, min(limit, size))
+    emit_to = max(cursor, limit)
     parts.append(buf[cursor:emit_to])
     return b"".join(parts), emit_to, hits
+
+
+#: A stream's tail that waited this long is released as far as it can no longer complete a
+#: match once a line break at its end is taken as a line end, and a partial line is released.
+HOLD_DEADLINE_SECONDS = 0.2
+
+#: A stream keeping lines whole releases a partial line anyway once it is this long.
+MAX_LINE_BYTES = 65536
 
 
 class RedactingStream:
     """One output channel (``stdout``, ``stderr``…) of one run. Thread-safe; order is the caller's.
 
-    :meth:`write` returns what may be emitted now; :meth:`flush` ends the stream and returns the
-    rest. ``counts`` holds this channel's masks per variable name; they are also added to the
-    redactor's totals unless the stream was made with ``record=False`` (the canary's scans).
+    :meth:`write` returns what may be emitted now; :meth:`poll` (call it when no input came for
+    a while) returns what waited longer than :data:`HOLD_DEADLINE_SECONDS`; :meth:`flush` ends
+    the stream and returns the rest. ``counts`` holds this channel's masks per variable name;
+    they are also added to the redactor's totals unless the stream was made with
+    ``record=False`` (the canary's scans).
+
+    A stream holds back only bytes that may still become (part of) a match, so ordinary text
+    passes at once. With ``whole_lines=True`` it also keeps its redacted output until a line
+    ends (or :meth:`poll` finds it older than the deadline), so that two streams written into
+    one log do not interleave inside a line.
     """
 
-    def __init__(self, redactor: Redactor, channel: str, *, record: bool = True) -> None:
+    def __init__(
+        self,
+        redactor: Redactor,
+        channel: str,
+        *,
+        record: bool = True,
+        whole_lines: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.channel = channel
         self.counts: dict[str, int] = {}
         self._redactor = redactor
         self._record = record
+        self._whole_lines = whole_lines
+        self._clock = clock
         self._pending = b""
         self._behind = b""
+        self._ready = b""
+        self._since: float | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -229,7 +315,7 @@ class RedactingStream:
 
     @property
     def pending_bytes(self) -> int:
-        """How many bytes are held back right now (see :func:`wrapped_span`)."""
+        """How many input bytes are held back undecided right now (see :func:`hold_start`)."""
         return len(self._pending)
 
     def write(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -237,21 +323,52 @@ class RedactingStream:
         with self._lock:
             if self._closed:
                 raise ValueError(f"write to the flushed redacting stream {self.channel!r}")
-            return self._step(bytes(data), final=False)
+            return self._release(self._step(bytes(data), final=False))
+
+    def poll(self) -> bytes:
+        """What waited longer than the deadline: partial lines, and a tail held only for a line
+        break at its end that a wrapped encoding could have continued after."""
+        with self._lock:
+            if self._closed or self._since is None:
+                return b""
+            if self._clock() - self._since < HOLD_DEADLINE_SECONDS:
+                return b""
+            out = self._ready + (
+                self._step(b"", final=False, open_break=False) if self._pending else b""
+            )
+            self._ready = b""
+            self._since = self._clock() if self._pending else None
+            return out
 
     def flush(self) -> bytes:
         """End of stream: return everything still held back, redacted. Further writes fail."""
         with self._lock:
             if self._closed:
                 return b""
-            out = self._step(b"", final=True)
+            out = self._ready + self._step(b"", final=True)
+            self._ready = b""
+            self._since = None
             self._closed = True
             return out
 
-    def _step(self, data: bytes, *, final: bool) -> bytes:
+    def _release(self, out: bytes) -> bytes:
+        if self._whole_lines:
+            ready = self._ready + out if self._ready else out
+            cut = ready.rfind(b"\n") + 1 if len(ready) < MAX_LINE_BYTES else len(ready)
+            out, self._ready = ready[:cut], ready[cut:]
+        if self._pending or self._ready:
+            if self._since is None:
+                self._since = self._clock()
+        else:
+            self._since = None
+        return out
+
+    def _step(self, data: bytes, *, final: bool, open_break: bool = True) -> bytes:
         engine, owners = self._redactor._snapshot()  # one package, one lock
         buf = self._pending + data if self._pending else data
-        out, consumed, hits = redact_buffer(engine, buf, final=final, behind=self._behind)
+        out, consumed, hits = redact_buffer(
+            engine, buf, final=final, behind=self._behind, open_break=open_break
+        )
         if consumed:
             self._behind = (self._behind + buf[:consumed])[-BEHIND_BYTES:]
         self._pending = buf[consumed:]
