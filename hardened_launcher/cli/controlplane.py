@@ -27,7 +27,6 @@ from hardened_launcher.controlplane.ca import (
 )
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
-from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
 from hardened_launcher.controlplane.pools import IssuedPool, create_pool, reset_pool
 from hardened_launcher.controlplane.runs import cancel_run, submit_run
 from hardened_launcher.errors import ConfigurationError, UsageError
@@ -392,6 +391,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
+    from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig  # noqa: PLC0415
+
     state = _state(args)
     config = LogStorageConfig.from_environ(os.environ)
     if config is None:
@@ -439,6 +440,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
+    from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig  # noqa: PLC0415
+
     config = LogStorageConfig.from_environ(os.environ)
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()

@@ -13,28 +13,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hardened_launcher import __version__
-from hardened_launcher.audit.chain import ChainedAuditLog, open_audit_log
-from hardened_launcher.binaries import VerifiedBinaryCache
 from hardened_launcher.errors import InfrastructureError, UsageError
-from hardened_launcher.executor.cleanup import launcher_id_for
-from hardened_launcher.executor.container_spec import check_extra_mounts
-from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
-from hardened_launcher.executor.runner import DockerRunner, docker_client
-from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
-from hardened_launcher.pipeline import (
-    BinaryGate,
-    EgressStep,
-    PolicyStep,
-    ReleaseDirectory,
-    run_pipeline,
-    start_policy_step,
-)
-from hardened_launcher.policy.startup import sanitizer_from
-from hardened_launcher.redaction import Redactor
-from hardened_launcher.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from hardened_launcher.audit.chain import ChainedAuditLog
+    from hardened_launcher.executor.logsink import LogSink
+    from hardened_launcher.executor.runspec import RunSpec
+    from hardened_launcher.pipeline import PolicyStep
+    from hardened_launcher.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -62,6 +51,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at module level: parsing `exec --help` must not load the Docker SDK.
+    from hardened_launcher.audit.chain import open_audit_log  # noqa: PLC0415
+    from hardened_launcher.executor.cleanup import launcher_id_for  # noqa: PLC0415
+    from hardened_launcher.executor.container_spec import check_extra_mounts  # noqa: PLC0415
+    from hardened_launcher.executor.logsink import FileLogSink, StreamLogSink  # noqa: PLC0415
+    from hardened_launcher.executor.runspec import parse_run_spec  # noqa: PLC0415
+    from hardened_launcher.pipeline import start_policy_step  # noqa: PLC0415
+    from hardened_launcher.policy.startup import sanitizer_from  # noqa: PLC0415
+    from hardened_launcher.settings import load_settings  # noqa: PLC0415
+
     settings = load_settings()
     check_extra_mounts(settings)  # a dangerous mount stops us before anything else
     keyring = args.keyring or settings.release_keyring
@@ -115,6 +114,17 @@ def _execute(
     launcher_id: str,
     policy: PolicyStep | None,
 ) -> int:
+    from hardened_launcher.binaries import VerifiedBinaryCache  # noqa: PLC0415
+    from hardened_launcher.executor.logsink import TeeLogSink  # noqa: PLC0415
+    from hardened_launcher.executor.runner import DockerRunner, docker_client  # noqa: PLC0415
+    from hardened_launcher.pipeline import (  # noqa: PLC0415
+        BinaryGate,
+        EgressStep,
+        ReleaseDirectory,
+        run_pipeline,
+    )
+    from hardened_launcher.redaction import Redactor  # noqa: PLC0415
+
     client = docker_client()
     runner = DockerRunner(
         client,

@@ -27,7 +27,7 @@ GRAM = 6
 class PrefixIndex:
     """The sorted patterns and a finder for their first :data:`GRAM` bytes."""
 
-    def __init__(self, patterns: Sequence[bytes]) -> None:
+    def __init__(self, patterns: Sequence[bytes], *, hyperscan: bool = True) -> None:
         self._sorted = sorted(patterns)
         self._first = frozenset(p[0] for p in self._sorted)
         grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
@@ -35,7 +35,7 @@ class PrefixIndex:
         self._hs: Any = None
         self._db: Any = None
         self._local = threading.local()
-        if grams:
+        if grams and hyperscan:
             self._compile(grams)
 
     def _compile(self, grams: list[bytes]) -> None:
@@ -109,5 +109,9 @@ def prefix_index(engine: Engine) -> PrefixIndex:
     with _CACHE_LOCK:
         index = _CACHE.get(engine)
         if index is None:
-            index = _CACHE[engine] = PrefixIndex(engine.patterns)
+            # The gram database is compiled only next to a Hyperscan engine (that is where speed
+            # matters and the compile cost is paid once); otherwise a set lookup per position.
+            index = _CACHE[engine] = PrefixIndex(
+                engine.patterns, hyperscan=engine.name == "hyperscan"
+            )
         return index

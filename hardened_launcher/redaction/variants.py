@@ -51,7 +51,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-from urllib.parse import quote, quote_plus
 
 #: Values (and lines of multi-line values) shorter than this many bytes are not masked; the
 #: redactor records a warning naming the variable instead. See docs/redaction.md for why 6.
@@ -118,19 +117,36 @@ def base64_cores(value: bytes) -> set[bytes]:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
+_ALWAYS_SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+_PERCENT_SAFE_SETS = (b"", b"/", b"!'()*")
+
+
+def _percent_table(safe: bytes, *, plus: bool, upper: bool) -> tuple[bytes, ...]:
+    # Byte -> its percent-encoded form, as urllib's quote (plus=False) or quote_plus (True).
+    escape = b"%%%02X" if upper else b"%%%02x"
+    return tuple(
+        bytes((b,))
+        if b in _ALWAYS_SAFE or b in safe
+        else b"+"
+        if plus and b == 0x20
+        else escape % b
+        for b in range(256)
+    )
+
+
+# One table per form, built once: a table lookup per byte is ~10x faster than urllib's quote,
+# and this runs for every value when a redactor is built.
+_PERCENT_TABLES = tuple(
+    _percent_table(safe, plus=plus, upper=upper)
+    for safe in _PERCENT_SAFE_SETS
+    for plus in (False, True)
+    for upper in (True, False)
+)
+
+
 def _percent_forms(value: bytes) -> set[bytes]:
-    out: set[bytes] = set()
-    for safe in ("", "/", "!'()*"):
-        for encoded in (quote(value, safe=safe), quote_plus(value, safe=safe)):
-            upper = encoded.encode("ascii")
-            out.add(upper)
-            out.add(_lower_hex(upper))
-    return out
-
-
-def _lower_hex(encoded: bytes) -> bytes:
-    parts = encoded.split(b"%")
-    return parts[0] + b"".join(b"%" + p[:2].lower() + p[2:] for p in parts[1:])
+    """``quote``/``quote_plus`` of ``value`` with each safe set, in upper- and lower-case hex."""
+    return {b"".join([table[b] for b in value]) for table in _PERCENT_TABLES}
 
 
 def _json_forms(value: bytes) -> set[bytes]:

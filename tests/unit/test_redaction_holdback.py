@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hardened_launcher.redaction import RedactingStream, Redactor
 from hardened_launcher.redaction.engine import available_engines
 from hardened_launcher.redaction.prefixes import PrefixIndex
+from hardened_launcher.redaction.redactor import BACKGROUND_COMPILE_PATTERNS
 from hardened_launcher.redaction.stream import HOLD_DEADLINE_SECONDS
 from hardened_launcher.redaction.variants import variants
 
@@ -180,3 +181,24 @@ def test_poll_never_releases_an_open_prefix_of_a_value() -> None:
     clock.now += 10 * HOLD_DEADLINE_SECONDS
     assert stream.poll() == b""
     assert stream.write(b"7d6c5b4a39281706\n") == b"***\n"
+
+
+@pytest.mark.skipif(not {"hyperscan", "aho-corasick"} <= set(ALL), reason="needs both fast engines")
+def test_many_values_start_on_aho_corasick_and_switch_to_hyperscan_mid_stream() -> None:
+    values = [(f"V{i}", f"value-{i:04d}-{secrets.token_hex(8)}") for i in range(300)]
+    red = Redactor()
+    red.add_many(values)
+    assert red.pattern_count >= BACKGROUND_COMPILE_PATTERNS
+    text = b"".join(
+        b"line %d %s and hex %s\n" % (i, v.encode(), v.encode().hex().encode())
+        for i, (_, v) in enumerate(values[:50])
+    )
+    expected = Redactor(engine="reference")
+    expected.add_many(values[:50])
+    stream = red.stream("stdout")
+    first = stream.write(text[:1000])  # whichever engine is current
+    red.wait_compiled(timeout=60)
+    assert red.engine_name == "hyperscan"
+    out = first + stream.write(text[1000:]) + stream.flush()
+    assert out == expected.redact_bytes(text)
+    assert red.counts() == {name: 2 for name, _ in values[:50]}
