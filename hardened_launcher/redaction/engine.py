@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import re
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 Match = tuple[int, int, int]
+
+#: Every pattern is at least this long (``variants.MIN_VALUE_BYTES``); a stream finds where its
+#: held-back tail may begin by the patterns' first GRAM bytes.
+GRAM = 6
 
 #: Characters of wrapped encodings: both base64 alphabets (hex digits are a subset).
 WRAP_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
@@ -186,8 +191,11 @@ class HyperscanEngine:
         self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        # One more expression after the patterns: the wrap-break trigger, found in the same pass.
+        # After the patterns, in the same pass: the wrap-break trigger, then every distinct
+        # first-GRAM-bytes of a pattern (where a stream's held-back tail may begin).
+        self.grams = tuple(sorted({p[:GRAM] for p in self.patterns if len(p) >= GRAM}))
         expressions = [_hs_expression(p) for p in self.patterns] + [WRAP_TRIGGER]
+        expressions += [_hs_expression(g) for g in self.grams]
         try:
             db.compile(
                 expressions=expressions,
@@ -214,26 +222,55 @@ class HyperscanEngine:
         return self.scan(data, 0)[0]
 
     def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        ends_by_start, index_by_span, newlines, _ = self.all_matches(data, skip)
+        matches = greedy_select(ends_by_start, index_by_span) if ends_by_start else []
+        if skip:
+            matches = [(s + skip, e + skip, i) for s, e, i in matches]
+            newlines = [n + skip for n in newlines]
+        return matches, newlines
+
+    def all_matches(
+        self,
+        data: bytes,
+        skip: int = 0,
+        *,
+        grams_from: int | None = None,
+        cuts: Sequence[int] = (),
+    ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int], list[int]]:
+        """Every match start in ``data[skip:]`` with its longest end and that pattern's index;
+        the wrap-trigger LF positions; the starts ``>= grams_from`` of a pattern's first GRAM
+        bytes (when asked). Positions are relative to ``skip``. A match that spans one of the
+        sorted ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
         lengths = self._lengths
         trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
         newlines: list[int] = []
+        gram_starts: list[int] = []
+        want_grams = grams_from is not None
+        gram_from = -1 if grams_from is None else grams_from
 
         def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            if index == trigger:
-                if to > skip:
-                    newlines.append(to - 1)
+            if index >= trigger:
+                if index > trigger:
+                    if want_grams and to - GRAM - skip >= gram_from:
+                        gram_starts.append(to - GRAM - skip)
+                elif to > skip:
+                    newlines.append(to - 1 - skip)
                 return
-            start = to - lengths[index]
-            if start >= skip and ends_by_start.get(start, -1) < to:
-                ends_by_start[start] = to
-                index_by_span[(start, to)] = index
+            start = to - lengths[index] - skip
+            end = to - skip
+            if start < 0 or ends_by_start.get(start, -1) >= end:
+                return
+            if cuts and bisect_right(cuts, start) != bisect_right(cuts, end - 1):
+                return
+            ends_by_start[start] = end
+            index_by_span[(start, end)] = index
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        if not ends_by_start:
-            return [], newlines
-        return greedy_select(ends_by_start, index_by_span), newlines
+        if len(gram_starts) > 1:
+            gram_starts = sorted(set(gram_starts))
+        return ends_by_start, index_by_span, newlines, gram_starts
 
 
 ENGINES = ("hyperscan", "aho-corasick", "reference")

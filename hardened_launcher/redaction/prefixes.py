@@ -17,11 +17,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
-from hardened_launcher.redaction.engine import Engine
-
-#: Every pattern is at least this long (``variants.MIN_VALUE_BYTES``); candidates are found by
-#: their first GRAM bytes.
-GRAM = 6
+from hardened_launcher.redaction.engine import GRAM, Engine
 
 
 class PrefixIndex:
@@ -87,13 +83,18 @@ class PrefixIndex:
         self._db.scan(text, match_event_handler=on_match, scratch=scratch)
         return sorted(set(starts))
 
-    def earliest_open(self, text: bytes) -> int | None:
-        """The smallest ``i`` with ``text[i:]`` a proper prefix of a pattern, or ``None``."""
+    def earliest_open(self, text: bytes, gram_starts: list[int] | None = None) -> int | None:
+        """The smallest ``i`` with ``text[i:]`` a proper prefix of a pattern, or ``None``.
+
+        ``gram_starts``: where a pattern's first GRAM bytes occur in ``text``, when the caller
+        already knows (the Hyperscan engine finds them in its main pass).
+        """
         if not self._sorted or not text:
             return None
         first = self._first
         short = range(max(0, len(text) - GRAM + 1), len(text))
-        candidates: list[int] = [*self._gram_starts(text), *short]
+        grams = self._gram_starts(text) if gram_starts is None else gram_starts
+        candidates: list[int] = [*grams, *short]
         for at in candidates:
             if text[at] in first and self.is_open(text[at:]):
                 return int(at)
@@ -109,9 +110,7 @@ def prefix_index(engine: Engine) -> PrefixIndex:
     with _CACHE_LOCK:
         index = _CACHE.get(engine)
         if index is None:
-            # The gram database is compiled only next to a Hyperscan engine (that is where speed
-            # matters and the compile cost is paid once); otherwise a set lookup per position.
-            index = _CACHE[engine] = PrefixIndex(
-                engine.patterns, hyperscan=engine.name == "hyperscan"
-            )
+            # A Hyperscan engine reports the grams in its own pass (see ``all_matches``); the
+            # separate gram database is then not needed.
+            index = _CACHE[engine] = PrefixIndex(engine.patterns, hyperscan=False)
         return index

@@ -22,7 +22,14 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hardened_launcher.redaction.engine import WRAP_ALPHABET, WRAP_MIN_WIDTH, Engine, Match
+from hardened_launcher.redaction.engine import (
+    WRAP_ALPHABET,
+    WRAP_MIN_WIDTH,
+    Engine,
+    HyperscanEngine,
+    Match,
+    greedy_select,
+)
 from hardened_launcher.redaction.prefixes import prefix_index
 
 if TYPE_CHECKING:
@@ -116,39 +123,105 @@ class _Joined:
 
 
 def _wrapped_chain(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) -> _Chain:
-    """Greedy matches in windows around the wrap breaks, with the breaks removed."""
-    reach = engine.longest + 2
-    windows: list[tuple[int, int, list[tuple[int, int]]]] = []
-    for b_start, b_end in breaks:
-        lo, hi = max(0, b_start - reach), min(len(buf), b_end + wrapped_span(engine.longest))
-        if windows and lo <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], hi, [*windows[-1][2], (b_start, b_end)])
-        else:
-            windows.append((lo, hi, [(b_start, b_end)]))
-    joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
-    items = [m for j in joined for m in j.matches(engine)]
+    """Greedy matches in one window around the wrap breaks, with the breaks removed.
+
+    One window from just before the first break to just after the last: one more scan at
+    most, instead of one small scan per break (Python overhead dominates small scans).
+    """
+    lo = max(0, breaks[0][0] - engine.longest - 2)
+    hi = min(len(buf), breaks[-1][1] + wrapped_span(engine.longest))
+    joined = _Joined(buf, lo, hi, breaks)
 
     def recompute(cursor: int) -> list[Match]:
-        out: list[Match] = []
-        for (lo, hi, _), j in zip(windows, joined, strict=True):
-            if hi <= cursor:
-                continue
-            out.extend(j.matches(engine, j.to_joined(cursor)) if lo < cursor else j.matches(engine))
-        return out
+        if hi <= cursor:
+            return []
+        return joined.matches(engine, joined.to_joined(cursor)) if lo < cursor else items
+
+    items = joined.matches(engine)
 
     return _Chain(items, recompute)
 
 
-def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[tuple[int, int]]]:
-    data = behind + buf if behind else buf
-    skip = len(behind)
-    raw, newlines = engine.scan(data, skip)
-    if skip:
-        raw = [(s - skip, e - skip, i) for s, e, i in raw]
-        newlines = [n - skip for n in newlines]
+def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
+    """Add the trigger LFs near the start of ``buf`` whose wrap run begins in ``behind``.
+
+    The engine scans ``buf`` alone (no copy with ``behind`` in front); only an LF within the
+    first WRAP_MIN_WIDTH + 1 bytes can need the bytes before ``buf`` to qualify.
+    """
+    head = buf[: WRAP_MIN_WIDTH + 2]
+    extra: list[int] = []
+    at = head.find(b"\n")
+    while at != -1:
+        start = at - 1 if at >= 1 and head[at - 1] == 0x0D else at  # CR LF
+        if at not in found and _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH:
+            extra.append(at)
+        at = head.find(b"\n", at + 1)
+    return sorted([*extra, *found]) if extra else found
+
+
+def _windows(
+    breaks: list[tuple[int, int]], size: int, longest: int
+) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Merged spans around the breaks that hold every occurrence crossing one of them."""
+    span = wrapped_span(longest)
+    windows: list[tuple[int, int, list[tuple[int, int]]]] = []
+    for b_start, b_end in breaks:
+        lo, hi = max(0, b_start - longest - 2), min(size, b_end + span)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi, [*windows[-1][2], (b_start, b_end)])
+        else:
+            windows.append((lo, hi, [(b_start, b_end)]))
+    return windows
+
+
+def _scan_all(
+    engine: HyperscanEngine, buf: bytes, behind: bytes, grams_from: int | None
+) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
+    """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
+
+    Every occurrence crossing a break lies inside that break's window; the windows are joined
+    and scanned together in one pass (a match across two windows is ignored), and every match
+    start of every window is merged (longest end wins), so the walk is exact.
+    """
+    ends, spans, newlines, grams = engine.all_matches(buf, 0, grams_from=grams_from)
+    if behind:
+        newlines = _head_newlines(buf, behind, newlines)
+    breaks = _wrap_breaks(buf, newlines) if newlines else []
+    windows = _windows(breaks, len(buf), engine.longest)
+    if windows:
+        joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
+        cuts: list[int] = []
+        offset = 0
+        for j in joined:
+            offset += len(j.text)
+            cuts.append(offset)
+        j_ends, j_spans, _, _ = engine.all_matches(b"".join(j.text for j in joined), cuts=cuts)
+        bases = [0, *cuts[:-1]]
+        for j_start, j_end in j_ends.items():
+            w = bisect_right(cuts, j_start)
+            j = joined[w]
+            start = j.to_buf(j_start - bases[w])
+            end = j.to_buf(j_end - 1 - bases[w]) + 1
+            if ends.get(start, -1) < end:
+                ends[start] = end
+                spans[(start, end)] = j_spans[(j_start, j_end)]
+    return (greedy_select(ends, spans) if ends else []), breaks, grams
+
+
+def _scan(
+    engine: Engine, buf: bytes, behind: bytes, grams_from: int | None = None
+) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
+    """Leftmost-longest occurrences (raw and wrapped) in ``buf``, its wrap breaks, and (from a
+    Hyperscan engine, when ``grams_from`` is given) where patterns' first bytes occur."""
+    if isinstance(engine, HyperscanEngine):
+        return _scan_all(engine, buf, behind, grams_from)
+    # Engines that only give greedy chains: walk both, recomputing a chain that straddles.
+    raw, newlines = engine.scan(buf, 0)
+    if behind:
+        newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
     if not breaks:
-        return raw, breaks
+        return raw, breaks, None
     raw_chain = _Chain(
         raw, lambda cursor: [(s + cursor, e + cursor, i) for s, e, i in engine.find(buf[cursor:])]
     )
@@ -159,7 +232,7 @@ def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[
         a = raw_chain.next_at(cursor)
         b = wrapped.next_at(cursor)
         if a is None and b is None:
-            return out, breaks
+            return out, breaks, None
         if a is None or (b is not None and (b[0], -b[1]) < (a[0], -a[1])):
             assert b is not None  # noqa: S101 - for the type checker
             a = b
@@ -174,6 +247,11 @@ def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Ma
     line break near the start of ``buf`` follows enough wrap characters.
     """
     return _scan(engine, buf, behind)[0] if engine.longest else []
+
+
+def _tail_start(size: int, longest: int) -> int:
+    """Positions before this cannot start an occurrence that more bytes could complete."""
+    return max(0, size - wrapped_span(longest) + 1)
 
 
 def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
@@ -205,21 +283,26 @@ def hold_start(
     behind: bytes = b"",
     *,
     open_break: bool = True,
+    gram_starts: list[int] | None = None,
 ) -> int:
     """The first position of ``buf`` that more bytes could still turn into (part of) a match.
 
     Everything before it is decided. ``len(buf)`` when nothing may grow into a match. With
     ``open_break=False`` a line break at the very end is taken as a line end, not as a break
     that a wrapped encoding may continue after (the stream's deadline, see ``poll``).
+    ``gram_starts``: where patterns' first bytes occur in ``buf`` from the tail start on, when
+    the engine's scan already found them.
     """
     size = len(buf)
-    lo = max(0, size - wrapped_span(engine.longest) + 1)
+    lo = _tail_start(size, engine.longest)
     tail_breaks = [b for b in breaks if b[0] >= lo]
     trailing = _trailing_break(buf, behind) if open_break else None
     if trailing is not None and trailing >= lo:
         tail_breaks.append((trailing, size))
     index = prefix_index(engine)
-    found = index.earliest_open(buf[lo:])
+    found = index.earliest_open(
+        buf[lo:], None if gram_starts is None else [g - lo for g in gram_starts]
+    )
     hold = size if found is None else lo + found
     if tail_breaks:
         joined = _Joined(buf, lo, size, tail_breaks)
@@ -243,8 +326,13 @@ def redact_buffer(
     size = len(buf)
     if not engine.longest or not size:
         return buf, size, []
-    matches, breaks = _scan(engine, buf, behind)
-    limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
+    grams_from = None if final else _tail_start(size, engine.longest)
+    matches, breaks, grams = _scan(engine, buf, behind, grams_from)
+    limit = (
+        size
+        if final
+        else hold_start(engine, buf, breaks, behind, open_break=open_break, gram_starts=grams)
+    )
     if not matches or matches[0][0] >= limit:
         return buf[:limit], limit, []
     parts: list[bytes] = []
@@ -370,7 +458,8 @@ class RedactingStream:
             engine, buf, final=final, behind=self._behind, open_break=open_break
         )
         if consumed:
-            self._behind = (self._behind + buf[:consumed])[-BEHIND_BYTES:]
+            recent = buf[max(0, consumed - BEHIND_BYTES) : consumed]
+            self._behind = (self._behind + recent)[-BEHIND_BYTES:]
         self._pending = buf[consumed:]
         if hits:
             names = [name for index in hits for name in owners[index]]

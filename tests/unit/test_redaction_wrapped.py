@@ -207,3 +207,39 @@ def test_line_breaks_after_short_words_are_not_joined() -> None:
     assert red.redact_bytes(text) == text
     wrapped_raw = b"x" * 20 + b"abcdefghijklmnop\n-value\n"
     assert red.redact_bytes(wrapped_raw) == b"x" * 20 + MASK + b"\n"
+
+
+@pytest.mark.skipif("hyperscan" not in ALL, reason="compares Hyperscan with the reference")
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(value_st, min_size=1, max_size=3),
+    pieces=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 3), width_st, eol_st, st.binary(max_size=30)),
+        min_size=1,
+        max_size=6,
+    ),
+    cuts=cuts_st,
+)
+def test_hyperscan_equals_the_reference_on_many_wrapped_blocks(
+    values: list[bytes], pieces: list[tuple[int, int, int, bytes, bytes]], cuts: list[int]
+) -> None:
+    # Several blocks per buffer (the joined windows are scanned together), raw values and
+    # hex next to them, and filler between: both engines must choose the same occurrences.
+    parts = []
+    for which, form, width, eol, filler in pieces:
+        v = values[which % len(values)]
+        encoded = [
+            base64.b64encode(b"k" + v),
+            v.hex().encode(),
+            v,
+            base64.urlsafe_b64encode(v + v),
+        ][form]
+        parts.append(filler + wrap(encoded, width, eol, column=len(filler) % width) + eol)
+    text = b"".join(parts)
+    fast, ref = Redactor(engine="hyperscan"), Redactor(engine="reference")
+    for n, v in enumerate(values):
+        fast.add(f"V{n}", v)
+        ref.add(f"V{n}", v)
+    expected = ref.redact_bytes(text)
+    assert fast.redact_bytes(text) == expected
+    assert run_stream(fast.stream("stdout"), chunked(text, cuts)) == expected
