@@ -256,7 +256,9 @@ def _tail_start(size: int, longest: int) -> int:
 
 def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
     """How many wrap characters (up to WRAP_MIN_WIDTH) end just before ``buf[pos]``."""
-    data = (behind + buf[:pos])[-WRAP_MIN_WIDTH:]
+    data = buf[max(0, pos - WRAP_MIN_WIDTH) : pos]
+    if len(data) < WRAP_MIN_WIDTH:
+        data = (behind + data)[-WRAP_MIN_WIDTH:]
     run = 0
     for byte in reversed(data):
         if byte not in _IS_WRAP:
