@@ -83,3 +83,26 @@ def test_a_long_secret_through_busybox_base64_and_hex_is_masked(
     sections = data.split(b"---\n")
     assert len(sections) == 4
     assert [s.count(b"***") for s in sections] == [1, 1, 1, 1]
+
+
+def test_stdout_and_stderr_lines_stay_whole_in_the_combined_log(
+    image: str, release: Release, tmp_path: Path
+) -> None:
+    document = spec_of(
+        image,
+        (
+            "main",
+            [
+                "printf 'progress: 10%%'; echo 'warning: slow' >&2; sleep 0.05; echo ' 20% done'",
+                "printf 'prompt> '; sleep 1; echo answered",
+            ],
+        ),
+    )
+    log = tmp_path / "run.log"
+    result = execute(document, settings_for(tmp_path), release, log)
+    data = log.read_bytes()
+    assert result.succeeded, data
+    assert b"progress: 10% 20% done\n" in data
+    assert b"warning: slow\n" in data
+    # A partial line that waited past the deadline (a prompt) is released, then its end.
+    assert b"prompt> answered\n" in data
