@@ -194,6 +194,7 @@ class HyperscanEngine:
         # After the patterns, in the same pass: the wrap-break trigger, then every distinct
         # first-GRAM-bytes of a pattern (where a stream's held-back tail may begin).
         self.grams = tuple(sorted({p[:GRAM] for p in self.patterns if len(p) >= GRAM}))
+        self.gram_set = frozenset(self.grams)
         expressions = [_hs_expression(p) for p in self.patterns] + [WRAP_TRIGGER]
         expressions += [_hs_expression(g) for g in self.grams]
         try:

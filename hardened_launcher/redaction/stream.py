@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hardened_launcher.redaction.engine import (
+    GRAM,
     WRAP_ALPHABET,
     WRAP_MIN_WIDTH,
     Engine,
@@ -160,18 +161,35 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
 
 
 def _windows(
-    breaks: list[tuple[int, int]], size: int, longest: int
+    breaks: list[tuple[int, int]], size: int, longest: int, first: list[tuple[int, int]]
 ) -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """Merged spans around the breaks that hold every occurrence crossing one of them."""
+    """Merged spans around the ``first`` breaks that hold every occurrence crossing them.
+
+    Each window removes every break inside it (an occurrence may cross several).
+    """
     span = wrapped_span(longest)
-    windows: list[tuple[int, int, list[tuple[int, int]]]] = []
-    for b_start, b_end in breaks:
+    spans: list[list[int]] = []
+    for b_start, b_end in first:
         lo, hi = max(0, b_start - longest - 2), min(size, b_end + span)
-        if windows and lo <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], hi, [*windows[-1][2], (b_start, b_end)])
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
         else:
-            windows.append((lo, hi, [(b_start, b_end)]))
-    return windows
+            spans.append([lo, hi])
+    return [(lo, hi, [b for b in breaks if lo <= b[0] and b[1] <= hi]) for lo, hi in spans]
+
+
+def _may_start_across(
+    engine: HyperscanEngine, buf: bytes, brk: tuple[int, int], gram_starts: list[int]
+) -> bool:
+    """Whether an occurrence can have ``brk`` as its first break: its first GRAM joined bytes
+    are a pattern's, found in ``buf`` before the break or made of both sides of it."""
+    b_start, b_end = brk
+    at = bisect_left(gram_starts, b_start - engine.longest)
+    if at < len(gram_starts) and gram_starts[at] < b_start:
+        return True
+    grams = engine.gram_set
+    after = buf[b_end : b_end + GRAM]
+    return any(buf[b_start - k : b_start] + after[: GRAM - k] in grams for k in range(1, GRAM))
 
 
 def _scan_all(
@@ -179,15 +197,17 @@ def _scan_all(
 ) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
     """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
 
-    Every occurrence crossing a break lies inside that break's window; the windows are joined
-    and scanned together in one pass (a match across two windows is ignored), and every match
-    start of every window is merged (longest end wins), so the walk is exact.
+    Only breaks where an occurrence can begin to cross (see :func:`_may_start_across`) get a
+    window; every occurrence crossing breaks lies inside its first break's window. The
+    windows are joined and scanned together in one pass (a match across two windows is
+    ignored), and every match start is merged (longest end wins), so the walk is exact.
     """
-    ends, spans, newlines, grams = engine.all_matches(buf, 0, grams_from=grams_from)
+    ends, spans, newlines, grams = engine.all_matches(buf, 0, grams_from=0)
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
-    windows = _windows(breaks, len(buf), engine.longest)
+    first = [b for b in breaks if _may_start_across(engine, buf, b, grams)]
+    windows = _windows(breaks, len(buf), engine.longest, first)
     if windows:
         joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
         cuts: list[int] = []
@@ -205,7 +225,8 @@ def _scan_all(
             if ends.get(start, -1) < end:
                 ends[start] = end
                 spans[(start, end)] = j_spans[(j_start, j_end)]
-    return (greedy_select(ends, spans) if ends else []), breaks, grams
+    tail = None if grams_from is None else grams[bisect_left(grams, grams_from) :]
+    return (greedy_select(ends, spans) if ends else []), breaks, tail
 
 
 def _scan(
