@@ -3,6 +3,10 @@
 Each command group lives in its own module that exposes ``register(subparsers)``; handlers
 return an exit code or raise a :class:`~hardened_launcher.errors.LauncherError`. This module
 catches that root once, prints one line (the detail only with ``-v``) and exits with its code.
+
+Start-up is cheap: :func:`main` imports only the module of the command being run; the others
+appear in ``--help`` from :data:`COMMANDS` (a test checks it against their ``register``), so
+``--help`` imports neither the Docker SDK, boto3, requests nor any command's dependencies.
 """
 
 from __future__ import annotations
@@ -24,26 +28,49 @@ from hardened_launcher.errors import (
     LauncherError,
     UsageError,
 )
-from hardened_launcher.redaction.sources import install_process_redactor
 from hardened_launcher.terminal import for_terminal
 
+# Command -> (module registering it, its line in `--help`), in the order `--help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "keygen": (
+        "keygen",
+        "generate the pool private key (RSA-4096) and its certificate signing request",
+    ),
+    "token": ("token", "inspect the pool token (SPACELIFT_TOKEN)"),
+    "doctor": (
+        "doctor",
+        "run every start-up check (settings, key, token, certificate, Docker, policy)",
+    ),
+    "verify-binary": ("verify_binary", "verify a file against a signed SHA256SUMS file"),
+    "policy": ("policy", "test, evaluate or check a run initialization policy"),
+    "redact": ("redact", "mask secret values (and their encodings) in stdin, write stdout"),
+    "exec": (
+        "exec_cmd",
+        "run one run spec locally through the binaries, policy and execute gates",
+    ),
+    "start": ("start", "run the launcher daemon (foreground; configured by environment)"),
+    "controlplane": (
+        "controlplane",
+        "the reference control plane (CA, pools, run queue, dispatch)",
+    ),
+    "demo": (
+        "demo",
+        "the launcher end to end on this machine: control plane, broker, S3, containers",
+    ),
+    "audit": ("audit_cmd", "check, show and export the tamper-evident audit log"),
+    "network": ("network", "network facts of this launcher (firewall requirements)"),
+    "settings": (
+        "settings_cmd",
+        "show the effective settings, or print the table of every variable",
+    ),
+    "docs": (
+        "docs_cmd",
+        "print the bundled documentation (topics, a page, or the settings table)",
+    ),
+}
+
 # One module per command group, in the order `--help` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "keygen",
-    "token",
-    "doctor",
-    "verify_binary",
-    "policy",
-    "redact",
-    "exec_cmd",
-    "start",
-    "controlplane",
-    "demo",
-    "audit_cmd",
-    "network",
-    "settings_cmd",
-    "docs_cmd",
-)
+COMMAND_MODULES: tuple[str, ...] = tuple(module for module, _ in COMMANDS.values())
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +90,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the global options take no values)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names is imported and registered."""
     parser = _Parser(
         prog="hardened-launcher",
         description=(
@@ -77,9 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"hardened_launcher.cli.{name}")
-        module.register(sub)
+    wanted = None if argv is None else _command_of(argv)
+    for command, (name, help_line) in COMMANDS.items():
+        if argv is None or command == wanted:
+            module = importlib.import_module(f"hardened_launcher.cli.{name}")
+            module.register(sub)
+        else:
+            sub.add_parser(command, help=help_line)  # listed in --help, never parsed
     return parser
 
 
@@ -129,12 +166,15 @@ def _check_text_arguments(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _scrub_environment_for_messages()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     verbose = bool(getattr(args, "verbose", False))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
+    from hardened_launcher.redaction.sources import install_process_redactor  # noqa: PLC0415
+
     redactor = install_process_redactor(os.environ)
     try:
         _check_text_arguments(args)

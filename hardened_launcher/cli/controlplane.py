@@ -29,7 +29,6 @@ from hardened_launcher.controlplane.ca import (
 )
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
-from hardened_launcher.controlplane.logs import LogStorage
 from hardened_launcher.controlplane.pools import (
     DEFAULT_POOL_CERTIFICATE_DAYS,
     MAX_POOL_CERTIFICATE_DAYS,
@@ -401,6 +400,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
+    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
+
     state = _state(args)
     config = load_controlplane_config(os.environ).log_storage
     if config is None:
@@ -449,6 +450,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
+    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
+
     config = load_controlplane_config(os.environ).log_storage
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()

@@ -11,14 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hardened_launcher.demo.environment import (
-    DemoEnvironmentError,
-    Environment,
-    MissingComponentsError,
-)
-from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, StoryResult, run_story
+if TYPE_CHECKING:
+    from hardened_launcher.demo.stories import StoryResult
 from hardened_launcher.errors import EXIT_INFRASTRUCTURE, ConfigurationError
 from hardened_launcher.terminal import for_terminal
 
@@ -124,6 +120,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # Imported here: parsing `demo --help` must not load boto3 and the Docker SDK.
+    from hardened_launcher.demo.environment import (  # noqa: PLC0415
+        DemoEnvironmentError,
+        Environment,
+        MissingComponentsError,
+    )
+    from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, run_story  # noqa: PLC0415
+
     out = _narrator(args.plain)
     env = Environment(
         root=args.dir,

@@ -6,14 +6,15 @@
 Values come from the environment variables named by ``--mask-env`` (repeatable,
 comma-separated; ``SPACELIFT_MASK_ENVS`` is used when no source is given) and from
 ``--values-file`` (one value per line, or NUL-separated with ``-z``). Input is read as it
-arrives (not line by line), so interactive output streams through with at most the longest
-variant minus one byte held back. Warnings and counts name variables, never values.
+arrives (not line by line), and only bytes that may still become part of a masked value are held
+back, so interactive output streams through. Warnings and counts name variables, never values.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,6 +27,9 @@ from hardened_launcher.terminal import for_terminal
 READ_CHUNK_BYTES = 65536
 # Values to mask are secrets, not corpora: a larger file is a mistake (or /dev/zero).
 MAX_VALUES_FILE_BYTES = 1024 * 1024
+#: While a tail is held back, how long to wait for input before asking the stream for what
+#: passed its deadline.
+POLL_SECONDS = 0.05
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -109,6 +113,12 @@ def _redact(args: argparse.Namespace) -> int:
     stdin = sys.stdin.buffer
     fd = _fileno(stdin)
     while True:
+        if fd is not None and stream.pending_bytes and not _readable(fd, POLL_SECONDS):
+            late = stream.poll()  # a tail held only for a line break past the deadline
+            if late:
+                out.write(late)
+                out.flush()
+            continue
         # os.read returns what a pipe has now, so interactive output is not held for 64 KiB.
         chunk = os.read(fd, READ_CHUNK_BYTES) if fd is not None else stdin.read(READ_CHUNK_BYTES)
         if not chunk:
@@ -123,6 +133,14 @@ def _redact(args: argparse.Namespace) -> int:
         for name, count in sorted(red.counts().items()):
             sys.stderr.write(f"masked {count} x {for_terminal(name)}\n")
     return 0
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+    except (OSError, ValueError):
+        return True  # not selectable (a regular file is always ready): just read
+    return bool(readable)
 
 
 def _fileno(stream: BinaryIO) -> int | None:

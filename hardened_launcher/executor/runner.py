@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 _HEADER_BYTES: Final = 8
 _READ_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.25
+#: How often held output is checked against the redacting streams' deadline (0.2 s).
+_RELEASE_SECONDS: Final = 0.05
 _REMOVE_ATTEMPTS: Final = 3
 _CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
 #: The worker's own last words (hl-worker.sh), looked for at the end of the redacted output.
@@ -299,8 +301,8 @@ class DockerRunner:
                 on_started(container_id)
             self._send(sock, instructions, started, time_limit)
             streams: dict[Channel, RedactingStreamLike] = {
-                "stdout": redactor.stream("stdout"),
-                "stderr": redactor.stream("stderr"),
+                "stdout": redactor.stream("stdout", whole_lines=True),
+                "stderr": redactor.stream("stderr", whole_lines=True),
             }
             collector = OutputCollector()
             try:
@@ -415,7 +417,12 @@ class DockerRunner:
                 if now >= drain_deadline:
                     break
                 wait = min(_POLL_SECONDS, drain_deadline - now)
-            readable, _, _ = select.select([sock], [], [], max(0.0, wait))
+            # Wake often enough to release partial lines that waited past the stream deadline.
+            readable, _, _ = select.select([sock], [], [], max(0.0, min(wait, _RELEASE_SECONDS)))
+            for channel, stream in streams.items():
+                late = stream.poll()
+                if late:
+                    sink.write(channel, late)
             if not readable:
                 continue
             try:
