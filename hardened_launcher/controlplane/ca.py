@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -48,7 +48,9 @@ from hardened_launcher.transport.broker_config import (
     write_broker_config,
     write_revocation_list,
 )
-from hardened_launcher.transport.client import TlsCredentials
+
+if TYPE_CHECKING:  # the MQTT client (paho) loads only where a transport is made
+    from hardened_launcher.transport.client import TlsCredentials
 
 CA_KEY_FILE: Final = "ca.key"
 CA_CERT_FILE: Final = "ca.pem"
@@ -226,6 +228,8 @@ class StateDir:
         """
         buf = _state_file(self.path, CLIENT_KEY_FILE)
         try:
+            from hardened_launcher.transport.client import TlsCredentials  # noqa: PLC0415
+
             return TlsCredentials(
                 ca_certificate=x509.load_pem_x509_certificate(
                     bytes(_state_file(self.path, CA_CERT_FILE))
