@@ -96,16 +96,23 @@ def copy_library(root: Path, out: Path, *, force: bool) -> list[Path]:
             f"{len(existing)} file(s) already exist in {out} (first: {existing[0].name})",
             hint="choose an empty directory or pass --force to replace them",
         )
-    out.mkdir(mode=0o755, parents=True, exist_ok=True)
-    for source, target in zip(files, targets, strict=True):
-        if target.is_symlink():
-            # Never write through a link someone placed in the target folder.
-            target.unlink()
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.unlink(missing_ok=True)
-        shutil.copyfile(source, temporary)
-        temporary.chmod(0o644)
-        temporary.replace(target)
+    try:
+        out.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for source, target in zip(files, targets, strict=True):
+            if target.is_symlink():
+                # Never write through a link someone placed in the target folder.
+                target.unlink()
+            temporary = target.with_name(f".{target.name}.tmp")
+            temporary.unlink(missing_ok=True)
+            shutil.copyfile(source, temporary)
+            temporary.chmod(0o644)
+            temporary.replace(target)
+    except OSError as exc:  # a loop, a file in the way, no permission, a full disk…
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(
+            f"cannot write the policy library into --out {out}: {why}",
+            hint="name a directory you can write to (it is created if missing)",
+        ) from None
     return targets
 
 

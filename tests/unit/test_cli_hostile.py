@@ -369,7 +369,7 @@ FILE_COMMANDS = [
     c
     for c in SHORT_COMMANDS
     if any(a.type is Path for a in c.actions)
-    and c.words not in {("keygen",), ("audit", "export")}  # outputs, covered below
+    and c.words not in {("keygen",), ("audit", "export"), ("policy", "library")}  # outputs
 ]
 
 
@@ -627,3 +627,19 @@ def test_a_full_disk_under_stdout_is_not_a_bug(argv: list[str]) -> None:
     assert done.returncode == 69, err
     assert err.count("error:") == 1
     assert "No space left" in err
+
+
+@pytest.mark.parametrize(
+    "kind", (*(k for k in OUTPUT_KINDS if k != "directory"), "dev_zero", "garbage")
+)
+def test_policy_library_out_refuses_hostile_targets_in_one_line(
+    kind: str, files: dict[str, Path]
+) -> None:
+    """``--out`` is a directory to create or fill: a FIFO, a device, a file or a link loop in
+    the way is one usage error, never a traceback or exit 70, and nothing is written."""
+    target = files[kind]
+    argv = ["policy", "library", "--out", str(target)]
+    outcome = run_cli(argv, files["_root"])
+    assert_contract(argv, outcome)
+    assert outcome.code == 64, f"{argv!r}: exit {outcome.code}\n{outcome.err}"
+    assert outcome.err.count("error:") == 1
