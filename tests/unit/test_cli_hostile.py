@@ -630,7 +630,7 @@ def test_a_full_disk_under_stdout_is_not_a_bug(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind", (*(k for k in OUTPUT_KINDS if k != "directory"), "dev_zero", "garbage")
+    "kind", [*(k for k in OUTPUT_KINDS if k != "directory"), "dev_zero", "garbage"]
 )
 def test_policy_library_out_refuses_hostile_targets_in_one_line(
     kind: str, files: dict[str, Path]
