@@ -299,6 +299,20 @@ class RegoEngine:
             "it)",
         )
 
+    def eval_rule_json(self, path: str) -> str | None:
+        """The rule's value as JSON (sets as sorted arrays), or ``None`` when it is undefined."""
+        self._check_thread()
+        text: str = translate(
+            lambda: self._engine.eval_query_as_json(f"__hl_value := {path}"),
+            error=PolicyEvaluationError,
+            what=f"evaluating {path}",
+            hint="fix the policy",
+        )
+        results = json.loads(text).get("result") or []
+        if not results:
+            return None
+        return json.dumps(results[0]["bindings"]["__hl_value"])
+
     def take_prints(self) -> list[str]:
         self._check_thread()
         prints: list[object] = self._engine.take_prints()
