@@ -43,7 +43,7 @@ class Outcome:
 
     def same_as(self, other: Outcome) -> bool:
         if self.kind == "value" and other.kind == "value":
-            return _canonical(self.value) == _canonical(other.value)
+            return bool(_canonical(self.value) == _canonical(other.value))
         # Refused at compile time or at evaluation time: the run is denied either way.
         if self.kind in REFUSED and other.kind in REFUSED:
             return True
@@ -76,6 +76,17 @@ class Opa:
             sys.path.insert(0, str(package_dir))
         self._bindings: Any = importlib.import_module("opa_bindings")
 
+    def engine(self) -> Any:
+        """A fresh OPA engine (the caller closes it); prints are discarded."""
+        engine = self._bindings.OpaEngine()
+        engine.print_handler = lambda _message, _location: None
+        return engine
+
+    @property
+    def error(self) -> type[Exception]:
+        error: type[Exception] = self._bindings.OpaError
+        return error
+
     def evaluate(self, module: str, rule: str, input_doc: Any, *, package: str = "t") -> Outcome:
         engine = self._bindings.OpaEngine()
         engine.print_handler = lambda _message, _location: None
@@ -99,7 +110,7 @@ class Opa:
 def ours(module: str, rule: str, input_doc: Any, *, package: str = "t") -> Outcome:
     """The launcher's engine with its overrides and compile-time checks."""
     bundle = PolicyBundle(
-        root=Path("."),
+        root=Path(),
         files=(PolicyFile(path=MODULE_FILE, text=module),),
         data={},
         sha256=hashlib.sha256(module.encode()).hexdigest(),
