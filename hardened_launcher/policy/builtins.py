@@ -1,14 +1,16 @@
 """Builtins registered over (or next to) regorus's own, so that they mean what OPA means.
 
 Each one was found by the differential suite (``tests/differential``: the same policy and input
-under the real OPA engine) and reimplements OPA's Go behaviour: code-point counting, Go's simple
+under the real OPA engine) and reimplements OPA's Go behaviour: code-point offsets, Go's simple
 case mapping, ``strings.Count``/``NewReplacer``, Go ``fmt`` (:mod:`.gofmt`), RE2 regular
 expressions (:mod:`.rego_regex`), Go's ``time.AddDate`` normalisation, Go's CIDR parsing and
 IPv4-mapped addresses, plus builtins regorus lacks (``crypto.*`` hashes and HMACs,
 ``net.cidr_intersects``/``cidr_merge``/``cidr_contains_matches``, ``array.flatten``).
 
 An exception raised here becomes an evaluation error, which denies the run: every case where OPA
-reports an error raises, and messages never carry argument values.
+reports an error raises, and messages never carry argument values. regorus cannot hand Python a
+set that holds arrays, objects or sets (the call fails, so the run is denied): that is why
+``count`` and ``sort``, common over such sets, are left to regorus.
 """
 
 from __future__ import annotations
@@ -51,43 +53,42 @@ def _int(value: object, what: str) -> int:
 # -- strings ---------------------------------------------------------------------------------
 
 
-def count(value: object) -> int:
-    if isinstance(value, str | list | dict | set | frozenset):
-        return len(value)  # a str's len counts code points, as OPA does
-    raise TypeError("count: operand 1 must be a string, array, object or set")
-
-
 def strings_count(value: object, search: object) -> int:
     # Go's strings.Count: non-overlapping; "" counts code points + 1 (as Python's str.count)
     return _str(value, "strings.count: operand 1").count(_str(search, "strings.count: operand 2"))
 
 
 def replace_n(patterns: object, value: object) -> str:
-    """Go's strings.NewReplacer over the keys in sorted order: one pass, earlier keys win."""
+    """Go's strings.NewReplacer over the keys in sorted order: one pass over the UTF-8 bytes,
+    earlier keys win; an empty key inserts its replacement between bytes (as OPA does)."""
     if not isinstance(patterns, dict):
         raise TypeError("strings.replace_n: operand 1 must be an object")
-    text = _str(value, "strings.replace_n: operand 2")
-    pairs = [(_str(k, "a pattern"), _str(patterns[k], "a replacement")) for k in sorted(patterns)]
+    text = _str(value, "strings.replace_n: operand 2").encode("utf-8")
+    pairs = [
+        (_str(k, "a pattern").encode("utf-8"), _str(patterns[k], "a replacement").encode("utf-8"))
+        for k in sorted(patterns)
+    ]
     if not pairs:
-        return text
-    out: list[str] = []
-    i = 0
+        return text.decode("utf-8")
+    out = bytearray()
+    i = last = 0
+    previous_empty = False
     while i <= len(text):
+        found: tuple[bytes, bytes] | None = None
         for old, new in pairs:
-            if text.startswith(old, i):
-                out.append(new)
-                if old:
-                    i += len(old)
-                else:
-                    if i < len(text):
-                        out.append(text[i])
-                    i += 1
+            # Go: no empty match right after an empty match
+            if (old or not previous_empty) and text.startswith(old, i):
+                found = (old, new)
                 break
-        else:
-            if i < len(text):
-                out.append(text[i])
+        previous_empty = found is not None and not found[0]
+        if found is None:
             i += 1
-    return "".join(out)
+            continue
+        out += text[last:i] + found[1]
+        i += len(found[0])
+        last = i
+    out += text[last:]
+    return out.decode("utf-8", errors="replace")
 
 
 def _simple_case(char: str, upper: bool) -> str:
@@ -114,12 +115,38 @@ def lower(value: object) -> str:
     return "".join(_simple_case(c, upper=False) for c in text)
 
 
+def replace(value: object, old: object, new: object) -> str:
+    """OPA's replace; an empty ``old`` inserts ``new`` between *bytes*, as OPA does."""
+    text = _str(value, "replace: operand 1")
+    search = _str(old, "replace: operand 2")
+    insert = _str(new, "replace: operand 3")
+    if search:
+        return text.replace(search, insert)
+    joined = insert.encode("utf-8").join(bytes([b]) for b in text.encode("utf-8"))
+    return (
+        insert.encode("utf-8") + joined + insert.encode("utf-8") if text else insert.encode()
+    ).decode("utf-8", errors="replace")
+
+
 def indexof(value: object, search: object) -> int:
     text = _str(value, "indexof: operand 1")
     needle = _str(search, "indexof: operand 2")
     if not needle:
         raise ValueError("indexof: empty search character")
     return text.find(needle)
+
+
+def indexof_n(value: object, search: object) -> list[int]:
+    text = _str(value, "indexof_n: operand 1")
+    needle = _str(search, "indexof_n: operand 2")
+    if not needle:
+        raise ValueError("indexof_n: empty search character")
+    found: list[int] = []
+    at = text.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found
 
 
 def substring(value: object, start: object, length: object) -> str:
@@ -299,7 +326,7 @@ def parse_rfc3339_ns(value: object) -> int:
     offset = 0
     if zone != "Z":
         zone_hours, zone_minutes = int(zone[1:3]), int(zone[4:6])
-        if zone_hours > 23 or zone_minutes > 59:
+        if zone_hours > 24 or zone_minutes > 60:  # Go's own bounds
             raise ValueError("time.parse_rfc3339_ns: time zone offset out of range")
         offset = (zone_hours * 3600 + zone_minutes * 60) * (-1 if zone[0] == "-" else 1)
     days = (dt.date(year, month, day) - dt.date(1970, 1, 1)).days
@@ -443,12 +470,13 @@ def _cidr_contains_matches(cidrs: object, values: object) -> set[object]:
 
 BUILTINS: tuple[Builtin, ...] = (
     ("sprintf", 2, gofmt.sprintf),
-    ("count", 1, count),
     ("strings.count", 2, strings_count),
     ("strings.replace_n", 2, replace_n),
     ("upper", 1, upper),
     ("lower", 1, lower),
+    ("replace", 3, replace),
     ("indexof", 2, indexof),
+    ("indexof_n", 2, indexof_n),
     ("substring", 3, substring),
     ("trace", 1, trace),
     ("array.slice", 3, array_slice),

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
+from hardened_launcher.policy.regovalue import go_quote_body as _quote_body
 from hardened_launcher.policy.regovalue import rego_text
 
 INT64_MIN = -(2**63)
@@ -62,7 +63,7 @@ def _type_name(value: GoValue) -> str:
     return "string"
 
 
-def _pad(text: str, spec: _Spec, *, zero_ok: bool = False) -> str:
+def _pad(text: str, spec: _Spec, *, zero_ok: bool = True) -> str:
     if spec.width is None or len(text) >= spec.width:
         return text
     fill = spec.width - len(text)
@@ -88,9 +89,9 @@ def _format_int(value: int, verb: str, spec: _Spec) -> str:
         return _pad(chr(value) if 0 <= value <= 0x10FFFF else "\ufffd", spec)
     if verb == "q":
         char = chr(value) if 0 <= value <= 0x10FFFF else "\ufffd"
-        return _pad(_quote_char(char), spec)
+        return _pad(_quote_char(char, ascii_only=spec.plus), spec)
     if verb == "U":
-        text = f"U+{value:04X}" if value >= 0 else f"U+-{-value:04X}"
+        text = f"U+{value & (2**64 - 1):04X}"  # Go formats the rune as unsigned
         if spec.sharp and 0 <= value <= 0x10FFFF and chr(value).isprintable():
             text += f" '{chr(value)}'"
         return _pad(text, spec)
@@ -120,7 +121,7 @@ def _format_int(value: int, verb: str, spec: _Spec) -> str:
             prefix = "0x"
         elif verb == "X":
             prefix = "0X"
-    return _pad(_sign(negative, spec) + prefix + digits, spec)
+    return _pad(_sign(negative, spec) + prefix + digits, spec, zero_ok=False)
 
 
 def _digits(value: int, base: int, *, upper: bool) -> str:
@@ -150,9 +151,12 @@ def _exp_form(digits: str, point: int, prec: int, *, upper: bool) -> str:
 def _format_float(value: float, verb: str, spec: _Spec) -> str:
     if math.isinf(value) or math.isnan(value):
         raise ValueError("sprintf: infinite or NaN numbers are not supported")
-    if verb in "xXb":
-        raise ValueError(f"sprintf: %{verb} of a floating-point number is not supported")
     negative = math.copysign(1.0, value) < 0
+    if verb in "xXb":
+        if spec.prec is not None:
+            raise ValueError(f"sprintf: %{verb} with a precision is not supported for floats")
+        body = _float_binary(abs(value)) if verb == "b" else _float_hex(abs(value), verb == "X")
+        return _pad(_sign(negative, spec) + body, spec, zero_ok=False)
     magnitude = abs(value)
     upper = verb in "EFG"
     lower = verb.lower()
@@ -168,7 +172,32 @@ def _format_float(value: float, verb: str, spec: _Spec) -> str:
     sign = _sign(negative, spec)
     if spec.zero and spec.width is not None and not spec.minus:
         body = body.rjust(spec.width - len(sign), "0")
-    return _pad(sign + body, spec)
+    return _pad(sign + body, spec, zero_ok=False)
+
+
+def _float_hex(magnitude: float, upper: bool) -> str:
+    """Go's %x of a float64: shortest hex mantissa, exponent with at least two digits."""
+    if magnitude == 0:
+        text = "0x0p+00"
+    else:
+        mantissa, exponent = magnitude.hex().removeprefix("0x").split("p")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        exp = int(exponent)
+        text = f"0x{mantissa}p{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    return text.upper() if upper else text
+
+
+def _float_binary(magnitude: float) -> str:
+    """Go's %b of a float64: integer mantissa, ``p``, binary exponent."""
+    if magnitude == 0:
+        return "0p-1074"
+    fraction, exponent = math.frexp(magnitude)
+    mantissa = int(fraction * 2**53)
+    exp = exponent - 53
+    if exp < -1074:
+        mantissa >>= -1074 - exp
+        exp = -1074
+    return f"{mantissa}p{'-' if exp < 0 else '+'}{abs(exp)}"
 
 
 def _format_g(magnitude: float, prec: int | None, *, upper: bool) -> str:
@@ -207,48 +236,19 @@ def _fixed(digits: str, point: int, decimals: int) -> str:
     return whole + ("." + frac if decimals > 0 else "")
 
 
-_ESCAPES = {
-    "\a": r"\a",
-    "\b": r"\b",
-    "\f": r"\f",
-    "\n": r"\n",
-    "\r": r"\r",
-    "\t": r"\t",
-    "\v": r"\v",
-}
-
-
-def _quote_body(text: str, quote: str) -> str:
-    out: list[str] = []
-    for char in text:
-        if char in (quote, "\\"):
-            out.append("\\" + char)
-        elif char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif (char.isprintable() and char != "\ufffd") or char == " ":
-            out.append(char)
-        elif ord(char) < 0x80:
-            out.append(f"\\x{ord(char):02x}")
-        elif ord(char) < 0x10000:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(f"\\U{ord(char):08x}")
-    return "".join(out)
-
-
-def _quote_char(char: str) -> str:
-    return "'" + _quote_body(char, "'") + "'"
+def _quote_char(char: str, *, ascii_only: bool = False) -> str:
+    return "'" + _quote_body(char, "'", ascii_only=ascii_only) + "'"
 
 
 def _format_string(value: str, verb: str, spec: _Spec) -> str:
     if verb in "sv":
         text = value if spec.prec is None else value[: spec.prec]
-        return _pad(text, spec, zero_ok=True)
+        return _pad(text, spec)
     if verb == "q":
         text = value if spec.prec is None else value[: spec.prec]
         if spec.sharp and "`" not in text and all(c.isprintable() or c == "\t" for c in text):
             return _pad("`" + text + "`", spec)
-        return _pad('"' + _quote_body(text, '"') + '"', spec)
+        return _pad('"' + _quote_body(text, '"', ascii_only=spec.plus) + '"', spec)
     data = value.encode("utf-8")
     if spec.prec is not None:
         data = data[: spec.prec]
@@ -277,10 +277,25 @@ def _value_text(value: GoValue) -> str:
 
 def _format_one(value: GoValue, verb: str, spec: _Spec) -> str:
     kind = _type_name(value)
+    if verb == "v" and (spec.plus or spec.sharp):
+        # Go: %+v and %#v are struct/Go-syntax forms; for these types only %#v of a string
+        # differs (quoted), and neither adds a sign.
+        quoted = spec.sharp and isinstance(value, str)
+        spec = _Spec(
+            minus=spec.minus, zero=spec.zero, space=spec.space, width=spec.width, prec=spec.prec
+        )
+        if quoted:
+            return _format_string(value, "q", spec) if isinstance(value, str) else ""
     if verb == "T":
-        return _pad(kind, spec)
+        return _format_string(kind, "s", spec)
     if verb not in _VERBS[kind]:
-        return f"%!{verb}({kind}={_format_one(value, 'v', spec)})"
+        if isinstance(value, int):
+            shown = _format_int(value, "d", spec)
+        elif isinstance(value, float):
+            shown = _format_float(value, "g", spec)
+        else:
+            shown = _format_string(value, "s", spec)
+        return f"%!{verb}({kind}={shown})"
     if isinstance(value, int):
         return _format_int(value, verb, spec)
     if isinstance(value, float):

@@ -9,7 +9,6 @@ print for non-string arguments.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable
 
 _RANKS = {type(None): 0, bool: 1, int: 2, float: 2, str: 3, list: 4, dict: 5, set: 6, frozenset: 6}
@@ -38,6 +37,8 @@ def compare(a: object, b: object) -> int:
         return (len(ka) > len(kb)) - (len(ka) < len(kb))
     if isinstance(a, set | frozenset) and isinstance(b, set | frozenset):
         return _compare_sequences(sort_values(a), sort_values(b))
+    if a is None:
+        return 0
     if isinstance(a, list | dict | set | frozenset) or isinstance(b, list | dict | set | frozenset):
         raise TypeError("not comparable")
     return int((a > b) - (a < b))  # type: ignore[operator]  # same rank: comparable scalars
@@ -61,6 +62,35 @@ def _number_text(value: int | float) -> str:
     return repr(value)
 
 
+_ESCAPES = {
+    "\a": r"\a",
+    "\b": r"\b",
+    "\f": r"\f",
+    "\n": r"\n",
+    "\r": r"\r",
+    "\t": r"\t",
+    "\v": r"\v",
+}
+
+
+def go_quote_body(text: str, quote: str, *, ascii_only: bool = False) -> str:
+    out: list[str] = []
+    for char in text:
+        if char in (quote, "\\"):
+            out.append("\\" + char)
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable() and (char.isascii() or not ascii_only):
+            out.append(char)
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
 def rego_text(value: object) -> str:
     """OPA's text of a value (``term.String()``): ``set()``, ``{"a": 1}``, ``[1, "x"]``."""
     if value is None:
@@ -70,7 +100,7 @@ def rego_text(value: object) -> str:
     if isinstance(value, int | float):
         return _number_text(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return '"' + go_quote_body(value, '"') + '"'  # Go's strconv.Quote
     if isinstance(value, list):
         return "[" + ", ".join(rego_text(v) for v in value) + "]"
     if isinstance(value, dict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.differential.cases import Case, load_allowlist, load_cases
@@ -29,3 +31,9 @@ def test_case_ids_are_unique() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids))
     assert set(ALLOWED) <= set(ids), set(ALLOWED) - set(ids)
+
+
+def test_allowlist_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    missing = [case_id for case_id in ALLOWED if f"`{case_id}`" not in docs]
+    assert not missing, f"docs/policy.md does not list: {missing}"
