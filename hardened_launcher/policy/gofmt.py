@@ -412,9 +412,44 @@ def go_sprintf(fmt: str, values: list[GoValue]) -> str:
     return "".join(out)
 
 
+def _simple(fmt: str, values: list[object]) -> str | None:
+    """The common case fast: only ``%s`` of strings, ``%d``/``%v`` of int64s/strings, ``%%``."""
+    parts = fmt.split("%")
+    out = [parts[0]]
+    used = 0
+    k = 1
+    while k < len(parts):
+        piece = parts[k]
+        if not piece:
+            if k + 1 >= len(parts):
+                return None  # a trailing %: NOVERB
+            out += ("%", parts[k + 1])
+            k += 2
+            continue
+        verb = piece[0]
+        if used >= len(values):
+            return None
+        value = values[used]
+        if type(value) is str and verb in "sv":
+            out.append(value)
+        elif type(value) is str and verb == "q":
+            out.append('"' + _quote_body(value, '"') + '"')
+        elif type(value) is int and verb in "dv" and INT64_MIN <= value <= INT64_MAX:
+            out.append(str(value))
+        else:
+            return None
+        out.append(piece[1:])
+        used += 1
+        k += 1
+    return "".join(out) if used == len(values) else None
+
+
 def sprintf(fmt: object, values: object) -> str:
     if not isinstance(fmt, str):
         raise TypeError("sprintf: operand 1 must be a string")
     if not isinstance(values, list):
         raise TypeError("sprintf: operand 2 must be an array")
+    simple = _simple(fmt, values)
+    if simple is not None:
+        return simple
     return go_sprintf(fmt, go_arguments(values))

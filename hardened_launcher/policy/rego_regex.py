@@ -79,9 +79,20 @@ def _matches(compiled: Any, text: str, limit: int) -> list[Any]:  # noqa: ANN401
     return found
 
 
+try:  # the binding's engine object: ~6x faster than the str wrapper for a yes/no match
+    _UNANCHORED: Any = re2._re2.RE2.Anchor.UNANCHORED
+except AttributeError:  # pragma: no cover - another google-re2 layout: public API below
+    _UNANCHORED = None
+
+
 def match(pattern: object, value: object) -> bool:
     compiled = _compile(_string(pattern, "regex.match: operand 1"))
-    return compiled.search(_string(value, "regex.match: operand 2")) is not None
+    text = _string(value, "regex.match: operand 2")
+    engine = getattr(compiled, "_regexp", None)
+    if _UNANCHORED is not None and engine is not None:
+        data = text.encode("utf-8")
+        return bool(engine.Match(_UNANCHORED, data, 0, len(data))[0][0] != -1)
+    return compiled.search(text) is not None
 
 
 def is_valid(pattern: object) -> bool:
