@@ -270,6 +270,59 @@ def units_parse_bytes(value: object) -> int:
     return int(Decimal(number) * _BYTE_UNITS[unit])
 
 
+# -- semver ----------------------------------------------------------------------------------
+
+_IDENTIFIERS = re.compile(r"^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$")
+_GO_INT = re.compile(r"^[+-]?[0-9]+$")
+
+
+def _semver(value: str) -> tuple[tuple[int, int, int], list[str]] | None:
+    """OPA's (coreos go-semver) parse: optional ``v``, ``+meta``, ``-pre``, three integers."""
+    text = value.removeprefix("v")
+    text, _, metadata = text.partition("+")
+    text, _, prerelease = text.partition("-")
+    parts = text.split(".", 2)
+    if len(parts) != 3:
+        return None
+    for identifier in (prerelease, metadata):
+        if identifier and not _IDENTIFIERS.match(identifier):
+            return None
+    if not all(_GO_INT.match(part) and abs(int(part)) < 2**63 for part in parts):
+        return None
+    major, minor, patch = (int(part) for part in parts)
+    return (major, minor, patch), prerelease.split(".") if prerelease else []
+
+
+def semver_is_valid(value: object) -> bool:
+    return isinstance(value, str) and _semver(value) is not None
+
+
+def _compare_prerelease(a: list[str], b: list[str]) -> int:
+    if not a or not b:
+        return (not a) - (not b)  # no pre-release sorts after any pre-release
+    for x, y in zip(a, b, strict=False):
+        x_num, y_num = x.isdigit(), y.isdigit()
+        if x_num and y_num:
+            order = (int(x) > int(y)) - (int(x) < int(y))
+        elif x_num or y_num:
+            order = -1 if x_num else 1
+        else:
+            order = (x > y) - (x < y)
+        if order:
+            return order
+    return (len(a) > len(b)) - (len(a) < len(b))
+
+
+def semver_compare(a: object, b: object) -> int:
+    first = _semver(_str(a, "semver.compare: operand 1"))
+    second = _semver(_str(b, "semver.compare: operand 2"))
+    if first is None or second is None:
+        raise ValueError("semver.compare: invalid semantic version")
+    if first[0] != second[0]:
+        return -1 if first[0] < second[0] else 1
+    return _compare_prerelease(first[1], second[1])
+
+
 # -- crypto ----------------------------------------------------------------------------------
 
 
@@ -486,6 +539,8 @@ BUILTINS: tuple[Builtin, ...] = (
     ("urlquery.decode", 1, urlquery_decode),
     ("glob.quote_meta", 1, glob_quote_meta),
     ("units.parse_bytes", 1, units_parse_bytes),
+    ("semver.is_valid", 1, semver_is_valid),
+    ("semver.compare", 2, semver_compare),
     ("crypto.md5", 1, _digest("md5")),
     ("crypto.sha1", 1, _digest("sha1")),
     ("crypto.sha256", 1, _digest("sha256")),

@@ -274,3 +274,34 @@ def test_guarded_columns_stay_on_their_lines() -> None:
     # A later error on the same line as a guard still names the right line.
     module = 'package t\nimport rego.v1\nr := true if not startswith(input.s, "x")\ns := 1 / 0\n'
     assert evaluate(module, {"s": "y"}) is True
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("1.2.3", True),
+        ("v1.2.3", True),
+        ("01.2.3", True),
+        ("1.2.3-rc.1+build.5", True),
+        ("1.2", False),
+        ("1.2.3.4", False),
+        ("1.2.3-", True),  # an empty pre-release is no pre-release to go-semver
+        ("1.2.3-a..b", False),
+        ("vv1.2.3", False),
+        (1, False),
+        (["1.2.3"], False),
+    ],
+)
+def test_semver_is_valid_as_opa(value: object, valid: bool) -> None:
+    assert b.semver_is_valid(value) is valid
+
+
+def test_semver_compare_as_opa() -> None:
+    assert b.semver_compare("v1.0.0", "1.0.0") == 0
+    assert b.semver_compare("2.0.0", "10.0.0") == -1
+    assert b.semver_compare("1.0.0-alpha", "1.0.0") == -1
+    assert b.semver_compare("1.0.0-beta.11", "1.0.0-beta.2") == 1
+    assert b.semver_compare("1.0.0-2", "1.0.0-10") == -1
+    assert b.semver_compare("1.0.0+a", "1.0.0+b") == 0
+    with pytest.raises(ValueError, match="invalid semantic version"):
+        b.semver_compare("1.2.3", "nope")
