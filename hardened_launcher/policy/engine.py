@@ -408,6 +408,7 @@ def load_files(
         rule_names=frozenset(rule.name for rule in rules),
         builtins=known_builtins(),
         texts={file.path: file.text for file in files},
+        legacy_files=frozenset(path for path, used in syntaxes.items() if used is Syntax.V0),
     )
     if rewritten:
         engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)

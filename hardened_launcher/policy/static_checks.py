@@ -111,6 +111,7 @@ class _Checker:
         self.rule_names = rule_names
         self.builtins = builtins
         self.aliases: set[str] = set()
+        self.builtin_roots = frozenset(name.split(".", 1)[0] for name in builtins)
         self.package = ""
         self.findings: list[Finding] = []
 
@@ -213,6 +214,36 @@ class _Checker:
             )
         return guards
 
+    def only_inside(
+        self,
+        inner: Mapping[str, object],
+        guards: list[dict[str, object]],
+        names: Mapping[str, set[int]],
+    ) -> bool:
+        """False (refused) if a guard would bind a variable used nowhere but in this `not`.
+
+        OPA refuses such a variable as unsafe; binding it in a guard would make the rule
+        iterate instead.
+        """
+        inside = {id(node) for kind, node in _walk(dict(inner)) if kind == "Var"}
+        for term in guards:
+            for kind, node in _walk(dict(term)):
+                name = node.get("value")
+                if kind != "Var" or not isinstance(name, str):
+                    continue
+                if name in ("input", "data", "_") or name in self.rule_names:
+                    continue
+                if name in self.aliases or name in self.builtin_roots:
+                    continue
+                if not names.get(name, set()) - inside:
+                    self.add(
+                        inner,
+                        f"`{name}` is used only under `not`: OPA refuses it as an unsafe variable",
+                        f"bind `{name}` before the `not` (e.g. `some {name}, x in …`)",
+                    )
+                    return False
+        return True
+
     def guard(
         self, inner: Mapping[str, object], guards: list[dict[str, object]], text: str
     ) -> None:
@@ -259,6 +290,23 @@ class _Checker:
             "docs/policy.md lists the builtins and the differences from OPA",
         )
 
+    def check_legacy_heads(self, rules: object) -> None:
+        """v0 ``deny[msg] if { … }`` (future keywords): a set in OPA, an object in regorus."""
+        for rule in rules if isinstance(rules, list) else []:
+            spec = rule.get("Spec") if isinstance(rule, dict) else None
+            head = _node(spec.get("head")) if isinstance(spec, dict) else None
+            if head is None or head[0] != "Compr" or head[1].get("assign") is not None:
+                continue
+            refr = _node(head[1].get("refr"))
+            if refr is not None and refr[0] == "RefBrack":
+                self.add(
+                    head[1],
+                    "`name[key] if` in legacy (v0) syntax: OPA makes it a set, this engine an "
+                    "object",
+                    "write `name contains key if` (with `import future.keywords.contains`), or "
+                    "`name[key] { … }` without `if`",
+                )
+
     def check_data(self, kind: str, inner: Mapping[str, object], parent_is_ref: bool) -> None:
         if kind == "Var" and inner.get("value") == "data" and not parent_is_ref:
             self.add(
@@ -286,6 +334,7 @@ def check_modules(
     rule_names: frozenset[str],
     builtins: frozenset[str],
     texts: Mapping[str, str],
+    legacy_files: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """Raise :class:`PolicyCompileError` for the first refused construct, with file:line:col.
 
@@ -308,15 +357,23 @@ def check_modules(
             name = dotted_name(entry.get("refr")) if isinstance(entry, dict) else None
             if name:
                 checker.aliases.add(name.rsplit(".", 1)[-1])
+        if file in legacy_files:
+            checker.check_legacy_heads(ast.get("rules") if isinstance(ast, dict) else None)
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
-        for kind, inner in _walk(ast.get("rules") if isinstance(ast, dict) else None):
-            if kind == "NotExpr":
-                guards = checker.check_negation(inner)
-                if guards:
-                    checker.guard(inner, guards, texts.get(file, ""))
-            elif kind == "Call":
-                checker.check_call(inner)
-            checker.check_data(kind, inner, id(inner) in roots)
+        rules = ast.get("rules") if isinstance(ast, dict) else None
+        for rule in rules if isinstance(rules, list) else []:
+            names: dict[str, set[int]] = {}
+            for kind, inner in _walk(rule):
+                if kind == "Var" and isinstance(inner.get("value"), str):
+                    names.setdefault(str(inner["value"]), set()).add(id(inner))
+            for kind, inner in _walk(rule):
+                if kind == "NotExpr":
+                    guards = checker.check_negation(inner)
+                    if guards and checker.only_inside(inner, guards, names):
+                        checker.guard(inner, guards, texts.get(file, ""))
+                elif kind == "Call":
+                    checker.check_call(inner)
+                checker.check_data(kind, inner, id(inner) in roots)
         findings.extend(checker.findings)
         if checker.insertions:
             raw = texts.get(file, "").encode("utf-8")

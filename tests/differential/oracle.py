@@ -107,7 +107,9 @@ class Opa:
             engine.close()
 
 
-def ours(module: str, rule: str, input_doc: Any, *, package: str = "t") -> Outcome:
+def ours(
+    module: str, rule: str, input_doc: Any, *, package: str = "t", syntax: str = "v1"
+) -> Outcome:
     """The launcher's engine with its overrides and compile-time checks."""
     bundle = PolicyBundle(
         root=Path(),
@@ -117,7 +119,7 @@ def ours(module: str, rule: str, input_doc: Any, *, package: str = "t") -> Outco
     )
     try:
         engine, _ = compile_policy(
-            bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V1, require_deny=False
+            bundle, sanitizer=Sanitizer.random(), syntax=Syntax(syntax), require_deny=False
         )
     except PolicyCompileError as exc:
         return Outcome("compile_error", message=exc.message)

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
     differ = 0
     for case in cases:
         expected = opa.evaluate(case.module, case.rule, case.input)
-        got = ours(case.module, case.rule, case.input)
+        got = ours(case.ours_module, case.rule, case.input, syntax=case.ours_syntax)
         if expected.same_as(got):
             continue
         differ += 1

@@ -262,6 +262,7 @@ def test_negation_means_what_it_means_in_opa(
         ('r := crypto.x509.parse_certificates("x")', "3:6", "not available"),
         ('r := object.get(data, ["launcher_policy", "x"], 1)', "3:17", "all of `data`"),
         ("r := data", "3:6", "all of `data`"),
+        ('r if { some i; not startswith(input.files[i], "s") }', "3:16", "unsafe variable"),
     ],
 )
 def test_refused_at_compile_time_with_location(rules: str, where: str, needle: str) -> None:
@@ -305,3 +306,19 @@ def test_semver_compare_as_opa() -> None:
     assert b.semver_compare("1.0.0+a", "1.0.0+b") == 0
     with pytest.raises(ValueError, match="invalid semantic version"):
         b.semver_compare("1.2.3", "nope")
+
+
+def test_legacy_set_rule_with_if_is_refused() -> None:
+    module = "package t\nimport future.keywords.if\ndeny[msg] if { msg := input.m }\n"
+    bundle = PolicyBundle(
+        root=Path(), files=(PolicyFile(path="p.rego", text=module),), data={}, sha256="0" * 64
+    )
+    with pytest.raises(PolicyCompileError) as caught:
+        compile_policy(bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V0, require_deny=False)
+    assert caught.value.message.startswith("p.rego:3:1: `name[key] if` in legacy (v0) syntax")
+    # without `if` the legacy set rule is fine, and so is the v1 meaning (an object, as in OPA)
+    plain = "package t\ndeny[msg] { msg := input.m }\n"
+    bundle = PolicyBundle(
+        root=Path(), files=(PolicyFile(path="p.rego", text=plain),), data={}, sha256="0" * 64
+    )
+    compile_policy(bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V0, require_deny=False)
