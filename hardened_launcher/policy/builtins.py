@@ -270,6 +270,33 @@ def units_parse_bytes(value: object) -> int:
     return int(Decimal(number) * _BYTE_UNITS[unit])
 
 
+# -- numbers ---------------------------------------------------------------------------------
+
+_JSON_NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+
+
+def to_number(value: object) -> int | float:
+    """OPA's to_number: a string must be a JSON number literal (no spaces, no ``+``, no hex)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    if not isinstance(value, str):
+        raise TypeError("to_number: operand 1 must be a null, boolean, number or string")
+    found = _JSON_NUMBER.match(value)
+    if found is None:
+        raise ValueError("to_number: invalid number literal")
+    if found.group(2) is None and found.group(3) is None:
+        number = int(value)
+        return number if INT64_MIN <= number < 2**64 else float(number)
+    result = float(value)
+    if result in (float("inf"), float("-inf")):
+        raise ValueError("to_number: value out of range")
+    return result
+
+
 # -- semver ----------------------------------------------------------------------------------
 
 _IDENTIFIERS = re.compile(r"^[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*$")
@@ -539,6 +566,7 @@ BUILTINS: tuple[Builtin, ...] = (
     ("urlquery.decode", 1, urlquery_decode),
     ("glob.quote_meta", 1, glob_quote_meta),
     ("units.parse_bytes", 1, units_parse_bytes),
+    ("to_number", 1, to_number),
     ("semver.is_valid", 1, semver_is_valid),
     ("semver.compare", 2, semver_compare),
     ("crypto.md5", 1, _digest("md5")),

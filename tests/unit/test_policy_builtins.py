@@ -322,3 +322,19 @@ def test_legacy_set_rule_with_if_is_refused() -> None:
         root=Path(), files=(PolicyFile(path="p.rego", text=plain),), data={}, sha256="0" * 64
     )
     compile_policy(bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V0, require_deny=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("12", 12), ("-0", 0), ("1e3", 1000.0), ("1.5", 1.5), ("18446744073709551615", 2**64 - 1)],
+)
+def test_to_number_reads_json_number_literals(text: str, expected: object) -> None:
+    assert b.to_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["12 ", " 1", "+5", ".5", "5.", "00012", "0x10", "Inf", "NaN", "1_000", "1e400", ""]
+)
+def test_to_number_refuses_what_opa_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="to_number"):
+        b.to_number(text)
