@@ -112,7 +112,7 @@ class _Checker:
         self.builtins = builtins
         self.aliases: set[str] = set()
         self.builtin_roots = frozenset(name.split(".", 1)[0] for name in builtins)
-        self.package = ""
+        self.package = ""  # this module's package path, e.g. "spacelift"
         self.findings: list[Finding] = []
 
         self.insertions: list[tuple[int, str]] = []
@@ -307,6 +307,38 @@ class _Checker:
                     "`name[key] { … }` without `if`",
                 )
 
+    def check_own_package(self, kind: str, inner: Mapping[str, object], nested: bool) -> None:
+        """``data.<this package>`` or ``data.<this package>[k]`` from a rule: recursion to OPA."""
+        if kind not in _REF_KINDS or nested or not self.package:
+            return
+        root, parts = _ref_components({kind: inner})
+        if root != "data":
+            return
+        constant: list[str] = []
+        for part in parts:
+            if part is None:
+                break
+            constant.append(part)
+        package = self.package.split(".")
+        if len(constant) < len(parts) and constant == package[: len(constant)]:
+            self.add(
+                inner,
+                f"`data.{self.package}` read with a variable key from inside the package: "
+                "OPA rejects this as recursion",
+                "name the rules you need (`data.pkg.rule`), or move them to another package",
+            )
+        elif (
+            len(constant) == len(parts)
+            and len(constant) < len(package) + 1
+            and (constant == package[: len(constant)] and constant)
+        ):
+            self.add(
+                inner,
+                f"all of `data.{'.'.join(constant)}` is read from inside package "
+                f"{self.package}: OPA rejects this as recursion",
+                "name the rules you need (`data.pkg.rule`)",
+            )
+
     def check_data(self, kind: str, inner: Mapping[str, object], parent_is_ref: bool) -> None:
         if kind == "Var" and inner.get("value") == "data" and not parent_is_ref:
             self.add(
@@ -315,6 +347,35 @@ class _Checker:
                 "read the document you need by its path, e.g. `data.launcher_policy.x` "
                 '(with a default: `object.get(data.launcher_policy, "x", d)`)',
             )
+
+
+def _ref_components(value: object) -> tuple[str | None, list[str | None]]:
+    """Root variable and path of a reference; None for a component that is not a constant."""
+    parts: list[str | None] = []
+    node = _node(value)
+    while node is not None and node[0] in _REF_KINDS:
+        kind, inner = node
+        if kind == "RefDot":
+            field = inner.get("field")
+            parts.append(field[-1] if isinstance(field, list) and field else None)
+        else:
+            index = _node(inner.get("index"))
+            constant = index is not None and index[0] in ("String", "RawString")
+            parts.append(str(index[1].get("value")) if constant and index else None)
+        node = _node(inner.get("refr"))
+    root = node[1].get("value") if node is not None and node[0] == "Var" else None
+    return (root if isinstance(root, str) else None), list(reversed(parts))
+
+
+def _inner_refs(module: object) -> set[int]:
+    """ids of reference nodes that are part of a longer reference."""
+    inner: set[int] = set()
+    for kind, node in _walk(module):
+        if kind in _REF_KINDS:
+            refr = _node(node.get("refr"))
+            if refr is not None and refr[0] in _REF_KINDS:
+                inner.add(id(refr[1]))
+    return inner
 
 
 def _ref_parents(module: object) -> set[int]:
@@ -359,6 +420,9 @@ def check_modules(
                 checker.aliases.add(name.rsplit(".", 1)[-1])
         if file in legacy_files:
             checker.check_legacy_heads(ast.get("rules") if isinstance(ast, dict) else None)
+        package_ref = ast.get("package", {}).get("refr") if isinstance(ast, dict) else None
+        checker.package = dotted_name(package_ref) or ""
+        nested_refs = _inner_refs(ast.get("rules") if isinstance(ast, dict) else None)
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
         rules = ast.get("rules") if isinstance(ast, dict) else None
         for rule in rules if isinstance(rules, list) else []:
@@ -374,6 +438,7 @@ def check_modules(
                 elif kind == "Call":
                     checker.check_call(inner)
                 checker.check_data(kind, inner, id(inner) in roots)
+                checker.check_own_package(kind, inner, id(inner) in nested_refs)
         findings.extend(checker.findings)
         if checker.insertions:
             raw = texts.get(file, "").encode("utf-8")

@@ -262,6 +262,8 @@ def test_negation_means_what_it_means_in_opa(
         ('r := crypto.x509.parse_certificates("x")', "3:6", "not available"),
         ('r := object.get(data, ["launcher_policy", "x"], 1)', "3:17", "all of `data`"),
         ("r := data", "3:6", "all of `data`"),
+        ("r := [k | data.t[k]]", "3:11", "OPA rejects this as recursion"),
+        ("r := count(data.t)", "3:12", "OPA rejects this as recursion"),
         ('r if { some i; not startswith(input.files[i], "s") }', "3:16", "unsafe variable"),
     ],
 )
