@@ -86,9 +86,9 @@ def _sign(negative: bool, spec: _Spec) -> str:
 
 def _format_int(value: int, verb: str, spec: _Spec) -> str:
     if verb == "c":
-        return _pad(chr(value) if 0 <= value <= 0x10FFFF else "\ufffd", spec)
+        return _pad(_rune(value), spec)
     if verb == "q":
-        char = chr(value) if 0 <= value <= 0x10FFFF else "\ufffd"
+        char = _rune(value)
         return _pad(_quote_char(char, ascii_only=spec.plus), spec)
     if verb == "U":
         text = f"U+{value & (2**64 - 1):04X}"  # Go formats the rune as unsigned
@@ -122,6 +122,13 @@ def _format_int(value: int, verb: str, spec: _Spec) -> str:
         elif verb == "X":
             prefix = "0X"
     return _pad(_sign(negative, spec) + prefix + digits, spec, zero_ok=False)
+
+
+def _rune(value: int) -> str:
+    """Go's rune conversion: surrogates and values beyond Unicode become U+FFFD."""
+    if 0 <= value <= 0x10FFFF and not 0xD800 <= value <= 0xDFFF:
+        return chr(value)
+    return "\ufffd"
 
 
 def _digits(value: int, base: int, *, upper: bool) -> str:
