@@ -161,6 +161,11 @@ def known_difference(rule: str, input_doc: dict[str, Any]) -> str | None:
         return "count of a string: a character outside the BMP counts twice here"
     if rule == "sprintf_x" and "e" in repr(x):
         return "sprintf: OPA prints a number written with an exponent as a string"
+    values = input_doc.get("l")
+    if rule == "sprintf_v" and isinstance(values, list):
+        kinds = {type(v) for v in values if v in (0, 1)}
+        if bool in kinds and int in kinds:
+            return "a set holding false/true and 0/1 loses elements on its way to Python"
     if rule == "replace_n_s" and input_doc.get("t") == "a":
         return "an object built with the same key twice: OPA keeps the first value"
     fmt = str(input_doc.get("f", ""))
