@@ -5,12 +5,16 @@ package spacelift
 
 import rego.v1
 
+# data.launcher_policy, or {} without one. (Reading all of `data` from a rule, as in
+# object.get(data, ["launcher_policy", ...]), is recursion to OPA: it includes the rule itself.)
+credential_env_settings := {k: v | some k, v in data.launcher_policy}
+
 credential_name_pattern := `(?i)(secret|passw(or)?d|token|api_?key|private_?key|credential|access_?key)`
 
 credential_env_denials contains msg if {
 	some name, value in object.get(input, ["static_run_environment", "environment_variables"], {})
 	regex.match(credential_name_pattern, name)
-	not name in object.get(data, ["launcher_policy", "credential_name_exceptions"], [])
+	not name in object.get(credential_env_settings, ["credential_name_exceptions"], [])
 	not is_sanitized_value(value)
 	msg := sprintf("environment variable %s looks like a credential but is not secret", [name])
 }

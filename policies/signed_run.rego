@@ -2,7 +2,7 @@
 # "signed-run=<JWT>", verified with io.jwt.decode_verify against the configured public key and
 # bound to this stack and commit.
 #   data.launcher_policy.signed_run: {
-#     "public_key": "-----BEGIN PUBLIC KEY-----\n…",  PEM key(s) or certificate(s); any may sign
+#     "public_key": "-----BEGIN PUBLIC KEY-----\n…",  one PEM key or certificate (OPA: one block)
 #     "issuer": "https://ci.example.com",             the token's iss must equal it
 #     "audience": "spacelift-launcher",               the token's aud must be (or contain) it
 #     "alg": "ES256",                                 optional: the only algorithm accepted
@@ -15,9 +15,13 @@ package spacelift
 
 import rego.v1
 
+# data.launcher_policy, or {} without one. (Reading all of `data` from a rule, as in
+# object.get(data, ["launcher_policy", ...]), is recursion to OPA: it includes the rule itself.)
+signed_run_policy_settings := {k: v | some k, v in data.launcher_policy}
+
 signed_run_prefix := "signed-run="
 
-signed_run_settings := object.get(data, ["launcher_policy", "signed_run"], {})
+signed_run_settings := object.get(signed_run_policy_settings, ["signed_run"], {})
 
 signed_run_max_lifetime := object.get(signed_run_settings, "max_lifetime_seconds", 3600)
 
@@ -102,7 +106,7 @@ signed_run_denials contains msg if {
 
 signed_run_denials contains "the signed-run token has no numeric exp claim" if {
 	claims := signed_run_claims
-	not is_number(claims.exp)
+	not is_number(object.get(claims, "exp", null))
 }
 
 signed_run_denials contains msg if {

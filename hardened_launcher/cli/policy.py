@@ -1,8 +1,11 @@
 """CLI command group: ``policy`` — ``test``, ``eval`` and ``check`` of run initialization policies.
 
-``hardened-launcher policy test [PATH…] [-v] [--run REGEX] [--format pretty|json] [--coverage]
-[--threshold PCT]``: exit 0 when every test passes (and coverage reaches the threshold), 2 when a
-test fails or coverage is below the threshold (compared without rounding), 1 on any other error.
+``hardened-launcher policy test [PATH…] [-v] [--run REGEX] [--format pretty|json|junit]
+[--coverage] [--threshold PCT]``: exit 0 when every test passes (and coverage reaches the
+threshold), 2 when a test fails or coverage is below the threshold (compared without rounding),
+4 when no test was found or ``--run`` matched none (a mistyped CI gate must not stay green),
+1 on any other error. ``-v`` works before the command (``hardened-launcher -v policy test``) and
+after it, as for every command.
 
 ``hardened-launcher policy eval --policy PATH --input FILE.json``: prints the decision as JSON;
 exit 0 allow, 3 deny, 1 error. The input file is used as given (it is the operator's own file).
@@ -35,6 +38,7 @@ from hardened_launcher.bounded_input import (
 from hardened_launcher.cli import policy_library
 from hardened_launcher.errors import InputFileError, LauncherError, UsageError
 from hardened_launcher.policy.gate import DEFAULT_TIMEOUT_S, PolicyGate, check_policy_path
+from hardened_launcher.policy.junit import junit_xml
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import Syntax
 from hardened_launcher.policy.testing import TestReport, parse_threshold, run_tests
@@ -45,6 +49,7 @@ EXIT_PASS = 0
 EXIT_ERROR = 1
 EXIT_TEST_FAILED = 2
 EXIT_DENY = 3
+EXIT_NO_TESTS = 4
 MAX_INPUT_FILE_BYTES = 1024 * 1024
 MAX_INPUT_DEPTH = 64
 
@@ -61,9 +66,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     test = commands.add_parser("test", help="run the test_* rules of .rego files")
     test.add_argument("paths", nargs="*", type=Path, default=[Path()], metavar="PATH")
-    test.add_argument("-v", "--verbose", action="store_true", help="list every test")
+    _verbose(test, "list every test")
     test.add_argument("--run", metavar="REGEX", help="only tests whose full path matches")
-    test.add_argument("--format", choices=("pretty", "json"), default="pretty")
+    test.add_argument("--format", choices=("pretty", "json", "junit"), default="pretty")
     test.add_argument("--coverage", action="store_true", help="report line coverage")
     test.add_argument("--threshold", metavar="PCT", help="fail (exit 2) below this coverage")
     test.add_argument(
@@ -78,6 +83,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     evaluate.add_argument(
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
+    _verbose(evaluate, "show error detail")
     evaluate.set_defaults(handler=run_eval)
 
     check = commands.add_parser("check", help="compile a policy without evaluating it")
@@ -92,9 +98,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     check.add_argument(
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
+    _verbose(check, "show error detail")
     check.set_defaults(handler=run_check)
 
     policy_library.register(commands)
+
+
+def _verbose(parser: argparse.ArgumentParser, text: str) -> None:
+    # SUPPRESS: an absent sub-command -v must not reset the global `hardened-launcher -v`.
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=text
+    )
 
 
 def _fail(exc: LauncherError, args: argparse.Namespace) -> int:
@@ -122,6 +136,9 @@ def _percent(value: Fraction) -> str:
 
 
 def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> None:
+    if args.format == "junit":
+        sys.stdout.write(junit_xml(report))
+        return
     if args.format == "json":
         doc: dict[str, object] = {"tests": [r.to_json_dict() for r in report.results]}
         if report.coverage is not None:
@@ -140,7 +157,7 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
             status = "PASS"
         else:
             status = "ERROR" if result.error else "FAIL"
-        if args.verbose or status in {"FAIL", "ERROR"}:
+        if getattr(args, "verbose", False) or status in {"FAIL", "ERROR"}:
             where = f"{result.file}:{result.line}, {result.duration_ns // 1000} µs"
             line = f"{result.package}.{result.name}: {status} ({where})"
             sys.stdout.write(for_terminal(line) + "\n")
@@ -156,7 +173,7 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
     sys.stdout.write("\n")
     if report.coverage is not None:
         sys.stdout.write(f"coverage: {_percent(report.coverage.percent)}\n")
-        if below or args.verbose:
+        if below or getattr(args, "verbose", False):
             for path, lines in report.coverage.uncovered_lines.items():
                 shown = for_terminal(f"{path}: {', '.join(map(str, lines))}")
                 sys.stdout.write(f"  not covered: {shown}\n")
@@ -178,6 +195,13 @@ def run_test(args: argparse.Namespace) -> int:
         and report.coverage.percent < threshold
     )
     _print_report(report, args, below)
+    if not report.results:
+        what = f"no test matches --run {args.run!r}" if args.run else "no test_* rules found"
+        sys.stderr.write(
+            f"error: {what}. Check the paths and the pattern (a CI gate that runs nothing must "
+            "not pass)\n"
+        )
+        return EXIT_NO_TESTS
     if below and report.coverage is not None and threshold is not None:
         sys.stderr.write(
             f"error: coverage {_percent(report.coverage.percent)} "

@@ -29,6 +29,7 @@ Engine facts that shape this module (all checked by tests):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -37,11 +38,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import regorus  # type: ignore[import-untyped]  # the binding ships no stubs
 
 from hardened_launcher.errors import LauncherError
+from hardened_launcher.policy.builtins import BUILTINS
 from hardened_launcher.policy.errors import (
     PolicyCompileError,
     PolicyEngineCrashError,
@@ -51,6 +53,7 @@ from hardened_launcher.policy.errors import (
 from hardened_launcher.policy.jwt import extensions as jwt_extensions
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
+from hardened_launcher.policy.static_checks import check_modules
 
 ENGINE_NAME = "regorus"
 ENGINE_VERSION = "0.13.0"  # gordon-to-regorus, pinned exactly in pyproject.toml
@@ -189,7 +192,7 @@ class RegoEngine:
         )
         self._engine.set_gather_prints(True)
         self._engine.add_extension(SANITIZED_BUILTIN, 1, _sanitized_builtin(sanitizer))
-        for name, arity, function in jwt_extensions():
+        for name, arity, function in (*BUILTINS, *jwt_extensions()):
             self._engine.add_extension(name, arity, function)
         if coverage:
             self._engine.set_enable_coverage(True)
@@ -251,9 +254,14 @@ class RegoEngine:
                 hint="check the data files",
             )
 
+    def ast_modules(self) -> list[dict[str, Any]]:
+        self._check_thread()
+        modules: list[dict[str, Any]] = json.loads(self._engine.get_ast_as_json())
+        return modules
+
     def rules(self) -> tuple[RuleInfo, ...]:
         self._check_thread()
-        modules = json.loads(self._engine.get_ast_as_json())
+        modules = self.ast_modules()
         found: list[RuleInfo] = []
         for module in modules:
             file = str(module.get("source", {}).get("file", "?"))
@@ -299,6 +307,20 @@ class RegoEngine:
             "it)",
         )
 
+    def eval_rule_json(self, path: str) -> str | None:
+        """The rule's value as JSON (sets as sorted arrays), or ``None`` when it is undefined."""
+        self._check_thread()
+        text: str = translate(
+            lambda: self._engine.eval_query_as_json(f"__hl_value := {path}"),
+            error=PolicyEvaluationError,
+            what=f"evaluating {path}",
+            hint="fix the policy",
+        )
+        results = json.loads(text).get("result") or []
+        if not results:
+            return None
+        return json.dumps(results[0]["bindings"]["__hl_value"])
+
     def take_prints(self) -> list[str]:
         self._check_thread()
         prints: list[object] = self._engine.take_prints()
@@ -336,6 +358,16 @@ def _sanitized_builtin(sanitizer: Sanitizer) -> Callable[[object], str]:
     return sanitized
 
 
+@functools.cache
+def known_builtins() -> frozenset[str]:
+    """Every builtin a policy may call: regorus's own plus the launcher's extensions."""
+    probe = regorus.Engine()
+    probe.add_policy("probe.rego", "package probe\n\nbuiltins := opa.runtime().builtins\n")
+    names = probe.eval_rule("data.probe.builtins")
+    extensions = {name for name, _, _ in (*BUILTINS, *jwt_extensions())}
+    return frozenset({*names, *extensions, SANITIZED_BUILTIN})
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompiledPolicy:
     """Proof that a policy bundle compiled: what :func:`check_policy_path` returns."""
@@ -348,6 +380,44 @@ class CompiledPolicy:
     @property
     def sha256(self) -> str:
         return self.bundle.sha256
+
+
+def load_files(
+    files: tuple[PolicyFile, ...],
+    data: Mapping[str, object],
+    *,
+    sanitizer: Sanitizer,
+    syntax: Syntax = Syntax.AUTO,
+    fixed: Mapping[str, Syntax] | None = None,
+    coverage: bool = False,
+) -> tuple[RegoEngine, dict[str, Syntax], tuple[RuleInfo, ...]]:
+    """A fresh engine holding ``files`` and ``data``, after the compile-time checks.
+
+    :func:`~hardened_launcher.policy.static_checks.check_modules` refuses what would mean two
+    things and may return files with negation guards inserted; those are loaded instead (a
+    second engine), so evaluation means what OPA means.
+    """
+    engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
+    syntaxes = {
+        file.path: engine.add_file(file, (fixed or {}).get(file.path, syntax)) for file in files
+    }
+    engine.add_data(data)
+    rules = engine.rules()
+    rewritten = check_modules(
+        engine.ast_modules(),
+        rule_names=frozenset(rule.name for rule in rules),
+        builtins=known_builtins(),
+        texts={file.path: file.text for file in files},
+        legacy_files=frozenset(path for path, used in syntaxes.items() if used is Syntax.V0),
+    )
+    if rewritten:
+        engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
+        for file in files:
+            text = rewritten.get(file.path, file.text)
+            engine.add_file(PolicyFile(path=file.path, text=text), syntaxes[file.path])
+        engine.add_data(data)
+        rules = engine.rules()
+    return engine, syntaxes, rules
 
 
 def compile_policy(
@@ -367,13 +437,14 @@ def compile_policy(
     syntax each file was already detected as (the worker process re-reads files that way).
     ``probe=False`` leaves the probe (:func:`probe_policy`) to the caller.
     """
-    engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
-    syntaxes = {
-        file.path: engine.add_file(file, (fixed or {}).get(file.path, syntax))
-        for file in bundle.files
-    }
-    engine.add_data(bundle.data)
-    rules = engine.rules()
+    engine, syntaxes, rules = load_files(
+        bundle.files,
+        bundle.data,
+        sanitizer=sanitizer,
+        syntax=syntax,
+        fixed=fixed,
+        coverage=coverage,
+    )
     names = {rule.path for rule in rules}
     if require_deny and DENY_RULE not in names:
         raise PolicyCompileError(

@@ -6,8 +6,9 @@ them exactly as in OPA). Verification uses ``cryptography``.
 
 ``io.jwt.decode_verify(token, constraints)`` returns ``[valid, header, payload]`` as in OPA:
 
-- ``constraints`` is an object with exactly one key source — ``cert`` (PEM: one or more public
-  keys and/or X.509 certificates; any of them may verify) or ``secret`` (HMAC key, UTF-8) — and
+- ``constraints`` is an object with exactly one key source — ``cert`` (PEM: one public key or
+  X.509 certificate; more than one block is an error, as in OPA) or ``secret`` (HMAC key,
+  UTF-8) — and
   optionally ``alg`` (the only algorithm accepted), ``iss``, ``aud`` and ``time`` (nanoseconds
   since the epoch; default: the clock now).
 - Order of checks: signature first (``alg`` from the header must be supported, match the
@@ -149,6 +150,10 @@ def _public_keys(pem: str) -> tuple[PublicKey, ...]:
         raise _constraint_error("constraint cert holds no PEM block (JWK is not supported)")
     if len(blocks) > MAX_PEM_KEYS:
         raise _constraint_error(f"constraint cert holds more than {MAX_PEM_KEYS} PEM blocks")
+    if len(blocks) > 1:
+        # OPA refuses it ("extra data after a PEM certificate block"): a second key that signs
+        # here would let through a run OPA denies.
+        raise _constraint_error("constraint cert holds more than one PEM block (OPA refuses it)")
     keys: list[PublicKey] = []
     for block in blocks:
         raw = block.encode("ascii", "replace")

@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from hardened_launcher.errors import UsageError
-from hardened_launcher.policy.engine import RegoEngine
+from hardened_launcher.policy.engine import RegoEngine, load_files
 from hardened_launcher.policy.errors import PolicyCompileError, PolicyEvaluationError
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyFile, Syntax, is_test_file, load_policy_path
@@ -98,7 +98,7 @@ def parse_threshold(text: str) -> Fraction:
 def _load_engine(
     paths: Sequence[Path], *, sanitizer: Sanitizer, coverage: bool, syntax: Syntax
 ) -> tuple[RegoEngine, set[str]]:
-    engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
+    files: list[PolicyFile] = []
     test_files: set[str] = set()
     data: dict[str, object] = {}
     for root in paths:
@@ -109,7 +109,7 @@ def _load_engine(
                 if len(paths) == 1
                 else (root / file.path if root.is_dir() else root).as_posix()
             )
-            engine.add_file(PolicyFile(path=shown, text=file.text), syntax)
+            files.append(PolicyFile(path=shown, text=file.text))
             if is_test_file(shown):
                 test_files.add(shown)
         for key, value in bundle.data.items():
@@ -120,7 +120,9 @@ def _load_engine(
                     reason="policy_data_invalid",
                 )
             data[key] = value
-    engine.add_data(data)
+    engine, _, _ = load_files(
+        tuple(files), data, sanitizer=sanitizer, syntax=syntax, coverage=coverage
+    )
     return engine, test_files
 
 

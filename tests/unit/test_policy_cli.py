@@ -148,3 +148,108 @@ def test_check_ok_and_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (tmp_path / "p.rego").write_text('package spacelift\ndeny["x"] { input.a \n')
     assert main(["policy", "check", str(tmp_path / "p.rego")]) == 1
     assert capsys.readouterr().err.startswith("error: p.rego:")
+
+
+def test_junit_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import xml.etree.ElementTree as ET  # noqa: PLC0415 - only this test parses XML
+
+    tests = TESTS + (
+        'test_broken if { "frozen" in spacelift.deny with input as {"branch": "dev"} }\n'
+        "test_raises if { 1 / 0 == 1 }\n"
+        'test_message_with_markup if { concat("", ["<", "&", "]]>"]) == "x" }\n'
+    )
+    assert main(["policy", "test", str(project(tmp_path, tests)), "--format", "junit"]) == 2
+    root = ET.fromstring(capsys.readouterr().out)  # noqa: S314 - our own output
+    assert root.tag == "testsuites"
+    assert root.get("tests") == "7"
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert suite.get("name") == "data.spacelift_test"
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert cases["test_main_allowed"].find("failure") is None
+    assert cases["test_main_allowed"].get("file") == "policy_test.rego"
+    assert cases["test_broken"].find("failure") is not None
+    assert cases["test_raises"].find("error") is not None
+    assert cases["todo_test_later"].find("skipped") is not None
+    assert suite.get("failures") == "2"
+    assert suite.get("errors") == "1"
+    assert suite.get("skipped") == "1"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--run", "no_such_test"],
+        ["--run", "test_main_allowedX"],
+        ["--run", "^data\\.other\\."],
+        ["--run", "no_such_test", "--format", "json"],
+        ["--run", "no_such_test", "--format", "junit"],
+    ],
+)
+def test_run_matching_nothing_exits_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    assert main(["policy", "test", str(project(tmp_path)), *extra]) == 4
+    assert "error: no test matches --run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"policy.rego": POLICY},
+        {"policy.rego": POLICY, "other_test.rego": "package t\nimport rego.v1\nhelper := 1\n"},
+        {"data.yaml": "x: 1\n", "policy.rego": POLICY},
+    ],
+)
+def test_no_tests_found_exits_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str]
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["policy", "test", str(tmp_path)]) == 4
+    assert "error: no test_* rules found" in capsys.readouterr().err
+
+
+def test_only_skipped_tests_still_pass(tmp_path: Path) -> None:
+    tests = "package spacelift_test\nimport rego.v1\ntodo_test_later if { false }\n"
+    assert main(["policy", "test", str(project(tmp_path, tests))]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-v", "policy", "test", "{path}"],
+        ["policy", "test", "-v", "{path}"],
+        ["policy", "test", "{path}", "-v"],
+        ["--verbose", "policy", "test", "{path}"],
+    ],
+)
+def test_verbose_works_before_and_after_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    path = str(project(tmp_path))
+    assert main([a.replace("{path}", path) for a in argv]) == 0
+    out = capsys.readouterr().out
+    assert "test_main_allowed: PASS" in out  # passing tests are listed only with -v
+
+
+def test_without_verbose_passing_tests_are_not_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["policy", "test", str(project(tmp_path))]) == 0
+    assert "test_main_allowed: PASS" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_verbose_detail_on_check_either_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], position: str
+) -> None:
+    (tmp_path / "policy.rego").write_text(
+        "package spacelift\nimport rego.v1\ndeny contains 1 if {\n"
+    )
+    argv = ["policy", "check", str(tmp_path)]
+    argv = ["-v", *argv] if position == "before" else [*argv, "-v"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: policy.rego:4:1:")
+    assert "detail: as v0:" in err

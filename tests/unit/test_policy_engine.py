@@ -295,13 +295,25 @@ def test_worker_death_is_a_crash_and_worker_restarts(tmp_path: Path) -> None:
         assert isinstance(gate.check({"branch": "main"}), PolicyDecision)
 
 
-def test_no_network_builtin(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "call",
+    [
+        'http.send({"method": "get", "url": "http://127.0.0.1:9"})',
+        'net.lookup_ip_addr("localhost")',
+        "opa.runtime()",
+        'object.get(opa.runtime(), "env", {})',
+    ],
+)
+def test_network_and_host_builtins_are_refused_at_compile_time(tmp_path: Path, call: str) -> None:
+    # Refused by name even where no input reaches them (a rule never evaluated with `{}`).
     text = (
         "package spacelift\nimport rego.v1\n"
-        'deny contains "reached" if http.send({"method": "get", "url": "http://127.0.0.1:9"})\n'
+        f'deny contains "reached" if {{\n  input.never\n  {call}\n}}\n'
     )
-    with gate_for(write(tmp_path, text), isolated=False) as gate:
-        assert gate.evaluate({}).deny == ()
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(write(tmp_path, text))
+    assert "is refused" in caught.value.message
+    assert caught.value.message.startswith("policy.rego:5:")
 
 
 def test_data_files_are_loaded(tmp_path: Path) -> None:

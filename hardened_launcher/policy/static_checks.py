@@ -1,0 +1,479 @@
+"""Compile-time refusals: constructs that would mean one thing in OPA and another here.
+
+Read from regorus's AST (``get_ast_as_json``); each refusal names ``file:line:col`` and says how
+to write the same thing so that both engines agree. Fail closed: a policy that could allow a run
+OPA would deny does not load.
+
+- **Negation over a possibly undefined value.** OPA evaluates the arguments of a call, an
+  operator (other than ``==``/``=`` between plain terms), a collection literal, a membership test
+  or a reference index *before* the ``not``: when one of them is undefined the whole body fails.
+  regorus evaluates them *inside* the ``not`` and makes it true. So ``not regex.match(p,
+  input.title)`` with no title is undefined in OPA and true here. Refused when such a position
+  holds a reference to ``input``, ``data`` or a rule; binding the value to a local variable first
+  (``title := input.title`` then ``not regex.match(p, title)``) means the same in both.
+- **Builtins that reach the network or the host** (``http.send``, ``net.lookup_ip_addr``,
+  ``opa.runtime``) and builtins the engine does not have: refused by name.
+- **All of ``data`` from inside a rule** (``object.get(data, …)``, ``data.<this package>[k]``):
+  OPA rejects it as recursion; regorus would evaluate it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hardened_launcher.policy.errors import PolicyCompileError
+
+REFUSED_BUILTINS: Mapping[str, str] = {
+    "http.send": "it reaches the network",
+    "net.lookup_ip_addr": "it reaches the network (DNS)",
+    "opa.runtime": "it reads the host's environment and configuration",
+    "rego.metadata.chain": "the engine has no rule metadata",
+    "rego.metadata.rule": "the engine has no rule metadata",
+}
+_REF_KINDS = ("RefDot", "RefBrack")
+_EQUALITY = {("BoolExpr", "Eq"), ("AssignExpr", "Eq")}
+_COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    offset: int
+    message: str
+    hint: str
+
+
+def _node(value: object) -> tuple[str, dict[str, object]] | None:
+    if isinstance(value, dict) and len(value) == 1:
+        kind, inner = next(iter(value.items()))
+        if isinstance(kind, str) and isinstance(inner, dict):
+            return kind, inner
+    return None
+
+
+def _children(value: object) -> Iterator[object]:
+    if isinstance(value, dict):
+        yield from value.values()
+    elif isinstance(value, list):
+        yield from value
+
+
+def _walk(value: object) -> Iterator[tuple[str, dict[str, object]]]:
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        node = _node(current)
+        if node is not None:
+            yield node
+        stack.extend(_children(current))
+
+
+def _start(inner: Mapping[str, object]) -> int:
+    span = inner.get("span")
+    if isinstance(span, dict) and isinstance(span.get("start"), int):
+        return int(span["start"])
+    return 0
+
+
+def dotted_name(value: object) -> str | None:
+    """``a.b.c`` of a Var / RefDot chain, or None for anything else."""
+    node = _node(value)
+    if node is None:
+        return None
+    kind, inner = node
+    if kind == "Var":
+        name = inner.get("value")
+        return name if isinstance(name, str) else None
+    if kind == "RefDot":
+        base = dotted_name(inner.get("refr"))
+        field = inner.get("field")
+        if base is not None and isinstance(field, list) and field and isinstance(field[-1], str):
+            return f"{base}.{field[-1]}"
+    return None
+
+
+def _ref_root(value: object) -> str | None:
+    node = _node(value)
+    while node is not None and node[0] in _REF_KINDS:
+        node = _node(node[1].get("refr"))
+    if node is not None and node[0] == "Var":
+        name = node[1].get("value")
+        return name if isinstance(name, str) else None
+    return None
+
+
+class _Checker:
+    def __init__(self, file: str, rule_names: frozenset[str], builtins: frozenset[str]) -> None:
+        self.file = file
+        self.rule_names = rule_names
+        self.builtins = builtins
+        self.aliases: set[str] = set()
+        self.builtin_roots = frozenset(name.split(".", 1)[0] for name in builtins)
+        self.package = ""  # this module's package path, e.g. "spacelift"
+        self.findings: list[Finding] = []
+
+        self.insertions: list[tuple[int, str]] = []
+
+    def add(self, inner: Mapping[str, object], message: str, hint: str) -> None:
+        self.findings.append(Finding(self.file, _start(inner), message, hint))
+
+    # -- undefined values under `not` ------------------------------------------------------
+
+    def _maybe_undefined(self, value: object) -> bool:
+        """Does this term hold a reference that can be undefined (outside comprehensions)?"""
+        node = _node(value)
+        if node is None:
+            return any(self._maybe_undefined(child) for child in _children(value))
+        kind, inner = node
+        if kind in _COMPREHENSIONS:
+            return False
+        if kind in _REF_KINDS or kind == "Var":
+            root = _ref_root(value)
+            if root in ("input", "data") and kind in _REF_KINDS:
+                return True
+            if root is not None and (root in self.rule_names or root in self.aliases):
+                return True
+        return any(self._maybe_undefined(child) for child in inner.values())
+
+    def _plain(self, value: object) -> bool:
+        node = _node(value)
+        if node is None:
+            return False
+        kind, inner = node
+        if kind in ("Var", "Number", "String", "RawString", "Bool", "Null"):
+            return True
+        if kind == "RefDot":
+            return self._plain(inner.get("refr"))
+        if kind == "RefBrack":
+            return self._plain(inner.get("refr")) and not self._maybe_undefined(inner.get("index"))
+        return False
+
+    def _guards(self, value: object, out: list[dict[str, object]], *, top: bool) -> bool:
+        """Collect the terms OPA evaluates before a `not`; False if one cannot be guarded.
+
+        Below the top of the negated expression, OPA evaluates every reference and every
+        nested call first; a rule name used as a value is a reference too.
+        """
+        node = _node(value)
+        if node is None:
+            return all(self._guards(child, out, top=top) for child in _children(value))
+        kind, inner = node
+        if kind in _COMPREHENSIONS:
+            return True
+        if top and kind in _REF_KINDS:
+            return False  # `not a[b]` with a dynamic index: refused, rare
+        if kind == "Call":
+            if top:
+                return all(
+                    self._guards(child, out, top=False) for child in _children(inner.get("params"))
+                )
+            if self._has_wildcard(value):
+                return False
+            out.append(inner)
+            return True
+        if kind in _REF_KINDS:
+            if self._has_wildcard(value):
+                return False
+            out.append(inner)
+            return True
+        if kind == "Var":
+            name = inner.get("value")
+            if name in self.rule_names or name in self.aliases:
+                out.append(inner)
+            return True
+        return all(self._guards(child, out, top=False) for child in inner.values())
+
+    def _has_wildcard(self, value: object) -> bool:
+        return any(k == "Var" and i.get("value") == "_" for k, i in _walk(value))
+
+    def check_negation(self, inner: Mapping[str, object]) -> list[dict[str, object]]:
+        """The terms to bind before this `not` so that it means what it means in OPA."""
+        expr = inner.get("expr")
+        node = _node(expr)
+        if node is None:
+            return []
+        kind, body = node
+        if kind in ("Var", *_REF_KINDS) and self._plain(expr):
+            return []
+        guards: list[dict[str, object]] = []
+        if (kind, body.get("op")) in _EQUALITY:
+            sides = [body.get(side) for side in ("lhs", "rhs")]
+            ok = all(self._plain(side) or self._guards(side, guards, top=False) for side in sides)
+        else:
+            ok = self._guards(expr, guards, top=True)
+        if not ok:
+            self.add(
+                inner,
+                "`not` over an expression with a value that may be undefined: OPA makes the "
+                "rule undefined when it is, this engine would make the `not` true",
+                "bind the value to a local variable first (`v := input.x` then `not f(v)`), "
+                "so that OPA and the launcher agree; a missing value then fails the rule",
+            )
+        return guards
+
+    def only_inside(
+        self,
+        inner: Mapping[str, object],
+        guards: list[dict[str, object]],
+        names: Mapping[str, set[int]],
+    ) -> bool:
+        """False (refused) if a guard would bind a variable used nowhere but in this `not`.
+
+        OPA refuses such a variable as unsafe; binding it in a guard would make the rule
+        iterate instead.
+        """
+        inside = {id(node) for kind, node in _walk(dict(inner)) if kind == "Var"}
+        for term in guards:
+            for kind, node in _walk(dict(term)):
+                name = node.get("value")
+                if kind != "Var" or not isinstance(name, str):
+                    continue
+                if name in ("input", "data", "_") or name in self.rule_names:
+                    continue
+                if name in self.aliases or name in self.builtin_roots:
+                    continue
+                if not names.get(name, set()) - inside:
+                    self.add(
+                        inner,
+                        f"`{name}` is used only under `not`: OPA refuses it as an unsafe variable",
+                        f"bind `{name}` before the `not` (e.g. `some {name}, x in …`)",
+                    )
+                    return False
+        return True
+
+    def guard(
+        self, inner: Mapping[str, object], guards: list[dict[str, object]], text: str
+    ) -> None:
+        """Bind each guard term (``_ = term;``) right before the `not`, in the same body."""
+        raw = text.encode("utf-8")
+        terms: list[str] = []
+        for term in guards:
+            span = term.get("span")
+            if not isinstance(span, dict):
+                return
+            terms.append(raw[int(span["start"]) : int(span["end"])].decode("utf-8"))
+        span = inner.get("span")
+        if not isinstance(span, dict):
+            return
+        start, end = int(span["start"]), _end(inner, raw)
+        bind = "".join(f"_ = {t}; " for t in dict.fromkeys(terms))
+        before = raw[:start].rstrip()
+        if re.search(rb"(^|[^\w.])if$", before):
+            self.insertions += [(start, "{ " + bind), (end, " }")]
+        else:
+            self.insertions.append((start, bind))
+
+    # -- builtins and data ------------------------------------------------------------------
+
+    def check_call(self, inner: Mapping[str, object]) -> None:
+        name = dotted_name(inner.get("fcn"))
+        if name is None:
+            return
+        if name in REFUSED_BUILTINS:
+            self.add(
+                inner,
+                f"the builtin `{name}` is refused: {REFUSED_BUILTINS[name]}",
+                "a run initialization policy decides from its input and data alone",
+            )
+            return
+        root = name.split(".", 1)[0]
+        if name in self.builtins or root == "data" or root in self.aliases:
+            return
+        if name in self.rule_names or root in self.rule_names or name == "print":
+            return
+        self.add(
+            inner,
+            f"the builtin `{name}` is not available in the launcher's engine",
+            "docs/policy.md lists the builtins and the differences from OPA",
+        )
+
+    def check_legacy_heads(self, rules: object) -> None:
+        """v0 ``deny[msg] if { … }`` (future keywords): a set in OPA, an object in regorus."""
+        for rule in rules if isinstance(rules, list) else []:
+            spec = rule.get("Spec") if isinstance(rule, dict) else None
+            head = _node(spec.get("head")) if isinstance(spec, dict) else None
+            if head is None or head[0] != "Compr" or head[1].get("assign") is not None:
+                continue
+            refr = _node(head[1].get("refr"))
+            if refr is not None and refr[0] == "RefBrack":
+                self.add(
+                    head[1],
+                    "`name[key] if` in legacy (v0) syntax: OPA makes it a set, this engine an "
+                    "object",
+                    "write `name contains key if` (with `import future.keywords.contains`), or "
+                    "`name[key] { … }` without `if`",
+                )
+
+    def check_own_package(self, kind: str, inner: Mapping[str, object], nested: bool) -> None:
+        """``data.<this package>`` or ``data.<this package>[k]`` from a rule: recursion to OPA."""
+        if kind not in _REF_KINDS or nested or not self.package:
+            return
+        root, parts = _ref_components({kind: inner})
+        if root != "data":
+            return
+        constant: list[str] = []
+        for part in parts:
+            if part is None:
+                break
+            constant.append(part)
+        package = self.package.split(".")
+        if len(constant) < len(parts) and constant == package[: len(constant)]:
+            self.add(
+                inner,
+                f"`data.{self.package}` read with a variable key from inside the package: "
+                "OPA rejects this as recursion",
+                "name the rules you need (`data.pkg.rule`), or move them to another package",
+            )
+        elif (
+            len(constant) == len(parts)
+            and len(constant) < len(package) + 1
+            and (constant == package[: len(constant)] and constant)
+        ):
+            self.add(
+                inner,
+                f"all of `data.{'.'.join(constant)}` is read from inside package "
+                f"{self.package}: OPA rejects this as recursion",
+                "name the rules you need (`data.pkg.rule`)",
+            )
+
+    def check_data(self, kind: str, inner: Mapping[str, object], parent_is_ref: bool) -> None:
+        if kind == "Var" and inner.get("value") == "data" and not parent_is_ref:
+            self.add(
+                inner,
+                "all of `data` is read from inside a rule: OPA rejects this as recursion",
+                "read the document you need by its path, e.g. `data.launcher_policy.x` "
+                '(with a default: `object.get(data.launcher_policy, "x", d)`)',
+            )
+
+
+def _ref_components(value: object) -> tuple[str | None, list[str | None]]:
+    """Root variable and path of a reference; None for a component that is not a constant."""
+    parts: list[str | None] = []
+    node = _node(value)
+    while node is not None and node[0] in _REF_KINDS:
+        kind, inner = node
+        if kind == "RefDot":
+            field = inner.get("field")
+            parts.append(field[-1] if isinstance(field, list) and field else None)
+        else:
+            index = _node(inner.get("index"))
+            constant = index is not None and index[0] in ("String", "RawString")
+            parts.append(str(index[1].get("value")) if constant and index else None)
+        node = _node(inner.get("refr"))
+    root = node[1].get("value") if node is not None and node[0] == "Var" else None
+    return (root if isinstance(root, str) else None), list(reversed(parts))
+
+
+def _inner_refs(module: object) -> set[int]:
+    """ids of reference nodes that are part of a longer reference."""
+    inner: set[int] = set()
+    for kind, node in _walk(module):
+        if kind in _REF_KINDS:
+            refr = _node(node.get("refr"))
+            if refr is not None and refr[0] in _REF_KINDS:
+                inner.add(id(refr[1]))
+    return inner
+
+
+def _ref_parents(module: object) -> set[int]:
+    """ids of Var nodes that are the root of a reference (``data`` in ``data.x``)."""
+    roots: set[int] = set()
+    for kind, inner in _walk(module):
+        if kind in _REF_KINDS:
+            refr = _node(inner.get("refr"))
+            if refr is not None and refr[0] == "Var":
+                roots.add(id(refr[1]))
+    return roots
+
+
+def check_modules(
+    modules: list[dict[str, Any]],
+    *,
+    rule_names: frozenset[str],
+    builtins: frozenset[str],
+    texts: Mapping[str, str],
+    legacy_files: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """Raise :class:`PolicyCompileError` for the first refused construct, with file:line:col.
+
+    Returns the files that need negation guards, rewritten (same lines; columns after an
+    inserted guard shift), to be loaded instead of the originals.
+    """
+    findings: list[Finding] = []
+    rewritten: dict[str, str] = {}
+    for module in modules:
+        source = module.get("source")
+        file = str(source.get("file", "?")) if isinstance(source, dict) else "?"
+        ast = module.get("ast", {})
+        checker = _Checker(file, rule_names, builtins)
+        imports = ast.get("imports", []) if isinstance(ast, dict) else []
+        for entry in imports if isinstance(imports, list) else []:
+            alias = entry.get("as") if isinstance(entry, dict) else None
+            if isinstance(alias, dict) and isinstance(alias.get("start"), int):
+                raw = texts.get(file, "").encode("utf-8")
+                checker.aliases.add(raw[int(alias["start"]) : int(alias.get("end", 0))].decode())
+            name = dotted_name(entry.get("refr")) if isinstance(entry, dict) else None
+            if name:
+                checker.aliases.add(name.rsplit(".", 1)[-1])
+        if file in legacy_files:
+            checker.check_legacy_heads(ast.get("rules") if isinstance(ast, dict) else None)
+        package_ref = ast.get("package", {}).get("refr") if isinstance(ast, dict) else None
+        checker.package = dotted_name(package_ref) or ""
+        nested_refs = _inner_refs(ast.get("rules") if isinstance(ast, dict) else None)
+        roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
+        rules = ast.get("rules") if isinstance(ast, dict) else None
+        for rule in rules if isinstance(rules, list) else []:
+            names: dict[str, set[int]] = {}
+            for kind, inner in _walk(rule):
+                if kind == "Var" and isinstance(inner.get("value"), str):
+                    names.setdefault(str(inner["value"]), set()).add(id(inner))
+            for kind, inner in _walk(rule):
+                if kind == "NotExpr":
+                    guards = checker.check_negation(inner)
+                    if guards and checker.only_inside(inner, guards, names):
+                        checker.guard(inner, guards, texts.get(file, ""))
+                elif kind == "Call":
+                    checker.check_call(inner)
+                checker.check_data(kind, inner, id(inner) in roots)
+                checker.check_own_package(kind, inner, id(inner) in nested_refs)
+        findings.extend(checker.findings)
+        if checker.insertions:
+            raw = texts.get(file, "").encode("utf-8")
+            for offset, piece in sorted(checker.insertions, reverse=True):
+                raw = raw[:offset] + piece.encode("utf-8") + raw[offset:]
+            rewritten[file] = raw.decode("utf-8")
+    if findings:
+        first = min(findings, key=lambda f: (f.file, f.offset))
+        where = _location(texts.get(first.file, ""), first.offset)
+        raise PolicyCompileError(
+            f"{first.file}:{where}: {first.message}",
+            hint=first.hint,
+            reason="policy_compile_error",
+        )
+    return rewritten
+
+
+def _end(inner: Mapping[str, object], raw: bytes) -> int:
+    """The end of an expression: its last term's, past a closing quote (string spans omit it)."""
+    end = 0
+    quoted = False
+    for kind, node in _walk(dict(inner)):
+        span = node.get("span")
+        if isinstance(span, dict) and isinstance(span.get("end"), int):
+            node_end = int(span["end"])
+            if node_end > end or (node_end == end and kind in ("String", "RawString")):
+                end = node_end
+                quoted = kind in ("String", "RawString")
+    if quoted and end < len(raw) and raw[end : end + 1] in (b'"', b"`"):
+        end += 1
+    return end
+
+
+def _location(text: str, offset: int) -> str:
+    data = text.encode("utf-8")[:offset]
+    line = data.count(b"\n") + 1
+    col = len(data[data.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
+    return f"{line}:{col}"
