@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 from hardened_launcher.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from hardened_launcher.identity.keys import PoolPrivateKey
     from hardened_launcher.identity.token import Token
     from hardened_launcher.settings import Settings
+    from hardened_launcher.transport.base import Transport
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,3 +66,17 @@ def comms_endpoint(settings: Settings, token: Token) -> CommsEndpoint:
         url=url,
         source=source,
     )
+
+
+def worker_transport(
+    settings: Settings, *, token: Token, key: PoolPrivateKey, worker_id: str
+) -> Transport:
+    """A new, unstarted worker transport of the configured protocol (``start`` calls this)."""
+    endpoint = comms_endpoint(settings, token)
+    if endpoint.protocol == "mqtt":
+        from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
+
+        return MqttTransport.for_worker(token=token, key=key, worker_id=worker_id)
+    from hardened_launcher.transport.poll_client import PollTransport  # noqa: PLC0415
+
+    return PollTransport.for_worker(token=token, key=key, worker_id=worker_id, url=endpoint.url)

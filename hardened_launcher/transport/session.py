@@ -308,6 +308,18 @@ class Session:
         self._count(retransmitted=len(self._outbox))
         return [entry.outgoing for entry in self._outbox.values()]
 
+    def pending_for(self, peer: WorkerAddress, now: float) -> list[Outgoing]:
+        """Every unacknowledged critical message to ``peer`` (to resend when it reconnects)."""
+        self._expire(now)
+        result = []
+        for entry in self._outbox.values():
+            if entry.outgoing.peer == peer:
+                entry.attempts += 1
+                entry.next_due = now + entry.interval
+                result.append(entry.outgoing)
+        self._count(retransmitted=len(result))
+        return result
+
     def discard_pending(self, peer: WorkerAddress) -> int:
         """Forget unacknowledged messages to ``peer`` (the worker is gone). Returns how many."""
         ids = [i for i, e in self._outbox.items() if e.outgoing.peer == peer]
