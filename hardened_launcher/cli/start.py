@@ -50,7 +50,9 @@ from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.logging import install
 from hardened_launcher.redaction.sources import launcher_secret_values
 from hardened_launcher.settings import Settings
-from hardened_launcher.transport.client import BrokerUnavailableError, MqttTransport
+from hardened_launcher.transport.base import Transport
+from hardened_launcher.transport.client import BrokerUnavailableError
+from hardened_launcher.transport.factory import worker_transport
 
 log = logging.getLogger("hardened_launcher.launcher")
 
@@ -129,8 +131,8 @@ class _StartupError(ConfigurationError):
 
 
 def _connect(
-    factory: Callable[[], MqttTransport], *, retry: ConnectRetry, stop: list[bool]
-) -> MqttTransport:
+    factory: Callable[[], Transport], *, retry: ConnectRetry, stop: list[bool]
+) -> Transport:
     delay = retry.first_delay_seconds
     attempt = 0
     while True:
@@ -284,7 +286,7 @@ def run(
         )
         stop: list[bool] = []
         transport = _connect(
-            lambda: MqttTransport.for_worker(token=token, key=key, worker_id=launcher_id),
+            lambda: worker_transport(settings, token=token, key=key, worker_id=launcher_id),
             retry=connect_retry or ConnectRetry(),
             stop=stop,
         )

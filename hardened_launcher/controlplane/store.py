@@ -238,6 +238,23 @@ def _create_private_file(path: Path) -> None:
         os.close(os.open(path, flags, STORE_FILE_MODE))
 
 
+def current_certificate_serials(path: Path) -> dict[str, int]:
+    """``{pool_id: serial}`` of every pool's current certificate, read on a fresh read-only
+    connection (the long-poll server's thread asks for it; the store's own connection belongs
+    to the serve loop's thread)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}", hint="Check the state directory") from exc
+    try:
+        rows = db.execute("SELECT id, certificate_serial FROM pools").fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the pools in {path}", hint="Check the store") from exc
+    finally:
+        db.close()
+    return {str(pool_id): int(str(serial), 16) for pool_id, serial in rows}
+
+
 class Store:
     """The SQLite store. Use as a context manager, or call :meth:`close`."""
 
