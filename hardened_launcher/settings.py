@@ -1154,7 +1154,7 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
     VariableSpec(
         name="SPACELIFT_WORKER_COMMS_PROTOCOL",
         field="worker_comms_protocol",
-        default="`mqtt`",
+        default="`poll`",
         source="seed",
         description="Transport to the control plane: `poll` (HTTPS long polling with the pool "
         "certificate; passes HTTP proxies) or `mqtt` (the token's broker).",
@@ -1439,7 +1439,7 @@ class Settings:
     privatevcs_mappings: tuple[PrivateVcsMapping, ...] = ()
     run_logs_on_standard_output_enabled: bool = False
     debug: bool = False
-    worker_comms_protocol: CommsProtocol = "mqtt"
+    worker_comms_protocol: CommsProtocol = "poll"
     worker_comms_url: str | None = None
     # -- HL_* (this project) -------------------------------------------------------------------
     config_file: Path | None = None
@@ -1996,7 +1996,7 @@ def load_settings(
     privatevcs_mappings = loader.privatevcs()
     run_logs_stdout = get("SPACELIFT_RUN_LOGS_ON_STANDARD_OUTPUT_ENABLED", _parse_bool, False)
     debug = get("SPACELIFT_DEBUG", _parse_bool, False)
-    protocol: CommsProtocol = get("SPACELIFT_WORKER_COMMS_PROTOCOL", _parse_protocol, "mqtt")
+    protocol: CommsProtocol = get("SPACELIFT_WORKER_COMMS_PROTOCOL", _parse_protocol, "poll")
     comms_url = get("SPACELIFT_WORKER_COMMS_URL", _parse_comms_url, None)
 
     pinned_ca_sha256 = get("HL_CA_FINGERPRINT", _parse_ca_fingerprint, None)

@@ -100,9 +100,10 @@ def _narrator(plain: bool) -> _Plain:
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser(
         "demo",
-        help="the launcher end to end on this machine: control plane, broker, S3, containers",
-        description="Starts a control plane, mosquitto, SeaweedFS and a launcher in a temporary "
-        "directory and runs four stories (docs/demo.md). Needs Docker, mosquitto and weed.",
+        help="the launcher end to end on this machine: control plane, S3, containers",
+        description="Starts a control plane (long polling by default; mosquitto with "
+        "--protocol mqtt), SeaweedFS and a launcher in a temporary directory and runs four "
+        "stories (docs/demo.md). Needs Docker and weed (and mosquitto for mqtt).",
     )
     parser.add_argument("--plain", action="store_true", help="plain text even on a terminal")
     parser.add_argument(
@@ -111,13 +112,24 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="remove the temporary directory at the end (default: keep it to look at)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="use this new directory instead")
+    parser.add_argument(
+        "--protocol",
+        choices=("poll", "mqtt"),
+        default="poll",
+        help="worker transport: HTTPS long polling (default, no broker) or MQTT via mosquitto",
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     out = _narrator(args.plain)
-    env = Environment(root=args.dir, keep=not args.clean, run_timeout=DEMO_RUN_TIMEOUT)
-    out.title("Setting up: control plane, mosquitto (mTLS), SeaweedFS S3, launcher")
+    env = Environment(
+        root=args.dir, keep=not args.clean, run_timeout=DEMO_RUN_TIMEOUT, protocol=args.protocol
+    )
+    transport = (
+        "HTTPS long polling (mTLS, no broker)" if args.protocol == "poll" else "mosquitto (mTLS)"
+    )
+    out.title(f"Setting up: control plane, {transport}, SeaweedFS S3, launcher")
     try:
         env.start()
     except MissingComponentsError as exc:

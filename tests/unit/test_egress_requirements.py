@@ -42,8 +42,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_json_lists_every_endpoint_with_its_source(
-    env: Path, capsys: pytest.CaptureFixture[str]
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "mqtt")
     assert main(["network", "requirements", "--format", "json"]) == 0
     endpoints = json.loads(capsys.readouterr().out)["endpoints"]
     pairs = {(e["host"], tuple(e["ports"]), e["source"]) for e in endpoints}
@@ -55,7 +56,10 @@ def test_json_lists_every_endpoint_with_its_source(
     assert ("198.18.0.0/24", (8080,), "HL_EGRESS_POLICY") in pairs
 
 
-def test_text_is_one_line_per_endpoint(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_is_one_line_per_endpoint(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "mqtt")
     assert main(["network", "requirements"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# outbound allowlist")
@@ -79,7 +83,7 @@ def test_poll_lists_the_comms_url_instead_of_the_broker(
 def test_poll_without_url_uses_the_token_control_plane_url(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "poll")
+    # poll is the default: no variable set
     assert main(["network", "requirements", "--format", "json"]) == 0
     endpoints = json.loads(capsys.readouterr().out)["endpoints"]
     poll = [e for e in endpoints if "long-poll" in e["purpose"]]

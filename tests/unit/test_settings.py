@@ -103,7 +103,8 @@ def test_every_other_default() -> None:
     assert s.privatevcs_mappings == ()
     assert s.run_logs_on_standard_output_enabled is False
     assert s.debug is False
-    assert s.worker_comms_protocol == "mqtt"
+    assert s.worker_comms_protocol == "poll"  # the vendor's current default
+    assert s.worker_comms_url is None
     assert s.config_file is None
     assert s.pinned_ca_sha256 is None
     assert s.release_key_fingerprints == ()
