@@ -492,6 +492,7 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
     settings = state.settings
     if settings.protocol == "poll":
         from hardened_launcher.controlplane.store import (  # noqa: PLC0415
+            SqliteOutboxJournal,
             current_certificate_serials,
         )
         from hardened_launcher.transport.poll_server import (  # noqa: PLC0415
@@ -506,6 +507,8 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
             namespace=settings.namespace,
             ssl_context=state.poll_server_tls(),
             certificates=PoolCertificates(lambda: current_certificate_serials(store_path)),
+            # Unacknowledged messages to workers survive a restart of serve (same ids).
+            session_options={"journal": SqliteOutboxJournal(store_path)},
         )
         return server, f"https://{settings.poll_host}:{settings.poll_port}"
     from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415

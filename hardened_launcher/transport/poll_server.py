@@ -245,6 +245,10 @@ class PollServer:
     def start(self, *, timeout_seconds: float = 30.0) -> None:
         if self._thread is not None:
             raise RuntimeError("the transport was already started")
+        with self._lock:
+            restored = self._session.restore(now=time.monotonic())
+        if restored:
+            _log.info("poll.outbox_restored", extra={"messages": restored})
         self._thread = threading.Thread(target=self._run, name="poll-server", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout_seconds):

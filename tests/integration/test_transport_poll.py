@@ -508,3 +508,52 @@ def test_server_refuses_to_start_on_a_busy_port(poll: PollHarness) -> None:
     )
     with pytest.raises(Exception, match="cannot listen"):
         other.start(timeout_seconds=5)
+
+
+def test_messages_to_workers_survive_a_control_plane_restart_with_the_journal(
+    poll: PollHarness,
+) -> None:
+    """Unacknowledged control plane → worker messages are in the store's journal: after a
+    restart the same messages (same ids) go out, each delivered exactly once."""
+    from hardened_launcher.controlplane.store import SqliteOutboxJournal, Store  # noqa: PLC0415
+
+    store_path = poll.directory / "store.sqlite3"
+    Store(store_path, create=True).close()
+    journals = [SqliteOutboxJournal(store_path)]
+    poll.restart(journal=journals[-1])
+    pool = poll.pool("pool-a")
+    relay = _Relay(poll.port)
+    try:
+        worker = poll.worker(pool, "w1", url=f"https://localhost:{relay.port}")
+        with started(worker):
+            worker.send(_register("w1", "pool-a"))
+            [first] = _drain(_server(poll), count=1)
+            delivered_before = [_server(poll).send(Cancel(run_id="before"), peer=first.peer)]
+            assert _drain(worker, count=1)[0].message.id == delivered_before[0].id
+            deadline = time.monotonic() + 10
+            while _server(poll).stats().outbox_messages and time.monotonic() < deadline:
+                time.sleep(0.05)  # the worker's ack is in
+            relay.down = True
+            relay.cut()
+            pending = [
+                _server(poll).send(Start(run_id=f"run-{i}", lease_id=f"lease-{i}"), peer=first.peer)
+                for i in range(5)
+            ]
+            time.sleep(0.3)
+            assert _server(poll).stats().outbox_messages == 5
+            journals.append(SqliteOutboxJournal(store_path))
+            poll.restart(journal=journals[-1])  # the old server's memory is gone
+            assert _server(poll).stats().outbox_messages == 5
+            relay.down = False
+            got = _drain(worker, count=5, timeout=20)
+            assert sorted(r.message.id for r in got) == sorted(m.id for m in pending)
+            assert worker.receive(timeout_seconds=6) is None  # nothing twice
+            deadline = time.monotonic() + 10
+            while _server(poll).stats().outbox_messages and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _server(poll).stats().outbox_messages == 0
+            assert journals[-1].load() == []  # acked: gone from the journal too
+    finally:
+        relay.close()
+        for journal in journals:
+            journal.close()
