@@ -289,6 +289,8 @@ def run_pool_reset(args: argparse.Namespace) -> int:
         if pid is not None:
             reload_broker(pid)
             applied = f"broker (pid {pid}) reloaded with SIGHUP"
+        elif state.settings.protocol == "poll":
+            applied = "serve refuses the old certificate within 2 s (long polling; no SIGHUP)"
         else:
             applied = "send mosquitto SIGHUP to apply it (no broker pid file known)"
         sys.stderr.write(
