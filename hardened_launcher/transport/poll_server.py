@@ -63,6 +63,8 @@ class PollServerOptions:
     """Limits and timings of :class:`PollServer` (defaults suit production)."""
 
     max_held_polls: int = 20_000
+    #: TLS connections at once; more are closed on accept (before the handshake).
+    max_connections: int = 25_000
     max_mailbox_frames: int = 20_000
     max_mailbox_bytes: int = 64 * 1024 * 1024
     requests_per_second: float = 100.0
@@ -72,7 +74,9 @@ class PollServerOptions:
     session_expiry_seconds: float = 300.0
     handshake_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 15.0
-    keepalive_timeout_seconds: float = 75.0
+    #: A connection without a complete request for this long is closed: idle keep-alive, and
+    #: clients that send their headers slowly or not at all.
+    keepalive_timeout_seconds: float = 30.0
     receive_queue_size: int = 10_000
     retry_after_seconds: int = 5
     housekeeping_seconds: float = 0.25
@@ -93,11 +97,26 @@ class _AlertingSSLProtocol(asyncio.sslproto.SSLProtocol):
     #: measured: ~0.3 MiB of control-plane memory per idle long poll with it).
     max_size = 32 * 1024
 
+    def __init__(self, *args: Any, on_lost: Callable[[], None], **kwargs: Any) -> None:  # noqa: ANN401 - asyncio's own signature
+        super().__init__(*args, **kwargs)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._on_lost()
+        super().connection_lost(exc)
+
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
             with contextlib.suppress(Exception):
                 self._process_outgoing()  # type: ignore[attr-defined] # not in typeshed
         super()._on_handshake_complete(handshake_exc)
+
+
+class _Refuse(asyncio.Protocol):
+    """Closes a connection at once (over ``max_connections``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 class CertificateRefused(Exception):  # noqa: N818 - a refusal, not a program error
@@ -221,6 +240,7 @@ class PollServer:
         self._inbox: queue.Queue[Received] = queue.Queue(maxsize=self._options.receive_queue_size)
         self._workers: dict[WorkerAddress, _WorkerSession] = {}
         self._held_polls = 0
+        self._connections = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
@@ -299,6 +319,9 @@ class PollServer:
     def sessions(self) -> int:
         return len(self._workers)
 
+    def connections(self) -> int:
+        return self._connections
+
     # -- the server thread ------------------------------------------------------------------
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -335,14 +358,22 @@ class PollServer:
             app_protocols = runner.server
             assert app_protocols is not None  # noqa: S101 - set by setup()
 
+            def lost() -> None:
+                self._connections -= 1
+
             def tls_protocol() -> asyncio.BaseProtocol:
+                if self._connections >= self._options.max_connections:
+                    self.refusals["too_many_connections"] += 1
+                    return _Refuse()
+                self._connections += 1
                 return _AlertingSSLProtocol(
                     loop,
                     app_protocols(),
                     self._ssl,
-                    None,  # type: ignore[arg-type] # typeshed: no waiter is allowed at run time
+                    None,  # no waiter
                     server_side=True,
                     ssl_handshake_timeout=int(self._options.handshake_timeout_seconds),
+                    on_lost=lost,
                 )
 
             server = await loop.create_server(

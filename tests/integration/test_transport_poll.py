@@ -557,3 +557,41 @@ def test_messages_to_workers_survive_a_control_plane_restart_with_the_journal(
         relay.close()
         for journal in journals:
             journal.close()
+
+
+def test_slow_or_silent_clients_are_cut_and_connections_are_capped(tmp_path: Path) -> None:
+    options = PollServerOptions(
+        keepalive_timeout_seconds=1.0,
+        handshake_timeout_seconds=1.0,
+        max_connections=3,
+        will_delay_seconds=60,
+        housekeeping_seconds=0.05,
+    )
+    with running_poll_server(tmp_path, options=options) as h:
+        pool = h.pool("pool-a")
+        context = build_tls_context(TlsCredentials.for_pool(pool.token, pool.key))
+        # No TLS handshake at all: dropped after the handshake timeout.
+        silent = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+        # A handshake, then headers that trickle in and never end.
+        raw = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+        slow = context.wrap_socket(raw, server_hostname="localhost")
+        slow.sendall(b"GET /v1/poll HTTP/1.1\r\nHost: localhost\r\n")
+        started_at = time.monotonic()
+        # The cap: with two connections open, a third is allowed, a fourth closed at once.
+        third = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+        fourth = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+        assert fourth.recv(1) == b""
+        assert _server(h).refusals["too_many_connections"] >= 1
+        assert silent.recv(1) == b""
+        try:
+            data = slow.recv(1)
+        except (ssl.SSLError, OSError):
+            data = b""
+        assert data == b""  # closed, with no response
+        assert time.monotonic() - started_at < 8
+        for s in (silent, slow, third, fourth):
+            s.close()
+        deadline = time.monotonic() + 5
+        while _server(h).connections() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _server(h).connections() == 0
