@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,3 +130,12 @@ def test_cursor_and_wait_defaults_and_bounds() -> None:
 )
 def test_retry_after_is_bounded_delta_seconds(value: str | None, expected: float) -> None:
     assert wire.parse_retry_after(value, default=7.0) == expected
+
+
+CORPUS = Path(__file__).resolve().parents[2] / "fuzz" / "corpus" / "poll_frames"
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.iterdir()), ids=lambda p: p.name)
+def test_fuzz_corpus_seed(path: Path) -> None:
+    fuzz = importlib.import_module("fuzz.poll_frames")
+    fuzz.test_one_input(path.read_bytes())
