@@ -245,7 +245,7 @@ def current_certificate_serials(path: Path) -> dict[str, int]:
     connection (the long-poll server's thread asks for it; the store's own connection belongs
     to the serve loop's thread)."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read the store {path}", hint="Check the state directory") from exc
     try:
@@ -272,7 +272,11 @@ class SqliteOutboxJournal:
                 path, isolation_level=None, timeout=10.0, check_same_thread=False
             )
             self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute("PRAGMA synchronous = FULL")
+            # NORMAL in WAL: a write survives a crash or kill of serve (what the journal is
+            # for) without an fsync per message and per ack on the server's event loop; a
+            # power cut can lose the last transactions (the worker then gets the message from
+            # the store's outbox again, or the lease expires).
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS transport_outbox (n INTEGER PRIMARY KEY "
                 "AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE, pool_id TEXT NOT NULL, "

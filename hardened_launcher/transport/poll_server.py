@@ -426,22 +426,27 @@ class PollServer:
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(self._options.housekeeping_seconds)
-            now = time.monotonic()
-            with self._lock:
-                due = self._session.due(now)
-            for outgoing in due:
-                self._deliver(outgoing)
-            for address, worker in list(self._workers.items()):
-                if worker.in_flight:
-                    continue
-                idle = now - worker.last_seen
-                if not worker.will_fired and idle >= self._options.will_delay_seconds:
-                    worker.will_fired = True
-                    if worker.will is not None:
-                        _log.info("poll.will_published", extra={"peer": str(address)})
-                        self._take(address, worker.will, now=now)
-                if idle >= self._options.session_expiry_seconds:
-                    del self._workers[address]
+            try:
+                self._housekeeping_once(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - one bad round must not stop retransmission
+                _log.error("poll.housekeeping_failed", extra={"error": type(exc).__name__})
+
+    def _housekeeping_once(self, now: float) -> None:
+        with self._lock:
+            due = self._session.due(now)
+        for outgoing in due:
+            self._deliver(outgoing)
+        for address, worker in list(self._workers.items()):
+            if worker.in_flight:
+                continue
+            idle = now - worker.last_seen
+            if not worker.will_fired and idle >= self._options.will_delay_seconds:
+                worker.will_fired = True
+                if worker.will is not None:
+                    _log.info("poll.will_published", extra={"peer": str(address)})
+                    self._take(address, worker.will, now=now)
+            if idle >= self._options.session_expiry_seconds:
+                del self._workers[address]
 
     def _take(self, address: WorkerAddress, payload: bytes, *, now: float) -> bool:
         """Judge one payload from ``address``; False when the receive queue is full."""
