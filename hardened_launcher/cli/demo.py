@@ -1,7 +1,8 @@
 """CLI command: ``hardened-launcher demo`` — the whole product end to end on one machine.
 
-With nothing configured: a control plane, mosquitto, SeaweedFS S3 and a launcher in a temporary
-directory (:class:`hardened_launcher.demo.Environment`), then the four stories as they happen,
+With nothing configured: a control plane (HTTPS long polling; mosquitto with --protocol mqtt),
+SeaweedFS S3 and a launcher in a temporary directory
+(:class:`hardened_launcher.demo.Environment`), then the four stories as they happen,
 a summary table and where to look. Rich output when ``rich`` is installed, plain text otherwise.
 Everything it started is stopped on exit and on Ctrl-C.
 """
@@ -145,7 +146,10 @@ def run_demo(args: argparse.Namespace) -> int:
     results: list[StoryResult] = []
     try:
         out.say(f"everything lives in {env.path}")
-        out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
+        if env.state is not None and env.protocol == "poll":
+            out.say(f"control plane long polls at {env.state.settings.control_plane_url}")
+        else:
+            out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
         out.say(f"object storage at {env.s3.server.endpoint_url if env.s3 else '-'}")
         out.say(f"{len(env.workers)} launcher(s) registered in pool {env.pool}")
         for index, (title, story) in enumerate(STORIES, 1):
