@@ -479,8 +479,8 @@ def run_serve(args: argparse.Namespace) -> int:
         transport.start()
         try:
             sys.stderr.write(
-                f"control plane serving {settings.protocol} on {where} "
-                f"(namespace {settings.namespace})\n"
+                f"control plane serving on {where} "
+                f"({settings.protocol}, namespace {settings.namespace})\n"
             )
             sys.stderr.flush()
             serve(Coordinator(store, transport, log_urls=storage), stop=stop)
