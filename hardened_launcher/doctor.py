@@ -199,6 +199,20 @@ def _span(delta: timedelta) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
+def check_transport(ctx: DoctorContext) -> CheckResult:
+    """Which transport ``start`` will use and where it connects (no network access here)."""
+    from hardened_launcher.transport.factory import comms_endpoint  # noqa: PLC0415
+
+    name = "transport"
+    if ctx.settings is None or ctx.token is None:
+        return _skip(name, "the settings or the token")
+    try:
+        endpoint = comms_endpoint(ctx.settings, ctx.token)
+    except LauncherError as exc:
+        return _failed(name, exc)
+    return CheckResult(name=name, status=Status.PASS, summary=endpoint.describe())
+
+
 def check_certificate(ctx: DoctorContext) -> CheckResult:
     name = "pool certificate"
     if ctx.settings is None or ctx.key is None or ctx.token is None:
@@ -561,6 +575,7 @@ CHECKS: list[Check] = [
     check_settings,
     check_pool_key,
     check_token,
+    check_transport,
     check_certificate,
     check_release_keys,
     check_worker_release,

@@ -23,9 +23,9 @@ Contract
   per line in ``detail``) so the operator fixes everything in one go. Each problem names the
   variable, shows the bad value (never for secret variables, and never a URL's credentials) and
   says the expected form.
-- ``SPACELIFT_WORKER_COMMS_PROTOCOL=poll`` is recognised but refused at load time (fail closed):
-  the polling transport is reserved and not implemented, so no :class:`Settings` object can
-  carry it. ``mqtt`` is the only accepted value today.
+- ``SPACELIFT_WORKER_COMMS_PROTOCOL`` is ``poll`` (HTTPS long polling, the default) or ``mqtt``;
+  ``SPACELIFT_WORKER_COMMS_URL`` is the control plane's ``https://`` URL for ``poll`` (unset:
+  the token's ``control_plane_url``). docs/transport.md describes both transports.
 
 :data:`VARIABLES` is the single source of truth for the README's configuration table
 (:func:`markdown_table`); a unit test keeps the two, and the fields of :class:`Settings`, in step.
@@ -755,13 +755,45 @@ def _parse_protocol(text: str) -> CommsProtocol:
     if value == "mqtt":
         return "mqtt"
     if value == "poll":
+        return "poll"
+    raise _InvalidValueError("is not a known protocol", expected="poll or mqtt (or leave it unset)")
+
+
+_COMMS_URL_FORM: Final = (
+    "an https:// URL with a host, an optional port and path, and no credentials, query or "
+    "fragment (e.g. https://controlplane.example.com or https://10.0.0.5:8443/spacelift)"
+)
+
+
+def _parse_comms_url(text: str) -> str:
+    """The long-poll transport's base URL: https only; never echoes credentials."""
+    value = text.strip()
+    if len(value) > MAX_ENDPOINT_CHARS or _has_control(value) or any(c.isspace() for c in value):
         raise _InvalidValueError(
-            "selects the polling transport, which is reserved and not implemented by "
-            "hardened-launcher yet",
-            expected="mqtt (or leave it unset)",
-            reason="comms_protocol_not_implemented",
+            "is too long or contains spaces or control characters", expected=_COMMS_URL_FORM
         )
-    raise _InvalidValueError("is not a known protocol", expected="mqtt (or leave it unset)")
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise _InvalidValueError(
+            "carries credentials in the URL; the pool certificate authenticates the launcher",
+            expected=_COMMS_URL_FORM,
+            reason="comms_url_has_credentials",
+            hide_value=True,
+        )
+    if parts.scheme.lower() != "https":
+        raise _InvalidValueError("is not an https:// URL", expected=_COMMS_URL_FORM)
+    try:
+        port = parts.port
+    except ValueError:
+        raise _InvalidValueError("has an invalid port", expected=_COMMS_URL_FORM) from None
+    if port == 0:
+        raise _InvalidValueError("has an invalid port", expected=_COMMS_URL_FORM)
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise _InvalidValueError("has a query or fragment", expected=_COMMS_URL_FORM)
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    if not _valid_host(host):
+        raise _InvalidValueError("does not name a valid host", expected=_COMMS_URL_FORM)
+    return value
 
 
 _CA_FORM: Final = (
@@ -1212,10 +1244,18 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
     VariableSpec(
         name="SPACELIFT_WORKER_COMMS_PROTOCOL",
         field="worker_comms_protocol",
-        default="`mqtt`",
+        default="`poll`",
         source="seed",
-        description="Transport to the control plane; only `mqtt` is implemented (`poll` is "
-        "reserved and refused at start-up).",
+        description="Transport to the control plane: `poll` (HTTPS long polling with the pool "
+        "certificate; passes HTTP proxies) or `mqtt` (the token's broker).",
+    ),
+    VariableSpec(
+        name="SPACELIFT_WORKER_COMMS_URL",
+        field="worker_comms_url",
+        default="the token's `control_plane_url`",
+        source="seed",
+        description="Control plane URL for `poll`: `https://` only, no credentials, query or "
+        "fragment; `HTTPS_PROXY`/`NO_PROXY` apply to it.",
     ),
     VariableSpec(
         name=CONFIG_FILE_VARIABLE,
@@ -1547,7 +1587,8 @@ class Settings:
     privatevcs_mappings: tuple[PrivateVcsMapping, ...] = ()
     run_logs_on_standard_output_enabled: bool = False
     debug: bool = False
-    worker_comms_protocol: CommsProtocol = "mqtt"
+    worker_comms_protocol: CommsProtocol = "poll"
+    worker_comms_url: str | None = None
     # -- HL_* (this project) -------------------------------------------------------------------
     config_file: Path | None = None
     pinned_ca_sha256: bytes | None = None
@@ -1610,8 +1651,13 @@ class Settings:
             bad.append(("max_concurrent_runs", f"must be 1 to {MAX_CONCURRENT_RUNS_LIMIT}"))
         if not MIN_ENVELOPE_BYTES <= self.max_envelope_bytes <= MAX_ENVELOPE_BYTES_LIMIT:
             bad.append(("max_envelope_bytes", "must be from 1 KiB to 256 MiB"))
-        if self.worker_comms_protocol != "mqtt":
-            bad.append(("worker_comms_protocol", "only mqtt is implemented"))
+        if self.worker_comms_protocol not in ("mqtt", "poll"):
+            bad.append(("worker_comms_protocol", "must be poll or mqtt"))
+        if self.worker_comms_url is not None:
+            try:
+                _parse_comms_url(self.worker_comms_url)
+            except _InvalidValueError:
+                bad.append(("worker_comms_url", "must be an https:// URL without credentials"))
         if self.pinned_ca_sha256 is not None and len(self.pinned_ca_sha256) != 32:
             bad.append(("pinned_ca_sha256", "must be 32 bytes (a SHA-256 digest)"))
         if not _DOCKER_NAME_RE.fullmatch(self.worker_network):
@@ -2203,7 +2249,8 @@ def load_settings(
     privatevcs_mappings = loader.privatevcs()
     run_logs_stdout = get("SPACELIFT_RUN_LOGS_ON_STANDARD_OUTPUT_ENABLED", _parse_bool, False)
     debug = get("SPACELIFT_DEBUG", _parse_bool, False)
-    protocol: CommsProtocol = get("SPACELIFT_WORKER_COMMS_PROTOCOL", _parse_protocol, "mqtt")
+    protocol: CommsProtocol = get("SPACELIFT_WORKER_COMMS_PROTOCOL", _parse_protocol, "poll")
+    comms_url = get("SPACELIFT_WORKER_COMMS_URL", _parse_comms_url, None)
 
     pinned_ca_sha256 = get("HL_CA_FINGERPRINT", _parse_ca_fingerprint, None)
     release_keys = get("HL_RELEASE_KEY_FINGERPRINTS", _parse_fingerprints, no_names)
@@ -2310,6 +2357,7 @@ def load_settings(
         run_logs_on_standard_output_enabled=run_logs_stdout,
         debug=debug,
         worker_comms_protocol=protocol,
+        worker_comms_url=comms_url,
         config_file=config_path,
         pinned_ca_sha256=pinned_ca_sha256,
         release_key_fingerprints=release_keys,

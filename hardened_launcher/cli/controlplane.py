@@ -43,6 +43,7 @@ from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
 from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
 from hardened_launcher.secrets import wipe_bytearray
 from hardened_launcher.terminal import TerminalWriter, for_terminal
+from hardened_launcher.transport.base import Transport
 from hardened_launcher.transport.broker_config import reload_broker
 
 DIR_VARIABLE = "HL_CP_DIR"
@@ -99,8 +100,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     init.add_argument("--broker-url", default=None, help="broker URL put in tokens")
     init.add_argument(
-        "--control-plane-url", default="http://localhost:8080", help="URL put in tokens"
+        "--control-plane-url",
+        default=None,
+        help="URL put in tokens (default: the long-poll endpoint https://localhost:PORT with "
+        "poll, http://localhost:8080 with mqtt)",
     )
+    init.add_argument(
+        "--protocol",
+        choices=("poll", "mqtt"),
+        default="poll",
+        help="worker transport `serve` offers: HTTPS long polling (default, no broker) or MQTT",
+    )
+    init.add_argument("--poll-host", default="127.0.0.1", help="long-poll listener address")
+    init.add_argument("--poll-port", type=int, default=8443, help="long-poll listener port")
     init.add_argument("--namespace", default="spacelift", help="first MQTT topic level")
     init.add_argument(
         "--no-broker", action="store_true", help="do not write the mosquitto configuration"
@@ -213,16 +225,30 @@ def run_init(args: argparse.Namespace) -> int:
         if host in ("127.0.0.1", "localhost", "::1")
         else f"mqtts://{host}:{args.broker_port}"
     )
+    control_plane_url = args.control_plane_url
+    if control_plane_url is None:
+        poll_host = args.poll_host
+        local = poll_host in ("127.0.0.1", "localhost", "::1")
+        control_plane_url = (
+            f"https://{'localhost' if local else poll_host}:{args.poll_port}"
+            if args.protocol == "poll"
+            else "http://localhost:8080"
+        )
     settings = ControlPlaneSettings(
         broker_url=broker_url,
-        control_plane_url=args.control_plane_url,
+        control_plane_url=control_plane_url,
         namespace=args.namespace,
         broker_host=host,
         broker_port=args.broker_port,
+        protocol=args.protocol,
+        poll_host=args.poll_host,
+        poll_port=args.poll_port,
     )
     state = init_state_dir(path, settings=settings, with_broker=not args.no_broker)
     print(f"initialised control plane in {state.path}")
-    if not args.no_broker:
+    if args.protocol == "poll":
+        print(f"workers: long polling at {control_plane_url} (`serve` listens; no broker)")
+    elif not args.no_broker:
         print(f"broker: mosquitto -c {state.broker_dir / 'mosquitto.conf'}")
     return 0
 
@@ -261,12 +287,14 @@ def run_pool_create(args: argparse.Namespace) -> int:
 def run_pool_reset(args: argparse.Namespace) -> int:
     # A pid file that cannot be used is refused before the certificate is revoked.
     pid = _state(args).broker_pid(args.broker_pid_file, environ=os.environ)
-    _, issued = _issue_and_print(args, reset_pool)
+    state, issued = _issue_and_print(args, reset_pool)
     revoked = issued.revoked.serial if issued.revoked else "-"
     if issued.revocation_list is not None:
         if pid is not None:
             reload_broker(pid)
             applied = f"broker (pid {pid}) reloaded with SIGHUP"
+        elif state.settings.protocol == "poll":
+            applied = "serve refuses the old certificate within 2 s (long polling; no SIGHUP)"
         else:
             applied = "send mosquitto SIGHUP to apply it (no broker pid file known)"
         sys.stderr.write(
@@ -447,7 +475,6 @@ def run_serve(args: argparse.Namespace) -> int:
         serve,
         stop_on_signals,
     )
-    from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
     from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
@@ -459,23 +486,14 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = state.settings
     with state.open_store() as store:
         # A fresh CRL at every start, so its next_update never lapses (mosquitto reads it on
-        # its own start and on SIGHUP).
+        # its own start and on SIGHUP; the long-poll server when it starts).
         state.update_revocation_list(store, now=datetime.now(UTC))
-        credentials = state.tls_credentials()
-        try:
-            transport = MqttTransport.for_control_plane(
-                host=settings.broker_host,
-                port=settings.broker_port,
-                namespace=settings.namespace,
-                credentials=credentials,
-            )
-        finally:
-            credentials.private_key_pem.wipe()
+        transport, where = _serve_transport(state)
         transport.start()
         try:
             sys.stderr.write(
-                f"control plane serving on {settings.broker_host}:{settings.broker_port} "
-                f"(namespace {settings.namespace})\n"
+                f"control plane serving on {where} "
+                f"({settings.protocol}, namespace {settings.namespace})\n"
             )
             sys.stderr.flush()
             serve(
@@ -485,3 +503,42 @@ def run_serve(args: argparse.Namespace) -> int:
         finally:
             transport.close()
     return 0
+
+
+def _serve_transport(state: StateDir) -> tuple[Transport, str]:
+    """The control plane's transport for ``serve``: the long-poll server or the MQTT client."""
+    settings = state.settings
+    if settings.protocol == "poll":
+        from hardened_launcher.controlplane.store import (  # noqa: PLC0415
+            SqliteOutboxJournal,
+            current_certificate_serials,
+        )
+        from hardened_launcher.transport.poll_server import (  # noqa: PLC0415
+            PollServer,
+            PoolCertificates,
+        )
+
+        store_path = state.store_path
+        server = PollServer(
+            host=settings.poll_host,
+            port=settings.poll_port,
+            namespace=settings.namespace,
+            ssl_context=state.poll_server_tls(),
+            certificates=PoolCertificates(lambda: current_certificate_serials(store_path)),
+            # Unacknowledged messages to workers survive a restart of serve (same ids).
+            session_options={"journal": SqliteOutboxJournal(store_path)},
+        )
+        return server, f"https://{settings.poll_host}:{settings.poll_port}"
+    from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
+
+    credentials = state.tls_credentials()
+    try:
+        transport = MqttTransport.for_control_plane(
+            host=settings.broker_host,
+            port=settings.broker_port,
+            namespace=settings.namespace,
+            credentials=credentials,
+        )
+    finally:
+        credentials.private_key_pem.wipe()
+    return transport, f"{settings.broker_host}:{settings.broker_port}"

@@ -1,7 +1,8 @@
 """CLI command: ``hardened-launcher demo`` — the whole product end to end on one machine.
 
-With nothing configured: a control plane, mosquitto, SeaweedFS S3 and a launcher in a temporary
-directory (:class:`hardened_launcher.demo.Environment`), then the four stories as they happen,
+With nothing configured: a control plane (HTTPS long polling; mosquitto with --protocol mqtt),
+SeaweedFS S3 and a launcher in a temporary directory
+(:class:`hardened_launcher.demo.Environment`), then the four stories as they happen,
 a summary table and where to look. Rich output when ``rich`` is installed, plain text otherwise.
 Everything it started is stopped on exit and on Ctrl-C.
 """
@@ -99,9 +100,10 @@ def _narrator(plain: bool) -> _Plain:
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser(
         "demo",
-        help="the launcher end to end on this machine: control plane, broker, S3, containers",
-        description="Starts a control plane, mosquitto, SeaweedFS and a launcher in a temporary "
-        "directory and runs four stories (docs/demo.md). Needs Docker, mosquitto and weed.",
+        help="the launcher end to end on this machine: control plane, S3, containers",
+        description="Starts a control plane (long polling by default; mosquitto with "
+        "--protocol mqtt), SeaweedFS and a launcher in a temporary directory and runs four "
+        "stories (docs/demo.md). Needs Docker and weed (and mosquitto for mqtt).",
     )
     parser.add_argument("--plain", action="store_true", help="plain text even on a terminal")
     parser.add_argument(
@@ -115,6 +117,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="TAG",
         default="",
         help="run the launcher from this container image (scripts/image) instead of this Python",
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("poll", "mqtt"),
+        default="poll",
+        help="worker transport: HTTPS long polling (default, no broker) or MQTT via mosquitto",
     )
     parser.set_defaults(handler=run_demo)
 
@@ -134,8 +142,12 @@ def run_demo(args: argparse.Namespace) -> int:
         keep=not args.clean,
         run_timeout=DEMO_RUN_TIMEOUT,
         launcher_image=args.launcher_image,
+        protocol=args.protocol,
     )
-    out.title("Setting up: control plane, mosquitto (mTLS), SeaweedFS S3, launcher")
+    transport = (
+        "HTTPS long polling (mTLS, no broker)" if args.protocol == "poll" else "mosquitto (mTLS)"
+    )
+    out.title(f"Setting up: control plane, {transport}, SeaweedFS S3, launcher")
     try:
         env.start()
     except MissingComponentsError as exc:
@@ -151,7 +163,10 @@ def run_demo(args: argparse.Namespace) -> int:
     results: list[StoryResult] = []
     try:
         out.say(f"everything lives in {env.path}")
-        out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
+        if env.state is not None and env.protocol == "poll":
+            out.say(f"control plane long polls at {env.state.settings.control_plane_url}")
+        else:
+            out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
         out.say(f"object storage at {env.s3.server.endpoint_url if env.s3 else '-'}")
         out.say(f"{len(env.workers)} launcher(s) registered in pool {env.pool}")
         for index, (title, story) in enumerate(STORIES, 1):

@@ -54,7 +54,9 @@ from hardened_launcher.startup import (
     check_startup,
     open_configured_audit_log,
 )
-from hardened_launcher.transport.client import BrokerUnavailableError, MqttTransport
+from hardened_launcher.transport.base import Transport
+from hardened_launcher.transport.client import BrokerUnavailableError
+from hardened_launcher.transport.factory import worker_transport
 
 log = logging.getLogger("hardened_launcher.launcher")
 
@@ -109,8 +111,8 @@ def _setup_logging() -> None:
 
 
 def _connect(
-    factory: Callable[[], MqttTransport], *, retry: ConnectRetry, stop: list[bool]
-) -> MqttTransport:
+    factory: Callable[[], Transport], *, retry: ConnectRetry, stop: list[bool]
+) -> Transport:
     delay = retry.first_delay_seconds
     attempt = 0
     while True:
@@ -225,7 +227,7 @@ def run(
         )
         stop: list[bool] = []
         transport = _connect(
-            lambda: MqttTransport.for_worker(token=token, key=key, worker_id=launcher_id),
+            lambda: worker_transport(settings, token=token, key=key, worker_id=launcher_id),
             retry=connect_retry or ConnectRetry(),
             stop=stop,
         )

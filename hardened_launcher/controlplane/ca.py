@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -92,8 +93,17 @@ class ControlPlaneSettings:
     namespace: str = DEFAULT_MQTT_NAMESPACE
     broker_host: str = "127.0.0.1"
     broker_port: int = 8883
+    #: ``poll`` (HTTPS long polling served by ``serve`` itself) or ``mqtt`` (through mosquitto).
+    #: A state directory from before the poll transport has no such key: ``mqtt``.
+    protocol: str = "poll"
+    poll_host: str = "127.0.0.1"
+    poll_port: int = 8443
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("poll", "mqtt"):
+            raise _bad_state("the protocol is not poll or mqtt", hint="Pass --protocol poll|mqtt")
+        if not 1 <= self.poll_port <= 65535:
+            raise _bad_state("the poll port is out of range", hint="Pass --poll-port 1-65535")
         if MQTT_NAMESPACE_PATTERN.fullmatch(self.namespace) is None:
             raise _bad_state(
                 "the MQTT namespace is not one topic level of [A-Za-z0-9_-]",
@@ -125,6 +135,9 @@ class ControlPlaneSettings:
                 namespace=str(doc["namespace"]),
                 broker_host=str(doc["broker_host"]),
                 broker_port=int(doc["broker_port"]),
+                protocol=str(doc.get("protocol", "mqtt")),
+                poll_host=str(doc.get("poll_host", "127.0.0.1")),
+                poll_port=int(doc.get("poll_port", 8443)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise _bad_state(
@@ -277,6 +290,27 @@ class StateDir:
                 reason="broker_pid_invalid",
             )
         return pid
+
+    def poll_server_tls(self) -> ssl.SSLContext:
+        """The long-poll endpoint's TLS: the server certificate and CRL in ``broker/`` (shared
+        with mosquitto), client certificates of the pool CA required."""
+        tls = self.broker_dir
+        try:
+            # aiohttp loads only when serve makes its poll endpoint.
+            from hardened_launcher.transport.poll_server import server_tls_context  # noqa: PLC0415
+
+            return server_tls_context(
+                ca_pem=(self.path / CA_CERT_FILE).read_bytes(),
+                cert_file=str(tls / "server.pem"),
+                key_file=str(tls / "server.key"),
+                crl_file=str(tls / "crl.pem"),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise _bad_state(
+                "the TLS server files in broker/ cannot be loaded",
+                hint="Initialise the state directory without --no-broker (broker/ holds the "
+                "server certificate and CRL of both transports)",
+            ) from exc
 
     def update_revocation_list(self, store: Store, *, now: datetime) -> Path | None:
         """Rewrite the broker's CRL from the store's revoked serials (None without a broker dir).

@@ -33,6 +33,8 @@ from hardened_launcher.controlplane.dispatch import (
     WorkerState,
 )
 from hardened_launcher.controlplane.errors import ConflictError, NotFoundError, StoreError
+from hardened_launcher.transport.session import Outgoing
+from hardened_launcher.transport.topics import WorkerAddress
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,84 @@ def _create_private_file(path: Path) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, flags, STORE_FILE_MODE))
+
+
+def current_certificate_serials(path: Path) -> dict[str, int]:
+    """``{pool_id: serial}`` of every pool's current certificate, read on a fresh read-only
+    connection (the long-poll server's thread asks for it; the store's own connection belongs
+    to the serve loop's thread)."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}", hint="Check the state directory") from exc
+    try:
+        rows = db.execute("SELECT id, certificate_serial FROM pools").fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the pools in {path}", hint="Check the store") from exc
+    finally:
+        db.close()
+    return {str(pool_id): int(str(serial), 16) for pool_id, serial in rows}
+
+
+class SqliteOutboxJournal:
+    """The transport's outbox of unacknowledged critical messages, durable in the store's
+    database (table ``transport_outbox``), so a control-plane restart neither loses a message
+    sent to a worker (``start``, ``cancel``…) nor sends it under a new id: the same bytes go
+    out again after the restart and the worker drops what it already had as a duplicate.
+
+    It has its own connection; the transport calls it under its lock, from either thread.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(
+                path, isolation_level=None, timeout=10.0, check_same_thread=False
+            )
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            # NORMAL in WAL: a write survives a crash or kill of serve (what the journal is
+            # for) without an fsync per message and per ack on the server's event loop; a
+            # power cut can lose the last transactions (the worker then gets the message from
+            # the store's outbox again, or the lease expires).
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS transport_outbox (n INTEGER PRIMARY KEY "
+                "AUTOINCREMENT, message_id TEXT NOT NULL UNIQUE, pool_id TEXT NOT NULL, "
+                "worker_id TEXT NOT NULL, payload BLOB NOT NULL)"
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the transport journal in {path}: {type(exc).__name__}",
+                hint="Check the store file",
+            ) from exc
+
+    def keep(self, outgoing: Outgoing) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO transport_outbox(message_id, pool_id, worker_id, payload) "
+            "VALUES (?, ?, ?, ?)",
+            (
+                outgoing.message.id,
+                outgoing.peer.pool_id,
+                outgoing.peer.worker_id,
+                outgoing.payload,
+            ),
+        )
+
+    def forget(self, message_ids: list[str]) -> None:
+        self._db.executemany(
+            "DELETE FROM transport_outbox WHERE message_id = ?", [(i,) for i in message_ids]
+        )
+
+    def load(self) -> list[tuple[WorkerAddress, bytes]]:
+        rows = self._db.execute(
+            "SELECT pool_id, worker_id, payload FROM transport_outbox ORDER BY n"
+        ).fetchall()
+        return [
+            (WorkerAddress(pool_id=str(p), worker_id=str(w)), bytes(payload))
+            for p, w, payload in rows
+        ]
+
+    def close(self) -> None:
+        self._db.close()
 
 
 class Store:

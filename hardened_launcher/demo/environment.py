@@ -2,9 +2,11 @@
 
 :class:`Environment` runs the documented commands only, as child processes:
 
-1. ``hardened-launcher controlplane init`` (CA, signing key, store, mosquitto configuration on a
-   free loopback port);
-2. ``mosquitto -c <state>/broker/mosquitto.conf`` (mutual TLS, ACL, CRL);
+1. ``hardened-launcher controlplane init --protocol poll|mqtt`` (CA, signing key, store, TLS
+   server files, free loopback ports);
+2. with ``protocol="mqtt"`` only: ``mosquitto -c <state>/broker/mosquitto.conf`` (mutual TLS,
+   ACL, CRL). The default, ``poll``, starts no broker: ``serve`` itself holds the launchers'
+   HTTPS long polls;
 3. SeaweedFS ``weed server -s3`` on free loopback ports with its own credentials, and a bucket;
 4. ``hardened-launcher keygen`` + ``controlplane pool create`` (the pool token);
 5. a worker release signed by a fresh OpenPGP key, a busybox image (``docker import``), a sample
@@ -89,8 +91,9 @@ class MissingComponentsError(RuntimeError):
         super().__init__("; ".join(f"{m.what}: {m.how}" for m in missing))
 
 
-def find_prerequisites() -> list[Missing]:
-    """What is missing on this machine, each with exactly how to get it."""
+def find_prerequisites(protocol: str = "poll") -> list[Missing]:
+    """What is missing on this machine, each with exactly how to get it (mosquitto only for
+    ``protocol="mqtt"``)."""
     missing: list[Missing] = []
     docker = shutil.which("docker")
     if docker is None:
@@ -112,7 +115,7 @@ def find_prerequisites() -> list[Missing]:
                     "starts it for you",
                 )
             )
-    if find_mosquitto() is None:
+    if protocol == "mqtt" and find_mosquitto() is None:
         missing.append(Missing("mosquitto", "sudo apt-get install mosquitto"))
     if find_weed() is None:
         missing.append(
@@ -211,6 +214,8 @@ class Environment:
     log_url_expiry_seconds: int = 900
     #: Run each launcher from this container image instead of this Python (demo/container.py).
     launcher_image: str = ""
+    #: The worker transport: ``poll`` (HTTPS long polling, no broker) or ``mqtt`` (mosquitto).
+    protocol: str = "poll"
 
     # Filled by start().
     state: StateDir | None = None
@@ -247,7 +252,7 @@ class Environment:
 
     def start(self, *, launchers: bool = True) -> None:
         """Make everything and start the children; ``launchers=False`` leaves them to the caller."""
-        missing = find_prerequisites()
+        missing = find_prerequisites(self.protocol)
         if missing:
             raise MissingComponentsError(missing)
         if self.root is None:
@@ -258,7 +263,8 @@ class Environment:
         self._started = True
         try:
             self._init_control_plane()
-            self._start_broker()
+            if self.protocol == "mqtt":
+                self._start_broker()
             self._start_s3()
             self._create_pool()
             self._make_material()
@@ -351,6 +357,10 @@ class Environment:
             "127.0.0.1",
             "--broker-port",
             str(port),
+            "--protocol",
+            self.protocol,
+            "--poll-port",
+            str(free_port()),
             env=_base_environ(),
         )
         self.state = open_state_dir(self.cp_dir)
@@ -423,7 +433,8 @@ class Environment:
             raise DemoEnvironmentError(
                 "`hardened-launcher controlplane serve` exited with "
                 f"{self.serve.returncode()} right after starting (blocked on: the control "
-                f"plane's serve loop on the MQTT transport):\n{self.serve.output(2000)}"
+                f"plane's serve loop on the {self.protocol} transport):\n"
+                f"{self.serve.output(2000)}"
             )
         return self.serve
 
@@ -438,6 +449,7 @@ class Environment:
             SPACELIFT_LAUNCHER_RUN_TIMEOUT=self.run_timeout,
             SPACELIFT_LAUNCHER_LOGS_TIMEOUT=self.logs_timeout,
             SPACELIFT_WORKER_NETWORK="none",
+            SPACELIFT_WORKER_COMMS_PROTOCOL=self.protocol,
             SPACELIFT_METADATA_demo=name,
             HL_RELEASE_DIR=str(self.release.root),
             HL_RELEASE_KEYRING=str(self.release.keyring),
@@ -653,6 +665,13 @@ class Environment:
         )
 
     # -- outages --------------------------------------------------------------------------------
+    def restart_serve(self, *, down_seconds: float = 2.0) -> None:
+        """Stop ``controlplane serve`` (SIGTERM) and start it again: a control-plane restart."""
+        assert self.serve is not None  # noqa: S101
+        self.serve.stop()
+        time.sleep(down_seconds)
+        self.start_serve()
+
     def restart_broker(self, *, down_seconds: float = 2.0) -> None:
         assert self.broker is not None  # noqa: S101
         self.broker.restart(down_seconds=down_seconds)
@@ -675,8 +694,9 @@ class Environment:
             "directory": str(self.path),
             "control plane": str(self.cp_dir),
             "serve log": str(self.path / "serve.log"),
-            "broker log": str(self.path / "mosquitto.log"),
         }
+        if self.protocol == "mqtt":
+            info["broker log"] = str(self.path / "mosquitto.log")
         for launcher in self.workers:
             info[f"{launcher.name} log"] = str(launcher.log_path)
             info[f"{launcher.name} audit"] = str(launcher.audit_dir)

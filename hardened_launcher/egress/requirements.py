@@ -1,6 +1,7 @@
 """Every endpoint the launcher's host must reach, computed from the settings (a firewall list).
 
-Sources: the token (MQTT broker, control plane; object storage is reached through presigned
+Sources: the transport (``SPACELIFT_WORKER_COMMS_PROTOCOL``/``_URL`` or the token's broker),
+the token (control plane; object storage is reached through presigned
 URLs from the control plane), the private VCS mappings, the container registry of run images,
 and the egress policy's allow rules (runs reach those through the launcher's proxy, so the
 launcher's host connects to them).
@@ -14,6 +15,7 @@ from typing import Final
 from hardened_launcher.egress.policy import endpoint_host_port, load_policy
 from hardened_launcher.identity.token import Token
 from hardened_launcher.settings import Settings
+from hardened_launcher.transport.factory import comms_endpoint
 
 __all__ = ["DOCKER_HUB_ENDPOINTS", "Endpoint", "network_requirements", "render_text"]
 
@@ -41,13 +43,20 @@ def network_requirements(settings: Settings) -> tuple[Endpoint, ...]:
     out: list[Endpoint] = []
     if settings.token is not None:
         token = Token.from_encoded(settings.token)
+        comms = comms_endpoint(settings, token)
         out.append(
             Endpoint(
-                purpose="MQTT broker (run dispatch, status)",
-                host=token.broker_host,
-                ports=(token.broker_port,),
-                protocol="tcp (MQTT over TLS)",
-                source="SPACELIFT_TOKEN broker_url",
+                purpose=(
+                    "control plane long-poll transport (run dispatch, status; HTTPS_PROXY applies)"
+                    if comms.protocol == "poll"
+                    else "MQTT broker (run dispatch, status)"
+                ),
+                host=comms.host,
+                ports=(comms.port,),
+                protocol="tcp (HTTPS, client certificate)"
+                if comms.protocol == "poll"
+                else "tcp (MQTT over TLS)",
+                source=comms.source,
             )
         )
         host, port = endpoint_host_port(token.control_plane_url)

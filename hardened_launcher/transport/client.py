@@ -556,3 +556,9 @@ class MqttTransport:
 def _refusal(error: str) -> bool:
     lowered = error.lower()
     return any(marker in lowered for marker in _REFUSAL_MARKERS)
+
+
+def is_refusal(error: str) -> bool:
+    """True when a TLS or connect error text says the certificate was refused (fix the
+    token), not that the other side is unavailable (retry). Shared with the poll client."""
+    return _refusal(error)

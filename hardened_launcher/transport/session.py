@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Protocol
 
 from hardened_launcher.errors import RetryableError
 from hardened_launcher.transport.messages import (
@@ -121,6 +121,21 @@ class TransportStats:
     dropped_receive_queue_full: int = 0
 
 
+class OutboxJournal(Protocol):
+    """Durable copy of the outbox (the control plane's, so a restart loses and repeats nothing).
+
+    The session calls it under the transport's lock: ``keep`` when a critical message enters
+    the outbox, ``forget`` when entries leave it (acked, discarded, expired); ``load`` returns
+    what was kept, oldest first, to :meth:`Session.restore` at start.
+    """
+
+    def keep(self, outgoing: Outgoing) -> None: ...
+
+    def forget(self, message_ids: list[str]) -> None: ...
+
+    def load(self) -> list[tuple[WorkerAddress, bytes]]: ...
+
+
 @dataclass(kw_only=True)
 class _Pending:
     outgoing: Outgoing
@@ -153,6 +168,7 @@ class Session:
         dedupe_ids: int = DEFAULT_DEDUPE_IDS,
         max_streams: int = DEFAULT_MAX_STREAMS,
         wall_clock: Callable[[], datetime] | None = None,
+        journal: OutboxJournal | None = None,
     ) -> None:
         if (side == "worker") != (local is not None):
             raise ValueError("a worker session needs its own address; a control plane none")
@@ -176,6 +192,29 @@ class Session:
         self._receive_streams: OrderedDict[tuple[WorkerAddress, str], _StreamState] = OrderedDict()
         self._stats = TransportStats()
         self._peer_side: Side = "controlplane" if side == "worker" else "worker"
+        self._journal = journal
+
+    def restore(self, *, now: float) -> int:
+        """Put the journal's messages back into the outbox (same ids, seq and bytes), due at
+        once; the peer drops any it already got as duplicates. Returns how many."""
+        if self._journal is None:
+            return 0
+        restored = 0
+        for peer, payload in self._journal.load():
+            try:
+                message = Message.parse(payload, sender=self.side)
+            except MessageError:
+                _log.warning("transport.journal_entry_invalid", extra={"peer": str(peer)})
+                continue
+            outgoing = Outgoing(
+                peer=peer, topic=self._topic_for(peer), payload=payload, message=message
+            )
+            self._outbox[message.id] = _Pending(
+                outgoing=outgoing, first_sent=now, next_due=now, interval=self._retransmit_after
+            )
+            self._outbox_bytes += len(payload)
+            restored += 1
+        return restored
 
     # -- helpers -----------------------------------------------------------------------------
     def _count(self, **increments: int) -> None:
@@ -248,6 +287,8 @@ class Session:
                 interval=self._retransmit_after,
             )
             self._outbox_bytes += len(payload)
+            if self._journal is not None:
+                self._journal.keep(outgoing)
         self._count(sent=1)
         return outgoing
 
@@ -284,6 +325,8 @@ class Session:
         entry = self._outbox.pop(message_id, None)
         if entry is not None:
             self._outbox_bytes -= len(entry.outgoing.payload)
+            if self._journal is not None:
+                self._journal.forget([message_id])
         return entry
 
     def due(self, now: float) -> list[Outgoing]:
@@ -307,6 +350,18 @@ class Session:
             entry.next_due = now + entry.interval
         self._count(retransmitted=len(self._outbox))
         return [entry.outgoing for entry in self._outbox.values()]
+
+    def pending_for(self, peer: WorkerAddress, now: float) -> list[Outgoing]:
+        """Every unacknowledged critical message to ``peer`` (to resend when it reconnects)."""
+        self._expire(now)
+        result = []
+        for entry in self._outbox.values():
+            if entry.outgoing.peer == peer:
+                entry.attempts += 1
+                entry.next_due = now + entry.interval
+                result.append(entry.outgoing)
+        self._count(retransmitted=len(result))
+        return result
 
     def discard_pending(self, peer: WorkerAddress) -> int:
         """Forget unacknowledged messages to ``peer`` (the worker is gone). Returns how many."""

@@ -1,6 +1,7 @@
 """End-to-end fixtures: :class:`hardened_launcher.demo.Environment` on real components.
 
-dockerd, mosquitto with the generated TLS configuration, SeaweedFS S3, ``controlplane serve``
+dockerd, the long-poll endpoint of ``serve`` (default) or mosquitto with the generated TLS
+configuration (``protocol="mqtt"``), SeaweedFS S3, ``controlplane serve``
 and ``hardened-launcher start`` as child processes. A missing component skips locally and
 fails in CI (tests/conftest.py); a missing piece of the product (serve, the daemon) is never
 skipped: the test fails with a message naming it.
@@ -45,9 +46,10 @@ def make_env(tmp_path: Path) -> Iterator[EnvFactory]:
         env.stop()
 
 
-@pytest.fixture
-def demo_env(make_env: EnvFactory) -> Environment:
-    """One launcher with the sample policy and the demo's 15 s run timeout."""
+@pytest.fixture(params=["poll", "mqtt"])
+def demo_env(make_env: EnvFactory, request: pytest.FixtureRequest) -> Environment:
+    """One launcher with the sample policy and the demo's 15 s run timeout, over each
+    transport (poll, the default, starts no broker)."""
     from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT  # noqa: PLC0415
 
-    return make_env(run_timeout=DEMO_RUN_TIMEOUT)
+    return make_env(run_timeout=DEMO_RUN_TIMEOUT, protocol=request.param)

@@ -15,7 +15,9 @@ from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
+from hardened_launcher.transport.base import Transport
 from hardened_launcher.transport.client import BrokerRefusedError, MqttTransport
+from hardened_launcher.transport.poll_client import PollTransport
 from tests.e2e.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration
@@ -40,8 +42,11 @@ def _refused(
     assert len(alive) == 0, f"{name}: a worker registered: {alive}"
 
 
-def test_pool_certificate_from_another_ca_is_refused_by_the_broker(make_env: EnvFactory) -> None:
-    env = make_env(launchers=0)
+@pytest.mark.parametrize("protocol", ["poll", "mqtt"])
+def test_pool_certificate_from_another_ca_is_refused_by_the_broker(
+    make_env: EnvFactory, protocol: str
+) -> None:
+    env = make_env(launchers=0, protocol=protocol)
     real = Token.from_encoded(env.token)
     key = PoolPrivateKey.generate_ec()
     now = datetime.now(UTC)
@@ -63,7 +68,13 @@ def test_pool_certificate_from_another_ca_is_refused_by_the_broker(make_env: Env
     with key.to_pem() as pem, pem.view() as view:
         key_b64 = base64.b64encode(bytes(view)).decode()
     # The broker itself refuses the certificate in the TLS handshake (no local check first).
-    transport = MqttTransport.for_worker(token=token, key=key, worker_id="foreign-1")
+    transport: Transport = (
+        MqttTransport.for_worker(token=token, key=key, worker_id="foreign-1")
+        if protocol == "mqtt"
+        else PollTransport.for_worker(
+            token=token, key=key, worker_id="foreign-1", url=real.control_plane_url, environ={}
+        )
+    )
     with pytest.raises(BrokerRefusedError):
         transport.start(timeout_seconds=15)
     transport.close()
@@ -77,13 +88,16 @@ def test_pool_certificate_from_another_ca_is_refused_by_the_broker(make_env: Env
     )
 
 
-def test_reset_pool_old_certificate_is_refused(make_env: EnvFactory) -> None:
-    env = make_env(launchers=1)
+@pytest.mark.parametrize("protocol", ["poll", "mqtt"])
+def test_reset_pool_old_certificate_is_refused(make_env: EnvFactory, protocol: str) -> None:
+    env = make_env(launchers=1, protocol=protocol)
     old_token, old_key = env.token, env.pool_key_b64
     first = env.workers[0]
     _, csr = env.new_pool_credentials("pool-reset")
     env.cp("pool", "reset", "--name", env.pool, "--csr", str(csr))
-    env.reload_broker()  # what the operator does after reset (docs/controlplane.md)
+    if protocol == "mqtt":
+        env.reload_broker()  # what the operator does after reset (docs/controlplane.md)
+    # (poll: serve checks every request against the pool's current certificate)
     # The connected worker is told to cycle: it exits after its runs.
     assert first.child is not None
     code = first.child.wait(60)

@@ -13,8 +13,9 @@ from tests.e2e.conftest import EnvFactory
 pytestmark = pytest.mark.integration
 
 
-def test_drain_then_undrain_then_cycle(make_env: EnvFactory) -> None:
-    env = make_env(launchers=1)
+@pytest.mark.parametrize("protocol", ["poll", "mqtt"])
+def test_drain_then_undrain_then_cycle(make_env: EnvFactory, protocol: str) -> None:
+    env = make_env(launchers=1, protocol=protocol)
     (record,) = env.wait_for_workers(1)
     env.cp("worker", "drain", record.worker.id)
     run_id = new_run_id("drained")

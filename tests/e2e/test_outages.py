@@ -41,13 +41,28 @@ def _assert_every_line_once(env: Environment, run_id: str, lines: int) -> list[i
 
 
 def test_broker_restarted_mid_run(make_env: EnvFactory) -> None:
-    env = make_env(launchers=1)
+    env = make_env(launchers=1, protocol="mqtt")
     run_id = _counting_run(env, "broker", 40, "0.25")
     time.sleep(2)
     env.restart_broker(down_seconds=3)
     run = env.wait_for_run(run_id, timeout_seconds=120)
     assert run.state is RunState.FINISHED, (run.state, run.reason, run.message)
     _assert_every_line_once(env, run_id, 40)
+
+
+def test_control_plane_restarted_mid_run_over_poll(make_env: EnvFactory) -> None:
+    """serve stops (SIGTERM) and starts again while a run streams: the launcher's session is
+    gone (410), it opens a new one and resends what was not acknowledged; the run finishes
+    once, every log line once."""
+    env = make_env(launchers=1, protocol="poll")
+    run_id = _counting_run(env, "cp-restart", 40, "0.25")
+    time.sleep(2)
+    env.restart_serve(down_seconds=3)
+    run = env.wait_for_run(run_id, timeout_seconds=120)
+    assert run.state is RunState.FINISHED, (run.state, run.reason, run.message)
+    _assert_every_line_once(env, run_id, 40)
+    history = [kind for _, kind, _ in env.run_history(run_id)]
+    assert history.count("run.accepted") == 1, history
 
 
 def test_object_storage_down_for_30_seconds(make_env: EnvFactory) -> None:

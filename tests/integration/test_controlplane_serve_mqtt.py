@@ -85,7 +85,21 @@ def control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
     mosquitto = require_tool("mosquitto")
     port = free_port()
     state = tmp_path / "cp"
-    assert main(["controlplane", "init", "--dir", str(state), "--broker-port", str(port)]) == 0
+    assert (
+        main(
+            [
+                "controlplane",
+                "init",
+                "--dir",
+                str(state),
+                "--broker-port",
+                str(port),
+                "--protocol",
+                "mqtt",
+            ]
+        )
+        == 0
+    )
     config = run_as_owner_config(state / "broker" / "mosquitto.conf", tmp_path / "run-as.conf")
     broker = MosquittoProcess(
         config_path=config, port=port, output_path=tmp_path / "mosquitto.out", mosquitto=mosquitto

@@ -107,6 +107,14 @@ def test_openssl_key_passes_identity_and_docker_is_reachable(
     assert rows["pool certificate"]["result"] == "pass", rows["pool certificate"]
     assert rows["docker"]["result"] == "pass", rows["docker"]
     assert "Traceback" not in stderr
+    # poll (the default) needs an https URL: the token's http:// one is refused, the variable
+    # fixes it.
+    assert rows["transport"]["result"] == "fail", rows["transport"]
+    env = _base_env(tmp_path, openssl_pool)
+    env["SPACELIFT_WORKER_COMMS_URL"] = "https://cp.example.net:8443"
+    _code, rows, _ = _doctor(env)
+    assert rows["transport"]["result"] == "pass", rows["transport"]
+    assert "https://cp.example.net:8443" in rows["transport"]["detail"]
 
 
 def test_unreachable_docker_socket_fails(tmp_path: Path, openssl_pool: dict[str, str]) -> None:

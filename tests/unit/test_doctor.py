@@ -111,6 +111,7 @@ def test_all_checks_pass_with_good_configuration(
         "settings": Status.PASS,
         "pool private key": Status.PASS,
         "pool token": Status.PASS,
+        "transport": Status.PASS,
         "pool certificate": Status.PASS,
         "release keys": Status.PASS,
         "worker release": Status.PASS,
@@ -125,6 +126,49 @@ def test_all_checks_pass_with_good_configuration(
     }
     assert exit_code_for(results) == 0
     assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+
+
+def test_transport_check_shows_poll_and_its_url(
+    tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    env = _env(
+        tmp_path,
+        credentials,
+        SPACELIFT_WORKER_COMMS_PROTOCOL="poll",
+        SPACELIFT_WORKER_COMMS_URL="https://cp.example.net:9443",
+    )
+    result = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))
+    assert result["transport"].status is Status.PASS
+    assert result["transport"].summary == (
+        "poll to https://cp.example.net:9443 (SPACELIFT_WORKER_COMMS_URL)"
+    )
+    env = _env(tmp_path, credentials, SPACELIFT_WORKER_COMMS_PROTOCOL="mqtt")
+    result = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))
+    assert (
+        result["transport"].summary == "mqtt to mqtts://127.0.0.1:8883 (SPACELIFT_TOKEN broker_url)"
+    )
+
+
+def test_transport_check_fails_when_poll_falls_back_to_an_http_url(
+    tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    ca = CertificateAuthority.generate(not_before=NOW - timedelta(days=1))
+    key = PoolPrivateKey.generate(rsa_key_bits=2048)
+    token = issue_pool_token(
+        ca,
+        create_csr(key, parse_subject("/CN=ignored")),
+        pool_id="pool-1",
+        not_before=NOW - timedelta(hours=1),
+        not_after=NOW + timedelta(days=30),
+        broker_url="mqtts://127.0.0.1:8883",
+        control_plane_url="http://127.0.0.1:8080",
+        run_state_signing_key=ed25519.Ed25519PrivateKey.generate().public_key(),
+    )
+    env = _env(tmp_path, credentials, SPACELIFT_WORKER_COMMS_PROTOCOL="poll")
+    env["SPACELIFT_TOKEN"] = token.to_encoded().reveal_text()
+    result = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))
+    assert result["transport"].status is Status.FAIL
+    assert "SPACELIFT_WORKER_COMMS_URL" in result["transport"].fix
 
 
 def test_missing_credentials_fail_and_certificate_is_skipped(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ class FakeToken:
         return SimpleNamespace(
             broker_host="broker.example.net",
             broker_port=8883,
+            broker_url="mqtts://broker.example.net:8883",
             control_plane_url="https://cp.example.net/api",
         )
 
@@ -41,8 +42,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_json_lists_every_endpoint_with_its_source(
-    env: Path, capsys: pytest.CaptureFixture[str]
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "mqtt")
     assert main(["network", "requirements", "--format", "json"]) == 0
     endpoints = json.loads(capsys.readouterr().out)["endpoints"]
     pairs = {(e["host"], tuple(e["ports"]), e["source"]) for e in endpoints}
@@ -54,12 +56,38 @@ def test_json_lists_every_endpoint_with_its_source(
     assert ("198.18.0.0/24", (8080,), "HL_EGRESS_POLICY") in pairs
 
 
-def test_text_is_one_line_per_endpoint(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_is_one_line_per_endpoint(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "mqtt")
     assert main(["network", "requirements"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("# outbound allowlist")
     assert any(line.startswith("broker.example.net:8883 ") for line in out)
     assert len(out) == 1 + 2 + 1 + 3 + 2
+
+
+def test_poll_lists_the_comms_url_instead_of_the_broker(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "poll")
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_URL", "https://poll.example.net:9443/sl")
+    assert main(["network", "requirements", "--format", "json"]) == 0
+    endpoints = json.loads(capsys.readouterr().out)["endpoints"]
+    pairs = {(e["host"], tuple(e["ports"]), e["source"]) for e in endpoints}
+    assert ("poll.example.net", (9443,), "SPACELIFT_WORKER_COMMS_URL") in pairs
+    assert not any(e["host"] == "broker.example.net" for e in endpoints)
+    assert any("long-poll" in e["purpose"] for e in endpoints)
+
+
+def test_poll_without_url_uses_the_token_control_plane_url(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # poll is the default: no variable set
+    assert main(["network", "requirements", "--format", "json"]) == 0
+    endpoints = json.loads(capsys.readouterr().out)["endpoints"]
+    poll = [e for e in endpoints if "long-poll" in e["purpose"]]
+    assert [(e["host"], e["ports"]) for e in poll] == [("cp.example.net", [443])]
 
 
 def test_bad_policy_file_is_a_configuration_error(

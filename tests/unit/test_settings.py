@@ -104,7 +104,8 @@ def test_every_other_default() -> None:
     assert s.privatevcs_mappings == ()
     assert s.run_logs_on_standard_output_enabled is False
     assert s.debug is False
-    assert s.worker_comms_protocol == "mqtt"
+    assert s.worker_comms_protocol == "poll"  # the vendor's current default
+    assert s.worker_comms_url is None
     assert s.config_file is None
     assert s.pinned_ca_sha256 is None
     assert s.release_key_fingerprints == ()
@@ -587,27 +588,78 @@ def test_mqtt_is_accepted_in_any_case() -> None:
     assert load({"SPACELIFT_WORKER_COMMS_PROTOCOL": "MQTT"}).worker_comms_protocol == "mqtt"
 
 
-def test_poll_is_recognised_but_refused_as_not_implemented() -> None:
-    exc = failure({"SPACELIFT_WORKER_COMMS_PROTOCOL": "poll"})
-    assert isinstance(exc, ConfigurationError)
-    assert exc.reason == "comms_protocol_not_implemented"
-    assert "reserved and not implemented" in exc.message
-    assert "mqtt" in exc.message
+def test_poll_is_accepted_in_any_case() -> None:
+    assert load({"SPACELIFT_WORKER_COMMS_PROTOCOL": " Poll "}).worker_comms_protocol == "poll"
 
 
 def test_unknown_protocol_is_refused() -> None:
-    exc = failure({"SPACELIFT_WORKER_COMMS_PROTOCOL": "http"})
-    assert exc.reason == "setting_invalid"
-    assert "not a known protocol" in exc.message
+    for value in ("http", "https", "mqtts", "websocket", "pol", "poll,mqtt"):
+        exc = failure({"SPACELIFT_WORKER_COMMS_PROTOCOL": value})
+        assert exc.reason == "setting_invalid"
+        assert "not a known protocol" in exc.message
 
 
-def test_settings_cannot_be_built_with_poll() -> None:
-    with pytest.raises(SettingsError, match="SPACELIFT_WORKER_COMMS_PROTOCOL"):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://cp.example.com",
+        "https://cp.example.com:8443",
+        "https://cp.example.com/spacelift/",
+        "https://10.0.0.5:443/a/b",
+        "https://[::1]:8443",
+        "HTTPS://CP.example.com",
+    ],
+)
+def test_comms_url_accepts_https_urls(url: str) -> None:
+    s = load({"SPACELIFT_WORKER_COMMS_PROTOCOL": "poll", "SPACELIFT_WORKER_COMMS_URL": url})
+    assert s.worker_comms_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://cp.example.com",
+        "mqtts://cp.example.com:8883",
+        "ftp://cp.example.com",
+        "cp.example.com:443",
+        "https://",
+        "https://cp.example.com:0",
+        "https://cp.example.com:99999",
+        "https://cp.example.com:port",
+        "https://cp.example.com/?token=x",
+        "https://cp.example.com/#frag",
+        "https://cp exa.com",
+        "https://cp.example.com/\x00",
+        "https://-bad-.example.com",
+        "https://" + "a" * 3000 + ".com",
+    ],
+)
+def test_comms_url_refuses_everything_but_https(url: str) -> None:
+    exc = failure({"SPACELIFT_WORKER_COMMS_URL": url})
+    assert "SPACELIFT_WORKER_COMMS_URL" in exc.message + exc.detail
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:CANARY-pw-1234@cp.example.com",
+        "https://CANARY-pw-1234@cp.example.com:8443/x",
+        "https://u:CANARY-pw-1234@[::1]",
+    ],
+)
+def test_comms_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
+    exc = failure({"SPACELIFT_WORKER_COMMS_URL": url})
+    assert exc.reason == "comms_url_has_credentials"
+    assert "CANARY" not in f"{exc.message} {exc.detail} {exc.hint} {exc!r}"
+
+
+def test_settings_cannot_be_built_with_an_http_comms_url() -> None:
+    with pytest.raises(SettingsError, match="SPACELIFT_WORKER_COMMS_URL"):
         Settings(
             state_dir=Path("/s"),
             cache_dir=Path("/c"),
             audit_dir=Path("/a"),
-            worker_comms_protocol="poll",
+            worker_comms_url="http://cp.example.com",
         )
 
 
@@ -1303,7 +1355,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("SPACELIFT_PRIVATEVCS_MAPPING_NAME_0", "lonely"),
     ("SPACELIFT_RUN_LOGS_ON_STANDARD_OUTPUT_ENABLED", "maybe"),
     ("SPACELIFT_DEBUG", "verbose"),
-    ("SPACELIFT_WORKER_COMMS_PROTOCOL", "poll"),
+    ("SPACELIFT_WORKER_COMMS_PROTOCOL", "pull"),
+    ("SPACELIFT_WORKER_COMMS_URL", "http://cp.example.com"),
     ("HL_CONFIG_FILE", "/nonexistent/hl.toml"),
     ("HL_CA_FINGERPRINT", "abcd"),
     ("HL_RELEASE_KEY_FINGERPRINTS", "DEADBEEF"),
@@ -1771,7 +1824,7 @@ def test_loader_returns_settings_or_raises_settings_error(env: dict[str, str]) -
             assert problem.variable in problem.text
     else:
         assert set(env) <= {spec.name for spec in VARIABLES}
-        assert result.worker_comms_protocol == "mqtt"
+        assert result.worker_comms_protocol in ("mqtt", "poll")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""Which transport a launcher uses, and where it connects: one place for ``start``, ``doctor``
+and ``network requirements``.
+
+* ``poll`` (the default): HTTPS long polling to ``SPACELIFT_WORKER_COMMS_URL``, or to the
+  token's ``control_plane_url`` when that is unset (:mod:`.poll_client`).
+* ``mqtt``: the token's ``broker_url`` (:mod:`.client`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import urlsplit
+
+from hardened_launcher.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from hardened_launcher.identity.keys import PoolPrivateKey
+    from hardened_launcher.identity.token import Token
+    from hardened_launcher.settings import Settings
+    from hardened_launcher.transport.base import Transport
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommsEndpoint:
+    """Where the launcher's transport connects (no secrets: URLs carry no credentials)."""
+
+    protocol: Literal["poll", "mqtt"]
+    host: str
+    port: int
+    #: ``https://…`` for poll, ``mqtts://host:port`` for mqtt.
+    url: str
+    #: The setting or token field it came from.
+    source: str
+
+    def describe(self) -> str:
+        return f"{self.protocol} to {self.url} ({self.source})"
+
+
+def comms_endpoint(settings: Settings, token: Token) -> CommsEndpoint:
+    """The endpoint the settings select; a ``poll`` URL that is not https is refused."""
+    if settings.worker_comms_protocol == "mqtt":
+        return CommsEndpoint(
+            protocol="mqtt",
+            host=token.broker_host,
+            port=token.broker_port,
+            url=token.broker_url,
+            source="SPACELIFT_TOKEN broker_url",
+        )
+    if settings.worker_comms_url is not None:
+        url, source = settings.worker_comms_url, "SPACELIFT_WORKER_COMMS_URL"
+    else:
+        url, source = token.control_plane_url, "SPACELIFT_TOKEN control_plane_url"
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ConfigurationError(
+            f"the long-poll transport needs an https:// control plane URL ({source} is not one)",
+            hint="set SPACELIFT_WORKER_COMMS_URL=https://<control plane>, or "
+            "SPACELIFT_WORKER_COMMS_PROTOCOL=mqtt",
+            reason="comms_url_not_https",
+        )
+    return CommsEndpoint(
+        protocol="poll",
+        host=parts.hostname,
+        port=parts.port or 443,
+        url=url,
+        source=source,
+    )
+
+
+def worker_transport(
+    settings: Settings, *, token: Token, key: PoolPrivateKey, worker_id: str
+) -> Transport:
+    """A new, unstarted worker transport of the configured protocol (``start`` calls this)."""
+    endpoint = comms_endpoint(settings, token)
+    if endpoint.protocol == "mqtt":
+        from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
+
+        return MqttTransport.for_worker(token=token, key=key, worker_id=worker_id)
+    from hardened_launcher.transport.poll_client import PollTransport  # noqa: PLC0415
+
+    return PollTransport.for_worker(token=token, key=key, worker_id=worker_id, url=endpoint.url)
