@@ -119,7 +119,7 @@ def test_launcher_error_line_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None
     parser = build_parser()
     args = parser.parse_args(["keygen"])
     args.handler = handler
-    monkeypatch.setattr("hardened_launcher.cli.build_parser", lambda: _Fixed(parser, args))
+    monkeypatch.setattr("hardened_launcher.cli.build_parser", lambda *_argv: _Fixed(parser, args))
     assert main(["keygen"]) == 65
     line = err.getvalue()
     assert line.count("\n") == 1
