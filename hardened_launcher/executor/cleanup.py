@@ -74,8 +74,12 @@ def remove_leftover_containers(
     launcher_id: str,
     audit: AuditSink | None = None,
     stop_grace_seconds: int = 10,
+    keep_run_ids: frozenset[str] = frozenset(),
 ) -> tuple[CrashedRun, ...]:
-    """Stop and remove every container of ``launcher_id``; return the runs they belonged to."""
+    """Stop and remove every container of ``launcher_id``; return the runs they belonged to.
+
+    Containers of ``keep_run_ids`` (runs this process is running now) are left alone: the
+    daemon calls this again while it runs, to remove what a Docker outage interrupted."""
     api = client.api
     try:
         found = api.containers(
@@ -89,6 +93,8 @@ def remove_leftover_containers(
         container_id = str(item["Id"])
         labels = item.get("Labels") or {}
         run_id = str(labels.get(LABEL_RUN_ID, "unknown"))
+        if run_id in keep_run_ids:
+            continue
         try:
             if item.get("State") == "running":
                 api.stop(container_id, timeout=stop_grace_seconds)
