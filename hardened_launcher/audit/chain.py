@@ -424,17 +424,18 @@ class ChainedAuditLog:
     def try_recover(self) -> bool:
         """Heal after a write or sync failure once writes succeed again; True when healthy.
 
-        Does nothing (False) while another caller holds the log (a hung write) or when the
-        disk still refuses; the next call tries again.
+        Never waits: does nothing (False) while another caller holds the log (a hung write)
+        or when the disk still refuses; the next call tries again. (The daemon calls it from
+        its loop, which must not stall.)
         """
         if self._closed:
             return False
         if self._failed is None:
             return True
-        if not self._sync_lock.acquire(timeout=1.0):
+        if not self._sync_lock.acquire(blocking=False):
             return False
         try:
-            if not self._write_lock.acquire(timeout=1.0):
+            if not self._write_lock.acquire(blocking=False):
                 return False
             try:
                 return self._recover_in_place()

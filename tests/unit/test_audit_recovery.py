@@ -150,6 +150,39 @@ def test_recovery_while_rotating_a_segment(tmp_path: Path, monkeypatch: pytest.M
     assert verify_log(tmp_path, KEY.public_key()).sealed
 
 
+def test_recovery_never_waits_for_a_hung_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading  # noqa: PLC0415 - only this test
+    import time  # noqa: PLC0415
+
+    log = open_log(tmp_path)
+    real = os.write
+    monkeypatch.setattr(os, "write", _short_then_fail(5, errno.ENOSPC))
+    with pytest.raises(InfrastructureError):
+        log.record(event(1))
+    monkeypatch.setattr(os, "write", real)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hung_writer() -> None:
+        with log._write_lock:  # stands in for a write stuck in the kernel
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hung_writer)
+    thread.start()
+    holding.wait(5)
+    started = time.monotonic()
+    assert not log.try_recover()
+    assert time.monotonic() - started < 0.5
+    release.set()
+    thread.join(5)
+    assert log.try_recover()
+    log.close()
+    assert verify_log(tmp_path, KEY.public_key()).sealed
+
+
 def test_a_closed_log_does_not_recover(tmp_path: Path) -> None:
     log = open_log(tmp_path)
     log.close()
