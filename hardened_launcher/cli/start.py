@@ -280,7 +280,7 @@ def run(
         )
         probes = _probe_loop(settings, daemon, client, launcher_id, audit)
         daemon.on_run_ended = lambda status: (
-            probes.owe_cleanup() if status.state != "FINISHED" else None
+            probes.owe_cleanup() if status.state != "FINISHED" else None  # also probes at once
         )
         signal.signal(signal.SIGTERM, lambda *_: daemon.terminate())
         signal.signal(signal.SIGINT, lambda *_: daemon.terminate())

@@ -95,6 +95,7 @@ class ProbeLoop:
         self.last: frozenset[str] = frozenset()
         self._owed = threading.Event()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         #: How many clean-up attempts failed (tests and logs).
         self.cleanup_failures = 0
@@ -103,6 +104,11 @@ class ProbeLoop:
     def owe_cleanup(self) -> None:
         """A run container may be left behind: remove leftovers when Docker allows (any thread)."""
         self._owed.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Probe now rather than at the next interval (any thread: a run just hit a fault)."""
+        self._wake.set()
 
     @property
     def cleanup_owed(self) -> bool:
@@ -134,7 +140,8 @@ class ProbeLoop:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.probe_once()
-            self._stop.wait(self.interval)
+            self._wake.wait(self.interval)
+            self._wake.clear()
 
     def start(self) -> ProbeLoop:
         if self._thread is None:
@@ -144,6 +151,7 @@ class ProbeLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(10.0)

@@ -85,6 +85,26 @@ def test_the_loop_posts_changes_only_and_retries_cleanup_until_it_succeeds() -> 
     assert attempts == [False, True]  # not again until owed
 
 
+def test_the_thread_probes_at_once_when_woken() -> None:
+    import threading  # noqa: PLC0415 - only this test
+
+    seen = threading.Event()
+    calls = {"n": 0}
+
+    def probes() -> frozenset[str]:
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            seen.set()
+        return frozenset()
+
+    loop = ProbeLoop(probes, post=lambda _e: None, interval=3600.0).start()
+    try:
+        loop.owe_cleanup()  # a run ended badly: probe (and clean up) now, not in an hour
+        assert seen.wait(5)
+    finally:
+        loop.stop()
+
+
 def test_a_probe_that_raises_is_a_fault() -> None:
     posted: list[LocalHealth] = []
 
