@@ -189,7 +189,9 @@ def _probe_loop(
                 crashed.container_id[:12],
             )
 
-    probes = LocalProbes(state_dir=settings.state_dir, docker_ping=client.ping)
+    probes = LocalProbes(
+        state_dir=settings.state_dir, docker_ping=client.ping, audit_dir=settings.audit_dir
+    )
     return ProbeLoop(probes.faults, post=daemon.post, interval=PROBE_SECONDS, cleanup=cleanup)
 
 

@@ -2,9 +2,11 @@
 
 :class:`LocalProbes` checks, each time it is called, what a run needs from this host: the
 state directory takes a small write and fsync (``disk_full`` on ENOSPC/EDQUOT,
-``state_unwritable`` on any other error) and Docker answers a ping (``docker_unavailable``).
-The audit log's health comes from the log itself (:class:`~.machine.AuditHealth`) and the
-clock's from control-plane messages (:class:`~.machine.Received` ``sent_at``).
+``state_unwritable`` on any other error), so does the audit directory (``audit_unavailable``:
+an idle log would only find out at its next record) and Docker answers a ping
+(``docker_unavailable``). The audit log's own failures come from the log
+(:class:`~.machine.AuditHealth`) and the clock's from control-plane messages
+(:class:`~.machine.Received` ``sent_at``).
 
 :class:`ProbeLoop` runs the probes in a daemon thread every ``interval`` seconds and posts
 :class:`~.machine.LocalHealth` to the daemon's queue when the set of faults changes, so a hung
@@ -37,6 +39,22 @@ _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 _PROBE_PREFIX: Final = ".probe-"
 
 
+def _write_fault(directory: Path) -> str | None:
+    """Write, fsync and remove a small file in ``directory``: None, or what went wrong."""
+    path = directory / f"{_PROBE_PREFIX}{secrets.token_hex(6)}"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"probe\n" * 16)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        return "disk_full" if exc.errno in _FULL else "state_unwritable"
+    return None
+
+
 class LocalProbes:
     """The probes: ``faults()`` returns the local fault slugs found now (empty: healthy)."""
 
@@ -45,23 +63,19 @@ class LocalProbes:
         *,
         state_dir: Path,
         docker_ping: Callable[[], object] | None = None,
+        audit_dir: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.docker_ping = docker_ping
+        self.audit_dir = audit_dir
 
     def state_fault(self) -> str | None:
-        path = self.state_dir / f"{_PROBE_PREFIX}{secrets.token_hex(6)}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, b"probe\n" * 16)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-                path.unlink(missing_ok=True)
-        except OSError as exc:
-            return "disk_full" if exc.errno in _FULL else "state_unwritable"
-        return None
+        return _write_fault(self.state_dir)
+
+    def audit_fault(self) -> str | None:
+        if self.audit_dir is None:
+            return None
+        return "audit_unavailable" if _write_fault(self.audit_dir) else None
 
     def docker_fault(self) -> str | None:
         if self.docker_ping is None:
@@ -73,7 +87,7 @@ class LocalProbes:
         return None
 
     def faults(self) -> frozenset[str]:
-        found = {self.state_fault(), self.docker_fault()}
+        found = {self.state_fault(), self.audit_fault(), self.docker_fault()}
         return frozenset(f for f in found if f is not None)
 
 

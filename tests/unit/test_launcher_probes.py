@@ -39,6 +39,11 @@ def test_state_and_docker_probes(tmp_path: Path) -> None:
     assert probes.faults() == frozenset({"docker_unavailable"})
     missing = LocalProbes(state_dir=tmp_path / "gone")
     assert missing.faults() == frozenset({"state_unwritable"})
+    no_audit = LocalProbes(state_dir=tmp_path, audit_dir=tmp_path / "no-audit")
+    assert no_audit.faults() == frozenset({"audit_unavailable"})
+    both = LocalProbes(state_dir=tmp_path, audit_dir=tmp_path)
+    assert both.faults() == frozenset()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_full_disk_is_disk_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
