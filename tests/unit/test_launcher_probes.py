@@ -4,7 +4,9 @@ Docker lets it happen; the daemon's readiness names the fault."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +14,7 @@ from hardened_launcher.launcher.daemon import Daemon
 from hardened_launcher.launcher.machine import LauncherMachine, LocalHealth, MachineConfig
 from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
 from hardened_launcher.transport.memory import MemoryBroker
+from hardened_launcher.transport.messages import Assign, Refuse
 
 
 class FlakyDocker:
@@ -140,3 +143,52 @@ def test_readiness_names_the_fault_and_recovers(fault: str) -> None:
     assert daemon.readiness().ready
     assert machine.heartbeat().state == "IDLE"
     transport.close()
+
+
+class _ClockedTransport:
+    """A transport whose messages carry a control-plane ``sent_at`` an hour behind us."""
+
+    def __init__(self, sent_at: datetime) -> None:
+        self.sent_at = sent_at
+        self.inbox: list[object] = []
+        self.sent: list[object] = []
+        self.connected = True
+
+    def receive(self, *, timeout_seconds: float | None = None) -> object | None:
+        del timeout_seconds
+        if not self.inbox:
+            return None
+        body = self.inbox.pop(0)
+        return SimpleNamespace(body=body, message=SimpleNamespace(sent_at=self.sent_at))
+
+    def send(self, body: object) -> None:
+        self.sent.append(body)
+
+    def stats(self) -> object:
+        return SimpleNamespace(reconnects=0)
+
+
+def test_the_daemon_judges_our_clock_by_the_messages_sent_at() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    transport = _ClockedTransport(sent_at=now - timedelta(hours=1))
+    machine = LauncherMachine(MachineConfig(worker_id="w1", pool_id="pool-a", version="1"))
+    daemon = Daemon(
+        machine=machine,
+        transport=transport,  # type: ignore[arg-type]
+        run_function=None,  # type: ignore[arg-type]
+        clock=lambda: now,
+    )
+    machine.registered = True
+    transport.inbox.append(
+        Assign(
+            run_id="r1",
+            lease_id="l1",
+            lease_expires_at=now - timedelta(minutes=59),
+            envelope_b64="c2VhbGVk",
+        )
+    )
+    daemon.step(0.0)
+    refusals = [b for b in transport.sent if isinstance(b, Refuse)]
+    assert [r.reason for r in refusals] == ["clock_skewed"]
+    assert (daemon.readiness().ready, daemon.readiness().reason) == (False, "clock_skewed")
+    assert machine.heartbeat().state == "DRAINED"
