@@ -10,11 +10,6 @@ and the container the outage interrupted is removed (retried until Docker lets i
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,97 +32,22 @@ from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
 from hardened_launcher.transport.memory import MemoryBroker
 from hardened_launcher.transport.messages import Assign, Refuse
 from hardened_launcher.transport.topics import WorkerAddress
-from tests.conftest import integration_required, require_tool
+from tests.integration.private_dockerd import (
+    PrivateDockerd,
+    client_for,
+    import_busybox,
+    running_dockerd,
+)
 
 pytestmark = pytest.mark.integration
-
-LAUNCHER = "hl-outage-test"
-
-
-def _client(url: str, timeout: int) -> docker.DockerClient:
-    # A pinned API version: "auto" would ask the daemon at construction, which may be down.
-    return docker.DockerClient(base_url=url, timeout=timeout, version="1.41")
-
-
-class PrivateDockerd:
-    """A dockerd of our own: its socket, data root and exec root in one /tmp directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.socket = root / "docker.sock"
-        self.url = f"unix://{self.socket}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        started = time.monotonic()
-        log = (self.root / "dockerd.log").open("ab")
-        self.process = subprocess.Popen(  # fixed argv
-            [
-                require_tool("dockerd"),
-                f"--host={self.url}",
-                f"--data-root={self.root / 'data'}",
-                f"--exec-root={self.root / 'exec'}",
-                f"--pidfile={self.root / 'docker.pid'}",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip6tables=false",
-                "--ip-masq=false",
-                "--userland-proxy=false",
-                "--storage-driver=vfs",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-        client = _client(self.url, 5)
-        try:
-            while time.monotonic() - started < 60:
-                try:
-                    client.ping()
-                    return time.monotonic() - started
-                except Exception:  # noqa: BLE001 - not up yet
-                    time.sleep(0.1)
-        finally:
-            client.close()
-        raise AssertionError("the private dockerd did not start")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture
 def dockerd() -> Iterator[PrivateDockerd]:
-    if os.geteuid() != 0:
-        message = "a private dockerd needs root"
-        if integration_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    require_tool("docker")
-    root = Path(tempfile.mkdtemp(prefix="hl-dockerd-", dir="/tmp"))  # short: a socket path
-    daemon = PrivateDockerd(root)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from running_dockerd()
 
 
-def _image(dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch) -> str:
-    from hardened_launcher.demo.image import BUSYBOX, ensure_busybox_image  # noqa: PLC0415
-
-    if not BUSYBOX.is_file():
-        pytest.fail("/bin/busybox is missing; install busybox-static")
-    monkeypatch.setenv("DOCKER_HOST", dockerd.url)  # the docker CLI of ensure_busybox_image
-    return ensure_busybox_image()
+LAUNCHER = "hl-outage-test"
 
 
 def _run_container(client: docker.DockerClient, image: str, run_id: str) -> str:
@@ -158,7 +78,7 @@ def _assigned_run() -> Run:
 
 
 def test_docker_down_drains_requeues_and_recovers(dockerd: PrivateDockerd, tmp_path: Path) -> None:
-    client = _client(dockerd.url, 5)
+    client = client_for(dockerd.url, 5)
     broker = MemoryBroker()
     cp = broker.control_plane()
     cp.start()
@@ -232,8 +152,8 @@ def test_docker_down_drains_requeues_and_recovers(dockerd: PrivateDockerd, tmp_p
 def test_the_interrupted_container_is_removed_when_docker_returns(
     dockerd: PrivateDockerd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    image = _image(dockerd, monkeypatch)
-    client = _client(dockerd.url, 10)
+    image = import_busybox(dockerd, monkeypatch)
+    client = client_for(dockerd.url, 10)
     interrupted = _run_container(client, image, "run-interrupted")
     still_running = _run_container(client, image, "run-still-mine")
     client.close()
@@ -241,7 +161,7 @@ def test_the_interrupted_container_is_removed_when_docker_returns(
     calls: list[str] = []
 
     def cleanup() -> None:
-        fresh = _client(dockerd.url, 10)
+        fresh = client_for(dockerd.url, 10)
         try:
             calls.append("try")
             remove_leftover_containers(
@@ -254,7 +174,7 @@ def test_the_interrupted_container_is_removed_when_docker_returns(
             fresh.close()
 
     def ping() -> object:
-        fresh = _client(dockerd.url, 5)
+        fresh = client_for(dockerd.url, 5)
         try:
             return fresh.ping()
         finally:
@@ -277,7 +197,7 @@ def test_the_interrupted_container_is_removed_when_docker_returns(
     removed_after = time.monotonic() - returned
     assert calls == ["try"]
     assert not _owed(loop)
-    check = _client(dockerd.url, 10)
+    check = client_for(dockerd.url, 10)
     try:
         ids = {c.id for c in check.containers.list(all=True)}
         assert interrupted not in ids
