@@ -444,9 +444,27 @@ class ChainedAuditLog:
         finally:
             self._sync_lock.release()
 
+    def _writable(self) -> bool:
+        """A scratch write + fsync in the directory succeeds (checked before touching the log,
+        so a disk that is still full is not written to, cut and logged every second)."""
+        path = self.directory / f".recovery-probe-{os.getpid()}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                self._write_all(fd, b"\0" * 8192)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+        except OSError:
+            return False
+        return True
+
     def _recover_in_place(self) -> bool:
         if self._failed is None or self._closed:
             return not self._closed
+        if not self._writable():
+            return False
         failure = self._failed
         for fd in [*self._retired, self._fd]:
             if fd >= 0:
