@@ -17,7 +17,7 @@ import os
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -48,6 +48,7 @@ from hardened_launcher.pipeline import ReleaseDirectory
 from hardened_launcher.policy import CompiledPolicy, Sanitizer
 from hardened_launcher.policy.startup import compile_configured_policy, sanitizer_from
 from hardened_launcher.settings import Settings, load_settings, shared_network_mode
+from hardened_launcher.terminal import for_terminal
 
 
 class Status(StrEnum):
@@ -182,6 +183,22 @@ def check_token(ctx: DoctorContext) -> CheckResult:
     )
 
 
+def describe_validity(remaining: timedelta) -> str:
+    """How long a certificate stays valid, in words that never read "-1 more days"."""
+    if remaining <= timedelta(0):
+        return f"expired {_span(-remaining)} ago, accepted only within the clock skew allowance"
+    return f"valid for {_span(remaining)} more"
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 def check_certificate(ctx: DoctorContext) -> CheckResult:
     name = "pool certificate"
     if ctx.settings is None or ctx.key is None or ctx.token is None:
@@ -197,8 +214,16 @@ def check_certificate(ctx: DoctorContext) -> CheckResult:
     except LauncherError as exc:
         return _failed(name, exc)
     pin = "pinned CA" if ctx.settings.pinned_ca_sha256 else "CA from the token (not pinned)"
-    days = (ctx.identity.not_after - ctx.now).days
-    summary = f"valid for {days} more days, matches the key, chains to the {pin}"
+    remaining = ctx.identity.not_after - ctx.now
+    summary = f"{describe_validity(remaining)}, matches the key, chains to the {pin}"
+    if remaining <= timedelta(0):
+        # Accepted only because of the clock skew allowance: it stops working any moment.
+        return CheckResult(
+            name=name,
+            status=Status.WARN,
+            summary=summary,
+            fix="reset the pool (`controlplane pool reset`) and install the new token now",
+        )
     if ctx.settings.pinned_ca_sha256 is None:
         return CheckResult(
             name=name,
@@ -303,9 +328,9 @@ def check_audit_log(ctx: DoctorContext) -> CheckResult:
         return CheckResult(
             name=name, status=Status.PASS, summary="no log yet; the key is created at first start"
         )
-    if not list_segments(ctx.settings.audit_dir):
-        return CheckResult(name=name, status=Status.PASS, summary="key present, no records yet")
     try:
+        if not ctx.settings.audit_dir.exists() or not list_segments(ctx.settings.audit_dir):
+            return CheckResult(name=name, status=Status.PASS, summary="key present, no records yet")
         report = verify_log(ctx.settings.audit_dir, key.public_key(), allow_open_tail=True)
     except LauncherError as exc:
         return _failed(name, exc)
@@ -587,7 +612,10 @@ def exit_code_for(results: list[CheckResult]) -> int:
 
 def render_table(results: list[CheckResult]) -> str:
     rows = [("CHECK", "RESULT", "DETAIL", "HOW TO FIX")]
-    rows += [(r.name, r.status.value.upper(), r.summary, r.fix) for r in results]
+    rows += [
+        (r.name, r.status.value.upper(), for_terminal(r.summary), for_terminal(r.fix))
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = []
     for row in rows:

@@ -14,6 +14,7 @@ class                 exit code  meaning
 ====================  =========  ============================================================
 UsageError            64         the command line itself is wrong
 UntrustedInputError   65         data from outside (token, envelope, signature, file) refused
+InputFileError        66         a file named on the command line is missing or unreadable
 InfrastructureError   69         a dependency is unavailable or failed (retryable or not)
 RetryableError        75         a dependency failed in a way that may pass when tried again
 ConfigurationError    78         the operator's settings or files are wrong
@@ -28,6 +29,7 @@ from typing import ClassVar
 EXIT_OK = 0
 EXIT_USAGE = 64
 EXIT_UNTRUSTED_INPUT = 65
+EXIT_NO_INPUT = 66
 EXIT_INTERNAL = 70
 EXIT_INFRASTRUCTURE = 69
 EXIT_RETRYABLE = 75
@@ -105,3 +107,13 @@ class RetryableError(InfrastructureError):
     exit_code = EXIT_RETRYABLE
     retryable = True
     default_reason = "infrastructure_retryable"
+
+
+class InputFileError(LauncherError):
+    """An input file is missing, unreadable or not a regular file (sysexits' ``EX_NOINPUT``).
+
+    Every command exits with this one code when a file it was given cannot be read.
+    """
+
+    exit_code = EXIT_NO_INPUT
+    default_reason = "input_unreadable"

@@ -64,10 +64,12 @@ from hardened_launcher.executor.container_spec import (
     build_container_spec,
     check_extra_mounts,
 )
-from hardened_launcher.executor.errors import BinaryUnavailableError
+from hardened_launcher.executor.errors import BinaryUnavailableError, ImageUnsetError
+from hardened_launcher.executor.images import with_default_image
 from hardened_launcher.executor.instructions import encode_instructions
+from hardened_launcher.executor.limits import check_run_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
-from hardened_launcher.executor.redaction_port import RedactorLike, add_secret
+from hardened_launcher.executor.redaction_port import RedactorLike, add_secret, add_secrets
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
@@ -289,7 +291,11 @@ STATIC_METADATA_KEYS: Final = (
 
 
 def policy_metadata(
-    manifest: RunManifest, *, worker_version: str, environment: Mapping[str, str | Secret]
+    manifest: RunManifest,
+    *,
+    worker_version: str,
+    environment: Mapping[str, str | Secret],
+    image: str | None = None,
 ) -> dict[str, object]:
     """The run's signed manifest in the documented input shape. Secret variables are already in
     their sanitized form (the sealer computed it under the pool's key); masked whitelisted
@@ -307,7 +313,7 @@ def policy_metadata(
         if key in metadata:
             static[key] = metadata[key]
     return {
-        "docker_image": manifest.image,
+        "docker_image": image or manifest.image,
         "worker_version": worker_version,
         "run": {
             "id": manifest.run_id,
@@ -321,6 +327,7 @@ def _policy_gate(
     policy: PolicyStep | None,
     manifest: RunManifest,
     *,
+    image: str | None = None,
     worker_version: str,
     environment: Mapping[str, str | Secret],
     binaries: Sequence[VerifiedBinary],
@@ -331,7 +338,9 @@ def _policy_gate(
         return None
     try:
         document = build_input(
-            policy_metadata(manifest, worker_version=worker_version, environment=environment),
+            policy_metadata(
+                manifest, worker_version=worker_version, environment=environment, image=image
+            ),
             launcher=policy.launcher,
             sanitizer=policy.sanitizer,
             binaries=binaries,
@@ -961,9 +970,17 @@ def evaluate_policy(
         if value is not None:
             environment[name] = sanitizer.sanitize(value) if name in settings.mask_envs else value
     environment.update(manifest.secret_env)  # already in sanitized form
+    # The image that will run: the spec's, else SPACELIFT_DEFAULT_RUNNER_IMAGE (or refused).
+    image = manifest.image or settings.default_runner_image
+    if image is None:
+        raise ImageUnsetError(
+            "the run names no image and SPACELIFT_DEFAULT_RUNNER_IMAGE is not set",
+            hint="name an image in the run spec, or set SPACELIFT_DEFAULT_RUNNER_IMAGE",
+        )
     decision = _policy_gate(
         policy,
         manifest,
+        image=image,
         worker_version=worker_version,
         environment=environment,
         binaries=identity.binaries.all,
@@ -1269,6 +1286,10 @@ def execute(
     try:
         with _gate("execute", run_id, audit):
             check_extra_mounts(settings)
+            # SPACELIFT_DEFAULT_RUNNER_IMAGE (the policy judged the same image, see
+            # evaluate_policy); limits above the operator's are refused, never lowered.
+            spec = with_default_image(spec, settings)
+            check_run_limits(spec, settings)
         with _gate("egress", run_id, audit):
             egress_policy = _egress_policy(settings, services.egress, run_id=run_id, audit=audit)
         binaries = opened.allowed.identity.binaries
@@ -1280,8 +1301,7 @@ def execute(
         # values, the run's secret variables, and masked whitelisted variables.
         for variable, secret_value in launcher_secret_values(services.environ):
             redactor.add(variable, secret_value)
-        for name, secret in spec.secrets():
-            add_secret(redactor, name, secret)
+        add_secrets(redactor, spec.secrets())  # each value of a secret file on its own too
         for name, secret in extra_env.items():
             if name in settings.mask_envs:
                 add_secret(redactor, f"env:{name}", secret)

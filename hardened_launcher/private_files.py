@@ -22,10 +22,17 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Final
 
-__all__ = ["PRIVATE_FILE_MODE", "create_exclusive", "publish_exclusive", "replace_atomically"]
+__all__ = [
+    "PRIVATE_FILE_MODE",
+    "create_exclusive",
+    "non_regular_kind",
+    "publish_exclusive",
+    "replace_atomically",
+]
 
 PRIVATE_FILE_MODE: Final = 0o600
 _NEW_FILE_FLAGS: Final = (
@@ -33,6 +40,39 @@ _NEW_FILE_FLAGS: Final = (
 )
 
 _Data = bytes | bytearray | memoryview
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "something other than a regular file"
+
+
+def non_regular_kind(path: Path) -> str | None:
+    """What is at ``path`` when a replacing write must not touch it, else None.
+
+    None: nothing there, a regular file, a symlink to one, or a dangling symlink (replacing
+    puts a file where the link was; the target is never written). Otherwise a description: "a
+    device", "a FIFO", "a directory", "a socket", or "a symbolic link to a device" and so on.
+    A looping link or one this user cannot follow raises the ``OSError``.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        try:
+            target = path.stat().st_mode
+        except FileNotFoundError:
+            return None
+        return None if stat.S_ISREG(target) else f"a symbolic link to {_kind(target)}"
+    return None if stat.S_ISREG(mode) else _kind(mode)
 
 
 def create_exclusive(path: Path, data: _Data, *, mode: int = PRIVATE_FILE_MODE) -> None:

@@ -49,6 +49,8 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
+from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
+from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
 from hardened_launcher.errors import ConfigurationError
 from hardened_launcher.secrets import Secret
@@ -735,6 +737,19 @@ def _parse_runtime(text: str) -> str:
     return value
 
 
+_IMAGE_REF_RE: Final = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
+
+
+def _parse_image(text: str) -> str:
+    value = text.strip()
+    if not _IMAGE_REF_RE.fullmatch(value):
+        raise _InvalidValueError(
+            "is not an image reference",
+            expected="lower-case letters, digits and . _ / : @ -, e.g. registry.example/runner:1",
+        )
+    return value
+
+
 def _parse_protocol(text: str) -> CommsProtocol:
     value = text.strip().lower()
     if value == "mqtt":
@@ -1044,6 +1059,25 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "(`base64 -w 0 < spacelift.key`); required to run.",
     ),
     VariableSpec(
+        name="SPACELIFT_TOKEN_FILE",
+        field="token_file",
+        default="unset",
+        source="seed",
+        description="(Extension of the vendor contract.) Absolute path of a file holding the "
+        "token instead of `SPACELIFT_TOKEN` "
+        "(not both); without either, the systemd credential `spacelift-token` is read from "
+        "`$CREDENTIALS_DIRECTORY`. Mode 0600/0640, at most 64 KiB (docs/install.md).",
+    ),
+    VariableSpec(
+        name="SPACELIFT_POOL_PRIVATE_KEY_FILE",
+        field="pool_private_key_file",
+        default="unset",
+        source="seed",
+        description="Absolute path of a file holding the pool key (the PEM itself or its base64) "
+        "instead of `SPACELIFT_POOL_PRIVATE_KEY` (not both); else the systemd credential "
+        "`spacelift-pool-private-key`. Mode 0600/0640, at most 64 KiB.",
+    ),
+    VariableSpec(
         name="SPACELIFT_DOCKER_CONFIG_DIR",
         field="docker_config_dir",
         default="unset",
@@ -1094,6 +1128,13 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         default="Docker's default",
         source="seed",
         description="Container runtime for run containers (e.g. `runsc` for gVisor).",
+    ),
+    VariableSpec(
+        name="SPACELIFT_DEFAULT_RUNNER_IMAGE",
+        field="default_runner_image",
+        default="none (a run spec must name its image)",
+        source="seed",
+        description="Image of a run whose spec names none (already on the Docker host).",
     ),
     VariableSpec(
         name="SPACELIFT_WHITELIST_ENVS",
@@ -1488,6 +1529,8 @@ class Settings:
     # -- SPACELIFT_* (the vendor contract) -----------------------------------------------------
     token: Secret | None = None
     pool_private_key: Secret | None = None
+    token_file: Path | None = None
+    pool_private_key_file: Path | None = None
     docker_config_dir: Path | None = None
     mask_envs: tuple[str, ...] = ()
     worker_network: str = DEFAULT_WORKER_NETWORK
@@ -1495,6 +1538,7 @@ class Settings:
     worker_extra_mounts_ro: tuple[Mount, ...] = ()
     worker_extra_mounts_wo: tuple[Mount, ...] = ()
     worker_runtime: str | None = None
+    default_runner_image: str | None = None
     whitelist_envs: tuple[WhitelistedEnv, ...] = ()
     launcher_logs_timeout: timedelta = DEFAULT_LOGS_TIMEOUT
     launcher_run_initialization_policy: Path | None = None
@@ -1754,6 +1798,36 @@ class _Loader:
             self.report(name, raw.label, raw.text, exc)
             return default
 
+    def seed_secret(self, name: str) -> Secret | None:
+        """The token or pool key: from its variable, its ``_FILE`` variant or a systemd
+        credential (hardened_launcher/credential_files.py), with the same validation."""
+        via_file = file_variable(name)
+        file_raw = self.raw(via_file)  # the path may also come from the config file
+        if self.env_value(name) is not None:
+            if file_raw is not None:
+                self.problem(
+                    name,
+                    f"{name} and {via_file} are both set; expected only one of them",
+                    "secret_set_twice",
+                )
+                return None
+            return self.get(name, _parse_secret, None)
+        try:
+            view = dict(self.env)
+            if file_raw is not None:
+                view[via_file] = file_raw.text
+            found = credential_text(view, name)
+        except CredentialFileError as exc:
+            self.problem(name, f"{exc.label}: {exc.why}; expected {exc.expected}", exc.reason)
+            return None
+        if found is None:
+            return None
+        try:
+            return _parse_secret(found.text)
+        except _InvalidValueError as exc:
+            self.report(name, found.label, found.text, exc)
+            return None
+
     # -- the config file -----------------------------------------------------------------------
     def read_config_file(self, path: Path, variable: str) -> None:
         expected = "an absolute path of a TOML file that is not group- or world-writable"
@@ -1812,8 +1886,8 @@ class _Loader:
         finally:
             os.close(fd)
         try:
-            document = tomllib.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            document = load_toml(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, DocumentTooDeepError) as exc:
             why = "is not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"is not TOML ({exc})"
             self.problem(
                 variable,
@@ -2107,8 +2181,10 @@ def load_settings(
         minimum=timedelta(0), maximum=MAX_CLOCK_SKEW, inclusive_minimum=True, example="5m or 90s"
     )
 
-    token = get("SPACELIFT_TOKEN", _parse_secret, None)
-    pool_private_key = get("SPACELIFT_POOL_PRIVATE_KEY", _parse_secret, None)
+    token = loader.seed_secret("SPACELIFT_TOKEN")
+    pool_private_key = loader.seed_secret("SPACELIFT_POOL_PRIVATE_KEY")
+    token_file = get("SPACELIFT_TOKEN_FILE", _parse_abs_path, no_path)
+    pool_private_key_file = get("SPACELIFT_POOL_PRIVATE_KEY_FILE", _parse_abs_path, no_path)
     docker_config_dir = get("SPACELIFT_DOCKER_CONFIG_DIR", _parse_abs_path, no_path)
     mask_envs = get("SPACELIFT_MASK_ENVS", _parse_env_names, no_names)
     worker_network = get("SPACELIFT_WORKER_NETWORK", _parse_docker_name, DEFAULT_WORKER_NETWORK)
@@ -2116,6 +2192,7 @@ def load_settings(
     extra_mounts_ro = get("SPACELIFT_WORKER_RO_EXTRA_MOUNTS", _parse_mounts, no_mounts)
     extra_mounts_wo = get("SPACELIFT_WORKER_WO_EXTRA_MOUNTS", _parse_mounts, no_mounts)
     worker_runtime = get("SPACELIFT_WORKER_RUNTIME", _parse_runtime, None)
+    default_runner_image = get("SPACELIFT_DEFAULT_RUNNER_IMAGE", _parse_image, None)
     whitelist_envs = get("SPACELIFT_WHITELIST_ENVS", _parse_whitelist, no_whitelist)
     launcher_logs_timeout = get(
         "SPACELIFT_LAUNCHER_LOGS_TIMEOUT", logs_timeout, DEFAULT_LOGS_TIMEOUT
@@ -2214,6 +2291,8 @@ def load_settings(
     return Settings(
         token=token,
         pool_private_key=pool_private_key,
+        token_file=token_file,
+        pool_private_key_file=pool_private_key_file,
         docker_config_dir=docker_config_dir,
         mask_envs=mask_envs,
         worker_network=worker_network,
@@ -2221,6 +2300,7 @@ def load_settings(
         worker_extra_mounts_ro=extra_mounts_ro,
         worker_extra_mounts_wo=extra_mounts_wo,
         worker_runtime=worker_runtime,
+        default_runner_image=default_runner_image,
         whitelist_envs=whitelist_envs,
         launcher_logs_timeout=launcher_logs_timeout,
         launcher_run_initialization_policy=policy,

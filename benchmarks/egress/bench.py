@@ -82,7 +82,8 @@ def _our_proxy(port_queue: multiprocessing.Queue[int], upstream_port: int) -> No
         {
             "allow": [
                 {"host": "bench.test", "ports": [upstream_port]},
-                {"cidr": "127.0.0.1/32", "ports": [upstream_port]},
+                # The upstream is on the host itself: acknowledged, exactly (docs/egress.md).
+                {"cidr": "127.0.0.1/32", "ports": [upstream_port], "allow_host_address": True},
             ]
         }
     )

@@ -28,7 +28,9 @@ from hardened_launcher.audit.cef import to_cef
 from hardened_launcher.audit.ocsf import to_ocsf
 from hardened_launcher.audit.reader import AuditRecord
 from hardened_launcher.audit.verify import VerifyReport, verify_log
-from hardened_launcher.errors import InfrastructureError
+from hardened_launcher.bounded_input import describe_path
+from hardened_launcher.errors import InfrastructureError, UsageError
+from hardened_launcher.private_files import non_regular_kind
 
 ExportFormat = Literal["jsonl", "ocsf", "cef"]
 EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = get_args(ExportFormat)
@@ -159,7 +161,21 @@ def export_to_file(
     path: Path,
     opener: Callable[[Path], IO[bytes]] | None = None,
 ) -> ExportSummary:
-    """Export to ``path`` atomically (temporary file in the same directory, then replace)."""
+    """Export to ``path`` atomically (temporary file in the same directory, then replace).
+
+    Only a regular file is ever replaced: a device, FIFO, directory, socket or a symlink to one
+    at ``path`` is refused before anything is written.
+    """
+    try:
+        kind = non_regular_kind(path)
+    except OSError as exc:
+        kind = f"unusable ({exc.strerror or 'cannot inspect'})"
+    if kind is not None:
+        raise UsageError(
+            f"cannot write the export to {describe_path(path)}: it is {kind}",
+            hint="pass --out a path for a new or regular file, or - for stdout",
+            reason="audit_export_target_invalid",
+        )
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
     try:
         with (opener or (lambda p: p.open("xb")))(tmp) as handle:

@@ -25,6 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.errors import ConfigurationError, UntrustedInputError
 from hardened_launcher.private_files import publish_exclusive
 from hardened_launcher.secrets import Secret
@@ -127,19 +128,21 @@ def load_existing_signing_key(state_dir: Path) -> ed25519.Ed25519PrivateKey | No
 
 def load_public_key(path: Path) -> ed25519.Ed25519PublicKey:
     """An auditor's pinned public key: the PEM printed by ``audit key``."""
-    try:
-        data = path.read_bytes()[: MAX_KEY_FILE_BYTES + 1]
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the public key {path}: {exc.strerror}", reason="audit_key_unreadable"
-        ) from None
+    data = bytes(
+        read_bounded(
+            path,
+            max_bytes=MAX_KEY_FILE_BYTES,
+            what="public key",
+            reason="audit_key_unreadable",
+        )
+    )
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm):
         key = None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise UntrustedInputError(
-            f"{path} is not an Ed25519 PEM public key",
+            f"{describe_path(path)} is not an Ed25519 PEM public key",
             hint="use the output of `hardened-launcher audit key`",
             reason="audit_key_invalid",
         )

@@ -8,7 +8,6 @@ re-encoding is byte-identical), carry exactly the known members with the right t
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -18,9 +17,20 @@ from pathlib import Path
 from typing import Final
 
 from hardened_launcher.audit import canonical as c
-from hardened_launcher.errors import UntrustedInputError
+from hardened_launcher.bounded_input import (
+    DocumentTooDeepError,
+    describe_path,
+    load_json,
+    read_bounded,
+)
+from hardened_launcher.errors import InputFileError, UntrustedInputError
 
 MAX_LINE_BYTES: Final = 1024 * 1024
+# Records are flat; their ``fields`` hold a few levels at most.
+MAX_RECORD_DEPTH: Final = 32
+# The writer rotates at 64 MiB (``DEFAULT_SEGMENT_BYTES``); one more record and the closing
+# checkpoint can follow. Anything larger was not written by the launcher.
+MAX_SEGMENT_BYTES: Final = 64 * 1024 * 1024 + 4 * MAX_LINE_BYTES
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _REQUIRED: Final = {
     "v": int,
@@ -137,7 +147,13 @@ def parse_record(raw: bytes, *, segment: str, line: int) -> AuditRecord:
     if len(raw) > MAX_LINE_BYTES:
         raise bad(f"record longer than {MAX_LINE_BYTES} bytes")
     try:
-        data = json.loads(raw.decode("ascii"))
+        data = load_json(raw.decode("ascii"), max_depth=MAX_RECORD_DEPTH)
+    except DocumentTooDeepError as exc:
+        raise bad(
+            f"the record nests deeper than {MAX_RECORD_DEPTH} levels at column {exc.column} "
+            "(damaged or edited)",
+            "audit_record_unparseable",
+        ) from None
     except (UnicodeDecodeError, ValueError):
         raise bad("not a JSON record (damaged or edited)", "audit_record_unparseable") from None
     if not isinstance(data, dict):
@@ -176,13 +192,18 @@ def parse_record(raw: bytes, *, segment: str, line: int) -> AuditRecord:
 
 
 def list_segments(directory: Path) -> list[tuple[int, str]]:
-    """``(first seq, file name)`` of each segment in ``directory``, in log order."""
+    """``(first seq, file name)`` of each segment in ``directory``, in log order.
+
+    A directory that does not exist or cannot be listed raises :class:`InputFileError`.
+    """
     try:
         entries = list(os.scandir(directory))
     except OSError as exc:
-        raise UntrustedInputError(
-            f"cannot read the audit directory {directory}: {exc.strerror}",
-            hint="pass the audit directory (HL_AUDIT_DIR) as PATH",
+        raise InputFileError(
+            f"cannot read the audit directory {describe_path(directory)}: "
+            f"{exc.strerror or 'cannot list'}",
+            hint="pass the audit directory (HL_AUDIT_DIR) as PATH; a launcher that has never "
+            "started has not created it yet",
             reason="audit_dir_unreadable",
         ) from None
     found = []
@@ -193,11 +214,19 @@ def list_segments(directory: Path) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _segment_error(message: str, *, hint: str = "", reason: str) -> UntrustedInputError:
+    return UntrustedInputError(message, hint=hint, reason=reason)
+
+
 def read_segment(directory: Path, name: str) -> bytes:
-    try:
-        return (directory / name).read_bytes()
-    except OSError as exc:
-        raise UntrustedInputError(
-            f"cannot read the audit segment {name}: {exc.strerror}",
+    """One segment's bytes; a segment larger than any the launcher writes is refused unread."""
+    return bytes(
+        read_bounded(
+            directory / name,
+            max_bytes=MAX_SEGMENT_BYTES,
+            what="audit segment",
+            unreadable=_segment_error,
+            too_large=_segment_error,
             reason="audit_dir_unreadable",
-        ) from None
+        )
+    )

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hardened_launcher.audit.export import Selection, iter_selected
 from hardened_launcher.audit.reader import AuditRecord
 from hardened_launcher.errors import UsageError
+from hardened_launcher.terminal import for_terminal
 
 MAX_DETAIL_CHARS: Final = 60
 COLUMNS: Final = ("seq", "time", "gate", "event", "outcome", "reason", "details")
@@ -41,7 +42,7 @@ def _details(record: AuditRecord) -> str:
 
 def _clean(text: str) -> str:
     # Records are verified, but their text came partly from outside: no terminal control codes.
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+    return for_terminal(text)
 
 
 def render_table(records: list[AuditRecord]) -> str:

@@ -51,6 +51,8 @@ from hardened_launcher.audit.reader import (
     read_segment,
     split_lines,
 )
+from hardened_launcher.bounded_input import describe_path
+from hardened_launcher.errors import InputFileError
 
 _SIG_HEX: Final = re.compile(r"[0-9a-f]{128}")
 
@@ -131,10 +133,13 @@ def verify_log(
     kid = compute_key_id(public_key)
     segments = list_segments(directory)
     if not segments:
-        raise AuditFormatError(
-            f"no audit segments ({c.SEGMENT_PREFIX}*{c.SEGMENT_SUFFIX}) in {directory}",
-            segment=str(directory),
-            line=0,
+        # Not an alarm: a fresh install has no log until the launcher first starts. (A log
+        # that was deleted whole looks the same; nothing here can tell them apart.)
+        raise InputFileError(
+            f"there is no audit log in {describe_path(directory)} yet (no "
+            f"{c.SEGMENT_PREFIX}*{c.SEGMENT_SUFFIX} segments)",
+            hint="the launcher writes its first records when it starts; if it has started on "
+            "this host, the log was removed",
             reason="audit_log_empty",
         )
     expected_seq = 0

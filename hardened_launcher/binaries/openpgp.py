@@ -44,6 +44,7 @@ import pysequoia
 from pysequoia import Cert, Sig
 from pysequoia.packet import HashAlgorithm, Packet, PacketPile, SignatureType, Tag
 
+from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.errors import ConfigurationError, LauncherError, UntrustedInputError
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,15 @@ def _keyring_error(source: str, what: str, reason: str) -> ConfigurationError:
     )
 
 
+def _keyring_too_large(message: str, *, hint: str, reason: str) -> ConfigurationError:
+    del hint, reason
+    return ConfigurationError(
+        message,
+        hint="export only the release signing keys (`gpg --export --armor FINGERPRINT`)",
+        reason="keyring_too_large",
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Keyring:
     """Public release keys, one entry per primary fingerprint (duplicates are merged).
@@ -338,16 +348,14 @@ class Keyring:
 
     @classmethod
     def from_file(cls, path: Path) -> Keyring:
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_KEYRING_BYTES + 1)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read the keyring {path}: {exc.strerror}",
-                hint="pass --keyring with a file made by `gpg --export --armor FINGERPRINT`",
-                reason="keyring_unreadable",
-            ) from None
-        return cls.from_bytes(data, source=str(path))
+        data = read_bounded(
+            path,
+            max_bytes=MAX_KEYRING_BYTES,
+            what="keyring",
+            too_large=_keyring_too_large,
+            reason="keyring_unreadable",
+        )
+        return cls.from_bytes(bytes(data), source=describe_path(path))
 
     @property
     def fingerprints(self) -> tuple[str, ...]:

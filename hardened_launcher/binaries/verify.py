@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from hardened_launcher import bounded_input
 from hardened_launcher.audit import AuditSink
 from hardened_launcher.audit.gates import record_pass, record_refusal
 from hardened_launcher.binaries.openpgp import (
@@ -39,7 +40,12 @@ from hardened_launcher.binaries.openpgp import (
     verify_detached,
 )
 from hardened_launcher.binaries.sums import MAX_SUMS_BYTES, check_sums_size, parse_sums
-from hardened_launcher.errors import InfrastructureError, LauncherError, UntrustedInputError
+from hardened_launcher.bounded_input import describe_path
+from hardened_launcher.errors import (
+    InputFileError,
+    LauncherError,
+    UntrustedInputError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +81,9 @@ class VerifiedBinary:
             raise ValueError("VerifiedBinary.signature_created must be timezone-aware")
 
 
-def _unreadable(role: str, path: Path, what: str, reason: str) -> InfrastructureError:
-    return InfrastructureError(
-        f"cannot read the {role} {path}: {what}",
+def _unreadable(role: str, path: Path, what: str, reason: str) -> InputFileError:
+    return InputFileError(
+        f"cannot read the {role} {describe_path(path)}: {what}",
         hint=f"check the path and that the launcher's user may read it; the {role} must be a "
         "regular file",
         reason=reason,
@@ -106,14 +112,31 @@ def open_regular(path: Path, *, role: str, reason: str) -> int:
 
 def read_bounded(path: Path, *, limit_bytes: int, role: str, reason: str) -> bytes:
     """Read at most ``limit_bytes + 1`` bytes (so the caller can tell an oversized file)."""
-    fd = open_regular(path, role=role, reason=reason)
+
+    def unreadable(message: str, *, hint: str, reason: str) -> InputFileError:
+        return InputFileError(message, hint=hint, reason=reason)
+
+    def oversized(message: str, *, hint: str, reason: str) -> _OversizedError:
+        return _OversizedError(message, hint=hint, reason=reason)
+
     try:
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read(limit_bytes + 1)
-    except OSError as exc:
-        raise _unreadable(role, path, exc.strerror or "read failed", reason) from None
-    finally:
-        os.close(fd)
+        return bytes(
+            bounded_input.read_bounded(
+                path,
+                max_bytes=limit_bytes,
+                what=role,
+                unreadable=unreadable,
+                too_large=oversized,
+                reason=reason,
+            )
+        )
+    except _OversizedError:
+        # The caller's size check names the limit in its own words: give it one byte too many.
+        return bytes(limit_bytes + 1)
+
+
+class _OversizedError(InputFileError):
+    """Internal: the file is larger than the limit."""
 
 
 def hash_fd(fd: int) -> tuple[str, int]:

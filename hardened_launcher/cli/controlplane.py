@@ -19,6 +19,8 @@ from typing import Any
 
 from cryptography import x509
 
+from hardened_launcher.bounded_input import read_bounded
+from hardened_launcher.cli.arguments import int_in_range
 from hardened_launcher.controlplane.ca import (
     ControlPlaneSettings,
     StateDir,
@@ -27,14 +29,20 @@ from hardened_launcher.controlplane.ca import (
 )
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
-from hardened_launcher.controlplane.logs import LogStorage
-from hardened_launcher.controlplane.pools import IssuedPool, create_pool, reset_pool
+from hardened_launcher.controlplane.pools import (
+    DEFAULT_POOL_CERTIFICATE_DAYS,
+    MAX_POOL_CERTIFICATE_DAYS,
+    IssuedPool,
+    create_pool,
+    reset_pool,
+)
 from hardened_launcher.controlplane.runs import cancel_run, submit_run
 from hardened_launcher.controlplane.settings import load_controlplane_config
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
 from hardened_launcher.identity.csr import MAX_CSR_PEM_BYTES, load_csr_pem
 from hardened_launcher.secrets import wipe_bytearray
+from hardened_launcher.terminal import TerminalWriter, for_terminal
 from hardened_launcher.transport.broker_config import reload_broker
 
 DIR_VARIABLE = "HL_CP_DIR"
@@ -65,23 +73,7 @@ def _state(args: argparse.Namespace) -> StateDir:
 
 
 def _read_bounded(path: Path, max_bytes: int, what: str) -> bytearray:
-    try:
-        with path.open("rb") as handle:
-            data = bytearray(handle.read(max_bytes + 1))
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the {what} {path}: {exc.strerror or type(exc).__name__}",
-            hint="Check the path",
-            reason="input_unreadable",
-        ) from exc
-    if len(data) > max_bytes:
-        wipe_bytearray(data)
-        raise ConfigurationError(
-            f"the {what} {path} is larger than {max_bytes} bytes",
-            hint="Check you passed the right file",
-            reason="input_too_large",
-        )
-    return data
+    return read_bounded(path, max_bytes=max_bytes, what=what, too_large=ConfigurationError)
 
 
 def _add_dir(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +94,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     init = group.add_parser("init", help="create a state directory: CA, keys, store, broker")
     _add_dir(init)
     init.add_argument("--broker-host", default="127.0.0.1", help="broker listener address")
-    init.add_argument("--broker-port", type=int, default=8883, help="broker listener port")
+    init.add_argument(
+        "--broker-port", type=int_in_range(1, 65535), default=8883, help="broker listener port"
+    )
     init.add_argument("--broker-url", default=None, help="broker URL put in tokens")
     init.add_argument(
         "--control-plane-url", default="http://localhost:8080", help="URL put in tokens"
@@ -126,7 +120,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         p.add_argument("--csr", required=True, type=Path, help="PEM CSR (from keygen/openssl)")
         p.add_argument("--broker-url", default=None, help="override the broker URL in the token")
         p.add_argument("--control-plane-url", default=None, help="override the control-plane URL")
-        p.add_argument("--days", type=int, default=365, help="certificate validity in days")
+        p.add_argument(
+            "--days",
+            type=int_in_range(1, MAX_POOL_CERTIFICATE_DAYS, unit="days"),
+            default=DEFAULT_POOL_CERTIFICATE_DAYS,
+            help=f"certificate validity in days (1 to {MAX_POOL_CERTIFICATE_DAYS}; never beyond "
+            "the CA certificate)",
+        )
         if handler is run_pool_reset:
             p.add_argument(
                 "--broker-pid-file",
@@ -169,7 +169,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     submit.add_argument("--pool", required=True)
     submit.add_argument(
         "--expires-in",
-        type=int,
+        type=int_in_range(1, 24 * 3600, unit="seconds"),
         default=24 * 3600,
         help="seconds the sealed run state stays valid (max 86400)",
     )
@@ -259,10 +259,11 @@ def run_pool_create(args: argparse.Namespace) -> int:
 
 
 def run_pool_reset(args: argparse.Namespace) -> int:
-    state, issued = _issue_and_print(args, reset_pool)
+    # A pid file that cannot be used is refused before the certificate is revoked.
+    pid = _state(args).broker_pid(args.broker_pid_file, environ=os.environ)
+    _, issued = _issue_and_print(args, reset_pool)
     revoked = issued.revoked.serial if issued.revoked else "-"
     if issued.revocation_list is not None:
-        pid = state.broker_pid(args.broker_pid_file, environ=os.environ)
         if pid is not None:
             reload_broker(pid)
             applied = f"broker (pid {pid}) reloaded with SIGHUP"
@@ -295,7 +296,7 @@ def run_pool_list(args: argparse.Namespace) -> int:
         pools = store.list_pools()
     print(f"{'POOL':<24} {'CERT SERIAL':<34} {'CREATED':<20}")
     for p in pools:
-        print(f"{p.id:<24} {p.certificate_serial:<34} {_iso(p.created_at):<20}")
+        print(for_terminal(f"{p.id:<24} {p.certificate_serial:<34} {_iso(p.created_at):<20}"))
     return 0
 
 
@@ -309,8 +310,10 @@ def run_workers_list(args: argparse.Namespace) -> int:
         state_text = "DRAINED" if w.drained and w.alive else w.state.value
         tags = ",".join(f"{k}={v}" for k, v in sorted(r.metadata.items()))
         print(
-            f"{w.id:<28} {w.pool_id:<20} {state_text:<8} {_iso(w.last_heartbeat_at):<20} "
-            f"{r.version:<10} {tags}"
+            for_terminal(
+                f"{w.id:<28} {w.pool_id:<20} {state_text:<8} {_iso(w.last_heartbeat_at):<20} "
+                f"{r.version:<10} {tags}"
+            )
         )
     return 0
 
@@ -319,7 +322,7 @@ def _drain(args: argparse.Namespace, *, drained: bool) -> int:
     state = _state(args)
     with state.open_store() as store:
         store.set_worker_drained(args.worker_id, drained=drained, now=time.time())
-    print(f"worker {args.worker_id} {'drained' if drained else 'undrained'}")
+    print(for_terminal(f"worker {args.worker_id} {'drained' if drained else 'undrained'}"))
     return 0
 
 
@@ -357,8 +360,10 @@ def run_runs_list(args: argparse.Namespace) -> int:
     print(f"{'RUN':<32} {'POOL':<20} {'STATE':<10} {'WORKER':<28} {'UPDATED':<20} REASON")
     for r in runs:
         print(
-            f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
-            f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+            for_terminal(
+                f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
+                f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+            )
         )
     return 0
 
@@ -386,15 +391,17 @@ def run_show(args: argparse.Namespace) -> int:
         ("envelope expires", _iso(r.envelope_expires_at)),
     )
     for key, value in rows:
-        print(f"{key + ':':<19}{value}")
+        print(for_terminal(f"{key + ':':<19}{value}"))
     print("history:")
     for at, kind, fields in events:
         extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
-        print(f"  {_iso(at)} {kind} {extra}".rstrip())
+        print(for_terminal(f"  {_iso(at)} {kind} {extra}".rstrip()))
     return 0
 
 
 def run_logs(args: argparse.Namespace) -> int:
+    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
+
     state = _state(args)
     config = load_controlplane_config(os.environ).log_storage
     if config is None:
@@ -405,7 +412,7 @@ def run_logs(args: argparse.Namespace) -> int:
         )
     storage = LogStorage(config)
     next_chunk = 0
-    out = sys.stdout.buffer
+    out = TerminalWriter(sys.stdout.buffer)  # a run's log: escaped when stdout is a terminal
     with state.open_store() as store:
         while True:
             run = store.get_run(args.run_id)  # before reading, so no chunk is missed
@@ -416,6 +423,7 @@ def run_logs(args: argparse.Namespace) -> int:
             if not args.follow or run.state in TERMINAL_RUN_STATES:
                 break
             time.sleep(FOLLOW_POLL_SECONDS)
+    out.finish()
     missing = [c for c in storage.list_chunks(args.run_id) if c >= next_chunk]
     if missing:
         sys.stderr.write(
@@ -429,7 +437,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     with state.open_store() as store:
         run = cancel_run(store, args.run_id, now=time.time())
     suffix = " (the worker was told to stop it)" if run.cancel_requested else ""
-    print(f"run {run.id}: {run.state.value}{suffix}")
+    print(for_terminal(f"run {run.id}: {run.state.value}{suffix}"))
     return 0
 
 
@@ -442,6 +450,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
 
     state = _state(args)
+    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
+
     config = load_controlplane_config(os.environ).log_storage
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()

@@ -11,20 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hardened_launcher.demo.environment import (
-    DemoEnvironmentError,
-    Environment,
-    MissingComponentsError,
-)
-from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, StoryResult, run_story
+if TYPE_CHECKING:
+    from hardened_launcher.demo.stories import StoryResult
 from hardened_launcher.errors import EXIT_INFRASTRUCTURE, ConfigurationError
+from hardened_launcher.terminal import for_terminal
 
 
 class _Plain:
     def say(self, text: str) -> None:
-        print(f"  {text}", flush=True)
+        print(f"  {for_terminal(text)}", flush=True)
 
     def title(self, text: str) -> None:
         print(f"\n=== {text}", flush=True)
@@ -33,9 +30,10 @@ class _Plain:
         print("\nstory                  result  run                       state     reason")
         for r in results:
             mark = "ok" if r.passed else "FAILED"
-            print(f"{r.name:<22} {mark:<7} {r.run_id:<25} {r.state:<9} {r.reason}", flush=True)
+            line = f"{r.name:<22} {mark:<7} {r.run_id:<25} {r.state:<9} {r.reason}"
+            print(for_terminal(line), flush=True)
             if not r.passed:
-                print(f"    {r.problem}")
+                print(f"    {for_terminal(r.problem)}")
 
     def where(self, rows: list[tuple[str, str]]) -> None:
         print("\nwhere to look:")
@@ -52,7 +50,7 @@ class _Rich(_Plain):
     def say(self, text: str) -> None:
         from rich.markup import escape  # noqa: PLC0415
 
-        self.console.print(f"  [dim]│[/dim] {escape(text)}")
+        self.console.print(f"  [dim]│[/dim] {escape(for_terminal(text))}")
 
     def title(self, text: str) -> None:
         from rich.markup import escape  # noqa: PLC0415
@@ -60,6 +58,7 @@ class _Rich(_Plain):
         self.console.rule(f"[bold]{escape(text)}")
 
     def summary(self, results: list[StoryResult]) -> None:
+        from rich.markup import escape  # noqa: PLC0415
         from rich.table import Table  # noqa: PLC0415
 
         table = Table(title="hardened-launcher demo")
@@ -71,9 +70,9 @@ class _Rich(_Plain):
                 "[green]ok[/green]" if r.passed else "[red]FAILED[/red]",
                 r.run_id,
                 r.state,
-                r.reason,
+                escape(for_terminal(r.reason)),
                 f"{r.seconds:.1f}",
-                "; ".join(r.evidence) if r.passed else r.problem[:300],
+                escape(for_terminal("; ".join(r.evidence) if r.passed else r.problem[:300])),
             )
         self.console.print(table)
 
@@ -111,12 +110,31 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="remove the temporary directory at the end (default: keep it to look at)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="use this new directory instead")
+    parser.add_argument(
+        "--launcher-image",
+        metavar="TAG",
+        default="",
+        help="run the launcher from this container image (scripts/image) instead of this Python",
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # Imported here: parsing `demo --help` must not load boto3 and the Docker SDK.
+    from hardened_launcher.demo.environment import (  # noqa: PLC0415
+        DemoEnvironmentError,
+        Environment,
+        MissingComponentsError,
+    )
+    from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, run_story  # noqa: PLC0415
+
     out = _narrator(args.plain)
-    env = Environment(root=args.dir, keep=not args.clean, run_timeout=DEMO_RUN_TIMEOUT)
+    env = Environment(
+        root=args.dir,
+        keep=not args.clean,
+        run_timeout=DEMO_RUN_TIMEOUT,
+        launcher_image=args.launcher_image,
+    )
     out.title("Setting up: control plane, mosquitto (mTLS), SeaweedFS S3, launcher")
     try:
         env.start()

@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from hardened_launcher.doctor import exit_code_for, render_table, run_checks
-
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     parser = sub.add_parser(
@@ -22,6 +20,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the checks load the pipeline and the Docker SDK.
+    from hardened_launcher.doctor import exit_code_for, render_table, run_checks  # noqa: PLC0415
+
     results = run_checks()
     if args.format == "json":
         payload = [

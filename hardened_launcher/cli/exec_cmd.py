@@ -10,32 +10,8 @@ redacted output streamed to the terminal (and optionally to a log file). With
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 from typing import Any
-
-from hardened_launcher import __version__
-from hardened_launcher.audit.chain import ChainedAuditLog
-from hardened_launcher.binaries import VerifiedBinaryCache
-from hardened_launcher.errors import InfrastructureError, UsageError
-from hardened_launcher.executor.cleanup import launcher_id_for
-from hardened_launcher.executor.logsink import FileLogSink, LogSink, StreamLogSink, TeeLogSink
-from hardened_launcher.executor.mounts import ResolvedMounts, resolve_mounts
-from hardened_launcher.executor.runner import DockerRunner, docker_client
-from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
-from hardened_launcher.pipeline import (
-    BinaryGate,
-    EgressStep,
-    PolicyStep,
-    ReleaseDirectory,
-    run_pipeline,
-    start_policy_step,
-)
-from hardened_launcher.policy.startup import sanitizer_from
-from hardened_launcher.redaction import Redactor
-from hardened_launcher.settings import Settings, load_settings
-from hardened_launcher.startup import open_configured_audit_log
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -63,93 +39,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    mounts = resolve_mounts(settings)  # a dangerous mount stops us before anything else
-    keyring = args.keyring or settings.release_keyring
-    if keyring is None:
-        raise UsageError(
-            "no release keyring: pass --keyring or set HL_RELEASE_KEYRING",
-            hint="the keyring holds the public keys of HL_RELEASE_KEY_FINGERPRINTS",
-        )
-    try:
-        data = args.spec.read_bytes()
-    except OSError as exc:
-        raise InfrastructureError(
-            f"cannot read the run spec {args.spec}: {exc.strerror}",
-            hint="check the path",
-            reason="runspec_unreadable",
-        ) from None
-    audit = open_configured_audit_log(settings)  # with the HL_AUDIT_* tuning
-    launcher_id = f"{launcher_id_for(settings)}-exec"[:63]
-    # The policy compiles before the spec is even parsed: a broken policy stops us here, with
-    # file:line:col and the engine's message.
-    try:
-        policy = start_policy_step(
-            settings,
-            sanitizer=sanitizer_from(settings),
-            pool_id="local",
-            worker_id=launcher_id,
-            audit=audit,
-        )
-    except BaseException:
-        audit.close()
-        raise
-    try:
-        spec = parse_run_spec(data, max_bytes=settings.max_envelope_bytes)
-        sinks: list[LogSink] = [StreamLogSink(sys.stdout.buffer, sys.stderr.buffer)]
-        if args.log is not None:
-            sinks.append(FileLogSink(args.log))
-        return _execute(args, settings, spec, keyring, sinks, audit, launcher_id, policy, mounts)
-    finally:
-        if policy is not None:
-            policy.close()
-        audit.close()
+    # Imported when the command runs, never when the parser is built (docker, boto3, requests).
+    from hardened_launcher.cli.exec_run import run as run_exec  # noqa: PLC0415
 
-
-def _execute(
-    args: argparse.Namespace,
-    settings: Settings,
-    spec: RunSpec,
-    keyring: Path,
-    sinks: list[LogSink],
-    audit: ChainedAuditLog,
-    launcher_id: str,
-    policy: PolicyStep | None,
-    mounts: ResolvedMounts,
-) -> int:
-    client = docker_client()
-    runner = DockerRunner(
-        client,
-        logs_timeout=settings.launcher_logs_timeout,
-        run_timeout=settings.launcher_run_timeout,
-        stop_grace=settings.run_stop_grace,
-        mounts=mounts,
-    )
-    result = run_pipeline(
-        spec,
-        settings=settings,
-        launcher_id=launcher_id,
-        worker_version=__version__,
-        binaries=BinaryGate(
-            releases=ReleaseDirectory(root=args.releases),
-            keyring=keyring,
-            pins=settings.release_key_fingerprints,
-            cache=VerifiedBinaryCache.from_settings(settings, audit=audit),
-            max_clock_skew=settings.clock_skew,
-        ),
-        policy=policy,
-        runner=runner,
-        redactor=Redactor(),
-        sink=TeeLogSink(*sinks),
-        audit=audit,
-        environ=os.environ,
-        # Used only when HL_EGRESS_POLICY is set: the run's network is made on this daemon.
-        egress=EgressStep(docker_client=client),
-    )
-    sys.stderr.write(
-        f"run {result.run_id}: {result.reason} (exit code {result.exit_code}, "
-        f"{result.duration_seconds:.1f}s)\n"
-    )
-    if result.exit_code is None:
-        return 1
-    return result.exit_code if result.exit_code < 256 else 1
+    return run_exec(args)

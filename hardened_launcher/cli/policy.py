@@ -6,11 +6,15 @@ test fails or coverage is below the threshold (compared without rounding), 1 on 
 
 ``hardened-launcher policy eval --policy PATH --input FILE.json``: prints the decision as JSON;
 exit 0 allow, 3 deny, 1 error. The input file is used as given (it is the operator's own file).
+``--timeout`` bounds the compile-time probe and the evaluation alike (10 ms to 60 s).
 
-``hardened-launcher policy check PATH``: compile only; exit 0, or 1 with ``file:line:col: msg``.
+``hardened-launcher policy check PATH [--timeout S]``: compile, and probe with an empty input in
+the policy worker (under the timeout and its memory limit); exit 0, or 1 with
+``file:line:col: msg``.
 
 These commands report errors themselves (one line, ``error: …``) so that their exit codes stay
-those of ``opa`` rather than the launcher's sysexits codes.
+those of ``opa`` rather than the launcher's sysexits codes — except a missing or unreadable file
+named on the command line, which exits 66 as on every command.
 """
 
 from __future__ import annotations
@@ -22,17 +26,27 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from hardened_launcher.errors import LauncherError, UsageError
+from hardened_launcher.bounded_input import (
+    DocumentTooDeepError,
+    describe_path,
+    load_json,
+    read_bounded,
+)
+from hardened_launcher.cli import policy_library
+from hardened_launcher.errors import InputFileError, LauncherError, UsageError
 from hardened_launcher.policy.gate import DEFAULT_TIMEOUT_S, PolicyGate, check_policy_path
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import Syntax
 from hardened_launcher.policy.testing import TestReport, parse_threshold, run_tests
+from hardened_launcher.settings import MAX_POLICY_TIMEOUT, MIN_POLICY_TIMEOUT
+from hardened_launcher.terminal import for_terminal
 
 EXIT_PASS = 0
 EXIT_ERROR = 1
 EXIT_TEST_FAILED = 2
 EXIT_DENY = 3
 MAX_INPUT_FILE_BYTES = 1024 * 1024
+MAX_INPUT_DEPTH = 64
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -60,7 +74,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a policy on one input document")
     evaluate.add_argument("--policy", type=Path, required=True, metavar="PATH")
     evaluate.add_argument("--input", type=Path, required=True, metavar="FILE.json")
-    evaluate.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS")
+    evaluate.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, metavar="SECONDS")
     evaluate.add_argument(
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
@@ -69,16 +83,38 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     check = commands.add_parser("check", help="compile a policy without evaluating it")
     check.add_argument("path", type=Path, metavar="PATH")
     check.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="bound of the probe with an empty input (as HL_POLICY_TIMEOUT; default 1)",
+    )
+    check.add_argument(
         "--syntax", choices=[s.value for s in Syntax], default="auto", help=syntax_help
     )
     check.set_defaults(handler=run_check)
 
+    policy_library.register(commands)
+
 
 def _fail(exc: LauncherError, args: argparse.Namespace) -> int:
-    sys.stderr.write(f"error: {exc.one_line()}\n")
+    sys.stderr.write(f"error: {for_terminal(exc.one_line())}\n")
     if getattr(args, "verbose", False) and exc.detail:
-        sys.stderr.write(f"detail: {exc.detail}\n")
-    return EXIT_ERROR
+        sys.stderr.write(f"detail: {for_terminal(exc.detail)}\n")
+    # A missing or unreadable file has the one exit code every command uses for it.
+    return exc.exit_code if isinstance(exc, InputFileError) else EXIT_ERROR
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``: seconds, within the bounds of ``HL_POLICY_TIMEOUT``."""
+    low, high = MIN_POLICY_TIMEOUT.total_seconds(), MAX_POLICY_TIMEOUT.total_seconds()
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:40]!r}") from None
+    if not low <= value <= high:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} seconds")
+    return value
 
 
 def _percent(value: Fraction) -> str:
@@ -107,9 +143,9 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
         if args.verbose or status in {"FAIL", "ERROR"}:
             where = f"{result.file}:{result.line}, {result.duration_ns // 1000} µs"
             line = f"{result.package}.{result.name}: {status} ({where})"
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(for_terminal(line) + "\n")
             if result.error:
-                sys.stdout.write(f"  {result.error}\n")
+                sys.stdout.write(f"  {for_terminal(result.error)}\n")
     passed = sum(1 for r in report.results if r.passed)
     failed = len(report.failed)
     skipped = sum(1 for r in report.results if r.skipped)
@@ -122,7 +158,8 @@ def _print_report(report: TestReport, args: argparse.Namespace, below: bool) -> 
         sys.stdout.write(f"coverage: {_percent(report.coverage.percent)}\n")
         if below or args.verbose:
             for path, lines in report.coverage.uncovered_lines.items():
-                sys.stdout.write(f"  not covered: {path}: {', '.join(map(str, lines))}\n")
+                shown = for_terminal(f"{path}: {', '.join(map(str, lines))}")
+                sys.stdout.write(f"  not covered: {shown}\n")
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -153,23 +190,20 @@ def run_test(args: argparse.Namespace) -> int:
 
 
 def _read_input(path: Path) -> dict[str, Any]:
+    raw = read_bounded(
+        path, max_bytes=MAX_INPUT_FILE_BYTES, what="input file", too_large=UsageError
+    )
+    shown = describe_path(path)
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_INPUT_FILE_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read the input file {path}: {exc.strerror}", reason="usage"
-        ) from None
-    if len(raw) > MAX_INPUT_FILE_BYTES:
-        raise UsageError(f"the input file {path} is larger than 1 MiB", reason="usage")
-    try:
-        doc = json.loads(raw)
+        doc = load_json(raw, max_depth=MAX_INPUT_DEPTH)
+    except DocumentTooDeepError as exc:
+        raise UsageError(f"the input file {shown} {exc}", reason="usage") from None
     except ValueError as exc:
         raise UsageError(
-            f"the input file {path} is not JSON ({type(exc).__name__})", reason="usage"
+            f"the input file {shown} is not JSON ({type(exc).__name__})", reason="usage"
         ) from None
     if not isinstance(doc, dict):
-        raise UsageError(f"the input file {path} does not hold a JSON object", reason="usage")
+        raise UsageError(f"the input file {shown} does not hold a JSON object", reason="usage")
     return doc
 
 
@@ -177,7 +211,10 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         document = _read_input(args.input)
         sanitizer = Sanitizer.random()
-        compiled = check_policy_path(args.policy, syntax=Syntax(args.syntax), sanitizer=sanitizer)
+        # The gate's worker probes the policy under --timeout and its memory limit.
+        compiled = check_policy_path(
+            args.policy, syntax=Syntax(args.syntax), sanitizer=sanitizer, probe=False
+        )
         with PolicyGate.start(compiled, sanitizer=sanitizer, timeout_s=args.timeout) as gate:
             result = gate.evaluate(document)
     except LauncherError as exc:
@@ -188,9 +225,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        compiled = check_policy_path(args.path, syntax=Syntax(args.syntax))
+        compiled = check_policy_path(args.path, syntax=Syntax(args.syntax), timeout_s=args.timeout)
     except LauncherError as exc:
         return _fail(exc, args)
     syntaxes = ", ".join(f"{path} ({syntax.value})" for path, syntax in compiled.syntaxes.items())
-    sys.stdout.write(f"ok: {syntaxes}; sha256 {compiled.sha256}\n")
+    sys.stdout.write(f"ok: {for_terminal(syntaxes)}; sha256 {compiled.sha256}\n")
     return EXIT_PASS

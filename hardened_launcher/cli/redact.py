@@ -6,22 +6,30 @@
 Values come from the environment variables named by ``--mask-env`` (repeatable,
 comma-separated; ``SPACELIFT_MASK_ENVS`` is used when no source is given) and from
 ``--values-file`` (one value per line, or NUL-separated with ``-z``). Input is read as it
-arrives (not line by line), so interactive output streams through with at most the longest
-variant minus one byte held back. Warnings and counts name variables, never values.
+arrives (not line by line), and only bytes that may still become part of a masked value are held
+back, so interactive output streams through. Warnings and counts name variables, never values.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hardened_launcher.errors import ConfigurationError, UsageError
+from hardened_launcher.bounded_input import describe_path, read_bounded
+from hardened_launcher.errors import UsageError
 from hardened_launcher.redaction import Redactor
+from hardened_launcher.terminal import for_terminal
 
 READ_CHUNK_BYTES = 65536
+# Values to mask are secrets, not corpora: a larger file is a mistake (or /dev/zero).
+MAX_VALUES_FILE_BYTES = 1024 * 1024
+#: While a tail is held back, how long to wait for input before asking the stream for what
+#: passed its deadline.
+POLL_SECONDS = 0.05
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -71,20 +79,21 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
             continue
         items.append((name, value))
     if args.values_file is not None:
-        try:
-            data = args.values_file.read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read the values file {args.values_file} ({exc.strerror})",
-                hint="check the path and its permissions",
-            ) from None
+        data = bytes(
+            read_bounded(
+                args.values_file,
+                max_bytes=MAX_VALUES_FILE_BYTES,
+                what="values file",
+                too_large=UsageError,
+            )
+        )
         if args.null:
             entries = data.split(b"\0")
         else:
             entries = [line.removesuffix(b"\r") for line in data.split(b"\n")]
         for n, value in enumerate(entries, start=1):
             if value:
-                items.append((f"{args.values_file.name}:{n}", value))
+                items.append((f"{describe_path(args.values_file.name)}:{n}", value))
     if not items:
         unset = [w.split(":", 1)[0] for w in red.warnings]
         raise UsageError(
@@ -98,12 +107,18 @@ def build_redactor(args: argparse.Namespace) -> Redactor:
 def _redact(args: argparse.Namespace) -> int:
     red = build_redactor(args)
     for warning in red.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        sys.stderr.write(f"warning: {for_terminal(warning)}\n")
     stream = red.stream("stdout")
     out = sys.stdout.buffer
     stdin = sys.stdin.buffer
     fd = _fileno(stdin)
     while True:
+        if fd is not None and stream.pending_bytes and not _readable(fd, POLL_SECONDS):
+            late = stream.poll()  # a tail held only for a line break past the deadline
+            if late:
+                out.write(late)
+                out.flush()
+            continue
         # os.read returns what a pipe has now, so interactive output is not held for 64 KiB.
         chunk = os.read(fd, READ_CHUNK_BYTES) if fd is not None else stdin.read(READ_CHUNK_BYTES)
         if not chunk:
@@ -116,8 +131,16 @@ def _redact(args: argparse.Namespace) -> int:
     out.flush()
     if args.counts:
         for name, count in sorted(red.counts().items()):
-            sys.stderr.write(f"masked {count} x {name}\n")
+            sys.stderr.write(f"masked {count} x {for_terminal(name)}\n")
     return 0
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    try:
+        readable, _, _ = select.select([fd], [], [], timeout)
+    except (OSError, ValueError):
+        return True  # not selectable (a regular file is always ready): just read
+    return bool(readable)
 
 
 def _fileno(stream: BinaryIO) -> int | None:

@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hardened_launcher.errors import EXIT_OK
+from hardened_launcher.bounded_input import read_bounded
+from hardened_launcher.errors import EXIT_OK, ConfigurationError
 from hardened_launcher.settings import (
+    MAX_CONFIG_FILE_BYTES,
     SettingsError,
     effective_values,
     load_settings,
@@ -61,6 +63,14 @@ def _show(args: argparse.Namespace) -> int:
     if config is not None:
         # A path typed on the command line is relative to where the operator stands.
         config = config.absolute()
+        # A file named on the command line that cannot be read exits 66, as on every command
+        # (the settings check still reports what is wrong inside it).
+        read_bounded(
+            config,
+            max_bytes=MAX_CONFIG_FILE_BYTES,
+            what="config file",
+            too_large=ConfigurationError,
+        )
     try:
         settings = load_settings(config_file=config)
     except SettingsError as exc:

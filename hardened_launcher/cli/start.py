@@ -32,8 +32,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from hardened_launcher import __version__
+from hardened_launcher import __version__, sd_notify
 from hardened_launcher.audit.chain import ChainedAuditLog
+from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
 from hardened_launcher.executor.runner import DockerRunner, docker_client
@@ -182,6 +183,7 @@ def _probe_loop(
             audit=audit if audit.healthy else None,
             stop_grace_seconds=int(settings.run_stop_grace.total_seconds()),
             keep_run_ids=daemon.running_run_ids(),
+            reason="docker_restarted",
         ):
             log.warning(
                 "run.container_removed run_id=%s container=%s",
@@ -228,6 +230,7 @@ def run(
             log.warning(
                 "run.crashed run_id=%s container=%s", crashed.run_id, crashed.container_id[:12]
             )
+        remove_leftover_egress(client, audit=audit)  # networks, then firewall rules, of the dead
         components = build_launcher(checks, audit=audit)
         replay = SqliteReplayCache(settings.state_dir / "replay.sqlite3")
         egress = components.egress_policy
@@ -248,6 +251,7 @@ def run(
                 run_timeout=settings.launcher_run_timeout,
                 stop_grace=settings.run_stop_grace,
                 mounts=components.mounts,
+                files_dir=settings.state_dir / "run-files",
             ),
             audit=audit,
             sink_factory=sink_factory or shipping,
@@ -284,7 +288,12 @@ def run(
         daemon.on_run_ended = lambda status: (
             probes.owe_cleanup() if status.state != "FINISHED" else None  # also probes at once
         )
-        signal.signal(signal.SIGTERM, lambda *_: daemon.terminate())
+
+        def _on_sigterm(*_: object) -> None:
+            sd_notify.stopping("draining after SIGTERM")
+            daemon.terminate()
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
         signal.signal(signal.SIGINT, lambda *_: daemon.terminate())
         resumed: dict[str, ChunkedLogSink] = {}
         health: HealthServer | None = None
@@ -293,9 +302,11 @@ def run(
             health = _start_health(settings, metrics, daemon)
             probes.start()
             log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
+            sd_notify.ready(f"running: pool {token.pool_id}, launcher {launcher_id}")
             return daemon.run()
         finally:
             probes.stop()
+            sd_notify.stopping("draining: waiting for running runs to end")
             daemon.join_runs(settings.run_stop_grace.total_seconds() + 30)
             if health is not None:
                 health.stop()

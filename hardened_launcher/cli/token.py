@@ -15,6 +15,7 @@ from hardened_launcher.identity.certificates import format_time
 from hardened_launcher.identity.keys import describe_public_key
 from hardened_launcher.identity.token import MAX_ENCODED_TOKEN_BYTES, TOKEN_VARIABLE, Token
 from hardened_launcher.secrets import Secret
+from hardened_launcher.terminal import for_terminal
 
 STDIN = "-"
 
@@ -127,7 +128,7 @@ def _render_text(summary: dict[str, object]) -> str:
             )
         else:
             lines.append(f"{labels.get(key, key) + ':':<18}{value}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(for_terminal(line) for line in lines) + "\n"
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -21,13 +21,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.store import Store
 from hardened_launcher.identity.issuing import (
@@ -35,14 +36,21 @@ from hardened_launcher.identity.issuing import (
     issue_control_plane_certificate,
 )
 from hardened_launcher.identity.keyfiles import write_private_file
-from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE, MQTT_NAMESPACE_PATTERN
+from hardened_launcher.identity.token import (
+    DEFAULT_MQTT_NAMESPACE,
+    MQTT_NAMESPACE_PATTERN,
+    TokenError,
+    check_token_urls,
+)
 from hardened_launcher.secrets import Secret, wipe_bytearray
 from hardened_launcher.transport.broker_config import (
     RevokedCertificate,
     write_broker_config,
     write_revocation_list,
 )
-from hardened_launcher.transport.client import TlsCredentials
+
+if TYPE_CHECKING:  # the MQTT client (paho) loads only where a transport is made
+    from hardened_launcher.transport.client import TlsCredentials
 
 CA_KEY_FILE: Final = "ca.key"
 CA_CERT_FILE: Final = "ca.pem"
@@ -57,6 +65,8 @@ BROKER_PID_FILE: Final = "mosquitto.pid"
 BROKER_PID_VARIABLE: Final = "HL_CP_BROKER_PID_FILE"
 DIRECTORY_MODE: Final = 0o700
 CLIENT_CERT_VALIDITY: Final = timedelta(days=365)
+MAX_PID_FILE_BYTES: Final = 64
+MAX_STATE_FILE_BYTES: Final = 1024 * 1024
 
 _REQUIRED_FILES: Final = (
     CA_KEY_FILE,
@@ -91,6 +101,16 @@ class ControlPlaneSettings:
             )
         if not 1 <= self.broker_port <= 65535:
             raise _bad_state("the broker port is out of range", hint="Pass --broker-port 1-65535")
+        try:
+            check_token_urls(broker_url=self.broker_url, control_plane_url=self.control_plane_url)
+        except TokenError as exc:
+            # Every token issued with these URLs would be refused by the launcher: say so now.
+            raise _bad_state(
+                exc.message.replace("in the token ", "").replace("the token", "a token"),
+                hint="Pass --control-plane-url https://HOST[:PORT] (http:// only to localhost) "
+                "and --broker-url mqtts://HOST:PORT",
+                reason="url_invalid",
+            ) from None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"
@@ -111,6 +131,24 @@ class ControlPlaneSettings:
                 f"{SETTINGS_FILE} is not a control-plane settings file",
                 hint="Restore it, or initialise a new state directory",
             ) from exc
+
+
+def _state_file(directory: Path, name: str) -> bytearray:
+    """One file of the state directory: a regular file of at most 1 MiB, else a state error."""
+
+    def refused(message: str, *, hint: str, reason: str) -> ControlPlaneConfigurationError:
+        del hint, reason
+        return ControlPlaneConfigurationError(
+            message, hint="Restore the state directory from backup", reason="state_dir_invalid"
+        )
+
+    return read_bounded(
+        directory / name,
+        max_bytes=MAX_STATE_FILE_BYTES,
+        what="control-plane state file",
+        unreadable=refused,
+        too_large=refused,
+    )
 
 
 def _check_private(path: Path, *, directory: bool) -> None:
@@ -161,16 +199,16 @@ class StateDir:
         return Store(self.store_path)
 
     def certificate_authority(self) -> CertificateAuthority:
-        key = Secret.from_bytearray(bytearray((self.path / CA_KEY_FILE).read_bytes()))
+        key = Secret.from_bytearray(_state_file(self.path, CA_KEY_FILE))
         try:
             return CertificateAuthority.from_pem(
-                key_pem=key, certificate_pem=(self.path / CA_CERT_FILE).read_bytes()
+                key_pem=key, certificate_pem=bytes(_state_file(self.path, CA_CERT_FILE))
             )
         finally:
             key.wipe()
 
     def signing_key(self) -> Ed25519PrivateKey:
-        buf = bytearray((self.path / SIGNING_KEY_FILE).read_bytes())
+        buf = _state_file(self.path, SIGNING_KEY_FILE)
         try:
             key = serialization.load_pem_private_key(bytes(buf), password=None)
         except (ValueError, TypeError) as exc:
@@ -188,14 +226,16 @@ class StateDir:
 
         The caller owns ``private_key_pem`` and wipes it once the transport has loaded it.
         """
-        buf = bytearray((self.path / CLIENT_KEY_FILE).read_bytes())
+        buf = _state_file(self.path, CLIENT_KEY_FILE)
         try:
+            from hardened_launcher.transport.client import TlsCredentials  # noqa: PLC0415
+
             return TlsCredentials(
                 ca_certificate=x509.load_pem_x509_certificate(
-                    (self.path / CA_CERT_FILE).read_bytes()
+                    bytes(_state_file(self.path, CA_CERT_FILE))
                 ),
                 certificate=x509.load_pem_x509_certificate(
-                    (self.path / CLIENT_CERT_FILE).read_bytes()
+                    bytes(_state_file(self.path, CLIENT_CERT_FILE))
                 ),
                 private_key_pem=Secret.from_bytearray(buf),
             )
@@ -221,18 +261,18 @@ class StateDir:
             if not default.exists():
                 return None
             chosen = default
+        data = read_bounded(chosen, max_bytes=MAX_PID_FILE_BYTES, what="broker pid file")
         try:
-            text = chosen.read_text(encoding="ascii").strip()
-            pid = int(text)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            pid = int(bytes(data).decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError) as exc:
             raise _bad_state(
-                f"{chosen} does not hold a process id",
+                f"{describe_path(chosen)} does not hold a process id",
                 hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
                 reason="broker_pid_invalid",
             ) from exc
         if pid <= 1:
             raise _bad_state(
-                f"{chosen} does not hold a usable process id",
+                f"{describe_path(chosen)} does not hold a usable process id",
                 hint="Point --broker-pid-file / HL_CP_BROKER_PID_FILE at mosquitto's pid file",
                 reason="broker_pid_invalid",
             )
@@ -331,5 +371,5 @@ def open_state_dir(path: Path) -> StateDir:
     _check_private(path, directory=True)
     for name in _REQUIRED_FILES:
         _check_private(path / name, directory=False)
-    settings = ControlPlaneSettings.from_json((path / SETTINGS_FILE).read_bytes())
+    settings = ControlPlaneSettings.from_json(bytes(_state_file(path, SETTINGS_FILE)))
     return StateDir(path=path, settings=settings)

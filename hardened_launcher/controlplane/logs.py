@@ -17,10 +17,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
 from hardened_launcher.controlplane.errors import (
     ControlPlaneConfigurationError,
     ObjectStorageError,
@@ -133,9 +129,8 @@ def chunk_key(prefix: str, run_id: str, chunk: int) -> str:
 
 
 def _storage_error(action: str, exc: Exception) -> ObjectStorageError:
-    code = ""
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+    response = getattr(exc, "response", None)  # botocore's ClientError carries the S3 answer
+    code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
     return ObjectStorageError(
         f"object storage refused or failed to {action}" + (f" ({code})" if code else ""),
         hint="Check the HL_CP_S3_* settings and that the bucket exists and is reachable",
@@ -147,6 +142,13 @@ class LogStorage:
     """Presigns chunk uploads and reads chunks back. Construct from a :class:`LogStorageConfig`."""
 
     def __init__(self, config: LogStorageConfig, *, client: S3Client | None = None) -> None:
+        # Imported here: commands that only parse settings (every controlplane command does)
+        # must not pay for boto3.
+        import boto3  # noqa: PLC0415
+        from botocore.config import Config  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         self.config = config
         if client is None:
             secret = (
@@ -180,7 +182,7 @@ class LogStorage:
                 ExpiresIn=self.config.url_expiry_seconds,
                 HttpMethod="PUT",
             )
-        except (BotoCoreError, ClientError) as exc:
+        except self._errors as exc:
             raise _storage_error("presign a log upload", exc) from exc
 
     def urls(self, run_id: str, *, from_chunk: int, count: int | None = None) -> list[LogUrl]:
@@ -200,7 +202,7 @@ class LogStorage:
                     match = _CHUNK_RE.fullmatch(item.get("Key", "")[len(prefix) :])
                     if match is not None:
                         chunks.append(int(match.group(1)))
-        except (BotoCoreError, ClientError) as exc:
+        except self._errors as exc:
             raise _storage_error("list log chunks", exc) from exc
         return sorted(set(chunks))
 
@@ -218,7 +220,7 @@ class LogStorage:
                 return body.read(MAX_CHUNK_BYTES + 1)[:MAX_CHUNK_BYTES]
             finally:
                 body.close()
-        except (BotoCoreError, ClientError) as exc:
+        except self._errors as exc:
             raise _storage_error("read a log chunk", exc) from exc
 
     def read_from(self, run_id: str, from_chunk: int) -> Iterator[tuple[int, bytes]]:

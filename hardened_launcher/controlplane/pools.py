@@ -21,10 +21,11 @@ from hardened_launcher.controlplane.store import PoolRecord, RevokedCertificate,
 from hardened_launcher.envelope.ticket import pool_sanitize_key
 from hardened_launcher.identity.issuing import issue_pool_token
 from hardened_launcher.identity.keys import public_key_id
-from hardened_launcher.identity.token import Token, is_valid_pool_id
+from hardened_launcher.identity.token import Token, TokenError, check_token_urls, is_valid_pool_id
 from hardened_launcher.secrets import Secret
 
 DEFAULT_POOL_CERTIFICATE_DAYS: Final = 365
+MAX_POOL_CERTIFICATE_DAYS: Final = 3650
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,15 +57,39 @@ def _issue(
     days: int,
     now: datetime,
 ) -> Token:
+    if not 1 <= days <= MAX_POOL_CERTIFICATE_DAYS:
+        # 0 would issue a certificate that is expired on arrival; a huge number overflows.
+        raise ConflictError(
+            f"the certificate validity must be 1 to {MAX_POOL_CERTIFICATE_DAYS} days",
+            hint="Pass --days within that range",
+            reason="certificate_validity_invalid",
+        )
+    broker_url = broker_url or state.settings.broker_url
+    control_plane_url = control_plane_url or state.settings.control_plane_url
+    try:
+        check_token_urls(broker_url=broker_url, control_plane_url=control_plane_url)
+    except TokenError as exc:
+        raise ConflictError(
+            exc.message.replace("in the token ", ""),
+            hint="Pass --control-plane-url https://HOST[:PORT] (http:// only to localhost) and "
+            "--broker-url mqtts://HOST:PORT: the launcher refuses a token with any other URL",
+            reason="url_invalid",
+        ) from None
     ca = state.certificate_authority()
     not_after = min(now + timedelta(days=days), ca.certificate.not_valid_after_utc)
+    if not_after <= now:
+        raise ConflictError(
+            "the control plane's CA certificate has expired, so no pool certificate can be issued",
+            hint="Initialise a new control-plane state directory (a new CA)",
+            reason="ca_expired",
+        )
     signing_key = state.signing_key()
     return issue_pool_token(
         ca,
         csr,
         pool_id=pool_id,
-        broker_url=broker_url or state.settings.broker_url,
-        control_plane_url=control_plane_url or state.settings.control_plane_url,
+        broker_url=broker_url,
+        control_plane_url=control_plane_url,
         run_state_signing_key=signing_key.public_key(),
         not_before=max(now - timedelta(minutes=5), ca.certificate.not_valid_before_utc),
         not_after=not_after,

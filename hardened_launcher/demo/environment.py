@@ -41,6 +41,11 @@ from hardened_launcher.controlplane.dispatch import Run, RunState
 from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
 from hardened_launcher.controlplane.runs import submit_run
 from hardened_launcher.controlplane.store import Store, WorkerRecord
+from hardened_launcher.demo.container import (
+    container_name,
+    launcher_container,
+    remove_container,
+)
 from hardened_launcher.demo.image import BUSYBOX, ensure_busybox_image
 from hardened_launcher.demo.mosquitto import MosquittoProcess, find_mosquitto, run_as_owner_config
 from hardened_launcher.demo.processes import Child, free_port, stop_all
@@ -204,6 +209,8 @@ class Environment:
     with_policy: bool = True
     keep: bool = False
     log_url_expiry_seconds: int = 900
+    #: Run each launcher from this container image instead of this Python (demo/container.py).
+    launcher_image: str = ""
 
     # Filled by start().
     state: StateDir | None = None
@@ -282,6 +289,8 @@ class Environment:
 
     def _remove_containers(self) -> None:
         for launcher in self.workers:
+            if self.launcher_image and self.root is not None:
+                remove_container(container_name(self.root, launcher.name))
             launcher_id = launcher.launcher_id()
             if launcher_id is None:
                 continue
@@ -457,11 +466,19 @@ class Environment:
 
     def start_launcher(self, launcher: Launcher) -> Child:
         launcher.starts += 1
+        argv, env = cli_argv("start"), launcher.env
+        if self.launcher_image:
+            command = launcher_container(
+                image=self.launcher_image,
+                root=self.path,
+                launcher_name=launcher.name,
+                directory=launcher.directory,
+                launcher_env=launcher.env,
+                cli_env=_base_environ(),
+            )
+            argv, env = command.argv, command.env
         launcher.child = Child(
-            name=launcher.name,
-            argv=cli_argv("start"),
-            log_path=launcher.log_path,
-            env=launcher.env,
+            name=launcher.name, argv=argv, log_path=launcher.log_path, env=env
         ).start()
         return launcher.child
 

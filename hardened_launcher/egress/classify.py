@@ -67,6 +67,7 @@ BUILTIN_DENIED: Final[tuple[tuple[IPNetwork, str], ...]] = (
     (_net("::/128"), "unspecified"),
     (_net("::1/128"), "loopback"),
     (_net("::ffff:0:0/96"), "ipv4_mapped"),
+    (_net("::ffff:0:0:0/96"), "ipv4_translated"),
     (_net("::/96"), "ipv4_compatible"),
     (_net("64:ff9b::/96"), "nat64"),
     (_net("64:ff9b:1::/48"), "nat64"),

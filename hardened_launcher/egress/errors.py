@@ -12,6 +12,7 @@ from hardened_launcher.errors import ConfigurationError, InfrastructureError, Un
 __all__ = [
     "EgressDeniedError",
     "EgressDnsError",
+    "EgressHostAddressError",
     "EgressHostNotAllowedError",
     "EgressIpLiteralError",
     "EgressLimitError",
@@ -45,6 +46,13 @@ class EgressPrivateAddressError(EgressDeniedError):
     """The name resolved to (or the literal is) a loopback, private, metadata… address."""
 
     default_reason = "egress_private_address"
+
+
+class EgressHostAddressError(EgressDeniedError):
+    """The destination is the launcher's own host (an address of one of its interfaces, a
+    local route, or an IPv6 form embedding one) and no rule acknowledges that exact address."""
+
+    default_reason = "egress_host_address"
 
 
 class EgressIpLiteralError(EgressDeniedError):

@@ -9,8 +9,10 @@ Layout for one run::
 - The network is ``internal`` (Docker installs no route or masquerading to the outside) and has
   inter-container traffic disabled.
 - The host is reachable from the bridge (it holds the gateway address), so host INPUT rules
-  (iptables) accept only TCP to the proxy's port from that bridge and drop everything else:
-  a run cannot reach other services listening on the host.
+  (iptables and ip6tables alike) accept only TCP to the proxy's port from that bridge and drop
+  everything else, IPv6 forwarding to and from the bridge is dropped, and the bridge's IPv6 is
+  turned off: a run cannot reach other services listening on the host. Networks and rules
+  carry the owner token of this process (:mod:`.owner`) for :mod:`.leftovers`.
 - DNS: Docker's embedded resolver (127.0.0.11) would forward names upstream; the container's
   upstream is set to an address inside the run's own subnet that nobody holds (the *DNS sink*),
   so names never leave the run (no DNS exfiltration path). Runs need no DNS: they name hosts to
@@ -31,10 +33,18 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
-from hardened_launcher.audit.events import AuditSink
+from hardened_launcher.audit.events import AuditEvent, AuditSink, Outcome
 from hardened_launcher.egress.classify import IPAddress, IPNetwork
+from hardened_launcher.egress.host_addresses import (
+    RUN_BRIDGE_PREFIX,
+    HostAddresses,
+    HostAddressesUnavailableError,
+    system_host_addresses,
+)
+from hardened_launcher.egress.owner import current_owner
 from hardened_launcher.egress.policy import EgressPolicy
 from hardened_launcher.egress.proxy import (
     Connector,
@@ -57,6 +67,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LABEL_EGRESS_RUN: Final = "dev.hardened-launcher.egress-run"
+#: The owner token of the process that made the network (:mod:`.owner`, :mod:`.leftovers`).
+LABEL_EGRESS_OWNER: Final = "dev.hardened-launcher.egress-owner"
+LABEL_EGRESS_LAUNCHER: Final = "dev.hardened-launcher.egress-launcher-id"
 LABEL_MANAGED: Final = "dev.hardened-launcher.managed"
 NETWORK_PREFIX: Final = "hl-egress-"
 NO_PROXY: Final = "localhost,127.0.0.1,::1"
@@ -94,14 +107,19 @@ def create_run_network(client: Any, run_id: str, *, launcher_id: str) -> RunNetw
     import docker.errors  # noqa: PLC0415 - docker is needed only where containers are made
 
     name = f"{NETWORK_PREFIX}{run_id}"[:64]
-    bridge = f"hle-{_short_hash(f'{launcher_id}/{run_id}', 10)}"
+    bridge = f"{RUN_BRIDGE_PREFIX}{_short_hash(f'{launcher_id}/{run_id}', 10)}"
     try:
         network = client.networks.create(
             name,
             driver="bridge",
             internal=True,
             check_duplicate=True,
-            labels={LABEL_MANAGED: "true", LABEL_EGRESS_RUN: run_id},
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_EGRESS_RUN: run_id,
+                LABEL_EGRESS_OWNER: current_owner(),
+                LABEL_EGRESS_LAUNCHER: launcher_id,
+            },
             options={
                 "com.docker.network.bridge.name": bridge,
                 "com.docker.network.bridge.enable_icc": "false",
@@ -138,52 +156,103 @@ def remove_network(client: Any, network: RunNetwork) -> None:  # noqa: ANN401 - 
         )
 
 
-class HostFirewall:
-    """Host INPUT rules for one run bridge: accept TCP to the proxy port, drop the rest."""
+FIREWALL_COMMENT_PREFIX: Final = "hl-egress:"
+_IF_INET6: Final = Path("/proc/net/if_inet6")
+_TOOL: Final = {4: "iptables", 6: "ip6tables"}
 
-    def __init__(self, bridge: str, gateway: IPAddress, port: int) -> None:
+
+def ipv6_present() -> bool:
+    """Whether the kernel has IPv6 at all (booted with ``ipv6.disable=1`` it has none)."""
+    return _IF_INET6.exists()
+
+
+class HostFirewall:
+    """Host rules for one run bridge, IPv4 and IPv6 alike: INPUT accepts TCP to the proxy port
+    and drops the rest; IPv6 also drops everything forwarded to or from the bridge (Docker
+    manages no IPv6 rules for a network without IPv6). Every rule carries the comment
+    ``hl-egress:<owner token>`` so that a later launcher can remove a dead owner's rules
+    (:mod:`.leftovers`)."""
+
+    def __init__(
+        self, bridge: str, gateway: IPAddress, port: int, *, owner: str | None = None
+    ) -> None:
         self.bridge = bridge
-        self.rules: list[list[str]] = [
-            ["-i", bridge, "-p", "tcp", "-d", str(gateway), "--dport", str(port), "-j", "ACCEPT"],
-            ["-i", bridge, "-j", "DROP"],
+        tag = ["-m", "comment", "--comment", f"{FIREWALL_COMMENT_PREFIX}{owner or current_owner()}"]
+        accept = ["-i", bridge, "-p", "tcp", "-d", str(gateway), "--dport", str(port), *tag]
+        drop_in = ["-i", bridge, *tag, "-j", "DROP"]
+        self.rules: list[tuple[str, str, list[str]]] = [
+            ("iptables", "INPUT", drop_in),
+            ("ip6tables", "INPUT", drop_in),
+            ("ip6tables", "FORWARD", drop_in),
+            ("ip6tables", "FORWARD", ["-o", bridge, *tag, "-j", "DROP"]),
+            # Inserted last at position 1, so it is evaluated before the DROP.
+            (_TOOL[gateway.version], "INPUT", [*accept, "-j", "ACCEPT"]),
         ]
-        self._installed: list[list[str]] = []
-        self._iptables = shutil.which("iptables")
+        if not ipv6_present():
+            self.rules = [r for r in self.rules if r[0] == "iptables"]
+        self._installed: list[tuple[str, str, list[str]]] = []
+        self._tools = {tool: shutil.which(tool) for tool in ("iptables", "ip6tables")}
 
     def install(self) -> None:
-        if self._iptables is None:
-            raise EgressIsolationError(
-                "iptables is not installed; a run could reach services on the launcher's host",
-                hint="install iptables, or run the launcher where it is available",
-                reason="egress_firewall_unavailable",
-            )
-        # Inserted at the top in reverse, so ACCEPT comes before DROP.
-        for rule in reversed(self.rules):
-            self._run(["-I", "INPUT", "1", *rule])
-            self._installed.append(rule)
+        for tool, _chain, _rule in self.rules:
+            if self._tools[tool] is None:
+                raise EgressIsolationError(
+                    f"{tool} is not installed; a run could reach services on the launcher's host",
+                    hint="install iptables (with ip6tables), or run the launcher where it is",
+                    reason="egress_firewall_unavailable",
+                )
+        for tool, chain, rule in self.rules:
+            self._run(tool, ["-I", chain, "1", *rule])
+            self._installed.append((tool, chain, rule))
 
     def remove(self) -> None:
         while self._installed:
-            rule = self._installed.pop()
+            tool, chain, rule = self._installed.pop()
             with contextlib.suppress(EgressIsolationError):
-                self._run(["-D", "INPUT", *rule])
+                self._run(tool, ["-D", chain, *rule])
 
-    def _run(self, args: list[str]) -> None:
-        assert self._iptables is not None  # noqa: S101 - checked by install()
-        done = subprocess.run(
-            [self._iptables, "-w", "5", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
+    def _run(self, tool: str, args: list[str]) -> None:
+        run_firewall_tool(self._tools[tool], args, bridge=self.bridge)
+
+
+def run_firewall_tool(path: str | None, args: list[str], *, bridge: str) -> str:
+    """Run ``iptables``/``ip6tables`` (waiting for the xtables lock); its output, or raise."""
+    if path is None:
+        raise EgressIsolationError(
+            "iptables is not installed", reason="egress_firewall_unavailable"
         )
-        if done.returncode != 0:
-            raise EgressIsolationError(
-                f"cannot change the host firewall for {self.bridge}",
-                hint="the launcher needs root (CAP_NET_ADMIN) to isolate runs",
-                reason="egress_firewall_failed",
-                detail=done.stderr.strip()[:500],
-            )
+    done = subprocess.run(
+        [path, "-w", "5", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        raise EgressIsolationError(
+            f"cannot change the host firewall for {bridge}",
+            hint="the launcher needs root (CAP_NET_ADMIN) to isolate runs",
+            reason="egress_firewall_failed",
+            detail=done.stderr.strip()[:500],
+        )
+    return done.stdout
+
+
+def disable_bridge_ipv6(bridge: str) -> None:
+    """Turn IPv6 off on the run's bridge (the host then holds no link-local address a run could
+    reach there). The ip6tables rules hold even if this cannot be done."""
+    knob = Path("/proc/sys/net/ipv6/conf") / bridge / "disable_ipv6"
+    if not knob.exists():
+        return
+    try:
+        knob.write_text("1\n", encoding="ascii")
+    except OSError as exc:
+        raise EgressIsolationError(
+            f"cannot turn IPv6 off on the run's bridge {bridge}",
+            hint="the launcher needs root to isolate runs",
+            reason="egress_firewall_failed",
+            detail=str(exc)[:500],
+        ) from None
 
 
 def proxy_environment(proxy_url: str) -> dict[str, str]:
@@ -248,8 +317,17 @@ class EgressSession:
         connector: Connector | None = None,
         limits: ProxyLimits | None = None,
         firewall: bool = True,
+        host_addresses: HostAddresses | None = None,
     ) -> EgressSession:
-        """Create the network, start the proxy on its gateway, install the firewall rules."""
+        """Create the network, start the proxy on its gateway, install the firewall rules
+        (IPv4 and IPv6) and turn IPv6 off on the run's bridge."""
+        host_addresses = host_addresses or system_host_addresses()
+        try:
+            host_addresses.snapshot()  # fail before the run, not at its first connection
+        except HostAddressesUnavailableError as exc:
+            raise EgressIsolationError(
+                exc.message, hint=exc.hint, reason=exc.reason, detail=exc.detail
+            ) from None
         network = create_run_network(docker_client, run_id, launcher_id=launcher_id)
         loop: _LoopThread | None = None
         fw: HostFirewall | None = None
@@ -265,6 +343,7 @@ class EgressSession:
                 on_decision=on_decision,
                 self_addresses={network.gateway},
                 allowed_clients=(network.subnet,),
+                host_addresses=host_addresses,
             )
             try:
                 host, port = loop.call(proxy.start(str(network.gateway), 0))
@@ -276,6 +355,7 @@ class EgressSession:
             if firewall:
                 fw = HostFirewall(network.bridge, network.gateway, port)
                 fw.install()
+                disable_bridge_ipv6(network.bridge)
         except BaseException:
             if fw is not None:
                 fw.remove()
@@ -283,6 +363,19 @@ class EgressSession:
                 loop.stop()
             remove_network(docker_client, network)
             raise
+        acknowledged = policy.acknowledged_host_addresses
+        if audit is not None and acknowledged:
+            # The operator let this run dial addresses of the launcher's own host: on the record.
+            audit.record(
+                AuditEvent(
+                    type="egress.host_addresses_acknowledged",
+                    outcome=Outcome.ALLOW,
+                    gate="egress",
+                    run_id=run_id,
+                    reason="allow_host_address",
+                    fields={"addresses": ",".join(str(n.network_address) for n in acknowledged)},
+                )
+            )
         url = f"http://{host}:{port}"
         return cls(
             run_id=run_id,

@@ -5,8 +5,10 @@
    A refused name is never resolved, so a denied request causes no DNS query either.
 2. :func:`check_addresses` judges every address the name resolved to: the proxy's own
    addresses, deny CIDRs, and the built-in denied ranges (unless an allow CIDR rule inside that
-   range names the address, or the host rule is ``private`` and the range is private-use). It
-   returns the address to dial, so the connection goes to exactly what was checked.
+   range names the address, or the host rule is ``private`` and the range is private-use), and
+   last the launcher host's own addresses (:mod:`.host_addresses`), which no range or name
+   lifts: only an allow rule naming that exact address with ``allow_host_address: true`` does.
+   It returns the address to dial, so the connection goes to exactly what was checked.
 
 Every level of a narrowed policy must allow; a deny on any level wins.
 """
@@ -26,14 +28,22 @@ from hardened_launcher.egress.classify import (
 from hardened_launcher.egress.errors import (
     EgressDeniedError,
     EgressDnsError,
+    EgressHostAddressError,
     EgressHostNotAllowedError,
     EgressIpLiteralError,
     EgressPrivateAddressError,
     EgressRequestError,
 )
+from hardened_launcher.egress.host_addresses import HostAddressSet
 from hardened_launcher.egress.policy import EgressPolicy, HostRule
 
-__all__ = ["PRIVATE_USE_CATEGORIES", "Target", "check_addresses", "check_target"]
+__all__ = [
+    "PRIVATE_USE_CATEGORIES",
+    "Target",
+    "check_addresses",
+    "check_target",
+    "host_address_acknowledged",
+]
 
 #: Built-in categories a ``private: true`` host rule may resolve into.
 PRIVATE_USE_CATEGORIES: Final = frozenset({"private", "cgnat"})
@@ -135,23 +145,55 @@ def _host_rule(policy: EgressPolicy, name: str, port: int) -> HostRule | None:
     return next((r for r in policy.allow_hosts if r.matches(name, port)), None)
 
 
+def host_address_acknowledged(policy: EgressPolicy, address: IPAddress, port: int) -> bool:
+    """Whether every level has an allow rule that names exactly ``address`` (and ``port``) with
+    ``allow_host_address: true``."""
+    return all(
+        any(
+            r.host_address and r.network.network_address == address and r.covers_port(port)
+            for r in level.allow_cidrs
+        )
+        for level in policy.levels
+    )
+
+
+def _check_not_host(
+    policy: EgressPolicy,
+    address: IPAddress,
+    port: int,
+    host_addresses: HostAddressSet | None,
+    shown: str,
+    how: str,
+) -> None:
+    if host_addresses is None or not host_addresses.holds(address):
+        return
+    if host_address_acknowledged(policy, address, port):
+        return
+    raise EgressHostAddressError(
+        f"refused {shown}: {how} {address}, an address of the launcher's own host",
+        hint="a rule must name that exact address with allow_host_address: true",
+    )
+
+
 def check_addresses(
     policy: EgressPolicy,
     target: Target,
     addresses: Sequence[IPAddress],
     *,
     self_addresses: Collection[IPAddress] = (),
+    host_addresses: HostAddressSet | None = None,
 ) -> IPAddress:
     """Judge every resolved address of ``target``; return the one to dial (the first).
 
     All answers must pass, not just the one dialled: a name that resolves to a private address
-    among public ones is refused as a whole.
+    among public ones is refused as a whole. ``host_addresses`` (the launcher host's own
+    addresses) are refused last, whatever range or name allowed them.
     """
     if target.address is not None:
+        shown = _hostport(target.host, target.port)
         if target.address in self_addresses:
-            raise EgressPrivateAddressError(
-                f"refused {_hostport(target.host, target.port)}: that is the proxy itself"
-            )
+            raise EgressPrivateAddressError(f"refused {shown}: that is the proxy itself")
+        _check_not_host(policy, target.address, target.port, host_addresses, shown, "that is")
         return target.address
     name = target.name
     assert name is not None  # noqa: S101 - a Target has a name or an address
@@ -179,6 +221,7 @@ def check_addresses(
                 f"refused {shown}: the name resolves to {address}, a {denial[1]} address",
                 detail=f"category={denial[1]}",
             )
+        _check_not_host(policy, address, target.port, host_addresses, shown, "the name resolves to")
     return addresses[0]
 
 

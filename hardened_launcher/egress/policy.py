@@ -11,6 +11,9 @@ File format (YAML, or TOML when the file name ends in ``.toml``); ``docs/egress.
         ports: [8443]               # denial for addresses inside it
       - host: vcs.corp.internal
         private: true               # this name may resolve to private/CGNAT/ULA addresses
+      - cidr: 10.20.0.5/32          # one address of the launcher's own host: refused unless
+        ports: [8443]               # a rule names exactly it and acknowledges that it is the
+        allow_host_address: true    # host (audited with every connection)
     deny:                           # deny wins over allow; ports default to all
       - host: gist.github.com
       - cidr: 140.82.112.0/20
@@ -32,6 +35,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.egress.classify import (
     HostSyntaxError,
     IPNetwork,
@@ -57,7 +61,7 @@ POLICY_VERSION: Final = 1
 MAX_POLICY_BYTES: Final = 1024 * 1024
 MAX_RULES: Final = 10_000
 DEFAULT_ALLOW_PORTS: Final = frozenset({443})
-_RULE_KEYS: Final = frozenset({"host", "cidr", "ports", "private"})
+_RULE_KEYS: Final = frozenset({"host", "cidr", "ports", "private", "allow_host_address"})
 _TOP_KEYS: Final = frozenset({"version", "allow", "deny"})
 
 
@@ -108,10 +112,17 @@ class HostRule:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CidrRule:
-    """A network and its ports (``None``: every port)."""
+    """A network and its ports (``None``: every port). ``host_address`` (policy key
+    ``allow_host_address``) acknowledges that the rule's one address is the launcher's own host:
+    only such a rule lets the proxy dial a host address (docs/egress.md)."""
 
     network: IPNetwork
     ports: frozenset[int] | None
+    host_address: bool = False
+
+    def __post_init__(self) -> None:
+        if self.host_address and self.network.num_addresses != 1:
+            raise ValueError("allow_host_address applies to a single address (/32 or /128)")
 
     def covers_port(self, port: int) -> bool:
         return self.ports is None or port in self.ports
@@ -127,6 +138,14 @@ class EgressPolicy:
     deny_cidrs: tuple[CidrRule, ...] = ()
     parent: EgressPolicy | None = None
     source: str = "<memory>"
+
+    @property
+    def acknowledged_host_addresses(self) -> tuple[IPNetwork, ...]:
+        """Addresses some level acknowledges as the launcher's host (for the audit log)."""
+        found: list[IPNetwork] = []
+        for level in self.levels:
+            found.extend(r.network for r in level.allow_cidrs if r.host_address)
+        return tuple(dict.fromkeys(found))
 
     @property
     def levels(self) -> tuple[EgressPolicy, ...]:
@@ -257,6 +276,11 @@ def _rule(source: str, where: str, raw: object, *, allow: bool) -> HostRule | Ci
         raise _fail(source, where, "private must be true or false")
     if private and ("host" not in keys or not allow):
         raise _fail(source, where, "private applies to allow rules with a host only")
+    host_address = raw.get("allow_host_address", False)
+    if not isinstance(host_address, bool):
+        raise _fail(source, where, "allow_host_address must be true or false")
+    if host_address and ("cidr" not in keys or not allow):
+        raise _fail(source, where, "allow_host_address applies to allow rules with a cidr only")
     if "host" in keys:
         host = raw["host"]
         if not isinstance(host, str):
@@ -274,7 +298,14 @@ def _rule(source: str, where: str, raw: object, *, allow: bool) -> HostRule | Ci
         raise _fail(
             source, where, f"cidr {cidr!r} is not a network (host bits must be zero)"
         ) from None
-    return CidrRule(network=network, ports=ports)
+    if host_address and network.num_addresses != 1:
+        raise _fail(
+            source,
+            where,
+            f"allow_host_address names one address of the launcher's host; {cidr!r} is a range "
+            "(write the exact address as /32 or /128)",
+        )
+    return CidrRule(network=network, ports=ports, host_address=host_address)
 
 
 def parse_policy(document: object, *, source: str = "<memory>") -> EgressPolicy:
@@ -328,9 +359,14 @@ def parse_policy_text(text: str, *, toml: bool, source: str = "<memory>") -> Egr
         raise _fail(source, "the file", f"is larger than {MAX_POLICY_BYTES} bytes")
     try:
         document: object = (
-            tomllib.loads(text) if toml else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
+            load_toml(text) if toml else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
         )
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+    except RecursionError:
+        raise EgressPolicyError(
+            f"the egress policy {source} nests too deeply",
+            hint="fix the file's syntax (docs/egress.md has examples)",
+        ) from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, DocumentTooDeepError) as exc:
         kind = "TOML" if toml else "YAML"
         raise EgressPolicyError(
             f"the egress policy {source} is not valid {kind}",

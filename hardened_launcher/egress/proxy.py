@@ -5,7 +5,8 @@ For every connection a run opens, the proxy
 1. reads a bounded request head and parses it (:mod:`.request`);
 2. judges host and port (:func:`.matcher.check_target`) — a refused name is never resolved;
 3. resolves the name itself, once, with a timeout (:class:`Resolver`), and judges every answer
-   (:func:`.matcher.check_addresses`);
+   (:func:`.matcher.check_addresses`), last against the launcher host's own addresses as they
+   are at that moment (:mod:`.host_addresses`);
 4. for ``CONNECT``: answers 200, peeks at the TLS ClientHello (without terminating TLS) and
    refuses a missing or different SNI host name before any upstream connection is made;
 5. dials the checked address — never the name again, so DNS rebinding cannot swap the target —
@@ -40,6 +41,12 @@ from hardened_launcher.egress.errors import (
     EgressRequestError,
     EgressSniMismatchError,
     EgressUpstreamError,
+)
+from hardened_launcher.egress.host_addresses import (
+    HostAddresses,
+    HostAddressesUnavailableError,
+    HostAddressSet,
+    system_host_addresses,
 )
 from hardened_launcher.egress.matcher import check_addresses, check_target
 from hardened_launcher.egress.policy import EgressPolicy
@@ -161,6 +168,7 @@ class EgressDecision:
     bytes_up: int = 0
     bytes_down: int = 0
     duration_ms: int = 0
+    host_address: bool = False
 
     def to_audit_event(self) -> AuditEvent:
         return AuditEvent(
@@ -179,6 +187,9 @@ class EgressDecision:
                 "bytes_down": self.bytes_down,
                 "duration_ms": self.duration_ms,
                 "message": self.message[:500],
+                # True when the address dialled is the launcher's own host (a rule acknowledged
+                # it with allow_host_address); the audit trail shows every such connection.
+                "host_address": self.host_address,
             },
         )
 
@@ -186,8 +197,9 @@ class EgressDecision:
         """The line for the run's log (no secrets: host names and counts only)."""
         target = f"{self.host}:{self.port}" if self.port is not None else self.host
         if self.outcome is Outcome.ALLOW:
+            host_note = " (the launcher's host, acknowledged)" if self.host_address else ""
             return (
-                f"egress: allowed {self.method} {target} via {self.address} "
+                f"egress: allowed {self.method} {target} via {self.address}{host_note} "
                 f"({self.bytes_up} bytes up, {self.bytes_down} down, {self.duration_ms} ms)"
             )
         return f"egress: refused {self.method} {target}: {self.reason}: {self.message}"
@@ -246,6 +258,7 @@ class _Tunnel:
         self.bytes_down = 0
         self.last_activity = time.monotonic()
         self.answered = False
+        self.host_address = False
 
 
 class EgressProxy:
@@ -264,6 +277,7 @@ class EgressProxy:
         self_addresses: Collection[IPAddress] = (),
         allowed_clients: Collection[IPNetwork] | None = None,
         require_sni: bool = True,
+        host_addresses: HostAddresses | None = None,
     ) -> None:
         self.policy = policy
         self.run_id = run_id
@@ -275,6 +289,7 @@ class EgressProxy:
         self.self_addresses: set[IPAddress] = set(self_addresses)
         self.allowed_clients = None if allowed_clients is None else tuple(allowed_clients)
         self.require_sni = require_sni
+        self.host_addresses: HostAddresses = host_addresses or system_host_addresses()
         self.stats = ProxyStats()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -339,6 +354,7 @@ class EgressProxy:
             bytes_up=tunnel.bytes_up,
             bytes_down=tunnel.bytes_down,
             duration_ms=round((time.monotonic() - started) * 1000),
+            host_address=tunnel.host_address,
         )
         self.stats.add(decision)
         # No host here: a run can put a secret in a host name, and this operator log line has
@@ -382,7 +398,7 @@ class EgressProxy:
         except EgressDeniedError as exc:
             await self._refuse(writer, tunnel, 403, "Forbidden", exc)
             self._record(tunnel, started, Outcome.DENY, exc)
-        except (EgressDnsError, EgressUpstreamError) as exc:
+        except (EgressDnsError, EgressUpstreamError, HostAddressesUnavailableError) as exc:
             await self._refuse(writer, tunnel, 502, "Bad Gateway", exc)
             self._record(tunnel, started, Outcome.ERROR, exc)
         except TimeoutError:
@@ -480,9 +496,15 @@ class EgressProxy:
                 raise EgressDnsError(f"resolving {target.name} timed out") from None
         else:
             addresses = ()
+        host_set = await self._host_set()
         address = check_addresses(
-            self.policy, target, addresses, self_addresses=self.self_addresses
+            self.policy,
+            target,
+            addresses,
+            self_addresses=self.self_addresses,
+            host_addresses=host_set,
         )
+        tunnel.host_address = host_set.holds(address)
         first: bytes
         if request.kind == "connect":
             writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -494,9 +516,18 @@ class EgressProxy:
         upstream_reader, upstream_writer = await asyncio.wait_for(
             self.connector.connect(address, target.port), self.limits.connect_timeout_seconds
         )
-        tunnel.address = str(address)
-        tunnel.answered = True
         try:
+            # Judged again once connected: an address the host took while we were connecting
+            # gets no byte of the run's (the connection is closed unanswered).
+            check_addresses(
+                self.policy,
+                target,
+                addresses,
+                self_addresses=self.self_addresses,
+                host_addresses=await self._host_set(),
+            )
+            tunnel.address = str(address)
+            tunnel.answered = True
             upstream_writer.write(first)
             tunnel.bytes_up += len(first)
             await self._relay(reader, writer, upstream_reader, upstream_writer, tunnel)
@@ -504,6 +535,14 @@ class EgressProxy:
             upstream_writer.close()
             with contextlib.suppress(Exception):
                 await upstream_writer.wait_closed()
+
+    async def _host_set(self) -> HostAddressSet:
+        """The host's addresses now (after DNS); a re-read after a change runs `ip` for a few
+        milliseconds, so it runs in a thread, off the loop."""
+        current = self.host_addresses.fresh()
+        if current is not None:
+            return current
+        return await asyncio.to_thread(self.host_addresses.snapshot)
 
     async def _peek_client_hello(
         self, reader: asyncio.StreamReader, name: str | None, tunnel: _Tunnel

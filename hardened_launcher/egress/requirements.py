@@ -96,7 +96,11 @@ def network_requirements(settings: Settings) -> tuple[Endpoint, ...]:
         for cidr in policy.allow_cidrs:
             out.append(
                 Endpoint(
-                    purpose="run egress (through the launcher's proxy)",
+                    purpose=(
+                        "run egress to the launcher's own host (allow_host_address)"
+                        if cidr.host_address
+                        else "run egress (through the launcher's proxy)"
+                    ),
                     host=str(cidr.network),
                     ports=tuple(sorted(cidr.ports)) if cidr.ports else (),
                     protocol="tcp",

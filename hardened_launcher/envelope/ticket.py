@@ -135,8 +135,10 @@ class RunManifest:
         return "wo" if self.document["run_type"] == "wo" else "ro"  # checked: ro or wo
 
     @property
-    def image(self) -> str:
-        return str(self.document["image"])
+    def image(self) -> str | None:
+        """None: the spec names none (the launcher's SPACELIFT_DEFAULT_RUNNER_IMAGE applies)."""
+        image = self.document["image"]
+        return None if image is None else str(image)
 
     @property
     def binaries(self) -> tuple[tuple[str, str], ...]:
@@ -185,6 +187,8 @@ def manifest_from_spec(spec: RunSpec, sanitizer: Sanitizer) -> RunManifest:
         limits["pids"] = spec.limits.pids
     if spec.limits.cpus is not None:
         limits["cpus"] = spec.limits.cpus
+    if spec.limits.time_seconds is not None:
+        limits["time_seconds"] = spec.limits.time_seconds
     return RunManifest(
         document={
             "run_id": spec.run_id,
@@ -286,7 +290,8 @@ def _check_manifest(value: object) -> RunManifest:
     _str(value["run_id"], "manifest.run_id", 128)
     if value["run_type"] not in ("ro", "wo"):
         raise _refuse("manifest.run_type is not ro or wo")
-    _str(value["image"], "manifest.image", 255)
+    if value["image"] is not None:
+        _str(value["image"], "manifest.image", 255)
     _str(value["sanitize_key_id"], "manifest.sanitize_key_id", 64)
     for name in ("env", "secret_env", "metadata", "limits"):
         if not isinstance(value[name], dict):
@@ -296,7 +301,7 @@ def _check_manifest(value: object) -> RunManifest:
             _str(key, f"a key of manifest.{name}", 128)
             _str(item, f"manifest.{name}.{key[:64]}")
     for key, item in value["limits"].items():
-        if key not in ("memory_bytes", "pids", "cpus") or isinstance(item, bool):
+        if key not in ("memory_bytes", "pids", "cpus", "time_seconds") or isinstance(item, bool):
             raise _refuse("manifest.limits has an unknown field")
         if not isinstance(item, int | float) or not math.isfinite(item):
             raise _refuse(f"manifest.limits.{key} is not a number")

@@ -1,14 +1,18 @@
-"""Start-up clean-up: remove containers left by an earlier life of this launcher.
+"""Start-up clean-up: remove containers left by an earlier life of this launcher or ``exec``.
 
-A launcher that was killed (SIGKILL, power loss) cannot run its ``finally`` blocks, so its run
-containers may survive it. At start-up, before taking new runs, the launcher lists containers
-labelled with its own launcher ID, stops and removes each, and records each run as crashed.
+A launcher or ``exec`` that was killed (SIGKILL, power loss) cannot run its ``finally`` blocks,
+so its run containers may survive it. One label scheme (:mod:`.ownership`) tells who owns each
+container and until when. At start-up the daemon removes every container of its own launcher
+ID (:func:`remove_leftover_containers`), and both the daemon and ``exec`` remove the *stale*
+containers of the ``exec`` family (:func:`remove_stale_containers`: owner gone, deadline
+passed); each removal is recorded as a crashed run.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets as random_source
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +20,23 @@ from typing import Any
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
+from hardened_launcher.executor.ownership import is_stale
 from hardened_launcher.executor.runner import DOCKER_ERRORS, translate_docker_error
 from hardened_launcher.private_files import create_exclusive
 from hardened_launcher.settings import Settings
 
-__all__ = ["CrashedRun", "launcher_id_for", "remove_leftover_containers"]
+__all__ = [
+    "CrashedRun",
+    "exec_launcher_id",
+    "launcher_id_for",
+    "remove_leftover_containers",
+    "remove_stale_containers",
+]
 
 log = logging.getLogger(__name__)
 
 LAUNCHER_ID_FILE = "launcher-id"
+EXEC_SUFFIX = "-exec"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +80,95 @@ def _read_id(path: Path) -> str:
     return value
 
 
+def _list(api: Any, launcher_id: str) -> list[dict[str, Any]]:  # noqa: ANN401 - untyped SDK
+    try:
+        return list(
+            api.containers(
+                all=True,
+                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_LAUNCHER_ID}={launcher_id}"]},
+            )
+        )
+    except DOCKER_ERRORS as exc:
+        raise translate_docker_error(exc, doing="list leftover run containers") from None
+
+
+def _remove(
+    api: Any,  # noqa: ANN401 - docker.APIClient, untyped
+    item: dict[str, Any],
+    *,
+    launcher_id: str,
+    reason: str,
+    audit: AuditSink | None,
+    stop_grace_seconds: int,
+) -> CrashedRun:
+    container_id = str(item["Id"])
+    labels = item.get("Labels") or {}
+    run_id = str(labels.get(LABEL_RUN_ID, "unknown"))
+    try:
+        if item.get("State") == "running":
+            api.stop(container_id, timeout=stop_grace_seconds)
+        api.remove_container(container_id, force=True, v=True)
+    except DOCKER_ERRORS as exc:
+        if getattr(exc, "status_code", None) != 404:
+            raise translate_docker_error(exc, doing="remove a leftover run container") from None
+    log.warning(
+        "executor.leftover_removed run_id=%s container=%s reason=%s",
+        run_id,
+        container_id[:12],
+        reason,
+    )
+    if audit is not None:
+        audit.record(
+            AuditEvent(
+                type="run.crashed",
+                outcome=Outcome.ERROR,
+                gate="execute",
+                run_id=run_id,
+                reason=reason,
+                fields={"container_id": container_id, "launcher_id": launcher_id},
+            )
+        )
+    return CrashedRun(run_id=run_id, container_id=container_id)
+
+
+def exec_launcher_id(launcher_id: str) -> str:
+    """The launcher ID of ``exec`` runs (never the daemon's: a daemon start removes its own)."""
+    return f"{launcher_id}{EXEC_SUFFIX}"[:63]
+
+
+def remove_stale_containers(
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    *,
+    launcher_ids: tuple[str, ...],
+    audit: AuditSink | None = None,
+    stop_grace_seconds: int = 10,
+    now: float | None = None,
+) -> tuple[CrashedRun, ...]:
+    """Remove the containers of ``launcher_ids`` that no owner can still need: their owner ran
+    on this host's current boot and is gone (SIGKILL, crash), or their deadline passed.
+
+    Safe while other launchers or ``exec`` runs are live: their containers are not stale.
+    """
+    moment = time.time() if now is None else now
+    removed: list[CrashedRun] = []
+    for launcher_id in launcher_ids:
+        for item in _list(client.api, launcher_id):
+            labels = {str(k): str(v) for k, v in (item.get("Labels") or {}).items()}
+            if not is_stale(labels, now=moment):
+                continue
+            removed.append(
+                _remove(
+                    client.api,
+                    item,
+                    launcher_id=launcher_id,
+                    reason="owner_gone",
+                    audit=audit,
+                    stop_grace_seconds=stop_grace_seconds,
+                )
+            )
+    return tuple(removed)
+
+
 def remove_leftover_containers(
     client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
     *,
@@ -75,44 +176,30 @@ def remove_leftover_containers(
     audit: AuditSink | None = None,
     stop_grace_seconds: int = 10,
     keep_run_ids: frozenset[str] = frozenset(),
+    reason: str = "launcher_restarted",
 ) -> tuple[CrashedRun, ...]:
-    """Stop and remove every container of ``launcher_id``; return the runs they belonged to.
+    """At daemon start: stop and remove every container of ``launcher_id`` (this daemon's
+    earlier life), and the stale ones of its ``exec`` runs; return the runs they belonged to.
 
     Containers of ``keep_run_ids`` (runs this process is running now) are left alone: the
-    daemon calls this again while it runs, to remove what a Docker outage interrupted."""
-    api = client.api
-    try:
-        found = api.containers(
-            all=True,
-            filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_LAUNCHER_ID}={launcher_id}"]},
+    daemon calls this again while it runs (``reason`` ``docker_restarted``), to remove what a
+    Docker outage interrupted."""
+    crashed = [
+        _remove(
+            client.api,
+            item,
+            launcher_id=launcher_id,
+            reason=reason,
+            audit=audit,
+            stop_grace_seconds=stop_grace_seconds,
         )
-    except DOCKER_ERRORS as exc:
-        raise translate_docker_error(exc, doing="list leftover run containers") from None
-    crashed: list[CrashedRun] = []
-    for item in found:
-        container_id = str(item["Id"])
-        labels = item.get("Labels") or {}
-        run_id = str(labels.get(LABEL_RUN_ID, "unknown"))
-        if run_id in keep_run_ids:
-            continue
-        try:
-            if item.get("State") == "running":
-                api.stop(container_id, timeout=stop_grace_seconds)
-            api.remove_container(container_id, force=True, v=True)
-        except DOCKER_ERRORS as exc:
-            if getattr(exc, "status_code", None) != 404:
-                raise translate_docker_error(exc, doing="remove a leftover run container") from None
-        log.warning("executor.leftover_removed run_id=%s container=%s", run_id, container_id[:12])
-        if audit is not None:
-            audit.record(
-                AuditEvent(
-                    type="run.crashed",
-                    outcome=Outcome.ERROR,
-                    gate="execute",
-                    run_id=run_id,
-                    reason="launcher_restarted",
-                    fields={"container_id": container_id, "launcher_id": launcher_id},
-                )
-            )
-        crashed.append(CrashedRun(run_id=run_id, container_id=container_id))
+        for item in _list(client.api, launcher_id)
+        if str((item.get("Labels") or {}).get(LABEL_RUN_ID, "unknown")) not in keep_run_ids
+    ]
+    crashed += remove_stale_containers(
+        client,
+        launcher_ids=(exec_launcher_id(launcher_id),),
+        audit=audit,
+        stop_grace_seconds=stop_grace_seconds,
+    )
     return tuple(crashed)

@@ -17,19 +17,31 @@ dangerous mount stops the launcher before any run, and again for every run (defe
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
 from hardened_launcher.binaries import VerifiedBinary
+from hardened_launcher.executor.images import run_image
+from hardened_launcher.executor.limits import (
+    GVISOR_MAX_RUN_TASKS,
+    check_run_limits,
+    is_gvisor_runtime,
+)
 from hardened_launcher.executor.mounts import check_mounts
+from hardened_launcher.executor.outputs import OUTPUTS_DIR
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
 __all__ = [
     "BIN_DIR",
+    "GVISOR_MAX_RUN_TASKS",
+    "HOME_BYTES",
+    "HOME_DIR",
     "LABEL_LAUNCHER_ID",
     "LABEL_MANAGED",
     "LABEL_RUN_ID",
@@ -40,6 +52,7 @@ __all__ = [
     "NetworkPlan",
     "build_container_spec",
     "check_extra_mounts",
+    "gvisor_run_tasks",
     "gvisor_sandbox_pids_limit",
     "is_gvisor_runtime",
 ]
@@ -52,28 +65,45 @@ WORKER_NAME: Final = "hl-worker"
 BIN_DIR: Final = "/opt/hl/bin"
 WORKSPACE_DIR: Final = "/workspace"
 TMP_DIR: Final = "/tmp"  # noqa: S108 - the container's own /tmp, a private tmpfs
+#: The run user's home: its own tmpfs, apart from the project in ``/workspace``, so that tools'
+#: caches and dot files (``~/.ssh``, ``~/.ansible``, ``~/.terraform.d``) never mix with the
+#: checkout. The name is the vendor runner images' user (``spacelift``, uid 1983).
+HOME_DIR: Final = "/home/spacelift"
+HOME_BYTES: Final = 64 * 1024 * 1024
+#: Options of every writable tmpfs of a run. ``exec``: a run executes what it builds (providers
+#: unpacked by ``terraform init``, a virtualenv's scripts) - the image's interpreters run any code
+#: anyway, so ``noexec`` would protect nothing. ``nosuid`` and ``nodev`` stay (with
+#: ``no-new-privileges`` and no capabilities); Docker would add ``noexec`` unless told ``exec``.
+TMPFS_FLAGS: Final = "rw,exec,nosuid,nodev"
 PATH: Final = f"{BIN_DIR}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROTOCOL_VERSION: Final = "1"
 #: The environment the container always gets; a :class:`NetworkPlan` may not replace any of it.
 BASE_ENVIRONMENT: Final = MappingProxyType(
     {
         "PATH": PATH,
-        "HOME": WORKSPACE_DIR,
+        "HOME": HOME_DIR,
         "HL_WORKSPACE": WORKSPACE_DIR,
         "HL_PROTOCOL": PROTOCOL_VERSION,
     }
 )
+#: The worker's own time limit in seconds (``hl-worker.sh`` stops the run after it).
+ENV_TIME_LIMIT: Final = "HL_TIME_LIMIT_SECONDS"
+ENV_OUTPUTS: Final = "HL_OUTPUTS"
+WATCHDOG_MARGIN: Final = 10
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Network modes that are not a run's own network (shared with the host, another container or
 #: every container, or no network at all).
 _SHARED_NETWORK_MODES: Final = frozenset({"host", "bridge", "default", "none"})
 
 #: gVisor's host pids budget: Docker's ``pids_limit`` is the pids cgroup of the *sandbox* (the
-#: Sentry's Go threads, the Gofer, the platform's stub processes), not of the run's processes,
-#: which live inside the Sentry. Measured with runsc's ptrace platform: ~45-60 host tasks at rest,
-#: ~7-9 more per guest process. Both figures are kept with a wide margin (see docs/executor.md).
+#: Sentry's Go threads, the Gofer, the ptrace platform's stub processes and their threads), not
+#: of the run's tasks, which live inside the Sentry. Measured here (runsc 20221219, ptrace, 2
+#: CPUs) under a fork bomb ``f(){ f|f& };f``: ~45-60 host tasks per run task the Sentry allows
+#: (2926 host tasks at 64 run tasks, 13889 at 256), because stubs of short-lived processes
+#: linger; ~50 at rest. A sandbox that reaches its cgroup limit dies (the Go runtime cannot
+#: create a thread: exit 2, no run end), so the limit is sized for the worst case measured.
 GVISOR_PIDS_BASE: Final = 256
-GVISOR_PIDS_PER_PROCESS: Final = 16
+GVISOR_PIDS_PER_PROCESS: Final = 128
 
 
 def check_extra_mounts(
@@ -103,6 +133,9 @@ class ContainerSpec:
     create_args: Mapping[str, Any]
     host_config_args: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The run's own time limit (its spec's ``limits.time_seconds``, at most the launcher's);
+    #: None: the runner's.
+    time_limit_seconds: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "create_args", MappingProxyType(dict(self.create_args)))
@@ -135,7 +168,7 @@ class NetworkPlan:
         for name, value in self.environment.items():
             if not _ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-            if name in BASE_ENVIRONMENT:
+            if name in BASE_ENVIRONMENT or name in (ENV_TIME_LIMIT, ENV_OUTPUTS):
                 raise ValueError(f"{name} is set by the launcher and cannot be replaced")
             if "\0" in value:
                 raise ValueError(f"the value of {name} holds a NUL byte")
@@ -158,21 +191,21 @@ def _bind(source: str, target: str, *, read_only: bool) -> dict[str, Any]:
     }
 
 
-def _lower(setting: int, asked: int | None) -> int:
-    return setting if asked is None else min(setting, asked)
-
-
-def is_gvisor_runtime(runtime: str | None) -> bool:
-    """Whether the Docker runtime name is gVisor's (``runsc``, ``runsc-kvm``, ``gvisor``, …)."""
-    if runtime is None:
-        return False
-    name = runtime.lower()
-    return "runsc" in name or "gvisor" in name
+def gvisor_run_tasks(pids: int) -> int:
+    """The tasks a run limited to ``pids`` may hold under gVisor (capped for the host)."""
+    return min(pids, GVISOR_MAX_RUN_TASKS)
 
 
 def gvisor_sandbox_pids_limit(pids: int) -> int:
-    """The host pids cgroup limit of a gVisor sandbox whose run may hold ``pids`` processes."""
-    return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * pids
+    """The host pids cgroup limit of a gVisor sandbox whose run is limited to ``pids`` tasks."""
+    return GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * gvisor_run_tasks(pids)
+
+
+def watchdog_seconds(time_limit: timedelta, settings: Settings) -> int:
+    """When the worker stops its own run: after the launcher would have (limit, grace, margin)."""
+    return math.ceil(
+        time_limit.total_seconds() + settings.run_stop_grace.total_seconds() + WATCHDOG_MARGIN
+    )
 
 
 def build_container_spec(
@@ -208,11 +241,8 @@ def build_container_spec(
         for m in settings.extra_mounts_for(spec.run_type)
     ]
 
-    memory = _lower(settings.run_memory_bytes, spec.limits.memory_bytes)
-    pids = _lower(settings.run_pids_limit, spec.limits.pids)
-    cpus = (
-        settings.run_cpus if spec.limits.cpus is None else min(settings.run_cpus, spec.limits.cpus)
-    )
+    limits = check_run_limits(spec, settings)  # more than the operator allows: refused
+    memory, pids, cpus = limits.memory_bytes, limits.pids, limits.cpus
     uid, gid = settings.worker_uid, settings.worker_gid
     # No core dumps: a dump would write the run's memory (its secrets) to disk.
     ulimits: list[dict[str, Any]] = [{"Name": "core", "Soft": 0, "Hard": 0}]
@@ -225,8 +255,9 @@ def build_container_spec(
         # cannot be raised (no capabilities, no-new-privileges). The host cgroup stays as a
         # bounded backstop sized for the sandbox. Not under runc: there RLIMIT_NPROC counts
         # every process of the UID on the whole host, so concurrent runs would share it.
-        ulimits.append({"Name": "nproc", "Soft": pids, "Hard": pids})
-        host_pids = gvisor_sandbox_pids_limit(pids)
+        tasks = gvisor_run_tasks(pids)
+        ulimits.append({"Name": "nproc", "Soft": tasks, "Hard": tasks})
+        host_pids = gvisor_sandbox_pids_limit(tasks)
 
     labels = {
         LABEL_MANAGED: "true",
@@ -234,10 +265,15 @@ def build_container_spec(
         LABEL_RUN_ID: spec.run_id,
     }
     environment = dict(BASE_ENVIRONMENT)
+    # The worker's own deadline: if the launcher dies (SIGKILL), the run still ends. Later than
+    # the launcher's stop (time limit + grace), so a live launcher always stops it first.
+    environment[ENV_TIME_LIMIT] = str(watchdog_seconds(limits.time_limit, settings))
+    environment[ENV_OUTPUTS] = OUTPUTS_DIR  # files the worker sends back after the run
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
+    image = run_image(spec, settings)
     create_args: dict[str, Any] = {
-        "image": spec.image,
+        "image": image,
         # Fixed: the run's commands travel over stdin, never on the command line.
         "entrypoint": ["/bin/sh", f"{BIN_DIR}/{WORKER_NAME}"],
         "command": [],
@@ -259,9 +295,10 @@ def build_container_spec(
         "mounts": mounts,
         "tmpfs": {
             WORKSPACE_DIR: (
-                f"rw,nosuid,nodev,size={settings.run_workspace_bytes},mode=0700,uid={uid},gid={gid}"
+                f"{TMPFS_FLAGS},size={settings.run_workspace_bytes},mode=0700,uid={uid},gid={gid}"
             ),
-            TMP_DIR: f"rw,nosuid,nodev,size={settings.run_tmp_bytes},mode=1777",
+            TMP_DIR: f"{TMPFS_FLAGS},size={settings.run_tmp_bytes},mode=1777",
+            HOME_DIR: f"{TMPFS_FLAGS},size={HOME_BYTES},mode=0700,uid={uid},gid={gid}",
         },
         "read_only": True,
         "cap_drop": ["ALL"],
@@ -287,8 +324,9 @@ def build_container_spec(
         host_config["runtime"] = settings.worker_runtime
     return ContainerSpec(
         run_id=spec.run_id,
-        image=spec.image,
+        image=image,
         create_args=create_args,
         host_config_args=host_config,
         labels=labels,
+        time_limit_seconds=limits.time_limit.total_seconds(),
     )

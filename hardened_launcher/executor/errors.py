@@ -47,3 +47,15 @@ class BinaryUnavailableError(ConfigurationError):
     """A binary the run asks for (or the worker program) is not in the release directory."""
 
     default_reason = "binary_missing"
+
+
+class LimitRefusedError(UntrustedInputError):
+    """The run spec asks for more (memory, CPUs, processes, time) than this launcher allows."""
+
+    default_reason = "limits_refused"
+
+
+class ImageUnsetError(ConfigurationError):
+    """The run spec names no image and ``SPACELIFT_DEFAULT_RUNNER_IMAGE`` is not set."""
+
+    default_reason = "image_unset"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
 from hardened_launcher.errors import InfrastructureError
+from hardened_launcher.terminal import TerminalWriter
 
 __all__ = ["Channel", "FileLogSink", "LogSink", "StreamLogSink", "TeeLogSink"]
 
@@ -57,10 +58,14 @@ class FileLogSink:
 
 
 class StreamLogSink:
-    """Writes stdout and stderr to two binary streams (the terminal, for ``exec``)."""
+    """Writes stdout and stderr to two binary streams (the terminal, for ``exec``).
+
+    A stream that is a terminal gets the run's control characters and bidi overrides escaped
+    (a run must not drive the operator's terminal); a file or pipe gets the bytes unchanged.
+    """
 
     def __init__(self, stdout: BinaryIO, stderr: BinaryIO) -> None:
-        self._streams = {"stdout": stdout, "stderr": stderr}
+        self._streams = {"stdout": TerminalWriter(stdout), "stderr": TerminalWriter(stderr)}
 
     def write(self, channel: Channel, data: bytes) -> None:
         stream = self._streams[channel]
@@ -69,7 +74,7 @@ class StreamLogSink:
 
     def close(self) -> None:
         for stream in self._streams.values():
-            stream.flush()
+            stream.finish()
 
 
 class TeeLogSink:

@@ -140,6 +140,7 @@ REFUSED_CONTAINER_TREES: Final = (
     "/opt/hl",
     "/workspace",
     "/tmp",  # noqa: S108 - the container's own /tmp, a private tmpfs
+    "/home/spacelift",  # the run's HOME tmpfs (container_spec.HOME_DIR)
 )
 
 _SLASHES: Final = re.compile(r"/{2,}")

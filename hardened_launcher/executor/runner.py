@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final
 
 import docker
@@ -40,6 +42,9 @@ from hardened_launcher.executor.errors import (
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
 from hardened_launcher.executor.mounts import ResolvedMounts
+from hardened_launcher.executor.outputs import OutputCollector
+from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
+from hardened_launcher.executor.passwd import PasswdFiles
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
 from hardened_launcher.secrets import wipe_bytearray
 
@@ -50,8 +55,16 @@ log = logging.getLogger(__name__)
 _HEADER_BYTES: Final = 8
 _READ_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.25
+#: How often held output is checked against the redacting streams' deadline (0.2 s).
+_RELEASE_SECONDS: Final = 0.05
 _REMOVE_ATTEMPTS: Final = 3
 _CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
+#: The worker's own last words (hl-worker.sh), looked for at the end of the redacted output.
+_RUN_END: Final = b"::hl:: run end status="
+_WORKER_ERROR: Final = b"::hl:: error "
+_TAIL_BYTES: Final = 1024
+#: Added to a container's deadline label: time to wait for its exit status and remove it.
+DEADLINE_MARGIN_SECONDS: Final = 60
 
 
 class StopReason(enum.StrEnum):
@@ -74,17 +87,42 @@ class RunResult:
     duration_seconds: float
     output_bytes: int
     redactions: dict[str, int] = field(default_factory=dict)
+    #: Docker's ``State.OOMKilled``: the kernel (or gVisor's Sentry) killed a process of the
+    #: run for memory.
+    oom_killed: bool = False
+    #: The worker reported its end (``::hl:: run end`` or ``::hl:: error``). False: the
+    #: container or its runtime died under the worker (e.g. a gVisor sandbox crash).
+    worker_ended: bool = True
+    #: Files the run left in ``$HL_OUTPUTS`` (name → content), already redacted; size-capped.
+    outputs: Mapping[str, bytes] = field(default_factory=dict)
+    #: Some outputs were dropped (over :data:`~.outputs.MAX_OUTPUT_FILES` files or
+    #: :data:`~.outputs.MAX_OUTPUTS_BYTES` bytes).
+    outputs_truncated: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return self.stopped_by is StopReason.EXITED and self.exit_code == 0
+        return self.stopped_by is StopReason.EXITED and self.exit_code == 0 and not self.oom_killed
 
     @property
     def reason(self) -> str:
-        """A stable slug: ``run_succeeded``, ``run_failed`` or the limit that fired."""
+        """A stable slug: ``run_succeeded``, ``run_failed``, ``run_oom``, ``runtime_failed``
+        or the limit that fired."""
         if self.stopped_by is not StopReason.EXITED:
             return self.stopped_by.value
-        return "run_succeeded" if self.exit_code == 0 else "run_failed"
+        if self.oom_killed:
+            return "run_oom"
+        if self.exit_code == 0:
+            return "run_succeeded"
+        return "run_failed" if self.worker_ended else "runtime_failed"
+
+
+def _redacted_outputs(collector: OutputCollector, redactor: RedactorLike) -> dict[str, bytes]:
+    """Each collected output through its own redacting stream (the run's values)."""
+    redacted: dict[str, bytes] = {}
+    for name, content in collector.files.items():
+        stream = redactor.stream("outputs")
+        redacted[name] = stream.write(bytes(content)) + stream.flush()
+    return redacted
 
 
 def translate_docker_error(
@@ -155,6 +193,8 @@ class DockerRunner:
         stop_grace: timedelta,
         clock: Callable[[], float] = time.monotonic,
         mounts: ResolvedMounts | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        files_dir: Path | None = None,
     ) -> None:
         self.api: Any = client.api
         #: Operator mounts resolved at start-up; re-resolved before every create.
@@ -163,6 +203,9 @@ class DockerRunner:
         self.run_timeout = run_timeout.total_seconds()
         self.stop_grace = stop_grace
         self.clock = clock
+        self.wall_clock = wall_clock
+        # passwd/group entries for the run's user when the image has none (see .passwd).
+        self.passwd = PasswdFiles(self.api, directory=files_dir)
 
     # -- the run ---------------------------------------------------------------------------------
     def run(
@@ -178,10 +221,21 @@ class DockerRunner:
         """Run ``container``; wipe ``instructions`` and close ``sink`` whatever happens."""
         started = self.clock()
         container_id = ""
+        time_limit = self.run_timeout
+        if container.time_limit_seconds is not None:
+            time_limit = min(time_limit, container.time_limit_seconds)
         try:
-            container_id = self._create(container)
+            container_id = self._create(container, time_limit)
             return self._attached_run(
-                container, container_id, instructions, redactor, sink, cancel, on_started, started
+                container,
+                container_id,
+                instructions,
+                redactor,
+                sink,
+                cancel,
+                on_started,
+                started,
+                time_limit,
             )
         finally:
             wipe_bytearray(instructions)
@@ -191,14 +245,27 @@ class DockerRunner:
             finally:
                 sink.close()
 
-    def _create(self, container: ContainerSpec) -> str:
+    def _create(self, container: ContainerSpec, time_limit: float) -> str:
+        # Who made the container and until when it is needed: a later launcher or exec removes
+        # it when this process is gone or the deadline passed (see .ownership, .cleanup).
+        deadline = self.wall_clock() + time_limit + self.stop_grace.total_seconds()
+        create_args = dict(container.create_args)
+        create_args["labels"] = {
+            **container.labels,
+            LABEL_OWNER: owner_token(),
+            LABEL_DEADLINE: str(math.ceil(deadline + DEADLINE_MARGIN_SECONDS)),
+        }
         host_config_args = dict(container.host_config_args)
         if self.mounts is not None:
             # Immediately before creation: mount the real paths, refuse if a link changed.
             host_config_args["mounts"] = self.mounts.pin(host_config_args.get("mounts", ()))
+        uid, _, gid = str(create_args.get("user", "")).partition(":")
+        if uid.isdigit() and gid.isdigit():
+            extra = self.passwd.mounts(container.image, uid=int(uid), gid=int(gid))
+            host_config_args["mounts"] = [*host_config_args.get("mounts", []), *extra]
         try:
             host_config = self.api.create_host_config(**host_config_args)
-            created = self.api.create_container(**container.create_args, host_config=host_config)
+            created = self.api.create_container(**create_args, host_config=host_config)
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(
                 exc, doing="create the run container", image=container.image
@@ -219,6 +286,7 @@ class DockerRunner:
         cancel: threading.Event | None,
         on_started: Callable[[str], None] | None,
         started: float,
+        time_limit: float,
     ) -> RunResult:
         try:
             wrapper = self.api.attach_socket(
@@ -231,18 +299,24 @@ class DockerRunner:
         try:
             if on_started is not None:
                 on_started(container_id)
-            self._send(sock, instructions, started)
+            self._send(sock, instructions, started, time_limit)
             streams: dict[Channel, RedactingStreamLike] = {
-                "stdout": redactor.stream("stdout"),
-                "stderr": redactor.stream("stderr"),
+                "stdout": redactor.stream("stdout", whole_lines=True),
+                "stderr": redactor.stream("stderr", whole_lines=True),
             }
-            stopped_by, output_bytes = self._pump(
-                sock, container_id, streams, sink, cancel, started
-            )
+            collector = OutputCollector()
+            try:
+                stopped_by, output_bytes, worker_ended = self._pump(
+                    sock, container_id, streams, sink, cancel, started, time_limit, collector
+                )
+                outputs = _redacted_outputs(collector, redactor)
+            finally:
+                collector.wipe()
         finally:
             sock.close()
             wrapper.close()
         exit_code = self._exit_code(container_id)
+        oom_killed = self._oom_killed(container_id)
         duration = self.clock() - started
         result = RunResult(
             run_id=container.run_id,
@@ -252,6 +326,10 @@ class DockerRunner:
             duration_seconds=duration,
             output_bytes=output_bytes,
             redactions=dict(redactor.counts()),
+            oom_killed=oom_killed,
+            worker_ended=worker_ended,
+            outputs=outputs,
+            outputs_truncated=collector.truncated,
         )
         log.info(
             "executor.run_ended run_id=%s reason=%s exit_code=%s seconds=%.3f",
@@ -260,19 +338,23 @@ class DockerRunner:
             exit_code,
             duration,
         )
-        if stopped_by is StopReason.EXITED and output_bytes == 0 and exit_code not in (0, None):
-            # The worker prints a line before every non-zero exit of its own, so a silent
-            # failure means the container (or its runtime's sandbox) died before or under it.
+        if result.reason == "runtime_failed":
+            # The worker prints a marker before every exit of its own, so an exit without one
+            # means the container (or its runtime's sandbox) died before or under it.
             log.warning(
-                "executor.run_exited_silently run_id=%s exit_code=%s: the worker printed "
-                "nothing; the container runtime may have failed (see docs/executor.md, gVisor)",
+                "executor.run_exited_silently run_id=%s exit_code=%s output_bytes=%s: the "
+                "worker never reported its end; the container runtime may have failed (see "
+                "docs/executor.md, gVisor)",
                 result.run_id,
                 exit_code,
+                output_bytes,
             )
         return result
 
-    def _send(self, sock: socket.socket, instructions: bytearray, started: float) -> None:
-        sock.settimeout(max(1.0, self.run_timeout - (self.clock() - started)))
+    def _send(
+        self, sock: socket.socket, instructions: bytearray, started: float, time_limit: float
+    ) -> None:
+        sock.settimeout(max(1.0, time_limit - (self.clock() - started)))
         try:
             sock.sendall(instructions)
             sock.shutdown(socket.SHUT_WR)
@@ -292,8 +374,19 @@ class DockerRunner:
         sink: LogSink,
         cancel: threading.Event | None,
         started: float,
-    ) -> tuple[StopReason, int]:
+        time_limit: float,
+        collector: OutputCollector,
+    ) -> tuple[StopReason, int, bool]:
+        """Stream the output; return why it ended, its size, and whether the worker said so."""
         demux = _Demux()
+        tails: dict[Channel, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+
+        def emit(channel: Channel, safe: bytes) -> None:
+            sink.write(channel, safe)
+            tail = tails[channel]
+            tail += safe
+            del tail[:-_TAIL_BYTES]
+
         last_output = self.clock()
         stopped_by = StopReason.EXITED
         output_bytes = 0
@@ -305,7 +398,7 @@ class DockerRunner:
                 limit: StopReason | None = None
                 if cancel is not None and cancel.is_set():
                     limit = StopReason.CANCELLED
-                elif now - started >= self.run_timeout:
+                elif now - started >= time_limit:
                     limit = StopReason.RUN_TIMEOUT
                 elif now - last_output >= self.logs_timeout:
                     limit = StopReason.LOGS_TIMEOUT
@@ -316,7 +409,7 @@ class DockerRunner:
                     continue
                 wait = min(
                     _POLL_SECONDS,
-                    self.run_timeout - (now - started),
+                    time_limit - (now - started),
                     self.logs_timeout - (now - last_output),
                 )
             else:
@@ -324,7 +417,12 @@ class DockerRunner:
                 if now >= drain_deadline:
                     break
                 wait = min(_POLL_SECONDS, drain_deadline - now)
-            readable, _, _ = select.select([sock], [], [], max(0.0, wait))
+            # Wake often enough to release partial lines that waited past the stream deadline.
+            readable, _, _ = select.select([sock], [], [], max(0.0, min(wait, _RELEASE_SECONDS)))
+            for channel, stream in streams.items():
+                late = stream.poll()
+                if late:
+                    sink.write(channel, late)
             if not readable:
                 continue
             try:
@@ -337,14 +435,23 @@ class DockerRunner:
             for channel, payload in demux.feed(data):
                 output_bytes += len(payload)
                 last_output = self.clock()
+                if channel == "stdout":
+                    payload = collector.feed(payload)  # noqa: PLW2901 - outputs leave the log
                 safe = streams[channel].write(payload)
                 if safe:
-                    sink.write(channel, safe)
+                    emit(channel, safe)
+        held = collector.close()
+        if held:
+            safe = streams["stdout"].write(held)
+            if safe:
+                emit("stdout", safe)
         for channel, stream in streams.items():
-            tail = stream.flush()
-            if tail:
-                sink.write(channel, tail)
-        return stopped_by, output_bytes
+            rest = stream.flush()
+            if rest:
+                emit(channel, rest)
+        # Redacted output only: the markers are plumbing, never secret.
+        ended = _RUN_END in tails["stdout"] or _WORKER_ERROR in tails["stderr"]
+        return stopped_by, output_bytes, ended
 
     def _stop(self, container_id: str, why: StopReason) -> None:
         grace = max(0, round(self.stop_grace.total_seconds()))
@@ -360,6 +467,13 @@ class DockerRunner:
                 self.api.kill(container_id)
             except DOCKER_ERRORS:
                 log.warning("executor.kill_failed container=%s", container_id[:12])
+
+    def _oom_killed(self, container_id: str) -> bool:
+        try:
+            state = self.api.inspect_container(container_id).get("State") or {}
+        except DOCKER_ERRORS:
+            return False
+        return state.get("OOMKilled") is True
 
     def _exit_code(self, container_id: str) -> int | None:
         try:

@@ -18,7 +18,9 @@ from typing import Any, Final, Literal, cast
 
 import yaml
 
+from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
+from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
 from hardened_launcher.secrets import Secret
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
 
 SPEC_VERSION: Final = 1
 MAX_RUN_SPEC_BYTES: Final = 16 * 1024 * 1024
+MAX_RUN_SPEC_DEPTH: Final = 32
 MAX_PHASES: Final = 16
 MAX_COMMANDS_PER_PHASE: Final = 256
 MAX_COMMAND_CHARS: Final = 64 * 1024
@@ -51,6 +54,7 @@ MAX_LIMIT_MEMORY_BYTES: Final = 1 << 40
 MAX_LIMIT_PIDS: Final = 1 << 20
 MAX_LIMIT_CPUS: Final = 1024.0
 MIN_LIMIT_MEMORY_BYTES: Final = 6 * 1024 * 1024  # Docker's own minimum
+MAX_LIMIT_TIME_SECONDS: Final = 30 * 24 * 3600
 
 #: Binary names the launcher itself provides; a run cannot ask for them.
 RESERVED_BINARY_NAMES: Final = frozenset({"hl-worker"})
@@ -96,6 +100,9 @@ class WorkspaceFile:
     path: str
     content: Secret | bytes
     mode: int = 0o644
+    #: For a secret file: each value inside it (YAML, JSON, dotenv, tfvars, INI…), masked on
+    #: its own (see :mod:`.secret_files`).
+    values: tuple[Secret, ...] = ()
 
     @property
     def secret(self) -> bool:
@@ -117,6 +124,7 @@ class RunLimits:
     memory_bytes: int | None = None
     pids: int | None = None
     cpus: float | None = None
+    time_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,7 +133,9 @@ class RunSpec:
 
     run_id: str
     run_type: RunType
-    image: str
+    #: None: the spec names no image; the launcher's ``SPACELIFT_DEFAULT_RUNNER_IMAGE`` applies
+    #: (:func:`~.images.with_default_image`).
+    image: str | None
     phases: tuple[Phase, ...]
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     secret_env: Mapping[str, Secret] = field(default_factory=lambda: MappingProxyType({}))
@@ -137,9 +147,10 @@ class RunSpec:
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
         named = [(f"env:{name}", value) for name, value in self.secret_env.items()]
-        named += [
-            (f"file:{f.path}", f.content) for f in self.files if isinstance(f.content, Secret)
-        ]
+        for f in self.files:
+            if isinstance(f.content, Secret):
+                named.append((f"file:{f.path}", f.content))
+                named += [(f"file:{f.path}#{i}", value) for i, value in enumerate(f.values, 1)]
         return tuple(named)
 
     def wipe(self) -> None:
@@ -151,22 +162,11 @@ class RunSpec:
 # ---------------------------------------------------------------------------------------------
 # YAML: safe, no aliases (no billion laughs), no duplicate keys
 # ---------------------------------------------------------------------------------------------
-class _StrictLoader(yaml.SafeLoader):
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("YAML aliases are not allowed in a run spec")
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # noqa: ANN401
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, str):
-                raise yaml.YAMLError("mapping keys must be strings")
-            if key in seen:
-                raise yaml.YAMLError(f"duplicate key {key[:64]!r}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+class _StrictLoader(StrictYamlLoader):
+    # Safe YAML, no anchors or aliases, string keys, no duplicates, bounded nesting: the rules
+    # every YAML input of the launcher follows (hardened_launcher.bounded_input).
+    what = "run spec"
+    max_depth = MAX_RUN_SPEC_DEPTH
 
 
 def parse_run_spec(data: bytes | bytearray, *, max_bytes: int = MAX_RUN_SPEC_BYTES) -> RunSpec:
@@ -272,8 +272,8 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     top = _fields(
         "document",
         dict(document),
-        {"version", "run_id", "run_type", "image", "phases"},
-        {"env", "secret_env", "files", "binaries", "limits", "metadata"},
+        {"version", "run_id", "run_type", "phases"},
+        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata"},
     )
     if top["version"] != SPEC_VERSION or isinstance(top["version"], bool):
         raise _fail("version", f"is not {SPEC_VERSION} (the only version this launcher reads)")
@@ -281,7 +281,11 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     run_type = top["run_type"]
     if run_type not in ("ro", "wo"):
         raise _fail("run_type", "is not 'ro' or 'wo'")
-    image = _text("image", top["image"], max_chars=MAX_IMAGE_CHARS, pattern=_IMAGE_RE)
+    image = (
+        None
+        if top.get("image") is None
+        else _text("image", top["image"], max_chars=MAX_IMAGE_CHARS, pattern=_IMAGE_RE)
+    )
 
     phases: list[Phase] = []
     raw_phases = _list("phases", top["phases"], max_items=MAX_PHASES)
@@ -330,7 +334,17 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         data = content.encode("utf-8")
         if len(data) > MAX_FILE_BYTES:
             raise _fail(f"{where}.content", f"is larger than {MAX_FILE_BYTES} bytes")
-        files.append(WorkspaceFile(path=path, content=Secret(data) if secret else data, mode=mode))
+        values: tuple[Secret, ...] = ()
+        if secret:
+            try:
+                values = tuple(Secret(v) for v in extract_values(path, data))
+            except TooManyValuesError as exc:
+                raise _fail(f"{where}.content", str(exc)) from None
+        files.append(
+            WorkspaceFile(
+                path=path, content=Secret(data) if secret else data, mode=mode, values=values
+            )
+        )
 
     binaries: list[BinaryRequest] = []
     for index, raw in enumerate(_list("binaries", top.get("binaries", []), max_items=MAX_BINARIES)):
@@ -346,7 +360,10 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
 
     limits = RunLimits()
     if "limits" in top:
-        raw_limits = _fields("limits", top["limits"], set(), {"memory_bytes", "pids", "cpus"})
+        raw_limits = _fields(
+            "limits", top["limits"], set(), {"memory_bytes", "pids", "cpus", "time_seconds"}
+        )
+        time_seconds = raw_limits.get("time_seconds")
         memory = raw_limits.get("memory_bytes")
         pids = raw_limits.get("pids")
         cpus = raw_limits.get("cpus")
@@ -369,6 +386,11 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
             if pids is None
             else _int("limits.pids", pids, minimum=8, maximum=MAX_LIMIT_PIDS),
             cpus=None if cpus is None else float(cpus),
+            time_seconds=None
+            if time_seconds is None
+            else _int(
+                "limits.time_seconds", time_seconds, minimum=1, maximum=MAX_LIMIT_TIME_SECONDS
+            ),
         )
 
     metadata: dict[str, str] = {}

@@ -185,6 +185,13 @@ def _check_control_plane_url(value: str) -> None:
         _fail("control_plane_url in the token has port 0", "token_field_invalid")
 
 
+def check_token_urls(*, broker_url: str, control_plane_url: str) -> None:
+    """Raise :class:`TokenError` when a token carrying these URLs would be refused; the
+    control plane checks its defaults with this before it issues any token."""
+    _check_broker_url(broker_url)
+    _check_control_plane_url(control_plane_url)
+
+
 def _load_certificate(pem: str, field: str) -> x509.Certificate:
     if len(pem) > MAX_CERTIFICATE_PEM_CHARS:
         _fail(

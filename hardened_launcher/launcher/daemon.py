@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from hardened_launcher.audit import AuditEvent, Outcome
 from hardened_launcher.executor.logsink import LogSink
 from hardened_launcher.launcher.gates import RunContext, RunFunction, log_shipper
 from hardened_launcher.launcher.health import Readiness
@@ -253,9 +254,31 @@ class Daemon:
                 case Note(event=event, fields=fields):
                     extra = " ".join(f"{k}={v}" for k, v in fields.items())
                     log.info("%s %s", event, extra)
+                    if event == "run.refused":
+                        self._audit_refusal(fields)
                 case Exit():
                     log.info("launcher.exit code=%d reason=%s", action.code, action.reason)
                     self.exit = action
+
+    def _audit_refusal(self, fields: Mapping[str, object]) -> None:
+        """An assignment refused before any gate ran (busy, draining, already done, audit
+        unavailable) is audited like a gate's refusal, with gate ``assignment``; when the audit
+        log itself is what failed, the operator log line above is all there can be."""
+        record = getattr(self.audit, "record", None)
+        if record is None or not getattr(self.audit, "healthy", False):
+            return
+        try:
+            record(
+                AuditEvent(
+                    type="run.refused",
+                    outcome=Outcome.DENY,
+                    gate="assignment",
+                    run_id=str(fields.get("run_id", "")) or None,
+                    reason=str(fields.get("reason", "run_refused")),
+                )
+            )
+        except Exception:  # the log turned unhealthy meanwhile: the health tick reports it
+            log.warning("audit.refusal_not_recorded", exc_info=True)
 
     def _send(self, body: Any) -> None:  # noqa: ANN401 - any worker body
         try:

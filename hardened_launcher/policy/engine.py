@@ -358,12 +358,14 @@ def compile_policy(
     fixed: Mapping[str, Syntax] | None = None,
     require_deny: bool = True,
     coverage: bool = False,
+    probe: bool = True,
 ) -> tuple[RegoEngine, CompiledPolicy]:
     """Load ``bundle`` into a fresh engine in this thread and probe it once with ``{}``.
 
     The probe catches what regorus reports only at first evaluation (unsafe variables, unknown
     functions); errors that depend on the input are left for run time. ``fixed`` gives the
     syntax each file was already detected as (the worker process re-reads files that way).
+    ``probe=False`` leaves the probe (:func:`probe_policy`) to the caller.
     """
     engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
     syntaxes = {
@@ -381,22 +383,30 @@ def compile_policy(
             reason="policy_no_deny_rule",
         )
     has_sample = SAMPLE_RULE in names
-    if require_deny:
-        engine.set_input_json("{}")
-        for rule in (DENY_RULE, SAMPLE_RULE) if has_sample else (DENY_RULE,):
-            try:
-                engine.eval_rule(rule)
-            except PolicyEvaluationError as exc:
-                if any(marker in exc.message for marker in _STATIC_ERRORS):
-                    raise PolicyCompileError(
-                        exc.message.split(": ", 1)[1],
-                        hint="fix the policy; `hardened-launcher policy check PATH` repeats this",
-                        reason="policy_compile_error",
-                    ) from None
-        engine.take_prints()
+    if require_deny and probe:
+        probe_policy(engine, has_sample=has_sample)
     return engine, CompiledPolicy(
         bundle=bundle, syntaxes=syntaxes, has_sample=has_sample, rules=rules
     )
+
+
+def probe_policy(engine: RegoEngine, *, has_sample: bool) -> None:
+    """Evaluate ``deny`` (and ``sample``) once with ``{}``: what regorus reports only at first
+    evaluation (unsafe variables, unknown functions) becomes a :class:`PolicyCompileError`.
+    Errors that depend on the input are left for run time. Unbounded in time and memory: the
+    launcher runs it in the policy worker process (``probe=False`` here)."""
+    engine.set_input_json("{}")
+    for rule in (DENY_RULE, SAMPLE_RULE) if has_sample else (DENY_RULE,):
+        try:
+            engine.eval_rule(rule)
+        except PolicyEvaluationError as exc:
+            if any(marker in exc.message for marker in _STATIC_ERRORS):
+                raise PolicyCompileError(
+                    exc.message.split(": ", 1)[1],
+                    hint="fix the policy; `hardened-launcher policy check PATH` repeats this",
+                    reason="policy_compile_error",
+                ) from None
+    engine.take_prints()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,7 +29,12 @@ from hardened_launcher.policy.errors import PolicyDeniedError
 from hardened_launcher.policy.input import JSONValue, encode_input
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import Syntax, load_policy_path
-from hardened_launcher.policy.worker import InlineBackend, PolicyBackend, SubprocessBackend
+from hardened_launcher.policy.worker import (
+    InlineBackend,
+    PolicyBackend,
+    SubprocessBackend,
+    probe_isolated,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +43,25 @@ DEFAULT_TIMEOUT_S = 1.0
 
 
 def check_policy_path(
-    path: Path, *, syntax: Syntax = Syntax.AUTO, sanitizer: Sanitizer | None = None
+    path: Path,
+    *,
+    syntax: Syntax = Syntax.AUTO,
+    sanitizer: Sanitizer | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    probe: bool = True,
 ) -> CompiledPolicy:
     """Load and compile the policy at ``path`` (a ``.rego`` file or a directory); for start-up
-    and ``doctor``. ``_test.rego`` files are left out. Raises ``PolicyCompileError``."""
+    and ``doctor``. ``_test.rego`` files are left out. Raises ``PolicyCompileError``.
+
+    The probe with an empty input (which can run any policy code) runs in a worker process
+    under ``timeout_s`` and the worker's memory limit; ``probe=False`` leaves it to the
+    :class:`PolicyGate` the caller starts next (its worker probes before the first run).
+    """
     bundle = load_policy_path(path, include_tests=False)
-    _, compiled = compile_policy(bundle, sanitizer=sanitizer or Sanitizer.random(), syntax=syntax)
+    chosen = sanitizer or Sanitizer.random()
+    _, compiled = compile_policy(bundle, sanitizer=chosen, syntax=syntax, probe=False)
+    if probe:
+        probe_isolated(compiled, sanitizer=chosen, timeout_s=timeout_s)
     return compiled
 
 
@@ -122,7 +140,9 @@ class PolicyGate:
         """A gate whose engine runs in a worker process (``isolated``) or in this thread."""
         backend: PolicyBackend
         if isolated:
-            subprocess_backend = SubprocessBackend(compiled, sanitizer=sanitizer)
+            subprocess_backend = SubprocessBackend(
+                compiled, sanitizer=sanitizer, probe_timeout_s=timeout_s
+            )
             subprocess_backend.start()
             backend = subprocess_backend
         else:

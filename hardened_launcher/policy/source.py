@@ -19,9 +19,19 @@ from pathlib import Path
 
 import yaml
 
+from hardened_launcher.bounded_input import (
+    DocumentTooDeepError,
+    describe_path,
+    load_json,
+    load_yaml,
+    read_bounded,
+)
+from hardened_launcher.errors import InputFileError, UntrustedInputError
 from hardened_launcher.policy.errors import PolicyCompileError
 
 MAX_POLICY_FILE_BYTES = 1024 * 1024
+MAX_DATA_DEPTH = 64
+MAX_POLICY_TOTAL_BYTES = 16 * 1024 * 1024
 MAX_POLICY_FILES = 1000
 DATA_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -52,22 +62,27 @@ def is_test_file(name: str) -> bool:
     return name.endswith("_test.rego")
 
 
-def _read_text(path: Path, shown: str) -> str:
+def _compile_error(message: str, *, hint: str, reason: str) -> PolicyCompileError:
+    return PolicyCompileError(message, hint=hint, reason=reason)
+
+
+def _read_text(path: Path, shown: str, *, named: bool = False) -> str:
+    """The UTF-8 text of one policy or data file; ``named`` when it is the path the operator gave
+    (then a missing or unreadable file is an :class:`InputFileError`, exit 66 on the CLI)."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_POLICY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PolicyCompileError(
-            f"cannot read the policy file {shown}: {exc.strerror or 'read failed'}",
-            hint="check the path and that the launcher's user may read it",
+        raw = read_bounded(
+            path,
+            max_bytes=MAX_POLICY_FILE_BYTES,
+            what="policy file",
+            unreadable=None if named else _compile_error,
             reason="policy_file_unreadable",
-        ) from None
-    if len(raw) > MAX_POLICY_FILE_BYTES:
+        )
+    except UntrustedInputError:
         raise PolicyCompileError(
             f"the policy file {shown} is larger than {MAX_POLICY_FILE_BYTES} bytes",
             hint="split it or move large lists into a data file",
             reason="policy_file_too_large",
-        )
+        ) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -78,17 +93,40 @@ def _read_text(path: Path, shown: str) -> str:
         ) from None
 
 
+def _walk_error(exc: OSError) -> None:
+    raise PolicyCompileError(
+        f"cannot list the policy directory {describe_path(exc.filename or '')}: "
+        f"{exc.strerror or 'failed'}",
+        hint="every directory under the policy path must be readable by the launcher's user",
+        reason="policy_file_unreadable",
+    )
+
+
+def _shown_name(found: Path, base: Path) -> str:
+    """The name a file is shown and hashed under (relative to the policy root): UTF-8 only."""
+    relative = found.relative_to(base).as_posix() if found != base else found.name
+    try:
+        os.fsencode(relative).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyCompileError(
+            f"the policy file name {describe_path(relative)} is not UTF-8",
+            hint="rename it: policy and data file names must be UTF-8",
+            reason="policy_file_unreadable",
+        ) from None
+    return relative
+
+
 def _discover(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        raise PolicyCompileError(
-            f"the policy path {root} is neither a file nor a directory",
+        raise InputFileError(
+            f"the policy path {describe_path(root)} is neither a file nor a directory",
             hint="point it at a .rego file or a directory of .rego files",
             reason="policy_files_missing",
         )
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(
             Path(dirpath, name)
@@ -115,22 +153,32 @@ def _merge_data(target: dict[str, object], doc: object, shown: str) -> None:
         target[key] = value
 
 
-def _load_data(path: Path, shown: str) -> object:
-    text = _read_text(path, shown)
+def _load_data(path: Path, shown: str, *, named: bool = False) -> object:
+    text = _read_text(path, shown, named=named)
     try:
         if path.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return load_json(text, max_depth=MAX_DATA_DEPTH)
+        return load_yaml(text, what="policy data file", max_depth=MAX_DATA_DEPTH)
+    except DocumentTooDeepError as exc:
+        raise PolicyCompileError(
+            f"{shown}:{exc.line}:{exc.column}: the data file nests deeper than "
+            f"{MAX_DATA_DEPTH} levels",
+            hint="flatten the data",
+            reason="policy_data_invalid",
+        ) from None
     except (ValueError, yaml.YAMLError) as exc:
         where = ""
+        own = ""
         mark = getattr(exc, "problem_mark", None)
         if isinstance(exc, json.JSONDecodeError):
             where = f":{exc.lineno}:{exc.colno}"
         elif mark is not None:
             where = f":{mark.line + 1}:{mark.column + 1}"
+        elif type(exc) is yaml.YAMLError:
+            own = f" ({exc})"  # one of the loader's own rules: no document text in it
         raise PolicyCompileError(
-            f"{shown}{where}: the data file is not valid {path.suffix[1:].upper()}",
-            hint="fix the data file",
+            f"{shown}{where}: the data file is not valid {path.suffix[1:].upper()}{own}",
+            hint="fix the data file (YAML anchors and aliases are not allowed)",
             reason="policy_data_invalid",
         ) from None
 
@@ -140,7 +188,7 @@ def load_policy_path(path: Path, *, include_tests: bool = False) -> PolicyBundle
     paths = _discover(path)
     if len(paths) > MAX_POLICY_FILES:
         raise PolicyCompileError(
-            f"{path} holds more than {MAX_POLICY_FILES} policy and data files",
+            f"{describe_path(path)} holds more than {MAX_POLICY_FILES} policy and data files",
             hint="point the launcher at the directory of the policy itself",
             reason="policy_files_missing",
         )
@@ -148,23 +196,41 @@ def load_policy_path(path: Path, *, include_tests: bool = False) -> PolicyBundle
     files: list[PolicyFile] = []
     data: dict[str, object] = {}
     digest = hashlib.sha256()
+    total_bytes = 0
     for found in paths:
-        shown = found.relative_to(base).as_posix()
+        shown = _shown_name(found, base)
+        named = found == path
         if found.suffix == ".rego":
             if is_test_file(found.name) and not include_tests:
                 continue
-            text = _read_text(found, shown)
+            text = _read_text(found, shown, named=named)
             files.append(PolicyFile(path=shown, text=text))
             raw = text.encode("utf-8")
         else:
-            doc = _load_data(found, shown)
+            doc = _load_data(found, shown, named=named)
             _merge_data(data, doc, shown)
-            raw = json.dumps(doc, sort_keys=True).encode("utf-8")
+            try:
+                raw = json.dumps(doc, sort_keys=True, allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError):
+                raise PolicyCompileError(
+                    f"the data file {shown} holds a value JSON cannot represent (a date, "
+                    "binary data or NaN)",
+                    hint="quote dates and use plain strings and numbers in data files",
+                    reason="policy_data_invalid",
+                ) from None
+        total_bytes += len(raw)
+        if total_bytes > MAX_POLICY_TOTAL_BYTES:
+            raise PolicyCompileError(
+                f"the policy files under {describe_path(path)} hold more than "
+                f"{MAX_POLICY_TOTAL_BYTES} bytes",
+                hint="point the launcher at the directory of the policy itself",
+                reason="policy_file_too_large",
+            )
         digest.update(f"{shown}\0{len(raw)}\0".encode())
         digest.update(raw)
     if not files:
         raise PolicyCompileError(
-            f"no .rego policy files were found at {path}",
+            f"no .rego policy files were found at {describe_path(path)}",
             hint="an empty policy would allow everything, so it is refused; add a .rego file",
             reason="policy_files_missing",
         )

@@ -23,9 +23,16 @@ def compile_configured_policy(settings: Settings, sanitizer: Sanitizer) -> Compi
     """Compile ``SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY``; None when none is configured.
 
     Raises :class:`~hardened_launcher.policy.PolicyCompileError` (a configuration error: the
-    launcher exits with ``file:line:col`` and the engine's message) when it does not compile.
+    launcher exits with ``file:line:col`` and the engine's message) when it does not compile,
+    or when its probe with an empty input overruns ``HL_POLICY_TIMEOUT`` or the policy worker's
+    memory limit (the probe runs in a worker process, never in the launcher).
     """
     path = settings.launcher_run_initialization_policy
     if path is None:
         return None
-    return check_policy_path(path, syntax=Syntax(settings.policy_syntax), sanitizer=sanitizer)
+    return check_policy_path(
+        path,
+        syntax=Syntax(settings.policy_syntax),
+        sanitizer=sanitizer,
+        timeout_s=settings.policy_timeout.total_seconds(),
+    )

@@ -38,6 +38,7 @@ import gc
 import json
 import math
 import os
+import resource
 import select
 import struct
 import subprocess
@@ -55,6 +56,7 @@ from hardened_launcher.policy.engine import (
     RegoEngine,
     compile_policy,
     evaluate_spacelift,
+    probe_policy,
 )
 from hardened_launcher.policy.errors import (
     WIRE_ERRORS,
@@ -68,6 +70,9 @@ from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
 
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 START_TIMEOUT_S = 30.0
+DEFAULT_PROBE_TIMEOUT_S = 1.0
+# Address space the worker may map beyond what it has mapped after start-up (about 120 MiB).
+MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024
 _INITIAL_BUFFER = 64 * 1024
 _LENGTH = struct.Struct(">I")
 # RESULT body head: tag, sample (0/1), duration_ns, number of deny messages.
@@ -116,10 +121,14 @@ class InlineBackend:
 
 
 def _compile_fixed(
-    bundle: PolicyBundle, syntaxes: Mapping[str, Syntax], sanitizer: Sanitizer
+    bundle: PolicyBundle,
+    syntaxes: Mapping[str, Syntax],
+    sanitizer: Sanitizer,
+    *,
+    probe: bool = True,
 ) -> tuple[RegoEngine, CompiledPolicy]:
     # Each file is re-read with the syntax it was detected as, so both sides agree.
-    return compile_policy(bundle, sanitizer=sanitizer, fixed=syntaxes)
+    return compile_policy(bundle, sanitizer=sanitizer, fixed=syntaxes, probe=probe)
 
 
 def _bundle_from_init(init: Mapping[str, object]) -> tuple[PolicyBundle, dict[str, Syntax], bytes]:
@@ -267,8 +276,39 @@ def _send_all(fd: int, body: bytes) -> None:
 # -- child process ------------------------------------------------------------------------------
 
 
+def _vm_size_bytes() -> int | None:
+    try:
+        with open("/proc/self/status", "rb") as status:  # noqa: PTH123 - a procfs read
+            for line in status:
+                if line.startswith(b"VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def limit_memory(budget_bytes: int = MEMORY_BUDGET_BYTES) -> None:
+    """Cap this process's address space at what it maps now plus ``budget_bytes``.
+
+    The engine's allocations past the cap fail: regorus aborts (the parent sees a crash) or
+    Python raises ``MemoryError``. Either way the evaluation is denied and the host keeps its
+    memory. Without procfs (not Linux) nothing is capped.
+    """
+    current = _vm_size_bytes()
+    if current is None:  # pragma: no cover - Linux always has /proc/self/status
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = current + budget_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def child_main() -> int:
-    """Entry point of the worker process: compile once, then evaluate frame by frame."""
+    """Entry point of the worker process: compile once, probe once, then evaluate frame by
+    frame. An empty frame asks for the probe (an input document is never empty)."""
+    limit_memory()
     replies = os.dup(1)
     os.dup2(2, 1)  # anything else printed goes to (discarded) stderr, never into the protocol
     requests = _FrameBuffer(0)
@@ -280,7 +320,7 @@ def child_main() -> int:
         if not isinstance(init, dict):
             raise PolicyCompileError("the engine worker got a malformed start frame")
         bundle, syntaxes, key = _bundle_from_init(init)
-        engine, compiled = _compile_fixed(bundle, syntaxes, Sanitizer(key))
+        engine, compiled = _compile_fixed(bundle, syntaxes, Sanitizer(key), probe=False)
     except LauncherError as exc:
         _send_all(replies, _error_body(exc))
         return 1
@@ -293,6 +333,14 @@ def child_main() -> int:
         body = requests.read()
         if body is None:
             return 0
+        if not body:
+            try:
+                probe_policy(engine, has_sample=has_sample)
+                reply = bytes([TAG_READY])
+            except LauncherError as exc:
+                reply = _error_body(exc)
+            _send_all(replies, reply)
+            continue
         try:
             raw = evaluate_spacelift(engine, body.decode("utf-8"), has_sample=has_sample)
             reply = encode_result(raw)
@@ -313,6 +361,9 @@ def _child_environment() -> dict[str, str]:
         "PYTHONPATH": str(package_root),
         "PYTHONDONTWRITEBYTECODE": "1",
         "LC_ALL": "C.UTF-8",
+        # The engine's allocator (mimalloc) reserves 1 GiB of address space per arena by
+        # default; small arenas keep the address-space cap close to the memory really used.
+        "MIMALLOC_ARENA_RESERVE": "64MiB",
     }
 
 
@@ -406,7 +457,11 @@ class SubprocessBackend:
         *,
         sanitizer: Sanitizer,
         argv: Sequence[str] | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     ) -> None:
+        if not probe_timeout_s > 0:
+            raise ValueError("the probe timeout must be positive")
+        self._probe_timeout_s = probe_timeout_s
         self._compiled = compiled
         self._sanitizer = sanitizer
         self._argv = tuple(argv or (sys.executable, "-m", "hardened_launcher.policy.worker"))
@@ -443,9 +498,31 @@ class SubprocessBackend:
         }
         body = self._exchange(child, json.dumps(init).encode("utf-8"), timeout_s=START_TIMEOUT_S)
         if body[:1] == bytes([TAG_READY]) and len(body) == 1:
-            return child
+            body = self._probe(child)
+            if body[:1] == bytes([TAG_READY]) and len(body) == 1:
+                return child
         self._kill()
         raise _error_from(body)
+
+    def _probe(self, child: _Child) -> bytes:
+        """The compile-time probe, under the evaluation's timeout and the memory limit."""
+        try:
+            return self._exchange(child, b"", timeout_s=self._probe_timeout_s)
+        except PolicyTimeoutError:
+            raise PolicyCompileError(
+                f"the policy takes longer than {self._probe_timeout_s:g} s to evaluate an empty "
+                "input",
+                hint="a policy must decide within the policy timeout whatever the input; "
+                "simplify it",
+                reason="policy_timeout",
+            ) from None
+        except PolicyEngineCrashError:
+            raise PolicyCompileError(
+                "the policy engine stopped while evaluating the policy on an empty input (it "
+                f"may need more than the {MEMORY_BUDGET_BYTES >> 20} MiB memory limit)",
+                hint="simplify the policy; `hardened-launcher policy check PATH` repeats this",
+                reason="policy_engine_crashed",
+            ) from None
 
     def _kill(self) -> None:
         child, self._child = self._child, None
@@ -507,7 +584,8 @@ class SubprocessBackend:
 
 def _crashed() -> PolicyEngineCrashError:
     return PolicyEngineCrashError(
-        "the policy engine process stopped during evaluation",
+        "the policy engine process stopped during evaluation (it crashed, or the evaluation "
+        f"needed more than the worker's {MEMORY_BUDGET_BYTES >> 20} MiB memory limit)",
         hint="the run is denied and the engine restarted; report the policy and input",
         reason="policy_engine_crashed",
     )
@@ -530,6 +608,18 @@ def _error_from(body: bytes) -> LauncherError:
         reason=str(error.get("reason") or cls.default_reason),
         detail=str(error.get("detail", "")),
     )
+
+
+def probe_isolated(
+    compiled: CompiledPolicy, *, sanitizer: Sanitizer, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+) -> None:
+    """Compile and probe ``compiled`` in a worker process under ``timeout_s`` and the memory
+    limit, then stop it: the start-up check of a policy costs this process nothing unbounded."""
+    backend = SubprocessBackend(compiled, sanitizer=sanitizer, probe_timeout_s=timeout_s)
+    try:
+        backend.start()
+    finally:
+        backend.close()
 
 
 if __name__ == "__main__":

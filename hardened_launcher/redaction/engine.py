@@ -23,11 +23,35 @@ kept per thread.
 
 from __future__ import annotations
 
+import re
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 Match = tuple[int, int, int]
+
+#: Every pattern is at least this long (``variants.MIN_VALUE_BYTES``); a stream finds where its
+#: held-back tail may begin by the patterns' first GRAM bytes.
+GRAM = 6
+
+#: Characters of wrapped encodings: both base64 alphabets (hex digits are a subset).
+WRAP_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
+
+#: A line break can sit inside a wrapped encoding only after at least this many characters of
+#: :data:`WRAP_ALPHABET` (the narrowest wrap width handled), so ordinary line ends are not joined.
+WRAP_MIN_WIDTH = 16
+
+_WRAP_CLASS = b"[A-Za-z0-9+/_\\-]"
+#: A candidate wrap break: WRAP_MIN_WIDTH wrap characters, then LF or CRLF (reported at the LF).
+WRAP_TRIGGER = _WRAP_CLASS + b"{%d}\\r?\\n" % WRAP_MIN_WIDTH
+_WRAP_TRIGGER_RE = re.compile(WRAP_TRIGGER)
+
+
+def wrap_newlines(data: bytes, skip: int) -> list[int]:
+    """Positions ``>= skip`` of LF bytes that follow WRAP_MIN_WIDTH wrap characters (and CR)."""
+    start = max(0, skip - WRAP_MIN_WIDTH - 1)
+    return [m.end() - 1 for m in _WRAP_TRIGGER_RE.finditer(data, start) if m.end() - 1 >= skip]
 
 
 class Engine(Protocol):
@@ -40,6 +64,23 @@ class Engine(Protocol):
     def find(self, data: bytes) -> list[Match]:
         """Leftmost-longest non-overlapping matches in ``data``, sorted by start."""
         ...
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        """:meth:`find` over ``data[skip:]`` (positions in ``data``) and :func:`wrap_newlines`."""
+        ...
+
+
+class _ScanByParts:
+    """``scan`` for engines without a combined pass: ``find`` plus a regular expression."""
+
+    def find(self, data: bytes) -> list[Match]:
+        raise NotImplementedError
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        matches = self.find(data[skip:]) if skip else self.find(data)
+        if skip:
+            matches = [(s + skip, e + skip, i) for s, e, i in matches]
+        return matches, wrap_newlines(data, skip)
 
 
 class EngineUnavailableError(RuntimeError):
@@ -61,7 +102,7 @@ def greedy_select(
     return out
 
 
-class NullEngine:
+class NullEngine(_ScanByParts):
     """No patterns: nothing ever matches."""
 
     name = "none"
@@ -74,7 +115,7 @@ class NullEngine:
         return []
 
 
-class ReferenceEngine:
+class ReferenceEngine(_ScanByParts):
     """Pure-Python leftmost-longest matcher: the definition the fast engines are tested against."""
 
     name = "reference"
@@ -104,7 +145,7 @@ class ReferenceEngine:
         return out
 
 
-class AhoCorasickEngine:
+class AhoCorasickEngine(_ScanByParts):
     """``ahocorasick-rs`` with leftmost-longest match kind (portable wheels)."""
 
     name = "aho-corasick"
@@ -150,11 +191,17 @@ class HyperscanEngine:
         self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        # After the patterns, in the same pass: the wrap-break trigger, then every distinct
+        # first-GRAM-bytes of a pattern (where a stream's held-back tail may begin).
+        self.grams = tuple(sorted({p[:GRAM] for p in self.patterns if len(p) >= GRAM}))
+        self.gram_set = frozenset(self.grams)
+        expressions = [_hs_expression(p) for p in self.patterns] + [WRAP_TRIGGER]
+        expressions += [_hs_expression(g) for g in self.grams]
         try:
             db.compile(
-                expressions=[_hs_expression(p) for p in self.patterns],
-                ids=list(range(len(self.patterns))),
-                elements=len(self.patterns),
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                elements=len(expressions),
                 flags=0,
             )
         except hyperscan.error as exc:
@@ -173,20 +220,58 @@ class HyperscanEngine:
         return scratch
 
     def find(self, data: bytes) -> list[Match]:
+        return self.scan(data, 0)[0]
+
+    def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
+        ends_by_start, index_by_span, newlines, _ = self.all_matches(data, skip)
+        matches = greedy_select(ends_by_start, index_by_span) if ends_by_start else []
+        if skip:
+            matches = [(s + skip, e + skip, i) for s, e, i in matches]
+            newlines = [n + skip for n in newlines]
+        return matches, newlines
+
+    def all_matches(
+        self,
+        data: bytes,
+        skip: int = 0,
+        *,
+        grams_from: int | None = None,
+        cuts: Sequence[int] = (),
+    ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int], list[int]]:
+        """Every match start in ``data[skip:]`` with its longest end and that pattern's index;
+        the wrap-trigger LF positions; the starts ``>= grams_from`` of a pattern's first GRAM
+        bytes (when asked). Positions are relative to ``skip``. A match that spans one of the
+        sorted ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
         lengths = self._lengths
+        trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
+        newlines: list[int] = []
+        gram_starts: list[int] = []
+        want_grams = grams_from is not None
+        gram_from = -1 if grams_from is None else grams_from
 
         def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            start = to - lengths[index]
-            if ends_by_start.get(start, -1) < to:
-                ends_by_start[start] = to
-                index_by_span[(start, to)] = index
+            if index >= trigger:
+                if index > trigger:
+                    if want_grams and to - GRAM - skip >= gram_from:
+                        gram_starts.append(to - GRAM - skip)
+                elif to > skip:
+                    newlines.append(to - 1 - skip)
+                return
+            start = to - lengths[index] - skip
+            end = to - skip
+            if start < 0 or ends_by_start.get(start, -1) >= end:
+                return
+            if cuts and bisect_right(cuts, start) != bisect_right(cuts, end - 1):
+                return
+            ends_by_start[start] = end
+            index_by_span[(start, end)] = index
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        if not ends_by_start:
-            return []
-        return greedy_select(ends_by_start, index_by_span)
+        if len(gram_starts) > 1:
+            gram_starts = sorted(set(gram_starts))
+        return ends_by_start, index_by_span, newlines, gram_starts
 
 
 ENGINES = ("hyperscan", "aho-corasick", "reference")

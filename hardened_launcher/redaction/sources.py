@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from hardened_launcher.identity.base64text import Base64DecodeError, decode_base64
+from hardened_launcher.credential_files import credential_text_or_empty
 from hardened_launcher.redaction.redactor import Redactor
 
 SECRET_VARIABLES = ("SPACELIFT_TOKEN", "SPACELIFT_POOL_PRIVATE_KEY")
@@ -23,11 +23,19 @@ def launcher_secret_values(environ: Mapping[str, str]) -> list[tuple[str, bytes]
     """``(variable name, value)`` pairs to mask, from the launcher's environment."""
     values: list[tuple[str, bytes]] = []
     for name in SECRET_VARIABLES:
-        raw = environ.get(name, "").strip()
+        # The value may come from a file (SPACELIFT_*_FILE, systemd credentials) instead.
+        raw = environ.get(name, "").strip() or credential_text_or_empty(environ, name)
         if not raw:
             continue
         values.append((name, raw.encode("utf-8", "surrogateescape")))
         if name == "SPACELIFT_POOL_PRIVATE_KEY":
+            # Imported only here: the identity package (cryptography) is slow to import and a
+            # command run without a key should not pay for it.
+            from hardened_launcher.identity.base64text import (  # noqa: PLC0415
+                Base64DecodeError,
+                decode_base64,
+            )
+
             try:
                 decoded = decode_base64(raw.encode("ascii", "ignore"))
             except Base64DecodeError:

@@ -17,9 +17,21 @@ emitted cannot be called back (the final canary scan catches those in stored log
 from __future__ import annotations
 
 import threading
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hardened_launcher.redaction.engine import Engine
+from hardened_launcher.redaction.engine import (
+    GRAM,
+    WRAP_ALPHABET,
+    WRAP_MIN_WIDTH,
+    Engine,
+    HyperscanEngine,
+    Match,
+    greedy_select,
+)
+from hardened_launcher.redaction.prefixes import prefix_index
 
 if TYPE_CHECKING:
     from hardened_launcher.redaction.redactor import Redactor
@@ -27,21 +39,325 @@ if TYPE_CHECKING:
 MASK = b"***"
 
 
-def redact_buffer(engine: Engine, buf: bytes, *, final: bool) -> tuple[bytes, int, list[int]]:
-    """Redact the decidable prefix of ``buf``.
+def wrapped_span(longest: int) -> int:
+    """The most original bytes an occurrence of a ``longest``-byte pattern can cover.
 
-    Returns ``(output, consumed, pattern_indexes)``: ``output`` replaces ``buf[:consumed]``;
-    ``buf[consumed:]`` (at most ``engine.longest - 1`` bytes unless ``final``) must be offered
-    again with the next bytes. ``pattern_indexes`` lists the pattern of each mask written.
+    A wrapped occurrence holds at most ``1 + (longest - 1) // WRAP_MIN_WIDTH`` line breaks of at
+    most 2 bytes each: every break but the first follows a whole line of the occurrence.
+    """
+    if longest <= 0:
+        return 0
+    return longest + 2 * (1 + (longest - 1) // WRAP_MIN_WIDTH)
+
+
+#: Bytes of already-emitted text a stream keeps to judge a line break at its pending start.
+BEHIND_BYTES = WRAP_MIN_WIDTH + 2
+
+_IS_WRAP = frozenset(WRAP_ALPHABET)
+
+
+class _Chain:
+    """A greedy leftmost-longest match list that can be recomputed from a later position."""
+
+    def __init__(self, items: list[Match], recompute: Callable[[int], list[Match]]) -> None:
+        self.items = items
+        self.pos = 0
+        self.recompute = recompute
+
+    def next_at(self, cursor: int) -> Match | None:
+        items = self.items
+        while self.pos < len(items) and items[self.pos][0] < cursor:
+            if items[self.pos][1] > cursor:
+                # This chain's choice straddles the cursor: its later choices may differ.
+                self.items = items = self.recompute(cursor)
+                self.pos = 0
+                break
+            self.pos += 1
+        return items[self.pos] if self.pos < len(items) else None
+
+
+def _wrap_breaks(buf: bytes, newlines: list[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` of the line breaks that may sit inside a wrapped encoding."""
+    out: list[tuple[int, int]] = []
+    size = len(buf)
+    for nl in newlines:
+        start = nl - 1 if nl >= 1 and buf[nl - 1] == 0x0D else nl
+        if start >= 1 and nl + 1 < size and buf[nl + 1] in _IS_WRAP:
+            out.append((start, nl + 1))
+    return out
+
+
+class _Joined:
+    """``buf[lo:hi]`` with some line breaks removed, and the way back to positions in ``buf``."""
+
+    def __init__(self, buf: bytes, lo: int, hi: int, breaks: list[tuple[int, int]]) -> None:
+        parts: list[bytes] = []
+        self.j_starts: list[int] = []
+        self.o_starts: list[int] = []
+        cursor = lo
+        length = 0
+        for b_start, b_end in [*breaks, (hi, hi)]:
+            self.j_starts.append(length)
+            self.o_starts.append(cursor)
+            parts.append(buf[cursor:b_start])
+            length += b_start - cursor
+            cursor = b_end
+        self.text = b"".join(parts)
+
+    def to_buf(self, j: int) -> int:
+        seg = bisect_right(self.j_starts, j) - 1
+        return self.o_starts[seg] + j - self.j_starts[seg]
+
+    def to_joined(self, pos: int) -> int:
+        seg = max(0, bisect_right(self.o_starts, pos) - 1)
+        offset = pos - self.o_starts[seg]
+        seg_len = (
+            self.j_starts[seg + 1] - self.j_starts[seg]
+            if seg + 1 < len(self.j_starts)
+            else len(self.text) - self.j_starts[seg]
+        )
+        return self.j_starts[seg] + min(offset, seg_len)
+
+    def matches(self, engine: Engine, from_j: int = 0) -> list[Match]:
+        found = engine.find(self.text[from_j:]) if from_j else engine.find(self.text)
+        return [(self.to_buf(s + from_j), self.to_buf(e + from_j - 1) + 1, i) for s, e, i in found]
+
+
+def _wrapped_chain(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) -> _Chain:
+    """Greedy matches in one window around the wrap breaks, with the breaks removed.
+
+    One window from just before the first break to just after the last: one more scan at
+    most, instead of one small scan per break (Python overhead dominates small scans).
+    """
+    lo = max(0, breaks[0][0] - engine.longest - 2)
+    hi = min(len(buf), breaks[-1][1] + wrapped_span(engine.longest))
+    joined = _Joined(buf, lo, hi, breaks)
+
+    def recompute(cursor: int) -> list[Match]:
+        if hi <= cursor:
+            return []
+        return joined.matches(engine, joined.to_joined(cursor)) if lo < cursor else items
+
+    items = joined.matches(engine)
+
+    return _Chain(items, recompute)
+
+
+def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
+    """Add the trigger LFs near the start of ``buf`` whose wrap run begins in ``behind``.
+
+    The engine scans ``buf`` alone (no copy with ``behind`` in front); only an LF within the
+    first WRAP_MIN_WIDTH + 1 bytes can need the bytes before ``buf`` to qualify.
+    """
+    head = buf[: WRAP_MIN_WIDTH + 2]
+    extra: list[int] = []
+    at = head.find(b"\n")
+    while at != -1:
+        start = at - 1 if at >= 1 and head[at - 1] == 0x0D else at  # CR LF
+        if at not in found and _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH:
+            extra.append(at)
+        at = head.find(b"\n", at + 1)
+    return sorted([*extra, *found]) if extra else found
+
+
+def _windows(
+    breaks: list[tuple[int, int]], size: int, longest: int, first: list[tuple[int, int]]
+) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """Merged spans around the ``first`` breaks that hold every occurrence crossing them.
+
+    Each window removes every break inside it (an occurrence may cross several).
+    """
+    span = wrapped_span(longest)
+    spans: list[list[int]] = []
+    for b_start, b_end in first:
+        lo, hi = max(0, b_start - longest - 2), min(size, b_end + span)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    return [(lo, hi, [b for b in breaks if lo <= b[0] and b[1] <= hi]) for lo, hi in spans]
+
+
+def _may_start_across(
+    engine: HyperscanEngine, buf: bytes, brk: tuple[int, int], gram_starts: list[int]
+) -> bool:
+    """Whether an occurrence can have ``brk`` as its first break: its first GRAM joined bytes
+    are a pattern's, found in ``buf`` before the break or made of both sides of it."""
+    b_start, b_end = brk
+    at = bisect_left(gram_starts, b_start - engine.longest)
+    if at < len(gram_starts) and gram_starts[at] < b_start:
+        return True
+    grams = engine.gram_set
+    after = buf[b_end : b_end + GRAM]
+    return any(buf[b_start - k : b_start] + after[: GRAM - k] in grams for k in range(1, GRAM))
+
+
+def _scan_all(
+    engine: HyperscanEngine, buf: bytes, behind: bytes, grams_from: int | None
+) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
+    """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
+
+    Only breaks where an occurrence can begin to cross (see :func:`_may_start_across`) get a
+    window; every occurrence crossing breaks lies inside its first break's window. The
+    windows are joined and scanned together in one pass (a match across two windows is
+    ignored), and every match start is merged (longest end wins), so the walk is exact.
+    """
+    ends, spans, newlines, grams = engine.all_matches(buf, 0, grams_from=0)
+    if behind:
+        newlines = _head_newlines(buf, behind, newlines)
+    breaks = _wrap_breaks(buf, newlines) if newlines else []
+    first = [b for b in breaks if _may_start_across(engine, buf, b, grams)]
+    windows = _windows(breaks, len(buf), engine.longest, first)
+    if windows:
+        joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
+        cuts: list[int] = []
+        offset = 0
+        for j in joined:
+            offset += len(j.text)
+            cuts.append(offset)
+        j_ends, j_spans, _, _ = engine.all_matches(b"".join(j.text for j in joined), cuts=cuts)
+        bases = [0, *cuts[:-1]]
+        for j_start, j_end in j_ends.items():
+            w = bisect_right(cuts, j_start)
+            j = joined[w]
+            start = j.to_buf(j_start - bases[w])
+            end = j.to_buf(j_end - 1 - bases[w]) + 1
+            if ends.get(start, -1) < end:
+                ends[start] = end
+                spans[(start, end)] = j_spans[(j_start, j_end)]
+    tail = None if grams_from is None else grams[bisect_left(grams, grams_from) :]
+    return (greedy_select(ends, spans) if ends else []), breaks, tail
+
+
+def _scan(
+    engine: Engine, buf: bytes, behind: bytes, grams_from: int | None = None
+) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
+    """Leftmost-longest occurrences (raw and wrapped) in ``buf``, its wrap breaks, and (from a
+    Hyperscan engine, when ``grams_from`` is given) where patterns' first bytes occur."""
+    if isinstance(engine, HyperscanEngine):
+        return _scan_all(engine, buf, behind, grams_from)
+    # Engines that only give greedy chains: walk both, recomputing a chain that straddles.
+    raw, newlines = engine.scan(buf, 0)
+    if behind:
+        newlines = _head_newlines(buf, behind, newlines)
+    breaks = _wrap_breaks(buf, newlines) if newlines else []
+    if not breaks:
+        return raw, breaks, None
+    raw_chain = _Chain(
+        raw, lambda cursor: [(s + cursor, e + cursor, i) for s, e, i in engine.find(buf[cursor:])]
+    )
+    wrapped = _wrapped_chain(engine, buf, breaks)
+    out: list[Match] = []
+    cursor = 0
+    while True:
+        a = raw_chain.next_at(cursor)
+        b = wrapped.next_at(cursor)
+        if a is None and b is None:
+            return out, breaks, None
+        if a is None or (b is not None and (b[0], -b[1]) < (a[0], -a[1])):
+            assert b is not None  # noqa: S101 - for the type checker
+            a = b
+        out.append(a)
+        cursor = a[1]
+
+
+def find_occurrences(engine: Engine, buf: bytes, behind: bytes = b"") -> list[Match]:
+    """Leftmost-longest occurrences in ``buf``, raw or wrapped over line breaks.
+
+    ``behind`` is the text just before ``buf`` (already emitted); it only decides whether a
+    line break near the start of ``buf`` follows enough wrap characters.
+    """
+    return _scan(engine, buf, behind)[0] if engine.longest else []
+
+
+def _tail_start(size: int, longest: int) -> int:
+    """Positions before this cannot start an occurrence that more bytes could complete."""
+    return max(0, size - wrapped_span(longest) + 1)
+
+
+def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
+    """How many wrap characters (up to WRAP_MIN_WIDTH) end just before ``buf[pos]``."""
+    data = buf[max(0, pos - WRAP_MIN_WIDTH) : pos]
+    if len(data) < WRAP_MIN_WIDTH:
+        data = (behind + data)[-WRAP_MIN_WIDTH:]
+    run = 0
+    for byte in reversed(data):
+        if byte not in _IS_WRAP:
+            break
+        run += 1
+    return run
+
+
+def _trailing_break(buf: bytes, behind: bytes) -> int | None:
+    """Start of a line break at the very end that may join a wrapped line yet to come."""
+    if buf.endswith(b"\r\n"):
+        start = len(buf) - 2
+    elif buf.endswith((b"\n", b"\r")):
+        start = len(buf) - 1
+    else:
+        return None
+    return start if _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH else None
+
+
+def hold_start(
+    engine: Engine,
+    buf: bytes,
+    breaks: list[tuple[int, int]],
+    behind: bytes = b"",
+    *,
+    open_break: bool = True,
+    gram_starts: list[int] | None = None,
+) -> int:
+    """The first position of ``buf`` that more bytes could still turn into (part of) a match.
+
+    Everything before it is decided. ``len(buf)`` when nothing may grow into a match. With
+    ``open_break=False`` a line break at the very end is taken as a line end, not as a break
+    that a wrapped encoding may continue after (the stream's deadline, see ``poll``).
+    ``gram_starts``: where patterns' first bytes occur in ``buf`` from the tail start on, when
+    the engine's scan already found them.
     """
     size = len(buf)
-    limit = size if final else size - engine.longest + 1
-    if limit <= 0:
-        return b"", 0, []
-    matches = engine.find(buf) if engine.longest else []
+    lo = _tail_start(size, engine.longest)
+    tail_breaks = [b for b in breaks if b[0] >= lo]
+    trailing = _trailing_break(buf, behind) if open_break else None
+    if trailing is not None and trailing >= lo:
+        tail_breaks.append((trailing, size))
+    index = prefix_index(engine)
+    found = index.earliest_open(
+        buf[lo:], None if gram_starts is None else [g - lo for g in gram_starts]
+    )
+    hold = size if found is None else lo + found
+    if tail_breaks:
+        joined = _Joined(buf, lo, size, tail_breaks)
+        at = index.earliest_open(joined.text)
+        if at is not None:
+            hold = min(hold, joined.to_buf(at))
+    return hold
+
+
+def redact_buffer(
+    engine: Engine, buf: bytes, *, final: bool, behind: bytes = b"", open_break: bool = True
+) -> tuple[bytes, int, list[int]]:
+    """Redact the decided prefix of ``buf``.
+
+    Returns ``(output, consumed, pattern_indexes)``: ``output`` replaces ``buf[:consumed]``;
+    ``buf[consumed:]`` must be offered again with the next bytes: unless ``final``, only what
+    could still become (part of) a match is kept (:func:`hold_start`), always less than
+    :func:`wrapped_span` of ``engine.longest`` bytes. ``pattern_indexes`` lists the pattern of
+    each mask written. ``behind``: the (already emitted) text just before ``buf``.
+    """
+    size = len(buf)
+    if not engine.longest or not size:
+        return buf, size, []
+    grams_from = None if final else _tail_start(size, engine.longest)
+    matches, breaks, grams = _scan(engine, buf, behind, grams_from)
+    limit = (
+        size
+        if final
+        else hold_start(engine, buf, breaks, behind, open_break=open_break, gram_starts=grams)
+    )
     if not matches or matches[0][0] >= limit:
-        emit_to = min(limit, size)
-        return buf[:emit_to], emit_to, []
+        return buf[:limit], limit, []
     parts: list[bytes] = []
     hits: list[int] = []
     cursor = 0
@@ -52,25 +368,53 @@ def redact_buffer(engine: Engine, buf: bytes, *, final: bool) -> tuple[bytes, in
         parts.append(MASK)
         hits.append(index)
         cursor = end
-    emit_to = max(cursor, min(limit, size))
+    emit_to = max(cursor, limit)
     parts.append(buf[cursor:emit_to])
     return b"".join(parts), emit_to, hits
+
+
+#: A stream's tail that waited this long is released as far as it can no longer complete a
+#: match once a line break at its end is taken as a line end, and a partial line is released.
+HOLD_DEADLINE_SECONDS = 0.2
+
+#: A stream keeping lines whole releases a partial line anyway once it is this long.
+MAX_LINE_BYTES = 65536
 
 
 class RedactingStream:
     """One output channel (``stdout``, ``stderr``…) of one run. Thread-safe; order is the caller's.
 
-    :meth:`write` returns what may be emitted now; :meth:`flush` ends the stream and returns the
-    rest. ``counts`` holds this channel's masks per variable name; they are also added to the
-    redactor's totals unless the stream was made with ``record=False`` (the canary's scans).
+    :meth:`write` returns what may be emitted now; :meth:`poll` (call it when no input came for
+    a while) returns what waited longer than :data:`HOLD_DEADLINE_SECONDS`; :meth:`flush` ends
+    the stream and returns the rest. ``counts`` holds this channel's masks per variable name;
+    they are also added to the redactor's totals unless the stream was made with
+    ``record=False`` (the canary's scans).
+
+    A stream holds back only bytes that may still become (part of) a match, so ordinary text
+    passes at once. With ``whole_lines=True`` it also keeps its redacted output until a line
+    ends (or :meth:`poll` finds it older than the deadline), so that two streams written into
+    one log do not interleave inside a line.
     """
 
-    def __init__(self, redactor: Redactor, channel: str, *, record: bool = True) -> None:
+    def __init__(
+        self,
+        redactor: Redactor,
+        channel: str,
+        *,
+        record: bool = True,
+        whole_lines: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.channel = channel
         self.counts: dict[str, int] = {}
         self._redactor = redactor
         self._record = record
+        self._whole_lines = whole_lines
+        self._clock = clock
         self._pending = b""
+        self._behind = b""
+        self._ready = b""
+        self._since: float | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -82,7 +426,7 @@ class RedactingStream:
 
     @property
     def pending_bytes(self) -> int:
-        """How many bytes are held back right now (at most the longest pattern minus one)."""
+        """How many input bytes are held back undecided right now (see :func:`hold_start`)."""
         return len(self._pending)
 
     def write(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -90,21 +434,55 @@ class RedactingStream:
         with self._lock:
             if self._closed:
                 raise ValueError(f"write to the flushed redacting stream {self.channel!r}")
-            return self._step(bytes(data), final=False)
+            return self._release(self._step(bytes(data), final=False))
+
+    def poll(self) -> bytes:
+        """What waited longer than the deadline: partial lines, and a tail held only for a line
+        break at its end that a wrapped encoding could have continued after."""
+        with self._lock:
+            if self._closed or self._since is None:
+                return b""
+            if self._clock() - self._since < HOLD_DEADLINE_SECONDS:
+                return b""
+            out = self._ready + (
+                self._step(b"", final=False, open_break=False) if self._pending else b""
+            )
+            self._ready = b""
+            self._since = self._clock() if self._pending else None
+            return out
 
     def flush(self) -> bytes:
         """End of stream: return everything still held back, redacted. Further writes fail."""
         with self._lock:
             if self._closed:
                 return b""
-            out = self._step(b"", final=True)
+            out = self._ready + self._step(b"", final=True)
+            self._ready = b""
+            self._since = None
             self._closed = True
             return out
 
-    def _step(self, data: bytes, *, final: bool) -> bytes:
+    def _release(self, out: bytes) -> bytes:
+        if self._whole_lines:
+            ready = self._ready + out if self._ready else out
+            cut = ready.rfind(b"\n") + 1 if len(ready) < MAX_LINE_BYTES else len(ready)
+            out, self._ready = ready[:cut], ready[cut:]
+        if self._pending or self._ready:
+            if self._since is None:
+                self._since = self._clock()
+        else:
+            self._since = None
+        return out
+
+    def _step(self, data: bytes, *, final: bool, open_break: bool = True) -> bytes:
         engine, owners = self._redactor._snapshot()  # one package, one lock
         buf = self._pending + data if self._pending else data
-        out, consumed, hits = redact_buffer(engine, buf, final=final)
+        out, consumed, hits = redact_buffer(
+            engine, buf, final=final, behind=self._behind, open_break=open_break
+        )
+        if consumed:
+            recent = buf[max(0, consumed - BEHIND_BYTES) : consumed]
+            self._behind = (self._behind + recent)[-BEHIND_BYTES:]
         self._pending = buf[consumed:]
         if hits:
             names = [name for index in hits for name in owners[index]]

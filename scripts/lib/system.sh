@@ -2,7 +2,7 @@
 # System set-up shared by scripts/test and the CI entry point: Debian packages and dockerd.
 # Sourced, not executed. Every function is idempotent.
 
-HL_APT_PACKAGES=(gnupg openssl docker.io mosquitto iproute2 ca-certificates busybox-static runsc tinyproxy)
+HL_APT_PACKAGES=(gnupg openssl docker.io mosquitto iproute2 ca-certificates busybox-static runsc tinyproxy systemd mmdebstrap)
 HL_STARTED_DOCKERD_PID=""
 
 hl_log() { printf '==> %s\n' "$*" >&2; }
@@ -81,14 +81,18 @@ hl_ensure_venv() {
         hl_log "creating the virtualenv in .venv"
         python3 -m venv "$root/.venv"
     fi
-    # Reinstall only when the project's metadata changed since the last install.
-    local stamp="$root/.venv/.hl-installed"
-    if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-        hl_log "installing the project with its [dev] extra"
+    # Reinstall only when the project's metadata or the lock changed since the last install.
+    # Every dependency comes from the hash-pinned lock (scripts/lock); the project itself is
+    # installed editable without dependencies and without build isolation, so its build back end
+    # is the locked setuptools too.
+    local stamp="$root/.venv/.hl-installed" lock="$root/requirements/dev.lock"
+    if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$lock" -nt "$stamp" ]; then
+        hl_log "installing the locked dependencies (--require-hashes) and the project"
         local log="$root/.venv/pip-install.log"
-        if ! { "$root/.venv/bin/python" -m pip install --disable-pip-version-check --upgrade pip \
+        if ! { "$root/.venv/bin/python" -m pip install --disable-pip-version-check \
+                    --require-hashes -r "$lock" \
                 && "$root/.venv/bin/python" -m pip install --disable-pip-version-check \
-                    -e "$root[dev]"; } >"$log" 2>&1; then
+                    --no-deps --no-build-isolation -e "$root"; } >"$log" 2>&1; then
             hl_log "pip install failed; the end of its log ($log) follows"
             tail -n 40 "$log" >&2
             return 1

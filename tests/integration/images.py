@@ -10,7 +10,7 @@ from __future__ import annotations
 from hardened_launcher.demo.image import BUSYBOX, REPOSITORY, ensure_busybox_image
 from tests.conftest import require_docker
 
-__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image"]
+__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image", "image_with_user", "setuid_image"]
 
 
 def busybox_image() -> str:
@@ -26,3 +26,92 @@ def busybox_image() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return ensure_busybox_image()
+
+
+def setuid_image() -> str:
+    """The busybox image plus ``/opt/suid/id``: a setuid-root busybox (its ``id`` applet).
+
+    Built once per Docker host from the busybox image's own root, so that a test can show that a
+    setuid bit in the image gives a run nothing (``no-new-privileges``).
+    """
+    import hashlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from hardened_launcher.demo.image import _tar_of_root  # noqa: PLC0415
+
+    base = busybox_image()
+    data = BUSYBOX.read_bytes()
+    tag = f"hl-test-setuid:{hashlib.sha256(data).hexdigest()[:16]}"
+    probe = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return tag
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    buffer = io.BytesIO(_tar_of_root(data, applets))
+    with tarfile.open(fileobj=buffer, mode="a") as tar:
+        for directory in ("opt", "opt/suid"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("opt/suid/id")
+        info.mode = 0o4755
+        info.uid = info.gid = 0
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    subprocess.run(
+        ["docker", "import", "-", tag],
+        input=buffer.getvalue(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    del base
+    return tag
+
+
+def image_with_user(name: str = "runner", uid: int = 1983) -> str:
+    """The busybox image whose ``/etc/passwd`` and ``/etc/group`` already hold ``name`` (uid)."""
+    import hashlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+
+    from hardened_launcher.demo.image import _tar_of_root  # noqa: PLC0415
+
+    busybox_image()
+    data = BUSYBOX.read_bytes()
+    tag = f"hl-test-user-{name}-{uid}:{hashlib.sha256(data).hexdigest()[:16]}"
+    probe = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return tag
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    replaced = {
+        "etc/passwd": f"root:x:0:0::/root:/bin/sh\n{name}:x:{uid}:{uid}::/home/{name}:/bin/sh\n",
+        "etc/group": f"root:x:0:\n{name}:x:{uid}:\n",
+    }
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(_tar_of_root(data, applets))) as source,
+        tarfile.open(fileobj=out, mode="w") as tar,
+    ):
+        for member in source.getmembers():
+            if member.name in replaced:
+                content = replaced[member.name].encode()
+                member.size = len(content)
+                tar.addfile(member, io.BytesIO(content))
+            else:
+                tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+    subprocess.run(
+        ["docker", "import", "-", tag],
+        input=out.getvalue(),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    return tag

@@ -207,3 +207,33 @@ def test_exec_runs_behind_the_egress_proxy_when_a_policy_is_configured(
     # The denied name was decided without a connection: the server saw the proxy's one.
     assert upstream.read_text().split() == [NS_HOST_IP]
     assert _leftovers(docker.from_env(), run_id, f"{launcher}-exec") == []
+
+
+def test_exec_removes_the_egress_leftovers_of_a_killed_launcher(tmp_path: Path, image: str) -> None:
+    """A SIGKILLed process held an egress session; the next `exec` removes its network and its
+    IPv4/IPv6 rules before running (issue 11)."""
+    from tests.integration.test_egress_host import HOLDER, _require_root, _rules  # noqa: PLC0415
+
+    _require_root()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, f"exec-killed-{secrets.token_hex(4)}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    name, bridge = holder.stdout.readline().split()
+    holder.kill()
+    holder.wait(timeout=10)
+    assert docker.from_env().networks.list(names=[name])
+    assert bridge in _rules("iptables")
+    assert bridge in _rules("ip6tables")
+    done = _exec(tmp_path, _setup(tmp_path, ALLOW_IMAGE_POLICY, "unused-token-2", image))
+    assert done.returncode == 0, done.stderr
+    assert not docker.from_env().networks.list(names=[name])
+    assert bridge not in _rules("iptables")
+    assert bridge not in _rules("ip6tables")
+    audit = "".join(
+        segment.read_text() for segment in sorted((tmp_path / "state" / "audit").glob("*.jsonl"))
+    )
+    assert '"egress.leftover_removed"' in audit
+    assert name in audit

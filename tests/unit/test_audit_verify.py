@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from hardened_launcher.audit.reader import AuditFormatError, list_segments, split_lines
 from hardened_launcher.audit.verify import verify_log
+from hardened_launcher.errors import InputFileError
 from tests.unit.audit_support import KEY, OTHER_KEY, write_log
 
 PUB = KEY.public_key()
@@ -213,7 +214,14 @@ def test_rehashed_record_breaks_the_chain_at_the_next_record(pristine: Path) -> 
     assert (exc.segment, exc.line, exc.reason) == (name, 3, "audit_chain_broken")
 
 
-def test_empty_directory_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(AuditFormatError) as info:
+def test_empty_directory_is_refused_without_claiming_tampering(tmp_path: Path) -> None:
+    # A fresh install has no segments yet: refused (nothing was verified) but not an alarm.
+    with pytest.raises(InputFileError) as info:
         verify_log(tmp_path, PUB)
     assert info.value.reason == "audit_log_empty"
+    assert not isinstance(info.value, AuditFormatError)
+    assert "modified" not in info.value.one_line()
+    assert "tamper" not in info.value.one_line()
+    with pytest.raises(InputFileError) as missing:
+        verify_log(tmp_path / "never-created", PUB)
+    assert missing.value.exit_code == 66

@@ -21,7 +21,12 @@ from hardened_launcher.binaries.openpgp import (
     normalize_pins,
     verify_detached,
 )
-from hardened_launcher.errors import ConfigurationError, LauncherError, UntrustedInputError
+from hardened_launcher.errors import (
+    ConfigurationError,
+    InputFileError,
+    LauncherError,
+    UntrustedInputError,
+)
 from tests.unit.test_binaries_support import (
     OPENPGP_MD5,
     OPENPGP_SHA1,
@@ -183,9 +188,10 @@ def test_keyring_with_secret_keys_is_refused(release: TestKey) -> None:
     assert error.reason == "keyring_has_secret_keys"
 
 
-def test_missing_keyring_file_is_a_configuration_error(tmp_path: Path) -> None:
+def test_missing_keyring_file_is_an_input_file_error(tmp_path: Path) -> None:
     error = refusal(Keyring.from_file, tmp_path / "absent.asc")
-    assert isinstance(error, ConfigurationError)
+    assert isinstance(error, InputFileError)
+    assert error.exit_code == 66
     assert error.reason == "keyring_unreadable"
 
 

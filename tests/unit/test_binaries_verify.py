@@ -18,7 +18,7 @@ from hardened_launcher.binaries.verify import (
 )
 from hardened_launcher.errors import (
     ConfigurationError,
-    InfrastructureError,
+    InputFileError,
     LauncherError,
     UntrustedInputError,
 )
@@ -144,7 +144,9 @@ def test_unreadable_inputs_name_their_role(release: Release, tmp_path: Path) -> 
     assert refused(release, binary=absent, name="tool").reason == "binary_unreadable"
     assert refused(release, keyring=absent).reason == "keyring_unreadable"
     error = refused(release, binary=tmp_path, name="tool")
-    assert isinstance(error, InfrastructureError)
+    # One exit code for a missing or unreadable input file on every command (66).
+    assert isinstance(error, InputFileError)
+    assert error.exit_code == 66
     assert "not a regular file" in error.message
 
 

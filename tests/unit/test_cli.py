@@ -28,7 +28,7 @@ def test_expected_error_prints_one_line_and_its_exit_code(
             "the envelope was sealed for another key", hint="check the pool", reason="x_y"
         )
 
-    monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(handler))
+    monkeypatch.setattr(cli, "build_parser", lambda *_argv: _parser_with(handler))
     code = cli.main([])
     err = capsys.readouterr().err
     assert code == UntrustedInputError.exit_code
@@ -41,7 +41,7 @@ def test_verbose_adds_detail_and_reason(
     def handler(_args: argparse.Namespace) -> int:
         raise UntrustedInputError("bad", detail="more context", reason="bad_thing")
 
-    monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(handler))
+    monkeypatch.setattr(cli, "build_parser", lambda *_argv: _parser_with(handler))
     cli.main(["-v"])
     err = capsys.readouterr().err
     assert "detail: more context" in err
@@ -54,7 +54,7 @@ def test_unexpected_exception_hides_its_text_and_traceback(
     def handler(_args: argparse.Namespace) -> int:
         raise RuntimeError(f"dependency echoed input {CANARY}")
 
-    monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(handler))
+    monkeypatch.setattr(cli, "build_parser", lambda *_argv: _parser_with(handler))
     code = cli.main([])
     err = capsys.readouterr().err
     assert code == EXIT_INTERNAL
@@ -65,7 +65,7 @@ def test_unexpected_exception_hides_its_text_and_traceback(
 
 def test_rust_backtrace_is_removed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUST_BACKTRACE", "1")
-    monkeypatch.setattr(cli, "build_parser", lambda: _parser_with(lambda _a: 0))
+    monkeypatch.setattr(cli, "build_parser", lambda *_argv: _parser_with(lambda _a: 0))
     assert cli.main([]) == 0
     assert "RUST_BACKTRACE" not in os.environ
 

@@ -351,3 +351,57 @@ def test_audit_log_that_verifies_passes_and_a_tampered_one_fails(
     check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))["audit log"]
     assert check.status is Status.FAIL
     assert segment.name in check.summary
+
+
+@pytest.mark.parametrize("past", [timedelta(seconds=1), timedelta(minutes=2), timedelta(minutes=4)])
+def test_a_certificate_accepted_only_within_the_clock_skew_is_shown_as_expired(
+    tmp_path: Path, credentials: dict[str, str], past: timedelta
+) -> None:
+    # The certificate ends at NOW + 30 days; the default skew (5 min) still accepts it just after.
+    cert = _by_name(
+        run_checks(
+            _env(tmp_path, credentials),
+            now=NOW + timedelta(days=30) + past,
+            docker_factory=_factory(FakeDocker()),
+        )
+    )["pool certificate"]
+    assert cert.status is Status.WARN
+    assert "expired" in cert.summary
+    assert "clock skew" in cert.summary
+    assert "-1" not in cert.summary
+    assert "more days" not in cert.summary
+    assert "pool reset" in cert.fix
+
+
+def test_a_certificate_valid_for_hours_says_hours(
+    tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    cert = _by_name(
+        run_checks(
+            _env(tmp_path, credentials),
+            now=NOW + timedelta(days=30) - timedelta(hours=5),
+            docker_factory=_factory(FakeDocker()),
+        )
+    )["pool certificate"]
+    assert "valid for 5 hours more" in cert.summary
+
+
+@pytest.mark.parametrize("name", [b"\xff.rego", b"\xfe\xff-data.yaml", b"sub\xff/p.rego"])
+def test_a_non_utf8_policy_file_name_fails_the_policy_check_without_crashing(
+    tmp_path: Path, credentials: dict[str, str], name: bytes
+) -> None:
+    import os  # noqa: PLC0415
+
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "ok.rego").write_text('package spacelift\n\ndeny contains "never" if { false }\n')
+    odd = Path(os.fsdecode(bytes(policy) + b"/" + name))
+    odd.parent.mkdir(exist_ok=True)
+    odd.write_text("package spacelift\n")
+    env = _env(tmp_path, credentials, SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY=str(policy))
+    row = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "run initialization policy"
+    ]
+    assert row.status is Status.FAIL
+    assert "not UTF-8" in row.summary
+    assert "\\x" in row.summary  # the name shown escaped

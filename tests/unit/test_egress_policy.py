@@ -179,6 +179,7 @@ def test_non_canonical_spelling_is_refused_even_inside_an_allowed_cidr(
         ("0.0.0.0", "unspecified"),  # noqa: S104 - classified, never bound
         ("224.0.0.1", "multicast"),
         ("::ffff:8.8.8.8", "ipv4_mapped"),
+        ("::ffff:0:8.8.8.8", "ipv4_translated"),  # SIIT; the standard library calls it global
         ("64:ff9b::808:808", "nat64"),
         ("2002:808:808::1", "6to4"),
         ("2001:0:4136:e378::1", "teredo"),

@@ -68,3 +68,17 @@ def test_bad_policy_file_is_a_configuration_error(
     env.write_text("allow: [{host: 'a.*.b'}]\n")
     assert main(["network", "requirements"]) == 78
     assert "egress policy" in capsys.readouterr().err
+
+
+def test_an_acknowledged_host_address_is_named_as_the_launchers_own_host(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.write_text(
+        "allow:\n  - cidr: 10.20.0.5/32\n    ports: [8443]\n    allow_host_address: true\n"
+        "  - cidr: 10.20.0.0/16\n    ports: [8443]\n"
+    )
+    assert main(["network", "requirements", "--format", "json"]) == 0
+    endpoints = json.loads(capsys.readouterr().out)["endpoints"]
+    purposes = {e["host"]: e["purpose"] for e in endpoints if e["source"] == "HL_EGRESS_POLICY"}
+    assert "launcher's own host" in purposes["10.20.0.5/32"]
+    assert "launcher's own host" not in purposes["10.20.0.0/16"]

@@ -11,11 +11,13 @@ import pytest
 
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.container_spec import (
+    GVISOR_MAX_RUN_TASKS,
     LABEL_LAUNCHER_ID,
     LABEL_RUN_ID,
     NetworkPlan,
     build_container_spec,
     check_extra_mounts,
+    gvisor_run_tasks,
     gvisor_sandbox_pids_limit,
     is_gvisor_runtime,
 )
@@ -24,6 +26,7 @@ from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.settings import Mount, Settings
 
 CANARY = "CANARY-container-spec-77aa"
+BASE_ENV = {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", "HL_TIME_LIMIT_SECONDS", "HL_OUTPUTS"}
 
 
 def proof(name: str, path: str) -> VerifiedBinary:
@@ -92,8 +95,15 @@ def test_hardened_defaults() -> None:
     assert {"Name": "core", "Soft": 0, "Hard": 0} in h["ulimits"]
     for key in ("pid_mode", "userns_mode", "uts_mode", "devices", "cap_add", "binds"):
         assert key not in h
-    assert set(h["tmpfs"]) == {"/workspace", "/tmp"}
+    assert set(h["tmpfs"]) == {"/workspace", "/tmp", "/home/spacelift"}
+    for target, options in h["tmpfs"].items():
+        flags = options.split(",")
+        # Executable (a run runs what it builds) but never setuid or device files.
+        assert flags[:4] == ["rw", "exec", "nosuid", "nodev"], target
+        assert not {"noexec", "suid", "dev"} & set(flags), target
     assert "uid=1983" in h["tmpfs"]["/workspace"]
+    assert "uid=1983" in h["tmpfs"]["/home/spacelift"]
+    assert a["environment"]["HOME"] == "/home/spacelift"
     assert h["mounts"] == [
         {
             "Type": "bind",
@@ -113,10 +123,10 @@ def test_hardened_defaults() -> None:
 def test_no_secret_reaches_the_docker_arguments() -> None:
     c = build_container_spec(spec(), settings(), launcher_id="L1", worker=WORKER)
     assert CANARY not in repr(dict(c.create_args)) + repr(dict(c.host_config_args))
-    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+    assert set(c.create_args["environment"]) == BASE_ENV
 
 
-def test_settings_and_run_limits_lower_wins() -> None:
+def test_settings_and_run_limits_within_them() -> None:
     s = settings(
         worker_network="runs",
         worker_runtime="runsc",
@@ -132,7 +142,7 @@ def test_settings_and_run_limits_lower_wins() -> None:
         worker_extra_mounts_wo=(Mount(host_path="/srv/wo", container_path="/wo"),),
     )
     c = build_container_spec(
-        spec(limits={"memory_bytes": 64 * 1024**2, "pids": 500, "cpus": 0.5}),
+        spec(limits={"memory_bytes": 64 * 1024**2, "pids": 100, "cpus": 0.5}),
         s,
         launcher_id="L",
         worker=WORKER,
@@ -145,6 +155,7 @@ def test_settings_and_run_limits_lower_wins() -> None:
     # gVisor: the run's 100 processes are limited inside the sandbox, the host cgroup is sized
     # for the sandbox (see test_gvisor_limits_the_runs_processes_inside_the_sandbox).
     assert {"Name": "nproc", "Soft": 100, "Hard": 100} in h["ulimits"]
+    assert gvisor_sandbox_pids_limit(100) == 256 + 128 * 100
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(100)
     assert h["nano_cpus"] == 5 * 10**8
     targets = [(m["Target"], m["ReadOnly"]) for m in h["mounts"]]
@@ -176,7 +187,18 @@ def test_gvisor_limits_the_runs_processes_inside_the_sandbox(runtime: str) -> No
     # The sandbox's own host threads (Sentry, Gofer, platform stubs) need room beyond the
     # run's processes, but the host cgroup stays bounded.
     assert h["pids_limit"] == gvisor_sandbox_pids_limit(32)
-    assert 32 * 8 + 64 < h["pids_limit"] <= 256 + 16 * 32
+    # Sized for the worst measured under a fork bomb (~60 host tasks per run task).
+    assert 32 * 60 + 64 < h["pids_limit"] <= 256 + 128 * 32
+
+
+@pytest.mark.parametrize("pids", [8, 100, 128, 129, 256, 1024, 1 << 20])
+def test_gvisor_caps_a_runs_tasks_so_the_sandbox_fits_its_host_budget(pids: int) -> None:
+    s = settings(worker_runtime="runsc", run_pids_limit=pids)
+    h = build_container_spec(spec(), s, launcher_id="L", worker=WORKER).host_config_args
+    tasks = min(pids, GVISOR_MAX_RUN_TASKS)
+    assert gvisor_run_tasks(pids) == tasks
+    assert {"Name": "nproc", "Soft": tasks, "Hard": tasks} in h["ulimits"]
+    assert h["pids_limit"] == 256 + 128 * tasks <= 16640
 
 
 def test_requested_binaries_are_mounted_read_only_by_name() -> None:
@@ -236,7 +258,17 @@ def test_dangerous_host_paths_are_refused(host: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["/", "/proc", "/opt/hl/bin/hl-worker", "/opt", "/workspace", "/tmp/x"]
+    "target",
+    [
+        "/",
+        "/proc",
+        "/opt/hl/bin/hl-worker",
+        "/opt",
+        "/workspace",
+        "/tmp/x",
+        "/home",
+        "/home/spacelift/.ssh",
+    ],
 )
 def test_mounts_over_the_containers_own_paths_are_refused(target: str) -> None:
     s = settings(worker_extra_mounts=(Mount(host_path="/srv/data", container_path=target),))
@@ -287,9 +319,10 @@ def test_network_plan_puts_the_run_on_its_own_network_with_the_proxy_env() -> No
     assert {k: env[k] for k in PROXY_ENV} == PROXY_ENV
     # The launcher's plumbing is still there and unchanged; nothing secret joined it.
     assert env["PATH"].startswith("/opt/hl/bin:")
-    assert env["HOME"] == env["HL_WORKSPACE"] == "/workspace"
+    assert env["HOME"] == "/home/spacelift"
+    assert env["HL_WORKSPACE"] == "/workspace"
     assert env["HL_PROTOCOL"] == "1"
-    assert set(env) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL", *PROXY_ENV}
+    assert set(env) == {*BASE_ENV, *PROXY_ENV}
     assert CANARY not in repr(dict(c.create_args)) + repr(dict(h))
     # The hardening does not depend on the network.
     without = build_container_spec(spec(), s, launcher_id="L1", worker=WORKER)
@@ -306,7 +339,7 @@ def test_without_a_network_plan_nothing_changes() -> None:
     assert c.host_config_args["network_mode"] == "runs"
     for key in ("dns", "dns_search", "dns_opt"):
         assert key not in c.host_config_args
-    assert set(c.create_args["environment"]) == {"PATH", "HOME", "HL_WORKSPACE", "HL_PROTOCOL"}
+    assert set(c.create_args["environment"]) == BASE_ENV
 
 
 def test_network_plan_is_pure_and_frozen() -> None:

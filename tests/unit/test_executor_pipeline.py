@@ -41,7 +41,7 @@ class StandInRedactor:
     def add(self, name: str, value: Any) -> None:
         self.names.append(name)
 
-    def stream(self, channel: str) -> Any:
+    def stream(self, channel: str, *, whole_lines: bool = False) -> Any:
         raise AssertionError("the fake runner never streams")
 
     def redact_text(self, text: str) -> str:

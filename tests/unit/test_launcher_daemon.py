@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hardened_launcher.audit import AuditEvent
 from hardened_launcher.executor.logsink import TeeLogSink
 from hardened_launcher.launcher.daemon import Daemon
 from hardened_launcher.launcher.gates import RunContext, log_shipper
@@ -244,5 +245,56 @@ def test_urls_for_a_tee_wrapped_run_and_a_resumed_run_are_routed() -> None:
             time.sleep(0.01)
         assert daemon.readiness() == Readiness(ready=False, reason="draining")
     finally:
+        daemon.stop_loop()
+        thread.join(5)
+
+
+class RecordingAudit:
+    """The daemon's view of the audit log, recording what it is given."""
+
+    def __init__(self) -> None:
+        self.healthy = True
+        self.failure: str | None = None
+        self.events: list[AuditEvent] = []
+
+    def checkpoint_if_due(self) -> None:
+        return None
+
+    def try_recover(self) -> bool:
+        return self.healthy
+
+    def record(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+
+def test_an_assignment_refused_before_any_gate_is_audited() -> None:
+    broker = MemoryBroker()
+    worker = broker.worker("pool-a", "w1")
+    cp = broker.control_plane()
+    worker.start()
+    cp.start()
+    runs = FakeRuns()
+    audit = RecordingAudit()
+    machine = LauncherMachine(
+        MachineConfig(worker_id="w1", pool_id="pool-a", version="1.0", max_concurrent_runs=1)
+    )
+    daemon = Daemon(
+        machine=machine, transport=worker, run_function=runs, poll_seconds=0.01, audit=audit
+    )
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        cp.send(an_assign("r1"), peer=PEER)
+        wait_for(cp, lambda b: isinstance(b, Accept))
+        cp.send(an_assign("r2"), peer=PEER)
+        wait_for(cp, lambda b: getattr(b, "reason", None) == "worker_busy")
+        deadline = time.monotonic() + 5
+        while not audit.events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(e.type, e.gate, e.run_id, e.reason) for e in audit.events] == [
+            ("run.refused", "assignment", "r2", "worker_busy")
+        ]
+    finally:
+        runs.release.set()
         daemon.stop_loop()
         thread.join(5)

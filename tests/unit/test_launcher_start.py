@@ -51,11 +51,30 @@ class FakeApi:
         return []
 
 
+class FakeNetworks:
+    """Leftover egress networks: none; ``drivers`` answer the worker-network check."""
+
+    def __init__(self, drivers: dict[str, str] | None = None) -> None:
+        self.listed: list[dict[str, Any]] = []
+        self.drivers = drivers or {"bridge": "bridge"}
+
+    def list(self, **kwargs: Any) -> list[Any]:
+        self.listed.append(kwargs)
+        return []
+
+    def get(self, name: str) -> Any:
+        if name not in self.drivers:
+            raise LookupError(name)
+        return type("Network", (), {"attrs": {"Driver": self.drivers[name]}})()
+
+
 class FakeDocker:
-    """What start-up asks Docker before it connects: ping, info, leftover containers."""
+    """What start-up asks Docker before it connects: ping, info, leftover containers and
+    egress networks."""
 
     def __init__(self) -> None:
         self.api = FakeApi()
+        self.networks = FakeNetworks()
         self.pings = 0
 
     def ping(self) -> bool:
@@ -173,6 +192,8 @@ def test_start_passes_every_check_then_retries_the_unreachable_broker(
     assert docker.pings >= 1
     assert docker.api.filters
     assert any("launcher-start-test" in label for label in docker.api.filters[0]["label"])
+    # Leftover egress networks of a killed launcher are looked for too (issue 11).
+    assert docker.networks.listed == [{"filters": {"label": "dev.hardened-launcher.egress-run"}}]
     state = Path(environment["HL_STATE_DIR"])
     assert (state / "replay.sqlite3").exists()
     cache = Path(environment["HL_CACHE_DIR"])

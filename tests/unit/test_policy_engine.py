@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -364,16 +365,51 @@ HUGE_RANGE = (
 
 
 def test_runaway_builtin_times_out_in_the_worker(tmp_path: Path) -> None:
+    # 5 million numbers fit in the worker's memory limit but take about 1 s.
     with gate_for(write(tmp_path, HUGE_RANGE), timeout_s=0.2) as gate:
         start = time.monotonic()
         with pytest.raises(PolicyTimeoutError) as caught:
-            gate.check({"n": 100_000_000})
+            gate.check({"n": 5_000_000})
         assert time.monotonic() - start < 5
         assert caught.value.reason == "policy_timeout"
         assert gate._backend.restarts == 1  # type: ignore[attr-defined]
         with pytest.raises(PolicyDeniedError) as denied:
             gate.check({"n": 1})
         assert denied.value.messages == ("small",)
+
+
+@pytest.mark.parametrize("n", [100_000_000, 1_000_000_000, 10**15])
+def test_evaluation_over_the_memory_limit_is_denied_and_the_worker_replaced(
+    tmp_path: Path, n: int
+) -> None:
+    with gate_for(write(tmp_path, HUGE_RANGE), timeout_s=30) as gate:
+        start = time.monotonic()
+        with pytest.raises(PolicyEngineCrashError) as caught:
+            gate.check({"n": n})
+        assert "memory limit" in caught.value.message
+        assert time.monotonic() - start < 20
+        assert gate._backend.restarts == 1  # type: ignore[attr-defined]
+        with pytest.raises(PolicyDeniedError) as denied:
+            gate.check({"n": 1})
+        assert denied.value.messages == ("small",)
+
+
+def test_worker_address_space_is_capped() -> None:
+    code = (
+        "import resource\n"
+        "from hardened_launcher.policy.worker import limit_memory, MEMORY_BUDGET_BYTES\n"
+        "limit_memory()\n"
+        "soft, _ = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "assert soft != resource.RLIM_INFINITY\n"
+        "try:\n"
+        "    bytearray(MEMORY_BUDGET_BYTES + (64 << 20))\n"
+        "except MemoryError:\n"
+        "    print('capped')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.stdout.strip() == "capped", done.stderr[-500:]
 
 
 # A worker that misbehaves on request (the real child loop, the real protocol).

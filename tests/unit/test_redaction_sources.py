@@ -73,7 +73,7 @@ def test_cli_error_line_is_masked_even_if_a_message_carried_a_secret(
     parser = argparse.ArgumentParser(prog="hardened-launcher")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.set_defaults(handler=handler)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda *_argv: parser)
     code = cli.main(["-v"])
     err = capsys.readouterr().err
     assert code == ConfigurationError.exit_code

@@ -150,3 +150,24 @@ def test_refusals_name_a_rule(value: bytes, why: str) -> None:
 def test_accepted_value_variants_are_all_long_enough() -> None:
     assert refusal(b"s3cr3t") is None
     assert all(len(p) >= MIN_VALUE_BYTES for p in variants(b"s3cr3t"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.binary(max_size=40) | st.text(max_size=20).map(lambda t: t.encode("utf-8")))
+def test_percent_forms_are_urllib_quote_and_quote_plus_in_both_hex_cases(value: bytes) -> None:
+    from hardened_launcher.redaction.variants import _percent_forms  # noqa: PLC0415
+
+    expected: set[bytes] = set()
+    for safe in ("", "/", "!'()*"):
+        for encoded in (quote(value, safe=safe), quote_plus(value, safe=safe)):
+            upper = encoded.encode("ascii")
+            expected.add(upper)
+            expected.add(re.sub(rb"%[0-9A-F]{2}", lambda m: m.group(0).lower(), upper))
+    assert _percent_forms(value) == expected
+
+
+def test_hex_forms_of_a_value_are_masked_in_both_cases() -> None:
+    value = b"hex-me-\x00\xff-secret"
+    found = variants(value)
+    assert value.hex().encode() in found
+    assert value.hex().upper().encode() in found

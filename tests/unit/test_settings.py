@@ -1285,6 +1285,8 @@ def test_unrelated_variables_are_ignored() -> None:
 # One error listing everything; every variable named
 # ---------------------------------------------------------------------------------------------
 BAD_VALUES: list[tuple[str, str]] = [
+    ("SPACELIFT_TOKEN_FILE", "relative/token"),
+    ("SPACELIFT_POOL_PRIVATE_KEY_FILE", "key.pem"),
     ("SPACELIFT_DOCKER_CONFIG_DIR", "docker"),
     ("SPACELIFT_MASK_ENVS", "A B"),
     ("SPACELIFT_WORKER_NETWORK", "a b"),
@@ -1292,6 +1294,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("SPACELIFT_WORKER_RO_EXTRA_MOUNTS", "a:b"),
     ("SPACELIFT_WORKER_WO_EXTRA_MOUNTS", "a:b"),
     ("SPACELIFT_WORKER_RUNTIME", "a b"),
+    ("SPACELIFT_DEFAULT_RUNNER_IMAGE", "Runner:1"),
     ("SPACELIFT_WHITELIST_ENVS", "A B"),
     ("SPACELIFT_LAUNCHER_LOGS_TIMEOUT", "7 minutes"),
     ("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", "/nonexistent/policy.rego"),

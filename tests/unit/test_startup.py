@@ -25,25 +25,16 @@ from hardened_launcher.startup import (
 from tests.unit.test_launcher_start import (
     FAST,
     FakeDocker,
+    FakeNetworks,
     credentials,  # noqa: F401 - a fixture used by ``environment``
     environment,  # noqa: F401 - a fixture
 )
 
 
-class NetworkCollection:
-    def __init__(self, drivers: dict[str, str]) -> None:
-        self.drivers = drivers
-
-    def get(self, name: str) -> Any:
-        if name not in self.drivers:
-            raise LookupError(name)
-        return type("Network", (), {"attrs": {"Driver": self.drivers[name]}})()
-
-
 class NetworkDocker(FakeDocker):
     def __init__(self, drivers: dict[str, str] | None = None) -> None:
         super().__init__()
-        self.networks = NetworkCollection(drivers or {})
+        self.networks = FakeNetworks(drivers or {})
 
 
 def test_doctor_and_start_run_exactly_the_same_checks(

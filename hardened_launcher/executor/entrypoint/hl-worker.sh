@@ -43,6 +43,23 @@ valid_path() {
     return 0
 }
 
+# The run's own deadline (HL_TIME_LIMIT_SECONDS, plumbing set by the launcher, later than the
+# launcher's own stop): if the launcher dies, the run still ends. The watchdog stops this worker
+# (TERM, then KILL); when the worker exits, the container's init exits and every process with it.
+worker_pid=$$
+case ${HL_TIME_LIMIT_SECONDS:-} in
+    '' | *[!0-9]*) ;;
+    *)
+        (
+            trap - TERM INT
+            sleep "$HL_TIME_LIMIT_SECONDS"
+            kill -TERM "$worker_pid" 2>/dev/null
+            sleep 10
+            kill -KILL "$worker_pid" 2>/dev/null
+        ) </dev/null >/dev/null 2>&1 &
+        ;;
+esac
+
 IFS= read -r header || fail "no instructions on stdin"
 [ "$header" = "HLRUN 1" ] || fail "unknown instruction header"
 
@@ -93,8 +110,13 @@ on_term() {
 trap on_term TERM INT
 
 cd "$ws" || fail "no workspace"
+outputs=${HL_OUTPUTS:-}
+if [ -n "$outputs" ]; then
+    mkdir -p "$outputs" && chmod 700 "$outputs" || outputs=''
+fi
 
 run_plan() {
+    trap on_term TERM INT # a background subshell starts with default traps
     phase=''
     while IFS=' ' read -r kind a; do
         case $kind in
@@ -104,7 +126,7 @@ run_plan() {
                 printf '%s phase %s start\n' "$marker" "$phase"
                 ;;
             C)
-                decode "$a" || fail "bad command encoding"
+                decode "$a" || fail "cannot decode a command (bad encoding, or no process left)"
                 sh -c "$decoded" </dev/null &
                 child=$!
                 status=0
@@ -130,9 +152,37 @@ run_plan() {
     return 0
 }
 
+# The phases run in one child process, made now, while the run cannot yet have used up its
+# processes. This process then only waits and prints (shell builtins, no fork), so a run that
+# exhausts its process limit cannot take the worker down with it: a shell that cannot fork
+# exits with status 2, and the child's status is reported here like any other.
 status=0
-run_plan <<EOF || status=$?
+run_plan <<EOF &
 $plan
 EOF
+runner=$!
+on_term_parent() {
+    stopping=1
+    kill -TERM "$runner" 2>/dev/null
+}
+trap on_term_parent TERM INT
+wait "$runner" || status=$?
+# A trapped signal interrupts `wait`; wait again for the child's real status.
+while kill -0 "$runner" 2>/dev/null; do
+    status=0
+    wait "$runner" || status=$?
+done
 printf '%s run end status=%s\n' "$marker" "$status"
+# Outputs: each top-level regular file of $HL_OUTPUTS (at most 1 MiB), one line each, after the
+# run's end; the launcher takes these lines out of the log, caps and redacts them.
+if [ -n "$outputs" ]; then
+    for f in "$outputs"/*; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        size=$(wc -c <"$f" 2>/dev/null) || continue
+        size=$((size + 0))
+        [ "$size" -le 1048576 ] || continue
+        printf '%s output %s %s\n' "$marker" "$(printf '%s' "${f##*/}" | base64 | tr -d '\n')" \
+            "$(base64 <"$f" | tr -d '\n')"
+    done
+fi
 exit "$status"

@@ -1,0 +1,203 @@
+"""Start-up clean-up of egress sessions a killed launcher left behind.
+
+A launcher killed with SIGKILL (or a power loss) cannot close its runs' egress sessions: their
+``hl-egress-*`` networks and their host firewall rules stay. :func:`remove_leftover_egress`
+(called by ``start`` and ``exec`` right after leftover containers are removed) removes what a
+dead owner left (:mod:`.owner` decides who is dead; a live launcher's sessions are never
+touched):
+
+1. every egress network whose owner is dead: its remaining endpoints are disconnected (a
+   leftover container loses the network), then the network is removed;
+2. then every firewall rule (IPv4 and IPv6, ``INPUT`` and ``FORWARD``) whose comment names a dead
+   owner, unless its bridge still exists: a rule is only ever removed after its network is
+   gone, so a surviving run container never loses the rules that fence it in.
+
+Each network removed is recorded in the audit log (``egress.leftover_removed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.egress.isolation import (
+    FIREWALL_COMMENT_PREFIX,
+    LABEL_EGRESS_OWNER,
+    LABEL_EGRESS_RUN,
+    EgressIsolationError,
+    ipv6_present,
+    run_firewall_tool,
+)
+from hardened_launcher.egress.owner import OwnerState, owner_state
+from hardened_launcher.errors import InfrastructureError
+
+__all__ = ["EgressLeftovers", "remove_leftover_egress"]
+
+log = logging.getLogger(__name__)
+
+CHAINS: Final = ("INPUT", "FORWARD")
+_SYS_NET: Final = Path("/sys/class/net")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgressLeftovers:
+    """What one clean-up removed, and what it had to keep."""
+
+    networks: tuple[str, ...] = ()
+    rules: int = 0
+    kept_networks: tuple[str, ...] = ()
+
+
+def _bridge_of(network: Any) -> str | None:  # noqa: ANN401 - docker SDK
+    options = network.attrs.get("Options") or {}
+    bridge = options.get("com.docker.network.bridge.name")
+    return str(bridge) if bridge else None
+
+
+def _remove_network(network: Any) -> None:  # noqa: ANN401 - docker SDK
+    import docker.errors  # noqa: PLC0415 - docker is needed only where networks are
+
+    network.reload()
+    for container_id in list((network.attrs.get("Containers") or {}).keys()):
+        try:
+            network.disconnect(container_id, force=True)
+        except docker.errors.NotFound:
+            continue
+    try:
+        network.remove()
+    except docker.errors.NotFound:
+        return
+
+
+def _remove_networks(
+    client: Any,  # noqa: ANN401 - docker SDK
+    audit: AuditSink | None,
+) -> tuple[list[str], list[str], set[str]]:
+    import docker.errors  # noqa: PLC0415
+
+    removed: list[str] = []
+    kept: list[str] = []
+    kept_bridges: set[str] = set()
+    try:
+        found = client.networks.list(filters={"label": LABEL_EGRESS_RUN})
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(
+            "cannot list leftover egress networks",
+            hint="check that dockerd is running",
+            reason="egress_cleanup_failed",
+            detail=str(exc)[:500],
+        ) from None
+    for network in found:
+        labels = network.attrs.get("Labels") or {}
+        if owner_state(str(labels.get(LABEL_EGRESS_OWNER, ""))) is not OwnerState.DEAD:
+            continue
+        bridge = _bridge_of(network)
+        try:
+            _remove_network(network)
+        except docker.errors.DockerException as exc:
+            kept.append(network.name)
+            if bridge:
+                kept_bridges.add(bridge)
+            log.warning(
+                "egress.leftover_kept", extra={"network": network.name, "error": str(exc)[:200]}
+            )
+            continue
+        removed.append(network.name)
+        log.warning("egress.leftover_removed", extra={"network": network.name})
+        if audit is not None:
+            audit.record(
+                AuditEvent(
+                    type="egress.leftover_removed",
+                    outcome=Outcome.INFO,
+                    gate="egress",
+                    run_id=str(labels.get(LABEL_EGRESS_RUN, "unknown"))[:200],
+                    reason="launcher_restarted",
+                    fields={"network": network.name, "bridge": bridge},
+                )
+            )
+    return removed, kept, kept_bridges
+
+
+def _rule_bridge(args: list[str]) -> str | None:
+    for flag in ("-i", "-o"):
+        if flag in args:
+            index = args.index(flag)
+            if index + 1 < len(args):
+                return args[index + 1]
+    return None
+
+
+def _rule_owner(args: list[str]) -> str | None:
+    if "--comment" not in args:
+        return None
+    index = args.index("--comment")
+    comment = args[index + 1] if index + 1 < len(args) else ""
+    if not comment.startswith(FIREWALL_COMMENT_PREFIX):
+        return None
+    return comment[len(FIREWALL_COMMENT_PREFIX) :]
+
+
+def _remove_rules(kept_bridges: set[str]) -> int:
+    if os.geteuid() != 0:
+        # Without root there were no rules of ours (a session needs root to install them),
+        # and listing them would fail: nothing to do, nothing to warn about.
+        log.debug("egress.leftover_rules_skipped", extra={"why": "not root"})
+        return 0
+    tools = ["iptables", "ip6tables"] if ipv6_present() else ["iptables"]
+    removed = 0
+    for tool in tools:
+        path = shutil.which(tool)
+        if path is None:
+            continue
+        for chain in CHAINS:
+            try:
+                listing = run_firewall_tool(path, ["-S", chain], bridge="-")
+            except EgressIsolationError as exc:
+                # Leftover rules only fence a bridge in; keeping them is safe. Say so, go on.
+                log.warning(
+                    "egress.leftover_rules_unlisted",
+                    extra={"tool": tool, "error": exc.detail[:200]},
+                )
+                continue
+            for line in listing.splitlines():
+                try:
+                    args = shlex.split(line)
+                except ValueError:
+                    continue
+                if len(args) < 2 or args[:2] != ["-A", chain]:
+                    continue
+                owner = _rule_owner(args)
+                bridge = _rule_bridge(args)
+                if owner is None or bridge is None or bridge in kept_bridges:
+                    continue
+                if owner_state(owner) is not OwnerState.DEAD:
+                    continue
+                if (_SYS_NET / bridge).exists():
+                    continue  # its network is still there (not ours to judge): keep the fence
+                try:
+                    run_firewall_tool(path, ["-D", *args[1:]], bridge=bridge)
+                except EgressIsolationError:
+                    log.warning("egress.leftover_rule_kept", extra={"bridge": bridge})
+                    continue
+                removed += 1
+    return removed
+
+
+def remove_leftover_egress(
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    *,
+    audit: AuditSink | None = None,
+    firewall: bool = True,
+) -> EgressLeftovers:
+    """Remove the networks, then the firewall rules, of egress sessions whose owner is dead."""
+    removed, kept, kept_bridges = _remove_networks(client, audit)
+    rules = _remove_rules(kept_bridges) if firewall else 0
+    if rules:
+        log.warning("egress.leftover_rules_removed", extra={"rules": rules})
+    return EgressLeftovers(networks=tuple(removed), rules=rules, kept_networks=tuple(kept))

@@ -1,0 +1,116 @@
+"""Which suffixes of a text could still grow into a pattern: what a stream must hold back.
+
+A stream may emit every byte that cannot be the start of an occurrence completed (or made
+longer) by bytes not seen yet. Position ``i`` of the tail ``t`` must wait exactly when
+``t[i:]`` is a *proper prefix* of some pattern. :class:`PrefixIndex` answers that for the
+earliest such ``i`` cheaply: candidates are the positions where a pattern's first
+:data:`GRAM` bytes occur (found with Hyperscan when installed, else a set lookup per position),
+plus the last ``GRAM - 1`` positions; each candidate is confirmed with a binary search in the
+sorted patterns. For ordinary text no candidate exists and nothing is held back.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Any
+
+from hardened_launcher.redaction.engine import GRAM, Engine
+
+
+class PrefixIndex:
+    """The sorted patterns and a finder for their first :data:`GRAM` bytes."""
+
+    def __init__(self, patterns: Sequence[bytes], *, hyperscan: bool = True) -> None:
+        self._sorted = sorted(patterns)
+        self._first = frozenset(p[0] for p in self._sorted)
+        grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
+        self._grams = frozenset(grams)
+        self._hs: Any = None
+        self._db: Any = None
+        self._local = threading.local()
+        if grams and hyperscan:
+            self._compile(grams)
+
+    def _compile(self, grams: list[bytes]) -> None:
+        try:
+            import hyperscan  # noqa: PLC0415  # optional dependency, imported on use
+
+            from hardened_launcher.redaction.engine import (  # noqa: PLC0415 - private helper
+                _hs_expression,
+            )
+        except ImportError:  # pragma: no cover - depends on the platform
+            return
+        db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            db.compile(
+                expressions=[_hs_expression(g) for g in grams],
+                ids=list(range(len(grams))),
+                elements=len(grams),
+                flags=0,
+            )
+        except hyperscan.error:  # pragma: no cover - then the set lookup is used
+            return
+        self._hs, self._db = hyperscan, db
+
+    def is_open(self, text: bytes) -> bool:
+        """Whether ``text`` is a proper prefix of some pattern."""
+        patterns = self._sorted
+        i = bisect_left(patterns, text)
+        while i < len(patterns) and patterns[i].startswith(text):
+            if len(patterns[i]) > len(text):
+                return True
+            i += 1
+        return False
+
+    def _gram_starts(self, text: bytes) -> list[int]:
+        last = len(text) - GRAM
+        if last < 0:
+            return []
+        if self._db is None:
+            grams = self._grams
+            return [i for i in range(last + 1) if text[i : i + GRAM] in grams]
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = self._hs.Scratch(self._db)
+        starts: list[int] = []
+
+        def on_match(_index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            starts.append(to - GRAM)
+
+        self._db.scan(text, match_event_handler=on_match, scratch=scratch)
+        return sorted(set(starts))
+
+    def earliest_open(self, text: bytes, gram_starts: list[int] | None = None) -> int | None:
+        """The smallest ``i`` with ``text[i:]`` a proper prefix of a pattern, or ``None``.
+
+        ``gram_starts``: where a pattern's first GRAM bytes occur in ``text``, when the caller
+        already knows (the Hyperscan engine finds them in its main pass).
+        """
+        if not self._sorted or not text:
+            return None
+        first = self._first
+        short = range(max(0, len(text) - GRAM + 1), len(text))
+        grams = self._gram_starts(text) if gram_starts is None else gram_starts
+        candidates: list[int] = [*grams, *short]
+        for at in candidates:
+            if text[at] in first and self.is_open(text[at:]):
+                return int(at)
+        return None
+
+
+_CACHE: weakref.WeakKeyDictionary[Engine, PrefixIndex] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def prefix_index(engine: Engine) -> PrefixIndex:
+    """The (cached) :class:`PrefixIndex` of ``engine``'s patterns, built on first use."""
+    with _CACHE_LOCK:
+        index = _CACHE.get(engine)
+        if index is None:
+            # A Hyperscan engine reports the grams in its own pass (see ``all_matches``); the
+            # separate gram database is then not needed.
+            index = _CACHE[engine] = PrefixIndex(engine.patterns, hyperscan=False)
+        return index

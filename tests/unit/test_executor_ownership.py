@@ -1,0 +1,150 @@
+"""Container ownership labels: a dead owner or a passed deadline makes a container stale, a live
+owner, another host's owner or a malformed label never does (no Docker: fake /proc, fake API)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hardened_launcher.audit import MemoryAuditLog
+from hardened_launcher.executor.cleanup import (
+    exec_launcher_id,
+    remove_leftover_containers,
+    remove_stale_containers,
+)
+from hardened_launcher.executor.ownership import (
+    LABEL_DEADLINE,
+    LABEL_OWNER,
+    is_stale,
+    owner_alive,
+    owner_token,
+)
+
+BOOT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def fake_proc(tmp_path: Path, processes: dict[int, int]) -> Path:
+    """A /proc with a boot id and ``pid → start ticks`` (a command name with spaces and ')')."""
+    proc = tmp_path / "proc"
+    (proc / "sys/kernel/random").mkdir(parents=True)
+    (proc / "sys/kernel/random/boot_id").write_text(BOOT + "\n")
+    for pid, ticks in processes.items():
+        (proc / str(pid)).mkdir()
+        rest = " ".join(["S", *(["0"] * 18), str(ticks), "0", "0"])
+        (proc / str(pid) / "stat").write_text(f"{pid} (evil ) name) {rest}\n")
+    return proc
+
+
+def test_this_process_is_alive_by_its_own_token() -> None:
+    token = owner_token()
+    assert token.split(":")[1] == str(os.getpid())
+    assert owner_alive(token) is True
+
+
+def test_dead_reused_and_foreign_owners(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {100: 5000, 200: 7000})
+    assert owner_token(pid=100, proc=proc) == f"{BOOT}:100:5000"
+    assert owner_alive(f"{BOOT}:100:5000", proc=proc) is True
+    assert owner_alive(f"{BOOT}:300:5000", proc=proc) is False  # gone
+    assert owner_alive(f"{BOOT}:200:6999", proc=proc) is False  # pid reused by another process
+    other_boot = "ffffffff-4b5a-6978-8796-a5b4c3d2e1f0"
+    assert owner_alive(f"{other_boot}:300:1", proc=proc) is None  # another host or boot
+
+
+@pytest.mark.parametrize(
+    "token", ["", "garbage", f"{BOOT}:x:1", f"{BOOT}:1", f"{BOOT}:1:2:3", "../../etc:1:1", "\n"]
+)
+def test_malformed_owner_labels_are_never_judged_dead(tmp_path: Path, token: str) -> None:
+    proc = fake_proc(tmp_path, {})
+    assert owner_alive(token, proc=proc) is None
+    assert not is_stale({LABEL_OWNER: token}, now=0, proc=proc)
+
+
+def test_staleness(tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, {100: 5000})
+    live = {LABEL_OWNER: f"{BOOT}:100:5000", LABEL_DEADLINE: "2000"}
+    assert not is_stale(live, now=1000, proc=proc)
+    assert is_stale(live, now=2001, proc=proc)  # the deadline passed, even with a live owner
+    assert is_stale({**live, LABEL_OWNER: f"{BOOT}:101:1"}, now=1000, proc=proc)
+    assert not is_stale({LABEL_DEADLINE: "not-a-number"}, now=10**12, proc=proc)
+    assert not is_stale({}, now=10**12, proc=proc)  # older containers: left to the daemon
+
+
+@given(st.dictionaries(st.text(max_size=40), st.text(max_size=80), max_size=6))
+def test_any_labels_are_judged_without_error(labels: dict[str, str]) -> None:
+    assert isinstance(is_stale(labels, now=0), bool)
+
+
+class FakeAPI:
+    def __init__(self, items: dict[str, list[dict[str, Any]]]) -> None:
+        self.items = items
+        self.calls: list[tuple[str, str]] = []
+
+    def containers(self, *, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:  # noqa: A002
+        assert all
+        wanted = next(f.split("=", 1)[1] for f in filters["label"] if "launcher-id=" in f)
+        return list(self.items.get(wanted, []))
+
+    def stop(self, container_id: str, timeout: int) -> None:
+        assert timeout >= 0
+        self.calls.append(("stop", container_id))
+
+    def remove_container(self, container_id: str, force: bool, v: bool) -> None:
+        assert force
+        assert v
+        self.calls.append(("remove", container_id))
+
+
+class FakeClient:
+    def __init__(self, api: FakeAPI) -> None:
+        self.api = api
+
+
+def item(cid: str, *, state: str, run_id: str, **labels: str) -> dict[str, Any]:
+    return {
+        "Id": cid,
+        "State": state,
+        "Labels": {"io.hardened-launcher.run-id": run_id, **labels},
+    }
+
+
+def test_daemon_start_removes_its_own_and_only_the_stale_exec_containers() -> None:
+    live = owner_token()
+    api = FakeAPI(
+        {
+            "L": [item("d1", state="running", run_id="r1", **{LABEL_OWNER: live})],
+            "L-exec": [
+                item("e1", state="running", run_id="r2", **{LABEL_OWNER: live}),
+                item("e2", state="exited", run_id="r3", **{LABEL_DEADLINE: "1"}),
+            ],
+        }
+    )
+    audit = MemoryAuditLog()
+    crashed = remove_leftover_containers(FakeClient(api), launcher_id="L", audit=audit)
+    assert [c.container_id for c in crashed] == ["d1", "e2"]
+    assert api.calls == [("stop", "d1"), ("remove", "d1"), ("remove", "e2")]
+    assert [(e.type, e.run_id, e.reason) for e in audit.events] == [
+        ("run.crashed", "r1", "launcher_restarted"),
+        ("run.crashed", "r3", "owner_gone"),
+    ]
+
+
+def test_exec_removes_only_stale_containers() -> None:
+    live = owner_token()
+    api = FakeAPI(
+        {
+            "L-exec": [
+                item("live", state="running", run_id="a", **{LABEL_OWNER: live}),
+                item("old", state="running", run_id="b", **{LABEL_DEADLINE: "1"}),
+            ],
+            "L": [item("daemon", state="running", run_id="c", **{LABEL_OWNER: live})],
+        }
+    )
+    crashed = remove_stale_containers(FakeClient(api), launcher_ids=("L-exec", "L"))
+    assert [c.container_id for c in crashed] == ["old"]
+    assert exec_launcher_id("x" * 80) == ("x" * 80 + "-exec")[:63]
