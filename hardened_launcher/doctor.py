@@ -348,11 +348,17 @@ def check_audit_log(ctx: DoctorContext) -> CheckResult:
         report = verify_log(ctx.settings.audit_dir, key.public_key(), allow_open_tail=True)
     except LauncherError as exc:
         return _failed(name, exc)
+    cut = (
+        f"; a partial last record ({report.partial_tail_bytes} bytes, never acknowledged) is "
+        "cut at start"
+        if report.partial_tail_bytes
+        else ""
+    )
     return CheckResult(
         name=name,
         status=Status.PASS,
         summary=f"{report.records} records in {report.segments} segment(s) verify "
-        f"(key {report.key_id})",
+        f"(key {report.key_id}){cut}",
     )
 
 

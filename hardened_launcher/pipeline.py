@@ -205,6 +205,29 @@ def _record(
     )
 
 
+def _record_what_happened(
+    audit: AuditSink,
+    kind: str,
+    outcome: Outcome,
+    *,
+    gate: str,
+    run_id: str,
+    reason: str | None = None,
+    **fields: FieldValue,
+) -> None:
+    """Record a fact about a run that already happened (its container ran and exited).
+
+    The audit log failing now (disk full) must not change what is reported: the run's outcome
+    is what happened. The lost record is logged (``audit.record_lost``) and the log's own
+    ``audit.log_recovered`` record marks the gap once it heals."""
+    try:
+        _record(audit, kind, outcome, gate=gate, run_id=run_id, reason=reason, **fields)
+    except LauncherError as exc:
+        if exc.reason != "audit_unavailable":
+            raise
+        log.warning("audit.record_lost type=%s run_id=%s", kind, run_id)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PolicyStep:
     """Gate 3 as the pipeline runs it: the compiled policy's gate, and how to build its input."""
@@ -739,7 +762,7 @@ def _canary_scan(
         for path in stored:
             verify_log_clean(path, redactor, quarantine_dir=settings.state_dir / "quarantine")
     except LeakDetectedError as exc:
-        _record(
+        _record_what_happened(  # the leak is reported whatever the audit log says
             audit,
             "run.leak_detected",
             Outcome.DENY,
@@ -749,7 +772,7 @@ def _canary_scan(
             variables=tuple(sorted(exc.counts)),
         )
         raise
-    _record(audit, "run.log_clean", Outcome.ALLOW, gate="execute", run_id=run_id)
+    _record_what_happened(audit, "run.log_clean", Outcome.ALLOW, gate="execute", run_id=run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1340,7 +1363,7 @@ def execute(
         if session is not None and run_log is not None:
             closing, session = session, None
             _close_egress(closing, run_log, run_id=run_id, audit=audit)
-        _record(
+        _record_what_happened(
             audit,
             "run.finished",
             Outcome.INFO if result.succeeded else Outcome.ERROR,

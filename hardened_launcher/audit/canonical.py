@@ -26,6 +26,8 @@ FORMAT_VERSION: Final = 1
 GENESIS_HASH: Final = "0" * 64
 CHECKPOINT_TYPE: Final = "audit.checkpoint"
 LOG_OPENED_TYPE: Final = "audit.log_opened"
+#: The first record of the segment a log opens after it recovered from a write failure.
+LOG_RECOVERED_TYPE: Final = "audit.log_recovered"
 CHECKPOINT_DOMAIN: Final = b"hardened-launcher/audit-checkpoint/v1\n"
 #: Checkpoint triggers; the last three end a segment.
 TRIGGER_RECORDS: Final = "records"

@@ -20,9 +20,14 @@ previous process did not close the log, the old last segment first gets a ``reco
 acknowledged to a caller) is cut and counted in ``audit.log_opened``.
 
 Durability: :meth:`record` returns only after the record is fsynced (group commit: concurrent
-callers share one fsync). Failure is sticky and fail-closed: after any write or sync error, or
-when the log cannot be reached within ``write_timeout_seconds``, every :meth:`record` raises
-:class:`InfrastructureError` with reason ``audit_unavailable``.
+callers share one fsync). Failure is fail-closed: after any write or sync error, or when the log
+cannot be reached within ``write_timeout_seconds``, every :meth:`record` raises
+:class:`InfrastructureError` with reason ``audit_unavailable`` until :meth:`try_recover`
+succeeds. Recovery follows the start-up rule exactly (the same code): the failed segment is read
+back from disk, a partial last line (never acknowledged) is cut, its unsigned tail gets a
+``recovery`` checkpoint that ends it, and a new segment starts with ``audit.log_recovered``
+(the failure, the bytes cut) followed by a checkpoint, all fsynced. The daemon calls it every
+second while the log is unhealthy, so the log heals by itself when space returns.
 """
 
 from __future__ import annotations
@@ -115,6 +120,8 @@ class ChainedAuditLog:
         self._write_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._failed: str | None = None
+        #: Partial bytes cut by recovery attempts since the failure (reported once healed).
+        self._recovery_cut = 0
         self._closed = False
         self._fd = -1
         self._segment_path: Path | None = None
@@ -171,6 +178,7 @@ class ChainedAuditLog:
         if data and not data.endswith(b"\n"):
             keep = data.rfind(b"\n") + 1
             cut = len(data) - keep
+            self._recovery_cut += cut
             log.warning("audit.partial_record_cut", extra={"segment": last_path.name, "bytes": cut})
             fd = os.open(last_path, os.O_WRONLY | os.O_CLOEXEC)
             try:
@@ -412,6 +420,96 @@ class ChainedAuditLog:
         finally:
             self._write_lock.release()
         self._sync(ticket)
+
+    def try_recover(self) -> bool:
+        """Heal after a write or sync failure once writes succeed again; True when healthy.
+
+        Never waits: does nothing (False) while another caller holds the log (a hung write)
+        or when the disk still refuses; the next call tries again. (The daemon calls it from
+        its loop, which must not stall.)
+        """
+        if self._closed:
+            return False
+        if self._failed is None:
+            return True
+        if not self._sync_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._write_lock.acquire(blocking=False):
+                return False
+            try:
+                return self._recover_in_place()
+            finally:
+                self._write_lock.release()
+        finally:
+            self._sync_lock.release()
+
+    def _writable(self) -> bool:
+        """A scratch write + fsync in the directory succeeds (checked before touching the log,
+        so a disk that is still full is not written to, cut and logged every second)."""
+        path = self.directory / f".recovery-probe-{os.getpid()}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                self._write_all(fd, b"\0" * 8192)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+        except OSError:
+            return False
+        return True
+
+    def _recover_in_place(self) -> bool:
+        if self._failed is None or self._closed:
+            return not self._closed
+        if not self._writable():
+            return False
+        failure = self._failed
+        for fd in [*self._retired, self._fd]:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    log.warning("audit.close_failed", exc_info=True)
+        self._retired, self._fd, self._segment_path = [], -1, None
+        try:
+            head, _ = self._recover()
+            cut = self._recovery_cut
+            self._seq, self._prev = head.next_seq, head.last_hash
+            self._prev_sig = head.last_signature
+            self._since_checkpoint = 0
+            self._append(
+                self._line(
+                    AuditEvent(
+                        type=c.LOG_RECOVERED_TYPE,
+                        outcome=Outcome.INFO,
+                        gate="audit",
+                        fields={
+                            "key_id": self.key_id,
+                            "failure": failure[:200],
+                            "cut_partial_bytes": cut,
+                        },
+                        time=self._clock(),
+                    ).to_json_dict()
+                )
+            )
+            self._append(self._checkpoint_line(c.TRIGGER_RECORDS))
+            os.fsync(self._fd)
+        except (OSError, InfrastructureError) as exc:
+            if self._fd >= 0:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    log.warning("audit.close_failed", exc_info=True)
+            self._fd, self._segment_path = -1, None
+            log.info("audit.recovery_pending why=%s", type(exc).__name__)
+            return False
+        self._synced = self._written
+        self._failed = None
+        self._recovery_cut = 0
+        log.warning("audit.recovered failure=%s cut_partial_bytes=%d", failure[:200], cut)
+        return True
 
     @property
     def healthy(self) -> bool:

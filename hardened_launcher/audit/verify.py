@@ -22,6 +22,12 @@ audit_tail_open                the log does not end with a ``close`` checkpoint:
                                excluded (the launcher is running, stopped uncleanly, or the tail
                                was cut); ``allow_open_tail`` accepts this for a live log
 =============================  ==================================================================
+
+``allow_open_tail`` (a live or uncleanly stopped log, as ``doctor`` checks it) also accepts a
+partial last line in the *last* segment: a write in progress, or one a full disk cut short. It
+was never acknowledged to a caller, and the launcher cuts exactly it (and nothing else) when it
+next opens or recovers the log; the report counts its bytes in ``partial_tail_bytes``. A partial
+line anywhere else is ``audit_segment_truncated``.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class VerifyReport:
     sealed: bool
     unsigned_tail_records: int
     unclean_stops: int
+    #: Bytes of an unacknowledged partial last line (only with ``allow_open_tail``).
+    partial_tail_bytes: int = 0
 
 
 def _check_checkpoint(
@@ -137,7 +145,7 @@ def verify_log(
     expected_seq = 0
     prev = c.GENESIS_HASH
     last_signature = ""
-    records = checkpoints = unsigned = unclean = 0
+    records = checkpoints = unsigned = unclean = partial = 0
     last: AuditRecord | None = None
     for index, (first, name) in enumerate(segments):
         if first != expected_seq:
@@ -196,7 +204,17 @@ def verify_log(
             expected_seq += 1
             prev = record.hash
             last = record
-        if len(data) != sum(len(x) + 1 for x in lines) or not lines:
+        complete = sum(len(x) + 1 for x in lines)
+        if (
+            allow_open_tail
+            and index == len(segments) - 1
+            and len(data) != complete
+            and (lines or last is not None)
+        ):
+            partial = len(data) - complete  # start-up and recovery cut exactly this
+            if not lines:  # only a partial line: the log continues from the segment before
+                break
+        elif len(data) != complete or not lines:
             raise AuditFormatError(
                 "segment ends in the middle of a record (truncated)"
                 if lines or data
@@ -247,4 +265,5 @@ def verify_log(
         sealed=last.is_checkpoint and last.str_field("trigger") == c.TRIGGER_CLOSE,
         unsigned_tail_records=unsigned,
         unclean_stops=unclean,
+        partial_tail_bytes=partial,
     )

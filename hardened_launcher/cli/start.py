@@ -30,9 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hardened_launcher import __version__, sd_notify
+from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
@@ -43,6 +44,7 @@ from hardened_launcher.launcher.health import HealthServer
 from hardened_launcher.launcher.logship import ChunkedLogSink, resume_spooled
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
 from hardened_launcher.launcher.metrics import LauncherMetrics
+from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
 from hardened_launcher.pipeline import EgressStep
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.logging import install
@@ -59,6 +61,9 @@ from hardened_launcher.transport.client import BrokerUnavailableError
 from hardened_launcher.transport.factory import worker_transport
 
 log = logging.getLogger("hardened_launcher.launcher")
+
+#: How often the local probes (state directory, Docker) run.
+PROBE_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +168,37 @@ def _resume_logs(
     return resumed
 
 
+def _probe_loop(
+    settings: Settings,
+    daemon: Daemon,
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    launcher_id: str,
+    audit: ChainedAuditLog,
+) -> ProbeLoop:
+    """The local probes (state directory, Docker) and the retried removal of containers a
+    Docker outage interrupted (never those of runs still running here)."""
+
+    def cleanup() -> None:
+        for crashed in remove_leftover_containers(
+            client,
+            launcher_id=launcher_id,
+            audit=audit if audit.healthy else None,
+            stop_grace_seconds=int(settings.run_stop_grace.total_seconds()),
+            keep_run_ids=daemon.running_run_ids(),
+            reason="docker_restarted",
+        ):
+            log.warning(
+                "run.container_removed run_id=%s container=%s",
+                crashed.run_id,
+                crashed.container_id[:12],
+            )
+
+    probes = LocalProbes(
+        state_dir=settings.state_dir, docker_ping=client.ping, audit_dir=settings.audit_dir
+    )
+    return ProbeLoop(probes.faults, post=daemon.post, interval=PROBE_SECONDS, cleanup=cleanup)
+
+
 def run(
     args: argparse.Namespace,
     *,
@@ -240,6 +276,7 @@ def run(
                 max_concurrent_runs=settings.max_concurrent_runs,
                 heartbeat_interval=settings.heartbeat_interval,
                 shutdown_grace=settings.shutdown_grace,
+                clock_skew=settings.clock_skew,
             )
         )
         daemon = Daemon(
@@ -248,6 +285,10 @@ def run(
             run_function=run_function,
             audit=audit,
             metrics=metrics,
+        )
+        probes = _probe_loop(settings, daemon, client, launcher_id, audit)
+        daemon.on_run_ended = lambda status: (
+            probes.owe_cleanup() if status.state != "FINISHED" else None  # also probes at once
         )
 
         def _on_sigterm(*_: object) -> None:
@@ -261,10 +302,12 @@ def run(
         try:
             resumed = _resume_logs(shipping.spool_dir, daemon, metrics)
             health = _start_health(settings, metrics, daemon)
+            probes.start()
             log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
             sd_notify.ready(f"running: pool {token.pool_id}, launcher {launcher_id}")
             return daemon.run()
         finally:
+            probes.stop()
             sd_notify.stopping("draining: waiting for running runs to end")
             daemon.join_runs(settings.run_stop_grace.total_seconds() + 30)
             if health is not None:

@@ -65,8 +65,23 @@ HELD_RUN_STATES: Final = frozenset({RunState.ASSIGNED, RunState.RUNNING})
 REPORTABLE_FINAL_STATES: Final = frozenset(
     {RunState.FINISHED, RunState.FAILED, RunState.STOPPED, RunState.CRASHED, RunState.REFUSED}
 )
-#: Refusal reasons that mean "not now, not me": the run goes back to the queue.
-REQUEUE_REFUSAL_REASONS: Final = frozenset({"worker_busy", "worker_draining"})
+#: Refusal reasons that mean "not now, not me": the run goes back to the queue. Besides busy
+#: and draining, a launcher's local faults (it cannot run anything now: its audit log, disk,
+#: state directory, Docker or clock is broken) send the run to another worker.
+REQUEUE_REFUSAL_REASONS: Final = frozenset(
+    {
+        "worker_busy",
+        "worker_draining",
+        "audit_unavailable",
+        "disk_full",
+        "state_unwritable",
+        "docker_unavailable",
+        "clock_skewed",
+    }
+)
+#: Re-queue reasons that do not consume one of the run's lease attempts: the worker was only
+#: full (a race between its heartbeat and the lease), not unable to take the run.
+FREE_REFUSAL_REASONS: Final = frozenset({"worker_busy"})
 
 
 class WorkerState(StrEnum):
@@ -337,9 +352,10 @@ def refuse(
     if run.worker_id != worker_id or run.lease_id != lease_id or run.state not in HELD_RUN_STATES:
         return Rejection(reason="lease_not_held")
     if run.state is RunState.ASSIGNED and reason in REQUEUE_REFUSAL_REASONS:
-        return Transition(
-            before=run, after=_back_to_queue(run, now, reason=reason), event="run.requeued"
-        )
+        after = _back_to_queue(run, now, reason=reason)
+        if reason in FREE_REFUSAL_REASONS:
+            after = dataclasses.replace(after, attempts=max(0, run.attempts - 1))
+        return Transition(before=run, after=after, event="run.requeued")
     return Transition(
         before=run,
         after=_moved(

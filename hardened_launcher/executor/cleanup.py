@@ -175,19 +175,26 @@ def remove_leftover_containers(
     launcher_id: str,
     audit: AuditSink | None = None,
     stop_grace_seconds: int = 10,
+    keep_run_ids: frozenset[str] = frozenset(),
+    reason: str = "launcher_restarted",
 ) -> tuple[CrashedRun, ...]:
     """At daemon start: stop and remove every container of ``launcher_id`` (this daemon's
-    earlier life), and the stale ones of its ``exec`` runs; return the runs they belonged to."""
+    earlier life), and the stale ones of its ``exec`` runs; return the runs they belonged to.
+
+    Containers of ``keep_run_ids`` (runs this process is running now) are left alone: the
+    daemon calls this again while it runs (``reason`` ``docker_restarted``), to remove what a
+    Docker outage interrupted."""
     crashed = [
         _remove(
             client.api,
             item,
             launcher_id=launcher_id,
-            reason="launcher_restarted",
+            reason=reason,
             audit=audit,
             stop_grace_seconds=stop_grace_seconds,
         )
         for item in _list(client.api, launcher_id)
+        if str((item.get("Labels") or {}).get(LABEL_RUN_ID, "unknown")) not in keep_run_ids
     ]
     crashed += remove_stale_containers(
         client,

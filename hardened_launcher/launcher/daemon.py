@@ -62,6 +62,8 @@ class AuditHealthSource(Protocol):
 
     def checkpoint_if_due(self) -> None: ...
 
+    def try_recover(self) -> bool: ...
+
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
@@ -89,6 +91,8 @@ class Daemon:
         poll_seconds: float = 0.2,
         checkpoint_seconds: float = 1.0,
         metrics: LauncherMetrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_run_ended: Callable[[Status], None] | None = None,
     ) -> None:
         self.machine = machine
         self.transport = transport
@@ -98,6 +102,9 @@ class Daemon:
         self.poll_seconds = poll_seconds
         self.checkpoint_seconds = checkpoint_seconds
         self.metrics = metrics
+        self.monotonic = monotonic
+        #: Called in the loop with each final status (``start``: owe a leftover clean-up).
+        self.on_run_ended = on_run_ended
         #: Sinks of earlier runs still shipping spooled chunks (see :meth:`adopt_log_sinks`).
         self.resumed: dict[str, Any] = {}
         self.events: queue.Queue[Event] = queue.Queue()
@@ -125,8 +132,18 @@ class Daemon:
         if sinks:
             self._apply(self.machine.handle(ShippingLogs(run_ids=tuple(sorted(sinks)))))
 
+    def post(self, event: Event) -> None:
+        """Queue ``event`` for the loop (any thread: the probes post :class:`LocalHealth`)."""
+        self.events.put(event)
+
+    def running_run_ids(self) -> frozenset[str]:
+        """Runs with a live worker thread (any thread): their containers are not leftovers."""
+        with self._runs_lock:
+            return frozenset(self.runs)
+
     def readiness(self) -> Readiness:
-        """``/readyz``: registered with the control plane and not draining (any thread)."""
+        """``/readyz``: what the launcher can do now (any thread): registered, connected, not
+        draining, and free of local faults (audit, disk, state, Docker, clock)."""
         machine = self.machine
         if self.exit is not None or machine.exited is not None:
             return Readiness(ready=False, reason="exiting")
@@ -134,8 +151,11 @@ class Daemon:
             return Readiness(ready=False, reason="not_registered")
         if not machine.accepting:
             return Readiness(ready=False, reason="draining")
-        if not machine.audit_healthy:
-            return Readiness(ready=False, reason="audit_unavailable")
+        faults = machine.faults
+        if faults:
+            return Readiness(ready=False, reason=faults[0])
+        if not self.transport.connected:
+            return Readiness(ready=False, reason="control_plane_disconnected")
         return Readiness(ready=True)
 
     def stop_loop(self) -> None:
@@ -146,7 +166,7 @@ class Daemon:
     def run(self) -> int:
         """Register, then loop until the machine exits; return the exit code."""
         self._reconnects = self.transport.stats().reconnects
-        self._apply(self.machine.handle(Connected(now=self.clock())))
+        self._apply(self.machine.handle(Connected(now=self.clock(), mono=self.monotonic())))
         while self.exit is None and not self._stop.is_set():
             self.step(self.poll_seconds)
         return 0 if self.exit is None else self.exit.code
@@ -156,7 +176,8 @@ class Daemon:
         self._drain_events()
         received = self.transport.receive(timeout_seconds=wait_seconds)
         if received is not None:
-            self._on_message(received.body)
+            sent_at = getattr(getattr(received, "message", None), "sent_at", None)
+            self._on_message(received.body, sent_at)
         self._drain_events()
         reconnects = self.transport.stats().reconnects
         if reconnects != self._reconnects:
@@ -165,9 +186,9 @@ class Daemon:
                     self.metrics.broker_reconnected()
             self._reconnects = reconnects
             log.info("launcher.reconnected reconnects=%d", reconnects)
-            self._apply(self.machine.handle(Connected(now=self.clock())))
+            self._apply(self.machine.handle(Connected(now=self.clock(), mono=self.monotonic())))
         self._audit_tick()
-        self._apply(self.machine.handle(Tick(now=self.clock())))
+        self._apply(self.machine.handle(Tick(now=self.clock(), mono=self.monotonic())))
 
     def _drain_events(self) -> None:
         while self.exit is None:
@@ -175,14 +196,23 @@ class Daemon:
                 event = self.events.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(event, RunEnded) and self.on_run_ended is not None:
+                try:
+                    self.on_run_ended(event.status)
+                except Exception:
+                    log.warning("run.ended_hook_failed", exc_info=True)
             self._apply(self.machine.handle(event))
 
-    def _on_message(self, body: Any) -> None:  # noqa: ANN401 - any control-plane body
-        now = self.clock()
+    def _on_message(self, body: Any, sent_at: datetime | None = None) -> None:  # noqa: ANN401
+        now, mono = self.clock(), self.monotonic()
+        if not isinstance(sent_at, datetime):
+            sent_at = None
         if getattr(body, "TYPE", None) == "start":
-            event: Event = StartRun(run_id=body.run_id, lease_id=body.lease_id, now=now)
+            event: Event = StartRun(
+                run_id=body.run_id, lease_id=body.lease_id, now=now, mono=mono, sent_at=sent_at
+            )
         else:
-            event = Received(body=body, now=now)
+            event = Received(body=body, now=now, mono=mono, sent_at=sent_at)
         log.info("message.received type=%s run_id=%s", body.TYPE, getattr(body, "run_id", None))
         self._apply(self.machine.handle(event))
 
@@ -193,7 +223,10 @@ class Daemon:
         if mono - self._last_checkpoint >= self.checkpoint_seconds:
             self._last_checkpoint = mono
             try:
-                self.audit.checkpoint_if_due()
+                if self.audit.healthy:
+                    self.audit.checkpoint_if_due()
+                else:
+                    self.audit.try_recover()
             except Exception:
                 log.warning("audit.checkpoint_failed", exc_info=True)
         healthy = self.audit.healthy

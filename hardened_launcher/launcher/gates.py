@@ -9,6 +9,7 @@ construction; they are redacted again and cut to the protocol's limit). Never ra
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -324,29 +325,37 @@ class GatedRun:
             else:
                 self._count_refusal(status)
         finally:
-            self._after_run(run_id, redactor, sinks)
+            report = self._after_run(run_id, redactor, sinks)
+        if report is not None and report.lost_bytes:
+            lost = f"the run's log is incomplete: {report.lost_bytes} bytes were lost"
+            head = (status.message or "")[: MAX_TEXT_CHARS - len(lost) - 2]
+            status = dataclasses.replace(status, message=f"{head}; {lost}" if head else lost)
         return status
 
     def _count_refusal(self, status: Status) -> None:
         if self.metrics is not None:
             self.metrics.run_refused(status.reason or "run_refused")
 
-    def _after_run(self, run_id: str, redactor: Redactor, sinks: list[LogSink]) -> None:
+    def _after_run(
+        self, run_id: str, redactor: Redactor, sinks: list[LogSink]
+    ) -> LogShipReport | None:
         """Never raises: redaction counts to the metrics, the log shipping report to the audit
-        log (counts only, never content or URLs)."""
+        log (counts only, never content or URLs); returns that report."""
+        report: LogShipReport | None = None
         try:
             if self.metrics is not None:
                 for variable, count in sorted(redactor.counts().items()):
                     self.metrics.redacted(variable, count)
             shipper = _chunked(sinks[0]) if sinks else None
             if shipper is None:
-                return
+                return None
             report = shipper.report()
             if not report.closed:  # the runner normally closed it; close it here otherwise
                 report = shipper.close(self.log_close_timeout_seconds)
             self._record_shipping(report)
         except Exception:
             log.exception("run.log_report_failed run_id=%s", run_id)
+        return report
 
     def _record_shipping(self, report: LogShipReport) -> None:
         log.info(
@@ -362,8 +371,11 @@ class GatedRun:
                 outcome=Outcome.INFO if report.complete else Outcome.ERROR,
                 gate="execute",
                 run_id=report.run_id,
-                reason=None if report.complete else "log_chunks_spooled",
+                reason=None
+                if report.complete
+                else ("log_lines_lost" if report.lost_bytes else "log_chunks_spooled"),
                 fields={
+                    "lost_bytes": report.lost_bytes,
                     "chunks": report.chunks,
                     "uploaded": report.uploaded,
                     "spooled": report.spooled,

@@ -22,6 +22,13 @@ Exactly once
     A chunk number maps to one key; a retry PUTs the same bytes to the same key, so a chunk is
     never duplicated under two numbers, and its file is deleted only after success.
 
+Lost lines
+    A spool write that fails (disk full) loses the rest of that write; a final seal that fails
+    loses the open chunk (its ``.part`` stays on disk, never shipped); an unreadable sealed chunk
+    is lost. Each is counted in :attr:`LogShipReport.lost_bytes`, and a report with lost bytes is
+    never ``complete`` (the launcher audits ``run.logs_shipped`` with reason ``log_lines_lost``,
+    counts ``hl_log_bytes_lost`` and says so in the run's final status message).
+
 Failures
     Network errors and 5xx/408/429 are retried with jittered exponential backoff. Another 4xx
     (403 = expired or forged URL) drops that URL and asks for a fresh one. A chunk without a URL
@@ -153,6 +160,8 @@ class LogShipReport:
     failed_attempts: int
     #: ``close`` was called (or the sink was resumed from the spool) and no part is open.
     closed: bool
+    #: Bytes that will never reach object storage (spool write or final seal failed).
+    lost_bytes: int = 0
 
     @property
     def spooled(self) -> int:
@@ -160,8 +169,8 @@ class LogShipReport:
 
     @property
     def complete(self) -> bool:
-        """Every chunk is in object storage."""
-        return self.closed and not self.pending
+        """Every byte the run printed is in object storage."""
+        return self.closed and not self.pending and self.lost_bytes == 0
 
 
 def _chunk_name(chunk: int) -> str:
@@ -249,6 +258,7 @@ class ChunkedLogSink:
         self._finished = False
         self._uploaded = 0
         self._failed_attempts = 0
+        self._lost_bytes = 0
         self._consecutive_failures = 0
         self._not_before = 0.0
         self._last_request: tuple[int, float, float] | None = None  # (from, at, interval)
@@ -290,11 +300,13 @@ class ChunkedLogSink:
                 fd = self._part_fd if self._part_fd is not None else self._open_part(now)
                 room = self._chunk_bytes - self._part_size
                 piece = view[:room]
+                written = 0
                 try:
-                    written = 0
                     while written < len(piece):
                         written += os.write(fd, piece[written:])
                 except OSError as exc:
+                    self._part_size += written
+                    self._lose(len(view) - written)
                     raise _spool_error("append to a log chunk", exc) from None
                 self._part_size += len(piece)
                 view = view[len(piece) :]
@@ -311,7 +323,17 @@ class ChunkedLogSink:
         with self._cond:
             if not self._closed:
                 if self._part_fd is not None:
-                    self._seal()
+                    try:
+                        self._seal()
+                    except InfrastructureError as exc:
+                        # The final flush failed: the open chunk is never shipped. Say so.
+                        _log.error("run %s: %s; the log is incomplete", self.run_id, exc.message)
+                        self._lose(self._part_size)
+                        if self._part_fd is not None:
+                            with contextlib.suppress(OSError):
+                                os.close(self._part_fd)
+                            self._part_fd = None
+                        self._part_size = 0
                 self._closed = True
                 self._cond.notify_all()
         return self.wait(timeout_seconds)
@@ -353,6 +375,13 @@ class ChunkedLogSink:
 
     # -- internals (call with the lock held) -----------------------------------------------
 
+    def _lose(self, size: int) -> None:
+        if size <= 0:
+            return
+        self._lost_bytes += size
+        if self._metrics is not None:
+            self._metrics.log_bytes_lost(size)
+
     def _report(self) -> LogShipReport:
         return LogShipReport(
             run_id=self.run_id,
@@ -362,6 +391,7 @@ class ChunkedLogSink:
             spooled_bytes=sum(self._pending.values()),
             failed_attempts=self._failed_attempts,
             closed=self._closed,
+            lost_bytes=self._lost_bytes,
         )
 
     def _open_part(self, now: float) -> int:
@@ -566,6 +596,7 @@ class ChunkedLogSink:
                 size = self._pending.pop(chunk, 0)
                 if self._metrics is not None:
                     self._metrics.chunk_unspooled(size)
+                self._lose(size)
             return
         try:
             self._uploader(url, data)

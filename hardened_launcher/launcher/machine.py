@@ -8,12 +8,26 @@ stop runs and when to exit — is here, so it is tested without a broker, Docker
 
 Run lifecycle (one run id)::
 
-    assign ─▶ refuse (audit_unavailable | worker_draining | worker_busy)
+    assign ─▶ refuse (a local fault | worker_draining | worker_busy | run_already_done)
            └▶ accept ─▶ PENDING ──start (same lease)──▶ RUNNING ─▶ final status ─▶ gone
-                          │  cancel / lease_expires_at + start_wait / shutdown ─▶ dropped
+                          │  cancel / lease window + start_wait / shutdown ─▶ dropped
                           └ (shutdown releases it with refuse worker_draining: re-queued)
 
 An accepted (pending) run holds a slot: pending + running never exceed ``max_concurrent_runs``.
+
+Local faults (:data:`LOCAL_FAULTS`: the audit log, the state directory, the disk, Docker, the
+clock) make the launcher unavailable: its heartbeat says ``DRAINED`` (so the control plane leases
+it nothing) and an ``assign`` that still arrives is refused with the fault as the reason, which
+the control plane re-queues for another worker. When the fault clears the heartbeat says IDLE or
+BUSY again at once.
+
+Leases run on the monotonic clock: the wall clock is read once, at receipt, only to learn the
+lease's length (bounded to ``[lease_window_floor, lease_window_ceiling]``: a clock stepped or
+skewed either way cannot make the window vanish or grow without bound); the deadline is
+``receipt + window + start_wait`` in monotonic seconds, so a wall-clock step after receipt changes
+nothing. The control plane stays the authority (it answers a late ``accept`` with ``cancel``);
+the launcher's deadline only frees the slot if neither ``start`` nor ``cancel`` ever comes. Events
+without ``mono`` use the wall clock's timestamp (tests that do not step the clock).
 """
 
 from __future__ import annotations
@@ -43,7 +57,9 @@ from hardened_launcher.transport.messages import (
 )
 
 __all__ = [
+    "CLOCK_RECHECK",
     "DEFAULT_START_WAIT",
+    "LOCAL_FAULTS",
     "Action",
     "AuditHealth",
     "CancelRun",
@@ -53,6 +69,7 @@ __all__ = [
     "ForwardLogUrls",
     "LaunchRun",
     "LauncherMachine",
+    "LocalHealth",
     "LogUrlsWanted",
     "MachineConfig",
     "Note",
@@ -68,6 +85,23 @@ __all__ = [
 
 #: How long after ``lease_expires_at`` an accepted run waits for ``start`` before it is dropped.
 DEFAULT_START_WAIT: Final = timedelta(seconds=10)
+
+#: The shortest and longest lease window read from ``lease_expires_at`` at receipt.
+DEFAULT_LEASE_WINDOW_FLOOR: Final = timedelta(seconds=30)
+DEFAULT_LEASE_WINDOW_CEILING: Final = timedelta(minutes=10)
+
+#: How long a clock found skewed (by a control-plane message's ``sent_at``) keeps the launcher
+#: unavailable before it offers itself again (a drained worker gets no message to re-check on).
+CLOCK_RECHECK: Final = timedelta(seconds=60)
+
+#: Local faults, in the order a refusal names them (all re-queued by the control plane).
+LOCAL_FAULTS: Final = (
+    "audit_unavailable",
+    "disk_full",
+    "state_unwritable",
+    "docker_unavailable",
+    "clock_skewed",
+)
 
 #: How many ended run ids are remembered (an ``assign`` of one of them is refused).
 MAX_REMEMBERED_ENDED: Final = 4096
@@ -87,6 +121,7 @@ class Connected:
     """The transport (re)connected: announce ourselves (``register``) and our state."""
 
     now: datetime
+    mono: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +129,8 @@ class Tick:
     """Time passed (the loop sends one at least every second)."""
 
     now: datetime
+    #: The monotonic clock in seconds (``None``: ``now.timestamp()``).
+    mono: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +140,9 @@ class Received:
 
     body: Body
     now: datetime
+    mono: float | None = None
+    #: The message's ``sent_at`` (the control plane's clock), to judge ours.
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +152,8 @@ class StartRun:
     run_id: str
     lease_id: str
     now: datetime
+    mono: float | None = None
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +197,14 @@ class AuditHealth:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LocalHealth:
+    """The probes' current local faults (slugs of :data:`LOCAL_FAULTS`, except the audit log's,
+    which :class:`AuditHealth` reports); empty: all well."""
+
+    faults: frozenset[str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Terminate:
     """SIGTERM (or SIGINT): the first drains; the second stops the running runs."""
 
@@ -171,6 +221,7 @@ Event = (
     | LogUrlsWanted
     | ShippingLogs
     | AuditHealth
+    | LocalHealth
     | Terminate
 )
 
@@ -240,6 +291,11 @@ class MachineConfig:
     heartbeat_interval: timedelta = timedelta(seconds=10)
     shutdown_grace: timedelta = timedelta(minutes=15)
     start_wait: timedelta = DEFAULT_START_WAIT
+    lease_window_floor: timedelta = DEFAULT_LEASE_WINDOW_FLOOR
+    lease_window_ceiling: timedelta = DEFAULT_LEASE_WINDOW_CEILING
+    #: ``HL_CLOCK_SKEW``: a control-plane message whose ``sent_at`` differs more is a fault.
+    clock_skew: timedelta = timedelta(minutes=5)
+    clock_recheck: timedelta = CLOCK_RECHECK
 
     def __post_init__(self) -> None:
         if self.max_concurrent_runs < 1:
@@ -248,6 +304,8 @@ class MachineConfig:
             raise ValueError("heartbeat_interval must be positive")
         if self.shutdown_grace < timedelta(0) or self.start_wait < timedelta(0):
             raise ValueError("durations must not be negative")
+        if not timedelta(0) < self.lease_window_floor <= self.lease_window_ceiling:
+            raise ValueError("the lease window floor must be positive and at most the ceiling")
 
 
 @dataclass(kw_only=True)
@@ -255,7 +313,8 @@ class Pending:
     """An accepted assignment waiting for ``start``."""
 
     assign: Assign
-    deadline: datetime
+    #: Monotonic seconds: receipt + lease window + start_wait.
+    deadline: float
 
 
 @dataclass(kw_only=True)
@@ -283,6 +342,11 @@ class LauncherMachine:
         self.stopping = False
         self.audit_healthy = True
         self.audit_failure: str | None = None
+        #: Faults the probes report (:class:`LocalHealth`).
+        self.probe_faults: frozenset[str] = frozenset()
+        #: The clock was found skewed; the fault holds until this monotonic time.
+        self.clock_suspect_until: float | None = None
+        self.clock_offset_seconds: float | None = None
         #: ``register`` was sent on the current connection (readiness).
         self.registered = False
         #: Earlier runs whose spooled logs are still shipped (see :class:`ShippingLogs`).
@@ -298,12 +362,28 @@ class LauncherMachine:
         return not (self.drained or self.cycling or self.terminating or self.exited)
 
     @property
+    def faults(self) -> tuple[str, ...]:
+        """The local faults now, in :data:`LOCAL_FAULTS` order (empty: able to run)."""
+        now = set(self.probe_faults)
+        if not self.audit_healthy:
+            now.add("audit_unavailable")
+        if self.clock_suspect_until is not None:
+            now.add("clock_skewed")
+        known = [f for f in LOCAL_FAULTS if f in now]
+        return (*known, *sorted(now - set(LOCAL_FAULTS)))
+
+    @property
+    def available(self) -> bool:
+        """Accepting work and free of local faults: what the heartbeat advertises."""
+        return self.accepting and not self.faults
+
+    @property
     def slots_used(self) -> int:
         return len(self.pending) + len(self.running)
 
     @property
     def worker_state(self) -> WorkerState:
-        if not self.accepting:
+        if not self.available:
             return "DRAINED"
         return "BUSY" if self.slots_used >= self.config.max_concurrent_runs else "IDLE"
 
@@ -330,12 +410,14 @@ class LauncherMachine:
                 self.registered = True
                 out.append(Send(body=self.register()))
                 self._heartbeat(now, out)
-            case Tick(now=now):
-                self._tick(now, out)
-            case Received(body=body, now=now):
-                self._received(body, now, out)
-            case StartRun(run_id=run_id, lease_id=lease_id, now=now):
-                self._start(run_id, lease_id, now, out)
+            case Tick(now=now, mono=mono):
+                self._tick(now, _mono(now, mono), out)
+            case Received(body=body, now=now, mono=mono, sent_at=sent_at):
+                self._judge_clock(now, _mono(now, mono), sent_at, out)
+                self._received(body, now, _mono(now, mono), out)
+            case StartRun(run_id=run_id, lease_id=lease_id, now=now, mono=mono, sent_at=sent_at):
+                self._judge_clock(now, _mono(now, mono), sent_at, out)
+                self._start(run_id, lease_id, now, _mono(now, mono), out)
             case RunStarted(run_id=run_id):
                 run = self.running.get(run_id)
                 if run is not None and not run.container_started:
@@ -350,8 +432,21 @@ class LauncherMachine:
                 for run_id in ids:
                     if len(self.shipping) < MAX_SHIPPING_RUNS:
                         self.shipping.add(run_id)
+            case LocalHealth(faults=faults):
+                if faults != self.probe_faults:
+                    before = self.worker_state
+                    self.probe_faults = faults
+                    out.append(
+                        Note(
+                            event="launcher.local_faults",
+                            fields={"faults": ",".join(sorted(faults)) or "none"},
+                        )
+                    )
+                    if self.worker_state != before and self.last_heartbeat is not None:
+                        self._heartbeat(self.last_heartbeat, out)
             case AuditHealth(healthy=healthy, failure=failure):
                 if healthy != self.audit_healthy:
+                    before = self.worker_state
                     self.audit_healthy = healthy
                     self.audit_failure = None if healthy else failure
                     out.append(
@@ -362,6 +457,8 @@ class LauncherMachine:
                             fields={"failure": failure},
                         )
                     )
+                    if self.worker_state != before and self.last_heartbeat is not None:
+                        self._heartbeat(self.last_heartbeat, out)
             case Terminate(now=now):
                 self._terminate(now, out)
         self._maybe_exit(out)
@@ -372,10 +469,45 @@ class LauncherMachine:
         self.last_heartbeat = now
         out.append(Send(body=self.heartbeat()))
 
-    def _tick(self, now: datetime, out: list[Action]) -> None:
+    def _judge_clock(
+        self, now: datetime, mono: float, sent_at: datetime | None, out: list[Action]
+    ) -> None:
+        """Compare our wall clock with the control plane's ``sent_at`` (transit included)."""
+        if sent_at is None:
+            return
+        offset = now - sent_at
+        self.clock_offset_seconds = offset.total_seconds()
+        before = self.worker_state
+        if abs(offset) > self.config.clock_skew:
+            if self.clock_suspect_until is None:
+                out.append(
+                    Note(
+                        event="launcher.clock_skewed",
+                        fields={"offset_seconds": int(offset.total_seconds())},
+                    )
+                )
+            self.clock_suspect_until = mono + self.config.clock_recheck.total_seconds()
+        elif self.clock_suspect_until is not None:
+            self.clock_suspect_until = None
+            out.append(Note(event="launcher.clock_sane"))
+        if self.worker_state != before:
+            self._heartbeat(now, out)
+
+    def _lease_deadline(self, assign: Assign, now: datetime, mono: float) -> float:
+        c = self.config
+        window = min(
+            max(assign.lease_expires_at - now, c.lease_window_floor), c.lease_window_ceiling
+        )
+        return mono + (window + c.start_wait).total_seconds()
+
+    def _tick(self, now: datetime, mono: float, out: list[Action]) -> None:
+        if self.clock_suspect_until is not None and mono >= self.clock_suspect_until:
+            self.clock_suspect_until = None  # offer ourselves again; the next message re-judges
+            out.append(Note(event="launcher.clock_recheck"))
+            self._heartbeat(now, out)
         dropped = False
         for run_id, pending in list(self.pending.items()):
-            if now >= pending.deadline:
+            if mono >= pending.deadline:
                 del self.pending[run_id]
                 dropped = True
                 out.append(
@@ -410,10 +542,10 @@ class LauncherMachine:
         )
         out.append(Note(event="run.refused", fields={"run_id": assign.run_id, "reason": reason}))
 
-    def _received(self, body: Body, now: datetime, out: list[Action]) -> None:
+    def _received(self, body: Body, now: datetime, mono: float, out: list[Action]) -> None:
         match body:
             case Assign():
-                self._assign(body, now, out)
+                self._assign(body, now, mono, out)
             case Cancel(run_id=run_id):
                 if run_id in self.pending:
                     del self.pending[run_id]
@@ -458,7 +590,7 @@ class LauncherMachine:
             case _:
                 out.append(Note(event="message.ignored", fields={"type": type(body).TYPE}))
 
-    def _assign(self, assign: Assign, now: datetime, out: list[Action]) -> None:
+    def _assign(self, assign: Assign, now: datetime, mono: float, out: list[Action]) -> None:
         run_id = assign.run_id
         held = self.pending.get(run_id)
         if held is not None and held.assign.lease_id == assign.lease_id:
@@ -471,17 +603,16 @@ class LauncherMachine:
             # Already ours under another lease: never run one run twice.
             self._refuse(assign, "worker_busy", "this worker already holds the run", out)
             return
-        if not self.audit_healthy:
-            self._refuse(
-                assign, "audit_unavailable", "the launcher's audit log cannot be written", out
-            )
+        if self.faults:
+            fault = self.faults[0]
+            self._refuse(assign, fault, FAULT_MESSAGES.get(fault, "the launcher cannot run"), out)
         elif not self.accepting:
             self._refuse(assign, "worker_draining", "the worker is draining", out)
         elif self.slots_used >= self.config.max_concurrent_runs:
             self._refuse(assign, "worker_busy", "the worker is at its concurrency limit", out)
         else:
             self.pending[run_id] = Pending(
-                assign=assign, deadline=assign.lease_expires_at + self.config.start_wait
+                assign=assign, deadline=self._lease_deadline(assign, now, mono)
             )
             out.append(Send(body=Accept(run_id=run_id, lease_id=assign.lease_id)))
             out.append(
@@ -490,7 +621,9 @@ class LauncherMachine:
             if self.slots_used >= self.config.max_concurrent_runs:
                 self._heartbeat(now, out)
 
-    def _start(self, run_id: str, lease_id: str, now: datetime, out: list[Action]) -> None:
+    def _start(
+        self, run_id: str, lease_id: str, now: datetime, mono: float, out: list[Action]
+    ) -> None:
         pending = self.pending.get(run_id)
         if pending is None or pending.assign.lease_id != lease_id:
             out.append(
@@ -504,23 +637,27 @@ class LauncherMachine:
                 )
             )
             return
-        if now >= pending.deadline:
+        if mono >= pending.deadline:
             del self.pending[run_id]
             out.append(Note(event="run.lease_dropped", fields={"run_id": run_id}))
             return
         del self.pending[run_id]
-        if not self.audit_healthy:
+        if self.faults:
+            # A fault that came between accept and start: nothing ran, so REFUSED (not FAILED).
+            fault = self.faults[0]
             self._remember_ended(run_id)  # its final status is sent now: never run it later
             out.append(
                 Send(
                     body=Status(
                         run_id=run_id,
-                        state="FAILED",
-                        reason="audit_unavailable",
-                        message="the launcher's audit log cannot be written",
+                        state="REFUSED",
+                        reason=fault,
+                        message=FAULT_MESSAGES.get(fault, "the launcher cannot run"),
                     )
                 )
             )
+            if self.last_heartbeat is not None:
+                self._heartbeat(now, out)
             return
         self.running[run_id] = Running(lease_id=lease_id)
         out.append(LaunchRun(assign=pending.assign))
@@ -591,6 +728,22 @@ class LauncherMachine:
             self._release_pending(out)
             self.exited = Exit(code=0, reason="cycled" if self.cycling else "terminated")
             out.append(self.exited)
+
+
+FAULT_MESSAGES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "audit_unavailable": "the launcher's audit log cannot be written",
+        "disk_full": "the launcher's state directory is out of space",
+        "state_unwritable": "the launcher's state directory cannot be written",
+        "docker_unavailable": "the launcher cannot reach Docker",
+        "clock_skewed": "the launcher's clock differs from the control plane's beyond "
+        "HL_CLOCK_SKEW",
+    }
+)
+
+
+def _mono(now: datetime, mono: float | None) -> float:
+    return now.timestamp() if mono is None else mono
 
 
 def run_ids(actions: Sequence[Action]) -> tuple[str, ...]:

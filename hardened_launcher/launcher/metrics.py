@@ -91,6 +91,11 @@ class LauncherMetrics:
         self.log_chunks_uploaded = Counter(
             "hl_log_chunks_uploaded", "Log chunks uploaded to object storage.", registry=r
         )
+        self.log_lost_bytes = Counter(
+            "hl_log_bytes_lost",
+            "Run log bytes that will never reach object storage (spool full, final flush failed).",
+            registry=r,
+        )
         self.log_chunk_upload_failures = Counter(
             "hl_log_chunk_upload_failures",
             "Failed log chunk upload attempts (each is retried).",
@@ -129,6 +134,9 @@ class LauncherMetrics:
 
     def chunk_unspooled(self, size: int) -> None:
         self.log_spooled_bytes.dec(size)
+
+    def log_bytes_lost(self, size: int) -> None:
+        self.log_lost_bytes.inc(size)
 
     def chunk_uploaded(self) -> None:
         self.log_chunks_uploaded.inc()

@@ -282,6 +282,10 @@ def test_health_server_serves_readiness_and_metrics_from_the_daemon(tmp_path: Pa
         assert info.value.code == 503
         assert b"not_registered" in info.value.read()
         machine.registered = True
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{server.url}/readyz", timeout=5)  # noqa: S310
+        assert b"control_plane_disconnected" in info.value.read()
+        transport.start()
         with urllib.request.urlopen(f"{server.url}/readyz", timeout=5) as ok:  # noqa: S310
             assert ok.status == 200
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as page:  # noqa: S310
