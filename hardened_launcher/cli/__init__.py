@@ -55,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "demo": (
         "demo",
-        "the launcher end to end on this machine: control plane, broker, S3, containers",
+        "the launcher end to end on this machine: control plane, S3, containers",
     ),
     "audit": ("audit_cmd", "check, show and export the tamper-evident audit log"),
     "network": ("network", "network facts of this launcher (firewall requirements)"),
