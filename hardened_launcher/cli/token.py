@@ -100,6 +100,10 @@ def summarize(token: Token) -> dict[str, object]:
             "algorithm": "Ed25519",
             "sha256": token.signing_key_sha256.hex(),
         },
+        # Never the key itself: whether the policy can compare secrets before decryption.
+        "policy_sanitize_key": "present"
+        if token.policy_sanitize_key is not None
+        else "absent (a token from an older control plane: pool reset re-issues it)",
     }
 
 
@@ -114,6 +118,7 @@ def _render_text(summary: dict[str, object]) -> str:
         "pool_certificate": "pool certificate",
         "ca_certificate": "CA certificate",
         "run_state_signing_key": "run-state signing key",
+        "policy_sanitize_key": "policy sanitize key",
         "not_before": "not before",
         "not_after": "not after",
         "key_algorithm": "key algorithm",
