@@ -109,6 +109,36 @@ class Coordinator:
         self.lease_ids = lease_ids
         #: run id -> when a heartbeat of its worker first failed to list it (RUNNING runs)
         self._missing_since: dict[str, float] = {}
+        #: When this control plane last (re)gained the ability to hear workers: its start, its
+        #: transport's reconnection, or the last moment it saw the transport disconnected.
+        #: Silence before it is not held against a worker (docs/controlplane.md).
+        self._heard_since = clock()
+        self._reconnects_seen: int | None = None
+        self._deaf = False
+
+    # -- hearing ---------------------------------------------------------------------------
+
+    @property
+    def heard_since(self) -> float:
+        """When the control plane last (re)gained the ability to hear (Unix seconds)."""
+        return self._heard_since
+
+    def _observe_transport(self, now: float) -> bool:
+        """Look at the transport: while it is disconnected, and when it has reconnected since
+        the last look (``stats().reconnects`` moved), ``heard_since`` becomes ``now``.
+        Returns whether the control plane can hear now."""
+        connected = self.transport.connected
+        reconnects = self.transport.stats().reconnects
+        changed = self._reconnects_seen is not None and reconnects != self._reconnects_seen
+        self._reconnects_seen = reconnects
+        if not connected or changed:
+            self._heard_since = max(self._heard_since, now)
+        if connected and self._deaf:
+            log.warning("controlplane.hearing_restored", extra={"heard_since": now})
+        elif not connected and not self._deaf:
+            log.warning("controlplane.transport_disconnected")
+        self._deaf = not connected
+        return connected
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -126,6 +156,7 @@ class Coordinator:
 
     def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
         now = self.clock()
+        self._observe_transport(now)
         body = message.body
         if isinstance(body, wire.Register):
             self._on_register(pool_id, worker_id, body, now)
@@ -233,7 +264,7 @@ class Coordinator:
             if run.id in listed:
                 self._missing_since.pop(run.id, None)
                 continue
-            since = self._missing_since.setdefault(run.id, now)
+            since = max(self._missing_since.setdefault(run.id, now), self._heard_since)
             if now - since >= grace:
                 self._missing_since.pop(run.id, None)
                 transition = dispatch.run_lost(run, worker_id=worker.id, now=now)
@@ -321,13 +352,17 @@ class Coordinator:
         now = self.clock()
         policy = self.config.policy
         held = self.store.held_counts()
-        for record in self.store.list_workers():
+        # While the transport is down nobody can be heard: no worker is judged (and when it is
+        # back, the timeouts run from then: ``heard_since``).
+        hearing = self._observe_transport(now)
+        heard = self._heard_since
+        for record in self.store.list_workers() if hearing else []:
             worker = record.worker
             if dispatch.worker_is_silent(
-                worker, now=now, policy=policy
+                worker, now=now, policy=policy, heard_since=heard
             ) and self.store.mark_worker_gone(worker, now=now, reason="heartbeat_timeout"):
                 self._worker_lost(worker, now, reason="heartbeat_timeout")
-            elif dispatch.worker_past_grace(worker, now=now, policy=policy):
+            elif dispatch.worker_past_grace(worker, now=now, policy=policy, heard_since=heard):
                 # GONE (last will) and not back within the grace: now it is lost.
                 if held.get(worker.id):
                     self._worker_lost(worker, now, reason="last_will")

@@ -13,7 +13,11 @@ worker is back; the operator submits and cancels; time jumps. After every step:
 * a terminal state never changes;
 * a run is CRASHED ``worker_lost`` only after its worker was silent, as the control plane saw it,
   for at least the grace period: a will alone (broker restart) never crashes a run;
-* held runs carry a worker and a lease, queued runs neither.
+* held runs carry a worker and a lease, queued runs neither;
+* no run whose worker keeps running and heartbeating it is ever CRASHED or cancelled, across a
+  control-plane outage longer than the heartbeat timeout (a restart) or a broker outage longer
+  than the grace (with the wills mosquitto publishes as it shuts down): checked by the outage
+  rules once the workers are back.
 
 At the end every worker dies and every run is cancelled: each run must then be in exactly one
 terminal state.
@@ -206,6 +210,97 @@ class DispatchMachine(RuleBasedStateMachine):
             if not sim.transport.closed:
                 sim.register()
         self._pump()
+
+    def _kept_runs(self) -> dict[str, tuple[str, int]]:
+        """RUNNING runs whose (connected) worker runs them: run id -> (worker, cancels seen)."""
+        kept: dict[str, tuple[str, int]] = {}
+        for sim in self.workers.values():
+            if sim.transport.closed:
+                continue
+            for run_id in sim.running:
+                run = self.store.get_run(run_id)
+                if (
+                    run.state is RunState.RUNNING
+                    and run.worker_id == sim.id
+                    and not run.cancel_requested
+                ):
+                    kept[run_id] = (sim.id, sim.cancelled.count(run_id))
+        return kept
+
+    def _check_kept(self, kept: dict[str, tuple[str, int]]) -> None:
+        for run_id, (worker_id, cancels) in kept.items():
+            run = self.store.get_run(run_id)
+            assert (run.state, run.worker_id) == (RunState.RUNNING, worker_id), run
+            assert self.workers[worker_id].cancelled.count(run_id) == cancels, run
+            assert run_id in self.workers[worker_id].running
+
+    def _workers_come_back(self, kept: dict[str, tuple[str, int]], *, register: bool) -> None:
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                if register:
+                    sim.register()
+                sim.heartbeat("BUSY")
+        self._pump()
+        self._check_kept(kept)
+        for _ in range(3):  # and they go on, well past every timeout
+            self.clock.advance(12)
+            self.broker.advance(12)
+            for sim in self.workers.values():
+                if not sim.transport.closed:
+                    sim.heartbeat("BUSY")
+            self._pump()
+            self._check_kept(kept)
+
+    @rule(
+        seconds=st.sampled_from([POLICY.heartbeat_timeout_seconds + 1, 120.0, 600.0]),
+        register=st.booleans(),
+    )
+    def control_plane_outage(self, seconds: float, register: bool) -> None:
+        # The control plane is down (then restarts on the same store); the workers' heartbeats
+        # meanwhile are lost, their critical messages wait for it.
+        kept = self._kept_runs()
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                sim.heartbeat("BUSY")
+        self.clock.advance(seconds)
+        self.broker.advance(seconds)
+        waiting = []
+        while (received := self.cp.receive(timeout_seconds=0)) is not None:
+            if not isinstance(received.message.body, wire.Heartbeat):
+                waiting.append(received)
+        for received in waiting:
+            self.cp.inbox.put(received)
+        self.coordinator = Coordinator(
+            self.store,
+            self.cp,
+            config=ServeConfig(policy=POLICY),
+            clock=self.clock,
+            lease_ids=self.coordinator.lease_ids,
+        )
+        self._pump()  # the first tick after the restart
+        self._check_kept(kept)
+        self._workers_come_back(kept, register=register)
+
+    @rule(
+        seconds=st.sampled_from([POLICY.lost_run_grace_seconds + 5, 90.0]),
+        register=st.booleans(),
+    )
+    def broker_outage_with_wills(self, seconds: float, register: bool) -> None:
+        kept = self._kept_runs()
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                self.broker.publish_will(sim.transport)
+        self.broker.go_down()
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.clock.advance(10)
+            self.broker.advance(10)
+            elapsed += 10
+            self._pump()
+        self.broker.come_up()
+        self._pump()
+        self._check_kept(kept)
+        self._workers_come_back(kept, register=register)
 
     @rule(worker=st.sampled_from(WORKER_IDS))
     def stale_will_of_a_live_worker(self, worker: str) -> None:
