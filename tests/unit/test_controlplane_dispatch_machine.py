@@ -14,6 +14,9 @@ worker is back; the operator submits and cancels; time jumps. After every step:
 * a run is CRASHED ``worker_lost`` only after its worker was silent, as the control plane saw it,
   for at least the grace period: a will alone (broker restart) never crashes a run;
 * held runs carry a worker and a lease, queued runs neither;
+* a run is never CRASHED (``worker_lost`` or ``worker_lost_run``) less than the shorter of
+  the heartbeat timeout and the grace after the control plane handled a heartbeat of its
+  worker listing it: a worker that keeps heartbeating a run keeps it;
 * no run whose worker keeps running and heartbeating it is ever CRASHED or cancelled, across a
   control-plane outage longer than the heartbeat timeout (a restart) or a broker outage longer
   than the grace (with the wills mosquitto publishes as it shuts down): checked by the outage
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -63,6 +67,20 @@ POLICY = DispatchPolicy(
 )
 
 
+class SpyCoordinator(Coordinator):
+    """Remembers when (control-plane clock) a heartbeat listing a run was handled."""
+
+    def __init__(self, *args: Any, listed: dict[tuple[str, str], list[float]], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.listed = listed
+
+    def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
+        if isinstance(message.body, wire.Heartbeat):
+            for run_id in message.body.running:
+                self.listed.setdefault((worker_id, run_id), []).append(self.clock())
+        super().handle_message(pool_id=pool_id, worker_id=worker_id, message=message)
+
+
 class DispatchMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -74,12 +92,14 @@ class DispatchMachine(RuleBasedStateMachine):
         self.broker = MemoryBroker()
         self.cp = self.broker.control_plane()
         self.cp.start()
-        self.coordinator = Coordinator(
+        self.listed: dict[tuple[str, str], list[float]] = {}
+        self.coordinator = SpyCoordinator(
             self.store,
             self.cp,
             config=ServeConfig(policy=POLICY),
             clock=self.clock,
             lease_ids=lambda: f"lease-{next(counter)}",
+            listed=self.listed,
         )
         self.workers = {w: SimWorker(w, self.clock, self.broker) for w in WORKER_IDS}
         self.run_ids: list[str] = []
@@ -270,12 +290,13 @@ class DispatchMachine(RuleBasedStateMachine):
                 waiting.append(received)
         for received in waiting:
             self.cp.inbox.put(received)
-        self.coordinator = Coordinator(
+        self.coordinator = SpyCoordinator(
             self.store,
             self.cp,
             config=ServeConfig(policy=POLICY),
             clock=self.clock,
             lease_ids=self.coordinator.lease_ids,
+            listed=self.listed,
         )
         self._pump()  # the first tick after the restart
         self._check_kept(kept)
@@ -369,12 +390,27 @@ class DispatchMachine(RuleBasedStateMachine):
             elif run.state in TERMINAL_RUN_STATES:
                 self.final[run_id] = (run.state, run.reason)
                 self._check_worker_lost(run)
+                self._check_not_crashed_while_listed(run)
             if run.state in HELD_RUN_STATES:
                 assert run.worker_id is not None
                 assert run.lease_id is not None
             if run.state is RunState.QUEUED:
                 assert run.worker_id is None
                 assert run.lease_id is None
+
+    def _check_not_crashed_while_listed(self, run: dispatch.Run) -> None:
+        if run.state is not RunState.CRASHED or run.reason not in (
+            "worker_lost",
+            "worker_lost_run",
+        ):
+            return
+        assert run.worker_id is not None
+        assert run.finished_at is not None
+        finished = run.finished_at
+        heard = [t for t in self.listed.get((run.worker_id, run.id), []) if t <= finished]
+        if heard:
+            shorter = min(POLICY.heartbeat_timeout_seconds, POLICY.lost_run_grace_seconds)
+            assert finished - max(heard) >= shorter, (run, heard)
 
     def _check_worker_lost(self, run: dispatch.Run) -> None:
         # Seen right after it happened: the worker cannot have been heard from since (a rule
