@@ -106,6 +106,8 @@ class DispatchMachine(RuleBasedStateMachine):
         self.go: dict[str, set[str]] = {}
         self.was_running: set[str] = set()
         self.final: dict[str, tuple[RunState, str]] = {}
+        #: runs a worker refused (the refusal may still be in flight: it ends a RUNNING run)
+        self.refused: set[str] = set()
 
     def _pump(self) -> None:
         self.coordinator.step()
@@ -177,6 +179,7 @@ class DispatchMachine(RuleBasedStateMachine):
     )
     def refuse_offer(self, reason: str, data: st.DataObject) -> None:
         worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
+        self.refused.add(run_id)
         self.workers[worker].send(
             wire.Refuse(run_id=run_id, lease_id=lease_id, reason=reason, message="no"),
         )
@@ -243,6 +246,7 @@ class DispatchMachine(RuleBasedStateMachine):
                     run.state is RunState.RUNNING
                     and run.worker_id == sim.id
                     and not run.cancel_requested
+                    and run_id not in self.refused
                 ):
                     kept[run_id] = (sim.id, sim.cancelled.count(run_id))
         return kept
