@@ -71,7 +71,7 @@ class ServeConfig:
     max_log_chunks: int = DEFAULT_MAX_LOG_CHUNKS
     tick_seconds: float = 1.0
     #: Event-driven dispatch: queued runs are assigned right after a message that can free a
-    #: slot or add capacity (register, heartbeat, refuse, status, bye, gone), and ``serve``
+    #: slot or add capacity (register, IDLE heartbeat, refuse, status, bye, gone), and ``serve``
     #: wakes every ``wake_seconds`` to assign a run another process just submitted. False is
     #: the old behaviour (assign only on the tick), kept as the benchmark's baseline.
     event_driven: bool = True
@@ -154,7 +154,7 @@ class Coordinator:
         self._reconnects_seen = reconnects
         if not connected or changed:
             self._heard_since = max(self._heard_since, now)
-        if connected and self._deaf:
+        if connected and (self._deaf or changed):
             log.warning("controlplane.hearing_restored", extra={"heard_since": now})
         elif not connected and not self._deaf:
             log.warning("controlplane.transport_disconnected")
