@@ -223,9 +223,21 @@ def _fail_queued(run: Run, now: float, *, reason: str, message: str) -> Transiti
     )
 
 
-def worker_is_silent(worker: Worker, *, now: float, policy: DispatchPolicy) -> bool:
-    """True when an alive worker has not been heard from within the heartbeat timeout."""
-    return worker.alive and now - worker.last_heartbeat_at > policy.heartbeat_timeout_seconds
+#: ``heard_since`` when the control plane could always hear: only the worker's own time counts.
+ALWAYS_HEARD: Final = float("-inf")
+
+
+def worker_is_silent(
+    worker: Worker, *, now: float, policy: DispatchPolicy, heard_since: float = ALWAYS_HEARD
+) -> bool:
+    """True when an alive worker has not been heard from within the heartbeat timeout.
+
+    ``heard_since`` is when the control plane last (re)gained the ability to hear (its own
+    start, its transport's reconnection): silence before it is not the worker's, so the timeout
+    runs from the later of the two.
+    """
+    since = max(worker.last_heartbeat_at, heard_since)
+    return worker.alive and now - since > policy.heartbeat_timeout_seconds
 
 
 def plan_assignments(
@@ -414,18 +426,23 @@ def expire_lease(run: Run, *, now: float) -> Transition | None:
     )
 
 
-def worker_past_grace(worker: Worker, *, now: float, policy: DispatchPolicy) -> bool:
+def worker_past_grace(
+    worker: Worker, *, now: float, policy: DispatchPolicy, heard_since: float = ALWAYS_HEARD
+) -> bool:
     """True when a GONE worker has not come back within ``lost_run_grace_seconds``.
 
     Its RUNNING runs are then CRASHED (:func:`worker_lost`). Until then they wait: a last will
     alone is not proof of death (mosquitto publishes the wills of connected clients when it
     shuts down, ignoring the will delay), and a worker that registers or heartbeats again keeps
     its runs. Without a recorded ``gone_at`` the last heartbeat counts (earlier, never later).
+    The grace runs from ``heard_since`` when that is later (:func:`worker_is_silent`): a will
+    published as the broker went down is followed by an outage in which the worker could not
+    come back, however alive it is.
     """
     if worker.alive:
         return False
     since = worker.gone_at if worker.gone_at is not None else worker.last_heartbeat_at
-    return now - since >= policy.lost_run_grace_seconds
+    return now - max(since, heard_since) >= policy.lost_run_grace_seconds
 
 
 def worker_suspected(run: Run, *, now: float) -> Transition | None:

@@ -70,6 +70,12 @@ class ServeConfig:
     policy: DispatchPolicy = field(default_factory=DispatchPolicy)
     max_log_chunks: int = DEFAULT_MAX_LOG_CHUNKS
     tick_seconds: float = 1.0
+    #: Event-driven dispatch: queued runs are assigned right after a message that can free a
+    #: slot or add capacity (register, IDLE heartbeat, refuse, status, bye, gone), and ``serve``
+    #: wakes every ``wake_seconds`` to assign a run another process just submitted. False is
+    #: the old behaviour (assign only on the tick), kept as the benchmark's baseline.
+    event_driven: bool = True
+    wake_seconds: float = 0.05
 
 
 def new_lease_id() -> str:
@@ -82,6 +88,18 @@ _WORKER_STATES: Final = {
     "BUSY": WorkerState.BUSY,
     "DRAINED": WorkerState.DRAINED,
 }
+
+
+#: Messages after which a queued run may be assignable: a worker (re)appears or reports its
+#: state, a slot frees (final status, refusal), or a worker's unaccepted runs are re-queued.
+_FREES_OR_ADDS_CAPACITY: Final = (
+    wire.Register,
+    wire.Heartbeat,
+    wire.Refuse,
+    wire.Status,
+    wire.Bye,
+    wire.Gone,
+)
 
 
 class Coordinator:
@@ -109,6 +127,39 @@ class Coordinator:
         self.lease_ids = lease_ids
         #: run id -> when a heartbeat of its worker first failed to list it (RUNNING runs)
         self._missing_since: dict[str, float] = {}
+        #: When this control plane last (re)gained the ability to hear workers: its start, its
+        #: transport's reconnection, or the last moment it saw the transport disconnected.
+        #: Silence before it is not held against a worker (docs/controlplane.md).
+        self._heard_since = clock()
+        self._reconnects_seen: int | None = None
+        self._deaf = False
+        #: A handled message may have freed a slot or added capacity: assign before waiting.
+        self._dispatch_due = False
+        self._refused_by: set[str] = set()
+
+    # -- hearing ---------------------------------------------------------------------------
+
+    @property
+    def heard_since(self) -> float:
+        """When the control plane last (re)gained the ability to hear (Unix seconds)."""
+        return self._heard_since
+
+    def _observe_transport(self, now: float) -> bool:
+        """Look at the transport: while it is disconnected, and when it has reconnected since
+        the last look (``stats().reconnects`` moved), ``heard_since`` becomes ``now``.
+        Returns whether the control plane can hear now."""
+        connected = self.transport.connected
+        reconnects = self.transport.stats().reconnects
+        changed = self._reconnects_seen is not None and reconnects != self._reconnects_seen
+        self._reconnects_seen = reconnects
+        if not connected or changed:
+            self._heard_since = max(self._heard_since, now)
+        if connected and (self._deaf or changed):
+            log.warning("controlplane.hearing_restored", extra={"heard_since": now})
+        elif not connected and not self._deaf:
+            log.warning("controlplane.transport_disconnected")
+        self._deaf = not connected
+        return connected
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -126,7 +177,16 @@ class Coordinator:
 
     def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
         now = self.clock()
+        self._observe_transport(now)
         body = message.body
+        if isinstance(body, _FREES_OR_ADDS_CAPACITY) and not (
+            isinstance(body, wire.Heartbeat) and body.state != "IDLE"
+        ):
+            self._dispatch_due = True
+            if isinstance(body, wire.Refuse):
+                # Not straight back to the worker that refused (a busy one would bounce the
+                # run at message speed): the others now, everyone again on the next tick.
+                self._refused_by.add(worker_id)
         if isinstance(body, wire.Register):
             self._on_register(pool_id, worker_id, body, now)
             return
@@ -233,7 +293,7 @@ class Coordinator:
             if run.id in listed:
                 self._missing_since.pop(run.id, None)
                 continue
-            since = self._missing_since.setdefault(run.id, now)
+            since = max(self._missing_since.setdefault(run.id, now), self._heard_since)
             if now - since >= grace:
                 self._missing_since.pop(run.id, None)
                 transition = dispatch.run_lost(run, worker_id=worker.id, now=now)
@@ -321,13 +381,17 @@ class Coordinator:
         now = self.clock()
         policy = self.config.policy
         held = self.store.held_counts()
-        for record in self.store.list_workers():
+        # While the transport is down nobody can be heard: no worker is judged (and when it is
+        # back, the timeouts run from then: ``heard_since``).
+        hearing = self._observe_transport(now)
+        heard = self._heard_since
+        for record in self.store.list_workers() if hearing else []:
             worker = record.worker
             if dispatch.worker_is_silent(
-                worker, now=now, policy=policy
+                worker, now=now, policy=policy, heard_since=heard
             ) and self.store.mark_worker_gone(worker, now=now, reason="heartbeat_timeout"):
                 self._worker_lost(worker, now, reason="heartbeat_timeout")
-            elif dispatch.worker_past_grace(worker, now=now, policy=policy):
+            elif dispatch.worker_past_grace(worker, now=now, policy=policy, heard_since=heard):
                 # GONE (last will) and not back within the grace: now it is lost.
                 if held.get(worker.id):
                     self._worker_lost(worker, now, reason="last_will")
@@ -337,20 +401,29 @@ class Coordinator:
             transition = dispatch.expire_lease(run, now=now)
             if transition is not None:
                 self.store.apply(transition)
+        self.assign_queued()
+
+    def assign_queued(self, *, skip_workers: frozenset[str] = frozenset()) -> int:
+        """Lease queued runs to workers with free slots now (none to ``skip_workers``);
+        returns how many transitions (assignments, and queued runs failed as undispatchable)
+        were applied."""
+        self._dispatch_due = False
         queued = self.store.list_runs(states=frozenset({RunState.QUEUED}))
         if not queued:
-            return
+            return 0
+        now = self.clock()
         plan = dispatch.plan_assignments(
             queued=queued,
-            workers=[r.worker for r in self.store.list_workers()],
+            workers=[
+                r.worker for r in self.store.list_workers() if r.worker.id not in skip_workers
+            ],
             held_counts=self.store.held_counts(),
             pool_key_ids={p.id: p.key_id for p in self.store.list_pools()},
             now=now,
-            policy=policy,
+            policy=self.config.policy,
             new_lease_id=self.lease_ids,
         )
-        for transition in plan:
-            self.store.apply(transition)
+        return sum(1 for transition in plan if self.store.apply(transition))
 
     # -- outbound ------------------------------------------------------------------------
 
@@ -478,6 +551,9 @@ class Coordinator:
             if handled >= MAX_RECEIVE_BATCH:
                 break
             received = self.transport.receive(timeout_seconds=0)
+        if self._dispatch_due and self.config.event_driven:
+            self.assign_queued(skip_workers=frozenset(self._refused_by))
+        self._refused_by.clear()
         return handled
 
     def step(self, *, timeout_seconds: float = 0.0) -> None:
@@ -493,15 +569,29 @@ def serve(
     stop: threading.Event,
     max_iterations: int | None = None,
 ) -> None:
-    """Receive, tick and flush until ``stop`` is set (or ``max_iterations`` loops ran)."""
-    tick_seconds = coordinator.config.tick_seconds
+    """Receive, tick and flush until ``stop`` is set (or ``max_iterations`` loops ran).
+
+    Event-driven (``ServeConfig.event_driven``): a message that frees a slot is followed by
+    assignments at once (:meth:`Coordinator.receive_all`), and the loop wakes at least every
+    ``wake_seconds`` to assign runs when another process committed to the store (``run
+    submit``: :meth:`Store.change_counter`). The tick (expiry, silence) stays once a second.
+    """
+    config = coordinator.config
+    tick_seconds = config.tick_seconds
+    wait = min(tick_seconds, config.wake_seconds if config.event_driven else 0.2)
     next_tick = 0.0
     iterations = 0
+    seen = coordinator.store.change_counter() if config.event_driven else 0
     while not stop.is_set():
-        coordinator.receive_all(timeout_seconds=min(tick_seconds, 0.2))
+        coordinator.receive_all(timeout_seconds=wait)
         if time.monotonic() >= next_tick:
             coordinator.tick()
             next_tick = time.monotonic() + tick_seconds
+        elif config.event_driven:
+            counter = coordinator.store.change_counter()
+            if counter != seen:
+                seen = counter
+                coordinator.assign_queued()
         coordinator.flush()
         iterations += 1
         if max_iterations is not None and iterations >= max_iterations:

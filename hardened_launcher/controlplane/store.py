@@ -427,6 +427,12 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"store query failed: {type(exc).__name__}", detail=str(exc)) from exc
 
+    def change_counter(self) -> int:
+        """A number that changes when another connection commits to the store (``run submit``,
+        ``run cancel``…): SQLite's ``PRAGMA data_version``, cheap to poll. ``serve`` watches it
+        to dispatch a new run at once instead of on its next tick."""
+        return int(self._query("PRAGMA data_version")[0][0])
+
     @staticmethod
     def _event(
         db: sqlite3.Connection,

@@ -13,7 +13,14 @@ worker is back; the operator submits and cancels; time jumps. After every step:
 * a terminal state never changes;
 * a run is CRASHED ``worker_lost`` only after its worker was silent, as the control plane saw it,
   for at least the grace period: a will alone (broker restart) never crashes a run;
-* held runs carry a worker and a lease, queued runs neither.
+* held runs carry a worker and a lease, queued runs neither;
+* a run is never CRASHED (``worker_lost`` or ``worker_lost_run``) less than the shorter of
+  the heartbeat timeout and the grace after the control plane handled a heartbeat of its
+  worker listing it: a worker that keeps heartbeating a run keeps it;
+* no run whose worker keeps running and heartbeating it is ever CRASHED or cancelled, across a
+  control-plane outage longer than the heartbeat timeout (a restart) or a broker outage longer
+  than the grace (with the wills mosquitto publishes as it shuts down): checked by the outage
+  rules once the workers are back.
 
 At the end every worker dies and every run is cancelled: each run must then be in exactly one
 terminal state.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -59,6 +67,20 @@ POLICY = DispatchPolicy(
 )
 
 
+class SpyCoordinator(Coordinator):
+    """Remembers when (control-plane clock) a heartbeat listing a run was handled."""
+
+    def __init__(self, *args: Any, listed: dict[tuple[str, str], list[float]], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.listed = listed
+
+    def handle_message(self, *, pool_id: str, worker_id: str, message: wire.Message) -> None:
+        if isinstance(message.body, wire.Heartbeat):
+            for run_id in message.body.running:
+                self.listed.setdefault((worker_id, run_id), []).append(self.clock())
+        super().handle_message(pool_id=pool_id, worker_id=worker_id, message=message)
+
+
 class DispatchMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -70,18 +92,22 @@ class DispatchMachine(RuleBasedStateMachine):
         self.broker = MemoryBroker()
         self.cp = self.broker.control_plane()
         self.cp.start()
-        self.coordinator = Coordinator(
+        self.listed: dict[tuple[str, str], list[float]] = {}
+        self.coordinator = SpyCoordinator(
             self.store,
             self.cp,
             config=ServeConfig(policy=POLICY),
             clock=self.clock,
             lease_ids=lambda: f"lease-{next(counter)}",
+            listed=self.listed,
         )
         self.workers = {w: SimWorker(w, self.clock, self.broker) for w in WORKER_IDS}
         self.run_ids: list[str] = []
         self.go: dict[str, set[str]] = {}
         self.was_running: set[str] = set()
         self.final: dict[str, tuple[RunState, str]] = {}
+        #: runs a worker refused (the refusal may still be in flight: it ends a RUNNING run)
+        self.refused: set[str] = set()
 
     def _pump(self) -> None:
         self.coordinator.step()
@@ -153,6 +179,7 @@ class DispatchMachine(RuleBasedStateMachine):
     )
     def refuse_offer(self, reason: str, data: st.DataObject) -> None:
         worker, run_id, lease_id = data.draw(st.sampled_from(self._offers(latest_only=True)))
+        self.refused.add(run_id)
         self.workers[worker].send(
             wire.Refuse(run_id=run_id, lease_id=lease_id, reason=reason, message="no"),
         )
@@ -206,6 +233,99 @@ class DispatchMachine(RuleBasedStateMachine):
             if not sim.transport.closed:
                 sim.register()
         self._pump()
+
+    def _kept_runs(self) -> dict[str, tuple[str, int]]:
+        """RUNNING runs whose (connected) worker runs them: run id -> (worker, cancels seen)."""
+        kept: dict[str, tuple[str, int]] = {}
+        for sim in self.workers.values():
+            if sim.transport.closed:
+                continue
+            for run_id in sim.running:
+                run = self.store.get_run(run_id)
+                if (
+                    run.state is RunState.RUNNING
+                    and run.worker_id == sim.id
+                    and not run.cancel_requested
+                    and run_id not in self.refused
+                ):
+                    kept[run_id] = (sim.id, sim.cancelled.count(run_id))
+        return kept
+
+    def _check_kept(self, kept: dict[str, tuple[str, int]]) -> None:
+        for run_id, (worker_id, cancels) in kept.items():
+            run = self.store.get_run(run_id)
+            assert (run.state, run.worker_id) == (RunState.RUNNING, worker_id), run
+            assert self.workers[worker_id].cancelled.count(run_id) == cancels, run
+            assert run_id in self.workers[worker_id].running
+
+    def _workers_come_back(self, kept: dict[str, tuple[str, int]], *, register: bool) -> None:
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                if register:
+                    sim.register()
+                sim.heartbeat("BUSY")
+        self._pump()
+        self._check_kept(kept)
+        for _ in range(3):  # and they go on, well past every timeout
+            self.clock.advance(12)
+            self.broker.advance(12)
+            for sim in self.workers.values():
+                if not sim.transport.closed:
+                    sim.heartbeat("BUSY")
+            self._pump()
+            self._check_kept(kept)
+
+    @rule(
+        seconds=st.sampled_from([POLICY.heartbeat_timeout_seconds + 1, 120.0, 600.0]),
+        register=st.booleans(),
+    )
+    def control_plane_outage(self, seconds: float, register: bool) -> None:
+        # The control plane is down (then restarts on the same store); the workers' heartbeats
+        # meanwhile are lost, their critical messages wait for it.
+        kept = self._kept_runs()
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                sim.heartbeat("BUSY")
+        self.clock.advance(seconds)
+        self.broker.advance(seconds)
+        waiting = []
+        while (received := self.cp.receive(timeout_seconds=0)) is not None:
+            if not isinstance(received.message.body, wire.Heartbeat):
+                waiting.append(received)
+        for received in waiting:
+            self.cp.inbox.put(received)
+        self.coordinator = SpyCoordinator(
+            self.store,
+            self.cp,
+            config=ServeConfig(policy=POLICY),
+            clock=self.clock,
+            lease_ids=self.coordinator.lease_ids,
+            listed=self.listed,
+        )
+        self._pump()  # the first tick after the restart
+        self._check_kept(kept)
+        self._workers_come_back(kept, register=register)
+
+    @rule(
+        seconds=st.sampled_from([POLICY.lost_run_grace_seconds + 5, 90.0]),
+        register=st.booleans(),
+    )
+    def broker_outage_with_wills(self, seconds: float, register: bool) -> None:
+        kept = self._kept_runs()
+        for sim in self.workers.values():
+            if not sim.transport.closed:
+                self.broker.publish_will(sim.transport)
+        self.broker.go_down()
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.clock.advance(10)
+            self.broker.advance(10)
+            elapsed += 10
+            self._pump()
+        self.broker.come_up()
+        self._pump()
+        self._check_kept(kept)
+        self._workers_come_back(kept, register=register)
 
     @rule(worker=st.sampled_from(WORKER_IDS))
     def stale_will_of_a_live_worker(self, worker: str) -> None:
@@ -274,12 +394,27 @@ class DispatchMachine(RuleBasedStateMachine):
             elif run.state in TERMINAL_RUN_STATES:
                 self.final[run_id] = (run.state, run.reason)
                 self._check_worker_lost(run)
+                self._check_not_crashed_while_listed(run)
             if run.state in HELD_RUN_STATES:
                 assert run.worker_id is not None
                 assert run.lease_id is not None
             if run.state is RunState.QUEUED:
                 assert run.worker_id is None
                 assert run.lease_id is None
+
+    def _check_not_crashed_while_listed(self, run: dispatch.Run) -> None:
+        if run.state is not RunState.CRASHED or run.reason not in (
+            "worker_lost",
+            "worker_lost_run",
+        ):
+            return
+        assert run.worker_id is not None
+        assert run.finished_at is not None
+        finished = run.finished_at
+        heard = [t for t in self.listed.get((run.worker_id, run.id), []) if t <= finished]
+        if heard:
+            shorter = min(POLICY.heartbeat_timeout_seconds, POLICY.lost_run_grace_seconds)
+            assert finished - max(heard) >= shorter, (run, heard)
 
     def _check_worker_lost(self, run: dispatch.Run) -> None:
         # Seen right after it happened: the worker cannot have been heard from since (a rule
