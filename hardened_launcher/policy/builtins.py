@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable
 from urllib.parse import quote_plus
@@ -290,11 +291,33 @@ def to_number(value: object) -> int | float:
         raise ValueError("to_number: invalid number literal")
     if found.group(2) is None and found.group(3) is None:
         number = int(value)
-        return number if INT64_MIN <= number < 2**64 else float(number)
+        if not INT64_MIN <= number < 2**64:
+            # OPA keeps it exact; a rounded float here could compare differently: fail closed
+            raise ValueError("to_number: the integer is beyond 64 bits")
+        return number
     result = float(value)
     if result in (float("inf"), float("-inf")):
         raise ValueError("to_number: value out of range")
     return result
+
+
+def _rounding(name: str, rounded: Callable[[float], int]) -> Callable[[object], int | float]:
+    def rounding(value: object) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name}: operand 1 must be a number")
+        if isinstance(value, int):
+            return value
+        if -1 < value < 0:
+            # OPA's ceil/floor of a number in (-1, 0) give 1 and 0 (a bug); an error here
+            # denies the run instead of disagreeing with `opa test` either way
+            raise ValueError(f"{name}: a number in (-1, 0) rounds differently in OPA")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: operand 1 must be finite")
+        result = rounded(value)
+        # beyond 64 bits the engine takes the (integral, exact) float, not a Python int
+        return result if INT64_MIN <= result <= INT64_MAX else value
+
+    return rounding
 
 
 # -- semver ----------------------------------------------------------------------------------
@@ -567,6 +590,8 @@ BUILTINS: tuple[Builtin, ...] = (
     ("glob.quote_meta", 1, glob_quote_meta),
     ("units.parse_bytes", 1, units_parse_bytes),
     ("to_number", 1, to_number),
+    ("ceil", 1, _rounding("ceil", math.ceil)),
+    ("floor", 1, _rounding("floor", math.floor)),
     ("semver.is_valid", 1, semver_is_valid),
     ("semver.compare", 2, semver_compare),
     ("crypto.md5", 1, _digest("md5")),

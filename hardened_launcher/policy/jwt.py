@@ -423,6 +423,11 @@ def decode_verify(
     checked = parse_constraints(constraints, now_ns=now_ns)
     try:
         parsed = _split(token)
+    except Exception:  # noqa: BLE001 - never let token text into an error
+        # OPA errors on a token that is not three base64url segments with a JSON header: an
+        # evaluation error denies the run, where `[false, {}, {}]` could let a rule pass
+        raise ValueError(f"{DECODE_VERIFY_BUILTIN}: the token is malformed") from None
+    try:
         header = parsed.header
         alg = header.get("alg")
         if not isinstance(alg, str) or "crit" in header:
