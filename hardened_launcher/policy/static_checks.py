@@ -321,8 +321,9 @@ class _Checker:
         for field_ in fields:
             key = _node(field_[1]) if isinstance(field_, list) and len(field_) == 3 else None
             if key is None or key[0] not in _CONSTANT_KEYS:
+                first = fields[0][0] if isinstance(fields[0], list) and fields[0] else None
                 self.add(
-                    inner,
+                    {"span": first} if isinstance(first, dict) else inner,
                     "an object literal with a computed key and other keys: when two keys are "
                     "equal OPA keeps the first value, this engine the last",
                     "build the object with constant keys, or with `object.union` / a "
