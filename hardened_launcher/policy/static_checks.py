@@ -36,6 +36,9 @@ REFUSED_BUILTINS: Mapping[str, str] = {
     "uuid.parse": "the engine names the variants differently from OPA (nil UUID: NCS here, "
     "Reserved in OPA)",
     "json.match_schema": "the engine gives null where OPA gives [] for no errors",
+    "json.patch": "the engine makes a failed operation undefined where OPA fails the evaluation",
+    "time.parse_ns": "the engine accepts one digit where a Go layout demands two (use "
+    "time.parse_rfc3339_ns)",
     "yaml.unmarshal": "the engine reads YAML 1.2 and OPA YAML 1.1 (`yes` is a string here, "
     "true in OPA)",
 }

@@ -69,6 +69,8 @@ REFUSED_HERE: list[tuple[str, str]] = [
     ("builtin", 'r := yaml.unmarshal("a: 0777")'),
     ("builtin", 'r := uuid.parse("00000000-0000-0000-0000-000000000000")'),
     ("builtin", 'r := json.match_schema({"a": 1}, {"type": "object"})'),
+    ("builtin", 'r := json.patch({"a": 1}, [{"op": "add", "path": "/b", "value": 2}])'),
+    ("builtin", 'r := time.parse_ns("2006-01-02", "2024-03-04")'),
     # sets holding a boolean handed to a launcher builtin (Python's False == 0)
     ("set", 'r := sprintf("%v", [{false, 0}])'),
     ("set", 'r := sprintf("%v", [{true, 1, 2}])'),

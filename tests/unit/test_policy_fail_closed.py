@@ -61,6 +61,8 @@ def _refusal(body: str) -> PolicyCompileError:
         ('r := yaml.unmarshal("a: yes")', "p.rego:3:6", "YAML 1.1"),
         ('r := uuid.parse("x")', "p.rego:3:6", "variants"),
         ('r := json.match_schema({}, {"type": "object"})', "p.rego:3:6", "null"),
+        ('r := json.patch({}, [{"op": "remove", "path": "/z"}])', "p.rego:3:6", "undefined"),
+        ('r := time.parse_ns("2006-01-02", "2024-3-4")', "p.rego:3:6", "rfc3339"),
     ],
 )
 def test_refusals_name_the_place_and_the_fix(body: str, where: str, words: str) -> None:
