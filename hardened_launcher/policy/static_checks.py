@@ -369,16 +369,49 @@ class _Checker:
         """`x in coll` and `print()` used as values, where OPA and the engine differ."""
         if top:
             return
-        if kind == "Membership" and self._maybe_undefined(inner.get("collection")):
+        if kind == "Membership" and any(
+            self._maybe_undefined(inner.get(part)) for part in ("collection", "value", "key")
+        ):
             self.add(
                 inner,
-                "`x in coll` used as a value, with a collection that may be undefined: OPA "
+                "`x in coll` used as a value, with an operand that may be undefined: OPA "
                 "makes it undefined, this engine false",
-                "bind the collection first (`c := input.x` then `v := k in c`), or test "
+                "bind the operands first (`c := input.x` then `v := k in c`), or test "
                 "membership as a condition of its own",
             )
         elif kind == "Call" and dotted_name(inner.get("fcn")) == "print":
             self.add(inner, "print() used as a value: OPA refuses it", "call print on its own")
+
+    def check_some_then_assign(self, query: Mapping[str, object], text: str) -> None:
+        """``some x; x := 1``: OPA refuses the redeclaration, the engine would assign."""
+        stmts = query.get("stmts")
+        declared: set[str] = set()
+        raw = text.encode("utf-8")
+        for stmt in stmts if isinstance(stmts, list) else []:
+            literal = _node(stmt.get("literal")) if isinstance(stmt, dict) else None
+            if literal is None:
+                continue
+            kind, inner = literal
+            if kind == "SomeVars":
+                spans = inner.get("vars")
+                for span in spans if isinstance(spans, list) else []:
+                    if isinstance(span, dict) and isinstance(span.get("start"), int):
+                        start = int(span["start"])
+                        end = int(span["end"]) if isinstance(span.get("end"), int) else start
+                        declared.add(raw[start:end].decode("utf-8", errors="replace"))
+                continue
+            expr = _node(inner.get("expr")) if kind == "Expr" else None
+            if expr is None or expr[0] != "AssignExpr" or expr[1].get("op") != "ColEq":
+                continue
+            for var_kind, var in _walk(expr[1].get("lhs")):
+                if var_kind == "Var" and var.get("value") in declared:
+                    self.add(
+                        var,
+                        f"`{var.get('value')}` is declared by `some` and then assigned with "
+                        "`:=`: OPA refuses the redeclaration",
+                        "drop the `some` declaration, or unify with `=`",
+                    )
+                    return
 
     # -- builtins and data ------------------------------------------------------------------
 
@@ -494,6 +527,19 @@ def _walk_parents(value: object) -> Iterator[tuple[str, dict[str, object], str]]
             stack.extend((child, parent) for child in _children(current))
 
 
+def _queries(value: object) -> Iterator[Mapping[str, object]]:
+    """Every query (a list of statements) in a rule, comprehensions and `every` included."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("stmts"), list):
+                yield current
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
 def _statement_tops(rule: object) -> set[int]:
     """ids of the expressions that are a whole statement (or a whole `not`)."""
     tops: set[int] = set()
@@ -564,6 +610,8 @@ def check_modules(
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
         rules = ast.get("rules") if isinstance(ast, dict) else None
         text = texts.get(file, "")
+        for query in _queries(rules):
+            checker.check_some_then_assign(query, text)
         for rule in rules if isinstance(rules, list) else []:
             tops = _statement_tops(rule)
             for kind, inner, parent in _walk_parents(rule):

@@ -56,6 +56,13 @@ REFUSED_HERE: list[tuple[str, str]] = [
     ("in", 'r if { v := "b" in input.missing; v == false }'),
     ("in", 'r := "a" in data.nowhere'),
     ("in", 'r := sprintf("%v", ["b" in input.missing])'),
+    ("in", 'r := input.missing in ["a"]'),
+    ("in", 'r := [input.missing in {"a"}]'),
+    ("in", 'r := "a", 1 in {"a": input.missing}'),
+    # `some x` then `x := …`: OPA refuses the redeclaration
+    ("some", "r if { some x; x := 1 }"),
+    ("some", "r if { some x, y; [x, y] := [1, 2] }"),
+    ("some", "r := [y | some y; y := 2]"),
     # print() as a value, constant index the literal lacks
     ("print", 'r := print("x")'),
     ("print", 'r := [print("x")]'),
@@ -87,7 +94,7 @@ REFUSED_HERE: list[tuple[str, str]] = [
     ("jwt", 'r := io.jwt.decode_verify("", {"secret": "k"})'),
 ]
 
-OPA_REFUSES_TOO = frozenset({"print", "index", "jwt"})
+OPA_REFUSES_TOO = frozenset({"print", "index", "jwt", "some"})
 
 # The rewrites the hints suggest: these agree with OPA.
 AGREES: list[str] = [
@@ -103,6 +110,9 @@ AGREES: list[str] = [
     "r if { c := input.l; v := false in c; v }",
     'r if "b" in input.missing',
     'r if { not "b" in input.missing }',
+    "r if { c := input.l; v := 1 in c; v }",
+    "r if { some x; x = 1 }",
+    "r if { some x in [1]; y := x; y == 1 }",
     "r := [1, 2][1]",
     'r := {"a": 1}.a',
     'r := sprintf("%v", [{0, 2}])',

@@ -56,6 +56,8 @@ def _refusal(body: str) -> PolicyCompileError:
         ('r := {input.k: 1, "a": 2}', "p.rego:3:7", "computed key"),
         ('r := "b" in input.missing', "p.rego:3:7", "used as a value"),
         ('r := print("x")', "p.rego:3:6", "print() used as a value"),
+        ('r := input.x in ["a"]', "p.rego:3:6", "used as a value"),
+        ("r if {\n  some x\n  x := 1\n}", "p.rego:5:3", "declared by `some`"),
         ("r := [1, 2][2]", "p.rego:3:6", "constant index"),
         ('r := {"a": 1}.b', "p.rego:3:6", "constant index"),
         ('r := yaml.unmarshal("a: yes")', "p.rego:3:6", "YAML 1.1"),
