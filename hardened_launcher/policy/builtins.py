@@ -21,8 +21,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from urllib.parse import quote_plus
 
 from hardened_launcher.policy import gofmt, rego_regex
@@ -265,7 +267,6 @@ def units_parse_bytes(value: object) -> int:
         raise ValueError("units.parse_bytes: no byte amount provided")
     if unit not in _BYTE_UNITS:
         raise ValueError("units.parse_bytes: byte unit not recognized")
-    from decimal import Decimal  # noqa: PLC0415 - only this builtin needs exact decimals
 
     return int(Decimal(number) * _BYTE_UNITS[unit])
 
@@ -290,11 +291,64 @@ def to_number(value: object) -> int | float:
         raise ValueError("to_number: invalid number literal")
     if found.group(2) is None and found.group(3) is None:
         number = int(value)
-        return number if INT64_MIN <= number < 2**64 else float(number)
+        if not INT64_MIN <= number < 2**64:
+            # OPA keeps it exact; a rounded float here could compare differently: fail closed
+            raise ValueError("to_number: the integer is beyond 64 bits")
+        return number
     result = float(value)
     if result in (float("inf"), float("-inf")):
         raise ValueError("to_number: value out of range")
     return result
+
+
+def _rounding(name: str, rounded: Callable[[float], int]) -> Callable[[object], int | float]:
+    def rounding(value: object) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name}: operand 1 must be a number")
+        if isinstance(value, int):
+            return value
+        if -1 < value < 0:
+            # OPA's ceil/floor of a number in (-1, 0) give 1 and 0 (a bug); an error here
+            # denies the run instead of disagreeing with `opa test` either way
+            raise ValueError(f"{name}: a number in (-1, 0) rounds differently in OPA")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: operand 1 must be finite")
+        result = rounded(value)
+        # beyond 64 bits the engine takes the (integral, exact) float, not a Python int
+        return result if INT64_MIN <= result <= INT64_MAX else value
+
+    return rounding
+
+
+def _exact(value: object, name: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name}: operand 1 must be an array or set of numbers")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}: operand 1 must hold finite numbers")
+    # the shortest decimal that reads back as this double: what the policy or input wrote
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _number(result: Decimal, name: str) -> int | float:
+    if result == result.to_integral_value():
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise ValueError(f"{name}: the result is beyond 64 bits")
+        return int(result)
+    return float(result)
+
+
+def _numbers(values: object, name: str) -> list[Decimal]:
+    if not isinstance(values, list | set | frozenset):
+        raise TypeError(f"{name}: operand 1 must be an array or set of numbers")
+    return [_exact(value, name) for value in values]
+
+
+def exact_sum(values: object) -> int | float:
+    """OPA's sum: exact decimal arithmetic (``sum([0.1, 0.2])`` is 0.3), not doubles."""
+    total = Decimal(0)
+    for value in _numbers(values, "sum"):
+        total += value
+    return _number(total, "sum")
 
 
 # -- semver ----------------------------------------------------------------------------------
@@ -567,6 +621,9 @@ BUILTINS: tuple[Builtin, ...] = (
     ("glob.quote_meta", 1, glob_quote_meta),
     ("units.parse_bytes", 1, units_parse_bytes),
     ("to_number", 1, to_number),
+    ("ceil", 1, _rounding("ceil", math.ceil)),
+    ("sum", 1, exact_sum),
+    ("floor", 1, _rounding("floor", math.floor)),
     ("semver.is_valid", 1, semver_is_valid),
     ("semver.compare", 2, semver_compare),
     ("crypto.md5", 1, _digest("md5")),

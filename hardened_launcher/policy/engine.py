@@ -51,6 +51,7 @@ from hardened_launcher.policy.errors import (
     PolicyUndefinedDenyError,
 )
 from hardened_launcher.policy.jwt import extensions as jwt_extensions
+from hardened_launcher.policy.regovalue import check_lossless
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
 from hardened_launcher.policy.static_checks import check_modules
@@ -193,7 +194,7 @@ class RegoEngine:
         self._engine.set_gather_prints(True)
         self._engine.add_extension(SANITIZED_BUILTIN, 1, _sanitized_builtin(sanitizer))
         for name, arity, function in (*BUILTINS, *jwt_extensions()):
-            self._engine.add_extension(name, arity, function)
+            self._engine.add_extension(name, arity, lossless_arguments(name, function))
         if coverage:
             self._engine.set_enable_coverage(True)
 
@@ -347,6 +348,17 @@ def _quiet_stderr(active: bool) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def lossless_arguments(name: str, function: Callable[..., object]) -> Callable[..., object]:
+    """``function``, refusing arguments that lost set elements on their way to Python."""
+
+    def checked(*args: object) -> object:
+        for arg in args:
+            check_lossless(arg, name)
+        return function(*args)
+
+    return checked
 
 
 def _sanitized_builtin(sanitizer: Sanitizer) -> Callable[[object], str]:

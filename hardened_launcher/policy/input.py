@@ -22,8 +22,9 @@ by its sanitized form (:mod:`hardened_launcher.policy.sanitize`).
 
 The metadata is untrusted: only the documented top-level keys are accepted (``launcher`` is ours
 and refused from outside), values must be JSON scalars, lists or string-keyed objects, nesting is
-at most :data:`MAX_INPUT_DEPTH` deep, numbers must be finite, and the encoded document is at most
-:data:`MAX_INPUT_BYTES`. Refusals are :class:`PolicyInputError` naming the path, never the value.
+at most :data:`MAX_INPUT_DEPTH` deep, numbers must be finite (integers within 64 bits), and the
+encoded document is at most :data:`MAX_INPUT_BYTES`. Refusals are :class:`PolicyInputError`
+naming the path, never the value.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class _Builder:
         if obj is None or isinstance(obj, bool | str):
             return obj
         if isinstance(obj, int):
+            if not -(2**63) <= obj < 2**64:
+                # the engine would round it to a double; OPA compares it exactly: fail closed
+                raise _refuse(path, "is an integer beyond 64 bits")
             return obj
         if isinstance(obj, float):
             if not math.isfinite(obj):

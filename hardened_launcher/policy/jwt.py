@@ -16,11 +16,14 @@ them exactly as in OPA). Verification uses ``cryptography``.
   (valid from ``time >= nbf``), ``iss`` (when constrained, the claim must equal it) and ``aud``
   (a token with an ``aud`` claim needs an ``aud`` constraint that equals it or is in its list;
   without the claim, an ``aud`` constraint fails) — OPA's rules.
-- Every failure that depends on the *token* gives ``[false, {}, {}]``: malformed, too long,
+- A malformed token (not three strict base64url segments with a JSON-object header, or too long)
+  raises ``ValueError("io.jwt.decode_verify: the token is malformed")``, as OPA errors: an
+  evaluation error denies the run.
+- Every other failure that depends on the *token* gives ``[false, {}, {}]``:
   unsupported or mismatched ``alg`` (``none`` included; an RSA/EC/Ed key never verifies an
   ``HS*`` token and a secret never verifies anything but ``HS*``), bad signature, failed claim,
-  a ``crit`` header, a nested (``cty: JWT``) token, duplicate JSON keys, numbers the engine cannot
-  hold. Nothing about the token ever reaches an error message.
+  a ``crit`` header, a nested (``cty: JWT``) token, a payload with duplicate JSON keys or
+  numbers the engine cannot hold. Nothing about the token ever reaches an error message.
 - A malformed *constraints* object (unknown key, no key or both, a PEM that holds no usable key,
   an RSA key under 2048 bits, an unknown ``alg`` or one the key cannot verify) is the policy's
   own mistake and raises ``ValueError`` naming the constraint, never its value — OPA reports
@@ -423,6 +426,11 @@ def decode_verify(
     checked = parse_constraints(constraints, now_ns=now_ns)
     try:
         parsed = _split(token)
+    except Exception:  # noqa: BLE001 - never let token text into an error
+        # OPA errors on a token that is not three base64url segments with a JSON header: an
+        # evaluation error denies the run, where `[false, {}, {}]` could let a rule pass
+        raise ValueError(f"{DECODE_VERIFY_BUILTIN}: the token is malformed") from None
+    try:
         header = parsed.header
         alg = header.get("alg")
         if not isinstance(alg, str) or "crit" in header:

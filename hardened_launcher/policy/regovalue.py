@@ -111,3 +111,35 @@ def rego_text(value: object) -> str:
             return "set()"
         return "{" + ", ".join(rego_text(v) for v in sort_values(value)) + "}"
     raise TypeError(f"not a Rego value: {type(value).__name__}")
+
+
+def _collides(value: object) -> bool:
+    """A set element or object key that may have swallowed another (``False == 0`` in Python).
+
+    The engine hands a set over in Rego order, booleans before numbers, and a Python set keeps
+    the first of two equal elements: a ``0`` or ``1`` that survived had no boolean twin, while a
+    boolean may have swallowed one.
+    """
+    return isinstance(value, bool)
+
+
+def check_lossless(value: object, what: str) -> None:
+    """Raise when a set or object handed over from the engine may have lost elements.
+
+    The engine converts a Rego set to a Python set and an object to a dict; ``{false, 0}``
+    then holds one element where OPA holds two. Such a value is refused (an evaluation error
+    denies the run) rather than computed on with missing elements.
+    """
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, set | frozenset):
+            if any(_collides(item) for item in current):
+                raise ValueError(f"{what}: a set holding a boolean cannot be passed (0/1 lost)")
+            stack.extend(current)
+        elif isinstance(current, dict):
+            if any(_collides(key) for key in current):
+                raise ValueError(f"{what}: an object keyed by a boolean cannot be passed")
+            stack.extend(current.values())
+        elif isinstance(current, list | tuple):
+            stack.extend(current)

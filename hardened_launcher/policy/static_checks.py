@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hardened_launcher.policy.errors import PolicyCompileError
@@ -32,7 +33,18 @@ REFUSED_BUILTINS: Mapping[str, str] = {
     "opa.runtime": "it reads the host's environment and configuration",
     "rego.metadata.chain": "the engine has no rule metadata",
     "rego.metadata.rule": "the engine has no rule metadata",
+    "uuid.parse": "the engine names the variants differently from OPA (nil UUID: NCS here, "
+    "Reserved in OPA)",
+    "json.match_schema": "the engine gives null where OPA gives [] for no errors",
+    "json.patch": "the engine makes a failed operation undefined where OPA fails the evaluation",
+    "time.parse_ns": "the engine accepts one digit where a Go layout demands two (use "
+    "time.parse_rfc3339_ns)",
+    "yaml.unmarshal": "the engine reads YAML 1.2 and OPA YAML 1.1 (`yes` is a string here, "
+    "true in OPA)",
 }
+EXACT_INTEGER = 2**63 - 1  # the engine's integers are exact within 64 bits, OPA's always
+_COMPARISONS = frozenset({"Lt", "Le", "Gt", "Ge", "Eq", "Ne"})
+_CONSTANT_KEYS = ("String", "RawString", "Number", "Bool", "Null")
 _REF_KINDS = ("RefDot", "RefBrack")
 _EQUALITY = {("BoolExpr", "Eq"), ("AssignExpr", "Eq")}
 _COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
@@ -266,6 +278,141 @@ class _Checker:
         else:
             self.insertions.append((start, bind))
 
+    # -- numbers, object literals, values OPA evaluates differently -----------------------
+
+    def check_number(self, inner: Mapping[str, object], parent: str, text: str) -> None:
+        """Literals the engine cannot compute with exactly (OPA uses exact decimals)."""
+        span = inner.get("span")
+        if not isinstance(span, dict):
+            return
+        raw = text.encode("utf-8")[int(span["start"]) : int(span["end"])].decode("utf-8")
+        try:
+            exact = Decimal(raw)
+        except InvalidOperation:
+            return
+        if parent not in {"ArithExpr", "BoolExpr"}:
+            return
+        integral = exact == exact.to_integral_value()
+        written_as_integer = not any(c in raw for c in ".eE")
+        if integral and parent == "ArithExpr" and abs(exact) > EXACT_INTEGER:
+            self.add(
+                inner,
+                f"arithmetic on {raw}, beyond 64 bits: OPA computes with it exactly, this "
+                "engine would round the result",
+                "keep integers in arithmetic within ±9223372036854775807",
+            )
+        elif integral and not written_as_integer and parent == "ArithExpr" and abs(exact) > 2**53:
+            self.add(
+                inner,
+                f"arithmetic on {raw}, written as a float beyond 2^53: OPA computes with it "
+                "exactly, this engine with doubles",
+                "write the integer without a decimal point or an exponent",
+            )
+        elif not integral and Decimal(float(exact)) != exact:
+            self.add(
+                inner,
+                f"the literal {raw} (not exact in binary) in arithmetic or a comparison: OPA "
+                "computes with exact decimals (0.1 + 0.2 == 0.3), this engine with doubles",
+                "scale to integers (cents, milliseconds, percent) so both engines agree",
+            )
+
+    def check_object(self, inner: Mapping[str, object]) -> None:
+        """An object literal that can hold one key twice: OPA keeps the first value."""
+        fields = inner.get("fields")
+        if not isinstance(fields, list) or len(fields) < 2:
+            return
+        for field_ in fields:
+            key = _node(field_[1]) if isinstance(field_, list) and len(field_) == 3 else None
+            if key is None or key[0] not in _CONSTANT_KEYS:
+                first = fields[0][0] if isinstance(fields[0], list) and fields[0] else None
+                self.add(
+                    {"span": first} if isinstance(first, dict) else inner,
+                    "an object literal with a computed key and other keys: when two keys are "
+                    "equal OPA keeps the first value, this engine the last",
+                    "build the object with constant keys, or with `object.union` / a "
+                    "comprehension over distinct keys",
+                )
+                return
+
+    def check_constant_index(self, kind: str, inner: Mapping[str, object]) -> None:
+        """``[1, 2][5]``, ``{"a": 1}.b``: refused by OPA's type checker, undefined here."""
+        refr = _node(inner.get("refr"))
+        if refr is None or refr[0] not in ("Array", "Object"):
+            return
+        if kind == "RefDot":
+            field_ = inner.get("field")
+            key: object = field_[-1] if isinstance(field_, list) and field_ else None
+        else:
+            index = _node(inner.get("index"))
+            if index is None or index[0] not in _CONSTANT_KEYS:
+                return
+            key = index[1].get("value")
+        if refr[0] == "Array":
+            items = refr[1].get("items")
+            size = len(items) if isinstance(items, list) else 0
+            ok = type(key) is int and 0 <= key < size
+        else:
+            fields = refr[1].get("fields")
+            keys = [_node(f[1]) for f in fields] if isinstance(fields, list) else []
+            if any(k is None or k[0] not in _CONSTANT_KEYS for k in keys):
+                return
+            ok = any(k is not None and k[1].get("value") == key for k in keys)
+        if not ok:
+            self.add(
+                inner,
+                "a constant index that the literal does not have: OPA refuses it as an "
+                "undefined reference, this engine makes it undefined",
+                "index the literal with an existing key, or drop the expression",
+            )
+
+    def check_value_position(self, kind: str, inner: Mapping[str, object], top: bool) -> None:
+        """`x in coll` and `print()` used as values, where OPA and the engine differ."""
+        if top:
+            return
+        if kind == "Membership" and any(
+            self._maybe_undefined(inner.get(part)) for part in ("collection", "value", "key")
+        ):
+            self.add(
+                inner,
+                "`x in coll` used as a value, with an operand that may be undefined: OPA "
+                "makes it undefined, this engine false",
+                "bind the operands first (`c := input.x` then `v := k in c`), or test "
+                "membership as a condition of its own",
+            )
+        elif kind == "Call" and dotted_name(inner.get("fcn")) == "print":
+            self.add(inner, "print() used as a value: OPA refuses it", "call print on its own")
+
+    def check_some_then_assign(self, query: Mapping[str, object], text: str) -> None:
+        """``some x; x := 1``: OPA refuses the redeclaration, the engine would assign."""
+        stmts = query.get("stmts")
+        declared: set[str] = set()
+        raw = text.encode("utf-8")
+        for stmt in stmts if isinstance(stmts, list) else []:
+            literal = _node(stmt.get("literal")) if isinstance(stmt, dict) else None
+            if literal is None:
+                continue
+            kind, inner = literal
+            if kind == "SomeVars":
+                spans = inner.get("vars")
+                for span in spans if isinstance(spans, list) else []:
+                    if isinstance(span, dict) and isinstance(span.get("start"), int):
+                        start = int(span["start"])
+                        end = int(span["end"]) if isinstance(span.get("end"), int) else start
+                        declared.add(raw[start:end].decode("utf-8", errors="replace"))
+                continue
+            expr = _node(inner.get("expr")) if kind == "Expr" else None
+            if expr is None or expr[0] != "AssignExpr" or expr[1].get("op") != "ColEq":
+                continue
+            for var_kind, var in _walk(expr[1].get("lhs")):
+                if var_kind == "Var" and var.get("value") in declared:
+                    self.add(
+                        var,
+                        f"`{var.get('value')}` is declared by `some` and then assigned with "
+                        "`:=`: OPA refuses the redeclaration",
+                        "drop the `some` declaration, or unify with `=`",
+                    )
+                    return
+
     # -- builtins and data ------------------------------------------------------------------
 
     def check_call(self, inner: Mapping[str, object]) -> None:
@@ -367,6 +514,43 @@ def _ref_components(value: object) -> tuple[str | None, list[str | None]]:
     return (root if isinstance(root, str) else None), list(reversed(parts))
 
 
+def _walk_parents(value: object) -> Iterator[tuple[str, dict[str, object], str]]:
+    """Every node with the kind of the nearest node above it ("" at the top)."""
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        current, parent = stack.pop()
+        node = _node(current)
+        if node is not None:
+            yield node[0], node[1], parent
+            stack.extend((child, node[0]) for child in _children(node[1]))
+        else:
+            stack.extend((child, parent) for child in _children(current))
+
+
+def _queries(value: object) -> Iterator[Mapping[str, object]]:
+    """Every query (a list of statements) in a rule, comprehensions and `every` included."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("stmts"), list):
+                yield current
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def _statement_tops(rule: object) -> set[int]:
+    """ids of the expressions that are a whole statement (or a whole `not`)."""
+    tops: set[int] = set()
+    for kind, inner in _walk(rule):
+        if kind in ("Expr", "NotExpr"):
+            expr = _node(inner.get("expr"))
+            if expr is not None:
+                tops.add(id(expr[1]))
+    return tops
+
+
 def _inner_refs(module: object) -> set[int]:
     """ids of reference nodes that are part of a longer reference."""
     inner: set[int] = set()
@@ -425,7 +609,20 @@ def check_modules(
         nested_refs = _inner_refs(ast.get("rules") if isinstance(ast, dict) else None)
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
         rules = ast.get("rules") if isinstance(ast, dict) else None
+        text = texts.get(file, "")
+        for query in _queries(rules):
+            checker.check_some_then_assign(query, text)
         for rule in rules if isinstance(rules, list) else []:
+            tops = _statement_tops(rule)
+            for kind, inner, parent in _walk_parents(rule):
+                if kind == "Number":
+                    checker.check_number(inner, parent, text)
+                elif kind == "Object":
+                    checker.check_object(inner)
+                elif kind in ("Membership", "Call"):
+                    checker.check_value_position(kind, inner, id(inner) in tops)
+                elif kind in _REF_KINDS:
+                    checker.check_constant_index(kind, inner)
             names: dict[str, set[int]] = {}
             for kind, inner in _walk(rule):
                 if kind == "Var" and isinstance(inner.get("value"), str):

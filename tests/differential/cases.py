@@ -59,6 +59,24 @@ def load_cases() -> list[Case]:
     return found
 
 
+DIRECTIONS = ("denies", "both")
+
+
 def load_allowlist() -> dict[str, str]:
+    """id -> reason."""
+    return {case_id: reason for case_id, (_, reason) in _entries().items()}
+
+
+def load_directions() -> dict[str, str]:
+    """id -> ``denies`` (the launcher refuses where OPA evaluates) or ``both`` (still open)."""
+    return {case_id: direction for case_id, (direction, _) in _entries().items()}
+
+
+def _entries() -> dict[str, tuple[str, str]]:
     entries = yaml.safe_load(ALLOWLIST.read_text(encoding="utf-8")) or {}
-    return {str(k): str(v) for k, v in entries.items()}
+    found: dict[str, tuple[str, str]] = {}
+    for key, value in entries.items():
+        if not isinstance(value, dict) or value.get("direction") not in DIRECTIONS:
+            raise ValueError(f"allowlist entry {key}: needs a direction in {DIRECTIONS}")
+        found[str(key)] = (str(value["direction"]), str(value["reason"]))
+    return found

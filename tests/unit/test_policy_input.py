@@ -120,6 +120,9 @@ def test_launcher_section_and_binaries() -> None:
         {"launcher": {"pool_id": "forged"}},
         {"unknown_field": 1},
         {"run": {"x": float("nan")}},
+        {"run": {"x": 2**64}},  # beyond 64 bits: the engine would round it, OPA would not
+        {"run": {"x": [-(2**63) - 1]}},
+        {"run": {"x": {"y": 10**30}}},
         {"run": {"x": object()}},
         {"run": {1: "non-string key"}},
     ],
@@ -129,6 +132,14 @@ def test_refuses_bad_metadata_without_echoing_values(bad: dict[object, object]) 
         build_input(bad, launcher=FACTS, sanitizer=Sanitizer(KEY))  # type: ignore[arg-type]
     assert caught.value.reason == "policy_input_invalid"
     assert "forged" not in caught.value.message
+
+
+@pytest.mark.parametrize("edge", [2**64 - 1, -(2**63), 2**53 + 1])
+def test_integers_within_64_bits_are_kept_exact(edge: int) -> None:
+    doc = build_input({"run": {"x": edge}}, launcher=FACTS, sanitizer=Sanitizer(KEY))
+    run = doc["run"]
+    assert isinstance(run, dict)
+    assert run["x"] == edge
 
 
 def test_refuses_deep_nesting() -> None:
