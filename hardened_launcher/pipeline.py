@@ -67,11 +67,11 @@ from hardened_launcher.executor.container_spec import (
 from hardened_launcher.executor.errors import BinaryUnavailableError, ImageUnsetError
 from hardened_launcher.executor.images import with_default_image
 from hardened_launcher.executor.instructions import encode_instructions
-from hardened_launcher.executor.limits import check_run_limits
+from hardened_launcher.executor.limits import check_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret, add_secrets
 from hardened_launcher.executor.runner import RunResult
-from hardened_launcher.executor.runspec import RunSpec, parse_run_spec
+from hardened_launcher.executor.runspec import RunLimits, RunSpec, parse_run_spec
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.policy import (
     LauncherFacts,
@@ -970,7 +970,10 @@ def evaluate_policy(
         if value is not None:
             environment[name] = sanitizer.sanitize(value) if name in settings.mask_envs else value
     environment.update(manifest.secret_env)  # already in sanitized form
-    # The image that will run: the spec's, else SPACELIFT_DEFAULT_RUNNER_IMAGE (or refused).
+    # The launcher's own rules first: limits above the operator's are refused, never lowered
+    # (before anything is decrypted), and the image that will run is the spec's, else
+    # SPACELIFT_DEFAULT_RUNNER_IMAGE (or refused).
+    check_limits(RunLimits(**manifest.document["limits"]), settings)
     image = manifest.image or settings.default_runner_image
     if image is None:
         raise ImageUnsetError(
@@ -1286,10 +1289,9 @@ def execute(
     try:
         with _gate("execute", run_id, audit):
             check_extra_mounts(settings)
-            # SPACELIFT_DEFAULT_RUNNER_IMAGE (the policy judged the same image, see
-            # evaluate_policy); limits above the operator's are refused, never lowered.
+            # SPACELIFT_DEFAULT_RUNNER_IMAGE (the policy judged the same image and the limits,
+            # see evaluate_policy).
             spec = with_default_image(spec, settings)
-            check_run_limits(spec, settings)
         with _gate("egress", run_id, audit):
             egress_policy = _egress_policy(settings, services.egress, run_id=run_id, audit=audit)
         binaries = opened.allowed.identity.binaries

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Final
 
 from hardened_launcher.executor.errors import LimitRefusedError
-from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.executor.runspec import RunLimits, RunSpec
 from hardened_launcher.settings import Settings
 
 __all__ = ["GVISOR_MAX_RUN_TASKS", "EffectiveLimits", "check_run_limits", "is_gvisor_runtime"]
@@ -57,7 +57,12 @@ def _refuse(field: str, asked: str, allowed: str, setting: str) -> LimitRefusedE
 
 def check_run_limits(spec: RunSpec, settings: Settings) -> EffectiveLimits:
     """The run's limits, or :class:`LimitRefusedError` naming the first one asked above its cap."""
-    asked = spec.limits
+    return check_limits(spec.limits, settings)
+
+
+def check_limits(asked: RunLimits, settings: Settings) -> EffectiveLimits:
+    """:func:`check_run_limits` for limits alone (the pipeline checks the signed manifest's
+    before anything is decrypted)."""
     max_pids = settings.run_pids_limit
     pids_setting = "HL_RUN_PIDS_LIMIT"
     if is_gvisor_runtime(settings.worker_runtime) and max_pids > GVISOR_MAX_RUN_TASKS:

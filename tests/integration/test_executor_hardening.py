@@ -199,12 +199,20 @@ def test_an_oom_kill_is_reported_as_its_own_reason(
     log = tmp_path / "run.log"
     audit = MemoryAuditLog()
     result = execute(document, settings, release, log, audit=audit)
+    assert not result.succeeded
+    assert "echo after" not in log.read_text()
+    (finished,) = [e for e in audit.events if e.type == "run.finished"]
+    assert containers_of(result.run_id) == []
+    if runtime == "runsc" and "/workspace" in hog and not result.oom_killed:
+        # Known gap (docs/executor.md): under gVisor, tmpfs pages live in the Sentry; when the
+        # cgroup's OOM killer takes the whole sandbox Docker does not always set OOMKilled
+        # (seen under load), so the run ends as the runtime's failure, never as a success.
+        assert (result.reason, result.exit_code) == ("runtime_failed", 137)
+        assert finished.reason == "runtime_failed"
+        return
     assert result.oom_killed, log.read_text()[-1000:]
     assert result.reason == "run_oom"
-    assert not result.succeeded
-    (finished,) = [e for e in audit.events if e.type == "run.finished"]
     assert finished.reason == "run_oom"
-    assert containers_of(result.run_id) == []
 
 
 def test_a_spec_time_limit_below_the_launchers_stops_the_run(
@@ -238,5 +246,10 @@ def test_a_spec_asking_more_than_allowed_is_refused_before_any_container(
         execute(document, settings_for(tmp_path), release, tmp_path / "l", audit=audit)
     field = next(iter(limits))
     assert f"limits.{field} = " in str(info.value)
-    assert [(e.type, e.reason) for e in audit.events] == [("run.refused", "limits_refused")]
+    # Refused by the launcher's own rules at the policy gate, before anything is decrypted.
+    refused = [(e.type, e.gate, e.reason) for e in audit.events if e.type == "run.refused"]
+    assert refused == [("run.refused", "policy", "limits_refused")]
+    types = [e.type for e in audit.events]
+    assert "envelope.skipped" not in types
+    assert "run.started" not in types
     assert containers_of(document["run_id"]) == []

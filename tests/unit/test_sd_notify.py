@@ -148,6 +148,9 @@ def test_ready_is_sent_after_the_checks_and_before_the_loop(
         def request_log_urls(self, *_: object) -> None:
             return None
 
+        def post(self, _event: object) -> None:  # the probe loop's events
+            return None
+
     monkeypatch.setattr(start, "_connect", lambda *_, **__: _Transport())
     monkeypatch.setattr(start, "Daemon", _Daemon)
     assert start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=FakeDocker) == 0
