@@ -407,7 +407,15 @@ def test_concatenation_of_chunks_equals_input(
 ) -> None:
     store = FakeStore()
     made: list[ChunkedLogSink] = []
-    sink = make(made, tmp_path_factory.mktemp("h"), store, chunk_bytes=chunk_bytes)
+    # Up to 30 × 40 bytes at 1 byte a chunk: URLs for every chunk up front (this test is about
+    # the bytes, not about asking for more URLs).
+    sink = make(
+        made,
+        tmp_path_factory.mktemp("h"),
+        store,
+        chunk_bytes=chunk_bytes,
+        initial=urls(0, 30 * 40 + 1),
+    )
     try:
         for channel, data in writes:
             sink.write(channel, data)  # type: ignore[arg-type]
