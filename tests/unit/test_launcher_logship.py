@@ -407,7 +407,7 @@ def test_concatenation_of_chunks_equals_input(
 ) -> None:
     store = FakeStore()
     made: list[ChunkedLogSink] = []
-    # Up to 30 × 40 bytes at 1 byte a chunk: URLs for every chunk up front (this test is about
+    # Up to 30 writes of 40 bytes at 1 byte a chunk: URLs for every chunk up front (this test is about
     # the bytes, not about asking for more URLs).
     sink = make(
         made,
