@@ -407,8 +407,8 @@ def test_concatenation_of_chunks_equals_input(
 ) -> None:
     store = FakeStore()
     made: list[ChunkedLogSink] = []
-    # Up to 30 writes of 40 bytes at 1 byte a chunk: URLs for every chunk up front (this test is about
-    # the bytes, not about asking for more URLs).
+    # Up to 30 writes of 40 bytes at 1 byte a chunk: URLs for every chunk up front (this test
+    # is about the bytes, not about asking for more URLs).
     sink = make(
         made,
         tmp_path_factory.mktemp("h"),
