@@ -318,6 +318,7 @@ class GatedRun:
             )
             if self.metrics is not None:
                 self.metrics.run_finished("failed")
+            self._audit_internal_error(run_id, exc)
         else:
             if results:
                 if self.metrics is not None:
@@ -331,6 +332,22 @@ class GatedRun:
             head = (status.message or "")[: MAX_TEXT_CHARS - len(lost) - 2]
             status = dataclasses.replace(status, message=f"{head}; {lost}" if head else lost)
         return status
+
+    def _audit_internal_error(self, run_id: str, exc: Exception) -> None:
+        """A bug ends the run FAILED; the audit log says so too (the type only, never text)."""
+        try:
+            self.audit.record(
+                AuditEvent(
+                    type="run.failed",
+                    outcome=Outcome.ERROR,
+                    gate="pipeline",
+                    run_id=run_id,
+                    reason="internal_error",
+                    fields={"error": type(exc).__name__},
+                )
+            )
+        except Exception:  # noqa: BLE001 - an unwritable audit log is reported by its health check
+            log.warning("audit.internal_error_not_recorded run_id=%s", run_id)
 
     def _count_refusal(self, status: Status) -> None:
         if self.metrics is not None:

@@ -540,6 +540,12 @@ def test_an_internal_error_fails_closed_without_details(harness: Harness) -> Non
     status = harness.run(assignment(seal(harness.pool, spec_yaml())))
     assert (status.state, status.reason) == ("FAILED", "internal_error")
     assert status.message == "internal error (RuntimeError)"
+    (failed,) = [e for e in harness.audit.events if e.reason == "internal_error"]
+    assert (failed.type, failed.run_id, failed.fields) == (
+        "run.failed",
+        RUN,
+        {"error": "RuntimeError"},
+    )
 
 
 # -- log shipping, canary scan of the shipped bytes, metrics -------------------------------------
