@@ -26,6 +26,9 @@ pytestmark = pytest.mark.integration
 def _refused(
     env: Environment, *, token: str, key_b64: str, name: str, codes: tuple[int, ...] = ()
 ) -> None:
+    # Workers the control plane already counts as alive: a launcher of a reset pool cycled
+    # just before, whose `bye` its own (now refused) certificate could not deliver over poll.
+    before = {r.worker.id for r in env.worker_records() if r.worker.alive}
     launcher = env.add_launcher(
         env={"SPACELIFT_TOKEN": token, "SPACELIFT_POOL_PRIVATE_KEY": key_b64}, start=True
     )
@@ -39,7 +42,8 @@ def _refused(
     )
     assert "refused" in output.lower() or "certificate" in output.lower(), output
     alive = [r.worker.id for r in env.worker_records() if r.worker.alive]
-    assert len(alive) == 0, f"{name}: a worker registered: {alive}"
+    registered = sorted(set(alive) - before)
+    assert registered == [], f"{name}: a worker registered: {registered}"
 
 
 @pytest.mark.parametrize("protocol", ["poll", "mqtt"])
@@ -101,6 +105,12 @@ def test_reset_pool_old_certificate_is_refused(make_env: EnvFactory, protocol: s
     # The connected worker is told to cycle: it exits after its runs.
     assert first.child is not None
     code = first.child.wait(60)
+    if protocol == "poll" and code == 78:
+        # serve re-reads the pool's current serial every 2 s; when that check reaches the
+        # worker's next poll before the `cycle` does (a loaded machine), the old certificate is
+        # refused outright: the launcher exits 78 (refused), never runs on with it.
+        assert "refused" in first.child.output(), first.child.output()
+        code = 0
     assert code == 0, (
         f"the launcher connected with the old certificate should exit 0 on `cycle` after the "
         f"reset, got {code} (blocked on the launcher daemon / serve):\n{first.child.output()}"
