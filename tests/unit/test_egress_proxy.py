@@ -88,6 +88,10 @@ def client_hello(server_name: str | None) -> bytes:
     return outgoing.read()
 
 
+#: Generous: the proxy may read the host's addresses (`ip`, three processes) on a loaded machine.
+EXCHANGE_TIMEOUT_SECONDS = 30
+
+
 async def exchange(proxy: EgressProxy, request: bytes, then: bytes = b"") -> bytes:
     ours, theirs = socket.socketpair()
     reader, writer = await asyncio.open_connection(sock=ours)
@@ -100,12 +104,12 @@ async def exchange(proxy: EgressProxy, request: bytes, then: bytes = b"") -> byt
         line = await reader.readuntil(b"\r\n\r\n")
         writer.write(then)
         await writer.drain()
-        rest = await asyncio.wait_for(reader.read(), 5)
+        rest = await asyncio.wait_for(reader.read(), EXCHANGE_TIMEOUT_SECONDS)
         response = line + rest
     else:
-        response = await asyncio.wait_for(reader.read(), 5)
+        response = await asyncio.wait_for(reader.read(), EXCHANGE_TIMEOUT_SECONDS)
     writer.close()
-    await asyncio.wait_for(served, 5)
+    await asyncio.wait_for(served, EXCHANGE_TIMEOUT_SECONDS)
     return response
 
 
