@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
-SEEDS = sorted((FUZZ_DIR / "corpus" / "documents").iterdir())
+from tests.unit.fuzz_support import harness, seeds
 
-
-def _harness() -> Callable[[bytes], None]:
-    spec = importlib.util.spec_from_file_location("fuzz_documents", FUZZ_DIR / "documents.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    function: Callable[[bytes], None] = module.test_one_input
-    return function
-
-
-one_input = _harness()
+SEEDS = seeds("documents")
+one_input = harness("documents")
 
 
 def test_seed_corpus_covers_every_rule() -> None:
