@@ -8,6 +8,7 @@ refusal can be shown to have opened no connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -56,6 +57,11 @@ class FakeConnector:
     def __init__(self) -> None:
         self.dialled: list[tuple[str, int]] = []
         self.received: list[bytes] = []
+        self._upstreams: list[asyncio.Task[None]] = []
+
+    async def settle(self) -> None:
+        """Wait until every upstream has seen its connection end (a test reads `received`)."""
+        await asyncio.wait_for(asyncio.gather(*self._upstreams), EXCHANGE_TIMEOUT_SECONDS)
 
     async def connect(
         self, address: IPAddress, port: int
@@ -68,11 +74,13 @@ class FakeConnector:
         async def upstream() -> None:
             data = await up_reader.read(65536)
             self.received.append(data)
-            up_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
-            await up_writer.drain()
+            if data:
+                up_writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                with contextlib.suppress(ConnectionError):
+                    await up_writer.drain()
             up_writer.close()
 
-        asyncio.get_running_loop().create_task(upstream())
+        self._upstreams.append(asyncio.get_running_loop().create_task(upstream()))
         return reader, writer
 
 
