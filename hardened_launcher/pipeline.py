@@ -48,6 +48,7 @@ from hardened_launcher.egress.isolation import EgressIsolationError, EgressSessi
 from hardened_launcher.egress.policy import EgressPolicy, load_policy
 from hardened_launcher.egress.proxy import Connector, EgressDecision, ProxyLimits, Resolver
 from hardened_launcher.envelope import ReplayCache, open_run_state
+from hardened_launcher.envelope.plan import PlanArtifactError, open_plan, seal_plan
 from hardened_launcher.envelope.ticket import (
     RunManifest,
     TicketError,
@@ -837,6 +838,8 @@ class RunOpened(_Proof):
 
     allowed: PolicyAllowed
     spec: RunSpec
+    #: An applying run: the plan artifact its planning run made, checked (:func:`check_plan`).
+    plan: Secret | None = None
 
 
 class RunRefused(Exception):  # noqa: N818 - a refusal, not a bug: it carries the gate's error
@@ -1053,6 +1056,98 @@ def open_envelope(
     return RunOpened(seal=_SEAL, allowed=allowed, spec=spec)
 
 
+def check_plan(
+    opened: RunOpened,
+    fetch: Callable[[], bytes] | None,
+    *,
+    keys: EnvelopeKeys,
+    settings: Settings,
+    now: datetime,
+    audit: AuditSink,
+) -> RunOpened:
+    """Gate 4b, an applying run only (``stage: apply``): fetch the planning run's sealed plan
+    and check it against the signed ticket's binding, the pool key, the planning run and the
+    commit (:func:`~.envelope.plan.open_plan`), or raise. Other runs pass unchanged."""
+    spec = opened.spec
+    ticket = opened.allowed.identity.ticket
+    if spec.stage != "apply":
+        return opened
+    binding = None if ticket is None else ticket.plan
+    if binding is None or fetch is None or ticket is None:
+        raise PlanArtifactError(
+            "the applying run has no plan to apply",
+            hint="confirm the planning run on the control plane (`controlplane run confirm`)",
+            reason="plan_unavailable",
+        )
+    if binding.commit_sha != spec.commit_sha:
+        raise PlanArtifactError(
+            "the plan was made for another commit than the applying run's",
+            hint="discard the planning run and plan the commit again",
+            reason="plan_commit_mismatch",
+        )
+    binding_pool = ticket.pool_id
+    plan = open_plan(
+        fetch(),
+        expected_sha256=binding.sha256,
+        planning_run_id=binding.run_id,
+        commit_sha=spec.commit_sha,
+        pool_private_key=keys.pool_private_key.private_key,
+        pool_id=binding_pool,
+        replay_cache=keys.replay_cache,
+        now=now,
+        clock_skew=settings.clock_skew,
+    )
+    _record(
+        audit,
+        "plan.verified",
+        Outcome.ALLOW,
+        gate="plan",
+        run_id=spec.run_id,
+        plan_of=binding.run_id,
+        plan_sha256=binding.sha256,
+    )
+    return dataclasses.replace(opened, plan=plan)
+
+
+def seal_result_plan(
+    result: RunResult,
+    manifest: RunManifest,
+    *,
+    keys: EnvelopeKeys,
+    pool_id: str,
+    now: datetime,
+    audit: AuditSink,
+) -> RunResult:
+    """A planning run (``stage: plan``) that succeeded: its plan sealed to the pool key, bound
+    to the run and its commit (``sealed_plan``); the plaintext is wiped either way."""
+    plan = result.plan
+    if plan is None or manifest.stage != "plan" or not result.succeeded:
+        if plan is not None:
+            plan.wipe()
+        return dataclasses.replace(result, plan=None)
+    try:
+        sealed = seal_plan(
+            plan,
+            pool_private_key=keys.pool_private_key.private_key,
+            run_id=result.run_id,
+            pool_id=pool_id,
+            commit_sha=manifest.metadata.get("commit_sha", ""),
+            now=now,
+        )
+    finally:
+        plan.wipe()
+    _record(
+        audit,
+        "plan.sealed",
+        Outcome.INFO,
+        gate="execute",
+        run_id=result.run_id,
+        plan_sha256=sealed.sha256,
+        plan_bytes=sealed.artifact_bytes,
+    )
+    return dataclasses.replace(result, plan=None, sealed_plan=sealed.data)
+
+
 def _check_opened_spec(
     spec: RunSpec, run_id: str, manifest: RunManifest, sanitizer: Sanitizer
 ) -> None:
@@ -1089,6 +1184,8 @@ class Assignment:
     envelope: bytes
     ticket: bytes
     ticket_signature: bytes
+    #: An applying run: fetches the planning run's sealed plan (called in gate 4b only).
+    fetch_plan: Callable[[], bytes] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1176,13 +1273,29 @@ def run_assignment(
             now=clock(),
             audit=audit,
         )
-    return execute(
+    try:
+        with _gate("plan", run_id, audit):
+            opened = check_plan(
+                opened,
+                assignment.fetch_plan,
+                keys=keys,
+                settings=services.settings,
+                now=clock(),
+                audit=audit,
+            )
+    except BaseException:
+        opened.spec.wipe()
+        raise
+    result = execute(
         opened,
         services=services,
         redactor=redactor,
         open_sink=open_sink,
         cancel=cancel,
         on_started=on_started,
+    )
+    return seal_result_plan(
+        result, ticket.manifest, keys=keys, pool_id=identity.pool_id, now=clock(), audit=audit
     )
 
 
@@ -1342,7 +1455,7 @@ def execute(
                 binaries=list(binaries.requested),
                 network=network,
             )
-            instructions = encode_instructions(spec, extra_env=extra_env)
+            instructions = encode_instructions(spec, extra_env=extra_env, plan=opened.plan)
         _record(
             audit, "run.started", Outcome.ALLOW, gate="execute", run_id=run_id, image=spec.image
         )
@@ -1393,5 +1506,7 @@ def execute(
                 sink.close()
         finally:
             spec.wipe()
+            if opened.plan is not None:
+                opened.plan.wipe()
             for secret in extra_env.values():
                 secret.wipe()

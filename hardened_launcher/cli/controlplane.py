@@ -8,6 +8,7 @@ else.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import threading
@@ -36,7 +37,12 @@ from hardened_launcher.controlplane.pools import (
     create_pool,
     reset_pool,
 )
-from hardened_launcher.controlplane.runs import cancel_run, submit_run
+from hardened_launcher.controlplane.runs import (
+    cancel_run,
+    confirm_run,
+    discard_run,
+    submit_run,
+)
 from hardened_launcher.controlplane.settings import load_controlplane_config
 from hardened_launcher.errors import ConfigurationError, UsageError
 from hardened_launcher.executor.runspec import MAX_RUN_SPEC_BYTES
@@ -48,6 +54,8 @@ from hardened_launcher.transport.broker_config import reload_broker
 
 DIR_VARIABLE = "HL_CP_DIR"
 FOLLOW_POLL_SECONDS = 2.0
+#: ``run show`` prints at most this many lines of each output file.
+MAX_OUTPUT_LINES_SHOWN = 200
 
 
 def _iso(value: float | None) -> str:
@@ -173,7 +181,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         w.add_argument("worker_id")
         w.set_defaults(handler=handler)
 
-    run = group.add_parser("run", help="submit, show, follow logs of, or cancel a run")
+    run = group.add_parser(
+        "run", help="submit, show, follow logs of, cancel, confirm or discard a run"
+    )
     run_actions = run.add_subparsers(dest="run_command", metavar="ACTION")
     run_actions.required = True
     submit = run_actions.add_parser("submit", help="validate, seal and queue a run spec")
@@ -200,6 +210,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _add_dir(cancel)
     cancel.add_argument("run_id")
     cancel.set_defaults(handler=run_cancel)
+    for action, handler, text in (
+        ("confirm", run_confirm, "apply an UNCONFIRMED planning run's plan (queues its apply run)"),
+        ("discard", run_discard, "end an UNCONFIRMED planning run without applying"),
+    ):
+        decide = run_actions.add_parser(action, help=text)
+        _add_dir(decide)
+        decide.add_argument("run_id")
+        decide.set_defaults(handler=handler)
 
     runs = group.add_parser("runs", help="list runs")
     runs_actions = runs.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -385,12 +403,16 @@ def run_runs_list(args: argparse.Namespace) -> int:
     state = _state(args)
     with state.open_store() as store:
         runs = store.list_runs(pool_id=args.pool)
-    print(f"{'RUN':<32} {'POOL':<20} {'STATE':<10} {'WORKER':<28} {'UPDATED':<20} REASON")
+        phases = store.current_phases()
+    print(
+        f"{'RUN':<32} {'POOL':<20} {'STATE':<11} {'PHASE':<16} {'WORKER':<28} {'UPDATED':<20} "
+        "REASON"
+    )
     for r in runs:
         print(
             for_terminal(
-                f"{r.id:<32} {r.pool_id:<20} {r.state.value:<10} {r.worker_id or '-':<28} "
-                f"{_iso(r.updated_at):<20} {r.reason or '-'}"
+                f"{r.id:<32} {r.pool_id:<20} {r.state.value:<11} {phases.get(r.id, '-'):<16} "
+                f"{r.worker_id or '-':<28} {_iso(r.updated_at):<20} {r.reason or '-'}"
             )
         )
     return 0
@@ -401,8 +423,12 @@ def run_show(args: argparse.Namespace) -> int:
     with state.open_store() as store:
         details = store.get_run_details(args.run_id)
         events = store.events(run_id=args.run_id)
+        phases = store.phases(args.run_id)
+        outputs = store.outputs(args.run_id)
+        plan = store.plan_of(args.run_id)
+        applies = store.plan_applied_by(args.run_id)
     r = details.run
-    rows = (
+    rows: list[tuple[str, str]] = [
         ("run", r.id),
         ("pool", r.pool_id),
         ("state", r.state.value + (" (cancel requested)" if r.cancel_requested else "")),
@@ -417,9 +443,25 @@ def run_show(args: argparse.Namespace) -> int:
         ("started", _iso(r.started_at)),
         ("finished", _iso(r.finished_at)),
         ("envelope expires", _iso(r.envelope_expires_at)),
-    )
+    ]
+    if plan is not None:
+        rows += [("apply run", plan.apply_run_id), ("plan sha256", plan.artifact_sha256 or "-")]
+    if applies is not None:
+        rows.append(("applies plan of", applies.run_id))
     for key, value in rows:
         print(for_terminal(f"{key + ':':<19}{value}"))
+    if phases:
+        print("phases:")
+        for p in phases:
+            print(for_terminal(f"  {_iso(p.started_at)} {p.name}"))
+    if outputs is not None:
+        files, truncated = outputs
+        print("outputs:" + (" (truncated: some did not fit)" if truncated else ""))
+        for name, encoded in sorted(files.items()):
+            print(for_terminal(f"  {name}:"))
+            text = base64.b64decode(encoded).decode("utf-8", "replace")
+            for line in text.splitlines()[:MAX_OUTPUT_LINES_SHOWN]:
+                print(for_terminal(f"    {line}"))
     print("history:")
     for at, kind, fields in events:
         extra = " ".join(f"{k}={v}" for k, v in sorted(fields.items()))
@@ -469,6 +511,22 @@ def run_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_confirm(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        run, apply_run_id = confirm_run(store, args.run_id, now=time.time())
+    print(for_terminal(f"run {run.id}: {run.state.value}; applying run {apply_run_id} queued"))
+    return 0
+
+
+def run_discard(args: argparse.Namespace) -> int:
+    state = _state(args)
+    with state.open_store() as store:
+        run = discard_run(store, args.run_id, now=time.time())
+    print(for_terminal(f"run {run.id}: {run.state.value}; nothing was applied"))
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
@@ -497,7 +555,13 @@ def run_serve(args: argparse.Namespace) -> int:
             )
             sys.stderr.flush()
             serve(
-                Coordinator(store, transport, log_urls=storage, signing_key=state.signing_key()),
+                Coordinator(
+                    store,
+                    transport,
+                    log_urls=storage,
+                    signing_key=state.signing_key(),
+                    plan_urls=storage,
+                ),
                 stop=stop,
             )
         finally:

@@ -16,6 +16,14 @@ Run states::
     QUEUED|ASSIGNED --cancel--> CANCELLED;  ASSIGNED|RUNNING --refuse--> REFUSED
     QUEUED --envelope expired / pool key rotated / attempts exhausted--> FAILED
 
+A planning run (the first stage of a spec with ``confirm_after``) that ends FINISHED with a plan
+artifact stops UNCONFIRMED (its worker is free again); the operator confirms it (CONFIRMED, and
+its applying run is queued in the same transaction) or discards it (DISCARDED); cancel discards
+it too. A planning run that finishes without an artifact FAILS (``plan_missing``)::
+
+    RUNNING --status FINISHED + plan--> UNCONFIRMED --confirm--> CONFIRMED (apply run QUEUED)
+                                                    --discard / cancel--> DISCARDED
+
 The transport acks every critical message on receipt, so an ``ack`` never means "go". A worker
 starts a run only after the control plane answers its ``accept`` with ``start {run_id,
 lease_id}``, sent at most once per run, ever (only the transition ASSIGNED -> RUNNING emits it,
@@ -46,6 +54,9 @@ class RunState(StrEnum):
     CRASHED = "CRASHED"
     REFUSED = "REFUSED"
     CANCELLED = "CANCELLED"
+    UNCONFIRMED = "UNCONFIRMED"
+    CONFIRMED = "CONFIRMED"
+    DISCARDED = "DISCARDED"
 
 
 TERMINAL_RUN_STATES: Final = frozenset(
@@ -56,6 +67,8 @@ TERMINAL_RUN_STATES: Final = frozenset(
         RunState.CRASHED,
         RunState.REFUSED,
         RunState.CANCELLED,
+        RunState.CONFIRMED,
+        RunState.DISCARDED,
     }
 )
 #: States in which a run counts against its worker's ``max_concurrent_runs``.
@@ -386,8 +399,14 @@ def report_status(
     reason: str,
     message: str,
     now: float,
+    planning: bool = False,
+    plan_sha256: str | None = None,
 ) -> Transition | Rejection:
-    """A worker reports on a run. Only the holder of a RUNNING run can end it."""
+    """A worker reports on a run. Only the holder of a RUNNING run can end it.
+
+    ``planning``: the run is a planning stage; FINISHED with ``plan_sha256`` (the sealed
+    artifact it uploaded) stops it UNCONFIRMED, FINISHED without one FAILS (``plan_missing``).
+    """
     if state is not RunState.RUNNING and state not in REPORTABLE_FINAL_STATES:
         raise RunTransitionError(f"a worker cannot report {state}")
     if run.state is not RunState.RUNNING or run.worker_id != worker_id:
@@ -396,6 +415,33 @@ def report_status(
         return Rejection(reason="not_running")
     if state is RunState.RUNNING:
         return Rejection(reason="no_change")
+    if planning and state is RunState.FINISHED:
+        if plan_sha256:
+            return Transition(
+                before=run,
+                after=_moved(
+                    run,
+                    now,
+                    state=RunState.UNCONFIRMED,
+                    exit_code=exit_code,
+                    reason="awaiting_confirmation",
+                    message="planned; confirm to apply this plan, or discard it",
+                ),
+                event="run.unconfirmed",
+            )
+        return Transition(
+            before=run,
+            after=_moved(
+                run,
+                now,
+                state=RunState.FAILED,
+                exit_code=exit_code,
+                reason="plan_missing",
+                message="the planning phases wrote no plan artifact ($HL_PLAN_FILE)",
+                finished_at=now,
+            ),
+            event="run.failed",
+        )
     return Transition(
         before=run,
         after=_moved(
@@ -500,10 +546,52 @@ def run_lost(run: Run, *, worker_id: str, now: float) -> Transition | None:
     )
 
 
+def confirm(run: Run, *, now: float) -> Transition | Rejection:
+    """The operator confirms an UNCONFIRMED planning run: CONFIRMED (the store queues its
+    applying run in the same transaction)."""
+    if run.state is not RunState.UNCONFIRMED:
+        return Rejection(reason="not_unconfirmed")
+    return Transition(
+        before=run,
+        after=_moved(run, now, state=RunState.CONFIRMED, reason="confirmed", finished_at=now),
+        event="run.confirmed",
+    )
+
+
+def discard(run: Run, *, now: float, reason: str = "discarded") -> Transition | Rejection:
+    """The operator discards an UNCONFIRMED planning run: DISCARDED, nothing is applied."""
+    if run.state is not RunState.UNCONFIRMED:
+        return Rejection(reason="not_unconfirmed")
+    return Transition(
+        before=run,
+        after=_moved(run, now, state=RunState.DISCARDED, reason=reason, finished_at=now),
+        event="run.discarded",
+    )
+
+
+def phase_index(
+    phases: Sequence[str], *, run: Run, worker_id: str, phase: str, last: int | None
+) -> int | Rejection:
+    """Where a reported phase goes: its index in the run's (signed) phase list, when the run is
+    RUNNING on ``worker_id`` and the phase comes after ``last`` (the index recorded last);
+    otherwise why it is ignored (a duplicate, a late one after a later phase, an unknown name,
+    or a run no longer running there)."""
+    if run.state is not RunState.RUNNING or run.worker_id != worker_id:
+        return Rejection(reason="not_running")
+    if phase not in phases:
+        return Rejection(reason="unknown_phase")
+    index = list(phases).index(phase)
+    if last is not None and index <= last:
+        return Rejection(reason="duplicate" if index == last else "out_of_order")
+    return index
+
+
 def cancel(run: Run, *, now: float) -> Transition | Rejection:
     """Cancel a run: at once when not started; a running one is asked to stop (STOPPED later)."""
     if run.terminal:
         return Rejection(reason="already_final")
+    if run.state is RunState.UNCONFIRMED:
+        return discard(run, now=now, reason="cancelled")
     if run.state is RunState.QUEUED:
         return Transition(
             before=run,

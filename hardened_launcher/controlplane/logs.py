@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from hardened_launcher.controlplane.errors import (
     ControlPlaneConfigurationError,
@@ -128,6 +128,17 @@ def chunk_key(prefix: str, run_id: str, chunk: int) -> str:
     return f"{prefix}runs/{run_id}/chunk-{chunk:06d}"
 
 
+def plan_key(prefix: str, run_id: str) -> str:
+    """The object key of a planning run's sealed plan: ``<prefix>runs/<run_id>/plan.sealed``."""
+    return f"{prefix}runs/{run_id}/plan.sealed"
+
+
+#: How long a plan URL is valid: the sealed plan's own lifetime (a planning run may take long,
+#: and the plan must be readable until it is confirmed). A leaked URL can only replace or read
+#: sealed bytes, which the applying run checks against the digest in its signed ticket.
+PLAN_URL_EXPIRY_SECONDS: Final = 24 * 3600
+
+
 def _storage_error(action: str, exc: Exception) -> ObjectStorageError:
     response = getattr(exc, "response", None)  # botocore's ClientError carries the S3 answer
     code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
@@ -184,6 +195,19 @@ class LogStorage:
             )
         except self._errors as exc:
             raise _storage_error("presign a log upload", exc) from exc
+
+    def plan_url(self, run_id: str, *, method: Literal["PUT", "GET"]) -> str:
+        """A presigned URL to store (PUT, the planning run) or fetch (GET, its applying run)
+        the sealed plan of planning run ``run_id``."""
+        try:
+            return self._client.generate_presigned_url(
+                "put_object" if method == "PUT" else "get_object",
+                Params={"Bucket": self.config.bucket, "Key": plan_key(self.config.prefix, run_id)},
+                ExpiresIn=PLAN_URL_EXPIRY_SECONDS,
+                HttpMethod=method,
+            )
+        except self._errors as exc:
+            raise _storage_error("presign a plan URL", exc) from exc
 
     def urls(self, run_id: str, *, from_chunk: int, count: int | None = None) -> list[LogUrl]:
         """URLs for ``count`` (default: the batch size) chunks from ``from_chunk`` on."""

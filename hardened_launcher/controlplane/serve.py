@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -42,7 +42,7 @@ from hardened_launcher.controlplane.dispatch import (
     WorkerState,
 )
 from hardened_launcher.controlplane.store import OutboxMessage, Store
-from hardened_launcher.envelope.ticket import RunManifest, RunTicket, sign_ticket
+from hardened_launcher.envelope.ticket import PlanBinding, RunManifest, RunTicket, sign_ticket
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
 from hardened_launcher.transport import messages as wire
@@ -62,6 +62,12 @@ class LogUrlSource(Protocol):
     def urls(
         self, run_id: str, *, from_chunk: int, count: int | None = None
     ) -> list[wire.LogUrl]: ...
+
+
+class PlanUrlSource(Protocol):
+    """Presigned URLs of planning runs' sealed plans (:class:`~.logs.LogStorage`)."""
+
+    def plan_url(self, run_id: str, *, method: Literal["PUT", "GET"]) -> str: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,10 +121,14 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
         lease_ids: Callable[[], str] = new_lease_id,
         signing_key: Ed25519PrivateKey | None = None,
+        plan_urls: PlanUrlSource | None = None,
     ) -> None:
         """``signing_key`` signs each assignment's run ticket (docs/envelope.md); without it
-        assignments carry no ticket, and every launcher refuses them."""
+        assignments carry no ticket, and every launcher refuses them. ``plan_urls`` (object
+        storage) carries confirmed runs' plans; without it a planning run FAILS
+        (``plan_storage_unavailable``)."""
         self.store = store
+        self.plan_urls = plan_urls
         self.signing_key = signing_key
         self.transport = transport
         self.config = config or ServeConfig()
@@ -224,18 +234,11 @@ class Coordinator:
         elif isinstance(body, wire.Status):
             run = self.store.find_run(body.run_id)
             if run is not None and run.pool_id == pool_id:
-                self._apply(
-                    dispatch.report_status(
-                        run,
-                        worker_id=worker_id,
-                        state=RunState(body.state),
-                        exit_code=body.exit_code,
-                        reason=body.reason or "",
-                        message=body.message or "",
-                        now=now,
-                    ),
-                    now,
-                )
+                self._on_status(run, worker_id, body, now)
+        elif isinstance(body, wire.PhaseStarted):
+            run = self.store.find_run(body.run_id)
+            if run is not None and run.pool_id == pool_id:
+                self._on_phase(run, worker_id, body, now)
         elif isinstance(body, wire.LogUrlsRequest):
             self._on_log_urls_request(worker, body, now)
         elif isinstance(body, wire.Bye):
@@ -299,6 +302,52 @@ class Coordinator:
                 transition = dispatch.run_lost(run, worker_id=worker.id, now=now)
                 if transition is not None and self.store.apply(transition):
                     log.warning("run.lost", extra={"run_id": run.id, "worker_id": worker.id})
+
+    def _on_status(self, run: dispatch.Run, worker_id: str, body: wire.Status, now: float) -> None:
+        """A run's status; a final one brings its outputs (and a planning run's plan digest)."""
+        plan = self.store.plan_of(run.id)
+        holder = run.state is RunState.RUNNING and run.worker_id == worker_id
+        if holder and plan is not None and body.plan_sha256 and body.state == "FINISHED":
+            self.store.set_plan_artifact(run.id, body.plan_sha256)
+        applied = self._apply(
+            dispatch.report_status(
+                run,
+                worker_id=worker_id,
+                state=RunState(body.state),
+                exit_code=body.exit_code,
+                reason=body.reason or "",
+                message=body.message or "",
+                now=now,
+                planning=plan is not None,
+                plan_sha256=body.plan_sha256,
+            ),
+            now,
+        )
+        if applied and (body.outputs or body.outputs_truncated):
+            self.store.record_outputs(run.id, body.outputs, truncated=body.outputs_truncated)
+
+    def _on_phase(
+        self, run: dispatch.Run, worker_id: str, body: wire.PhaseStarted, now: float
+    ) -> None:
+        """Record a phase the run's signed manifest names, after the last one recorded; a
+        duplicate (a retransmission), a late one or an unknown name changes nothing."""
+        try:
+            phases = [str(p["name"]) for p in json.loads(self.store.get_manifest(run.id))["phases"]]
+        except (ValueError, KeyError, TypeError):
+            phases = []
+        outcome = dispatch.phase_index(
+            phases,
+            run=run,
+            worker_id=worker_id,
+            phase=body.phase,
+            last=self.store.last_phase_index(run.id),
+        )
+        if isinstance(outcome, Rejection):
+            log.info("phase.ignored", extra={"run_id": run.id, "reason": outcome.reason})
+            return
+        self.store.record_phase(
+            run, index=outcome, name=body.phase, started_at=body.started_at.timestamp(), now=now
+        )
 
     def _on_log_urls_request(self, worker: Worker, body: wire.LogUrlsRequest, now: float) -> None:
         run = self.store.find_run(body.run_id)
@@ -428,7 +477,13 @@ class Coordinator:
     # -- outbound ------------------------------------------------------------------------
 
     def _ticket(
-        self, run_id: str, pool_id: str, worker_id: str, lease_id: str, envelope: bytes
+        self,
+        run_id: str,
+        pool_id: str,
+        worker_id: str,
+        lease_id: str,
+        envelope: bytes,
+        plan: PlanBinding | None = None,
     ) -> RunTicket | None:
         """The signed ticket of one lease, or None (no key, or a run queued without one)."""
         manifest = self.store.get_manifest(run_id)
@@ -443,10 +498,26 @@ class Coordinator:
                 lease_id=lease_id,
                 envelope=envelope,
                 signing_key=self.signing_key,
+                plan=plan,
             )
         except (ValueError, LauncherError):
             log.warning("controlplane.ticket_unavailable run_id=%s", run_id)
             return None
+
+    def _plan_for(self, run_id: str) -> tuple[str | None, PlanBinding | None]:
+        """A planning run's PUT URL for its plan; an applying run's GET URL for the plan it
+        applies and the binding its ticket signs (digest, planning run, commit)."""
+        if self.plan_urls is None:
+            return None, None
+        if self.store.plan_of(run_id) is not None:
+            return self.plan_urls.plan_url(run_id, method="PUT"), None
+        plan = self.store.plan_applied_by(run_id)
+        if plan is None or plan.artifact_sha256 is None:
+            return None, None
+        binding = PlanBinding(
+            run_id=plan.run_id, sha256=plan.artifact_sha256, commit_sha=plan.commit_sha
+        )
+        return self.plan_urls.plan_url(plan.run_id, method="GET"), binding
 
     def _body(self, item: OutboxMessage) -> wire.Body | None:
         """The body to send for an outbox row now, or None when it no longer applies."""
@@ -468,8 +539,12 @@ class Coordinator:
             if urls:
                 self.store.reserve_log_chunks(run.id, up_to=urls[-1].chunk + 1)
             envelope = self.store.get_envelope(run.id)
-            ticket = self._ticket(run.id, run.pool_id, item.worker_id, run.lease_id, envelope)
+            plan_url, binding = self._plan_for(run.id)
+            ticket = self._ticket(
+                run.id, run.pool_id, item.worker_id, run.lease_id, envelope, binding
+            )
             return wire.Assign.with_envelope(
+                plan_url=plan_url,
                 run_id=run.id,
                 lease_id=run.lease_id,
                 lease_expires_at=datetime.fromtimestamp(run.lease_expires_at, UTC),

@@ -115,6 +115,29 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(sent_at, id);
+CREATE TABLE IF NOT EXISTS run_phases (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS run_outputs (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id),
+    outputs TEXT NOT NULL,
+    truncated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plans (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id),
+    apply_run_id TEXT NOT NULL UNIQUE,
+    commit_sha TEXT NOT NULL,
+    apply_spec_sha256 TEXT NOT NULL,
+    apply_envelope BLOB NOT NULL,
+    apply_manifest BLOB NOT NULL,
+    apply_envelope_expires_at REAL NOT NULL,
+    artifact_sha256 TEXT
+);
 """
 
 _RUN_COLUMNS: Final = (
@@ -157,6 +180,32 @@ class RunDetails:
     run: Run
     spec_sha256: str
     log_chunks: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseRecord:
+    """One phase of a run as the control plane recorded it (``started_at``: the worker's
+    clock; ``recorded_at``: the control plane's)."""
+
+    index: int
+    name: str
+    started_at: float
+    recorded_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRecord:
+    """A confirmed run's two halves: the planning run ``run_id`` and its applying run, sealed
+    at submit and queued only on confirm; ``artifact_sha256`` once the plan is stored."""
+
+    run_id: str
+    apply_run_id: str
+    commit_sha: str
+    apply_spec_sha256: str
+    apply_envelope: bytes
+    apply_manifest: bytes
+    apply_envelope_expires_at: float
+    artifact_sha256: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -929,6 +978,176 @@ class Store:
             db.execute(
                 "UPDATE runs SET log_chunks = MAX(log_chunks, ?) WHERE id = ?", (up_to, run_id)
             )
+
+    # -- phases, outputs, plans ------------------------------------------------------------
+
+    def record_phase(
+        self, run: Run, *, index: int, name: str, started_at: float, now: float
+    ) -> bool:
+        """Record that ``run`` entered phase ``index`` (once; False when already recorded)."""
+        with self._transaction() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO run_phases(run_id, idx, name, started_at, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run.id, index, name, started_at, now),
+            ).rowcount
+            if inserted:
+                self._event(
+                    db,
+                    "run.phase",
+                    at=now,
+                    pool_id=run.pool_id,
+                    worker_id=run.worker_id,
+                    run_id=run.id,
+                    fields={"phase": name},
+                )
+        return bool(inserted)
+
+    def phases(self, run_id: str) -> list[PhaseRecord]:
+        rows = self._query(
+            "SELECT idx, name, started_at, recorded_at FROM run_phases WHERE run_id = ? "
+            "ORDER BY idx",
+            (run_id,),
+        )
+        return [PhaseRecord(index=r[0], name=r[1], started_at=r[2], recorded_at=r[3]) for r in rows]
+
+    def last_phase_index(self, run_id: str) -> int | None:
+        rows = self._query("SELECT MAX(idx) FROM run_phases WHERE run_id = ?", (run_id,))
+        return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+    def current_phases(self) -> dict[str, str]:
+        """``{run_id: name of the latest recorded phase}`` (``runs list``)."""
+        rows = self._query(
+            "SELECT p.run_id, p.name FROM run_phases p JOIN (SELECT run_id, MAX(idx) AS idx "
+            "FROM run_phases GROUP BY run_id) m ON m.run_id = p.run_id AND m.idx = p.idx"
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def record_outputs(self, run_id: str, outputs: Mapping[str, str], *, truncated: bool) -> None:
+        """Keep a run's outputs (base64, already redacted and bounded by the protocol)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO run_outputs(run_id, outputs, truncated) VALUES (?, ?, ?)",
+                (run_id, json.dumps(dict(outputs), sort_keys=True), int(truncated)),
+            )
+
+    def outputs(self, run_id: str) -> tuple[dict[str, str], bool] | None:
+        rows = self._query("SELECT outputs, truncated FROM run_outputs WHERE run_id = ?", (run_id,))
+        if not rows:
+            return None
+        return dict(json.loads(rows[0][0])), bool(rows[0][1])
+
+    def add_plan(self, plan: PlanRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO plans(run_id, apply_run_id, commit_sha, apply_spec_sha256, "
+                "apply_envelope, apply_manifest, apply_envelope_expires_at, artifact_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    plan.run_id,
+                    plan.apply_run_id,
+                    plan.commit_sha,
+                    plan.apply_spec_sha256,
+                    plan.apply_envelope,
+                    plan.apply_manifest,
+                    plan.apply_envelope_expires_at,
+                ),
+            )
+
+    _PLAN_COLUMNS: Final = (
+        "run_id, apply_run_id, commit_sha, apply_spec_sha256, apply_envelope, apply_manifest, "
+        "apply_envelope_expires_at, artifact_sha256"
+    )
+
+    def _plan_where(self, column: str, run_id: str) -> PlanRecord | None:
+        rows = self._query(
+            f"SELECT {self._PLAN_COLUMNS} FROM plans WHERE {column} = ?",  # noqa: S608
+            (run_id,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return PlanRecord(
+            run_id=r[0],
+            apply_run_id=r[1],
+            commit_sha=r[2],
+            apply_spec_sha256=r[3],
+            apply_envelope=bytes(r[4]),
+            apply_manifest=bytes(r[5]),
+            apply_envelope_expires_at=r[6],
+            artifact_sha256=r[7],
+        )
+
+    def plan_of(self, run_id: str) -> PlanRecord | None:
+        """The plan record of a planning run (None: not a planning run)."""
+        return self._plan_where("run_id", run_id)
+
+    def plan_applied_by(self, run_id: str) -> PlanRecord | None:
+        """The plan record an applying run applies (None: not an applying run)."""
+        return self._plan_where("apply_run_id", run_id)
+
+    def set_plan_artifact(self, run_id: str, sha256: str) -> None:
+        """The digest of the sealed plan the planning run stored (first report wins)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE plans SET artifact_sha256 = ? WHERE run_id = ? AND artifact_sha256 IS NULL",
+                (sha256, run_id),
+            )
+
+    def confirm(self, transition: Transition, plan: PlanRecord) -> bool:
+        """Apply UNCONFIRMED -> CONFIRMED and queue the applying run, in one transaction."""
+        before, after = transition.before, transition.after
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE runs SET state = ?, reason = ?, updated_at = ?, finished_at = ? "
+                "WHERE id = ? AND state = ?",
+                (
+                    after.state.value,
+                    after.reason,
+                    after.updated_at,
+                    after.finished_at,
+                    before.id,
+                    before.state.value,
+                ),
+            ).rowcount
+            if not changed:
+                return False
+            row = db.execute(
+                "SELECT pool_id, key_id FROM runs WHERE id = ?", (before.id,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO runs(id, pool_id, spec_sha256, key_id, envelope, "
+                "envelope_expires_at, manifest, state, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'QUEUED', ?, ?)",
+                (
+                    plan.apply_run_id,
+                    row[0],
+                    plan.apply_spec_sha256,
+                    row[1],
+                    plan.apply_envelope,
+                    plan.apply_envelope_expires_at,
+                    plan.apply_manifest,
+                    after.updated_at,
+                    after.updated_at,
+                ),
+            )
+            self._event(
+                db,
+                transition.event,
+                at=after.updated_at,
+                pool_id=after.pool_id,
+                run_id=after.id,
+                fields={"apply_run": plan.apply_run_id, "plan_sha256": plan.artifact_sha256},
+            )
+            self._event(
+                db,
+                "run.submitted",
+                at=after.updated_at,
+                pool_id=after.pool_id,
+                run_id=plan.apply_run_id,
+                fields={"plan_of": plan.run_id},
+            )
+        return True
 
     def record_event(
         self,

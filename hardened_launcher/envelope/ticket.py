@@ -45,6 +45,7 @@ from hardened_launcher.policy.sanitize import Sanitizer
 __all__ = [
     "MAX_TICKET_BYTES",
     "TICKET_DOMAIN",
+    "PlanBinding",
     "RunManifest",
     "RunTicket",
     "TicketError",
@@ -85,6 +86,8 @@ _MANIFEST_KEYS: Final = frozenset(
         "sanitize_key_id",
     }
 )
+_OPTIONAL_MANIFEST_KEYS: Final = frozenset({"stage", "plan_of"})
+_PLAN_KEYS: Final = frozenset({"run_id", "sha256", "commit_sha"})
 
 
 class TicketError(UntrustedInputError):
@@ -165,6 +168,17 @@ class RunManifest:
     def sanitize_key_id(self) -> str:
         return str(self.document["sanitize_key_id"])
 
+    @property
+    def stage(self) -> str | None:
+        """``plan`` or ``apply`` for the halves of a confirmed run, else None."""
+        stage = self.document.get("stage")
+        return None if stage is None else str(stage)
+
+    @property
+    def plan_of(self) -> str | None:
+        plan_of = self.document.get("plan_of")
+        return None if plan_of is None else str(plan_of)
+
     def encoded(self) -> bytes:
         return canonical_json(self.document)
 
@@ -202,8 +216,24 @@ def manifest_from_spec(spec: RunSpec, sanitizer: Sanitizer) -> RunManifest:
             "limits": limits,
             "metadata": dict(spec.metadata),
             "sanitize_key_id": sanitize_key_id(sanitizer),
+            # A confirmed run's stage: only present on its two halves (docs/runspec.md).
+            **({} if spec.stage is None else {"stage": spec.stage}),
+            **({} if spec.plan_of is None else {"plan_of": spec.plan_of}),
         }
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanBinding:
+    """What an applying run's ticket says about the plan it must apply: the planning run, the
+    SHA-256 of the sealed artifact that run uploaded, and the commit it was planned for."""
+
+    run_id: str
+    sha256: str
+    commit_sha: str
+
+    def document(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "sha256": self.sha256, "commit_sha": self.commit_sha}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,8 +252,10 @@ def sign_ticket(
     lease_id: str,
     envelope: bytes,
     signing_key: Ed25519PrivateKey,
+    plan: PlanBinding | None = None,
 ) -> RunTicket:
-    """The control plane's side: bind ``manifest`` to one lease of one sealed run state."""
+    """The control plane's side: bind ``manifest`` to one lease of one sealed run state (and an
+    applying run to the plan artifact it must apply)."""
     encoded = canonical_json(
         {
             "version": TICKET_VERSION,
@@ -233,6 +265,7 @@ def sign_ticket(
             "lease_id": lease_id,
             "envelope_sha256": hashlib.sha256(envelope).hexdigest(),
             "manifest": dict(manifest.document),
+            **({} if plan is None else {"plan": plan.document()}),
         }
     )
     if len(encoded) > MAX_TICKET_BYTES:
@@ -253,6 +286,7 @@ class VerifiedTicket:
     lease_id: str
     envelope_sha256: str
     manifest: RunManifest
+    plan: PlanBinding | None = None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -285,8 +319,16 @@ def _str(value: object, what: str, max_chars: int = 128 * 1024) -> str:
 
 
 def _check_manifest(value: object) -> RunManifest:
-    if not isinstance(value, dict) or set(value) != _MANIFEST_KEYS:
+    if not isinstance(value, dict) or not (
+        _MANIFEST_KEYS <= set(value) <= _MANIFEST_KEYS | _OPTIONAL_MANIFEST_KEYS
+    ):
         raise _refuse("the manifest does not have exactly the documented fields")
+    if value.get("stage", "plan") not in ("plan", "apply"):
+        raise _refuse("manifest.stage is not plan or apply")
+    if (value.get("stage") == "apply") != ("plan_of" in value):
+        raise _refuse("manifest.plan_of is given without stage apply, or missing with it")
+    if "plan_of" in value:
+        _str(value["plan_of"], "manifest.plan_of", 128)
     _str(value["run_id"], "manifest.run_id", 128)
     if value["run_type"] not in ("ro", "wo"):
         raise _refuse("manifest.run_type is not ro or wo")
@@ -364,7 +406,7 @@ def verify_ticket(
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _refuse("it is not a UTF-8 JSON object") from None
     _depth(document)
-    if not isinstance(document, dict) or set(document) != _TICKET_KEYS:
+    if not isinstance(document, dict) or set(document) - {"plan"} != _TICKET_KEYS:
         raise _refuse("it does not have exactly the documented fields")
     if document["version"] != TICKET_VERSION or isinstance(document["version"], bool):
         raise _refuse(f"its version is not {TICKET_VERSION}", "ticket_version_unsupported")
@@ -383,7 +425,25 @@ def verify_ticket(
     digest = _str(document["envelope_sha256"], "envelope_sha256", 64)
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise _refuse("envelope_sha256 is not 64 lower-case hex digits")
+    plan: PlanBinding | None = None
+    if "plan" in document:
+        raw = document["plan"]
+        if not isinstance(raw, dict) or set(raw) != _PLAN_KEYS:
+            raise _refuse("its plan does not have exactly the documented fields")
+        sha = _str(raw["sha256"], "plan.sha256", 64)
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise _refuse("plan.sha256 is not 64 lower-case hex digits")
+        plan = PlanBinding(
+            run_id=_str(raw["run_id"], "plan.run_id", 128),
+            sha256=sha,
+            commit_sha=_str(raw["commit_sha"], "plan.commit_sha", 128),
+        )
+    if (plan is not None) != (manifest.stage == "apply"):
+        raise _refuse("an applying run needs its plan binding, and only it has one")
+    if plan is not None and plan.run_id != manifest.plan_of:
+        raise _refuse("its plan binding names another planning run", "plan_run_mismatch")
     return VerifiedTicket(
+        plan=plan,
         run_id=run_id,
         pool_id=pool_id,
         worker_id=worker_id,
@@ -398,7 +458,11 @@ def check_spec_matches(spec: RunSpec, manifest: RunManifest, sanitizer: Sanitize
     actual = manifest_from_spec(spec, sanitizer).document
     if actual == dict(manifest.document):
         return
-    differing = sorted(k for k in _MANIFEST_KEYS if actual.get(k) != manifest.document.get(k))
+    differing = sorted(
+        k
+        for k in _MANIFEST_KEYS | _OPTIONAL_MANIFEST_KEYS
+        if actual.get(k) != manifest.document.get(k)
+    )
     raise _refuse(
         "the decrypted run spec differs from the signed manifest the policy judged "
         f"(fields: {', '.join(differing)})",

@@ -33,7 +33,7 @@ from hardened_launcher.executor.limits import (
     is_gvisor_runtime,
 )
 from hardened_launcher.executor.mounts import check_mounts
-from hardened_launcher.executor.outputs import OUTPUTS_DIR
+from hardened_launcher.executor.outputs import OUTPUTS_DIR, PLAN_FILE
 from hardened_launcher.executor.runspec import RunSpec
 from hardened_launcher.settings import RUN_TYPES, Mount, Settings
 
@@ -89,6 +89,7 @@ BASE_ENVIRONMENT: Final = MappingProxyType(
 #: The worker's own time limit in seconds (``hl-worker.sh`` stops the run after it).
 ENV_TIME_LIMIT: Final = "HL_TIME_LIMIT_SECONDS"
 ENV_OUTPUTS: Final = "HL_OUTPUTS"
+ENV_PLAN_FILE: Final = "HL_PLAN_FILE"
 WATCHDOG_MARGIN: Final = 10
 _ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 #: Network modes that are not a run's own network (shared with the host, another container or
@@ -168,7 +169,7 @@ class NetworkPlan:
         for name, value in self.environment.items():
             if not _ENV_NAME_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
-            if name in BASE_ENVIRONMENT or name in (ENV_TIME_LIMIT, ENV_OUTPUTS):
+            if name in BASE_ENVIRONMENT or name in (ENV_TIME_LIMIT, ENV_OUTPUTS, ENV_PLAN_FILE):
                 raise ValueError(f"{name} is set by the launcher and cannot be replaced")
             if "\0" in value:
                 raise ValueError(f"the value of {name} holds a NUL byte")
@@ -269,6 +270,9 @@ def build_container_spec(
     # the launcher's stop (time limit + grace), so a live launcher always stops it first.
     environment[ENV_TIME_LIMIT] = str(watchdog_seconds(limits.time_limit, settings))
     environment[ENV_OUTPUTS] = OUTPUTS_DIR  # files the worker sends back after the run
+    if spec.stage is not None:
+        # A confirmed run's plan: written by the planning stage, given to the applying one.
+        environment[ENV_PLAN_FILE] = PLAN_FILE
     if network is not None:
         environment.update(network.environment)  # validated: never replaces the base
     image = run_image(spec, settings)

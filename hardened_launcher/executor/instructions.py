@@ -32,13 +32,17 @@ def _secret_b64(value: Secret) -> bytearray:
 
 
 def encode_instructions(
-    spec: RunSpec, *, extra_env: Mapping[str, Secret] | None = None
+    spec: RunSpec,
+    *,
+    extra_env: Mapping[str, Secret] | None = None,
+    plan: Secret | None = None,
 ) -> bytearray:
     """The whole instruction stream for ``spec``.
 
     ``extra_env`` holds the launcher's whitelisted variables (``SPACELIFT_WHITELIST_ENVS``),
     delivered like the run's own env; the run's own value wins on a name clash only for names
-    the run declared (the launcher's are written first).
+    the run declared (the launcher's are written first). ``plan`` (an applying run) is the
+    checked plan artifact, written to ``$HL_PLAN_FILE`` before the first phase.
     """
     out = bytearray(HEADER)
     for name, value in (extra_env or {}).items():
@@ -61,6 +65,10 @@ def encode_instructions(
         out += b"F " + _b64(item.path.encode("utf-8")) + b" " + f"{item.mode:o}".encode()
         out += b" " + content + b"\n"
         wipe_bytearray(content)
+    if plan is not None:
+        encoded = _secret_b64(plan)
+        out += b"L " + encoded + b"\n"
+        wipe_bytearray(encoded)
     for phase in spec.phases:
         out += b"P " + phase.name.encode() + b"\n"
         for command in phase.commands:

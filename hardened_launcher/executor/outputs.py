@@ -25,7 +25,10 @@ from hardened_launcher.secrets import wipe_bytearray
 __all__ = [
     "MAX_OUTPUTS_BYTES",
     "MAX_OUTPUT_FILES",
+    "MAX_PLAN_BYTES",
     "OUTPUTS_DIR",
+    "PLAN_FILE",
+    "PLAN_PREFIX",
     "OutputCollector",
 ]
 
@@ -34,15 +37,33 @@ OUTPUTS_DIR: Final = "/tmp/hl-outputs"  # noqa: S108 - inside the container's pr
 MAX_OUTPUT_FILES: Final = 64
 MAX_OUTPUTS_BYTES: Final = 1024 * 1024
 PREFIX: Final = b"::hl:: output "
+#: A planning run's plan artifact (``$HL_PLAN_FILE``), sent back the same way by the worker
+#: (one frame named ``plan``) and never redacted: it is sealed to the pool key, never shown.
+PLAN_FILE: Final = "/tmp/hl-plan/plan"  # noqa: S108 - inside the container's private /tmp
+PLAN_PREFIX: Final = b"::hl:: plan "
+MAX_PLAN_BYTES: Final = 8 * 1024 * 1024
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-#: A line longer than this cannot hold an acceptable file (base64 of the whole budget + name).
-_MAX_LINE_BYTES: Final = (MAX_OUTPUTS_BYTES * 4) // 3 + 4 + 256
+
+
+def _max_line_bytes(max_bytes: int) -> int:
+    """A longer line cannot hold an acceptable file (base64 of the whole budget + name)."""
+    return (max_bytes * 4) // 3 + 4 + 256
 
 
 class OutputCollector:
     """Takes ``::hl:: output`` lines out of raw stdout; everything else passes through."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        prefix: bytes = PREFIX,
+        max_files: int = MAX_OUTPUT_FILES,
+        max_bytes: int = MAX_OUTPUTS_BYTES,
+    ) -> None:
+        self._prefix = prefix
+        self._max_files = max_files
+        self._max_bytes = max_bytes
+        self._max_line_bytes = _max_line_bytes(max_bytes)
         self.files: dict[str, bytearray] = {}
         self.truncated = False
         self.invalid = 0
@@ -90,22 +111,22 @@ class OutputCollector:
                 self._mode = "start"
             return
         self._head += part
-        if self._head.startswith(PREFIX):
+        if self._head.startswith(self._prefix):
             self._mode = "capture"
-            rest = bytes(self._head[len(PREFIX) :])
+            rest = bytes(self._head[len(self._prefix) :])
             self._head.clear()
             self._line.clear()
             self._overflow = False
             self._capture(rest, complete=complete)
             return
-        if PREFIX.startswith(bytes(self._head)) and not complete:
+        if self._prefix.startswith(bytes(self._head)) and not complete:
             return  # still a possible frame: wait for more bytes
         out += self._head
         self._head.clear()
         self._mode = "start" if complete else "pass"
 
     def _capture(self, part: bytes, *, complete: bool) -> None:
-        if len(self._line) + len(part) > _MAX_LINE_BYTES:
+        if len(self._line) + len(part) > self._max_line_bytes:
             self._overflow = True
         if not self._overflow:
             self._line += part
@@ -135,10 +156,7 @@ class OutputCollector:
                 self.invalid += 1
                 wipe_bytearray(content)
                 return
-            if (
-                len(self.files) >= MAX_OUTPUT_FILES
-                or self._total + len(content) > MAX_OUTPUTS_BYTES
-            ):
+            if len(self.files) >= self._max_files or self._total + len(content) > self._max_bytes:
                 self.truncated = True
                 wipe_bytearray(content)
                 return

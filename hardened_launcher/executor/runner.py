@@ -42,11 +42,11 @@ from hardened_launcher.executor.errors import (
 )
 from hardened_launcher.executor.logsink import Channel, LogSink
 from hardened_launcher.executor.mounts import ResolvedMounts
-from hardened_launcher.executor.outputs import OutputCollector
+from hardened_launcher.executor.outputs import MAX_PLAN_BYTES, PLAN_PREFIX, OutputCollector
 from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
 from hardened_launcher.executor.passwd import PasswdFiles
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
-from hardened_launcher.secrets import wipe_bytearray
+from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = ["DockerRunner", "RunResult", "StopReason", "docker_client", "translate_docker_error"]
 
@@ -98,6 +98,11 @@ class RunResult:
     #: Some outputs were dropped (over :data:`~.outputs.MAX_OUTPUT_FILES` files or
     #: :data:`~.outputs.MAX_OUTPUTS_BYTES` bytes).
     outputs_truncated: bool = False
+    #: A planning run's plan artifact (``$HL_PLAN_FILE``), as written: never redacted, sealed
+    #: to the pool key by the caller; None when the run left none.
+    plan: Secret | None = None
+    #: ``plan`` sealed to the pool key (docs/envelope.md), set by the pipeline after the run.
+    sealed_plan: bytes | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -305,13 +310,17 @@ class DockerRunner:
                 "stderr": redactor.stream("stderr", whole_lines=True),
             }
             collector = OutputCollector()
+            plans = OutputCollector(prefix=PLAN_PREFIX, max_files=1, max_bytes=MAX_PLAN_BYTES)
             try:
                 stopped_by, output_bytes, worker_ended = self._pump(
-                    sock, container_id, streams, sink, cancel, started, time_limit, collector
+                    sock, container_id, streams, sink, cancel, started, time_limit, collector, plans
                 )
                 outputs = _redacted_outputs(collector, redactor)
+                found = plans.files.get("plan")
+                plan = None if found is None else Secret(bytes(found))
             finally:
                 collector.wipe()
+                plans.wipe()
         finally:
             sock.close()
             wrapper.close()
@@ -330,6 +339,7 @@ class DockerRunner:
             worker_ended=worker_ended,
             outputs=outputs,
             outputs_truncated=collector.truncated,
+            plan=plan,
         )
         log.info(
             "executor.run_ended run_id=%s reason=%s exit_code=%s seconds=%.3f",
@@ -376,6 +386,7 @@ class DockerRunner:
         started: float,
         time_limit: float,
         collector: OutputCollector,
+        plans: OutputCollector | None = None,
     ) -> tuple[StopReason, int, bool]:
         """Stream the output; return why it ended, its size, and whether the worker said so."""
         demux = _Demux()
@@ -436,11 +447,14 @@ class DockerRunner:
                 output_bytes += len(payload)
                 last_output = self.clock()
                 if channel == "stdout":
+                    if plans is not None:
+                        payload = plans.feed(payload)  # noqa: PLW2901 - the plan leaves the log
                     payload = collector.feed(payload)  # noqa: PLW2901 - outputs leave the log
                 safe = streams[channel].write(payload)
                 if safe:
                     emit(channel, safe)
-        held = collector.close()
+        held = collector.feed(plans.close()) if plans is not None else b""
+        held += collector.close()
         if held:
             safe = streams["stdout"].write(held)
             if safe:

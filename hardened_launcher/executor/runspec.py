@@ -10,6 +10,7 @@ The format is documented in ``docs/runspec.md``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "WorkspaceFile",
     "parse_run_spec",
     "run_spec_from_mapping",
+    "split_for_confirmation",
 ]
 
 SPEC_VERSION: Final = 1
@@ -60,6 +62,11 @@ MAX_LIMIT_TIME_SECONDS: Final = 30 * 24 * 3600
 RESERVED_BINARY_NAMES: Final = frozenset({"hl-worker"})
 
 RunType = Literal["ro", "wo"]
+#: ``plan``: the planning stage of a confirmed run (writes ``$HL_PLAN_FILE``); ``apply``: the
+#: stage after confirmation (finds the planning stage's artifact at ``$HL_PLAN_FILE``).
+Stage = Literal["plan", "apply"]
+#: Suffix of the applying run's id (``<run_id>.apply``); the run id leaves room for it.
+APPLY_SUFFIX: Final = ".apply"
 
 _RUN_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _PHASE_RE: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -143,6 +150,19 @@ class RunSpec:
     binaries: tuple[BinaryRequest, ...] = ()
     limits: RunLimits = field(default_factory=RunLimits)
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The phase after which the control plane stops the run for confirmation (it splits the
+    #: spec into a planning and an applying run at submit; a local ``exec`` runs every phase).
+    confirm_after: str | None = None
+    #: Set by the control plane's split (never written by hand): see :data:`Stage`.
+    stage: Stage | None = None
+    #: ``stage: apply``: the planning run whose plan artifact this run applies.
+    plan_of: str | None = None
+
+    @property
+    def commit_sha(self) -> str:
+        """The commit the run is for (``metadata.commit_sha``; empty when not named): a plan
+        artifact is bound to it."""
+        return self.metadata.get("commit_sha", "")
 
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
@@ -273,7 +293,18 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         "document",
         dict(document),
         {"version", "run_id", "run_type", "phases"},
-        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata"},
+        {
+            "image",
+            "env",
+            "secret_env",
+            "files",
+            "binaries",
+            "limits",
+            "metadata",
+            "confirm_after",
+            "stage",
+            "plan_of",
+        },
     )
     if top["version"] != SPEC_VERSION or isinstance(top["version"], bool):
         raise _fail("version", f"is not {SPEC_VERSION} (the only version this launcher reads)")
@@ -401,7 +432,11 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         _text("metadata key", key, max_chars=64, pattern=_META_KEY_RE)
         metadata[key] = _free_text(f"metadata.{key}", value, max_chars=MAX_METADATA_VALUE_CHARS)
 
+    confirm_after, stage, plan_of = _confirmation(top, run_id, phases)
     return RunSpec(
+        confirm_after=confirm_after,
+        stage=stage,
+        plan_of=plan_of,
         run_id=run_id,
         run_type=cast("RunType", run_type),
         image=image,
@@ -413,3 +448,63 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         limits=limits,
         metadata=MappingProxyType(metadata),
     )
+
+
+def _confirmation(
+    top: Mapping[str, Any], run_id: str, phases: list[Phase]
+) -> tuple[str | None, Stage | None, str | None]:
+    confirm_after = top.get("confirm_after")
+    stage = top.get("stage")
+    plan_of = top.get("plan_of")
+    if confirm_after is not None:
+        name = _text("confirm_after", confirm_after, max_chars=32, pattern=_PHASE_RE)
+        names = [p.name for p in phases]
+        if name not in names:
+            raise _fail("confirm_after", "does not name a phase of the run")
+        if name == names[-1]:
+            raise _fail("confirm_after", "names the last phase: no phase is left to confirm")
+        if stage is not None:
+            raise _fail("confirm_after", "cannot be given with stage")
+        if len(run_id) + len(APPLY_SUFFIX) > 128:
+            raise _fail("run_id", f"is too long for a confirmed run (at most {128 - 6})")
+    if stage is not None and stage not in ("plan", "apply"):
+        raise _fail("stage", "is not 'plan' or 'apply'")
+    if (stage == "apply") != (plan_of is not None):
+        raise _fail("plan_of", "is required with stage: apply, and only there")
+    if plan_of is not None:
+        _text("plan_of", plan_of, max_chars=128, pattern=_RUN_ID_RE)
+    return (
+        None if confirm_after is None else str(confirm_after),
+        cast("Stage | None", stage),
+        None if plan_of is None else str(plan_of),
+    )
+
+
+def split_for_confirmation(data: bytes | bytearray) -> tuple[bytes, bytes] | None:
+    """A spec with ``confirm_after`` as two specs (JSON, each valid on its own): the planning
+    run (the phases up to ``confirm_after``, ``stage: plan``, the same run id) and the applying
+    run (the phases after it, ``stage: apply``, run id ``<run_id>.apply``). None without
+    ``confirm_after``. ``data`` must already have parsed (:func:`parse_run_spec`)."""
+    document = yaml.load(bytes(data).decode("utf-8"), Loader=_StrictLoader)  # noqa: S506
+    after = document.get("confirm_after")
+    if after is None:
+        return None
+    run_id = document["run_id"]
+    phases = document["phases"]
+    cut = next(i for i, p in enumerate(phases) if p["name"] == after) + 1
+    base = {k: v for k, v in document.items() if k != "confirm_after"}
+    plan = {**base, "phases": phases[:cut], "stage": "plan"}
+    apply = {
+        **base,
+        "run_id": run_id + APPLY_SUFFIX,
+        "phases": phases[cut:],
+        "stage": "apply",
+        "plan_of": run_id,
+    }
+    encoded = tuple(
+        json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        for d in (plan, apply)
+    )
+    for item in encoded:
+        parse_run_spec(item).wipe()  # both halves are valid specs (else a bug here)
+    return encoded[0], encoded[1]

@@ -35,6 +35,7 @@ from hardened_launcher.launcher.machine import (
     Note,
     Received,
     RunEnded,
+    RunPhase,
     RunStarted,
     Send,
     ShippingLogs,
@@ -321,6 +322,7 @@ class Daemon:
                 LogUrlsWanted(run_id=run_id, from_chunk=from_chunk)
             ),
             on_sink=on_sink,
+            on_phase=lambda phase, at: self.events.put(RunPhase(run_id=run_id, phase=phase, at=at)),
         )
 
         def work() -> None:

@@ -9,7 +9,10 @@ construction; they are redacted again and cut to the protocol's limit). Never ra
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,8 +35,11 @@ from hardened_launcher.launcher.logship import (
     LogShipReport,
     StdoutJsonLinesSink,
     Uploader,
+    UploadError,
 )
 from hardened_launcher.launcher.metrics import LauncherMetrics
+from hardened_launcher.launcher.phases import PhaseWatcher
+from hardened_launcher.launcher.planstore import get_plan, put_plan
 from hardened_launcher.pipeline import (
     Assignment,
     BinaryGate,
@@ -50,7 +56,14 @@ from hardened_launcher.policy import PolicyDecision, Sanitizer
 from hardened_launcher.policy.errors import PolicyDeniedError
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings
-from hardened_launcher.transport.messages import MAX_TEXT_CHARS, Assign, LogUrl, Status
+from hardened_launcher.transport.messages import (
+    MAX_STATUS_OUTPUTS,
+    MAX_STATUS_OUTPUTS_B64_CHARS,
+    MAX_TEXT_CHARS,
+    Assign,
+    LogUrl,
+    Status,
+)
 
 __all__ = [
     "GatedRun",
@@ -217,6 +230,8 @@ class RunContext:
     request_more: Callable[[int], None]
     #: Called with the run's sink as soon as it exists (so ``log_urls`` can be forwarded).
     on_sink: Callable[[LogSink], None]
+    #: Called as each phase of the run starts (its name, when): the ``phase`` report.
+    on_phase: Callable[[str, datetime], None] = lambda _name, _at: None
 
 
 class RunFunction(Protocol):
@@ -247,7 +262,25 @@ def status_for_error(
     return Status(run_id=run_id, state=state, reason=reason[:64], message=_message(exc, redactor))
 
 
+def status_outputs(result: RunResult) -> tuple[dict[str, str], bool]:
+    """The run's (redacted, capped) outputs as the final status carries them: base64, in name
+    order, as many as fit :data:`MAX_STATUS_OUTPUTS` and :data:`MAX_STATUS_OUTPUTS_B64_CHARS`;
+    the flag says some were left out (here, or by the collector's own caps)."""
+    encoded: dict[str, str] = {}
+    total = 0
+    truncated = result.outputs_truncated
+    for name in sorted(result.outputs):
+        text = base64.b64encode(result.outputs[name]).decode("ascii")
+        if len(encoded) >= MAX_STATUS_OUTPUTS or total + len(text) > MAX_STATUS_OUTPUTS_B64_CHARS:
+            truncated = True
+            continue
+        encoded[name] = text
+        total += len(text)
+    return encoded, truncated
+
+
 def status_for_result(result: RunResult) -> Status:
+    outputs, truncated = status_outputs(result)
     if result.succeeded:
         state = "FINISHED"
     elif result.stopped_by is StopReason.CANCELLED:
@@ -260,6 +293,8 @@ def status_for_result(result: RunResult) -> Status:
         exit_code=result.exit_code,
         reason=result.reason,
         message=None,
+        outputs=outputs,
+        outputs_truncated=truncated,
     )
 
 
@@ -287,6 +322,9 @@ class GatedRun:
     metrics: LauncherMetrics | None = None
     #: How long the end of a run waits for its log chunks to reach object storage.
     log_close_timeout_seconds: float = DEFAULT_CLOSE_TIMEOUT_SECONDS
+    #: Sealed plan artifacts to and from object storage (presigned URLs from the assignment).
+    plan_get: Callable[[str], bytes] = get_plan
+    plan_put: Callable[[str, bytes], None] = put_plan
 
     def __call__(self, assign: Assign, context: RunContext) -> Status:
         run_id = assign.run_id
@@ -413,7 +451,10 @@ class GatedRun:
         run_id = assign.run_id
 
         def open_sink() -> LogSink:
-            sink = self.sink_factory(run_id, assign.log_urls, context.request_more)
+            sink: LogSink = TeeLogSink(
+                self.sink_factory(run_id, assign.log_urls, context.request_more),
+                PhaseWatcher(context.on_phase, clock=self.clock),
+            )
             sinks.append(sink)
             context.on_sink(sink)
             return sink
@@ -425,6 +466,9 @@ class GatedRun:
                 envelope=assign.envelope,
                 ticket=assign.ticket,
                 ticket_signature=assign.ticket_signature,
+                fetch_plan=None
+                if not assign.plan_url
+                else functools.partial(self.plan_get, assign.plan_url),
             ),
             services=RunServices(
                 settings=self.settings,
@@ -451,4 +495,29 @@ class GatedRun:
             on_started=context.on_started,
         )
         results.append(result)
-        return status_for_result(result)
+        status = status_for_result(result)
+        if result.sealed_plan is not None:
+            status = self._store_plan(assign, result.sealed_plan, status)
+        return status
+
+    def _store_plan(self, assign: Assign, sealed: bytes, status: Status) -> Status:
+        """A planning run's sealed plan to object storage; the status names its digest (or
+        the run FAILS: a plan that cannot be stored cannot be confirmed)."""
+        if not assign.plan_url:
+            return dataclasses.replace(
+                status,
+                state="FAILED",
+                reason="plan_storage_unavailable",
+                message="the control plane gave no URL to store the plan (no object storage)",
+            )
+        try:
+            self.plan_put(assign.plan_url, sealed)
+        except UploadError as exc:
+            log.warning("run.plan_upload_failed run_id=%s error=%s", assign.run_id, exc)
+            return dataclasses.replace(
+                status,
+                state="FAILED",
+                reason="plan_upload_failed",
+                message="the sealed plan could not be stored in object storage",
+            )
+        return dataclasses.replace(status, plan_sha256=hashlib.sha256(sealed).hexdigest())

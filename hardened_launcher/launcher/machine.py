@@ -32,6 +32,7 @@ without ``mono`` use the wall clock's timestamp (tests that do not step the cloc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ from hardened_launcher.transport.messages import (
     LogUrl,
     LogUrls,
     LogUrlsRequest,
+    PhaseStarted,
     Refuse,
     Register,
     Status,
@@ -75,6 +77,7 @@ __all__ = [
     "Note",
     "Received",
     "RunEnded",
+    "RunPhase",
     "RunStarted",
     "Send",
     "ShippingLogs",
@@ -164,6 +167,15 @@ class RunStarted:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunPhase:
+    """The run's worker started phase ``phase`` (its ``::hl:: phase … start`` marker)."""
+
+    run_id: str
+    phase: str
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunEnded:
     """The run's worker thread finished; ``status`` is its final ``status`` message."""
 
@@ -217,6 +229,7 @@ Event = (
     | Received
     | StartRun
     | RunStarted
+    | RunPhase
     | RunEnded
     | LogUrlsWanted
     | ShippingLogs
@@ -423,6 +436,10 @@ class LauncherMachine:
                 if run is not None and not run.container_started:
                     run.container_started = True
                     out.append(Send(body=Status(run_id=run_id, state="RUNNING")))
+            case RunPhase(run_id=run_id, phase=phase, at=at):
+                # Only for a run this worker runs now; the control plane judges the order.
+                if run_id in self.running:
+                    out.append(Send(body=PhaseStarted(run_id=run_id, phase=phase, started_at=at)))
             case RunEnded(run_id=run_id, status=status):
                 self._ended(run_id, status, out)
             case LogUrlsWanted(run_id=run_id, from_chunk=from_chunk):
@@ -580,12 +597,9 @@ class LauncherMachine:
                     # Keep them with the assignment: the sink is made at start.
                     p = self.pending[run_id]
                     merged = {u.chunk: u for u in (*p.assign.log_urls, *urls)}
-                    p.assign = Assign(
-                        run_id=p.assign.run_id,
-                        lease_id=p.assign.lease_id,
-                        lease_expires_at=p.assign.lease_expires_at,
-                        envelope_b64=p.assign.envelope_b64,
-                        log_urls=tuple(merged[k] for k in sorted(merged)),
+                    # Everything else of the assignment (ticket, plan URL) is kept as it came.
+                    p.assign = dataclasses.replace(
+                        p.assign, log_urls=tuple(merged[k] for k in sorted(merged))
                     )
             case _:
                 out.append(Note(event="message.ignored", fields={"type": type(body).TYPE}))

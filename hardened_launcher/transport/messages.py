@@ -50,6 +50,10 @@ MAX_SEQ: Final = 2**63 - 1
 MAX_CHUNK: Final = 2**31 - 1
 MIN_EXIT_CODE: Final = -(2**31)
 MAX_EXIT_CODE: Final = 2**31 - 1
+#: Run outputs in a final ``status``: at most this many files and base64 characters in all
+#: (the launcher drops what does not fit and says ``outputs_truncated``).
+MAX_STATUS_OUTPUTS: Final = 64
+MAX_STATUS_OUTPUTS_B64_CHARS: Final = 512 * 1024
 
 Side = Literal["worker", "controlplane"]
 
@@ -61,6 +65,9 @@ _METADATA_TAG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z")
 _URL = re.compile(r"https?://[\x21-\x7e]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_OUTPUT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class MessageError(UntrustedInputError):
@@ -349,6 +356,36 @@ _RUN_IDS_CODEC: Final = Codec(
 )
 
 
+def _check_bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(f"{what} is not true or false")
+    return value
+
+
+def _check_outputs(value: object, what: str) -> Mapping[str, str]:
+    """Run outputs: file name -> base64 content, bounded in count and in total size."""
+    if not isinstance(value, Mapping):
+        _fail(f"{what} is not an object")
+    if len(value) > MAX_STATUS_OUTPUTS:
+        _fail(f"{what} has more than {MAX_STATUS_OUTPUTS} files")
+    total = 0
+    for name, content in value.items():
+        _string(name, "an output name", max_chars=128, pattern=_OUTPUT_NAME)
+        total += len(_check_b64(content, "an output", max_chars=MAX_STATUS_OUTPUTS_B64_CHARS))
+    if total > MAX_STATUS_OUTPUTS_B64_CHARS:
+        _fail(f"{what} are larger than {MAX_STATUS_OUTPUTS_B64_CHARS} base64 characters")
+    return MappingProxyType(dict(value))
+
+
+_BOOL_CODEC: Final = Codec(check=_check_bool)
+_PHASE_CODEC: Final = _text_codec(max_chars=32, pattern=_PHASE)
+_OUTPUTS_CODEC: Final = Codec(
+    check=_check_outputs,
+    decode=_decode_object,
+    encode=_encode_mapping,
+)
+
+
 class _Record:
     """A frozen dataclass whose fields each carry a :class:`Codec` (see the section above)."""
 
@@ -487,6 +524,31 @@ class Status(Body):
     )
     reason: str | None = _wire(_optional(_SLUG_CODEC), default=None)
     message: str | None = _wire(_optional(_TEXT_CODEC), default=None)
+    #: The run's outputs (docs/runspec.md): name -> base64 of the redacted content; final
+    #: states only, bounded (``outputs_truncated``: some did not fit or were over the run's cap).
+    outputs: Mapping[str, str] = _wire(_OUTPUTS_CODEC, default_factory=lambda: MappingProxyType({}))
+    outputs_truncated: bool = _wire(_BOOL_CODEC, default=False)
+    #: A planning run (``stage: plan``): SHA-256 of the sealed plan artifact it uploaded.
+    plan_sha256: str | None = _wire(
+        _optional(_text_codec(max_chars=64, pattern=_SHA256_HEX)), default=None
+    )
+
+    def output_files(self) -> dict[str, bytes]:
+        """The outputs decoded (each was checked to be base64 when the status was built)."""
+        return {k: base64.b64decode(v, validate=True) for k, v in self.outputs.items()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseStarted(Body):
+    """Worker -> control plane: the run's phase ``phase`` started (its worker's marker)."""
+
+    TYPE: ClassVar[str] = "phase"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    run_id: str = _wire(_RUN_ID_CODEC)
+    phase: str = _wire(_PHASE_CODEC)
+    started_at: datetime = _wire(_TIMESTAMP_CODEC)  # noqa: RUF009 - a field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -587,6 +649,11 @@ class Assign(Body):
     ticket_b64: str = _wire(_b64_codec(MAX_TICKET_B64_CHARS), default="")
     ticket_signature_b64: str = _wire(_b64_codec(88), default="")
     log_urls: tuple[LogUrl, ...] = _wire(_LOG_URLS_CODEC, default=())
+    #: A planning run: where to PUT its sealed plan artifact. An applying run: where to GET
+    #: the planning run's (its digest is in the signed ticket). Empty otherwise.
+    plan_url: str | None = _wire(
+        _optional(_text_codec(max_chars=MAX_URL_CHARS, pattern=_URL)), default=None
+    )
 
     @property
     def envelope(self) -> bytes:
@@ -613,6 +680,7 @@ class Assign(Body):
         ticket: bytes = b"",
         ticket_signature: bytes = b"",
         log_urls: Iterable[LogUrl] = (),
+        plan_url: str | None = None,
     ) -> Self:
         return cls(
             run_id=run_id,
@@ -622,6 +690,7 @@ class Assign(Body):
             ticket_b64=base64.b64encode(ticket).decode("ascii"),
             ticket_signature_b64=base64.b64encode(ticket_signature).decode("ascii"),
             log_urls=tuple(log_urls),
+            plan_url=plan_url,
         )
 
 
@@ -703,6 +772,7 @@ BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
             Accept,
             Refuse,
             Status,
+            PhaseStarted,
             LogUrlsRequest,
             Ack,
             Bye,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from hardened_launcher.transport.messages import (
     Message,
     MessageError,
     MessageStream,
+    PhaseStarted,
     Refuse,
     Register,
     Start,
@@ -89,6 +91,19 @@ BODIES: dict[type[Body], st.SearchStrategy[Body]] = {
         exit_code=st.none() | st.integers(-(2**31), 2**31 - 1),
         reason=st.none() | _slug,
         message=st.none() | _text,
+        outputs=st.dictionaries(
+            st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,8}", fullmatch=True),
+            st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode("ascii")),
+            max_size=3,
+        ),
+        outputs_truncated=st.booleans(),
+        plan_sha256=st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex),
+    ),
+    PhaseStarted: st.builds(
+        PhaseStarted,
+        run_id=_ident,
+        phase=st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True),
+        started_at=_times,
     ),
     LogUrlsRequest: st.builds(LogUrlsRequest, run_id=_ident, from_chunk=st.integers(0, 2**31 - 1)),
     Ack: st.builds(Ack, of=st.uuids().map(lambda u: u.hex)),
@@ -100,6 +115,7 @@ BODIES: dict[type[Body], st.SearchStrategy[Body]] = {
         lease_expires_at=_times,
         envelope=st.binary(min_size=1, max_size=200),
         log_urls=_urls,
+        plan_url=st.none() | st.just("https://s3.example/plan?X-Amz-Signature=ab"),
     ),
     Start: st.builds(Start, run_id=_ident, lease_id=_ident),
     Cancel: st.builds(Cancel, run_id=_ident),
@@ -320,6 +336,14 @@ def _samples() -> list[Any]:
         m.Accept(run_id="run-1", lease_id="l-1"),
         m.Refuse(run_id="run-1", lease_id="l-1", reason="worker_busy", message="busy"),
         m.Status(run_id="run-1", state="REFUSED", exit_code=None, reason="policy_denied"),
+        m.Status(
+            run_id="run-1",
+            state="FINISHED",
+            outputs={"result.json": "e30="},
+            outputs_truncated=True,
+            plan_sha256="ab" * 32,
+        ),
+        m.PhaseStarted(run_id="run-1", phase="planning", started_at=datetime.now(UTC)),
         m.LogUrlsRequest(run_id="run-1", from_chunk=3),
         m.Ack(of="a" * 32),
         m.Bye(reason="drained"),
@@ -360,5 +384,7 @@ def test_every_field_of_every_body_is_strict(body: Any) -> None:
         with pytest.raises(MessageError, match="lacks fields"):
             kind.from_dict({k: v for k, v in document.items() if k != name})
         for wrong in ({"x": 1}, [[1]], True, 1.5, "\x1b[31m" * 300):
+            if wrong is True and isinstance(document[name], bool):
+                continue  # a boolean field: True is one of its values
             with pytest.raises(MessageError):
                 kind.from_dict({**document, name: wrong})

@@ -13,11 +13,14 @@
 #   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
 #   P <name>                      start a phase
 #   C <b64 command>               a command of the current phase
+#   L <b64 data>                  the plan to apply, written to $HL_PLAN_FILE (applying stage)
 #   GO                            end of instructions
 set -u
 umask 077
 
 ws=${HL_WORKSPACE:-/workspace}
+plan_file=${HL_PLAN_FILE:-}
+plan_given=0
 marker='::hl::'
 
 fail() {
@@ -82,6 +85,13 @@ while IFS=' ' read -r kind a b c; do
             printf '%s' "$c" | base64 -d >"$ws/$path" 2>/dev/null || fail "cannot write a file"
             chmod "$b" "$ws/$path" || fail "cannot set a file mode"
             ;;
+        L)
+            [ -n "$plan_file" ] || fail "a plan without HL_PLAN_FILE"
+            mkdir -p "${plan_file%/*}" || fail "cannot create the plan directory"
+            printf '%s' "$a" | base64 -d >"$plan_file" 2>/dev/null || fail "cannot write the plan"
+            chmod 400 "$plan_file" || fail "cannot set the plan's mode"
+            plan_given=1
+            ;;
         P)
             valid_name "$a" || fail "bad phase name"
             plan="$plan
@@ -110,6 +120,9 @@ on_term() {
 trap on_term TERM INT
 
 cd "$ws" || fail "no workspace"
+if [ -n "$plan_file" ] && [ "$plan_given" = 0 ]; then
+    mkdir -p "${plan_file%/*}" && chmod 700 "${plan_file%/*}" || fail "no plan directory"
+fi
 outputs=${HL_OUTPUTS:-}
 if [ -n "$outputs" ]; then
     mkdir -p "$outputs" && chmod 700 "$outputs" || outputs=''
@@ -184,5 +197,15 @@ if [ -n "$outputs" ]; then
         printf '%s output %s %s\n' "$marker" "$(printf '%s' "${f##*/}" | base64 | tr -d '\n')" \
             "$(base64 <"$f" | tr -d '\n')"
     done
+fi
+# A planning stage's plan ($HL_PLAN_FILE when no plan was given): one frame, never redacted
+# (the launcher seals it to the pool key); at most 8 MiB.
+if [ -n "$plan_file" ] && [ "$plan_given" = 0 ] && [ -f "$plan_file" ] && [ ! -L "$plan_file" ]; then
+    size=$(wc -c <"$plan_file" 2>/dev/null) || size=-1
+    size=$((size + 0))
+    if [ "$size" -ge 0 ] && [ "$size" -le 8388608 ]; then
+        printf '%s plan %s %s\n' "$marker" "$(printf plan | base64)" \
+            "$(base64 <"$plan_file" | tr -d '\n')"
+    fi
 fi
 exit "$status"
