@@ -37,3 +37,6 @@ def test_drain_then_undrain_then_cycle(make_env: EnvFactory, protocol: str) -> N
     code = launcher.child.wait(60)
     assert code == 0, f"cycle: the launcher should exit 0, got {code}:\n{launcher.child.output()}"
     assert env.run(long_run).state is RunState.FINISHED, "cycle must let the current run finish"
+    # The worker reported the run's phase over this transport, and the control plane kept it.
+    with env.store() as store:
+        assert [p.name for p in store.phases(long_run)] == ["main"]

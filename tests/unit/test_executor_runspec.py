@@ -15,6 +15,7 @@ from hardened_launcher.executor.runspec import (
     MAX_PHASES,
     parse_run_spec,
     run_spec_from_mapping,
+    split_for_confirmation,
 )
 from hardened_launcher.secrets import Secret
 
@@ -157,3 +158,54 @@ def test_arbitrary_bytes_give_a_spec_or_a_runspec_error(data: bytes) -> None:
     else:
         reason = "runspec_invalid"
     assert reason == "runspec_invalid"
+
+
+# -- confirmation (confirm_after, stage, plan_of) ------------------------------------------------
+
+
+def _phased(**extra: Any) -> dict[str, Any]:
+    return doc(
+        phases=[
+            {"name": "initializing", "commands": ["echo init"]},
+            {"name": "planning", "commands": ["echo plan"]},
+            {"name": "applying", "commands": ["echo apply"]},
+        ],
+        secret_env={"TOKEN": "CANARY-split-0042"},
+        **extra,
+    )
+
+
+def test_split_for_confirmation_makes_two_valid_halves() -> None:
+    data = yaml.safe_dump(_phased(confirm_after="planning")).encode()
+    halves = split_for_confirmation(data)
+    assert halves is not None
+    plan, apply = (parse_run_spec(h) for h in halves)
+    assert [p.name for p in plan.phases] == ["initializing", "planning"]
+    assert (plan.run_id, plan.stage, plan.plan_of, plan.confirm_after) == (
+        "run-1",
+        "plan",
+        None,
+        None,
+    )
+    assert [p.name for p in apply.phases] == ["applying"]
+    assert (apply.run_id, apply.stage, apply.plan_of) == ("run-1.apply", "apply", "run-1")
+    assert apply.secret_env["TOKEN"].reveal() == b"CANARY-split-0042"
+    assert split_for_confirmation(yaml.safe_dump(_phased()).encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"confirm_after": "nope"}, "confirm_after"),
+        ({"confirm_after": "applying"}, "confirm_after"),  # nothing left to confirm
+        ({"confirm_after": "planning", "stage": "plan"}, "confirm_after"),
+        ({"stage": "apply"}, "plan_of"),
+        ({"stage": "plan", "plan_of": "run-0"}, "plan_of"),
+        ({"stage": "later"}, "stage"),
+        ({"stage": "apply", "plan_of": "../x"}, "plan_of"),
+        ({"confirm_after": "planning", "run_id": "r" * 123}, "run_id"),
+    ],
+)
+def test_confirmation_fields_are_checked(extra: dict[str, Any], field: str) -> None:
+    with pytest.raises(RunSpecError, match=field):
+        run_spec_from_mapping(_phased(**extra))

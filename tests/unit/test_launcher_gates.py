@@ -922,3 +922,33 @@ def test_any_altered_ticket_byte_is_refused(pool: Pool, position: int, flip: int
 def test_proofs_are_made_by_their_gates_only() -> None:
     with pytest.raises(TypeError, match=r"pipeline\.py"):
         pipeline.PolicyAllowed(seal=object(), identity=None, decision=None)  # type: ignore[arg-type]
+
+
+def test_status_outputs_fit_the_protocol_and_say_when_some_did_not() -> None:
+    from hardened_launcher.launcher.gates import status_for_result  # noqa: PLC0415
+    from hardened_launcher.transport.messages import MAX_STATUS_OUTPUTS_B64_CHARS  # noqa: PLC0415
+
+    big = b"x" * (MAX_STATUS_OUTPUTS_B64_CHARS // 4 * 3 - 3)
+    result = RunResult(
+        run_id="run-1",
+        container_id="c",
+        exit_code=0,
+        stopped_by=StopReason.EXITED,
+        duration_seconds=1.0,
+        output_bytes=1,
+        outputs={"a.txt": b"small", "b.bin": big, "c.txt": b"more"},
+    )
+    status = status_for_result(result)
+    assert status.outputs_truncated
+    assert status.output_files()["a.txt"] == b"small"
+    assert sum(len(v) for v in status.outputs.values()) <= MAX_STATUS_OUTPUTS_B64_CHARS
+    assert len(wire_json(status)) < 1024 * 1024
+    whole = status_for_result(dataclasses.replace(result, outputs={"a.txt": b"small"}))
+    assert not whole.outputs_truncated
+    assert whole.output_files() == {"a.txt": b"small"}
+
+
+def wire_json(body: Any) -> bytes:
+    from hardened_launcher.transport.messages import MessageStream  # noqa: PLC0415
+
+    return MessageStream().next(body).to_json()
