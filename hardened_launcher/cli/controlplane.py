@@ -28,7 +28,7 @@ from hardened_launcher.controlplane.ca import (
     init_state_dir,
     open_state_dir,
 )
-from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES
+from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES, RunState
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.pools import (
     DEFAULT_POOL_CERTIFICATE_DAYS,
@@ -490,7 +490,8 @@ def run_logs(args: argparse.Namespace) -> int:
                 out.write(data)
                 next_chunk = chunk + 1
             out.flush()
-            if not args.follow or run.state in TERMINAL_RUN_STATES:
+            # An UNCONFIRMED run's log is complete too (its applying run has its own).
+            if not args.follow or run.state in TERMINAL_RUN_STATES | {RunState.UNCONFIRMED}:
                 break
             time.sleep(FOLLOW_POLL_SECONDS)
     out.finish()
