@@ -42,7 +42,8 @@ def encode_instructions(
     ``extra_env`` holds the launcher's whitelisted variables (``SPACELIFT_WHITELIST_ENVS``),
     delivered like the run's own env; the run's own value wins on a name clash only for names
     the run declared (the launcher's are written first). ``plan`` (an applying run) is the
-    checked plan artifact, written to ``$HL_PLAN_FILE`` before the first phase.
+    checked plan artifact: announced by ``L <size>``, its raw bytes follow ``GO``, and the worker
+    writes them to ``$HL_PLAN_FILE`` before the first phase.
     """
     out = bytearray(HEADER)
     for name, value in (extra_env or {}).items():
@@ -66,12 +67,14 @@ def encode_instructions(
         out += b" " + content + b"\n"
         wipe_bytearray(content)
     if plan is not None:
-        encoded = _secret_b64(plan)
-        out += b"L " + encoded + b"\n"
-        wipe_bytearray(encoded)
+        out += b"L " + str(len(plan)).encode() + b"\n"
     for phase in spec.phases:
         out += b"P " + phase.name.encode() + b"\n"
         for command in phase.commands:
             out += b"C " + _b64(command.encode("utf-8")) + b"\n"
     out += b"GO\n"
+    if plan is not None:
+        # Raw, after GO: the worker reads it with one `head -c` (a shell `read` is per byte).
+        with plan.view() as view:
+            out += view
     return out

@@ -5,7 +5,6 @@ exact bytes, and an altered, swapped or other-commit plan is refused, audited wi
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import hashlib
 from datetime import UTC, datetime, timedelta
@@ -124,7 +123,8 @@ def test_plan_then_apply_gets_the_exact_bytes(pool: Pool, tmp_path: Path) -> Non
     h, applied = _apply(pool, tmp_path, sealed, binding)
     assert applied.state == "FINISHED"
     ((_, instructions),) = h.runner.calls
-    assert b"L " + base64.b64encode(PLAN) + b"\n" in instructions
+    assert b"\nL %d\n" % len(PLAN) in instructions
+    assert instructions.endswith(b"\nGO\n" + PLAN)  # raw, after GO: one `head -c` reads it
     assert [e.type for e in h.audit.events if e.type.startswith("plan.")] == ["plan.verified"]
 
 

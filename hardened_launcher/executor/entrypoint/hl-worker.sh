@@ -13,8 +13,9 @@
 #   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
 #   P <name>                      start a phase
 #   C <b64 command>               a command of the current phase
-#   L <b64 data>                  the plan to apply, written to $HL_PLAN_FILE (applying stage)
-#   GO                            end of instructions
+#   L <size>                      a plan of <size> bytes follows GO (applying stage)
+#   GO                            end of instructions; then the plan's raw bytes, if announced,
+#                                 written to $HL_PLAN_FILE (read in one go: `read` is per byte)
 set -u
 umask 077
 
@@ -87,9 +88,8 @@ while IFS=' ' read -r kind a b c; do
             ;;
         L)
             [ -n "$plan_file" ] || fail "a plan without HL_PLAN_FILE"
-            mkdir -p "${plan_file%/*}" || fail "cannot create the plan directory"
-            printf '%s' "$a" | base64 -d >"$plan_file" 2>/dev/null || fail "cannot write the plan"
-            chmod 400 "$plan_file" || fail "cannot set the plan's mode"
+            case $a in '' | *[!0-9]*) fail "bad plan size" ;; esac
+            plan_size=$a
             plan_given=1
             ;;
         P)
@@ -109,6 +109,12 @@ C $a"
     esac
 done
 [ "$done_reading" = 1 ] || fail "instructions ended early"
+if [ "$plan_given" = 1 ]; then
+    mkdir -p "${plan_file%/*}" || fail "cannot create the plan directory"
+    head -c "$plan_size" >"$plan_file" || fail "cannot write the plan"
+    [ "$(wc -c <"$plan_file")" -eq "$plan_size" ] || fail "the plan ended early"
+    chmod 400 "$plan_file" || fail "cannot set the plan's mode"
+fi
 unset a b c decoded _d header
 
 child=''
