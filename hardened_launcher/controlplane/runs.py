@@ -77,6 +77,104 @@ def _queue_run(
     lifetime: timedelta = DEFAULT_ENVELOPE_LIFETIME,
 ) -> Run:
     """Seal ``spec`` to the pool's key and queue it."""
+    sealed = _sealed(state, store, pool=pool, spec=spec, now=now, lifetime=lifetime)
+    return store.add_run(
+        run_id=sealed.run_id,
+        pool_id=sealed.pool_id,
+        spec_sha256=hashlib.sha256(spec).hexdigest(),
+        key_id=sealed.key_id,
+        envelope=sealed.envelope,
+        envelope_expires_at=sealed.expires_at,
+        now=now.timestamp(),
+        manifest=sealed.manifest,
+    )
+
+
+def cancel_run(store: Store, run_id: str, *, now: float) -> Run:
+    """Cancel a run (see :func:`dispatch.cancel`); returns the run as it is afterwards."""
+    for _ in range(5):  # a concurrent transition may win the compare-and-swap: re-read
+        run = store.get_run(run_id)
+        outcome = dispatch.cancel(run, now=now)
+        if isinstance(outcome, dispatch.Rejection):
+            if outcome.reason == "already_final":
+                raise ConflictError(
+                    f"run {run_id} already ended ({run.state})",
+                    hint="Nothing to cancel",
+                    reason="run_final",
+                )
+            store.enqueue(list(outcome.notices), now=now)
+            return run
+        if store.apply(outcome):
+            return outcome.after
+    raise ConflictError(
+        f"run {run_id} keeps changing; try again", reason="run_busy"
+    )  # pragma: no cover
+
+
+def _submit_confirmed(
+    state: StateDir,
+    store: Store,
+    *,
+    pool: str,
+    spec: bytes | bytearray,
+    now: datetime,
+    lifetime: timedelta,
+) -> Run:
+    """A spec with ``confirm_after``: its planning half is queued now; its applying half is
+    sealed now too (the plaintext exists only now) and kept until the operator confirms."""
+    halves = split_for_confirmation(spec)
+    if halves is None:  # pragma: no cover - the caller saw confirm_after
+        raise ConflictError("the run spec has no confirm_after", reason="runspec_invalid")
+    plan_spec, apply_spec = (bytearray(h) for h in halves)
+    try:
+        applying = parse_run_spec(apply_spec)
+        try:
+            commit_sha = applying.commit_sha
+        finally:
+            applying.wipe()
+        # Sealed and described like any run (same checks), but not queued: the pieces are
+        # kept in the plans table until confirm.
+        sealed = _sealed(state, store, pool=pool, spec=apply_spec, now=now, lifetime=lifetime)
+        run = _queue_run(state, store, pool=pool, spec=plan_spec, now=now, lifetime=lifetime)
+        store.add_plan(
+            PlanRecord(
+                run_id=run.id,
+                apply_run_id=sealed.run_id,
+                commit_sha=commit_sha,
+                apply_spec_sha256=hashlib.sha256(apply_spec).hexdigest(),
+                apply_envelope=sealed.envelope,
+                apply_manifest=sealed.manifest,
+                apply_envelope_expires_at=sealed.expires_at,
+                artifact_sha256=None,
+            )
+        )
+        return run
+    finally:
+        wipe_bytearray(plan_spec)
+        wipe_bytearray(apply_spec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Sealed:
+    run_id: str
+    pool_id: str
+    key_id: str
+    envelope: bytes
+    manifest: bytes
+    expires_at: float
+
+
+def _sealed(
+    state: StateDir,
+    store: Store,
+    *,
+    pool: str,
+    spec: bytes | bytearray,
+    now: datetime,
+    lifetime: timedelta,
+) -> _Sealed:
+    """Check ``spec`` can be queued (lifetime, manifest size, a new run id), then seal it to
+    the pool's key and describe it (the manifest the policy judges)."""
     if not timedelta(seconds=1) <= lifetime <= timedelta(seconds=MAX_ENVELOPE_LIFETIME_SECONDS):
         raise ConflictError(
             "the sealed run state's lifetime must be 1 second to 24 hours",
@@ -124,129 +222,14 @@ def _queue_run(
         issued_at=now,
         expires_at=expires_at,
     )
-    return store.add_run(
+    return _Sealed(
         run_id=run_id,
         pool_id=record.id,
-        spec_sha256=hashlib.sha256(spec).hexdigest(),
         key_id=key_id_of(public_key).hex(),
         envelope=envelope,
-        envelope_expires_at=expires_at.timestamp(),
-        now=now.timestamp(),
         manifest=manifest,
+        expires_at=expires_at.timestamp(),
     )
-
-
-def cancel_run(store: Store, run_id: str, *, now: float) -> Run:
-    """Cancel a run (see :func:`dispatch.cancel`); returns the run as it is afterwards."""
-    for _ in range(5):  # a concurrent transition may win the compare-and-swap: re-read
-        run = store.get_run(run_id)
-        outcome = dispatch.cancel(run, now=now)
-        if isinstance(outcome, dispatch.Rejection):
-            if outcome.reason == "already_final":
-                raise ConflictError(
-                    f"run {run_id} already ended ({run.state})",
-                    hint="Nothing to cancel",
-                    reason="run_final",
-                )
-            store.enqueue(list(outcome.notices), now=now)
-            return run
-        if store.apply(outcome):
-            return outcome.after
-    raise ConflictError(
-        f"run {run_id} keeps changing; try again", reason="run_busy"
-    )  # pragma: no cover
-
-
-def _submit_confirmed(
-    state: StateDir,
-    store: Store,
-    *,
-    pool: str,
-    spec: bytes | bytearray,
-    now: datetime,
-    lifetime: timedelta,
-) -> Run:
-    """A spec with ``confirm_after``: its planning half is queued now; its applying half is
-    sealed now too (the plaintext exists only now) and kept until the operator confirms."""
-    halves = split_for_confirmation(spec)
-    if halves is None:  # pragma: no cover - the caller saw confirm_after
-        raise ConflictError("the run spec has no confirm_after", reason="runspec_invalid")
-    plan_spec, apply_spec = (bytearray(h) for h in halves)
-    try:
-        applying = parse_run_spec(apply_spec)
-        try:
-            apply_run_id, commit_sha = applying.run_id, applying.commit_sha
-        finally:
-            applying.wipe()
-        if store.find_run(apply_run_id) is not None:
-            raise ConflictError(
-                f"a run with id {apply_run_id!r} already exists",
-                hint="Give the run spec a new run_id; run ids are never reused",
-                reason="run_exists",
-            )
-        # Sealed and described like any run, but not queued: a scratch row is not needed, the
-        # pieces are kept in the plans table until confirm.
-        sealed = _sealed(state, store, pool=pool, spec=apply_spec, now=now, lifetime=lifetime)
-        run = _queue_run(state, store, pool=pool, spec=plan_spec, now=now, lifetime=lifetime)
-        store.add_plan(
-            PlanRecord(
-                run_id=run.id,
-                apply_run_id=apply_run_id,
-                commit_sha=commit_sha,
-                apply_spec_sha256=hashlib.sha256(apply_spec).hexdigest(),
-                apply_envelope=sealed.envelope,
-                apply_manifest=sealed.manifest,
-                apply_envelope_expires_at=sealed.expires_at,
-                artifact_sha256=None,
-            )
-        )
-        return run
-    finally:
-        wipe_bytearray(plan_spec)
-        wipe_bytearray(apply_spec)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Sealed:
-    envelope: bytes
-    manifest: bytes
-    expires_at: float
-
-
-def _sealed(
-    state: StateDir,
-    store: Store,
-    *,
-    pool: str,
-    spec: bytes | bytearray,
-    now: datetime,
-    lifetime: timedelta,
-) -> _Sealed:
-    record = store.get_pool(pool)
-    parsed = parse_run_spec(spec, max_bytes=MAX_RUN_SPEC_BYTES)
-    try:
-        sanitizer = Sanitizer(pool_sanitize_key(state.signing_key(), record.id))
-        manifest = manifest_from_spec(parsed, sanitizer).encoded()
-        run_id = parsed.run_id
-    finally:
-        parsed.wipe()
-    certificate = x509.load_pem_x509_certificate(record.certificate_pem)
-    public_key = certificate.public_key()
-    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise ConflictError(  # pragma: no cover - CSR checks allow RSA and EC only
-            "the pool's key cannot receive sealed run state", reason="pool_key_unsupported"
-        )
-    expires_at = now + lifetime
-    envelope = seal_run_state(
-        spec,
-        pool_public_key=public_key,
-        signing_key=state.signing_key(),
-        run_id=run_id,
-        pool_id=record.id,
-        issued_at=now,
-        expires_at=expires_at,
-    )
-    return _Sealed(envelope=envelope, manifest=manifest, expires_at=expires_at.timestamp())
 
 
 def _decide(store: Store, run_id: str, *, now: float, confirm: bool) -> Run:

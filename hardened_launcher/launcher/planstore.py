@@ -15,7 +15,7 @@ from typing import Final
 from hardened_launcher.envelope.plan import MAX_SEALED_PLAN_BYTES, PlanArtifactError
 from hardened_launcher.launcher.logship import UploadError, put_presigned
 
-__all__ = ["get_plan", "put_plan"]
+__all__ = ["UploadError", "get_plan", "put_plan"]
 
 PLAN_TIMEOUT_SECONDS: Final = 60.0
 
@@ -55,6 +55,3 @@ def get_plan(url: str, *, timeout: float = PLAN_TIMEOUT_SECONDS) -> bytes:
 def put_plan(url: str, data: bytes, *, timeout: float = PLAN_TIMEOUT_SECONDS) -> None:
     """PUT a sealed plan, or raise :class:`~.logship.UploadError`."""
     put_presigned(url, data, timeout=timeout)
-
-
-__all__ += ["UploadError"]

@@ -196,3 +196,56 @@ def test_missing_dir_is_a_usage_error(
     monkeypatch.delenv("HL_CP_DIR", raising=False)
     assert main(["controlplane", "runs", "list"]) == EXIT_USAGE
     assert "HL_CP_DIR" in capsys.readouterr().err
+
+
+CONFIRMED_SPEC = b"""\
+version: 1
+run_id: run-cli-2
+run_type: wo
+image: registry.example/runner:1
+confirm_after: planning
+metadata: {commit_sha: "0123456789abcdef0123456789abcdef01234567"}
+phases:
+  - {name: planning, commands: ["echo plan"]}
+  - {name: applying, commands: ["echo apply"]}
+secret_env: {TF_VAR_token: "CANARY-secret-91c2"}
+"""
+
+
+def test_submit_confirm_and_discard_a_confirmed_run(
+    tmp_path: Path, pool_key: PoolPrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_path = _init(tmp_path)
+    csr = _csr_file(tmp_path, pool_key)
+    assert main(["controlplane", "pool", "create", "--dir", str(state_path), "--name", "pool-a",
+                 "--csr", str(csr)]) == 0  # fmt: skip
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_bytes(CONFIRMED_SPEC)
+    capsys.readouterr()
+    assert main(["controlplane", "run", "submit", "--dir", str(state_path), "--pool", "pool-a",
+                 str(spec_path)]) == 0  # fmt: skip
+    assert capsys.readouterr().out.strip() == "run-cli-2"
+    state = open_state_dir(state_path)
+    with state.open_store() as store:
+        plan = store.plan_of("run-cli-2")
+        assert plan is not None
+        assert (plan.apply_run_id, plan.commit_sha, plan.artifact_sha256) == (
+            "run-cli-2.apply",
+            "0123456789abcdef0123456789abcdef01234567",
+            None,
+        )
+        assert store.find_run("run-cli-2.apply") is None  # queued only on confirm
+        assert b"CANARY" not in state.store_path.read_bytes()
+    # Not planned yet: neither decision is possible; a hand-written stage is refused.
+    for action in ("confirm", "discard"):
+        assert main(["controlplane", "run", action, "--dir", str(state_path),
+                     "run-cli-2"]) == EXIT_USAGE  # fmt: skip
+        assert "not UNCONFIRMED" in capsys.readouterr().err
+    spec_path.write_bytes(CONFIRMED_SPEC.replace(b"confirm_after: planning", b"stage: plan"))
+    assert main(["controlplane", "run", "submit", "--dir", str(state_path), "--pool", "pool-a",
+                 str(spec_path)]) == EXIT_USAGE  # fmt: skip
+    assert "stage" in capsys.readouterr().err
+    assert main(["controlplane", "run", "show", "--dir", str(state_path), "run-cli-2"]) == 0
+    shown = capsys.readouterr().out
+    assert "apply run:" in shown
+    assert "run-cli-2.apply" in shown
