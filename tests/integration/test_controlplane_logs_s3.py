@@ -86,3 +86,21 @@ def test_expired_presigned_url_is_refused(s3_server: S3Server) -> None:  # noqa:
     time.sleep(2.5)
     assert _put(url.url, b"late") == 403
     assert storage.list_chunks("run-3") == []
+
+
+def test_plan_urls_store_and_fetch_one_sealed_plan(s3_server: S3Server) -> None:  # noqa: F811
+    from hardened_launcher.envelope.plan import PlanArtifactError  # noqa: PLC0415
+    from hardened_launcher.launcher.planstore import get_plan, put_plan  # noqa: PLC0415
+
+    storage = _storage(s3_server)
+    put_url = storage.plan_url("run-3", method="PUT")
+    put_plan(put_url, b"sealed plan bytes")
+    assert get_plan(storage.plan_url("run-3", method="GET")) == b"sealed plan bytes"
+    assert storage.list_chunks("run-3") == []  # a plan is not a log chunk
+    # The PUT URL cannot read, and a GET URL names one run's plan only.
+    with pytest.raises(PlanArtifactError) as caught:
+        get_plan(put_url)
+    assert caught.value.reason == "plan_unavailable"
+    with pytest.raises(PlanArtifactError):
+        get_plan(storage.plan_url("run-4", method="GET"))
+    assert _put(storage.plan_url("run-3", method="GET"), b"x") == 403
