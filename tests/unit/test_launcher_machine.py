@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import hypothesis.strategies as st
@@ -383,3 +384,34 @@ def test_registered_flag_follows_connected() -> None:
     assert not m.registered
     m.handle(Connected(now=T0))
     assert m.registered
+
+
+def test_phases_are_reported_only_for_a_running_run() -> None:
+    from hardened_launcher.launcher.machine import RunPhase  # noqa: PLC0415
+    from hardened_launcher.transport.messages import PhaseStarted  # noqa: PLC0415
+
+    m = LauncherMachine(config())
+    assert sent(m.handle(RunPhase(run_id="r1", phase="planning", at=T0))) == []  # not ours
+    m.handle(Received(body=assign("r1"), now=T0))
+    assert sent(m.handle(RunPhase(run_id="r1", phase="planning", at=T0))) == []  # not started
+    m.handle(StartRun(run_id="r1", lease_id="l1", now=T0))
+    assert sent(m.handle(RunPhase(run_id="r1", phase="planning", at=T0))) == [
+        PhaseStarted(run_id="r1", phase="planning", started_at=T0)
+    ]
+    final = Status(run_id="r1", state="FINISHED", exit_code=0, reason="run_succeeded")
+    m.handle(RunEnded(run_id="r1", status=final))
+    assert sent(m.handle(RunPhase(run_id="r1", phase="applying", at=T0))) == []  # ended
+
+
+def test_log_urls_for_a_pending_run_keep_its_ticket_and_plan_url() -> None:
+    m = LauncherMachine(config())
+    a = dataclasses.replace(
+        assign("r1"),
+        ticket_b64=base64.b64encode(b"ticket").decode(),
+        plan_url="https://s3.example/plan",
+    )
+    m.handle(Received(body=a, now=T0))
+    urls = (LogUrl(chunk=5, url="https://s3.example/5"),)
+    m.handle(Received(body=LogUrls(run_id="r1", urls=urls), now=T0))
+    kept = m.pending["r1"].assign
+    assert (kept.ticket, kept.plan_url, kept.log_urls) == (b"ticket", a.plan_url, urls)
