@@ -1131,7 +1131,7 @@ def seal_result_plan(
             pool_private_key=keys.pool_private_key.private_key,
             run_id=result.run_id,
             pool_id=pool_id,
-            commit_sha=manifest.metadata.get("commit_sha", ""),
+            commit_sha=manifest.commit_sha,
             now=now,
         )
     finally:

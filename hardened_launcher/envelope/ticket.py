@@ -169,6 +169,15 @@ class RunManifest:
         return str(self.document["sanitize_key_id"])
 
     @property
+    def commit_sha(self) -> str:
+        """The commit the run is for: its git source's when it has one, else
+        ``metadata.commit_sha`` (empty when neither names one). A plan artifact is bound to it."""
+        source = self.document.get("source")
+        if isinstance(source, Mapping) and isinstance(source.get("commit_sha"), str):
+            return str(source["commit_sha"])
+        return str(self.document["metadata"].get("commit_sha", ""))
+
+    @property
     def stage(self) -> str | None:
         """``plan`` or ``apply`` for the halves of a confirmed run, else None."""
         stage = self.document.get("stage")

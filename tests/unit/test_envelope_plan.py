@@ -137,3 +137,13 @@ def test_the_refusal_names_no_plan_content() -> None:
         _open(data, sha, commit_sha="other")
     text = f"{caught.value.message} {caught.value.hint} {caught.value!r}"
     assert "CANARY" not in text
+
+
+def test_the_commit_a_plan_is_bound_to() -> None:
+    from hardened_launcher.envelope.ticket import RunManifest  # noqa: PLC0415
+
+    source = {"url": "https://git.example/x.git", "ref": "main", "commit_sha": "b" * 40}
+    with_source = RunManifest(document={"metadata": {"commit_sha": "b" * 40}, "source": source})
+    assert with_source.commit_sha == "b" * 40  # the git source's (the worker checks it out)
+    assert RunManifest(document={"metadata": {"commit_sha": COMMIT}}).commit_sha == COMMIT
+    assert RunManifest(document={"metadata": {}}).commit_sha == ""
