@@ -21,6 +21,7 @@ import yaml
 from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
+from hardened_launcher.executor.source import GitSource, RunSource, parse_source
 from hardened_launcher.secrets import Secret
 
 __all__ = [
@@ -143,6 +144,8 @@ class RunSpec:
     binaries: tuple[BinaryRequest, ...] = ()
     limits: RunLimits = field(default_factory=RunLimits)
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The project: a git commit fetched inside the run, or a checked archive (see .source).
+    source: RunSource | None = None
 
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
@@ -273,7 +276,7 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         "document",
         dict(document),
         {"version", "run_id", "run_type", "phases"},
-        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata"},
+        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata", "source"},
     )
     if top["version"] != SPEC_VERSION or isinstance(top["version"], bool):
         raise _fail("version", f"is not {SPEC_VERSION} (the only version this launcher reads)")
@@ -401,6 +404,13 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         _text("metadata key", key, max_chars=64, pattern=_META_KEY_RE)
         metadata[key] = _free_text(f"metadata.{key}", value, max_chars=MAX_METADATA_VALUE_CHARS)
 
+    source = None if top.get("source") is None else parse_source(top["source"])
+    if isinstance(source, GitSource) and metadata.get("commit_sha", source.commit_sha) != (
+        source.commit_sha
+    ):
+        # The policy reads both; they must not tell two stories.
+        raise _fail("metadata.commit_sha", "is not source.commit_sha")
+
     return RunSpec(
         run_id=run_id,
         run_type=cast("RunType", run_type),
@@ -412,4 +422,5 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         binaries=tuple(binaries),
         limits=limits,
         metadata=MappingProxyType(metadata),
+        source=source,
     )

@@ -10,6 +10,9 @@
 # Wire format, one record per line, fields separated by one space:
 #   HLRUN 1                       first line: protocol and version
 #   E <name> <b64 value>          export an environment variable
+#   S <b64 url> <b64 ref> <commit> fetch the source with git, check out exactly <commit>
+#   D <b64 path> <mode>           make a workspace directory (from a source archive)
+#   L <b64 path> <b64 target>     make a symbolic link (from a source archive)
 #   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
 #   P <name>                      start a phase
 #   C <b64 command>               a command of the current phase
@@ -43,6 +46,41 @@ valid_path() {
     return 0
 }
 
+# Source: fetched before anything of the run is set (not even its variables, so nothing of the
+# run can steer git), as the run's user, through the run's proxy (the container's proxy
+# variables). The run is refused unless HEAD is exactly the commit the policy judged.
+refuse_source() {
+    printf '%s source refused %s\n' "$marker" "$1"
+    fail "source refused: $2"
+}
+
+fetch_source() { # url ref commit
+    command -v git >/dev/null 2>&1 || refuse_source source_git_missing "the image has no git"
+    export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+    set -- "$1" "+$2:refs/hl/source" "$3"
+    g() {
+        git -c protocol.allow=never -c protocol.https.allow=always -c protocol.http.allow=always \
+            -c advice.detachedHead=false -c init.defaultBranch=hl -c core.hooksPath=/dev/null \
+            -C "$ws" "$@" </dev/null
+    }
+    g init -q || refuse_source source_fetch_failed "git init failed"
+    g fetch -q --no-tags --depth=1 "$1" "$2" || refuse_source source_fetch_failed "git fetch failed"
+    tip=$(g rev-parse -q --verify 'refs/hl/source^{commit}') || tip=''
+    if [ "$tip" != "$3" ]; then
+        # Not the tip: the commit must be in the ref's history.
+        g fetch -q --no-tags --unshallow "$1" "$2" 2>/dev/null || :
+        g merge-base --is-ancestor "$3" refs/hl/source 2>/dev/null \
+            || refuse_source source_commit_mismatch "the commit is not on the ref"
+    fi
+    g -c core.symlinks=true checkout -q --detach "$3" 2>/dev/null \
+        || refuse_source source_commit_mismatch "the commit cannot be checked out"
+    head=$(g rev-parse -q --verify 'HEAD^{commit}') || head=''
+    [ "$head" = "$3" ] || refuse_source source_commit_mismatch "HEAD is not the commit"
+    g update-ref -d refs/hl/source
+    printf '%s source commit %s\n' "$marker" "$head"
+    unset tip head
+}
+
 # The run's own deadline (HL_TIME_LIMIT_SECONDS, plumbing set by the launcher, later than the
 # launcher's own stop): if the launcher dies, the run still ends. The watchdog stops this worker
 # (TERM, then KILL); when the worker exits, the container's init exits and every process with it.
@@ -71,6 +109,29 @@ while IFS=' ' read -r kind a b c; do
             valid_name "$a" || fail "bad variable name"
             decode "$b" || fail "bad variable encoding"
             export "$a=$decoded"
+            ;;
+        S)
+            decode "$a" || fail "bad source encoding"
+            url=$decoded
+            decode "$b" || fail "bad source encoding"
+            case $c in '' | *[!0-9a-f]*) fail "bad source commit" ;; esac
+            fetch_source "$url" "$decoded" "$c"
+            unset url
+            ;;
+        D)
+            decode "$a" || fail "bad directory path encoding"
+            valid_path "$decoded" || fail "bad directory path"
+            case $b in '' | *[!0-7]*) fail "bad directory mode" ;; esac
+            mkdir -p "$ws/$decoded" && chmod "$b" "$ws/$decoded" || fail "cannot create a directory"
+            ;;
+        L)
+            decode "$a" || fail "bad link path encoding"
+            path=$decoded
+            valid_path "$path" || fail "bad link path"
+            decode "$b" || fail "bad link target encoding"
+            dir=${path%/*}
+            [ "$dir" = "$path" ] || mkdir -p "$ws/$dir" || fail "cannot create a directory"
+            ln -s "$decoded" "$ws/$path" || fail "cannot make a link"
             ;;
         F)
             decode "$a" || fail "bad file path encoding"
