@@ -74,6 +74,7 @@ def run(
     *,
     mappings: tuple[PrivateVcsMapping, ...] = (),
     allow_server: bool = False,
+    audit: MemoryAuditLog | None = None,
 ) -> tuple[RunResult, str, MemoryAuditLog]:
     import docker  # noqa: PLC0415
 
@@ -111,7 +112,7 @@ def run(
             "files": [{"path": "extra/vars.yml", "content": "a: 1\n"}],
         }
     )
-    audit = MemoryAuditLog()
+    audit = audit or MemoryAuditLog()
     log = tmp_path / "run.log"
     result = run_pipeline(
         spec,
@@ -218,6 +219,10 @@ def test_an_unknown_private_name_is_refused_before_a_container_exists(
     project: Project, tmp_path: Path
 ) -> None:
     source = {"url": "private://other/project.git", "ref": "main", "commit_sha": "a" * 40}
+    audit = MemoryAuditLog()
     with pytest.raises(EgressDeniedError) as caught:
-        run(project, tmp_path, source, mappings=mapping(project))
+        run(project, tmp_path, source, mappings=mapping(project), audit=audit)
     assert caught.value.reason == "egress_private_vcs_unknown"
+    (refused,) = [e for e in audit.events if e.reason == "egress_private_vcs_unknown"]
+    assert (refused.type, refused.gate) == ("run.refused", "egress")
+    assert not events(audit, "run.started")
