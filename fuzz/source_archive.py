@@ -34,17 +34,20 @@ def test_one_input(data: bytes) -> None:
     kinds: dict[str, str] = {}
     for entry in entries:
         parts = entry.path.split("/")
-        assert entry.path and not entry.path.startswith("/")
+        assert entry.path
+        assert not entry.path.startswith("/")
         assert all(part not in ("", ".", "..") for part in parts)
         assert entry.path not in kinds
         for depth in range(1, len(parts)):
             assert kinds.get("/".join(parts[:depth]), "dir") == "dir"
         if entry.kind == "symlink":
-            assert entry.target and not entry.target.startswith("/")
+            assert entry.target
+            assert not entry.target.startswith("/")
             resolved = posixpath.normpath(
                 posixpath.join(posixpath.dirname(entry.path), entry.target)
             )
-            assert resolved != ".." and not resolved.startswith("../")
+            assert resolved != ".."
+            assert not resolved.startswith("../")
         kinds[entry.path] = entry.kind
     assert sum(len(e.content) for e in entries) <= MAX_ARCHIVE_EXTRACTED_BYTES
 
