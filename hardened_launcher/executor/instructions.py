@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from hardened_launcher.executor.runspec import RunSpec
-from hardened_launcher.executor.source import ArchiveSource, GitSource
+from hardened_launcher.executor.source import ArchiveSource, GitSource, clean_tar
 from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = ["HEADER", "encode_instructions"]
@@ -41,15 +41,10 @@ def _source_records(spec: RunSpec, source_url: str | None) -> bytearray:
         out += b"S " + _b64(source_url.encode()) + b" " + _b64(source.ref.encode())
         out += b" " + source.commit_sha.encode() + b"\n"
     elif isinstance(source, ArchiveSource):
-        for entry in source.entries:
-            path = _b64(entry.path.encode("utf-8"))
-            if entry.kind == "dir":
-                out += b"D " + path + b" " + f"{entry.mode:o}".encode() + b"\n"
-            elif entry.kind == "symlink":
-                out += b"L " + path + b" " + _b64(entry.target.encode("utf-8")) + b"\n"
-            else:
-                out += b"F " + path + b" " + f"{entry.mode:o}".encode() + b" "
-                out += _b64(entry.content) + b"\n"
+        # The only record that is not one line: its size, then exactly that many raw bytes,
+        # which the worker copies to tar with dd (no line reading, no base64).
+        tar = clean_tar(source.entries)
+        out += b"A " + str(len(tar)).encode() + b"\n" + tar
     return out
 
 

@@ -29,6 +29,7 @@ import posixpath
 import re
 import tarfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ __all__ = [
     "RunSource",
     "SourceArchiveError",
     "archive_entries",
+    "clean_tar",
     "parse_source",
     "source_manifest",
 ]
@@ -107,6 +109,7 @@ class ArchiveEntry:
     mode: int = 0o644
     content: bytes = b""
     target: str = ""
+    mtime: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,11 +285,15 @@ def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
                     raise _archive_fail("a member lies under a file")
                 seen.setdefault(prefix, "implicit")
             mode = member.mode & 0o777
+            mtime = max(0, min(int(member.mtime), 2**33 - 1))
             if member.isdir():
-                entry = ArchiveEntry(kind="dir", path=path, mode=mode | 0o700)
+                entry = ArchiveEntry(kind="dir", path=path, mode=mode | 0o700, mtime=mtime)
             elif member.issym():
                 entry = ArchiveEntry(
-                    kind="symlink", path=path, target=_link_target(path, member.linkname)
+                    kind="symlink",
+                    path=path,
+                    target=_link_target(path, member.linkname),
+                    mtime=mtime,
                 )
             elif member.isreg():
                 stream = tar.extractfile(member)
@@ -298,7 +305,9 @@ def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
                     raise _archive_fail("it is truncated or corrupt") from None
                 if len(content) != member.size:
                     raise _archive_fail("it is truncated or corrupt")
-                entry = ArchiveEntry(kind="file", path=path, mode=mode | 0o600, content=content)
+                entry = ArchiveEntry(
+                    kind="file", path=path, mode=mode | 0o600, content=content, mtime=mtime
+                )
             elif member.islnk():
                 raise _archive_fail("it holds a hard link (use a copy or a symbolic link)")
             else:
@@ -309,3 +318,24 @@ def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
             seen[path] = entry.kind
             entries.append(entry)
     return tuple(entries)
+
+
+def clean_tar(entries: Sequence[ArchiveEntry]) -> bytes:
+    """The accepted entries again as one plain tar (POSIX pax, owner 0, no compression): what
+    the worker unpacks with the image's ``tar``. It holds nothing the checks refused, so any
+    tar unpacks it inside the workspace."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry.path)
+            info.mode, info.mtime = entry.mode, entry.mtime
+            if entry.kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif entry.kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, entry.target
+                tar.addfile(info)
+            else:
+                info.size = len(entry.content)
+                tar.addfile(info, io.BytesIO(entry.content))
+    return out.getvalue()

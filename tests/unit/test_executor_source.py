@@ -38,6 +38,7 @@ from hardened_launcher.executor.source import (
     GitSource,
     SourceArchiveError,
     archive_entries,
+    clean_tar,
     parse_source,
 )
 from hardened_launcher.pipeline import policy_metadata
@@ -376,3 +377,37 @@ def test_the_worker_unpacks_an_archive_and_its_provider_executes(
     assert (tmp_path / "data" / "blob.bin").read_bytes() == bytes(range(256)) * 4
     assert (tmp_path / "up").is_symlink()
     assert (tmp_path / "bin" / "provider").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_clean_tar_holds_exactly_the_accepted_entries() -> None:
+    entries = archive_entries(GOOD)
+    assert archive_entries(clean_tar(entries)) == entries
+
+
+def test_the_worker_continues_after_the_archive_and_files_replace_its_files(
+    tmp_path: Path,
+) -> None:
+    run = run_spec_from_mapping(
+        {
+            "version": 1,
+            "run_id": "r",
+            "run_type": "wo",
+            "image": "busybox",
+            "phases": [{"name": "main", "commands": ["./bin/provider", 'echo "v=$V"']}],
+            "source": archive_source(GOOD),
+            "env": {"V": "after"},
+            "files": [
+                {"path": "bin/provider", "content": "#!/bin/sh\necho mine\n", "mode": "0755"}
+            ],
+        }
+    )
+    done = subprocess.run(
+        ["sh", str(worker_script_path())],
+        input=bytes(encode_instructions(run)),
+        capture_output=True,
+        env={"HL_WORKSPACE": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"mine\nv=after\n" in done.stdout

@@ -2,17 +2,18 @@
 # hl-worker: the reference worker program of hardened-launcher (protocol 1).
 #
 # Runs inside the run container as its entrypoint, under busybox or any POSIX sh; it needs only
-# sh, base64, mkdir, chmod and printf. It reads the run's instructions from stdin (the only
-# channel that carries secrets), sets up the workspace, runs the phases with markers, and exits
-# with the run's status. Every value on the wire is base64, so nothing is ever evaluated except
+# sh, base64, mkdir, chmod and printf (and, for a run with a source, git or tar, dd and cat).
+# It reads the run's instructions from stdin (the only channel that carries secrets), sets up
+# the workspace, runs the phases with markers, and exits with the run's status. Every value on
+# the wire is base64 (but a source archive's raw bytes), so nothing is ever evaluated except
 # the run's own commands, each run by `sh -c` with stdin from /dev/null.
 #
 # Wire format, one record per line, fields separated by one space:
 #   HLRUN 1                       first line: protocol and version
 #   E <name> <b64 value>          export an environment variable
 #   S <b64 url> <b64 ref> <commit> fetch the source with git, check out exactly <commit>
-#   D <b64 path> <mode>           make a workspace directory (from a source archive)
-#   L <b64 path> <b64 target>     make a symbolic link (from a source archive)
+#   A <size>                      a source archive: exactly <size> raw bytes of a plain tar
+#                                 follow the line (checked and rebuilt by the launcher)
 #   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
 #   P <name>                      start a phase
 #   C <b64 command>               a command of the current phase
@@ -81,6 +82,20 @@ fetch_source() { # url ref commit
     unset tip head
 }
 
+# Copy exactly $1 bytes of stdin to stdout: dd reads at most bs bytes per call, so nothing
+# after them is consumed; fullblock makes a short read from the pipe wait for the rest.
+read_bytes() {
+    _full=$(($1 / 65536))
+    _rest=$(($1 % 65536))
+    if [ "$_full" -gt 0 ]; then
+        dd bs=65536 count="$_full" iflag=fullblock 2>/dev/null || return 1
+    fi
+    if [ "$_rest" -gt 0 ]; then
+        dd bs="$_rest" count=1 iflag=fullblock 2>/dev/null || return 1
+    fi
+    return 0
+}
+
 # The run's own deadline (HL_TIME_LIMIT_SECONDS, plumbing set by the launcher, later than the
 # launcher's own stop): if the launcher dies, the run still ends. The watchdog stops this worker
 # (TERM, then KILL); when the worker exits, the container's init exits and every process with it.
@@ -118,20 +133,13 @@ while IFS=' ' read -r kind a b c; do
             fetch_source "$url" "$decoded" "$c"
             unset url
             ;;
-        D)
-            decode "$a" || fail "bad directory path encoding"
-            valid_path "$decoded" || fail "bad directory path"
-            case $b in '' | *[!0-7]*) fail "bad directory mode" ;; esac
-            mkdir -p "$ws/$decoded" && chmod "$b" "$ws/$decoded" || fail "cannot create a directory"
-            ;;
-        L)
-            decode "$a" || fail "bad link path encoding"
-            path=$decoded
-            valid_path "$path" || fail "bad link path"
-            decode "$b" || fail "bad link target encoding"
-            dir=${path%/*}
-            [ "$dir" = "$path" ] || mkdir -p "$ws/$dir" || fail "cannot create a directory"
-            ln -s "$decoded" "$ws/$path" || fail "cannot make a link"
+        A)
+            case $a in '' | *[!0-9]*) fail "bad archive size" ;; esac
+            command -v tar >/dev/null 2>&1 && command -v dd >/dev/null 2>&1 \
+                || refuse_source source_tools_missing "the image has no tar or dd"
+            # cat drains what tar leaves unread (zero padding), so the next record is next.
+            read_bytes "$a" | (umask 022 && tar -xf - -C "$ws" && cat >/dev/null) \
+                || refuse_source source_unpack_failed "the source archive cannot be unpacked"
             ;;
         F)
             decode "$a" || fail "bad file path encoding"
