@@ -26,7 +26,6 @@ from hardened_launcher.demo.stories import audit_trail, new_run_id
 from tests.conftest import integration_required, require_tool
 from tests.e2e.conftest import EnvFactory
 from tests.integration.git_server import GitServer, git_server, make_repository
-from tests.integration.images import runner_image
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +81,9 @@ def served(tmp_path: Path) -> Iterator[tuple[GitServer, list[str]]]:
 
 
 def test_ansible_playbook_from_git_masks_both_secrets(
-    make_env: EnvFactory, served: tuple[GitServer, list[str]], tmp_path: Path
+    make_env: EnvFactory, served: tuple[GitServer, list[str]], runner_image: str, tmp_path: Path
 ) -> None:
     server, commits = served
-    image = runner_image()
     egress = tmp_path / "egress.yaml"
     egress.write_text("version: 1\nallow:\n  - host: nothing.invalid\n    ports: [443]\n")
     policy = tmp_path / "source.rego"
@@ -108,7 +106,7 @@ def test_ansible_playbook_from_git_masks_both_secrets(
         secret_env={"DB_PASSWORD": db_password},
         env={"ANSIBLE_NOCOLOR": "1"},
     )
-    spec["image"] = image
+    spec["image"] = runner_image
     spec["source"] = {"url": "private://corp/infra.git", "ref": "main", "commit_sha": commits[0]}
     spec["files"] = [
         {

@@ -32,7 +32,6 @@ from hardened_launcher.settings import PrivateVcsMapping
 from tests.conftest import integration_required, require_tool
 from tests.integration.executor_support import runner_for, settings_for, signed_release
 from tests.integration.git_server import GitServer, git_server, make_repository
-from tests.integration.images import runner_image
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +44,13 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+def project(tmp_path_factory: pytest.TempPathFactory, runner_image: str) -> Iterator[Project]:
     require_tool("git")
     require_tool("ip")
     if os.geteuid() != 0:
         if integration_required():
             pytest.fail("the git source tests need root (ip netns, iptables)")
         pytest.skip("the git source tests need root (ip netns, iptables)")
-    image = runner_image()
     root = tmp_path_factory.mktemp("git") / "srv"
     root.mkdir()
     commits = make_repository(
@@ -64,7 +62,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
         ],
     )
     with git_server(root) as server:
-        yield Project(server=server, commits=commits, image=image)
+        yield Project(server=server, commits=commits, image=runner_image)
 
 
 def run(
