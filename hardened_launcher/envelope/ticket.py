@@ -90,6 +90,7 @@ _MANIFEST_KEYS: Final = frozenset(
 _OPTIONAL_MANIFEST_KEYS: Final = frozenset({"source"})
 _SOURCE_KEYS: Final = (
     frozenset({"url", "ref", "commit_sha"}),
+    frozenset({"url", "ref", "commit_sha", "auth"}),
     frozenset({"archive_sha256", "archive_bytes"}),
 )
 
@@ -310,6 +311,11 @@ def _check_manifest(value: object) -> RunManifest:
             if key == "archive_bytes":
                 if not isinstance(item, int) or isinstance(item, bool) or item < 0:
                     raise _refuse("manifest.source.archive_bytes is not a size")
+            elif key == "auth":
+                if not isinstance(item, dict) or set(item) != {"username", "secret_env"}:
+                    raise _refuse("manifest.source.auth does not have the documented fields")
+                for part in ("username", "secret_env"):
+                    _str(item[part], f"manifest.source.auth.{part}", 128)
             else:
                 _str(item, f"manifest.source.{key}", 2048)
     _str(value["run_id"], "manifest.run_id", 128)

@@ -38,6 +38,14 @@ def _source_records(spec: RunSpec, source_url: str | None) -> bytearray:
     if isinstance(source, GitSource):
         if source_url is None:
             raise ValueError("a git source needs its resolved URL")
+        if source.auth is not None and source.auth.basic is not None:
+            # HTTP basic credentials for the fetch only (git gets them as an extra header
+            # through its environment, never on a command line or in .git/config).
+            header = bytearray(b"Authorization: Basic ")
+            with source.auth.basic.view() as view:
+                header += view
+            out += b"H " + _b64(header) + b"\n"
+            wipe_bytearray(header)
         out += b"S " + _b64(source_url.encode()) + b" " + _b64(source.ref.encode())
         out += b" " + source.commit_sha.encode() + b"\n"
     elif isinstance(source, ArchiveSource):

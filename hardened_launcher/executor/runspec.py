@@ -10,9 +10,10 @@ The format is documented in ``docs/runspec.md``.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
@@ -22,7 +23,7 @@ from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
 from hardened_launcher.executor.source import GitSource, RunSource, parse_source
-from hardened_launcher.secrets import Secret
+from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = [
     "MAX_RUN_SPEC_BYTES",
@@ -154,6 +155,9 @@ class RunSpec:
             if isinstance(f.content, Secret):
                 named.append((f"file:{f.path}", f.content))
                 named += [(f"file:{f.path}#{i}", value) for i, value in enumerate(f.values, 1)]
+        auth = self.source.auth if isinstance(self.source, GitSource) else None
+        if auth is not None and auth.basic is not None:
+            named.append(("source:auth", auth.basic))  # the fetch's HTTP basic credentials
         return tuple(named)
 
     def wipe(self) -> None:
@@ -268,6 +272,19 @@ def _relative_path(where: str, value: object) -> str:
     if any(part in ("", ".", "..") for part in parts):
         raise _fail(where, "has an empty, '.' or '..' component")
     return path
+
+
+def _basic(username: str, secret: Secret) -> Secret:
+    """``base64(username:secret)`` as a new secret (the intermediate bytes are wiped)."""
+    raw = bytearray(username.encode() + b":")
+    with secret.view() as view:
+        raw += view
+    encoded = bytearray(base64.b64encode(raw))
+    wipe_bytearray(raw)
+    try:
+        return Secret(encoded)
+    finally:
+        wipe_bytearray(encoded)
 
 
 def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
@@ -410,6 +427,19 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     ):
         # The policy reads both; they must not tell two stories.
         raise _fail("metadata.commit_sha", "is not source.commit_sha")
+    if (
+        isinstance(source, GitSource)
+        and source.auth is not None
+        and source.auth.secret_env not in secret_env
+    ):
+        raise _fail("source.auth.secret_env", "names no variable of secret_env")
+    if isinstance(source, GitSource) and source.auth is not None:
+        source = replace(
+            source,
+            auth=replace(
+                source.auth, basic=_basic(source.auth.username, secret_env[source.auth.secret_env])
+            ),
+        )
 
     return RunSpec(
         run_id=run_id,

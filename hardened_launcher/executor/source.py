@@ -2,7 +2,7 @@
 
 Two forms (``docs/runspec.md``):
 
-* :class:`GitSource` ``{url, ref, commit_sha}``: the worker program fetches ``ref`` from ``url``
+* :class:`GitSource` ``{url, ref, commit_sha[, auth]}``: the worker fetches ``ref`` from ``url``
   inside the run container (as the run's user, through the run's egress proxy), checks out
   ``commit_sha`` and refuses the run when the commit it holds is not exactly that one. The URL
   may be ``private://<name>/<path>``, resolved by the launcher through its
@@ -35,12 +35,14 @@ from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from hardened_launcher.executor.errors import RunSpecError
+from hardened_launcher.secrets import Secret
 
 __all__ = [
     "MAX_ARCHIVE_BYTES",
     "MAX_ARCHIVE_EXTRACTED_BYTES",
     "ArchiveEntry",
     "ArchiveSource",
+    "GitAuth",
     "GitSource",
     "RunSource",
     "SourceArchiveError",
@@ -67,6 +69,8 @@ _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
 _REF_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}")
 _URL_CHARS_RE: Final = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")
 _SCHEMES: Final = frozenset({"https", "http", "private"})
+_USERNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+_ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 class SourceArchiveError(RunSpecError):
@@ -98,6 +102,20 @@ class GitSource:
     url: str
     ref: str
     commit_sha: str
+    #: HTTP basic authentication for the fetch: the user name, and the name of the spec's
+    #: ``secret_env`` variable that holds the password or token (never the value itself).
+    auth: GitAuth | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GitAuth:
+    """Who the worker is to the git server: ``username`` and a ``secret_env`` name."""
+
+    username: str
+    secret_env: str
+    #: ``base64(username:secret)``, the HTTP basic credentials (filled in by the run spec's
+    #: parser from ``secret_env``; registered with the redactor like any secret of the run).
+    basic: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,13 +182,25 @@ def _ref(where: str, value: object) -> str:
     return ref
 
 
+def _auth(value: object) -> GitAuth:
+    if not isinstance(value, dict) or set(value) != {"username", "secret_env"}:
+        raise _fail("source.auth", "does not have exactly the fields {username, secret_env}")
+    username = _text("source.auth.username", value["username"], 128)
+    if not _USERNAME_RE.fullmatch(username):
+        raise _fail("source.auth.username", f"does not match {_USERNAME_RE.pattern}")
+    name = _text("source.auth.secret_env", value["secret_env"], 128)
+    if not _ENV_NAME_RE.fullmatch(name):
+        raise _fail("source.auth.secret_env", "is not a variable name")
+    return GitAuth(username=username, secret_env=name)
+
+
 def parse_source(value: object) -> RunSource:
     """Validate the spec's ``source`` mapping (git or archive form)."""
     if not isinstance(value, dict):
         raise _fail("source", "is not a mapping")
     mapping = cast("dict[str, Any]", value)
     keys = set(mapping)
-    if keys == {"url", "ref", "commit_sha"}:
+    if keys - {"auth"} == {"url", "ref", "commit_sha"}:
         sha = _text("source.commit_sha", mapping["commit_sha"], 64)
         if not _SHA_RE.fullmatch(sha):
             raise _fail("source.commit_sha", "is not a full commit id (40 or 64 lowercase hex)")
@@ -178,6 +208,7 @@ def parse_source(value: object) -> RunSource:
             url=_url("source.url", mapping["url"]),
             ref=_ref("source.ref", mapping["ref"]),
             commit_sha=sha,
+            auth=None if mapping.get("auth") is None else _auth(mapping["auth"]),
         )
     if keys == {"archive", "sha256"}:
         digest = _text("source.sha256", mapping["sha256"], 64)
@@ -210,7 +241,17 @@ def source_manifest(source: RunSource | None) -> dict[str, object] | None:
     if source is None:
         return None
     if isinstance(source, GitSource):
-        return {"url": source.url, "ref": source.ref, "commit_sha": source.commit_sha}
+        described: dict[str, object] = {
+            "url": source.url,
+            "ref": source.ref,
+            "commit_sha": source.commit_sha,
+        }
+        if source.auth is not None:
+            described["auth"] = {
+                "username": source.auth.username,
+                "secret_env": source.auth.secret_env,
+            }
+        return described
     return {"archive_sha256": source.sha256, "archive_bytes": source.size_bytes}
 
 

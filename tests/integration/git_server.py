@@ -30,12 +30,20 @@ SERVER = textwrap.dedent(
     """
     import http.server, subprocess, sys
     root, address, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    required = sys.argv[4] if len(sys.argv) > 4 else ""  # an Authorization header value
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.0"
 
         def _cgi(self):
             path, _, query = self.path.partition("?")
+            if required and self.headers.get("Authorization", "") != required:
+                self.send_response(401, "Unauthorized")
+                self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                print(self.client_address[0], self.command, path, 401, flush=True)
+                return
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             env = {
@@ -139,8 +147,9 @@ def _ip(*args: str, netns: str | None = None) -> None:
 
 
 @contextmanager
-def git_server(repositories: Path) -> Iterator[GitServer]:
-    """Serve ``repositories`` at ``http://198.18.<n>.2:8080/<name>`` from a namespace of ours."""
+def git_server(repositories: Path, *, authorization: str = "") -> Iterator[GitServer]:
+    """Serve ``repositories`` at ``http://198.18.<n>.2:8080/<name>`` from a namespace of ours;
+    with ``authorization``, only to requests with exactly that Authorization header."""
     tag = secrets.token_hex(3)
     subnet = 1 + secrets.randbelow(250)  # 198.18.0.0/24 is the egress tests' own
     host_ip, server_ip = f"198.18.{subnet}.1", f"198.18.{subnet}.2"
@@ -167,6 +176,7 @@ def git_server(repositories: Path) -> Iterator[GitServer]:
                 str(repositories),
                 server_ip,
                 str(PORT),
+                authorization,
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -11,6 +11,7 @@ policy does not allow cannot be fetched.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from collections.abc import Iterator
@@ -36,6 +37,15 @@ from tests.integration.git_server import GitServer, git_server, make_repository
 pytestmark = pytest.mark.integration
 
 
+def require_test_host() -> None:
+    require_tool("git")
+    require_tool("ip")
+    if os.geteuid() != 0:
+        if integration_required():
+            pytest.fail("the git source tests need root (ip netns, iptables)")
+        pytest.skip("the git source tests need root (ip netns, iptables)")
+
+
 @dataclass
 class Project:
     server: GitServer
@@ -45,12 +55,7 @@ class Project:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, runner_image: str) -> Iterator[Project]:
-    require_tool("git")
-    require_tool("ip")
-    if os.geteuid() != 0:
-        if integration_required():
-            pytest.fail("the git source tests need root (ip netns, iptables)")
-        pytest.skip("the git source tests need root (ip netns, iptables)")
+    require_test_host()
     root = tmp_path_factory.mktemp("git") / "srv"
     root.mkdir()
     commits = make_repository(
@@ -68,14 +73,16 @@ def project(tmp_path_factory: pytest.TempPathFactory, runner_image: str) -> Iter
 def run(
     project: Project,
     tmp_path: Path,
-    source: dict[str, str],
+    source: dict[str, Any],
     *,
     mappings: tuple[PrivateVcsMapping, ...] = (),
     allow_server: bool = False,
     audit: MemoryAuditLog | None = None,
+    secret_env: dict[str, str] | None = None,
 ) -> tuple[RunResult, str, MemoryAuditLog]:
     import docker  # noqa: PLC0415
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     policy = tmp_path / "egress.yaml"
     rules = (
         f"  - cidr: {project.server.address}/32\n    ports: [8080]\n"
@@ -106,6 +113,7 @@ def run(
                 }
             ],
             "source": source,
+            "secret_env": secret_env or {},
             # A secret file beside the checkout: the spec's files come after the source.
             "files": [{"path": "extra/vars.yml", "content": "a: 1\n"}],
         }
@@ -224,3 +232,38 @@ def test_an_unknown_private_name_is_refused_before_a_container_exists(
     (refused,) = [e for e in audit.events if e.reason == "egress_private_vcs_unknown"]
     assert (refused.type, refused.gate) == ("run.refused", "egress")
     assert not events(audit, "run.started")
+
+
+def test_a_private_server_gets_the_credentials_and_no_log_shows_them(
+    runner_image: str, tmp_path: Path
+) -> None:
+    require_test_host()
+    token = f"tok{secrets.token_hex(10)}"
+    header = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    root = tmp_path / "srv"
+    root.mkdir()
+    commits = make_repository(
+        root, "locked.git", [{"README": "locked\n", "tool.sh": "echo locked tool\n"}]
+    )
+    with git_server(root, authorization=header) as server:
+        project = Project(server=server, commits=commits, image=runner_image)
+        mappings = (PrivateVcsMapping(name="corp", base_endpoint=server.base_url),)
+        source: dict[str, Any] = {
+            "url": "private://corp/locked.git",
+            "ref": "main",
+            "commit_sha": commits[0],
+        }
+        refused, _, _ = run(project, tmp_path / "no-auth", source, mappings=mappings)
+        source["auth"] = {"username": "x-access-token", "secret_env": "GIT_TOKEN"}
+        result, text, audit = run(
+            project, tmp_path / "auth", source, mappings=mappings, secret_env={"GIT_TOKEN": token}
+        )
+        seen = server.requests()
+    assert refused.reason == "source_fetch_failed"
+    assert result.succeeded, text
+    assert result.source_commit == commits[0]
+    assert any(" 401" in line for line in seen)
+    assert any("git-upload-pack 200" in line for line in seen), seen
+    assert token not in text
+    assert header.split()[1] not in text
+    assert token not in repr([e.to_json_dict() for e in audit.events])

@@ -411,3 +411,63 @@ def test_the_worker_continues_after_the_archive_and_files_replace_its_files(
     )
     assert done.returncode == 0, done.stderr
     assert b"mine\nv=after\n" in done.stdout
+
+
+def test_git_credentials_are_named_in_the_manifest_and_sent_only_on_stdin() -> None:
+    token = "CANARY-git-token-77c1"
+    run = spec(
+        source={
+            "url": "https://git.example/r.git",
+            "ref": "main",
+            "commit_sha": SHA,
+            "auth": {"username": "x-access-token", "secret_env": "GIT_TOKEN"},
+        },
+        secret_env={"GIT_TOKEN": token},
+    )
+    manifest = manifest_from_spec(run, Sanitizer(b"k" * 32))
+    assert manifest.source is not None
+    assert manifest.source["auth"] == {"username": "x-access-token", "secret_env": "GIT_TOKEN"}
+    assert token not in repr(manifest.document)
+    _check_manifest(dict(manifest.document))
+    data = bytes(encode_instructions(run, source_url="https://git.example/r.git"))
+    assert token.encode() not in data
+    lines = data.split(b"\n")
+    assert lines[1].startswith(b"H ")
+    assert lines[2].startswith(b"S ")
+    header = base64.b64decode(lines[1].split()[1])
+    assert header == b"Authorization: Basic " + base64.b64encode(f"x-access-token:{token}".encode())
+
+
+@pytest.mark.parametrize(
+    ("auth", "secret_env", "field"),
+    [
+        ({"username": "u", "secret_env": "MISSING"}, {"T": "x"}, "names no variable"),
+        ({"username": "u"}, {"T": "x"}, "source.auth"),
+        ({"username": "a b", "secret_env": "T"}, {"T": "x"}, "username"),
+        ({"username": "u", "secret_env": "1T"}, {"T": "x"}, "variable name"),
+        ({"username": "u", "secret_env": "T", "password": "x"}, {"T": "x"}, "source.auth"),
+    ],
+)
+def test_malformed_git_credentials_are_refused(
+    auth: dict[str, str], secret_env: dict[str, str], field: str
+) -> None:
+    source = {"url": "https://git.example/r.git", "ref": "main", "commit_sha": SHA, "auth": auth}
+    with pytest.raises(RunSpecError, match=field):
+        spec(source=source, secret_env=secret_env)
+
+
+def test_the_basic_credentials_are_a_secret_of_the_spec_and_wiped_with_it() -> None:
+    run = spec(
+        source={
+            "url": "https://git.example/r.git",
+            "ref": "main",
+            "commit_sha": SHA,
+            "auth": {"username": "u", "secret_env": "T"},
+        },
+        secret_env={"T": "tok"},
+    )
+    named = dict(run.secrets())
+    assert named["source:auth"].reveal() == base64.b64encode(b"u:tok")
+    assert "tok" not in repr(run)
+    run.wipe()
+    assert named["source:auth"].wiped

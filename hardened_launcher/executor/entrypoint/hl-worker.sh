@@ -11,6 +11,7 @@
 # Wire format, one record per line, fields separated by one space:
 #   HLRUN 1                       first line: protocol and version
 #   E <name> <b64 value>          export an environment variable
+#   H <b64 header>                an HTTP header for the next S only (the fetch's credentials)
 #   S <b64 url> <b64 ref> <commit> fetch the source with git, check out exactly <commit>
 #   A <size>                      a source archive: exactly <size> raw bytes of a plain tar
 #                                 follow the line (checked and rebuilt by the launcher)
@@ -60,9 +61,12 @@ fetch_source() { # url ref commit
     export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
     set -- "$1" "+$2:refs/hl/source" "$3"
     g() {
-        git -c protocol.allow=never -c protocol.https.allow=always -c protocol.http.allow=always \
-            -c advice.detachedHead=false -c init.defaultBranch=hl -c core.hooksPath=/dev/null \
-            -C "$ws" "$@" </dev/null
+        # The credentials (if any) reach git through its environment, for this call only.
+        GIT_CONFIG_COUNT=${source_header:+1} GIT_CONFIG_KEY_0=http.extraHeader \
+            GIT_CONFIG_VALUE_0=${source_header:-} \
+            git -c protocol.allow=never -c protocol.https.allow=always \
+            -c protocol.http.allow=always -c advice.detachedHead=false -c init.defaultBranch=hl \
+            -c core.hooksPath=/dev/null -C "$ws" "$@" </dev/null
     }
     g init -q || refuse_source source_fetch_failed "git init failed"
     g fetch -q --no-tags --depth=1 "$1" "$2" || refuse_source source_fetch_failed "git fetch failed"
@@ -79,7 +83,7 @@ fetch_source() { # url ref commit
     [ "$head" = "$3" ] || refuse_source source_commit_mismatch "HEAD is not the commit"
     g update-ref -d refs/hl/source
     printf '%s source commit %s\n' "$marker" "$head"
-    unset tip head
+    unset tip head source_header
 }
 
 # Copy exactly $1 bytes of stdin to stdout: dd reads at most bs bytes per call, so nothing
@@ -118,12 +122,17 @@ IFS= read -r header || fail "no instructions on stdin"
 
 plan=''
 done_reading=0
+source_header=''
 while IFS=' ' read -r kind a b c; do
     case $kind in
         E)
             valid_name "$a" || fail "bad variable name"
             decode "$b" || fail "bad variable encoding"
             export "$a=$decoded"
+            ;;
+        H)
+            decode "$a" || fail "bad header encoding"
+            source_header=$decoded
             ;;
         S)
             decode "$a" || fail "bad source encoding"
