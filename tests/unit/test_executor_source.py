@@ -323,7 +323,7 @@ def test_a_decompression_bomb_is_refused_by_the_unpacked_size() -> None:
     assert caught.value.reason == "source_archive_too_large"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=4096))
 def test_property_any_bytes_are_entries_or_one_archive_error(data: bytes) -> None:
     try:
@@ -333,7 +333,7 @@ def test_property_any_bytes_are_entries_or_one_archive_error(data: bytes) -> Non
     assert all(not e.path.startswith("/") and ".." not in e.path.split("/") for e in entries)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(min_value=0, max_value=len(GOOD) - 1), st.integers(min_value=0, max_value=255))
 def test_property_a_flipped_byte_never_escapes(index: int, value: int) -> None:
     data = bytearray(GOOD)
@@ -471,3 +471,29 @@ def test_the_basic_credentials_are_a_secret_of_the_spec_and_wiped_with_it() -> N
     assert "tok" not in repr(run)
     run.wipe()
     assert named["source:auth"].wiped
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    url=st.one_of(
+        st.text(max_size=80),
+        st.builds(
+            "{}://{}/{}".format,
+            st.sampled_from(["https", "http", "private", "ssh", "file", "ext", "HTTPS"]),
+            st.text(max_size=20),
+            st.text(max_size=20),
+        ),
+    ),
+    ref=st.text(max_size=40),
+)
+def test_property_a_git_source_is_valid_or_one_spec_error(url: str, ref: str) -> None:
+    try:
+        source = parse_source({"url": url, "ref": ref, "commit_sha": SHA})
+    except RunSpecError:
+        return
+    assert isinstance(source, GitSource)
+    assert source.url.split("://", 1)[0].lower() in {"https", "http", "private"}
+    assert "@" not in source.url.split("://", 1)[1].split("/", 1)[0]
+    assert not any(c.isspace() or ord(c) < 0x20 for c in source.url + source.ref)
+    assert not source.ref.startswith("-")
+    assert ".." not in source.ref
