@@ -126,6 +126,11 @@ def test_ansible_playbook_from_git_masks_both_secrets(
     assert '"msg": "running as spacelift"' in text, text
     assert db_password not in text
     assert api_token not in text
+    # What an operator sees in a terminal: `controlplane run logs`.
+    shown = env.cp("run", "logs", run_id).stdout
+    assert '"msg": "api token is ***"' in shown
+    assert db_password not in shown
+    assert api_token not in shown
     trail = audit_trail(env, run_id)
     assert "source.verified" in trail, trail
     assert trail.index("source.verified") < trail.index("run.finished")
