@@ -55,3 +55,12 @@ def require_docker() -> None:
         if integration_required():
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def runner_image() -> str:
+    """The Debian + ansible-core + git runner image's tag (built once per Docker host, by the
+    digest of its inputs; see hardened_launcher/demo/runner_image.py)."""
+    from tests.integration.images import runner_image as ensure  # noqa: PLC0415
+
+    return ensure()

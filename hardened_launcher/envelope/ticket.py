@@ -40,6 +40,7 @@ from hardened_launcher.executor.runspec import (
     RunSpec,
     RunType,
 )
+from hardened_launcher.executor.source import source_manifest
 from hardened_launcher.policy.sanitize import Sanitizer
 
 __all__ = [
@@ -84,6 +85,13 @@ _MANIFEST_KEYS: Final = frozenset(
         "metadata",
         "sanitize_key_id",
     }
+)
+#: Present only when the run has a source (older manifests stay valid as they are).
+_OPTIONAL_MANIFEST_KEYS: Final = frozenset({"source"})
+_SOURCE_KEYS: Final = (
+    frozenset({"url", "ref", "commit_sha"}),
+    frozenset({"url", "ref", "commit_sha", "auth"}),
+    frozenset({"archive_sha256", "archive_bytes"}),
 )
 
 
@@ -162,6 +170,12 @@ class RunManifest:
         return tuple((p["name"], tuple(p["commands"])) for p in self.document["phases"])
 
     @property
+    def source(self) -> Mapping[str, object] | None:
+        """``{url, ref, commit_sha}`` or ``{archive_sha256, archive_bytes}``; None: no source."""
+        source = self.document.get("source")
+        return None if source is None else dict(source)
+
+    @property
     def sanitize_key_id(self) -> str:
         return str(self.document["sanitize_key_id"])
 
@@ -189,8 +203,10 @@ def manifest_from_spec(spec: RunSpec, sanitizer: Sanitizer) -> RunManifest:
         limits["cpus"] = spec.limits.cpus
     if spec.limits.time_seconds is not None:
         limits["time_seconds"] = spec.limits.time_seconds
+    source = source_manifest(spec.source)
     return RunManifest(
         document={
+            **({} if source is None else {"source": source}),
             "run_id": spec.run_id,
             "run_type": spec.run_type,
             "image": spec.image,
@@ -285,8 +301,23 @@ def _str(value: object, what: str, max_chars: int = 128 * 1024) -> str:
 
 
 def _check_manifest(value: object) -> RunManifest:
-    if not isinstance(value, dict) or set(value) != _MANIFEST_KEYS:
+    if not isinstance(value, dict) or set(value) - _OPTIONAL_MANIFEST_KEYS != _MANIFEST_KEYS:
         raise _refuse("the manifest does not have exactly the documented fields")
+    if "source" in value:
+        source = value["source"]
+        if not isinstance(source, dict) or frozenset(source) not in _SOURCE_KEYS:
+            raise _refuse("manifest.source does not have the documented fields")
+        for key, item in source.items():
+            if key == "archive_bytes":
+                if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+                    raise _refuse("manifest.source.archive_bytes is not a size")
+            elif key == "auth":
+                if not isinstance(item, dict) or set(item) != {"username", "secret_env"}:
+                    raise _refuse("manifest.source.auth does not have the documented fields")
+                for part in ("username", "secret_env"):
+                    _str(item[part], f"manifest.source.auth.{part}", 128)
+            else:
+                _str(item, f"manifest.source.{key}", 2048)
     _str(value["run_id"], "manifest.run_id", 128)
     if value["run_type"] not in ("ro", "wo"):
         raise _refuse("manifest.run_type is not ro or wo")
@@ -398,7 +429,11 @@ def check_spec_matches(spec: RunSpec, manifest: RunManifest, sanitizer: Sanitize
     actual = manifest_from_spec(spec, sanitizer).document
     if actual == dict(manifest.document):
         return
-    differing = sorted(k for k in _MANIFEST_KEYS if actual.get(k) != manifest.document.get(k))
+    differing = sorted(
+        k
+        for k in _MANIFEST_KEYS | _OPTIONAL_MANIFEST_KEYS
+        if actual.get(k) != manifest.document.get(k)
+    )
     raise _refuse(
         "the decrypted run spec differs from the signed manifest the policy judged "
         f"(fields: {', '.join(differing)})",

@@ -10,9 +10,10 @@ The format is documented in ``docs/runspec.md``.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
@@ -21,7 +22,8 @@ import yaml
 from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
-from hardened_launcher.secrets import Secret
+from hardened_launcher.executor.source import GitSource, RunSource, parse_source
+from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = [
     "MAX_RUN_SPEC_BYTES",
@@ -143,6 +145,8 @@ class RunSpec:
     binaries: tuple[BinaryRequest, ...] = ()
     limits: RunLimits = field(default_factory=RunLimits)
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The project: a git commit fetched inside the run, or a checked archive (see .source).
+    source: RunSource | None = None
 
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
         """Every secret the spec carries, named (for the redactor and for wiping)."""
@@ -151,6 +155,9 @@ class RunSpec:
             if isinstance(f.content, Secret):
                 named.append((f"file:{f.path}", f.content))
                 named += [(f"file:{f.path}#{i}", value) for i, value in enumerate(f.values, 1)]
+        auth = self.source.auth if isinstance(self.source, GitSource) else None
+        if auth is not None and auth.basic is not None:
+            named.append(("source:auth", auth.basic))  # the fetch's HTTP basic credentials
         return tuple(named)
 
     def wipe(self) -> None:
@@ -267,13 +274,26 @@ def _relative_path(where: str, value: object) -> str:
     return path
 
 
+def _basic(username: str, secret: Secret) -> Secret:
+    """``base64(username:secret)`` as a new secret (the intermediate bytes are wiped)."""
+    raw = bytearray(username.encode() + b":")
+    with secret.view() as view:
+        raw += view
+    encoded = bytearray(base64.b64encode(raw))
+    wipe_bytearray(raw)
+    try:
+        return Secret(encoded)
+    finally:
+        wipe_bytearray(encoded)
+
+
 def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     """Validate an already-decoded document (e.g. from JSON) into a :class:`RunSpec`."""
     top = _fields(
         "document",
         dict(document),
         {"version", "run_id", "run_type", "phases"},
-        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata"},
+        {"image", "env", "secret_env", "files", "binaries", "limits", "metadata", "source"},
     )
     if top["version"] != SPEC_VERSION or isinstance(top["version"], bool):
         raise _fail("version", f"is not {SPEC_VERSION} (the only version this launcher reads)")
@@ -401,6 +421,26 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         _text("metadata key", key, max_chars=64, pattern=_META_KEY_RE)
         metadata[key] = _free_text(f"metadata.{key}", value, max_chars=MAX_METADATA_VALUE_CHARS)
 
+    source = None if top.get("source") is None else parse_source(top["source"])
+    if isinstance(source, GitSource) and metadata.get("commit_sha", source.commit_sha) != (
+        source.commit_sha
+    ):
+        # The policy reads both; they must not tell two stories.
+        raise _fail("metadata.commit_sha", "is not source.commit_sha")
+    if (
+        isinstance(source, GitSource)
+        and source.auth is not None
+        and source.auth.secret_env not in secret_env
+    ):
+        raise _fail("source.auth.secret_env", "names no variable of secret_env")
+    if isinstance(source, GitSource) and source.auth is not None:
+        source = replace(
+            source,
+            auth=replace(
+                source.auth, basic=_basic(source.auth.username, secret_env[source.auth.secret_env])
+            ),
+        )
+
     return RunSpec(
         run_id=run_id,
         run_type=cast("RunType", run_type),
@@ -412,4 +452,5 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         binaries=tuple(binaries),
         limits=limits,
         metadata=MappingProxyType(metadata),
+        source=source,
     )
