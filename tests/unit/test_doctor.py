@@ -469,9 +469,7 @@ def test_an_egress_policy_without_the_firewall_programs_fails_as_start_would(
     policy.write_text('allow:\n  - {host: "vcs.corp.test", ports: [443]}\n')
     real_which = shutil.which
     monkeypatch.setattr(isolation, "ipv6_present", lambda: ipv6)
-    monkeypatch.setattr(
-        isolation.shutil, "which", lambda name: None if name == absent else real_which(name)
-    )
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == absent else real_which(name))
     env = _env(tmp_path, credentials, HL_EGRESS_POLICY=str(policy))
     check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
         "egress policy"
@@ -494,7 +492,7 @@ def test_an_ipv4_only_host_does_not_need_ip6tables(
     real_which = shutil.which
     monkeypatch.setattr(isolation, "ipv6_present", lambda: False)
     monkeypatch.setattr(
-        isolation.shutil, "which", lambda name: None if name == "ip6tables" else real_which(name)
+        shutil, "which", lambda name: None if name == "ip6tables" else real_which(name)
     )
     env = _env(tmp_path, credentials, HL_EGRESS_POLICY=str(policy))
     check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
