@@ -496,10 +496,27 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"({settings.protocol}, namespace {settings.namespace})\n"
             )
             sys.stderr.flush()
-            serve(
-                Coordinator(store, transport, log_urls=storage, signing_key=state.signing_key()),
-                stop=stop,
-            )
+            exporter = None
+            if storage is not None:
+                from hardened_launcher.controlplane.witness import (  # noqa: PLC0415
+                    WitnessExporter,
+                )
+
+                exporter = WitnessExporter(storage)
+            try:
+                serve(
+                    Coordinator(
+                        store,
+                        transport,
+                        log_urls=storage,
+                        signing_key=state.signing_key(),
+                        witness_exporter=exporter,
+                    ),
+                    stop=stop,
+                )
+            finally:
+                if exporter is not None:
+                    exporter.close()
         finally:
             transport.close()
     return 0
