@@ -240,7 +240,9 @@ class Daemon:
         """Each checkpoint that became durable goes to the control plane as its outside
         witness (docs/audit.md); the transport retransmits until the control plane acks."""
         take = getattr(self.audit, "take_witnesses", None)
-        if not callable(take):
+        if not callable(take) or not self.transport.connected:
+            # While disconnected they wait in the log (the newest 64), not in the transport's
+            # outbox, which run statuses need.
             return
         config = self.machine.config
         try:
