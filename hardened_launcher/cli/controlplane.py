@@ -529,6 +529,7 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
         from hardened_launcher.controlplane.store import (  # noqa: PLC0415
             SqliteOutboxJournal,
             current_certificate_serials,
+            retired_certificate_serials,
         )
         from hardened_launcher.transport.poll_server import (  # noqa: PLC0415
             PollServer,
@@ -541,7 +542,11 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
             port=settings.poll_port,
             namespace=settings.namespace,
             ssl_context=state.poll_server_tls(),
-            certificates=PoolCertificates(lambda: current_certificate_serials(store_path)),
+            certificates=PoolCertificates(
+                lambda: current_certificate_serials(store_path),
+                load_retired=lambda since: retired_certificate_serials(store_path, since=since),
+                grace_seconds=load_controlplane_config(os.environ).reset_grace_seconds,
+            ),
             # Unacknowledged messages to workers survive a restart of serve (same ids).
             session_options={"journal": SqliteOutboxJournal(store_path)},
         )

@@ -271,6 +271,25 @@ def current_certificate_serials(path: Path) -> dict[str, int]:
     return {str(pool_id): int(str(serial), 16) for pool_id, serial in rows}
 
 
+def retired_certificate_serials(path: Path, *, since: float) -> dict[tuple[str, int], float]:
+    """``{(pool_id, serial): revoked_at}`` of certificates revoked (by ``pool reset``) at or
+    after ``since`` (Unix seconds), read like :func:`current_certificate_serials`."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}", hint="Check the state directory") from exc
+    try:
+        rows = db.execute(
+            "SELECT pool_id, serial, revoked_at FROM revoked_certificates WHERE revoked_at >= ?",
+            (since,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the revocations in {path}", hint="Check the store") from exc
+    finally:
+        db.close()
+    return {(str(pool), int(str(serial), 16)): float(at) for pool, serial, at in rows}
+
+
 class SqliteOutboxJournal:
     """The transport's outbox of unacknowledged critical messages, durable in the store's
     database (table ``transport_outbox``), so a control-plane restart neither loses a message
