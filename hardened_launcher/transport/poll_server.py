@@ -8,7 +8,8 @@ own asyncio loop and thread) that is a :class:`~.base.Transport`.
   old certificate of a reset pool, is refused with 403 even on a connection opened before the
   reset — except that for a bounded grace after the reset (``HL_CP_RESET_GRACE_SECONDS``) the
   old certificate may still deliver what finishes its runs (statuses, bye, acks, log-URL
-  requests, refusals, witnesses, non-IDLE heartbeats), never a ``register`` or ``accept``.
+  requests, refusals, witnesses, non-IDLE heartbeats) in the sessions it had open, never a
+  ``register`` or ``accept``, and it cannot open a new session.
   The pool in every message comes from the certificate, never from the request.
 * **Sessions.** A worker opens a session (``POST /v1/session``, headers ``HL-Worker-Id`` and
   ``HL-Session``: 32 random hex digits it chose, never in the URL) and hands over its will (its
@@ -598,7 +599,7 @@ class PollServer:
             raise _HttpRefusal(408, "body_timeout") from None
 
     async def _open_session(self, request: web.Request) -> web.Response:
-        address, session_id = self._identify(request)
+        address, session_id, standing = self._identify_standing(request)
         will_body = await self._read_body(request, limit=wire.MAX_WILL_BYTES + 16)
         try:
             frames = wire.decode_frames(will_body, max_frames=1) if will_body else []
@@ -606,6 +607,10 @@ class PollServer:
             raise _HttpRefusal(400, "will_invalid") from None
         now = time.monotonic()
         current = self._workers.get(address)
+        resuming = current is not None and current.session_id == session_id
+        if standing == RETIRING and not resuming:
+            # The grace is for the sessions open at the reset; nothing new starts with it.
+            raise _HttpRefusal(403, "certificate_not_current")
         if current is not None and current.session_id == session_id:
             self._rate(current, now)
             current.last_seen = now

@@ -198,6 +198,9 @@ def test_a_reset_pools_old_certificate_may_finish_within_the_grace_but_take_noth
         ]
         assert server.receive(timeout_seconds=0.3) is None
         assert server.refusals["certificate_retiring"] >= 3
+        # A new session with the old certificate is refused even within the grace.
+        with pytest.raises(BrokerRefusedError):
+            poll.worker(old, "w2").start(timeout_seconds=10)
         # The grace ends: the old certificate is refused like any other not current one.
         deadline = time.monotonic() + 10
         while worker.connected and time.monotonic() < deadline:
