@@ -534,10 +534,15 @@ class ChainedAuditLog:
         """The checkpoints that became durable since the last call, bound to the pool and
         worker and signed (docs/audit.md, "Outside witness"); at most
         :data:`MAX_PENDING_WITNESSES`, the oldest dropped first when more were waiting."""
-        with self._write_lock:
+        # Never waits: the daemon's loop calls this, and a hung write holds the lock.
+        if not self._write_lock.acquire(blocking=False):
+            return []
+        try:
             points = []
             while self._witness_points and self._witness_points[0][0] <= self._synced:
                 points.append(self._witness_points.popleft()[1])
+        finally:
+            self._write_lock.release()
         return [
             sign_witness(p, key=self._key, pool_id=pool_id, worker_id=worker_id) for p in points
         ]

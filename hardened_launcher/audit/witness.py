@@ -324,7 +324,16 @@ def verify_log_with_witnesses(
     """:func:`~hardened_launcher.audit.verify.verify_log`, then the comparison with the
     witnesses. The chain makes the newest witness enough to pin every record before it; the
     older ones are checked too."""
-    checked = list(witnesses)
+    kid = compute_key_id(public_key)
+    given = list(witnesses)
+    # A collection may hold the witnesses of many launchers: this log's are those of its key.
+    checked = [w for w in given if w.key_id == kid]
+    if given and not checked:
+        raise InputFileError(
+            f"{source} holds {len(given)} witness record(s), none of audit key {kid[:16]}…",
+            hint="point --witness at this launcher's witnesses (audit-witness/<key id>/)",
+            reason="audit_witness_missing",
+        )
     wanted = witness_seqs(checked)
     hashes: dict[int, str] = {}
 

@@ -209,6 +209,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     rl.add_argument("--pool", default=None)
     rl.set_defaults(handler=run_runs_list)
 
+    witnesses = group.add_parser(
+        "witnesses", help="the audit witnesses launchers sent, as JSON lines (docs/audit.md)"
+    )
+    _add_dir(witnesses)
+    witnesses.add_argument("--key-id", default=None, help="only this audit key's (64 hex)")
+    witnesses.add_argument("--out", type=Path, default=None, help="write FILE (else stdout)")
+    witnesses.set_defaults(handler=run_witnesses)
+
     serve = group.add_parser("serve", help="dispatch runs over MQTT until SIGTERM")
     _add_dir(serve)
     serve.set_defaults(handler=run_serve)
@@ -466,6 +474,30 @@ def run_cancel(args: argparse.Namespace) -> int:
         run = cancel_run(store, args.run_id, now=time.time())
     suffix = " (the worker was told to stop it)" if run.cancel_requested else ""
     print(for_terminal(f"run {run.id}: {run.state.value}{suffix}"))
+    return 0
+
+
+def run_witnesses(args: argparse.Namespace) -> int:
+    """Print (or write) the stored audit witnesses, for ``audit verify --witness FILE``."""
+    key: str | None = args.key_id
+    if key is not None and (len(key) != 64 or not all(c in "0123456789abcdef" for c in key)):
+        raise UsageError(
+            "--key-id is not an audit key id (64 lower-case hex digits)",
+            hint="`hardened-launcher audit key` on the launcher host prints it",
+            reason="usage",
+        )
+    state = _state(args)
+    with state.open_store() as store:
+        records = store.witnesses(key_id=key)
+    data = "".join(f"{r}\n" for r in records).encode("ascii")
+    if args.out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        from hardened_launcher.private_files import replace_atomically  # noqa: PLC0415
+
+        replace_atomically(args.out, data)
+        sys.stderr.write(f"{len(records)} witness record(s) written to {args.out}\n")
     return 0
 
 

@@ -318,3 +318,22 @@ def test_a_damaged_log_is_still_reported_as_damage_first(tmp_path: Path) -> None
     first.write_bytes(first.read_bytes().replace(b'"n":1', b'"n":7', 1))
     with pytest.raises(AuditFormatError):
         verify_log_with_witnesses(tmp_path, PUB, witnesses)
+
+
+def test_witnesses_of_other_launchers_are_set_aside(tmp_path: Path) -> None:
+    witnesses = _write(tmp_path, 8)
+    other = sign_witness(POINT, key=OTHER_KEY, pool_id="pool-a", worker_id="w2")
+    _, judged = verify_log_with_witnesses(tmp_path, PUB, [other, *witnesses])
+    assert judged.witnesses == len(witnesses)
+    with pytest.raises(InputFileError, match="none of audit key") as caught:
+        verify_log_with_witnesses(tmp_path, PUB, [other])
+    assert caught.value.reason == "audit_witness_missing"
+
+
+def test_taking_witnesses_never_waits_for_a_hung_log(tmp_path: Path) -> None:
+    log = open_log(tmp_path, checkpoint_records=1)
+    log.record(event(0))
+    with log._write_lock:
+        assert log.take_witnesses(pool_id="pool-a", worker_id="w1") == []
+    assert log.take_witnesses(pool_id="pool-a", worker_id="w1")
+    log.close()

@@ -187,3 +187,38 @@ def test_log_storage_keeps_witnesses_beside_the_run_logs_and_verify_reads_them(
         client.put_object(Bucket="hl-run-logs", Key="logs/runs/r1/chunk-000000", Body=b"x")
         found = load_witness_s3("s3://hl-run-logs/logs", key_id=bodies[0].key_id, client=client)
         assert [w.seq for w in found] == [3, 9, 15]
+
+
+def test_the_witnesses_command_prints_what_audit_verify_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hardened_launcher.audit.witness import load_witness_path  # noqa: PLC0415
+    from hardened_launcher.cli import main  # noqa: PLC0415
+    from hardened_launcher.controlplane.ca import open_state_dir  # noqa: PLC0415
+
+    state = tmp_path / "cp"
+    assert main(["controlplane", "init", "--dir", str(state), "--broker-port", "18883"]) == 0
+    body = _body(5)
+    record = sign_witness(
+        WitnessPoint(seq=5, hash=body.hash, trigger=body.trigger, time=body.time),
+        key=KEY,
+        pool_id="pool-a",
+        worker_id="w-1",
+    )
+    with open_state_dir(state).open_store() as store:
+        store.record_witness(
+            key_id=record.key_id,
+            seq=5,
+            pool_id="pool-a",
+            worker_id="w-1",
+            record=record.to_json().decode(),
+            now=1.0,
+        )
+    capsys.readouterr()
+    assert main(["controlplane", "witnesses", "--dir", str(state)]) == 0
+    assert capsys.readouterr().out == record.to_json().decode() + "\n"
+    out = tmp_path / "w.jsonl"
+    argv = ["controlplane", "witnesses", "--dir", str(state), "--key-id", record.key_id]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert load_witness_path(out) == [record]
+    assert main(["controlplane", "witnesses", "--dir", str(state), "--key-id", "nope"]) == 64
