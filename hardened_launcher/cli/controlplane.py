@@ -214,7 +214,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     _add_dir(witnesses)
     witnesses.add_argument("--key-id", default=None, help="only this audit key's (64 hex)")
-    witnesses.add_argument("--out", type=Path, default=None, help="write FILE (else stdout)")
     witnesses.set_defaults(handler=run_witnesses)
 
     serve = group.add_parser("serve", help="dispatch runs over MQTT until SIGTERM")
@@ -478,7 +477,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_witnesses(args: argparse.Namespace) -> int:
-    """Print (or write) the stored audit witnesses, for ``audit verify --witness FILE``."""
+    """Print the stored audit witnesses (JSON lines), for ``audit verify --witness FILE``."""
     key: str | None = args.key_id
     if key is not None and (len(key) != 64 or not all(c in "0123456789abcdef" for c in key)):
         raise UsageError(
@@ -489,15 +488,10 @@ def run_witnesses(args: argparse.Namespace) -> int:
     state = _state(args)
     with state.open_store() as store:
         records = store.witnesses(key_id=key)
-    data = "".join(f"{r}\n" for r in records).encode("ascii")
-    if args.out is None:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        from hardened_launcher.private_files import replace_atomically  # noqa: PLC0415
-
-        replace_atomically(args.out, data)
-        sys.stderr.write(f"{len(records)} witness record(s) written to {args.out}\n")
+    # Canonical ASCII JSON the store holds as the control plane encoded it (no control bytes).
+    sys.stdout.buffer.write("".join(f"{r}\n" for r in records).encode("ascii"))
+    sys.stdout.flush()
+    sys.stderr.write(f"{len(records)} witness record(s)\n")
     return 0
 
 

@@ -63,7 +63,7 @@ def _witnesses_detect_a_cut_log(env: Environment, state_dir: Path) -> None:
     pem.write_text(public_key_pem(key.public_key()))
     kid = key_id(key.public_key())
     stored = state_dir.parent / "witnesses.jsonl"
-    env.cp("witnesses", "--key-id", kid, "--out", str(stored))
+    stored.write_text(env.cp("witnesses", "--key-id", kid).stdout)
     witnesses = load_witness_path(stored)
     assert len(witnesses) >= 2, "the launcher sent too few audit witnesses"
     audit = state_dir / "audit"

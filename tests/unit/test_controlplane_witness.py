@@ -217,8 +217,11 @@ def test_the_witnesses_command_prints_what_audit_verify_reads(
     capsys.readouterr()
     assert main(["controlplane", "witnesses", "--dir", str(state)]) == 0
     assert capsys.readouterr().out == record.to_json().decode() + "\n"
-    out = tmp_path / "w.jsonl"
     argv = ["controlplane", "witnesses", "--dir", str(state), "--key-id", record.key_id]
-    assert main([*argv, "--out", str(out)]) == 0
+    assert main(argv) == 0
+    out = tmp_path / "w.jsonl"
+    out.write_text(capsys.readouterr().out)
     assert load_witness_path(out) == [record]
+    assert main([*argv[:-1], "0" * 64]) == 0
+    assert capsys.readouterr().out == ""
     assert main(["controlplane", "witnesses", "--dir", str(state), "--key-id", "nope"]) == 64
