@@ -7,7 +7,9 @@ directory — put it on the disk the launcher's HL_AUDIT_DIR uses, tmpfs would f
 
 - ``plain``: the old unchained JSON-lines log (one write + fsync per record), the baseline;
 - ``chained x1``: the chained, signed log from one thread (fsync per record);
-- ``chained xT``: T threads recording at once (group commit: one fsync serves several records).
+- ``chained xT``: T threads recording at once (group commit: one fsync serves several records);
+- outside witnesses: a log checkpointed every 10 records, with and without taking (signing) each
+  checkpoint's witness after every record, and its verification with and without ``--witness``.
 
 It prints records/s for each and the chained/plain ratio (the price of hashing, signing and
 segment bookkeeping on top of the fsync that dominates both).
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from hardened_launcher.audit import AuditEvent, ChainedAuditLog, JsonLinesAuditLog, Outcome
 from hardened_launcher.audit.verify import verify_log
+from hardened_launcher.audit.witness import WitnessRecord, verify_log_with_witnesses
 
 
 def _event(i: int) -> AuditEvent:
@@ -77,6 +80,26 @@ def main() -> None:
         start = time.perf_counter()
         report = verify_log(root / "one", key.public_key())
         verify_rate = report.records / (time.perf_counter() - start)
+        # Outside witnesses: a checkpoint every 10 records, each taken and signed as the
+        # daemon does (take_witnesses after every record), against the same log without.
+        bare = ChainedAuditLog(root / "bare", signing_key=key, checkpoint_records=10)
+        bare_rate = _timed(args.records, 1, bare.record)
+        bare.close()
+        seen = ChainedAuditLog(root / "seen", signing_key=key, checkpoint_records=10)
+        taken: list[WitnessRecord] = []
+
+        def record_and_take(event: AuditEvent) -> None:
+            seen.record(event)
+            taken.extend(seen.take_witnesses(pool_id="bench", worker_id="w1"))
+
+        seen_rate = _timed(args.records, 1, record_and_take)
+        seen.close()
+        start = time.perf_counter()
+        seen_report, _ = verify_log_with_witnesses(root / "seen", key.public_key(), taken)
+        witnessed_rate = seen_report.records / (time.perf_counter() - start)
+        start = time.perf_counter()
+        verify_log(root / "seen", key.public_key())
+        seen_verify_rate = seen_report.records / (time.perf_counter() - start)
     print(f"records: {args.records}, fsync per record, dir: {args.dir or tempfile.gettempdir()}")
     print(f"plain (unchained) x1   {plain_rate:10.0f} records/s")
     print(f"chained x1             {one_rate:10.0f} records/s  ratio {one_rate / plain_rate:.2f}")
@@ -85,6 +108,14 @@ def main() -> None:
         f"ratio {many_rate / plain_rate:.2f} (group commit)"
     )
     print(f"verify                 {verify_rate:10.0f} records/s")
+    print(
+        f"checkpoint/10 records  {bare_rate:10.0f} records/s; with witnesses taken "
+        f"{seen_rate:10.0f} records/s  ratio {seen_rate / bare_rate:.2f} ({len(taken)} witnesses)"
+    )
+    print(
+        f"verify (that log)      {seen_verify_rate:10.0f} records/s; with --witness "
+        f"{witnessed_rate:10.0f} records/s  ratio {witnessed_rate / seen_verify_rate:.2f}"
+    )
 
 
 if __name__ == "__main__":

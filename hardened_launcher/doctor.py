@@ -28,6 +28,7 @@ from hardened_launcher.audit.reader import list_segments
 from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.binaries import VerifiedBinary, verify_binary
 from hardened_launcher.binaries.openpgp import Keyring
+from hardened_launcher.egress.isolation import missing_firewall_tools
 from hardened_launcher.egress.policy import EgressPolicy
 from hardened_launcher.egress.policy import load_policy as load_egress_policy
 from hardened_launcher.errors import (
@@ -554,6 +555,17 @@ def check_egress_policy(ctx: DoctorContext) -> CheckResult:
             fix="check SPACELIFT_PRIVATEVCS_MAPPING_BASE_ENDPOINT_<n>",
             exit_code=EXIT_CONFIGURATION,
             reason="egress_policy_invalid",
+        )
+    missing = missing_firewall_tools()
+    if missing:
+        return CheckResult(
+            name=name,
+            status=Status.FAIL,
+            summary=f"{' and '.join(missing)} not found: every run's host firewall rules would "
+            "fail to install, so every run would be refused",
+            fix="install iptables (it provides ip6tables too) on the launcher's host",
+            exit_code=EXIT_CONFIGURATION,
+            reason="egress_firewall_unavailable",
         )
     return CheckResult(name=name, status=Status.PASS, summary=f"{path} parses")
 

@@ -45,7 +45,7 @@ from hardened_launcher.binaries import VerifiedBinary, VerifiedBinaryCache, veri
 from hardened_launcher.binaries.openpgp import Keyring
 from hardened_launcher.egress.errors import EgressPolicyError
 from hardened_launcher.egress.isolation import EgressIsolationError, EgressSession
-from hardened_launcher.egress.policy import EgressPolicy, load_policy
+from hardened_launcher.egress.policy import EgressPolicy, load_policy, resolve_private_source
 from hardened_launcher.egress.proxy import Connector, EgressDecision, ProxyLimits, Resolver
 from hardened_launcher.envelope import ReplayCache, open_run_state
 from hardened_launcher.envelope.plan import PlanArtifactError, open_plan, seal_plan
@@ -73,6 +73,7 @@ from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, Te
 from hardened_launcher.executor.redaction_port import RedactorLike, add_secret, add_secrets
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunLimits, RunSpec, parse_run_spec
+from hardened_launcher.executor.source import GitSource
 from hardened_launcher.identity import PoolIdentity, PoolPrivateKey
 from hardened_launcher.policy import (
     LauncherFacts,
@@ -313,6 +314,14 @@ def policy_metadata(
     for key in STATIC_METADATA_KEYS:
         if key in metadata:
             static[key] = metadata[key]
+    source = manifest.source
+    if source is not None:
+        # The commit the worker must check out (it refuses the run otherwise): the policy judges
+        # exactly what will run.
+        static["source"] = dict(source)
+        if "commit_sha" in source:
+            static["commit_sha"] = source["commit_sha"]
+            static["commit_branch"] = source["ref"]
     return {
         "docker_image": image or manifest.image,
         "worker_version": worker_version,
@@ -1407,6 +1416,13 @@ def execute(
             spec = with_default_image(spec, settings)
         with _gate("egress", run_id, audit):
             egress_policy = _egress_policy(settings, services.egress, run_id=run_id, audit=audit)
+            # private://<name>/… through SPACELIFT_PRIVATEVCS_MAPPING_* (an unknown name is
+            # refused here, before the container exists).
+            source_url = (
+                resolve_private_source(spec.source.url, settings.privatevcs_mappings)
+                if isinstance(spec.source, GitSource)
+                else None
+            )
         binaries = opened.allowed.identity.binaries
         for name in settings.whitelisted_env_names_for(spec.run_type):
             value = services.environ.get(name)
@@ -1455,7 +1471,9 @@ def execute(
                 binaries=list(binaries.requested),
                 network=network,
             )
-            instructions = encode_instructions(spec, extra_env=extra_env, plan=opened.plan)
+            instructions = encode_instructions(
+                spec, extra_env=extra_env, source_url=source_url, plan=opened.plan
+            )
         _record(
             audit, "run.started", Outcome.ALLOW, gate="execute", run_id=run_id, image=spec.image
         )
@@ -1478,6 +1496,26 @@ def execute(
         if session is not None and run_log is not None:
             closing, session = session, None
             _close_egress(closing, run_log, run_id=run_id, audit=audit)
+        if result.source_refused is not None:
+            # The worker refused the source before the run's first command (the commit it got
+            # is not the commit the policy judged, or it could not fetch it).
+            _record_what_happened(
+                audit,
+                "source.refused",
+                Outcome.DENY,
+                gate="execute",
+                run_id=run_id,
+                reason=result.source_refused,
+            )
+        elif result.source_commit is not None:
+            _record_what_happened(
+                audit,
+                "source.verified",
+                Outcome.ALLOW,
+                gate="execute",
+                run_id=run_id,
+                commit_sha=result.source_commit,
+            )
         _record_what_happened(
             audit,
             "run.finished",

@@ -53,6 +53,12 @@ from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
 from hardened_launcher.errors import ConfigurationError
+from hardened_launcher.launcher.runlogs import (
+    DEFAULT_RUN_LOG_RETENTION,
+    RETENTION_FORM,
+    RunLogRetention,
+    parse_retention,
+)
 from hardened_launcher.secrets import Secret
 
 __all__ = [
@@ -958,6 +964,13 @@ _LOG_CHUNK_FORM: Final = (
 )
 
 
+def _parse_run_log_retention(text: str) -> RunLogRetention:
+    try:
+        return parse_retention(text)
+    except ValueError as exc:
+        raise _InvalidValueError(str(exc), expected=RETENTION_FORM) from None
+
+
 def _parse_log_chunk_bytes(text: str) -> int:
     match = _SIZE_RE.fullmatch(text.strip())
     if match is None:
@@ -1453,6 +1466,16 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "(bytes, or with a `KiB`/`MiB` suffix, 4 KiB to 16 MiB); a chunk is also cut after 2s.",
     ),
     VariableSpec(
+        name="HL_RUN_LOG_RETENTION",
+        field="run_log_retention",
+        default="`168h,1000`",
+        source="project",
+        description="How long local per-run log copies (`<HL_STATE_DIR>/runs`) are kept: a "
+        "Go duration (age, 1m to 8760h) and/or a count (1 to 1000000), comma-separated, or "
+        "`off`; a copy whose run still has chunks not in object storage, or written in the last "
+        "10 minutes, is never removed (docs/launcher.md).",
+    ),
+    VariableSpec(
         name="HL_POLICY_SYNTAX",
         field="policy_syntax",
         default=f"`{DEFAULT_POLICY_SYNTAX}`",
@@ -1619,6 +1642,7 @@ class Settings:
     policy_sanitize_key: Secret | None = None
     metrics_address: str | None = None
     log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
+    run_log_retention: RunLogRetention = DEFAULT_RUN_LOG_RETENTION
     unsafe_root_worker: bool = False
     unsafe_shared_network: bool = False
     audit_segment_bytes: int = DEFAULT_AUDIT_SEGMENT_BYTES
@@ -2307,6 +2331,9 @@ def load_settings(
     policy_sanitize_key = get("HL_POLICY_SANITIZE_KEY", _parse_sanitize_key, None)
     metrics_address = get("HL_METRICS_ADDRESS", _parse_metrics_address, None)
     log_chunk_bytes = get("HL_LOG_CHUNK_BYTES", _parse_log_chunk_bytes, DEFAULT_LOG_CHUNK_BYTES)
+    run_log_retention = get(
+        "HL_RUN_LOG_RETENTION", _parse_run_log_retention, DEFAULT_RUN_LOG_RETENTION
+    )
     unsafe_root_worker = get("HL_UNSAFE_ROOT_WORKER", _parse_bool, False)
     unsafe_shared_network = get("HL_UNSAFE_SHARED_NETWORK", _parse_bool, False)
     audit_interval = _duration_parser(
@@ -2386,6 +2413,7 @@ def load_settings(
         policy_sanitize_key=policy_sanitize_key,
         metrics_address=metrics_address,
         log_chunk_bytes=log_chunk_bytes,
+        run_log_retention=run_log_retention,
         unsafe_root_worker=unsafe_root_worker,
         unsafe_shared_network=unsafe_shared_network,
         audit_segment_bytes=audit_segment_bytes,

@@ -32,6 +32,7 @@ second while the log is unhealthy, so the log heals by itself when space returns
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -53,6 +54,7 @@ from hardened_launcher.audit.reader import (
     parse_record,
     split_lines,
 )
+from hardened_launcher.audit.witness import WitnessPoint, WitnessRecord, sign_witness
 from hardened_launcher.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ DEFAULT_SEGMENT_SECONDS: Final = 24 * 3600.0
 DEFAULT_CHECKPOINT_RECORDS: Final = 1000
 DEFAULT_CHECKPOINT_SECONDS: Final = 60.0
 DEFAULT_WRITE_TIMEOUT_SECONDS: Final = 30.0
+#: Durable checkpoints kept for :meth:`ChainedAuditLog.take_witnesses` (oldest dropped first:
+#: the newest witness pins every record before it).
+MAX_PENDING_WITNESSES: Final = 64
 AUDIT_UNAVAILABLE: Final = "audit_unavailable"
 
 
@@ -132,6 +137,10 @@ class ChainedAuditLog:
         self._synced = 0  # records known durable
         self._since_checkpoint = 0
         self._last_checkpoint_at = monotonic()
+        #: (records written when it is durable, the checkpoint) for the outside witness.
+        self._witness_points: collections.deque[tuple[int, WitnessPoint]] = collections.deque(
+            maxlen=MAX_PENDING_WITNESSES
+        )
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             head, recovered = self._recover()
@@ -303,6 +312,13 @@ class ChainedAuditLog:
             }
         )
         self._prev_sig = signature
+        # Durable once this line (the next record written) is synced.
+        self._witness_points.append(
+            (
+                self._written + 1,
+                WitnessPoint(seq=self._seq - 1, hash=self._prev, trigger=trigger, time=when),
+            )
+        )
         self._since_checkpoint = 0
         self._last_checkpoint_at = self._monotonic()
         return line
@@ -466,6 +482,9 @@ class ChainedAuditLog:
         if not self._writable():
             return False
         failure = self._failed
+        # A checkpoint written but never synced may have been cut: it is not witnessed.
+        while self._witness_points and self._witness_points[-1][0] > self._synced:
+            self._witness_points.pop()
         for fd in [*self._retired, self._fd]:
             if fd >= 0:
                 try:
@@ -510,6 +529,23 @@ class ChainedAuditLog:
         self._recovery_cut = 0
         log.warning("audit.recovered failure=%s cut_partial_bytes=%d", failure[:200], cut)
         return True
+
+    def take_witnesses(self, *, pool_id: str, worker_id: str) -> list[WitnessRecord]:
+        """The checkpoints that became durable since the last call, bound to the pool and
+        worker and signed (docs/audit.md, "Outside witness"); at most
+        :data:`MAX_PENDING_WITNESSES`, the oldest dropped first when more were waiting."""
+        # Never waits: the daemon's loop calls this, and a hung write holds the lock.
+        if not self._write_lock.acquire(blocking=False):
+            return []
+        try:
+            points = []
+            while self._witness_points and self._witness_points[0][0] <= self._synced:
+                points.append(self._witness_points.popleft()[1])
+        finally:
+            self._write_lock.release()
+        return [
+            sign_witness(p, key=self._key, pool_id=pool_id, worker_id=worker_id) for p in points
+        ]
 
     @property
     def healthy(self) -> bool:

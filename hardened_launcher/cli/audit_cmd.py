@@ -32,7 +32,7 @@ from hardened_launcher.audit.keys import (
     public_key_pem,
 )
 from hardened_launcher.audit.show import render_json, render_table, run_records
-from hardened_launcher.audit.verify import verify_log
+from hardened_launcher.audit.verify import VerifyReport, verify_log
 from hardened_launcher.durations import DurationError, parse_duration
 from hardened_launcher.errors import ConfigurationError, UsageError
 
@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="accept unsigned records after the last checkpoint (a live launcher's log)",
     )
+    verify.add_argument(
+        "--witness",
+        metavar="FILE|DIR|s3://BUCKET/PREFIX",
+        help="compare with the checkpoint witnesses the control plane kept: detects a log "
+        "rolled back or cut at a checkpoint",
+    )
+    verify.add_argument("--endpoint-url", help="S3-compatible endpoint (else AWS_ENDPOINT_URL)")
     verify.set_defaults(handler=run_verify)
 
     show = group.add_parser("show", help="the story of one run, gate by gate")
@@ -127,9 +134,40 @@ def run_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _witnessed(
+    args: argparse.Namespace, directory: Path, public: ed25519.Ed25519PublicKey
+) -> tuple[VerifyReport, str]:
+    """Verify, then compare with the witnesses named by ``--witness`` (docs/audit.md)."""
+    from hardened_launcher.audit.witness import (  # noqa: PLC0415 - only with --witness
+        load_witness_path,
+        verify_log_with_witnesses,
+    )
+
+    source: str = args.witness
+    if source.startswith("s3://"):
+        from hardened_launcher.audit.witness_s3 import load_witness_s3  # noqa: PLC0415 - boto3
+
+        witnesses = load_witness_s3(source, key_id=key_id(public), endpoint_url=args.endpoint_url)
+    else:
+        witnesses = load_witness_path(Path(source))
+    report, judged = verify_log_with_witnesses(
+        directory, public, witnesses, allow_open_tail=args.allow_open_tail, source=source
+    )
+    who = ", ".join(f"{pool}/{worker}" for pool, worker in judged.bindings[:4])
+    more = f" (+{len(judged.bindings) - 4})" if len(judged.bindings) > 4 else ""
+    return report, (
+        f"; {judged.witnesses} witness(es) agree, the newest at seq {judged.latest_seq} "
+        f"({who}{more})"
+    )
+
+
 def run_verify(args: argparse.Namespace) -> int:
     directory, public = _log_and_key(args)
-    report = verify_log(directory, public, allow_open_tail=args.allow_open_tail)
+    if args.witness:
+        report, witnessed = _witnessed(args, directory, public)
+    else:
+        report = verify_log(directory, public, allow_open_tail=args.allow_open_tail)
+        witnessed = ""
     state = (
         "sealed"
         if report.sealed
@@ -140,6 +178,7 @@ def run_verify(args: argparse.Namespace) -> int:
         f"ok: {report.records} records (seq 0..{report.last_seq}) in {report.segments} "
         f"segment(s), {report.checkpoints} checkpoints signed by {report.key_id[:16]}…; {state}"
         + (f"; {report.unclean_stops} unclean stop(s)" if report.unclean_stops else "")
+        + witnessed
         + "\n"
     )
     return 0

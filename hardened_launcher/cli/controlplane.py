@@ -227,6 +227,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     rl.add_argument("--pool", default=None)
     rl.set_defaults(handler=run_runs_list)
 
+    witnesses = group.add_parser(
+        "witnesses", help="the audit witnesses launchers sent, as JSON lines (docs/audit.md)"
+    )
+    _add_dir(witnesses)
+    witnesses.add_argument("--key-id", default=None, help="only this audit key's (64 hex)")
+    witnesses.set_defaults(handler=run_witnesses)
+
     serve = group.add_parser("serve", help="dispatch runs over MQTT until SIGTERM")
     _add_dir(serve)
     serve.set_defaults(handler=run_serve)
@@ -528,6 +535,25 @@ def run_discard(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_witnesses(args: argparse.Namespace) -> int:
+    """Print the stored audit witnesses (JSON lines), for ``audit verify --witness FILE``."""
+    key: str | None = args.key_id
+    if key is not None and (len(key) != 64 or not all(c in "0123456789abcdef" for c in key)):
+        raise UsageError(
+            "--key-id is not an audit key id (64 lower-case hex digits)",
+            hint="`hardened-launcher audit key` on the launcher host prints it",
+            reason="usage",
+        )
+    state = _state(args)
+    with state.open_store() as store:
+        records = store.witnesses(key_id=key)
+    # Canonical ASCII JSON the store holds as the control plane encoded it (no control bytes).
+    sys.stdout.buffer.write("".join(f"{r}\n" for r in records).encode("ascii"))
+    sys.stdout.flush()
+    sys.stderr.write(f"{len(records)} witness record(s)\n")
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
@@ -555,16 +581,28 @@ def run_serve(args: argparse.Namespace) -> int:
                 f"({settings.protocol}, namespace {settings.namespace})\n"
             )
             sys.stderr.flush()
-            serve(
-                Coordinator(
-                    store,
-                    transport,
-                    log_urls=storage,
-                    signing_key=state.signing_key(),
-                    plan_urls=storage,
-                ),
-                stop=stop,
-            )
+            exporter = None
+            if storage is not None:
+                from hardened_launcher.controlplane.witness import (  # noqa: PLC0415
+                    WitnessExporter,
+                )
+
+                exporter = WitnessExporter(storage)
+            try:
+                serve(
+                    Coordinator(
+                        store,
+                        transport,
+                        log_urls=storage,
+                        signing_key=state.signing_key(),
+                        plan_urls=storage,
+                        witness_exporter=exporter,
+                    ),
+                    stop=stop,
+                )
+            finally:
+                if exporter is not None:
+                    exporter.close()
         finally:
             transport.close()
     return 0
@@ -577,6 +615,7 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
         from hardened_launcher.controlplane.store import (  # noqa: PLC0415
             SqliteOutboxJournal,
             current_certificate_serials,
+            retired_certificate_serials,
         )
         from hardened_launcher.transport.poll_server import (  # noqa: PLC0415
             PollServer,
@@ -589,7 +628,11 @@ def _serve_transport(state: StateDir) -> tuple[Transport, str]:
             port=settings.poll_port,
             namespace=settings.namespace,
             ssl_context=state.poll_server_tls(),
-            certificates=PoolCertificates(lambda: current_certificate_serials(store_path)),
+            certificates=PoolCertificates(
+                lambda: current_certificate_serials(store_path),
+                load_retired=lambda since: retired_certificate_serials(store_path, since=since),
+                grace_seconds=load_controlplane_config(os.environ).reset_grace_seconds,
+            ),
             # Unacknowledged messages to workers survive a restart of serve (same ids).
             session_options={"journal": SqliteOutboxJournal(store_path)},
         )

@@ -139,6 +139,12 @@ def plan_key(prefix: str, run_id: str) -> str:
 PLAN_URL_EXPIRY_SECONDS: Final = 24 * 3600
 
 
+def witness_key(prefix: str, key_id: str, seq: int) -> str:
+    """The object key of one audit witness record (docs/audit.md, "Outside witness"):
+    ``<prefix>audit-witness/<key id>/<seq, 20 digits>.json``."""
+    return f"{prefix}audit-witness/{key_id}/{seq:020d}.json"
+
+
 def _storage_error(action: str, exc: Exception) -> ObjectStorageError:
     response = getattr(exc, "response", None)  # botocore's ClientError carries the S3 answer
     code = str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
@@ -214,6 +220,18 @@ class LogStorage:
         wanted = self.config.urls_per_batch if count is None else count
         last = min(from_chunk + wanted, MAX_CHUNK + 1)
         return [LogUrl(chunk=n, url=self.presign_put(run_id, n)) for n in range(from_chunk, last)]
+
+    def put_witness(self, key_id: str, seq: int, record: bytes) -> None:
+        """Store one audit witness record (idempotent: the same bytes under the same key)."""
+        try:
+            self._client.put_object(
+                Bucket=self.config.bucket,
+                Key=witness_key(self.config.prefix, key_id, seq),
+                Body=record,
+                ContentType="application/json",
+            )
+        except self._errors as exc:
+            raise _storage_error("store an audit witness", exc) from exc
 
     def list_chunks(self, run_id: str) -> list[int]:
         """Chunk numbers present for a run, in order."""

@@ -42,6 +42,7 @@ from hardened_launcher.controlplane.dispatch import (
     WorkerState,
 )
 from hardened_launcher.controlplane.store import OutboxMessage, Store
+from hardened_launcher.controlplane.witness import WitnessExporter, witness_record
 from hardened_launcher.envelope.ticket import PlanBinding, RunManifest, RunTicket, sign_ticket
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
@@ -122,11 +123,13 @@ class Coordinator:
         lease_ids: Callable[[], str] = new_lease_id,
         signing_key: Ed25519PrivateKey | None = None,
         plan_urls: PlanUrlSource | None = None,
+        witness_exporter: WitnessExporter | None = None,
     ) -> None:
         """``signing_key`` signs each assignment's run ticket (docs/envelope.md); without it
         assignments carry no ticket, and every launcher refuses them. ``plan_urls`` (object
         storage) carries confirmed runs' plans; without it a planning run FAILS
-        (``plan_storage_unavailable``)."""
+        (``plan_storage_unavailable``). ``witness_exporter`` copies audit witness records to
+        object storage (docs/audit.md)."""
         self.store = store
         self.plan_urls = plan_urls
         self.signing_key = signing_key
@@ -146,6 +149,8 @@ class Coordinator:
         #: A handled message may have freed a slot or added capacity: assign before waiting.
         self._dispatch_due = False
         self._refused_by: set[str] = set()
+        self.witness_exporter = witness_exporter
+        self._witness_export_due = 0.0
 
     # -- hearing ---------------------------------------------------------------------------
 
@@ -241,6 +246,8 @@ class Coordinator:
                 self._on_phase(run, worker_id, body, now)
         elif isinstance(body, wire.LogUrlsRequest):
             self._on_log_urls_request(worker, body, now)
+        elif isinstance(body, wire.Witness):
+            self._on_witness(worker, body, now)
         elif isinstance(body, wire.Bye):
             self._worker_lost(worker, now, reason=f"bye_{body.reason}")
         elif isinstance(body, wire.Gone) and body.worker_id == worker_id:
@@ -363,6 +370,47 @@ class Coordinator:
             now=now,
         )
 
+    def _on_witness(self, worker: Worker, body: wire.Witness, now: float) -> None:
+        """Keep an audit witness bound to the sender (docs/audit.md, "Outside witness")."""
+        if body.pool_id != worker.pool_id or body.worker_id != worker.id:
+            # A witness names the pool and worker it came from; another one's is refused.
+            log.warning("witness.refused", extra={"worker_id": worker.id, "reason": "binding"})
+            self.store.record_event(
+                "audit.witness_refused",
+                now=now,
+                pool_id=worker.pool_id,
+                worker_id=worker.id,
+                fields={"reason": "witness_binding_mismatch"},
+            )
+            return
+        record = witness_record(body).to_json().decode("ascii")
+        outcome = self.store.record_witness(
+            key_id=body.key_id,
+            seq=body.seq,
+            pool_id=body.pool_id,
+            worker_id=body.worker_id,
+            record=record,
+            now=now,
+        )
+        if outcome == "conflict":
+            log.warning("witness.conflict", extra={"worker_id": worker.id, "seq": body.seq})
+        elif outcome == "new" and self.witness_exporter is not None:
+            self.witness_exporter.submit(body.key_id, body.seq, record.encode("ascii"))
+
+    def _export_witnesses(self, now: float) -> None:
+        """Mark what object storage took; hand over what is still waiting (every 10 s)."""
+        exporter = self.witness_exporter
+        if exporter is None:
+            return
+        for key_id, seq in exporter.take_done():
+            self.store.mark_witness_exported(key_id, seq, now=now)
+        if now < self._witness_export_due:
+            return
+        self._witness_export_due = now + 10.0
+        for key_id, seq, record in self.store.unexported_witnesses(limit=1000):
+            if not exporter.submit(key_id, seq, record.encode("ascii")):
+                break
+
     def _worker_gone(self, worker: Worker, now: float) -> None:
         """The worker's last will: suspect, not proof of death.
 
@@ -450,6 +498,7 @@ class Coordinator:
             transition = dispatch.expire_lease(run, now=now)
             if transition is not None:
                 self.store.apply(transition)
+        self._export_witnesses(now)
         self.assign_queued()
 
     def assign_queued(self, *, skip_workers: frozenset[str] = frozenset()) -> int:

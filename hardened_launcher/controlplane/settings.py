@@ -42,6 +42,9 @@ DEFAULT_REGION: Final = "us-east-1"
 _REGION_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_ID_RE: Final = re.compile(r"[A-Za-z0-9_+=,.@/-]{1,256}")
 
+DEFAULT_RESET_GRACE_SECONDS: Final = 120
+MAX_RESET_GRACE_SECONDS: Final = 3600
+
 T = TypeVar("T")
 
 
@@ -107,6 +110,13 @@ CP_VARIABLES: Final[tuple[CpVariable, ...]] = (
         default=f"`{DEFAULT_URLS_PER_BATCH}`",
         description=f"Log URLs per assignment or request (1 to {MAX_URLS_PER_BATCH}).",
     ),
+    CpVariable(
+        name="HL_CP_RESET_GRACE_SECONDS",
+        default=f"`{DEFAULT_RESET_GRACE_SECONDS}`",
+        description="Long poll: seconds after `pool reset` during which the old certificate "
+        "may still deliver statuses, bye, acks and log-URL requests (never take a lease); "
+        f"0 to {MAX_RESET_GRACE_SECONDS}, 0 refuses it at once.",
+    ),
 )
 _NAMES: Final = tuple(v.name for v in CP_VARIABLES)
 _SECRET_NAMES: Final = frozenset(v.name for v in CP_VARIABLES if v.secret)
@@ -121,6 +131,8 @@ class ControlPlaneConfig:
     broker_pid_file: Path | None = None
     #: Where run logs go; None when ``HL_CP_S3_BUCKET`` is unset.
     log_storage: LogStorageConfig | None = field(default=None, repr=False)
+    #: ``HL_CP_RESET_GRACE_SECONDS``: how long a reset pool's old certificate may still finish.
+    reset_grace_seconds: int = DEFAULT_RESET_GRACE_SECONDS
 
 
 class _InvalidError(Exception):
@@ -175,6 +187,16 @@ def _number(maximum: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds(maximum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        text = _text(value)
+        if not re.fullmatch(r"[0-9]{1,10}", text) or not 0 <= int(text) <= maximum:
+            raise _InvalidError(f"is not a whole number of seconds from 0 to {maximum}")
+        return int(text)
+
+    return parse
+
+
 def _suggestion(name: str) -> str:
     close = difflib.get_close_matches(name.upper(), _NAMES, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
@@ -219,6 +241,7 @@ def load_controlplane_config(environ: Mapping[str, str]) -> ControlPlaneConfig:
     secret = loader.get("HL_CP_S3_SECRET_ACCESS_KEY", _text)
     expiry = loader.get("HL_CP_LOG_URL_EXPIRY_SECONDS", _number(MAX_URL_EXPIRY_SECONDS))
     per_batch = loader.get("HL_CP_LOG_URLS_PER_BATCH", _number(MAX_URLS_PER_BATCH))
+    grace = loader.get("HL_CP_RESET_GRACE_SECONDS", _seconds(MAX_RESET_GRACE_SECONDS))
     storage: LogStorageConfig | None = None
     if bucket is not None and not loader.problems:
         try:
@@ -244,7 +267,12 @@ def load_controlplane_config(environ: Mapping[str, str]) -> ControlPlaneConfig:
             reason="controlplane_settings_invalid",
             detail="\n".join(loader.problems),
         )
-    return ControlPlaneConfig(state_dir=state_dir, broker_pid_file=pid_file, log_storage=storage)
+    return ControlPlaneConfig(
+        state_dir=state_dir,
+        broker_pid_file=pid_file,
+        log_storage=storage,
+        reset_grace_seconds=DEFAULT_RESET_GRACE_SECONDS if grace is None else grace,
+    )
 
 
 def markdown_table() -> str:

@@ -138,7 +138,20 @@ CREATE TABLE IF NOT EXISTS plans (
     apply_envelope_expires_at REAL NOT NULL,
     artifact_sha256 TEXT
 );
+CREATE TABLE IF NOT EXISTS audit_witnesses (
+    key_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    pool_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    exported_at REAL,
+    PRIMARY KEY (key_id, seq)
+);
+CREATE INDEX IF NOT EXISTS audit_witnesses_by_worker ON audit_witnesses(worker_id, seq);
 """
+#: Witness records the store keeps per worker (the newest; object storage keeps them all).
+MAX_WITNESSES_PER_WORKER: Final = 1000
 
 _RUN_COLUMNS: Final = (
     "id, pool_id, state, key_id, envelope_expires_at, created_at, updated_at, worker_id, "
@@ -305,6 +318,25 @@ def current_certificate_serials(path: Path) -> dict[str, int]:
     finally:
         db.close()
     return {str(pool_id): int(str(serial), 16) for pool_id, serial in rows}
+
+
+def retired_certificate_serials(path: Path, *, since: float) -> dict[tuple[str, int], float]:
+    """``{(pool_id, serial): revoked_at}`` of certificates revoked (by ``pool reset``) at or
+    after ``since`` (Unix seconds), read like :func:`current_certificate_serials`."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {path}", hint="Check the state directory") from exc
+    try:
+        rows = db.execute(
+            "SELECT pool_id, serial, revoked_at FROM revoked_certificates WHERE revoked_at >= ?",
+            (since,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the revocations in {path}", hint="Check the store") from exc
+    finally:
+        db.close()
+    return {(str(pool), int(str(serial), 16)): float(at) for pool, serial, at in rows}
 
 
 class SqliteOutboxJournal:
@@ -1168,6 +1200,67 @@ class Store:
                 worker_id=worker_id,
                 run_id=run_id,
                 fields=fields,
+            )
+
+    def record_witness(
+        self, *, key_id: str, seq: int, pool_id: str, worker_id: str, record: str, now: float
+    ) -> str:
+        """Keep one audit witness record (docs/audit.md). Returns ``new``, ``known`` (the same
+        record again) or ``conflict`` (another record for the same log place: the log forked;
+        the first is kept and the conflict is an event). Only the newest
+        :data:`MAX_WITNESSES_PER_WORKER` of a worker are kept."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT record FROM audit_witnesses WHERE key_id = ? AND seq = ?", (key_id, seq)
+            ).fetchone()
+            if row is not None:
+                if row[0] == record:
+                    return "known"
+                self._event(
+                    db,
+                    "audit.witness_conflict",
+                    at=now,
+                    pool_id=pool_id,
+                    worker_id=worker_id,
+                    fields={"key_id": key_id, "seq": seq},
+                )
+                return "conflict"
+            db.execute(
+                "INSERT INTO audit_witnesses(key_id, seq, pool_id, worker_id, record, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key_id, seq, pool_id, worker_id, record, now),
+            )
+            db.execute(
+                "DELETE FROM audit_witnesses WHERE worker_id = ? AND seq < (SELECT seq FROM "
+                "audit_witnesses WHERE worker_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (worker_id, worker_id, MAX_WITNESSES_PER_WORKER - 1),
+            )
+        return "new"
+
+    def witnesses(self, *, key_id: str | None = None) -> list[str]:
+        """Stored witness records (canonical JSON), oldest first."""
+        if key_id is None:
+            rows = self._query("SELECT record FROM audit_witnesses ORDER BY key_id, seq")
+        else:
+            rows = self._query(
+                "SELECT record FROM audit_witnesses WHERE key_id = ? ORDER BY seq", (key_id,)
+            )
+        return [str(r[0]) for r in rows]
+
+    def unexported_witnesses(self, *, limit: int = 1000) -> list[tuple[str, int, str]]:
+        """``(key_id, seq, record)`` not yet copied to object storage, oldest first."""
+        rows = self._query(
+            "SELECT key_id, seq, record FROM audit_witnesses WHERE exported_at IS NULL "
+            "ORDER BY received_at, key_id, seq LIMIT ?",
+            (limit,),
+        )
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    def mark_witness_exported(self, key_id: str, seq: int, *, now: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE audit_witnesses SET exported_at = ? WHERE key_id = ? AND seq = ?",
+                (now, key_id, seq),
             )
 
     def events(self, *, run_id: str | None = None) -> list[tuple[float, str, dict[str, Any]]]:

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 READY_TIMEOUT_SECONDS: Final = 60.0
 STOP_TIMEOUT_SECONDS: Final = 10.0
+#: ``weed server`` (3.x) does not exit on SIGTERM or SIGINT; it writes through to its files, so
+#: after a short grace SIGKILL loses nothing a restart on the same directory needs.
+STOP_GRACE_SECONDS: Final = 2.0
 REGION: Final = "us-east-1"
 
 
@@ -198,7 +201,7 @@ class SeaweedProcess:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+                process.wait(timeout=STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=STOP_TIMEOUT_SECONDS)

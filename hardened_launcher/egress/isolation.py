@@ -161,6 +161,13 @@ _IF_INET6: Final = Path("/proc/net/if_inet6")
 _TOOL: Final = {4: "iptables", 6: "ip6tables"}
 
 
+def missing_firewall_tools() -> list[str]:
+    """The firewall programs the run rules need that are not on PATH (ip6tables only where the
+    host has IPv6): what :meth:`HostFirewall.install` would refuse on, checked at start-up."""
+    needed = ["iptables", "ip6tables"] if ipv6_present() else ["iptables"]
+    return [tool for tool in needed if shutil.which(tool) is None]
+
+
 def ipv6_present() -> bool:
     """Whether the kernel has IPv6 at all (booted with ``ipv6.disable=1`` it has none)."""
     return _IF_INET6.exists()

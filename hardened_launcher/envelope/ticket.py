@@ -40,6 +40,7 @@ from hardened_launcher.executor.runspec import (
     RunSpec,
     RunType,
 )
+from hardened_launcher.executor.source import source_manifest
 from hardened_launcher.policy.sanitize import Sanitizer
 
 __all__ = [
@@ -86,7 +87,14 @@ _MANIFEST_KEYS: Final = frozenset(
         "sanitize_key_id",
     }
 )
-_OPTIONAL_MANIFEST_KEYS: Final = frozenset({"stage", "plan_of"})
+#: Present only when the run has a source, or is a half of a confirmed run (older manifests
+#: stay valid as they are).
+_OPTIONAL_MANIFEST_KEYS: Final = frozenset({"source", "stage", "plan_of"})
+_SOURCE_KEYS: Final = (
+    frozenset({"url", "ref", "commit_sha"}),
+    frozenset({"url", "ref", "commit_sha", "auth"}),
+    frozenset({"archive_sha256", "archive_bytes"}),
+)
 _PLAN_KEYS: Final = frozenset({"run_id", "sha256", "commit_sha"})
 
 
@@ -165,6 +173,12 @@ class RunManifest:
         return tuple((p["name"], tuple(p["commands"])) for p in self.document["phases"])
 
     @property
+    def source(self) -> Mapping[str, object] | None:
+        """``{url, ref, commit_sha}`` or ``{archive_sha256, archive_bytes}``; None: no source."""
+        source = self.document.get("source")
+        return None if source is None else dict(source)
+
+    @property
     def sanitize_key_id(self) -> str:
         return str(self.document["sanitize_key_id"])
 
@@ -212,8 +226,10 @@ def manifest_from_spec(spec: RunSpec, sanitizer: Sanitizer) -> RunManifest:
         limits["cpus"] = spec.limits.cpus
     if spec.limits.time_seconds is not None:
         limits["time_seconds"] = spec.limits.time_seconds
+    source = source_manifest(spec.source)
     return RunManifest(
         document={
+            **({} if source is None else {"source": source}),
             "run_id": spec.run_id,
             "run_type": spec.run_type,
             "image": spec.image,
@@ -328,10 +344,23 @@ def _str(value: object, what: str, max_chars: int = 128 * 1024) -> str:
 
 
 def _check_manifest(value: object) -> RunManifest:
-    if not isinstance(value, dict) or not (
-        _MANIFEST_KEYS <= set(value) <= _MANIFEST_KEYS | _OPTIONAL_MANIFEST_KEYS
-    ):
+    if not isinstance(value, dict) or set(value) - _OPTIONAL_MANIFEST_KEYS != _MANIFEST_KEYS:
         raise _refuse("the manifest does not have exactly the documented fields")
+    if "source" in value:
+        source = value["source"]
+        if not isinstance(source, dict) or frozenset(source) not in _SOURCE_KEYS:
+            raise _refuse("manifest.source does not have the documented fields")
+        for key, item in source.items():
+            if key == "archive_bytes":
+                if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+                    raise _refuse("manifest.source.archive_bytes is not a size")
+            elif key == "auth":
+                if not isinstance(item, dict) or set(item) != {"username", "secret_env"}:
+                    raise _refuse("manifest.source.auth does not have the documented fields")
+                for part in ("username", "secret_env"):
+                    _str(item[part], f"manifest.source.auth.{part}", 128)
+            else:
+                _str(item, f"manifest.source.{key}", 2048)
     if value.get("stage", "plan") not in ("plan", "apply"):
         raise _refuse("manifest.stage is not plan or apply")
     if (value.get("stage") == "apply") != ("plan_of" in value):

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from hardened_launcher.executor.runspec import RunSpec
+from hardened_launcher.executor.source import ArchiveSource, GitSource, clean_tar
 from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = ["HEADER", "encode_instructions"]
@@ -31,21 +32,49 @@ def _secret_b64(value: Secret) -> bytearray:
         return bytearray(base64.b64encode(view))
 
 
+def _source_records(spec: RunSpec, source_url: str | None) -> bytearray:
+    out = bytearray()
+    source = spec.source
+    if isinstance(source, GitSource):
+        if source_url is None:
+            raise ValueError("a git source needs its resolved URL")
+        if source.auth is not None and source.auth.basic is not None:
+            # HTTP basic credentials for the fetch only (git gets them as an extra header
+            # through its environment, never on a command line or in .git/config).
+            header = bytearray(b"Authorization: Basic ")
+            with source.auth.basic.view() as view:
+                header += view
+            out += b"H " + _b64(header) + b"\n"
+            wipe_bytearray(header)
+        out += b"S " + _b64(source_url.encode()) + b" " + _b64(source.ref.encode())
+        out += b" " + source.commit_sha.encode() + b"\n"
+    elif isinstance(source, ArchiveSource):
+        # The only record that is not one line: its size, then exactly that many raw bytes,
+        # which the worker copies to tar with dd (no line reading, no base64).
+        tar = clean_tar(source.entries)
+        out += b"A " + str(len(tar)).encode() + b"\n" + tar
+    return out
+
+
 def encode_instructions(
     spec: RunSpec,
     *,
     extra_env: Mapping[str, Secret] | None = None,
+    source_url: str | None = None,
     plan: Secret | None = None,
 ) -> bytearray:
     """The whole instruction stream for ``spec``.
 
     ``extra_env`` holds the launcher's whitelisted variables (``SPACELIFT_WHITELIST_ENVS``),
     delivered like the run's own env; the run's own value wins on a name clash only for names
-    the run declared (the launcher's are written first). ``plan`` (an applying run) is the
-    checked plan artifact: announced by ``L <size>``, its raw bytes follow ``GO``, and the worker
-    writes them to ``$HL_PLAN_FILE`` before the first phase.
+    the run declared (the launcher's are written first). ``source_url`` is where a git source
+    is fetched from (its ``private://`` URL already resolved). The source comes first, before
+    any variable is set; the spec's files come after it and may replace its files. ``plan``
+    (an applying run) is the checked plan artifact: announced by ``L <size>``, its raw bytes
+    follow ``GO``, and the worker writes them to ``$HL_PLAN_FILE`` before the first phase.
     """
     out = bytearray(HEADER)
+    out += _source_records(spec, source_url)
     for name, value in (extra_env or {}).items():
         if not _NAME_RE.fullmatch(name):
             raise ValueError("a whitelisted variable name is not a shell name")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import re
 import select
 import socket
 import threading
@@ -104,6 +105,12 @@ class RunResult:
     #: ``plan`` sealed to the pool key (docs/envelope.md), set by the pipeline after the run.
     sealed_plan: bytes | None = None
 
+    #: The commit the worker checked out and verified (a git source), else None.
+    source_commit: str | None = None
+    #: Why the worker refused the source (``source_commit_mismatch``, ``source_fetch_failed``,
+    #: ``source_git_missing``), else None. Nothing of the run ran.
+    source_refused: str | None = None
+
     @property
     def succeeded(self) -> bool:
         return self.stopped_by is StopReason.EXITED and self.exit_code == 0 and not self.oom_killed
@@ -114,6 +121,8 @@ class RunResult:
         or the limit that fired."""
         if self.stopped_by is not StopReason.EXITED:
             return self.stopped_by.value
+        if self.source_refused is not None:
+            return self.source_refused
         if self.oom_killed:
             return "run_oom"
         if self.exit_code == 0:
@@ -184,6 +193,42 @@ class _Demux:
             del self._buffer[: _HEADER_BYTES + size]
             frames.append((_CHANNELS.get(kind, "stderr"), payload))
         return frames
+
+
+class _SourceWatch:
+    """Reads the worker's source markers: only before the first phase starts (stdout, redacted),
+    so nothing a run prints can claim a commit or a refusal."""
+
+    _LINE: Final = re.compile(rb"::hl:: source (commit|refused) ([0-9a-z_]{1,64})\n")
+    _PHASE: Final = b"::hl:: phase "
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._done = False
+        self.commit: str | None = None
+        self.refused: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._head += data
+        while b"\n" in self._head:
+            line, _, rest = bytes(self._head).partition(b"\n")
+            self._head = bytearray(rest)
+            if line.startswith(self._PHASE) or len(line) > _TAIL_BYTES:
+                self._done = True
+                return
+            match = self._LINE.fullmatch(line + b"\n")
+            if match is not None:
+                kind, value = match.group(1), match.group(2).decode()
+                if kind == b"commit":
+                    self.commit = value
+                else:
+                    self.refused = value
+                    self._done = True
+                    return
+        if len(self._head) > _TAIL_BYTES:
+            self._done = True
 
 
 class DockerRunner:
@@ -312,8 +357,18 @@ class DockerRunner:
             collector = OutputCollector()
             plans = OutputCollector(prefix=PLAN_PREFIX, max_files=1, max_bytes=MAX_PLAN_BYTES)
             try:
+                watch = _SourceWatch()
                 stopped_by, output_bytes, worker_ended = self._pump(
-                    sock, container_id, streams, sink, cancel, started, time_limit, collector, plans
+                    sock,
+                    container_id,
+                    streams,
+                    sink,
+                    cancel,
+                    started,
+                    time_limit,
+                    collector,
+                    watch,
+                    plans,
                 )
                 outputs = _redacted_outputs(collector, redactor)
                 found = plans.files.get("plan")
@@ -339,6 +394,8 @@ class DockerRunner:
             worker_ended=worker_ended,
             outputs=outputs,
             outputs_truncated=collector.truncated,
+            source_commit=watch.commit,
+            source_refused=watch.refused,
             plan=plan,
         )
         log.info(
@@ -386,6 +443,7 @@ class DockerRunner:
         started: float,
         time_limit: float,
         collector: OutputCollector,
+        watch: _SourceWatch | None = None,
         plans: OutputCollector | None = None,
     ) -> tuple[StopReason, int, bool]:
         """Stream the output; return why it ended, its size, and whether the worker said so."""
@@ -394,6 +452,8 @@ class DockerRunner:
 
         def emit(channel: Channel, safe: bytes) -> None:
             sink.write(channel, safe)
+            if watch is not None and channel == "stdout":
+                watch.feed(safe)
             tail = tails[channel]
             tail += safe
             del tail[:-_TAIL_BYTES]
@@ -433,7 +493,7 @@ class DockerRunner:
             for channel, stream in streams.items():
                 late = stream.poll()
                 if late:
-                    sink.write(channel, late)
+                    emit(channel, late)
             if not readable:
                 continue
             try:

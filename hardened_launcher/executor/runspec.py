@@ -10,10 +10,11 @@ The format is documented in ``docs/runspec.md``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
@@ -22,7 +23,8 @@ import yaml
 from hardened_launcher.bounded_input import StrictYamlLoader
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
-from hardened_launcher.secrets import Secret
+from hardened_launcher.executor.source import GitSource, RunSource, parse_source
+from hardened_launcher.secrets import Secret, wipe_bytearray
 
 __all__ = [
     "MAX_RUN_SPEC_BYTES",
@@ -150,6 +152,8 @@ class RunSpec:
     binaries: tuple[BinaryRequest, ...] = ()
     limits: RunLimits = field(default_factory=RunLimits)
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    #: The project: a git commit fetched inside the run, or a checked archive (see .source).
+    source: RunSource | None = None
     #: The phase after which the control plane stops the run for confirmation (it splits the
     #: spec into a planning and an applying run at submit; a local ``exec`` runs every phase).
     confirm_after: str | None = None
@@ -160,8 +164,10 @@ class RunSpec:
 
     @property
     def commit_sha(self) -> str:
-        """The commit the run is for (``metadata.commit_sha``; empty when not named): a plan
-        artifact is bound to it."""
+        """The commit the run is for (its git source's, else ``metadata.commit_sha``; empty
+        when neither names one): a plan artifact is bound to it."""
+        if isinstance(self.source, GitSource):
+            return self.source.commit_sha
         return self.metadata.get("commit_sha", "")
 
     def secrets(self) -> tuple[tuple[str, Secret], ...]:
@@ -171,6 +177,9 @@ class RunSpec:
             if isinstance(f.content, Secret):
                 named.append((f"file:{f.path}", f.content))
                 named += [(f"file:{f.path}#{i}", value) for i, value in enumerate(f.values, 1)]
+        auth = self.source.auth if isinstance(self.source, GitSource) else None
+        if auth is not None and auth.basic is not None:
+            named.append(("source:auth", auth.basic))  # the fetch's HTTP basic credentials
         return tuple(named)
 
     def wipe(self) -> None:
@@ -287,6 +296,19 @@ def _relative_path(where: str, value: object) -> str:
     return path
 
 
+def _basic(username: str, secret: Secret) -> Secret:
+    """``base64(username:secret)`` as a new secret (the intermediate bytes are wiped)."""
+    raw = bytearray(username.encode() + b":")
+    with secret.view() as view:
+        raw += view
+    encoded = bytearray(base64.b64encode(raw))
+    wipe_bytearray(raw)
+    try:
+        return Secret(encoded)
+    finally:
+        wipe_bytearray(encoded)
+
+
 def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
     """Validate an already-decoded document (e.g. from JSON) into a :class:`RunSpec`."""
     top = _fields(
@@ -301,6 +323,7 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
             "binaries",
             "limits",
             "metadata",
+            "source",
             "confirm_after",
             "stage",
             "plan_of",
@@ -432,6 +455,26 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         _text("metadata key", key, max_chars=64, pattern=_META_KEY_RE)
         metadata[key] = _free_text(f"metadata.{key}", value, max_chars=MAX_METADATA_VALUE_CHARS)
 
+    source = None if top.get("source") is None else parse_source(top["source"])
+    if isinstance(source, GitSource) and metadata.get("commit_sha", source.commit_sha) != (
+        source.commit_sha
+    ):
+        # The policy reads both; they must not tell two stories.
+        raise _fail("metadata.commit_sha", "is not source.commit_sha")
+    if (
+        isinstance(source, GitSource)
+        and source.auth is not None
+        and source.auth.secret_env not in secret_env
+    ):
+        raise _fail("source.auth.secret_env", "names no variable of secret_env")
+    if isinstance(source, GitSource) and source.auth is not None:
+        source = replace(
+            source,
+            auth=replace(
+                source.auth, basic=_basic(source.auth.username, secret_env[source.auth.secret_env])
+            ),
+        )
+
     confirm_after, stage, plan_of = _confirmation(top, run_id, phases)
     return RunSpec(
         confirm_after=confirm_after,
@@ -447,6 +490,7 @@ def run_spec_from_mapping(document: Mapping[str, Any]) -> RunSpec:
         binaries=tuple(binaries),
         limits=limits,
         metadata=MappingProxyType(metadata),
+        source=source,
     )
 
 

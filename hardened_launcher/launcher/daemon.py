@@ -45,7 +45,7 @@ from hardened_launcher.launcher.machine import (
 )
 from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.transport.base import Transport
-from hardened_launcher.transport.messages import Assign, Status
+from hardened_launcher.transport.messages import Assign, Status, Witness
 
 __all__ = ["AuditHealthSource", "Daemon"]
 
@@ -230,10 +230,39 @@ class Daemon:
                     self.audit.try_recover()
             except Exception:
                 log.warning("audit.checkpoint_failed", exc_info=True)
+        self._send_witnesses()
         healthy = self.audit.healthy
         if healthy != self.machine.audit_healthy:
             self._apply(
                 self.machine.handle(AuditHealth(healthy=healthy, failure=self.audit.failure))
+            )
+
+    def _send_witnesses(self) -> None:
+        """Each checkpoint that became durable goes to the control plane as its outside
+        witness (docs/audit.md); the transport retransmits until the control plane acks."""
+        take = getattr(self.audit, "take_witnesses", None)
+        if not callable(take) or not self.transport.connected:
+            # While disconnected they wait in the log (the newest 64), not in the transport's
+            # outbox, which run statuses need.
+            return
+        config = self.machine.config
+        try:
+            records = take(pool_id=config.pool_id, worker_id=config.worker_id)
+        except Exception:
+            log.warning("audit.witness_failed", exc_info=True)
+            return
+        for record in records:
+            self._send(
+                Witness(
+                    key_id=record.key_id,
+                    pool_id=record.pool_id,
+                    worker_id=record.worker_id,
+                    seq=record.seq,
+                    hash=record.hash,
+                    trigger=record.trigger,
+                    time=record.time,
+                    signature=record.signature,
+                )
             )
 
     # -- actions ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from hardened_launcher.launcher.logship import (
 from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.launcher.phases import PhaseWatcher
 from hardened_launcher.launcher.planstore import get_plan, put_plan
+from hardened_launcher.launcher.runlogs import PruneReport, prune_run_logs
 from hardened_launcher.pipeline import (
     Assignment,
     BinaryGate,
@@ -140,6 +142,8 @@ class ShippingSinkFactory:
     * :class:`StdoutJsonLinesSink` when ``SPACELIFT_RUN_LOGS_ON_STANDARD_OUTPUT_ENABLED``.
 
     :meth:`shutdown` stops the uploaders still running at launcher exit (the spool keeps them).
+    Before each new run, :meth:`prune` removes the local copies ``HL_RUN_LOG_RETENTION`` no
+    longer keeps (never one whose run is active or still has chunks in the spool).
     """
 
     settings: Settings
@@ -156,6 +160,7 @@ class ShippingSinkFactory:
         self, run_id: str, initial_urls: Sequence[LogUrl], request_more: Callable[[int], None]
     ) -> LogSink:
         self.shippers = [s for s in self.shippers if not s.finished]
+        self.prune(active={run_id})
         shipper = ChunkedLogSink(
             run_id=run_id,
             spool_dir=self.spool_dir,
@@ -176,6 +181,17 @@ class ShippingSinkFactory:
             raise
         self.shippers.append(shipper)
         return TeeLogSink(*sinks)
+
+    def prune(self, *, active: Iterable[str] = ()) -> PruneReport:
+        """Apply ``HL_RUN_LOG_RETENTION`` to ``<state_dir>/runs`` (docs/launcher.md)."""
+        busy = {s.run_id for s in self.shippers if not s.finished} | set(active)
+        return prune_run_logs(
+            self.settings.state_dir / "runs",
+            spool_dir=self.spool_dir,
+            retention=self.settings.run_log_retention,
+            active=busy,
+            now=time.time,
+        )
 
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
         for shipper in self.shippers:

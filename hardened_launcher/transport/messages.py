@@ -563,6 +563,35 @@ class LogUrlsRequest(Body):
     from_chunk: int = _wire(_CHUNK_CODEC)
 
 
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_HEX128: Final = re.compile(r"[0-9a-f]{128}")
+_AUDIT_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
+#: Checkpoint triggers (audit/canonical.py ALL_TRIGGERS; this module stays free of audit code).
+_CHECKPOINT_TRIGGERS: Final = ("records", "seconds", "segment_end", "recovery", "close")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Witness(Body):
+    """Worker → control plane: an outside witness of one signed audit checkpoint.
+
+    The fields are the witness record of docs/audit.md ("Outside witness"), signed by the
+    launcher's audit key; ``pool_id``/``worker_id`` must be the sender's own.
+    """
+
+    TYPE: ClassVar[str] = "witness"
+    SENDERS: ClassVar[frozenset[str]] = _WORKER
+    CRITICAL: ClassVar[bool] = True
+
+    key_id: str = _wire(_text_codec(max_chars=64, pattern=_HEX64))
+    pool_id: str = _wire(_POOL_ID_CODEC)
+    worker_id: str = _wire(_WORKER_ID_CODEC)
+    seq: int = _wire(_int_codec(minimum=0, maximum=MAX_SEQ))
+    hash: str = _wire(_text_codec(max_chars=64, pattern=_HEX64))
+    trigger: str = _wire(_choice_codec(_CHECKPOINT_TRIGGERS))
+    time: str = _wire(_text_codec(max_chars=32, pattern=_AUDIT_TIME))
+    signature: str = _wire(_text_codec(max_chars=128, pattern=_HEX128))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Ack(Body):
     """Either way: the message ``of`` arrived. Sent by the transport itself for critical ones."""
@@ -774,6 +803,7 @@ BODY_TYPES: Final[Mapping[str, type[Body]]] = MappingProxyType(
             Status,
             PhaseStarted,
             LogUrlsRequest,
+            Witness,
             Ack,
             Bye,
             Gone,

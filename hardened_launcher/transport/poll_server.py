@@ -6,7 +6,11 @@ own asyncio loop and thread) that is a :class:`~.base.Transport`.
   store's view of the pools (:class:`PoolCertificates`): the certificate's CN must be a known
   pool and its serial that pool's *current* certificate, so a revoked certificate, or the
   old certificate of a reset pool, is refused with 403 even on a connection opened before the
-  reset. The pool in every message comes from the certificate, never from the request.
+  reset — except that for a bounded grace after the reset (``HL_CP_RESET_GRACE_SECONDS``) the
+  old certificate may still deliver what finishes its runs (statuses, bye, acks, log-URL
+  requests, refusals, witnesses, non-IDLE heartbeats) in the sessions it had open, never a
+  ``register`` or ``accept``, and it cannot open a new session.
+  The pool in every message comes from the certificate, never from the request.
 * **Sessions.** A worker opens a session (``POST /v1/session``, headers ``HL-Worker-Id`` and
   ``HL-Session``: 32 random hex digits it chose, never in the URL) and hands over its will (its
   ``gone`` message). Polls, posts and the close must name that session: another holder of the
@@ -38,14 +42,14 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import is_valid_pool_id
 from hardened_launcher.transport import poll_wire as wire
-from hardened_launcher.transport.messages import Body, Message
+from hardened_launcher.transport.messages import Body, Heartbeat, Message
 from hardened_launcher.transport.session import (
     Outgoing,
     Received,
@@ -127,36 +131,77 @@ class CertificateRefused(Exception):  # noqa: N818 - a refusal, not a program er
         self.reason = reason
 
 
+#: What a certificate may still do: everything, or (a reset pool's old one, within the grace)
+#: only finish what it runs.
+CURRENT: Final = "current"
+RETIRING: Final = "retiring"
+
+#: Message types a retiring certificate may deliver: they finish or report work and can never
+#: lead to a new lease (``heartbeat`` only when not ``IDLE``; never ``register`` or ``accept``).
+RETIRING_TYPES: Final = frozenset({"status", "bye", "ack", "log_urls_request", "refuse", "witness"})
+
+
 class PoolCertificates:
     """Which certificate serial each pool currently holds, refreshed from ``load``.
 
     ``load`` returns ``{pool_id: serial}``; it runs on the server thread at most every
     ``refresh_seconds`` (a pool reset takes effect within that time, on open connections too).
+    ``load_retired(since)`` returns ``{(pool_id, serial): revoked_at}`` (Unix seconds) of
+    certificates revoked since then: for ``grace_seconds`` after its reset, a pool's old
+    certificate is :data:`RETIRING` instead of refused, so a cycling worker can still report its
+    runs' final statuses and say bye (docs/controlplane.md).
     """
 
     def __init__(
         self,
         load: Callable[[], Mapping[str, int]],
         *,
+        load_retired: Callable[[float], Mapping[tuple[str, int], float]] | None = None,
+        grace_seconds: float = 0.0,
         refresh_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._load = load
+        self._load_retired = load_retired
+        self._grace = grace_seconds
         self._refresh = refresh_seconds
         self._clock = clock
+        self._wall = wall
         self._current: Mapping[str, int] = {}
+        self._retired: Mapping[tuple[str, int], float] = {}
         self._loaded_at = -1e18
 
-    def check(self, pool_id: str, serial: int) -> None:
+    def check(self, pool_id: str, serial: int) -> str:
+        """:data:`CURRENT` or :data:`RETIRING`; raises :class:`CertificateRefused` otherwise."""
         now = self._clock()
         if now - self._loaded_at >= self._refresh:
             self._current = dict(self._load())
+            if self._load_retired is not None and self._grace > 0:
+                self._retired = dict(self._load_retired(self._wall() - self._grace))
             self._loaded_at = now
         expected = self._current.get(pool_id)
         if expected is None:
             raise CertificateRefused("unknown_pool")
-        if expected != serial:
-            raise CertificateRefused("certificate_not_current")
+        if expected == serial:
+            return CURRENT
+        revoked_at = self._retired.get((pool_id, serial))
+        if revoked_at is not None and self._wall() - revoked_at < self._grace:
+            return RETIRING
+        raise CertificateRefused("certificate_not_current")
+
+
+def retiring_may_deliver(payload: bytes) -> bool:
+    """Whether a frame from a retiring certificate is one it may still deliver (a frame that
+    does not parse goes on to be judged, and dropped, as usual)."""
+    try:
+        message = Message.parse(payload, sender="worker")
+    except LauncherError:
+        return True
+    body = message.body
+    if isinstance(body, Heartbeat):
+        return body.state != "IDLE"
+    return body.TYPE in RETIRING_TYPES
 
 
 def server_tls_context(
@@ -466,6 +511,11 @@ class PollServer:
 
     # -- request handling -------------------------------------------------------------------
     def _identify(self, request: web.Request) -> tuple[WorkerAddress, str]:
+        address, session_id, _ = self._identify_standing(request)
+        return address, session_id
+
+    def _identify_standing(self, request: web.Request) -> tuple[WorkerAddress, str, str]:
+        """The worker, its session id, and its certificate's standing (current/retiring)."""
         transport = request.transport
         cert = transport.get_extra_info("peercert") if transport is not None else None
         if not cert:
@@ -478,7 +528,7 @@ class PollServer:
         pool_id = common_names[0]
         try:
             serial = int(str(cert.get("serialNumber", "")), 16)
-            self._certificates.check(pool_id, serial)
+            standing = self._certificates.check(pool_id, serial)
         except ValueError:
             raise _HttpRefusal(403, "not_a_pool_certificate") from None
         except CertificateRefused as exc:
@@ -488,7 +538,7 @@ class PollServer:
             session_id = wire.check_session_id(request.headers.get(wire.SESSION_HEADER))
         except wire.FrameError:
             raise _HttpRefusal(400, "headers_invalid") from None
-        return WorkerAddress(pool_id=pool_id, worker_id=worker_id), session_id
+        return WorkerAddress(pool_id=pool_id, worker_id=worker_id), session_id, standing
 
     def _rate(self, worker: _WorkerSession, now: float) -> None:
         wait = worker.bucket.take(
@@ -549,7 +599,7 @@ class PollServer:
             raise _HttpRefusal(408, "body_timeout") from None
 
     async def _open_session(self, request: web.Request) -> web.Response:
-        address, session_id = self._identify(request)
+        address, session_id, standing = self._identify_standing(request)
         will_body = await self._read_body(request, limit=wire.MAX_WILL_BYTES + 16)
         try:
             frames = wire.decode_frames(will_body, max_frames=1) if will_body else []
@@ -557,6 +607,10 @@ class PollServer:
             raise _HttpRefusal(400, "will_invalid") from None
         now = time.monotonic()
         current = self._workers.get(address)
+        resuming = current is not None and current.session_id == session_id
+        if standing == RETIRING and not resuming:
+            # The grace is for the sessions open at the reset; nothing new starts with it.
+            raise _HttpRefusal(403, "certificate_not_current")
         if current is not None and current.session_id == session_id:
             self._rate(current, now)
             current.last_seen = now
@@ -656,7 +710,7 @@ class PollServer:
         )
 
     async def _messages(self, request: web.Request) -> web.Response:
-        address, session_id = self._identify(request)
+        address, session_id, standing = self._identify_standing(request)
         worker = self._worker(address, session_id)
         now = time.monotonic()
         self._rate(worker, now)
@@ -666,6 +720,16 @@ class PollServer:
         except wire.FrameError:
             raise _HttpRefusal(400, "frames_invalid") from None
         worker.last_seen = now
+        if standing == RETIRING:
+            allowed = [p for p in frames if retiring_may_deliver(p)]
+            if len(allowed) != len(frames):
+                # Not acknowledged: nothing that could take a lease gets through.
+                self.refusals["certificate_retiring"] += len(frames) - len(allowed)
+                _log.info(
+                    "poll.retiring_frames_dropped",
+                    extra={"peer": str(address), "dropped": len(frames) - len(allowed)},
+                )
+            frames = allowed
         for index, payload in enumerate(frames):
             if not self._take(address, payload, now=now):
                 _log.warning(

@@ -46,10 +46,19 @@ def make_env(tmp_path: Path) -> Iterator[EnvFactory]:
         env.stop()
 
 
-@pytest.fixture(params=["poll", "mqtt"])
-def demo_env(make_env: EnvFactory, request: pytest.FixtureRequest) -> Environment:
+@pytest.fixture(scope="module", params=["poll", "mqtt"])
+def demo_env(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Environment]:
     """One launcher with the sample policy and the demo's 15 s run timeout, over each
-    transport (poll, the default, starts no broker)."""
+    transport (poll, the default, starts no broker), shared by the stories of a module as
+    ``hardened-launcher demo`` shares one environment between its stories (each story uses its
+    own run ids, so one story cannot satisfy another's checks)."""
     from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT  # noqa: PLC0415
 
-    return make_env(run_timeout=DEMO_RUN_TIMEOUT, protocol=request.param)
+    root = tmp_path_factory.mktemp(f"demo-{request.param}") / "env"
+    env = Environment(root=root, keep=True, run_timeout=DEMO_RUN_TIMEOUT, protocol=request.param)
+    try:
+        yield _start(env)
+    finally:
+        env.stop()

@@ -27,7 +27,7 @@ def _refused(
     env: Environment, *, token: str, key_b64: str, name: str, codes: tuple[int, ...] = ()
 ) -> None:
     # Workers the control plane already counts as alive: a launcher of a reset pool cycled
-    # just before, whose `bye` its own (now refused) certificate could not deliver over poll.
+    # just before, whose `bye` may still be on its way (over poll, within the reset grace).
     before = {r.worker.id for r in env.worker_records() if r.worker.alive}
     launcher = env.add_launcher(
         env={"SPACELIFT_TOKEN": token, "SPACELIFT_POOL_PRIVATE_KEY": key_b64}, start=True
@@ -106,9 +106,9 @@ def test_reset_pool_old_certificate_is_refused(make_env: EnvFactory, protocol: s
     assert first.child is not None
     code = first.child.wait(60)
     if protocol == "poll" and code == 78:
-        # serve re-reads the pool's current serial every 2 s; when that check reaches the
-        # worker's next poll before the `cycle` does (a loaded machine), the old certificate is
-        # refused outright: the launcher exits 78 (refused), never runs on with it.
+        # Within HL_CP_RESET_GRACE_SECONDS the old certificate may still finish (statuses,
+        # bye); with the grace set to 0 it is refused outright once serve re-reads the pool's
+        # serial (every 2 s): the launcher exits 78 (refused), never runs on with it.
         assert "refused" in first.child.output(), first.child.output()
         code = 0
     assert code == 0, (

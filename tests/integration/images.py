@@ -10,7 +10,14 @@ from __future__ import annotations
 from hardened_launcher.demo.image import BUSYBOX, REPOSITORY, ensure_busybox_image
 from tests.conftest import require_docker
 
-__all__ = ["BUSYBOX", "REPOSITORY", "busybox_image", "image_with_user", "setuid_image"]
+__all__ = [
+    "BUSYBOX",
+    "REPOSITORY",
+    "busybox_image",
+    "image_with_user",
+    "runner_image",
+    "setuid_image",
+]
 
 
 def busybox_image() -> str:
@@ -114,4 +121,27 @@ def image_with_user(name: str = "runner", uid: int = 1983) -> str:
         check=True,
         timeout=120,
     )
+    return tag
+
+
+def runner_image() -> str:
+    """The Debian + ansible-core + git runner image (built once per Docker host, by digest).
+
+    Skips locally, fails in CI, when Docker or mmdebstrap is missing. The first call on a host
+    builds it (about a minute here); later calls cost one ``docker image inspect``.
+    """
+    require_docker()
+    from hardened_launcher.demo.runner_image import ensure_runner_image  # noqa: PLC0415
+
+    try:
+        tag, seconds = ensure_runner_image()
+    except FileNotFoundError as exc:
+        import pytest  # noqa: PLC0415
+
+        from tests.conftest import integration_required  # noqa: PLC0415
+
+        if integration_required():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    print(f"runner image {tag} ready in {seconds:.1f} s")
     return tag

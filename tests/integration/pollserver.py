@@ -11,6 +11,7 @@ unless ``register=False``), ``reset()`` replaces a pool's certificate, ``worker(
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,9 @@ class PollHarness:
     revoked: list[RevokedCertificate] = field(default_factory=list)
     server: PollServer | None = None
     options: PollServerOptions = FAST_SERVER
+    #: (pool, old serial) -> when ``reset`` retired it (Unix seconds), for the reset grace.
+    retired: dict[tuple[str, int], float] = field(default_factory=dict)
+    grace_seconds: float = 0.0
 
     @classmethod
     def create(cls, directory: Path, *, options: PollServerOptions = FAST_SERVER) -> PollHarness:
@@ -88,7 +92,12 @@ class PollHarness:
             port=self.port,
             namespace=self.namespace,
             ssl_context=context,
-            certificates=PoolCertificates(lambda: dict(self.current), refresh_seconds=0.0),
+            certificates=PoolCertificates(
+                lambda: dict(self.current),
+                load_retired=lambda since: {k: t for k, t in self.retired.items() if t >= since},
+                grace_seconds=self.grace_seconds,
+                refresh_seconds=0.0,
+            ),
             options=self.options,
             session_options=session or None,
         )
@@ -145,6 +154,7 @@ class PollHarness:
 
     def reset(self, pool: Pool) -> Pool:
         """What ``pool reset`` does: a new certificate becomes the pool's current one."""
+        self.retired[(pool.pool_id, pool.token.pool_certificate.serial_number)] = time.time()
         return self.pool(pool.pool_id)
 
     def worker(

@@ -25,6 +25,7 @@ from hardened_launcher.transport.client import (
 )
 from hardened_launcher.transport.messages import (
     Accept,
+    Bye,
     Cancel,
     Heartbeat,
     Register,
@@ -168,6 +169,45 @@ def test_a_reset_pools_old_certificate_is_refused_even_on_an_open_connection(
         poll.worker(old, "w2").start(timeout_seconds=10)
     with started(poll.worker(new, "w1")) as renewed:
         assert renewed.connected
+
+
+def test_a_reset_pools_old_certificate_may_finish_within_the_grace_but_take_nothing(
+    poll: PollHarness,
+) -> None:
+    """A cycling worker can deliver its final statuses and bye over the old certificate for
+    the grace, never a register, an accept or an IDLE heartbeat; after the grace, 403."""
+    poll.grace_seconds = 3.0
+    server = poll.restart()
+    old = poll.pool("pool-a")
+    worker = poll.worker(old, "w1")
+    with started(worker):
+        worker.send(Heartbeat(state="BUSY", running=("run-1",)))
+        assert _drain(server, count=1)
+        poll.reset(old)
+        worker.send(Accept(run_id="run-2", lease_id="lease-2"))
+        worker.send(_register("w1", "pool-a"))
+        worker.send(Heartbeat(state="IDLE", running=()))
+        worker.send(Heartbeat(state="DRAINED", running=("run-1",)))
+        worker.send(Status(run_id="run-1", state="FINISHED", exit_code=0))
+        worker.send(Bye(reason="cycled"))
+        got = [r.body for r in _drain(server, count=3)]
+        assert got == [
+            Heartbeat(state="DRAINED", running=("run-1",)),
+            Status(run_id="run-1", state="FINISHED", exit_code=0),
+            Bye(reason="cycled"),
+        ]
+        assert server.receive(timeout_seconds=0.3) is None
+        assert server.refusals["certificate_retiring"] >= 3
+        # A new session with the old certificate is refused even within the grace.
+        with pytest.raises(BrokerRefusedError):
+            poll.worker(old, "w2").start(timeout_seconds=10)
+        # The grace ends: the old certificate is refused like any other not current one.
+        deadline = time.monotonic() + 10
+        while worker.connected and time.monotonic() < deadline:
+            worker.send(Heartbeat(state="DRAINED", running=()))
+            time.sleep(0.2)
+        assert not worker.connected
+        assert server.refusals["certificate_not_current"] >= 1
 
 
 def test_an_unknown_pool_is_refused(poll: PollHarness) -> None:

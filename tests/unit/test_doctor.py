@@ -449,3 +449,53 @@ def test_a_non_utf8_policy_file_name_fails_the_policy_check_without_crashing(
     assert row.status is Status.FAIL
     assert "not UTF-8" in row.summary
     assert "\\x" in row.summary  # the name shown escaped
+
+
+@pytest.mark.parametrize(
+    ("ipv6", "absent"), [(True, "ip6tables"), (True, "iptables"), (False, "iptables")]
+)
+def test_an_egress_policy_without_the_firewall_programs_fails_as_start_would(
+    tmp_path: Path,
+    credentials: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    ipv6: bool,
+    absent: str,
+) -> None:
+    import shutil  # noqa: PLC0415
+
+    from hardened_launcher.egress import isolation  # noqa: PLC0415
+
+    policy = tmp_path / "egress.yaml"
+    policy.write_text('allow:\n  - {host: "vcs.corp.test", ports: [443]}\n')
+    real_which = shutil.which
+    monkeypatch.setattr(isolation, "ipv6_present", lambda: ipv6)
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == absent else real_which(name))
+    env = _env(tmp_path, credentials, HL_EGRESS_POLICY=str(policy))
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "egress policy"
+    ]
+    assert check.status is Status.FAIL
+    assert check.reason == "egress_firewall_unavailable"
+    assert absent in check.summary
+    assert check.exit_code == EXIT_CONFIGURATION
+
+
+def test_an_ipv4_only_host_does_not_need_ip6tables(
+    tmp_path: Path, credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil  # noqa: PLC0415
+
+    from hardened_launcher.egress import isolation  # noqa: PLC0415
+
+    policy = tmp_path / "egress.yaml"
+    policy.write_text('allow:\n  - {host: "vcs.corp.test", ports: [443]}\n')
+    real_which = shutil.which
+    monkeypatch.setattr(isolation, "ipv6_present", lambda: False)
+    monkeypatch.setattr(
+        shutil, "which", lambda name: None if name == "ip6tables" else real_which(name)
+    )
+    env = _env(tmp_path, credentials, HL_EGRESS_POLICY=str(policy))
+    check = _by_name(run_checks(env, now=NOW, docker_factory=_factory(FakeDocker())))[
+        "egress policy"
+    ]
+    assert check.status is Status.PASS, check.summary

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,7 @@ from hardened_launcher.transport.messages import (
     Register,
     Start,
     Status,
+    Witness,
 )
 from hardened_launcher.transport.topics import WorkerAddress
 
@@ -298,3 +301,45 @@ def test_an_assignment_refused_before_any_gate_is_audited() -> None:
         runs.release.set()
         daemon.stop_loop()
         thread.join(5)
+
+
+def test_each_durable_checkpoint_is_sent_as_a_witness(tmp_path: Path) -> None:
+    from hardened_launcher.audit.witness import parse_witness, verify_log_with_witnesses  # noqa: PLC0415
+    from tests.unit.audit_support import KEY, event, open_log  # noqa: PLC0415
+
+    broker = MemoryBroker()
+    worker = broker.worker("pool-a", "w1")
+    cp = broker.control_plane()
+    worker.start()
+    cp.start()
+    audit = open_log(tmp_path, checkpoint_records=2)
+    machine = LauncherMachine(
+        MachineConfig(worker_id="w1", pool_id="pool-a", version="1.0", max_concurrent_runs=1)
+    )
+    daemon = Daemon(
+        machine=machine, transport=worker, run_function=FakeRuns(), poll_seconds=0.01, audit=audit
+    )
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        for i in range(5):
+            audit.record(event(i))
+        seen = wait_for(cp, lambda b: isinstance(b, Witness) and b.seq >= 5)
+    finally:
+        daemon.stop_loop()
+        thread.join(5)
+        audit.close()
+    bodies = [b for b in seen if isinstance(b, Witness)]
+    assert [b.seq for b in bodies] == [2, 5]
+    records = [
+        parse_witness(
+            json.dumps(
+                {**b.to_dict(), "v": 1, "kind": "audit-witness"},
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
+        )
+        for b in bodies
+    ]
+    assert {(r.pool_id, r.worker_id) for r in records} == {("pool-a", "w1")}
+    verify_log_with_witnesses(tmp_path, KEY.public_key(), records)

@@ -40,6 +40,7 @@ from hardened_launcher.transport.messages import (
     Start,
     Status,
     Undrain,
+    Witness,
 )
 
 ID = "0123456789abcdef0123456789abcdef"
@@ -106,6 +107,17 @@ BODIES: dict[type[Body], st.SearchStrategy[Body]] = {
         started_at=_times,
     ),
     LogUrlsRequest: st.builds(LogUrlsRequest, run_id=_ident, from_chunk=st.integers(0, 2**31 - 1)),
+    Witness: st.builds(
+        Witness,
+        key_id=st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        pool_id=_pool,
+        worker_id=_ident.filter(lambda v: len(v) <= 64),
+        seq=st.integers(0, 2**63 - 1),
+        hash=st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+        trigger=st.sampled_from(["records", "seconds", "segment_end", "recovery", "close"]),
+        time=st.just("2030-01-02T03:04:05.000000+00:00"),
+        signature=st.from_regex(r"[0-9a-f]{128}", fullmatch=True),
+    ),
     Ack: st.builds(Ack, of=st.uuids().map(lambda u: u.hex)),
     Bye: st.builds(Bye, reason=_slug),
     Assign: st.builds(
@@ -363,6 +375,16 @@ def _samples() -> list[Any]:
         m.Undrain(),
         m.Cycle(),
         m.LogUrls(run_id="run-1", urls=(url,)),
+        m.Witness(
+            key_id="a" * 64,
+            pool_id="pool-a",
+            worker_id="w1",
+            seq=41,
+            hash="b" * 64,
+            trigger="records",
+            time="2030-01-02T03:04:05.000000+00:00",
+            signature="c" * 128,
+        ),
     ]
 
 

@@ -2,14 +2,19 @@
 # hl-worker: the reference worker program of hardened-launcher (protocol 1).
 #
 # Runs inside the run container as its entrypoint, under busybox or any POSIX sh; it needs only
-# sh, base64, mkdir, chmod and printf. It reads the run's instructions from stdin (the only
-# channel that carries secrets), sets up the workspace, runs the phases with markers, and exits
-# with the run's status. Every value on the wire is base64, so nothing is ever evaluated except
+# sh, base64, mkdir, chmod and printf (and, for a run with a source, git or tar, dd and cat).
+# It reads the run's instructions from stdin (the only channel that carries secrets), sets up
+# the workspace, runs the phases with markers, and exits with the run's status. Every value on
+# the wire is base64 (but a source archive's raw bytes), so nothing is ever evaluated except
 # the run's own commands, each run by `sh -c` with stdin from /dev/null.
 #
 # Wire format, one record per line, fields separated by one space:
 #   HLRUN 1                       first line: protocol and version
 #   E <name> <b64 value>          export an environment variable
+#   H <b64 header>                an HTTP header for the next S only (the fetch's credentials)
+#   S <b64 url> <b64 ref> <commit> fetch the source with git, check out exactly <commit>
+#   A <size>                      a source archive: exactly <size> raw bytes of a plain tar
+#                                 follow the line (checked and rebuilt by the launcher)
 #   F <b64 path> <mode> <b64 data> write a workspace file (relative path, octal mode)
 #   P <name>                      start a phase
 #   C <b64 command>               a command of the current phase
@@ -47,6 +52,58 @@ valid_path() {
     return 0
 }
 
+# Source: fetched before anything of the run is set (not even its variables, so nothing of the
+# run can steer git), as the run's user, through the run's proxy (the container's proxy
+# variables). The run is refused unless HEAD is exactly the commit the policy judged.
+refuse_source() {
+    printf '%s source refused %s\n' "$marker" "$1"
+    fail "source refused: $2"
+}
+
+fetch_source() { # url ref commit
+    command -v git >/dev/null 2>&1 || refuse_source source_git_missing "the image has no git"
+    export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null
+    set -- "$1" "+$2:refs/hl/source" "$3"
+    g() {
+        # The credentials (if any) reach git through its environment, for this call only.
+        GIT_CONFIG_COUNT=${source_header:+1} GIT_CONFIG_KEY_0=http.extraHeader \
+            GIT_CONFIG_VALUE_0=${source_header:-} \
+            git -c protocol.allow=never -c protocol.https.allow=always \
+            -c protocol.http.allow=always -c advice.detachedHead=false -c init.defaultBranch=hl \
+            -c core.hooksPath=/dev/null -C "$ws" "$@" </dev/null
+    }
+    g init -q || refuse_source source_fetch_failed "git init failed"
+    g fetch -q --no-tags --depth=1 "$1" "$2" || refuse_source source_fetch_failed "git fetch failed"
+    tip=$(g rev-parse -q --verify 'refs/hl/source^{commit}') || tip=''
+    if [ "$tip" != "$3" ]; then
+        # Not the tip: the commit must be in the ref's history.
+        g fetch -q --no-tags --unshallow "$1" "$2" 2>/dev/null || :
+        g merge-base --is-ancestor "$3" refs/hl/source 2>/dev/null \
+            || refuse_source source_commit_mismatch "the commit is not on the ref"
+    fi
+    g -c core.symlinks=true checkout -q --detach "$3" 2>/dev/null \
+        || refuse_source source_commit_mismatch "the commit cannot be checked out"
+    head=$(g rev-parse -q --verify 'HEAD^{commit}') || head=''
+    [ "$head" = "$3" ] || refuse_source source_commit_mismatch "HEAD is not the commit"
+    g update-ref -d refs/hl/source
+    printf '%s source commit %s\n' "$marker" "$head"
+    unset tip head source_header
+}
+
+# Copy exactly $1 bytes of stdin to stdout: dd reads at most bs bytes per call, so nothing
+# after them is consumed; fullblock makes a short read from the pipe wait for the rest.
+read_bytes() {
+    _full=$(($1 / 65536))
+    _rest=$(($1 % 65536))
+    if [ "$_full" -gt 0 ]; then
+        dd bs=65536 count="$_full" iflag=fullblock 2>/dev/null || return 1
+    fi
+    if [ "$_rest" -gt 0 ]; then
+        dd bs="$_rest" count=1 iflag=fullblock 2>/dev/null || return 1
+    fi
+    return 0
+}
+
 # The run's own deadline (HL_TIME_LIMIT_SECONDS, plumbing set by the launcher, later than the
 # launcher's own stop): if the launcher dies, the run still ends. The watchdog stops this worker
 # (TERM, then KILL); when the worker exits, the container's init exits and every process with it.
@@ -69,12 +126,33 @@ IFS= read -r header || fail "no instructions on stdin"
 
 plan=''
 done_reading=0
+source_header=''
 while IFS=' ' read -r kind a b c; do
     case $kind in
         E)
             valid_name "$a" || fail "bad variable name"
             decode "$b" || fail "bad variable encoding"
             export "$a=$decoded"
+            ;;
+        H)
+            decode "$a" || fail "bad header encoding"
+            source_header=$decoded
+            ;;
+        S)
+            decode "$a" || fail "bad source encoding"
+            url=$decoded
+            decode "$b" || fail "bad source encoding"
+            case $c in '' | *[!0-9a-f]*) fail "bad source commit" ;; esac
+            fetch_source "$url" "$decoded" "$c"
+            unset url
+            ;;
+        A)
+            case $a in '' | *[!0-9]*) fail "bad archive size" ;; esac
+            command -v tar >/dev/null 2>&1 && command -v dd >/dev/null 2>&1 \
+                || refuse_source source_tools_missing "the image has no tar or dd"
+            # cat drains what tar leaves unread (zero padding), so the next record is next.
+            read_bytes "$a" | (umask 022 && tar -xf - -C "$ws" && cat >/dev/null) \
+                || refuse_source source_unpack_failed "the source archive cannot be unpacked"
             ;;
         F)
             decode "$a" || fail "bad file path encoding"
