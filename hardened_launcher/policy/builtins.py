@@ -27,7 +27,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from urllib.parse import quote_plus
 
-from hardened_launcher.policy import gofmt, rego_regex
+from hardened_launcher.policy import arith, gofmt, rego_regex
 from hardened_launcher.policy.regovalue import sort_values
 
 Builtin = tuple[str, int, Callable[..., object]]
@@ -602,7 +602,39 @@ def _cidr_contains_matches(cidrs: object, values: object) -> set[object]:
     return set(cidr_contains_matches(cidrs, values))
 
 
+def code_points(value: object) -> int:
+    """``count`` of a string as OPA counts it: code points (the engine counts a character
+    outside the BMP twice). Called through ``data.hl_runtime.length`` for strings only."""
+    return len(_str(value, "count"))
+
+
+_LAYOUT_ZONE_NAME = re.compile(r"MST")
+_LAYOUT_TRIMMED_FRACTION = re.compile(r"[.,]9")
+
+
+def time_layout(value: object) -> object:
+    """``time.format``'s argument, refused when its layout is one the engine formats otherwise:
+    a zone abbreviation (``MST``: OPA prints ``JST``, the engine ``+09:00``) or a fraction that
+    drops trailing zeros (``.999``: the engine keeps them)."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[2], str):
+        layout = value[2]
+        if _LAYOUT_ZONE_NAME.search(layout):
+            raise ValueError(
+                "time.format: a layout with a zone abbreviation (MST) is formatted differently "
+                "in OPA; use -0700 or Z07:00"
+            )
+        if _LAYOUT_TRIMMED_FRACTION.search(layout):
+            raise ValueError(
+                "time.format: a fraction that drops trailing zeros (.999) is formatted "
+                "differently in OPA; use .000"
+            )
+    return value
+
+
 BUILTINS: tuple[Builtin, ...] = (
+    ("hl.strlen", 1, code_points),
+    ("hl.time_layout", 1, time_layout),
+    *arith.EXTENSIONS,
     ("sprintf", 2, gofmt.sprintf),
     ("strings.count", 2, strings_count),
     ("strings.replace_n", 2, replace_n),
