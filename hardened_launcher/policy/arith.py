@@ -184,6 +184,10 @@ def _binary(
         if floating is None:
             raise UnrepresentableResultError(f"{name}: modulo on floating-point number")
         result = round_to_bits(floating(round_to_bits(x), round_to_bits(y)))
+        if name == "mul" and result == 0 and (x < 0) != (y < 0):
+            raise UnrepresentableResultError(
+                "mul: OPA's product is -0, which the engine cannot hold"
+            )
         return _result(result, name=name, exact=False)
 
     return operation

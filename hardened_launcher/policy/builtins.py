@@ -631,9 +631,29 @@ def time_layout(value: object) -> object:
     return value
 
 
+_NANO_FRACTION = re.compile(r"\.([0-9]+)(?=(Z|[+-][0-9]{2}:[0-9]{2})$)")
+
+
+def time_trim(value: object, formatted: object) -> str:
+    """``time.format``'s result with Go's RFC 3339 fraction (``.999999999``: trailing zeros
+    dropped, no dot for a whole second) where the layout is that default; the engine keeps
+    three, six or nine digits."""
+    text = _str(formatted, "time.format")
+    layout = value[2] if isinstance(value, list) and len(value) == 3 else "RFC3339Nano"  # noqa: PLR2004
+    if layout != "RFC3339Nano":
+        return text
+
+    def trimmed(found: re.Match[str]) -> str:
+        digits = found.group(1).rstrip("0")
+        return f".{digits}" if digits else ""
+
+    return _NANO_FRACTION.sub(trimmed, text, count=1)
+
+
 BUILTINS: tuple[Builtin, ...] = (
     ("hl.strlen", 1, code_points),
     ("hl.time_layout", 1, time_layout),
+    ("hl.time_trim", 2, time_trim),
     *arith.EXTENSIONS,
     ("sprintf", 2, gofmt.sprintf),
     ("strings.count", 2, strings_count),

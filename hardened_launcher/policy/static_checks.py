@@ -645,7 +645,7 @@ minus(a, b) := hl.arith.minus(a, b) if is_number(a) else := a - b
 
 length(x) := hl.strlen(x) if is_string(x) else := count(x)
 
-time_format(x) := time.format(hl.time_layout(x))
+time_format(x) := hl.time_trim(x, time.format(hl.time_layout(x)))
 """
 _ARITH_CALLS = {
     "Add": "hl.arith.plus",
