@@ -25,6 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 MANTISSA_BITS = 64  # big.Float's precision when set from a string
+DOUBLE_BITS = 53  # big.NewFloat(1)'s precision, which OPA's product accumulates in
 SMALL = 2**31  # OPA's "small int" window: [-2^31, 2^31)
 RESULT_MIN = -(2**63)
 RESULT_MAX = 2**64 - 1  # the engine holds unsigned 64-bit integers too
@@ -120,7 +121,7 @@ def _g_format(mantissa: int, exponent: int) -> str:
     return text[:point] + "." + text[point:]
 
 
-def _result(value: Fraction, *, name: str, exact: bool) -> int | float:
+def _result(value: Fraction, *, name: str, exact: bool, bits: int = MANTISSA_BITS) -> int | float:
     """OPA's result as the engine can hold it, or an error (the run is denied)."""
     if exact or (value.denominator == 1 and abs(value) < 2**MANTISSA_BITS):
         if value.denominator != 1:
@@ -131,7 +132,7 @@ def _result(value: Fraction, *, name: str, exact: bool) -> int | float:
                 f"{name}: the result is beyond 64 bits (OPA keeps it exact, the engine cannot)"
             )
         return number
-    text = shortest_text(value)
+    text = shortest_text(value, bits)
     if "e" in text:
         raise UnrepresentableResultError(
             f"{name}: OPA writes the result {text} in exponent notation, which the engine "
@@ -219,6 +220,47 @@ minus = _binary("minus", lambda x, y: x - y, lambda x, y: x - y)
 multiply = _binary("mul", lambda x, y: x * y, lambda x, y: x * y)
 divide = _binary("div", None, None)
 remainder = _binary("rem", _remainder, None)
+
+
+def _elements(values: object, name: str) -> list[Fraction]:
+    if isinstance(values, set | frozenset):
+        items = sorted(values, key=lambda v: (not isinstance(v, int | float), v))  # OPA's order
+    elif isinstance(values, list):
+        items = list(values)
+    else:
+        raise TypeError(f"{name}: operand 1 must be an array or a set")
+    return [_operand(item, 1, name) for item in items]
+
+
+def opa_sum(values: object) -> int | float:
+    """OPA's ``sum``: exact over integers, else a 64-bit-mantissa float accumulator."""
+    numbers = _elements(values, "sum")
+    integers = [_as_integer(n) for n in numbers]
+    if all(i is not None for i in integers):
+        return _result(Fraction(sum(i for i in integers if i is not None)), name="sum", exact=True)
+    total = Fraction(0)
+    for number in numbers:
+        total = round_to_bits(total + round_to_bits(number))
+    return _result(total, name="sum", exact=False)
+
+
+def opa_product(values: object) -> int | float:
+    """OPA's ``product``: exact over integers, else a float accumulator that starts as
+    ``big.NewFloat(1)`` and so keeps a 53-bit mantissa (a double's)."""
+    numbers = _elements(values, "product")
+    integers = [_as_integer(n) for n in numbers]
+    if all(i is not None for i in integers):
+        result = 1
+        for i in integers:
+            result *= i or 0
+        return _result(Fraction(result), name="product", exact=True)
+    total = Fraction(1)
+    for number in numbers:
+        total = round_to_bits(total * round_to_bits(number), DOUBLE_BITS)
+    if total == 0 and sum(n < 0 for n in numbers) % 2:
+        raise UnrepresentableResultError("product: OPA's product is -0")
+    return _result(total, name="product", exact=False, bits=DOUBLE_BITS)
+
 
 # name, arity, function: registered on every engine (the rewritten operators call them)
 EXTENSIONS: tuple[tuple[str, int, Callable[..., object]], ...] = (

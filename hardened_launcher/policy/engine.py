@@ -266,6 +266,8 @@ class RegoEngine:
         found: list[RuleInfo] = []
         for module in modules:
             file = str(module.get("source", {}).get("file", "?"))
+            if file == RUNTIME_FILE:
+                continue  # the launcher's own helpers (static_checks.RUNTIME_MODULE)
             ast = module.get("ast", {})
             package = _package_name(ast.get("package", {}).get("refr"))
             for rule in ast.get("rules", []):
@@ -430,7 +432,7 @@ def load_files(
             engine.add_file(PolicyFile(path=file.path, text=text), syntaxes[file.path])
         engine.add_file(PolicyFile(path=RUNTIME_FILE, text=RUNTIME_MODULE), Syntax.V1)
         engine.add_data(data)
-        rules = tuple(rule for rule in engine.rules() if rule.file != RUNTIME_FILE)
+        rules = engine.rules()
     return engine, syntaxes, rules
 
 

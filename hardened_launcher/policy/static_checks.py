@@ -44,7 +44,7 @@ REFUSED_BUILTINS: Mapping[str, str] = {
 }
 EXACT_INTEGER = 2**63 - 1  # the engine's integers are exact within 64 bits, OPA's always
 MAX_UNSIGNED = 2**64 - 1  # the engine holds unsigned 64-bit integers too
-_PLAIN_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # not -0: OPA keeps that text
 _COMPARISONS = frozenset({"Lt", "Le", "Gt", "Ge", "Eq", "Ne"})
 _CONSTANT_KEYS = ("String", "RawString", "Number", "Bool", "Null")
 _REF_KINDS = ("RefDot", "RefBrack")
@@ -327,7 +327,9 @@ class _Checker:
                 "scale to integers",
             )
         elif parent not in {"ArithExpr", "BoolExpr"} and (
-            raw.lstrip("-") != _canonical(exact) or "e" in raw.lower()
+            raw.lstrip("-") != _canonical(exact)
+            or "e" in raw.lower()
+            or (exact == 0 and raw.startswith("-"))
         ):
             self.add(
                 inner,
@@ -646,6 +648,10 @@ minus(a, b) := hl.arith.minus(a, b) if is_number(a) else := a - b
 length(x) := hl.strlen(x) if is_string(x) else := count(x)
 
 time_format(x) := hl.time_trim(x, time.format(hl.time_layout(x)))
+
+json_unmarshal(x) := json.unmarshal(hl.json_number_texts(x))
+
+units_parse(x) := hl.units_integral(units.parse(x))
 """
 _ARITH_CALLS = {
     "Add": "hl.arith.plus",
@@ -657,6 +663,8 @@ _ARITH_CALLS = {
 _RENAMED_CALLS = {
     "count": f"data.{RUNTIME_PACKAGE}.length",
     "time.format": f"data.{RUNTIME_PACKAGE}.time_format",
+    "json.unmarshal": f"data.{RUNTIME_PACKAGE}.json_unmarshal",
+    "units.parse": f"data.{RUNTIME_PACKAGE}.units_parse",
 }
 _NOT_NUMBERS = ("String", "RawString", "Bool", "Null", "Array", "Object", "ArrayCompr")
 

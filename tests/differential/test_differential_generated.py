@@ -119,7 +119,7 @@ mul_a := json.marshal(input.a * input.b)
 div_a := json.marshal(input.a / input.b)
 rem_a := json.marshal(input.a % input.b)
 chain_a := json.marshal((input.a + input.b) * input.c - input.a)
-compare_a := [input.a + input.b == input.c, input.a * input.b < input.c, input.a / input.b >= input.c]
+compare_a := [input.a + input.b == input.c, input.a * input.b < input.c, input.a / input.b > 0]
 layout_t := time.format([input.ns, input.tz, input.layout])
 """
 

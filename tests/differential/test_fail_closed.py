@@ -61,7 +61,6 @@ REFUSED_HERE: list[tuple[str, str]] = [
     ("big", "r := 9007199254740993.0 + 0"),
     ("big", 'r := to_number("123456789012345678901234567890")'),
     ("big", 'r := to_number("-99999999999999999999")'),
-    ("big", "r := sum([9223372036854775807, 1])"),
     # an object literal that can hold one key twice
     ("object", 'r := {input.k: 1, "a": 2}'),
     ("object", 'r := {"a": 2, input.k: 1}'),
@@ -163,6 +162,7 @@ AGREES: list[str] = [
     "r := sum([0.1, 0.7])",
     "r := sum({1, 2, 3})",
     "r := sum([])",
+    "r := sum([9223372036854775807, 1])",  # the engine holds unsigned 64-bit integers
     "r := sum([-0.1, 0.1])",
 ]
 
