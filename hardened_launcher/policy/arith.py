@@ -87,13 +87,12 @@ def _digits_round(value: Fraction, digits: int) -> tuple[int, int]:
 
 
 def shortest_text(value: Fraction, bits: int = MANTISSA_BITS) -> str:
-    """Go's ``big.Float.Text('g', -1)`` (``'f'`` for an integer) of a ``bits``-bit float."""
+    """Go's ``big.Float.Text('g', -1)`` of a ``bits``-bit float; for an integer ``'f'``: the
+    shortest digits padded with zeros (a 53-bit 140269470923043632 is 140269470923043630)."""
     if value == 0:
         return "0"
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
-    if magnitude.denominator == 1:
-        return sign + str(magnitude.numerator)
     lower, upper, inclusive = _ulp_bounds(value, bits)
     for digits in range(1, _MAX_DIGITS):
         mantissa, exponent = _digits_round(magnitude, digits)
@@ -101,6 +100,8 @@ def shortest_text(value: Fraction, bits: int = MANTISSA_BITS) -> str:
             text_value = candidate * Fraction(10) ** exponent
             inside = lower < text_value < upper or (inclusive and text_value in (lower, upper))
             if candidate > 0 and inside:
+                if magnitude.denominator == 1 and exponent >= 0:
+                    return sign + str(candidate) + "0" * exponent
                 return sign + _g_format(candidate, exponent)
     raise UnrepresentableResultError("the result has no short decimal form")
 
@@ -123,9 +124,9 @@ def _g_format(mantissa: int, exponent: int) -> str:
 
 def _result(value: Fraction, *, name: str, exact: bool, bits: int = MANTISSA_BITS) -> int | float:
     """OPA's result as the engine can hold it, or an error (the run is denied)."""
-    if exact or (value.denominator == 1 and abs(value) < 2**MANTISSA_BITS):
-        if value.denominator != 1:
-            raise UnrepresentableResultError(f"{name}: internal error (inexact integer)")
+    if not exact and value.denominator == 1:
+        value = Fraction(int(shortest_text(value, bits)))  # OPA's 'f' text of the float
+    if value.denominator == 1:
         number = value.numerator
         if not RESULT_MIN <= number <= RESULT_MAX:
             raise UnrepresentableResultError(

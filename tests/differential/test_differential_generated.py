@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hardened_launcher.policy.engine import RegoEngine, compile_policy
+from hardened_launcher.policy.errors import PolicyCompileError
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
 from tests.differential.oracle import MODULE_FILE, REFUSED, Opa, Outcome, ours_eval
@@ -119,6 +120,8 @@ mul_a := json.marshal(input.a * input.b)
 div_a := json.marshal(input.a / input.b)
 rem_a := json.marshal(input.a % input.b)
 chain_a := json.marshal((input.a + input.b) * input.c - input.a)
+sum_a := json.marshal(sum([input.a, input.b, input.c]))
+product_a := json.marshal(product([input.a, input.b]))
 compare_a := [input.a + input.b == input.c, input.a * input.b < input.c, input.a / input.b > 0]
 layout_t := time.format([input.ns, input.tz, input.layout])
 """
@@ -404,3 +407,46 @@ def test_arithmetic_is_opas_or_refused(
                 assert not holdable(str(expected.value)), shown
             continue
         assert expected.same_as(got), shown
+
+
+# Number literals as a policy may write them: plain, with trailing zeros, with exponents, long.
+LITERALS = st.one_of(
+    st.integers(-(2**65), 2**65).map(str),
+    st.builds(
+        lambda sign, whole, frac, exp: f"{sign}{whole}{'.' + frac if frac else ''}{exp}",
+        st.sampled_from(["", "-"]),
+        st.integers(0, 10**6),
+        st.text(alphabet="0123456789", max_size=20),
+        st.sampled_from(["", "e3", "e-5", "E2", "e+1", "e20", "e-10"]),
+    ),
+)
+
+
+@settings(SETTINGS, max_examples=60)
+@given(literal=LITERALS, c=OPERANDS)
+def test_number_literals_mean_what_opa_means(opa: Opa, literal: str, c: float) -> None:
+    """A literal is refused at load, or every use of it agrees with OPA (its text included)."""
+    module = (
+        "package t\n\n"
+        f"text_l := json.marshal([{literal}])\n"
+        f"compare_l := [{literal} < input.c, {literal} == input.c, {literal} >= input.c]\n"
+        f"arith_l := json.marshal({literal} + input.c)\n"
+    )
+    bundle = PolicyBundle(
+        root=MODULE_FILE_ROOT,
+        files=(PolicyFile(path=MODULE_FILE, text=module),),
+        data={},
+        sha256="0" * 64,
+    )
+    try:
+        ours_engine = compile_policy(
+            bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V1, require_deny=False
+        )[0]
+    except PolicyCompileError:
+        return  # refused at load: the run is denied
+    for rule in ("text_l", "compare_l", "arith_l"):
+        expected = opa.evaluate(module, rule, {"c": c})
+        got = ours_eval(ours_engine, rule, {"c": c})
+        if got.kind in REFUSED:
+            continue  # an evaluation error denies the run
+        assert expected.same_as(got), f"{module}\nOPA:  {expected.show()}\nours: {got.show()}"
