@@ -15,6 +15,13 @@ OPA would deny does not load.
   ``opa.runtime``) and builtins the engine does not have: refused by name.
 - **All of ``data`` from inside a rule** (``object.get(data, …)``, ``data.<this package>[k]``):
   OPA rejects it as recursion; regorus would evaluate it.
+- **Numbers the engine cannot hold as OPA does** (more digits than a double, beyond 64 bits, a
+  text OPA keeps such as ``1.0`` where it shows) and **a set beside an object** where their
+  order shows (OPA orders objects first).
+
+It also returns rewritten texts (:class:`_Rewriter`): arithmetic operators, ``count``,
+``time.format``, ``json.unmarshal`` and ``units.parse`` become calls that mean what OPA means,
+with :data:`RUNTIME_MODULE` loaded beside the policy.
 """
 
 from __future__ import annotations
@@ -806,6 +813,12 @@ def check_modules(
             checker.check_legacy_heads(ast.get("rules") if isinstance(ast, dict) else None)
         package_ref = ast.get("package", {}).get("refr") if isinstance(ast, dict) else None
         checker.package = dotted_name(package_ref) or ""
+        if checker.package.split(".", 1)[0] == RUNTIME_PACKAGE and isinstance(ast, dict):
+            checker.add(
+                ast.get("package", {}),
+                f"package {RUNTIME_PACKAGE} is the launcher's own",
+                "name the package something else",
+            )
         nested_refs = _inner_refs(ast.get("rules") if isinstance(ast, dict) else None)
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
         rules = ast.get("rules") if isinstance(ast, dict) else None
