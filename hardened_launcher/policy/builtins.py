@@ -25,6 +25,7 @@ import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from typing import NoReturn
 from urllib.parse import quote_plus
 
 from hardened_launcher.policy import arith, gofmt, rego_regex
@@ -672,7 +673,13 @@ def time_trim(value: object, formatted: object) -> str:
     return _NANO_FRACTION.sub(trimmed, text, count=1)
 
 
+def refuse(message: object) -> NoReturn:
+    """Fail the evaluation with a fixed message from the launcher's runtime module."""
+    raise ValueError(_str(message, "refuse"))
+
+
 BUILTINS: tuple[Builtin, ...] = (
+    ("hl.refuse", 1, refuse),
     ("hl.strlen", 1, code_points),
     ("hl.time_layout", 1, time_layout),
     ("hl.time_trim", 2, time_trim),

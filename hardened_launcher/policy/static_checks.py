@@ -647,8 +647,8 @@ def _ref_parents(module: object) -> set[int]:
 
 RUNTIME_PACKAGE = "hl_runtime"
 RUNTIME_FILE = "<launcher runtime>/hl_runtime.rego"
-# Functions the rewritten policies call; read as Rego v1 (see :func:`rewrite_operators`).
-RUNTIME_MODULE = f"""package {RUNTIME_PACKAGE}
+# Functions the rewritten policies call; read as Rego v1 (see :class:`_Rewriter`).
+RUNTIME_MODULE = """package hl_runtime
 
 minus(a, b) := hl.arith.minus(a, b) if is_number(a) else := a - b
 
@@ -659,6 +659,22 @@ time_format(x) := hl.time_trim(x, time.format(hl.time_layout(x)))
 json_unmarshal(x) := json.unmarshal(hl.json_number_texts(x))
 
 units_parse(x) := hl.units_integral(units.parse(x))
+
+sorted(x) := sort(x) if not nested_set(x) else := sort(x) if not nested_object(x) else := hl.refuse(
+	"sort: a value holding both sets and objects sorts differently in OPA (objects first)",
+)
+
+nested_set(x) if {
+	walk(x, [path, value])
+	count(path) > 0
+	is_set(value)
+}
+
+nested_object(x) if {
+	walk(x, [path, value])
+	count(path) > 0
+	is_object(value)
+}
 """
 _ARITH_CALLS = {
     "Add": "hl.arith.plus",
@@ -672,6 +688,7 @@ _RENAMED_CALLS = {
     "time.format": f"data.{RUNTIME_PACKAGE}.time_format",
     "json.unmarshal": f"data.{RUNTIME_PACKAGE}.json_unmarshal",
     "units.parse": f"data.{RUNTIME_PACKAGE}.units_parse",
+    "sort": f"data.{RUNTIME_PACKAGE}.sorted",
 }
 _NOT_NUMBERS = ("String", "RawString", "Bool", "Null", "Array", "Object", "ArrayCompr")
 

@@ -199,6 +199,14 @@ def test_legacy_v0_files_are_rewritten_too() -> None:
     assert engine.eval_rule("data.t.r") == 2  # type: ignore[attr-defined]
 
 
+def test_sort_of_sets_beside_objects_fails_the_evaluation() -> None:
+    engine = _engine("package t\n\nr := sort(array.concat([{1}], [input.o]))\nok := sort([2, 1])\n")
+    engine.set_input_json('{"o": {"a": 1}}')  # type: ignore[attr-defined]
+    assert engine.eval_rule("data.t.ok") == [1, 2]  # type: ignore[attr-defined]
+    with pytest.raises(PolicyEvaluationError, match="sets and objects"):
+        engine.eval_rule("data.t.r")  # type: ignore[attr-defined]
+
+
 def test_an_unrepresentable_result_fails_the_evaluation() -> None:
     engine = _engine("package t\n\nr := input.a / 3\n")
     engine.set_input_json('{"a": 1}')  # type: ignore[attr-defined]
