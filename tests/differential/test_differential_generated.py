@@ -450,3 +450,51 @@ def test_number_literals_mean_what_opa_means(opa: Opa, literal: str, c: float) -
         if got.kind in REFUSED:
             continue  # an evaluation error denies the run
         assert expected.same_as(got), f"{module}\nOPA:  {expected.show()}\nours: {got.show()}"
+
+
+# Expressions as a policy may nest them: the load-time rewrite must keep their structure.
+LEAVES = st.sampled_from(
+    ["input.a", "input.b", "2", "0.5", "7", 'count("a😀")', "count([1, 2])", 'input["b"]', "x"]
+)
+EXPRESSIONS = st.recursive(
+    LEAVES,
+    lambda inner: st.one_of(
+        st.builds(
+            lambda a, op, b, wrap: f"({a} {op} {b})" if wrap else f"{a} {op} {b}",
+            inner,
+            st.sampled_from(["+", "-", "*", "/", "%"]),
+            inner,
+            st.booleans(),
+        ),
+        st.builds(lambda a: f"abs({a})", inner),
+        st.builds(lambda a: f"[{a}][0]", inner),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(SETTINGS, max_examples=60)
+@given(expression=EXPRESSIONS, a=OPERANDS, b=OPERANDS, negate=st.booleans())
+def test_rewritten_expressions_keep_their_meaning(
+    opa: Opa, expression: str, a: float, b: float, negate: bool
+) -> None:
+    """Nested operators, parentheses, calls and `not` survive the rewrite: OPA's value or an
+    evaluation error (never another value)."""
+    body = f"not {expression} > 3" if negate else f"v := {expression}"
+    module = f"package t\n\nr := v if {{\n\tx := 3\n\tv := json.marshal({expression})\n}}\n"
+    module += f"s if {{\n\tx := 3\n\t{body}\n}}\n"
+    bundle = PolicyBundle(
+        root=MODULE_FILE_ROOT,
+        files=(PolicyFile(path=MODULE_FILE, text=module),),
+        data={},
+        sha256="0" * 64,
+    )
+    ours_engine = compile_policy(
+        bundle, sanitizer=Sanitizer.random(), syntax=Syntax.V1, require_deny=False
+    )[0]
+    for rule in ("r", "s"):
+        expected = opa.evaluate(module, rule, {"a": a, "b": b})
+        got = ours_eval(ours_engine, rule, {"a": a, "b": b})
+        if got.kind in REFUSED:
+            continue  # an evaluation error denies the run
+        assert expected.same_as(got), f"{module}\nOPA:  {expected.show()}\nours: {got.show()}"
