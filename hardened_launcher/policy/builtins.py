@@ -10,7 +10,9 @@ IPv4-mapped addresses, plus builtins regorus lacks (``crypto.*`` hashes and HMAC
 An exception raised here becomes an evaluation error, which denies the run: every case where OPA
 reports an error raises, and messages never carry argument values. regorus cannot hand Python a
 set that holds arrays, objects or sets (the call fails, so the run is denied): that is why
-``count`` and ``sort``, common over such sets, are left to regorus.
+``count`` and ``sort``, common over such sets, stay regorus's own, reached through the runtime
+module's ``length`` and ``sorted`` (:data:`~hardened_launcher.policy.static_checks.RUNTIME_MODULE`),
+which hand a launcher builtin only a string (``hl.strlen``) or a fixed message (``hl.refuse``).
 """
 
 from __future__ import annotations
