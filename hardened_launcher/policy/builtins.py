@@ -10,7 +10,9 @@ IPv4-mapped addresses, plus builtins regorus lacks (``crypto.*`` hashes and HMAC
 An exception raised here becomes an evaluation error, which denies the run: every case where OPA
 reports an error raises, and messages never carry argument values. regorus cannot hand Python a
 set that holds arrays, objects or sets (the call fails, so the run is denied): that is why
-``count`` and ``sort``, common over such sets, are left to regorus.
+``count`` and ``sort``, common over such sets, stay regorus's own, reached through the runtime
+module's ``length`` and ``sorted`` (:data:`~hardened_launcher.policy.static_checks.RUNTIME_MODULE`),
+which hand a launcher builtin only a string (``hl.strlen``) or a fixed message (``hl.refuse``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from typing import NoReturn
 from urllib.parse import quote_plus
 
-from hardened_launcher.policy import gofmt, rego_regex
+from hardened_launcher.policy import arith, gofmt, rego_regex
 from hardened_launcher.policy.regovalue import sort_values
 
 Builtin = tuple[str, int, Callable[..., object]]
@@ -290,6 +293,8 @@ def to_number(value: object) -> int | float:
     if found is None:
         raise ValueError("to_number: invalid number literal")
     if found.group(2) is None and found.group(3) is None:
+        if value == "-0":
+            raise ValueError("to_number: OPA keeps the text -0, the engine cannot")
         number = int(value)
         if not INT64_MIN <= number < 2**64:
             # OPA keeps it exact; a rounded float here could compare differently: fail closed
@@ -298,6 +303,9 @@ def to_number(value: object) -> int | float:
     result = float(value)
     if result in (float("inf"), float("-inf")):
         raise ValueError("to_number: value out of range")
+    if not _canonical_text(value):
+        # OPA keeps the text ("0.10", "1e3") for json.marshal and sprintf; the engine cannot
+        raise ValueError("to_number: a number not in its shortest form (write 0.1, not 0.10)")
     return result
 
 
@@ -320,35 +328,52 @@ def _rounding(name: str, rounded: Callable[[float], int]) -> Callable[[object], 
     return rounding
 
 
-def _exact(value: object, name: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name}: operand 1 must be an array or set of numbers")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}: operand 1 must hold finite numbers")
-    # the shortest decimal that reads back as this double: what the policy or input wrote
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+def _canonical_text(text: str) -> bool:
+    """Is ``text`` how the engine writes the number it reads from it (so OPA, which keeps the
+    text, shows the same)? ``1``, ``0.5``; not ``1.0``, ``0.50``, ``1e3``."""
+    if _PLAIN_INTEGER.fullmatch(text):
+        return True
+    number = float(text)
+    return "e" not in text.lower() and not number.is_integer() and repr(number) == text
 
 
-def _number(result: Decimal, name: str) -> int | float:
-    if result == result.to_integral_value():
-        if not INT64_MIN <= result <= INT64_MAX:
-            raise ValueError(f"{name}: the result is beyond 64 bits")
-        return int(result)
-    return float(result)
+_PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # not -0: OPA keeps that text
 
 
-def _numbers(values: object, name: str) -> list[Decimal]:
-    if not isinstance(values, list | set | frozenset):
-        raise TypeError(f"{name}: operand 1 must be an array or set of numbers")
-    return [_exact(value, name) for value in values]
+def json_number_texts(value: object) -> object:
+    """``json.unmarshal``'s argument, refused when it holds a number OPA would keep as written
+    and the engine would not (``1.0``, ``0.10``, ``1e3``, beyond 64 bits); other text is passed
+    on unchanged for the engine's own parser (and its errors)."""
+    if not isinstance(value, str):
+        return value
+
+    def number(text: str) -> object:
+        if not _canonical_text(text):
+            raise ValueError(
+                "json.unmarshal: a number not in its shortest form (such as 1.0 or 1e3): OPA "
+                "keeps its text, the engine cannot"
+            )
+        if _PLAIN_INTEGER.fullmatch(text) and not INT64_MIN <= int(text) < 2**64:
+            raise ValueError("json.unmarshal: an integer beyond 64 bits")
+        return None
+
+    try:
+        json.loads(value, parse_float=number, parse_int=number)
+    except json.JSONDecodeError:
+        return value
+    except RecursionError:
+        raise ValueError("json.unmarshal: nested too deeply") from None
+    return value
 
 
-def exact_sum(values: object) -> int | float:
-    """OPA's sum: exact decimal arithmetic (``sum([0.1, 0.2])`` is 0.3), not doubles."""
-    total = Decimal(0)
-    for value in _numbers(values, "sum"):
-        total += value
-    return _number(total, "sum")
+def units_integral(value: object) -> object:
+    """``units.parse``'s result: OPA writes a non-integral one with ten decimals (``0.0015000000``
+    for ``1.5m``), which the engine cannot show: refused."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(
+            "units.parse: a result that is not a whole number is written differently by OPA"
+        )
+    return value
 
 
 # -- semver ----------------------------------------------------------------------------------
@@ -602,7 +627,67 @@ def _cidr_contains_matches(cidrs: object, values: object) -> set[object]:
     return set(cidr_contains_matches(cidrs, values))
 
 
+def code_points(value: object) -> int:
+    """``count`` of a string as OPA counts it: code points (the engine counts a character
+    outside the BMP twice). Called through ``data.hl_runtime.length`` for strings only."""
+    return len(_str(value, "count"))
+
+
+_LAYOUT_ZONE_NAME = re.compile(r"MST")
+_LAYOUT_TRIMMED_FRACTION = re.compile(r"[.,]9")
+
+
+def time_layout(value: object) -> object:
+    """``time.format``'s argument, refused when its layout is one the engine formats otherwise:
+    a zone abbreviation (``MST``: OPA prints ``JST``, the engine ``+09:00``) or a fraction that
+    drops trailing zeros (``.999``: the engine keeps them)."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[2], str):
+        layout = value[2]
+        if _LAYOUT_ZONE_NAME.search(layout):
+            raise ValueError(
+                "time.format: a layout with a zone abbreviation (MST) is formatted differently "
+                "in OPA; use -0700 or Z07:00"
+            )
+        if _LAYOUT_TRIMMED_FRACTION.search(layout):
+            raise ValueError(
+                "time.format: a fraction that drops trailing zeros (.999) is formatted "
+                "differently in OPA; use .000"
+            )
+    return value
+
+
+_NANO_FRACTION = re.compile(r"\.([0-9]+)(?=(Z|[+-][0-9]{2}:[0-9]{2})$)")
+
+
+def time_trim(value: object, formatted: object) -> str:
+    """``time.format``'s result with Go's RFC 3339 fraction (``.999999999``: trailing zeros
+    dropped, no dot for a whole second) where the layout is that default; the engine keeps
+    three, six or nine digits."""
+    text = _str(formatted, "time.format")
+    layout = value[2] if isinstance(value, list) and len(value) == 3 else "RFC3339Nano"
+    if layout != "RFC3339Nano":
+        return text
+
+    def trimmed(found: re.Match[str]) -> str:
+        digits = found.group(1).rstrip("0")
+        return f".{digits}" if digits else ""
+
+    return _NANO_FRACTION.sub(trimmed, text, count=1)
+
+
+def refuse(message: object) -> NoReturn:
+    """Fail the evaluation with a fixed message from the launcher's runtime module."""
+    raise ValueError(_str(message, "refuse"))
+
+
 BUILTINS: tuple[Builtin, ...] = (
+    ("hl.refuse", 1, refuse),
+    ("hl.strlen", 1, code_points),
+    ("hl.time_layout", 1, time_layout),
+    ("hl.time_trim", 2, time_trim),
+    ("hl.json_number_texts", 1, json_number_texts),
+    ("hl.units_integral", 1, units_integral),
+    *arith.EXTENSIONS,
     ("sprintf", 2, gofmt.sprintf),
     ("strings.count", 2, strings_count),
     ("strings.replace_n", 2, replace_n),
@@ -622,7 +707,8 @@ BUILTINS: tuple[Builtin, ...] = (
     ("units.parse_bytes", 1, units_parse_bytes),
     ("to_number", 1, to_number),
     ("ceil", 1, _rounding("ceil", math.ceil)),
-    ("sum", 1, exact_sum),
+    ("sum", 1, arith.opa_sum),
+    ("product", 1, arith.opa_product),
     ("floor", 1, _rounding("floor", math.floor)),
     ("semver.is_valid", 1, semver_is_valid),
     ("semver.compare", 2, semver_compare),

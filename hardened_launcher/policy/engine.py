@@ -54,7 +54,7 @@ from hardened_launcher.policy.jwt import extensions as jwt_extensions
 from hardened_launcher.policy.regovalue import check_lossless
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
-from hardened_launcher.policy.static_checks import check_modules
+from hardened_launcher.policy.static_checks import RUNTIME_FILE, RUNTIME_MODULE, check_modules
 
 ENGINE_NAME = "regorus"
 ENGINE_VERSION = "0.13.0"  # gordon-to-regorus, pinned exactly in pyproject.toml
@@ -266,6 +266,8 @@ class RegoEngine:
         found: list[RuleInfo] = []
         for module in modules:
             file = str(module.get("source", {}).get("file", "?"))
+            if file == RUNTIME_FILE:
+                continue  # the launcher's own helpers (static_checks.RUNTIME_MODULE)
             ast = module.get("ast", {})
             package = _package_name(ast.get("package", {}).get("refr"))
             for rule in ast.get("rules", []):
@@ -406,8 +408,9 @@ def load_files(
     """A fresh engine holding ``files`` and ``data``, after the compile-time checks.
 
     :func:`~hardened_launcher.policy.static_checks.check_modules` refuses what would mean two
-    things and may return files with negation guards inserted; those are loaded instead (a
-    second engine), so evaluation means what OPA means.
+    things and may return files with negation guards inserted and arithmetic, ``count`` and
+    ``time.format`` rewritten into conformant calls; those are loaded instead (a second engine,
+    with the launcher's runtime module), so evaluation means what OPA means.
     """
     engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
     syntaxes = {
@@ -427,6 +430,7 @@ def load_files(
         for file in files:
             text = rewritten.get(file.path, file.text)
             engine.add_file(PolicyFile(path=file.path, text=text), syntaxes[file.path])
+        engine.add_file(PolicyFile(path=RUNTIME_FILE, text=RUNTIME_MODULE), Syntax.V1)
         engine.add_data(data)
         rules = engine.rules()
     return engine, syntaxes, rules

@@ -159,6 +159,10 @@ def _format_float(value: float, verb: str, spec: _Spec) -> str:
     if math.isinf(value) or math.isnan(value):
         raise ValueError("sprintf: infinite or NaN numbers are not supported")
     negative = math.copysign(1.0, value) < 0
+    if spec.sharp and verb != "v":
+        # Go's alternate float forms (kept trailing zeros, a bare point, padded hex digits)
+        # are not reproduced: an error denies the run rather than print something else
+        raise ValueError(f"sprintf: %#{verb} is not supported for floats")
     if verb in "xXb":
         if spec.prec is not None:
             raise ValueError(f"sprintf: %{verb} with a precision is not supported for floats")

@@ -96,6 +96,10 @@ class _Builder:
         if isinstance(obj, float):
             if not math.isfinite(obj):
                 raise _refuse(path, "is not a finite number")
+            if obj.is_integer() or "e" in repr(obj):
+                # OPA keeps the text (1.0, 1e-05) for json.marshal and sprintf; the engine
+                # holds 1 or a double it prints otherwise: fail closed
+                raise _refuse(path, "is a number written 1.0 or with an exponent")
             return obj
         if isinstance(obj, Mapping):
             out: dict[str, JSONValue] = {}

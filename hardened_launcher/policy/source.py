@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -136,7 +137,36 @@ def _discover(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def _check_numbers(doc: object, shown: str) -> None:
+    """Refuse numbers the engine cannot hold as OPA does: integers beyond 64 bits (rounded) and
+    floats written ``1.0`` or with an exponent (OPA keeps that text for json.marshal/sprintf)."""
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**64:
+                raise PolicyCompileError(
+                    f"the data file {shown} holds an integer beyond 64 bits",
+                    hint="the engine would round it where OPA keeps it exact; use a string",
+                    reason="policy_data_invalid",
+                )
+        elif isinstance(value, float) and (
+            not math.isfinite(value) or value.is_integer() or "e" in repr(value)
+        ):
+            raise PolicyCompileError(
+                f"the data file {shown} holds a number written like 1.0 or 1e-05 ({value!r})",
+                hint="OPA keeps such a number's text (json.marshal, sprintf), the engine does "
+                "not: write it as an integer, or as a plain decimal",
+                reason="policy_data_invalid",
+            )
+
+
 def _merge_data(target: dict[str, object], doc: object, shown: str) -> None:
+    _check_numbers(doc, shown)
     if not isinstance(doc, dict) or not all(isinstance(k, str) for k in doc):
         raise PolicyCompileError(
             f"the data file {shown} does not hold an object with string keys",

@@ -15,6 +15,13 @@ OPA would deny does not load.
   ``opa.runtime``) and builtins the engine does not have: refused by name.
 - **All of ``data`` from inside a rule** (``object.get(data, …)``, ``data.<this package>[k]``):
   OPA rejects it as recursion; regorus would evaluate it.
+- **Numbers the engine cannot hold as OPA does** (more digits than a double, beyond 64 bits, a
+  text OPA keeps such as ``1.0`` where it shows) and **a set beside an object** where their
+  order shows (OPA orders objects first).
+
+It also returns rewritten texts (:class:`_Rewriter`): arithmetic operators, ``count``,
+``time.format``, ``json.unmarshal`` and ``units.parse`` become calls that mean what OPA means,
+with :data:`RUNTIME_MODULE` loaded beside the policy.
 """
 
 from __future__ import annotations
@@ -43,11 +50,16 @@ REFUSED_BUILTINS: Mapping[str, str] = {
     "true in OPA)",
 }
 EXACT_INTEGER = 2**63 - 1  # the engine's integers are exact within 64 bits, OPA's always
+MAX_UNSIGNED = 2**64 - 1  # the engine holds unsigned 64-bit integers too
+_PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # not -0: OPA keeps that text
 _COMPARISONS = frozenset({"Lt", "Le", "Gt", "Ge", "Eq", "Ne"})
 _CONSTANT_KEYS = ("String", "RawString", "Number", "Bool", "Null")
 _REF_KINDS = ("RefDot", "RefBrack")
 _EQUALITY = {("BoolExpr", "Eq"), ("AssignExpr", "Eq")}
 _COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
+_SET_TERMS = ("Set", "SetCompr")
+_OBJECT_TERMS = ("Object", "ObjectCompr")
+_UNKNOWN_TERMS = ("Var", "RefDot", "RefBrack", "Call")
 
 
 @dataclass(frozen=True)
@@ -281,7 +293,14 @@ class _Checker:
     # -- numbers, object literals, values OPA evaluates differently -----------------------
 
     def check_number(self, inner: Mapping[str, object], parent: str, text: str) -> None:
-        """Literals the engine cannot compute with exactly (OPA uses exact decimals)."""
+        """Literals the engine cannot hold as the number (and the text) OPA holds.
+
+        OPA keeps a number as it is written. The engine holds a double or a 64-bit integer,
+        which is the same number when the literal is an integer within 64 bits or the shortest
+        text of a double; its text (what ``json.marshal`` and ``sprintf`` show) is the same only
+        when the literal is written that way (``1``, not ``1.0`` or ``1e3``). Operands of
+        arithmetic and comparisons only need the number.
+        """
         span = inner.get("span")
         if not isinstance(span, dict):
             return
@@ -290,30 +309,43 @@ class _Checker:
             exact = Decimal(raw)
         except InvalidOperation:
             return
-        if parent not in {"ArithExpr", "BoolExpr"}:
-            return
         integral = exact == exact.to_integral_value()
-        written_as_integer = not any(c in raw for c in ".eE")
-        if integral and parent == "ArithExpr" and abs(exact) > EXACT_INTEGER:
+        written_as_integer = _PLAIN_INTEGER.fullmatch(raw) is not None
+        if integral and written_as_integer and not -EXACT_INTEGER - 1 <= exact <= MAX_UNSIGNED:
             self.add(
                 inner,
-                f"arithmetic on {raw}, beyond 64 bits: OPA computes with it exactly, this "
-                "engine would round the result",
-                "keep integers in arithmetic within ±9223372036854775807",
+                f"the integer {raw} is beyond 64 bits: OPA keeps it exact, this engine would "
+                "round it",
+                "keep integers within 64 bits",
             )
-        elif integral and not written_as_integer and parent == "ArithExpr" and abs(exact) > 2**53:
+        elif integral and not written_as_integer and Decimal(float(exact)) != exact:
             self.add(
                 inner,
-                f"arithmetic on {raw}, written as a float beyond 2^53: OPA computes with it "
-                "exactly, this engine with doubles",
+                f"the number {raw}, written as a float beyond 2^53: OPA keeps it exact, this "
+                "engine rounds it to a double",
                 "write the integer without a decimal point or an exponent",
             )
-        elif not integral and Decimal(float(exact)) != exact:
+        elif not integral and Decimal(repr(float(exact))) != exact:
             self.add(
                 inner,
-                f"the literal {raw} (not exact in binary) in arithmetic or a comparison: OPA "
-                "computes with exact decimals (0.1 + 0.2 == 0.3), this engine with doubles",
-                "scale to integers (cents, milliseconds, percent) so both engines agree",
+                f"the literal {raw} has more digits than a double holds: OPA keeps it exact, "
+                "this engine rounds it",
+                "write at most 17 significant digits (the shortest form of the number), or "
+                "scale to integers",
+            )
+        elif parent not in {"ArithExpr", "BoolExpr"} and (
+            raw.lstrip("-") != _canonical(exact)
+            or "e" in raw.lower()
+            or (exact == 0 and raw.startswith("-"))
+        ):
+            self.add(
+                inner,
+                f"the number {raw} is not written in its shortest form: OPA keeps the text "
+                f"({raw}) for json.marshal and sprintf, this engine prints "
+                f"{_canonical(exact)}",
+                f"write {_canonical(exact)}"
+                if "e" not in _canonical(exact)
+                else "scale it (an exponent makes OPA's sprintf print the number as a string)",
             )
 
     def check_object(self, inner: Mapping[str, object]) -> None:
@@ -333,6 +365,38 @@ class _Checker:
                     "comprehension over distinct keys",
                 )
                 return
+
+    def check_ordering(self, kind: str, inner: Mapping[str, object]) -> None:
+        """A set next to an object (or a value that may be one) where their order shows.
+
+        OPA orders objects before sets, the engine sets before objects: ``sort``, a set's
+        iteration order and ``<`` differ when both meet. Refused where a literal set sits beside
+        an object or an unknown value in one collection literal or ordering comparison.
+        """
+        if kind in ("Array", "Set"):
+            items = inner.get("items")
+            terms = list(items) if isinstance(items, list) else []
+        elif kind == "Object":
+            fields = inner.get("fields")
+            terms = (
+                [f[2] for f in fields if isinstance(f, list) and len(f) == 3]
+                if isinstance(fields, list)
+                else []
+            )
+        elif kind == "BoolExpr" and inner.get("op") in ("Lt", "Le", "Gt", "Ge"):
+            terms = [inner.get("lhs"), inner.get("rhs")]
+        else:
+            return
+        kinds = [node[0] for node in map(_node, terms) if node is not None]
+        sets = sum(k in _SET_TERMS for k in kinds)
+        others = sum(k in _OBJECT_TERMS or k in _UNKNOWN_TERMS for k in kinds)
+        if sets and others:
+            self.add(
+                inner,
+                "a set beside an object (or a value that may be one) where their order shows: "
+                "OPA orders objects before sets, this engine sets before objects",
+                "do not sort, compare or collect sets together with objects",
+            )
 
     def check_constant_index(self, kind: str, inner: Mapping[str, object]) -> None:
         """``[1, 2][5]``, ``{"a": 1}.b``: refused by OPA's type checker, undefined here."""
@@ -496,6 +560,14 @@ class _Checker:
             )
 
 
+def _canonical(exact: Decimal) -> str:
+    """How the engine (and OPA, for a computed value) writes this number, without its sign."""
+    exact = abs(exact)
+    if exact == exact.to_integral_value():
+        return str(int(exact))
+    return repr(float(exact))
+
+
 def _ref_components(value: object) -> tuple[str | None, list[str | None]]:
     """Root variable and path of a reference; None for a component that is not a constant."""
     parts: list[str | None] = []
@@ -573,6 +645,157 @@ def _ref_parents(module: object) -> set[int]:
     return roots
 
 
+RUNTIME_PACKAGE = "hl_runtime"
+RUNTIME_FILE = "<launcher runtime>/hl_runtime.rego"
+# Functions the rewritten policies call; read as Rego v1 (see :class:`_Rewriter`).
+RUNTIME_MODULE = """package hl_runtime
+
+minus(a, b) := hl.arith.minus(a, b) if is_number(a) else := a - b
+
+length(x) := hl.strlen(x) if is_string(x) else := count(x)
+
+time_format(x) := hl.time_trim(x, time.format(hl.time_layout(x)))
+
+json_unmarshal(x) := json.unmarshal(hl.json_number_texts(x))
+
+units_parse(x) := hl.units_integral(units.parse(x))
+
+sorted(x) := sort(x) if not nested_set(x) else := sort(x) if not nested_object(x) else := hl.refuse(
+	"sort: a value holding both sets and objects sorts differently in OPA (objects first)",
+)
+
+nested_set(x) if {
+	walk(x, [path, value])
+	count(path) > 0
+	is_set(value)
+}
+
+nested_object(x) if {
+	walk(x, [path, value])
+	count(path) > 0
+	is_object(value)
+}
+"""
+_ARITH_CALLS = {
+    "Add": "hl.arith.plus",
+    "Sub": f"data.{RUNTIME_PACKAGE}.minus",
+    "Mul": "hl.arith.mul",
+    "Div": "hl.arith.div",
+    "Mod": "hl.arith.rem",
+}
+_RENAMED_CALLS = {
+    "count": f"data.{RUNTIME_PACKAGE}.length",
+    "time.format": f"data.{RUNTIME_PACKAGE}.time_format",
+    "json.unmarshal": f"data.{RUNTIME_PACKAGE}.json_unmarshal",
+    "units.parse": f"data.{RUNTIME_PACKAGE}.units_parse",
+    "sort": f"data.{RUNTIME_PACKAGE}.sorted",
+}
+_NOT_NUMBERS = ("String", "RawString", "Bool", "Null", "Array", "Object", "ArrayCompr")
+
+
+class _Rewriter:
+    """Arithmetic operators and a few builtins rewritten into calls that mean what OPA means.
+
+    ``a + b`` becomes ``hl.arith.plus(a, b)`` (OPA's exact arithmetic, :mod:`arith`), ``a - b``
+    ``data.hl_runtime.minus(a, b)`` (numbers there, set difference as before), ``count(x)``
+    ``data.hl_runtime.length(x)`` (code points for strings) and ``time.format(x)`` a call that
+    refuses layouts the engine formats differently. Spans come from the engine's AST; an
+    operator's span covers its operands' parentheses, a string literal's span omits its quotes.
+    """
+
+    def __init__(self, checker: _Checker, raw: bytes, rule_names: frozenset[str]) -> None:
+        self.checker = checker
+        self.raw = raw
+        self.rule_names = rule_names
+        self.found: list[tuple[int, int, str]] = []
+
+    def _target(self, kind: str, inner: Mapping[str, object]) -> bool:
+        if kind == "ArithExpr":
+            return inner.get("op") in _ARITH_CALLS
+        if kind == "Call":
+            name = dotted_name(inner.get("fcn"))
+            root = (name or "").split(".", 1)[0]
+            return name in _RENAMED_CALLS and root not in self.rule_names
+        return False
+
+    def _span(self, inner: Mapping[str, object]) -> tuple[int, int]:
+        span = inner.get("span")
+        if not isinstance(span, dict):
+            raise TypeError("no span")
+        return int(span["start"]), int(span["end"])
+
+    def edits(self, value: object) -> list[tuple[int, int, str]]:
+        """(start, end, replacement) for every rewrite in this subtree, outermost first."""
+        node = _node(value)
+        if node is None:
+            return [edit for child in _children(value) for edit in self.edits(child)]
+        kind, inner = node
+        if kind == "ArithExpr" and self._target(kind, inner):
+            start, end = self._span(inner)
+            return [(start, end, self._render_arith(inner))]
+        found: list[tuple[int, int, str]] = []
+        if kind == "Call" and self._target(kind, inner):
+            fcn = _node(inner.get("fcn"))
+            if fcn is None:
+                raise ValueError("no function")
+            start, end = self._span(fcn[1])
+            found.append((start, end, _RENAMED_CALLS[dotted_name(inner.get("fcn")) or ""]))
+            return found + self.edits(inner.get("params"))
+        return found + [edit for child in _children(inner) for edit in self.edits(child)]
+
+    def _render_arith(self, inner: Mapping[str, object]) -> str:
+        rendered: list[str] = []
+        for operand in (inner.get("lhs"), inner.get("rhs")):
+            node = _node(operand)
+            if node is None:
+                raise ValueError("no operand")
+            if node[0] in _NOT_NUMBERS:
+                raise _NotANumberError(node[1])
+            start, end = self._span(node[1])
+            if node[0] in ("String", "RawString"):
+                start, end = start - 1, end + 1
+            inside = [(s - start, e - start, t) for s, e, t in self.edits(operand)]
+            rendered.append(apply_edits_bytes(self.raw[start:end], inside))
+        return f"{_ARITH_CALLS[str(inner.get('op'))]}({rendered[0]}, {rendered[1]})"
+
+    def rewrite(self, rule: object) -> None:
+        try:
+            self.found.extend(self.edits(rule))
+        except _NotANumberError as exc:
+            self.checker.add(
+                exc.inner,
+                "arithmetic on a value that is not a number: OPA's type checker refuses it",
+                "arithmetic takes numbers (and `-` sets)",
+            )
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            self.checker.add(
+                next(iter(rule.values()), {}) if isinstance(rule, dict) else {},
+                "this rule could not be prepared to mean what it means in OPA",
+                "split its expressions into simpler statements, and report it",
+            )
+
+
+class _NotANumberError(Exception):
+    def __init__(self, inner: Mapping[str, object]) -> None:
+        super().__init__("not a number")
+        self.inner = inner
+
+
+def apply_edits_bytes(raw: bytes, edits: list[tuple[int, int, str]]) -> str:
+    """Apply (start, end, replacement) edits given in byte offsets; insertions have start == end
+    (an insertion at a replaced range's end goes after the replacement)."""
+    out: list[bytes] = []
+    at = 0
+    for start, end, piece in sorted(edits, key=lambda e: (e[0], e[1])):
+        if start < at:
+            raise ValueError("overlapping edits")
+        out.append(raw[at:start])
+        out.append(piece.encode("utf-8"))
+        at = end
+    out.append(raw[at:])
+    return b"".join(out).decode("utf-8")
+
+
 def check_modules(
     modules: list[dict[str, Any]],
     *,
@@ -583,8 +806,9 @@ def check_modules(
 ) -> dict[str, str]:
     """Raise :class:`PolicyCompileError` for the first refused construct, with file:line:col.
 
-    Returns the files that need negation guards, rewritten (same lines; columns after an
-    inserted guard shift), to be loaded instead of the originals.
+    Returns the files that need negation guards or rewritten operators (:class:`_Rewriter`),
+    rewritten (same lines; columns after an edit shift), to be loaded instead of the originals
+    together with :data:`RUNTIME_MODULE`.
     """
     findings: list[Finding] = []
     rewritten: dict[str, str] = {}
@@ -606,10 +830,17 @@ def check_modules(
             checker.check_legacy_heads(ast.get("rules") if isinstance(ast, dict) else None)
         package_ref = ast.get("package", {}).get("refr") if isinstance(ast, dict) else None
         checker.package = dotted_name(package_ref) or ""
+        if checker.package.split(".", 1)[0] == RUNTIME_PACKAGE and isinstance(ast, dict):
+            checker.add(
+                ast.get("package", {}),
+                f"package {RUNTIME_PACKAGE} is the launcher's own",
+                "name the package something else",
+            )
         nested_refs = _inner_refs(ast.get("rules") if isinstance(ast, dict) else None)
         roots = _ref_parents(ast.get("rules") if isinstance(ast, dict) else None)
         rules = ast.get("rules") if isinstance(ast, dict) else None
         text = texts.get(file, "")
+        rewriter = _Rewriter(checker, text.encode("utf-8"), rule_names)
         for query in _queries(rules):
             checker.check_some_then_assign(query, text)
         for rule in rules if isinstance(rules, list) else []:
@@ -619,6 +850,8 @@ def check_modules(
                     checker.check_number(inner, parent, text)
                 elif kind == "Object":
                     checker.check_object(inner)
+                if kind in ("Array", "Set", "Object", "BoolExpr"):
+                    checker.check_ordering(kind, inner)
                 elif kind in ("Membership", "Call"):
                     checker.check_value_position(kind, inner, id(inner) in tops)
                 elif kind in _REF_KINDS:
@@ -636,12 +869,11 @@ def check_modules(
                     checker.check_call(inner)
                 checker.check_data(kind, inner, id(inner) in roots)
                 checker.check_own_package(kind, inner, id(inner) in nested_refs)
+            rewriter.rewrite(rule)
         findings.extend(checker.findings)
-        if checker.insertions:
-            raw = texts.get(file, "").encode("utf-8")
-            for offset, piece in sorted(checker.insertions, reverse=True):
-                raw = raw[:offset] + piece.encode("utf-8") + raw[offset:]
-            rewritten[file] = raw.decode("utf-8")
+        edits = [(offset, offset, piece) for offset, piece in checker.insertions]
+        if edits or rewriter.found:
+            rewritten[file] = apply_edits_bytes(text.encode("utf-8"), edits + rewriter.found)
     if findings:
         first = min(findings, key=lambda f: (f.file, f.offset))
         where = _location(texts.get(first.file, ""), first.offset)

@@ -25,6 +25,7 @@ from hardened_launcher.policy.engine import RegoEngine, load_files
 from hardened_launcher.policy.errors import PolicyCompileError, PolicyEvaluationError
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyFile, Syntax, is_test_file, load_policy_path
+from hardened_launcher.policy.static_checks import RUNTIME_FILE
 
 TEST_PREFIX = "test_"
 TODO_PREFIX = "todo_test_"
@@ -187,7 +188,7 @@ def _coverage(engine: RegoEngine, test_files: set[str]) -> Coverage:
     files = report.get("files", [])
     for entry in files if isinstance(files, list) else []:
         path = str(entry.get("path"))
-        if path in test_files:
+        if path in test_files or path == RUNTIME_FILE:
             continue
         hit = entry.get("covered", [])
         missed = entry.get("not_covered", [])

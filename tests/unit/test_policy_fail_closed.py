@@ -47,12 +47,15 @@ def _refusal(body: str) -> PolicyCompileError:
 @pytest.mark.parametrize(
     ("body", "where", "words"),
     [
-        ("r := 0.1 + 0.2 == 0.3", "p.rego:3:6", "not exact in binary"),
-        ("r := 1 + 0.1", "p.rego:3:10", "not exact in binary"),
-        ("r if {\n  x := input.a\n  x > 2.2\n}", "p.rego:5:7", "not exact in binary"),
+        ("r := 0.10000000000000001 == input.a", "p.rego:3:6", "more digits than a double"),
+        ("r if {\n  x := input.a\n  x > 2.20000000000000001\n}", "p.rego:5:7", "more digits"),
         ("r := 100000000000000000000 / 3", "p.rego:3:6", "beyond 64 bits"),
-        ("r := input.n * 1e20", "p.rego:3:16", "beyond 64 bits"),
-        ("r := input.n * 1e17", "p.rego:3:16", "beyond 2^53"),
+        ("r := input.n * 9007199254740993.0", "p.rego:3:16", "beyond 2^53"),
+        ("r := json.marshal(1.0)", "p.rego:3:19", "shortest form"),
+        ('r := sprintf("%v", [1e-10])', "p.rego:3:21", "shortest form"),
+        ('r := sort([{1}, {"a": 1}])', "p.rego:3:11", "objects before sets"),
+        ('r := {"a": 1} < {1}', "p.rego:3:6", "objects before sets"),
+        ('r := "a" + 1', "p.rego:3:7", "not a number"),
         ('r := {input.k: 1, "a": 2}', "p.rego:3:7", "computed key"),
         ('r := "b" in input.missing', "p.rego:3:7", "used as a value"),
         ('r := print("x")', "p.rego:3:6", "print() used as a value"),
@@ -83,6 +86,10 @@ def test_refusals_name_the_place_and_the_fix(body: str, where: str, words: str) 
         "r := 1.0 + 1",
         "r := 9223372036854775807 - 1",
         "r := 1e20 > 1",  # a comparison of exact floats
+        "r := input.n * 1e17",  # exact in a double: computed as OPA does
+        "r := 0.1 + 0.2 == 0.3",  # OPA's arithmetic (64-bit mantissa), a double holds the result
+        "r := {1, 2} - {input.x}",
+        "r := count(input.s) + 1",
         'r := sprintf("%.2f", [0.1])',  # not arithmetic
         'r := {"a": input.x, "b": 2}',
         "r := {input.k: 1}",

@@ -142,6 +142,21 @@ def test_integers_within_64_bits_are_kept_exact(edge: int) -> None:
     assert run["x"] == edge
 
 
+@pytest.mark.parametrize("number", [1.0, -2.0, 1e-05, 1.5e16, 1e300])
+def test_refuses_numbers_whose_text_opa_keeps(number: float) -> None:
+    # OPA prints 1.0 and 1e-05 as written (json.marshal, sprintf); the engine cannot
+    with pytest.raises(PolicyInputError, match=r"written 1\.0 or with an exponent"):
+        build_input({"run": {"x": number}}, launcher=FACTS, sanitizer=Sanitizer(KEY))
+
+
+@pytest.mark.parametrize("number", [0.5, 0.1, 1234.25, 0.0001])
+def test_keeps_plain_floats(number: float) -> None:
+    doc = build_input({"run": {"x": number}}, launcher=FACTS, sanitizer=Sanitizer(KEY))
+    run = doc["run"]
+    assert isinstance(run, dict)
+    assert run["x"] == number
+
+
 def test_refuses_deep_nesting() -> None:
     deep: object = "x"
     for _ in range(MAX_INPUT_DEPTH + 2):
@@ -150,11 +165,16 @@ def test_refuses_deep_nesting() -> None:
         build_input({"run": deep}, launcher=FACTS, sanitizer=Sanitizer(KEY))
 
 
+def _plain_float(value: float) -> bool:
+    """Floats the input accepts: not integral (1.0) and written without an exponent."""
+    return not value.is_integer() and "e" not in repr(value)
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**53), 2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(_plain_float)
     | st.text(max_size=20),
     lambda children: (
         st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
