@@ -82,6 +82,12 @@ class MemoryBroker:
         with self._lock:
             self._drop += count
 
+    @property
+    def pending_drops(self) -> int:
+        """How many of the next published messages :meth:`drop_next` will still lose."""
+        with self._lock:
+            return self._drop
+
     def go_down(self) -> None:
         """Broker outage: every transport is disconnected, publishes are lost."""
         with self._lock:

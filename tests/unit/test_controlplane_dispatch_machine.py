@@ -235,8 +235,14 @@ class DispatchMachine(RuleBasedStateMachine):
         self._pump()
 
     def _kept_runs(self) -> dict[str, tuple[str, int]]:
-        """RUNNING runs whose (connected) worker runs them: run id -> (worker, cancels seen)."""
+        """RUNNING runs whose (connected) worker runs them: run id -> (worker, cancels seen).
+
+        None while the broker is still to lose messages (``broker_loses_messages``): a lost
+        heartbeat after an outage may rightly let the worker's grace end, so nothing is promised.
+        """
         kept: dict[str, tuple[str, int]] = {}
+        if self.broker.pending_drops:
+            return kept
         for sim in self.workers.values():
             if sim.transport.closed:
                 continue
