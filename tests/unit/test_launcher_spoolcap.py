@@ -37,7 +37,7 @@ runs_strategy = st.lists(
 
 
 @given(runs=runs_strategy, cap=st.integers(0, 30000), active=st.sets(st.integers(0, 11)))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_the_eviction_rule(runs: list[SpooledRun], cap: int, active: set[int]) -> None:
     busy = {f"run-{i}" for i in active}
     chosen = choose_evictions(runs, cap=cap, active=busy)
