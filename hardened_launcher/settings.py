@@ -101,6 +101,9 @@ MIN_ENVELOPE_BYTES: Final = 1 * KIB
 MAX_ENVELOPE_BYTES_LIMIT: Final = 256 * MIB
 APP_DIR_NAME: Final = "hardened-launcher"
 GIB: Final = 1024 * MIB
+DEFAULT_LOG_SPOOL_MAX_BYTES: Final = 2 * GIB
+MIN_LOG_SPOOL_MAX_BYTES: Final = 1 * MIB
+MAX_LOG_SPOOL_MAX_BYTES: Final = 1024 * GIB
 DEFAULT_WORKER_UID: Final = 1983
 DEFAULT_WORKER_GID: Final = 1983
 MAX_WORKER_ID: Final = 2**31 - 1
@@ -989,6 +992,30 @@ def _parse_log_chunk_bytes(text: str) -> int:
     return size
 
 
+_LOG_SPOOL_FORM: Final = (
+    "a size from 1 MiB to 1024 GiB: a number followed by MiB or GiB (e.g. 2GiB)"
+)
+
+
+def _parse_log_spool_max_bytes(text: str) -> int:
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise _InvalidValueError("is not a size", expected=_LOG_SPOOL_FORM)
+    factors = {"mib": MIB, "gib": GIB}
+    suffix = match.group(2).lower()
+    if suffix not in factors:
+        raise _InvalidValueError(
+            f"has unit {match.group(2)!r}; only MiB and GiB are accepted",
+            expected=_LOG_SPOOL_FORM,
+        )
+    size = int(match.group(1)) * factors[suffix]
+    if not MIN_LOG_SPOOL_MAX_BYTES <= size <= MAX_LOG_SPOOL_MAX_BYTES:
+        raise _InvalidValueError(
+            "is out of range", expected=_LOG_SPOOL_FORM, reason="setting_out_of_range"
+        )
+    return size
+
+
 _METRICS_ADDRESS_FORM: Final = "host:port or [IPv6]:port, port 1-65535 (e.g. 127.0.0.1:9464)"
 
 
@@ -1466,6 +1493,16 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         "(bytes, or with a `KiB`/`MiB` suffix, 4 KiB to 16 MiB); a chunk is also cut after 2s.",
     ),
     VariableSpec(
+        name="HL_LOG_SPOOL_MAX_BYTES",
+        field="log_spool_max_bytes",
+        default="`2GiB`",
+        source="project",
+        description="Size cap of the run-log spool (`<HL_STATE_DIR>/log-spool`, chunks not yet "
+        "in object storage; `MiB`/`GiB`, 1 MiB to 1024 GiB): before each run, the spools of the "
+        "oldest finished runs are dropped until it fits, never a running run's; each drop is "
+        "audited `run.logs_dropped` and counted in `hl_log_bytes_lost` (docs/logs.md).",
+    ),
+    VariableSpec(
         name="HL_RUN_LOG_RETENTION",
         field="run_log_retention",
         default="`168h,1000`",
@@ -1642,6 +1679,7 @@ class Settings:
     policy_sanitize_key: Secret | None = None
     metrics_address: str | None = None
     log_chunk_bytes: int = DEFAULT_LOG_CHUNK_BYTES
+    log_spool_max_bytes: int = DEFAULT_LOG_SPOOL_MAX_BYTES
     run_log_retention: RunLogRetention = DEFAULT_RUN_LOG_RETENTION
     unsafe_root_worker: bool = False
     unsafe_shared_network: bool = False
@@ -1721,6 +1759,8 @@ class Settings:
             bad.append(("policy_timeout", f"must be from {low} to {high}"))
         if not MIN_LOG_CHUNK_BYTES <= self.log_chunk_bytes <= MAX_LOG_CHUNK_BYTES:
             bad.append(("log_chunk_bytes", "must be from 4 KiB to 16 MiB"))
+        if not MIN_LOG_SPOOL_MAX_BYTES <= self.log_spool_max_bytes <= MAX_LOG_SPOOL_MAX_BYTES:
+            bad.append(("log_spool_max_bytes", "must be from 1 MiB to 1024 GiB"))
         key = self.policy_sanitize_key
         if key is not None and (not key or len(key) < MIN_SANITIZE_KEY_BYTES):
             bad.append(
@@ -2331,6 +2371,9 @@ def load_settings(
     policy_sanitize_key = get("HL_POLICY_SANITIZE_KEY", _parse_sanitize_key, None)
     metrics_address = get("HL_METRICS_ADDRESS", _parse_metrics_address, None)
     log_chunk_bytes = get("HL_LOG_CHUNK_BYTES", _parse_log_chunk_bytes, DEFAULT_LOG_CHUNK_BYTES)
+    log_spool_max_bytes = get(
+        "HL_LOG_SPOOL_MAX_BYTES", _parse_log_spool_max_bytes, DEFAULT_LOG_SPOOL_MAX_BYTES
+    )
     run_log_retention = get(
         "HL_RUN_LOG_RETENTION", _parse_run_log_retention, DEFAULT_RUN_LOG_RETENTION
     )
@@ -2413,6 +2456,7 @@ def load_settings(
         policy_sanitize_key=policy_sanitize_key,
         metrics_address=metrics_address,
         log_chunk_bytes=log_chunk_bytes,
+        log_spool_max_bytes=log_spool_max_bytes,
         run_log_retention=run_log_retention,
         unsafe_root_worker=unsafe_root_worker,
         unsafe_shared_network=unsafe_shared_network,

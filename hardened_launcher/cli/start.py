@@ -216,8 +216,10 @@ def run(
     checks = check_startup(now=datetime.now(UTC), docker_factory=docker_factory)
     settings, key, token = checks.settings, checks.pool_private_key, checks.token
     metrics = metrics or LauncherMetrics()
-    shipping = ShippingSinkFactory(settings=settings, metrics=metrics, stdout=sys.stdout)
     audit = open_configured_audit_log(settings)
+    shipping = ShippingSinkFactory(
+        settings=settings, metrics=metrics, stdout=sys.stdout, audit=audit
+    )
     components: LauncherComponents | None = None
     replay = None
     try:
@@ -301,6 +303,7 @@ def run(
         health: HealthServer | None = None
         try:
             resumed = _resume_logs(shipping.spool_dir, daemon, metrics)
+            shipping.shippers.extend(resumed.values())  # HL_LOG_SPOOL_MAX_BYTES may drop them
             health = _start_health(settings, metrics, daemon)
             probes.start()
             log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)

@@ -66,11 +66,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LABEL_EGRESS_RUN: Final = "dev.hardened-launcher.egress-run"
+#: One label prefix for everything the launcher makes in Docker (the executor's).
+LABEL_PREFIX: Final = "io.hardened-launcher."
+LABEL_EGRESS_RUN: Final = LABEL_PREFIX + "egress-run"
 #: The owner token of the process that made the network (:mod:`.owner`, :mod:`.leftovers`).
-LABEL_EGRESS_OWNER: Final = "dev.hardened-launcher.egress-owner"
-LABEL_EGRESS_LAUNCHER: Final = "dev.hardened-launcher.egress-launcher-id"
-LABEL_MANAGED: Final = "dev.hardened-launcher.managed"
+LABEL_EGRESS_OWNER: Final = LABEL_PREFIX + "egress-owner"
+LABEL_EGRESS_LAUNCHER: Final = LABEL_PREFIX + "egress-launcher-id"
+LABEL_MANAGED: Final = LABEL_PREFIX + "managed"
+#: The prefix older versions gave egress networks; only read (leftovers cleanup after upgrade).
+LEGACY_LABEL_PREFIX: Final = "dev.hardened-launcher."
 NETWORK_PREFIX: Final = "hl-egress-"
 NO_PROXY: Final = "localhost,127.0.0.1,::1"
 

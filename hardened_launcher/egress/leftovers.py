@@ -30,6 +30,8 @@ from hardened_launcher.egress.isolation import (
     FIREWALL_COMMENT_PREFIX,
     LABEL_EGRESS_OWNER,
     LABEL_EGRESS_RUN,
+    LABEL_PREFIX,
+    LEGACY_LABEL_PREFIX,
     EgressIsolationError,
     ipv6_present,
     run_firewall_tool,
@@ -75,6 +77,27 @@ def _remove_network(network: Any) -> None:  # noqa: ANN401 - docker SDK
         return
 
 
+def _egress_networks(client: Any) -> list[Any]:  # noqa: ANN401 - docker SDK
+    """Egress networks under the current label and under the one older versions used (so an
+    upgraded launcher removes what its predecessor left), each once."""
+    legacy = LEGACY_LABEL_PREFIX + LABEL_EGRESS_RUN.removeprefix(LABEL_PREFIX)
+    found: dict[str, Any] = {}
+    for label in (LABEL_EGRESS_RUN, legacy):
+        for network in client.networks.list(filters={"label": label}):
+            found.setdefault(str(network.id), network)
+    return list(found.values())
+
+
+def _current_labels(labels: dict[str, Any]) -> dict[str, Any]:
+    """``labels`` with the older versions' prefix read as the current one (current wins)."""
+    renamed = {
+        LABEL_PREFIX + key.removeprefix(LEGACY_LABEL_PREFIX): value
+        for key, value in labels.items()
+        if key.startswith(LEGACY_LABEL_PREFIX)
+    }
+    return {**renamed, **labels}
+
+
 def _remove_networks(
     client: Any,  # noqa: ANN401 - docker SDK
     audit: AuditSink | None,
@@ -85,7 +108,7 @@ def _remove_networks(
     kept: list[str] = []
     kept_bridges: set[str] = set()
     try:
-        found = client.networks.list(filters={"label": LABEL_EGRESS_RUN})
+        found = _egress_networks(client)
     except docker.errors.DockerException as exc:
         raise InfrastructureError(
             "cannot list leftover egress networks",
@@ -94,7 +117,7 @@ def _remove_networks(
             detail=str(exc)[:500],
         ) from None
     for network in found:
-        labels = network.attrs.get("Labels") or {}
+        labels = _current_labels(network.attrs.get("Labels") or {})
         if owner_state(str(labels.get(LABEL_EGRESS_OWNER, ""))) is not OwnerState.DEAD:
             continue
         bridge = _bridge_of(network)

@@ -20,7 +20,8 @@ from typing import Any
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
-from hardened_launcher.executor.ownership import is_stale
+from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, is_stale
+from hardened_launcher.executor.passwd import LABEL_PROBE, PROBE_DEADLINE_SECONDS
 from hardened_launcher.executor.runner import DOCKER_ERRORS, translate_docker_error
 from hardened_launcher.private_files import create_exclusive
 from hardened_launcher.settings import Settings
@@ -169,6 +170,52 @@ def remove_stale_containers(
     return tuple(removed)
 
 
+def remove_stale_probes(
+    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    *,
+    audit: AuditSink | None = None,
+    now: float | None = None,
+) -> tuple[str, ...]:
+    """Remove passwd probes (never-started containers, :mod:`.passwd`) no owner can need: their
+    owner is gone or their deadline passed; a probe of an older version (no owner label) once
+    it is older than a probe's deadline. Best effort (logged, retried at the next clean-up);
+    returns the container ids removed. A live process's probe is never touched."""
+    moment = time.time() if now is None else now
+    try:
+        found = list(client.api.containers(all=True, filters={"label": [LABEL_PROBE]}))
+    except DOCKER_ERRORS as exc:
+        log.warning("executor.probe_list_failed error=%s", type(exc).__name__)
+        return ()
+    removed: list[str] = []
+    for item in found:
+        labels = {str(k): str(v) for k, v in (item.get("Labels") or {}).items()}
+        created = item.get("Created")
+        legacy = LABEL_OWNER not in labels and LABEL_DEADLINE not in labels
+        old = isinstance(created, int) and created + PROBE_DEADLINE_SECONDS < moment
+        if not (is_stale(labels, now=moment) or (legacy and old)):
+            continue
+        container_id = str(item["Id"])
+        try:
+            client.api.remove_container(container_id, force=True, v=True)
+        except DOCKER_ERRORS as exc:
+            if getattr(exc, "status_code", None) != 404:
+                log.warning("executor.probe_not_removed container=%s", container_id[:12])
+                continue
+        removed.append(container_id)
+        log.warning("executor.leftover_probe_removed container=%s", container_id[:12])
+        if audit is not None:
+            audit.record(
+                AuditEvent(
+                    type="executor.leftover_probe_removed",
+                    outcome=Outcome.INFO,
+                    gate="execute",
+                    reason="owner_gone",
+                    fields={"container_id": container_id, "probe": labels.get(LABEL_PROBE, "")},
+                )
+            )
+    return tuple(removed)
+
+
 def remove_leftover_containers(
     client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
     *,
@@ -202,4 +249,5 @@ def remove_leftover_containers(
         audit=audit,
         stop_grace_seconds=stop_grace_seconds,
     )
+    remove_stale_probes(client, audit=audit)
     return tuple(crashed)

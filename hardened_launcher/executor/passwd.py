@@ -20,15 +20,18 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import tarfile
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hardened_launcher.executor.container_spec import HOME_DIR
+from hardened_launcher.executor.container_spec import HOME_DIR, LABEL_MANAGED
+from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
 
 __all__ = ["MAX_PASSWD_BYTES", "USER_NAME", "PasswdFiles", "add_user_entries"]
 
@@ -70,6 +73,25 @@ def add_user_entries(passwd: str, group: str, *, uid: int, gid: int) -> tuple[st
     if need_group:
         group = ended(group) + f"{group_name}:x:{gid}:\n"
     return passwd, group
+
+
+#: Marks the never-started container that reads an image's passwd/group (``probe=passwd``).
+LABEL_PROBE: Final = "io.hardened-launcher.probe"
+#: A probe lives for one archive read; after this its deadline label has passed, and the
+#: leftovers clean-up (:mod:`.cleanup`) removes it even if its owner cannot be judged.
+PROBE_DEADLINE_SECONDS: Final = 600
+
+
+def probe_labels(*, now: float | None = None) -> dict[str, str]:
+    """The labels of a passwd probe: managed, its owner (this process) and a deadline, so a
+    launcher that dies between create and remove leaves nothing a restart keeps."""
+    moment = time.time() if now is None else now
+    return {
+        LABEL_PROBE: "passwd",
+        LABEL_MANAGED: "true",
+        LABEL_OWNER: owner_token(),
+        LABEL_DEADLINE: str(math.ceil(moment + PROBE_DEADLINE_SECONDS)),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +176,7 @@ class PasswdFiles:
                 entrypoint=["/nonexistent"],
                 command=[],
                 network_disabled=True,
-                labels={"io.hardened-launcher.probe": "passwd"},
+                labels=probe_labels(),
             )
             container_id = str(created["Id"])
             try:

@@ -42,6 +42,7 @@ from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.launcher.phases import PhaseWatcher
 from hardened_launcher.launcher.planstore import get_plan, put_plan
 from hardened_launcher.launcher.runlogs import PruneReport, prune_run_logs
+from hardened_launcher.launcher.spoolcap import choose_evictions, remove_run_spool, spool_usage
 from hardened_launcher.pipeline import (
     Assignment,
     BinaryGate,
@@ -151,6 +152,9 @@ class ShippingSinkFactory:
     stdout: TextIO | None = None
     uploader: Uploader | None = None
     shippers: list[ChunkedLogSink] = field(default_factory=list)
+    #: Where ``HL_LOG_SPOOL_MAX_BYTES`` evictions are recorded (``run.logs_dropped``).
+    audit: AuditSink | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def spool_dir(self) -> Path:
@@ -159,17 +163,20 @@ class ShippingSinkFactory:
     def __call__(
         self, run_id: str, initial_urls: Sequence[LogUrl], request_more: Callable[[int], None]
     ) -> LogSink:
-        self.shippers = [s for s in self.shippers if not s.finished]
-        self.prune(active={run_id})
-        shipper = ChunkedLogSink(
-            run_id=run_id,
-            spool_dir=self.spool_dir,
-            initial_urls=initial_urls,
-            request_more=request_more,
-            chunk_bytes=self.settings.log_chunk_bytes,
-            metrics=self.metrics,
-            uploader=self.uploader,
-        )
+        with self._lock:
+            self.shippers = [s for s in self.shippers if not s.finished]
+            self.prune(active={run_id})
+            self.cap_spool(active={run_id})
+            shipper = ChunkedLogSink(
+                run_id=run_id,
+                spool_dir=self.spool_dir,
+                initial_urls=initial_urls,
+                request_more=request_more,
+                chunk_bytes=self.settings.log_chunk_bytes,
+                metrics=self.metrics,
+                uploader=self.uploader,
+            )
+            self.shippers.append(shipper)
         # close() returns its report (the LogSink protocol's close returns nothing).
         sinks: list[LogSink] = [cast("LogSink", shipper)]
         try:
@@ -179,8 +186,51 @@ class ShippingSinkFactory:
         except BaseException:
             TeeLogSink(*sinks).close()
             raise
-        self.shippers.append(shipper)
         return TeeLogSink(*sinks)
+
+    def cap_spool(self, *, active: Iterable[str] = ()) -> list[str]:
+        """Apply ``HL_LOG_SPOOL_MAX_BYTES`` (``launcher/spoolcap.py``): drop the spools of the
+        oldest finished runs until the spool fits; never a run still being written. Each drop
+        is audited and counted. Returns the run ids dropped; never raises."""
+        live = {s.run_id: s for s in self.shippers if not s.finished}
+        busy = {run for run, s in live.items() if not s.report().closed} | set(active)
+        dropped: list[str] = []
+        try:
+            usage = spool_usage(self.spool_dir)
+            cap = self.settings.log_spool_max_bytes
+            for run_id in choose_evictions(usage, cap=cap, active=busy):
+                size = next(run.size for run in usage if run.run_id == run_id)
+                chunks = 0
+                sink = live.get(run_id)
+                if sink is not None:
+                    chunks, _ = sink.drop_spool()
+                    remove_run_spool(self.spool_dir, run_id)
+                else:
+                    remove_run_spool(self.spool_dir, run_id)
+                    if self.metrics is not None:
+                        self.metrics.log_bytes_lost(size)
+                if self.metrics is not None:
+                    self.metrics.spool_evicted()
+                dropped.append(run_id)
+                self._record_drop(run_id, size=size, chunks=chunks, cap=cap)
+        except Exception:
+            log.exception("log_spool.cap_failed")
+        return dropped
+
+    def _record_drop(self, run_id: str, *, size: int, chunks: int, cap: int) -> None:
+        log.warning("run.logs_dropped run_id=%s lost_bytes=%d reason=log_spool_full", run_id, size)
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditEvent(
+                type="run.logs_dropped",
+                outcome=Outcome.ERROR,
+                gate="execute",
+                run_id=run_id,
+                reason="log_lines_lost",
+                fields={"lost_bytes": size, "chunks": chunks, "spool_max_bytes": cap},
+            )
+        )
 
     def prune(self, *, active: Iterable[str] = ()) -> PruneReport:
         """Apply ``HL_RUN_LOG_RETENTION`` to ``<state_dir>/runs`` (docs/launcher.md)."""

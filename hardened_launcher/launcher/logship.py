@@ -368,6 +368,25 @@ class ChunkedLogSink:
             self._thread.join(timeout_seconds)
         return self.report()
 
+    def drop_spool(self) -> tuple[int, int]:
+        """``HL_LOG_SPOOL_MAX_BYTES`` evicts this closed run: its pending chunks are deleted and
+        counted as lost (the report is no longer ``complete``). Returns (chunks, bytes) dropped;
+        nothing for a sink still being written."""
+        with self._cond:
+            if not self._closed:
+                return 0, 0
+            chunks, size = len(self._pending), sum(self._pending.values())
+            for chunk in self._pending:
+                with contextlib.suppress(OSError):
+                    (self.directory / _chunk_name(chunk)).unlink()
+            self._pending.clear()
+            self._urls.clear()
+            if self._metrics is not None:
+                self._metrics.chunk_unspooled(size)
+            self._lose(size)
+            self._cond.notify_all()
+            return chunks, size
+
     @property
     def finished(self) -> bool:
         with self._cond:

@@ -96,6 +96,11 @@ class LauncherMetrics:
             "Run log bytes that will never reach object storage (spool full, final flush failed).",
             registry=r,
         )
+        self.log_spool_evictions = Counter(
+            "hl_log_spool_evictions",
+            "Finished runs whose spooled log chunks were dropped (HL_LOG_SPOOL_MAX_BYTES).",
+            registry=r,
+        )
         self.log_chunk_upload_failures = Counter(
             "hl_log_chunk_upload_failures",
             "Failed log chunk upload attempts (each is retried).",
@@ -137,6 +142,9 @@ class LauncherMetrics:
 
     def log_bytes_lost(self, size: int) -> None:
         self.log_lost_bytes.inc(size)
+
+    def spool_evicted(self) -> None:
+        self.log_spool_evictions.inc()
 
     def chunk_uploaded(self) -> None:
         self.log_chunks_uploaded.inc()

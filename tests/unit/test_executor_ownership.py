@@ -16,6 +16,7 @@ from hardened_launcher.executor.cleanup import (
     exec_launcher_id,
     remove_leftover_containers,
     remove_stale_containers,
+    remove_stale_probes,
 )
 from hardened_launcher.executor.ownership import (
     LABEL_DEADLINE,
@@ -24,6 +25,7 @@ from hardened_launcher.executor.ownership import (
     owner_alive,
     owner_token,
 )
+from hardened_launcher.executor.passwd import LABEL_PROBE, PROBE_DEADLINE_SECONDS, probe_labels
 
 BOOT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 
@@ -87,6 +89,8 @@ class FakeAPI:
 
     def containers(self, *, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:  # noqa: A002
         assert all
+        if filters["label"] == [LABEL_PROBE]:
+            return list(self.items.get(LABEL_PROBE, []))
         wanted = next(f.split("=", 1)[1] for f in filters["label"] if "launcher-id=" in f)
         return list(self.items.get(wanted, []))
 
@@ -148,3 +152,48 @@ def test_exec_removes_only_stale_containers() -> None:
     crashed = remove_stale_containers(FakeClient(api), launcher_ids=("L-exec", "L"))
     assert [c.container_id for c in crashed] == ["old"]
     assert exec_launcher_id("x" * 80) == ("x" * 80 + "-exec")[:63]
+
+
+def _probe(cid: str, labels: dict[str, str], created: int = 1000) -> dict[str, Any]:
+    return {"Id": cid, "State": "created", "Created": created, "Labels": labels}
+
+
+def test_the_passwd_probe_carries_managed_owner_and_deadline_labels() -> None:
+    labels = probe_labels(now=1000.0)
+    assert labels[LABEL_PROBE] == "passwd"
+    assert labels["io.hardened-launcher.managed"] == "true"
+    assert labels[LABEL_OWNER] == owner_token()
+    assert labels[LABEL_DEADLINE] == str(1000 + PROBE_DEADLINE_SECONDS)
+    # Not a run container: the per-launcher sweep (managed + launcher-id) never lists it.
+    assert "io.hardened-launcher.launcher-id" not in labels
+
+
+def test_a_restart_removes_the_probe_a_dead_launcher_left() -> None:
+    now = 10_000
+    dead = {**probe_labels(now=now), LABEL_OWNER: f"{owner_token().split(':')[0]}:999999999:1"}
+    api = FakeAPI(
+        {
+            LABEL_PROBE: [
+                _probe("dead", dead),
+                _probe("live", probe_labels(now=now)),  # a probe of this (live) process
+                _probe("expired", {**probe_labels(now=0), LABEL_OWNER: "elsewhere:1:1"}),
+                _probe("legacy-old", {LABEL_PROBE: "passwd"}, created=0),
+                _probe("legacy-new", {LABEL_PROBE: "passwd"}, created=now - 5),
+            ],
+        }
+    )
+    audit = MemoryAuditLog()
+    removed = remove_stale_probes(FakeClient(api), audit=audit, now=now)
+    assert removed == ("dead", "expired", "legacy-old")
+    assert api.calls == [("remove", c) for c in removed]
+    assert [(e.type, e.reason, e.run_id) for e in audit.events] == [
+        ("executor.leftover_probe_removed", "owner_gone", None)
+    ] * 3
+
+
+def test_daemon_start_sweeps_probes_too() -> None:
+    dead = {**probe_labels(), LABEL_OWNER: f"{owner_token().split(':')[0]}:999999999:1"}
+    api = FakeAPI({LABEL_PROBE: [_probe("p", dead, created=int(1e10))]})
+    crashed = remove_leftover_containers(FakeClient(api), launcher_id="L")
+    assert crashed == ()  # a probe is not a run: no run.crashed
+    assert api.calls == [("remove", "p")]

@@ -193,7 +193,11 @@ def test_start_passes_every_check_then_retries_the_unreachable_broker(
     assert docker.api.filters
     assert any("launcher-start-test" in label for label in docker.api.filters[0]["label"])
     # Leftover egress networks of a killed launcher are looked for too (issue 11).
-    assert docker.networks.listed == [{"filters": {"label": "dev.hardened-launcher.egress-run"}}]
+    # under the current label and, for networks made by an older version, the old one.
+    assert docker.networks.listed == [
+        {"filters": {"label": "io.hardened-launcher.egress-run"}},
+        {"filters": {"label": "dev.hardened-launcher.egress-run"}},
+    ]
     state = Path(environment["HL_STATE_DIR"])
     assert (state / "replay.sqlite3").exists()
     cache = Path(environment["HL_CACHE_DIR"])

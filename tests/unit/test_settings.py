@@ -1385,6 +1385,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("HL_POLICY_SANITIZE_KEY", "c2hvcnQ="),
     ("HL_METRICS_ADDRESS", "9464"),
     ("HL_LOG_CHUNK_BYTES", "1KiB"),
+    ("HL_LOG_SPOOL_MAX_BYTES", "512KiB"),
     ("HL_RUN_LOG_RETENTION", "7d"),
     ("HL_TYPO", "x"),
     ("HL_UNSAFE_ROOT_WORKER", "perhaps"),
