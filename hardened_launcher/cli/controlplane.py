@@ -472,6 +472,7 @@ def run_cancel(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
+        ServeConfig,
         serve,
         stop_on_signals,
     )
@@ -479,7 +480,8 @@ def run_serve(args: argparse.Namespace) -> int:
     state = _state(args)
     from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
 
-    config = load_controlplane_config(os.environ).log_storage
+    cp_config = load_controlplane_config(os.environ)
+    config = cp_config.log_storage
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()
     stop_on_signals(stop)
@@ -497,7 +499,13 @@ def run_serve(args: argparse.Namespace) -> int:
             )
             sys.stderr.flush()
             serve(
-                Coordinator(store, transport, log_urls=storage, signing_key=state.signing_key()),
+                Coordinator(
+                    store,
+                    transport,
+                    config=ServeConfig(policy=cp_config.dispatch),
+                    log_urls=storage,
+                    signing_key=state.signing_key(),
+                ),
                 stop=stop,
             )
         finally:
