@@ -12,8 +12,9 @@ interpreter start-up, which would dominate a burst on a small machine).
 1. **throughput**: ``--burst`` trivial runs (``echo``) queued at once, on 1 and then 3
    launchers (one slot each): runs per minute from the first submit until the last is final.
 2. **latency**: one idle launcher; one run at a time is queued after a random 0-1 s pause once
-   the previous is final; the time from its commit to Docker's ``start`` event of its container
-   (``docker events`` nanosecond times, same host clock). p50 and p95.
+   the previous is final; from its commit to the launcher's receipt of ``start`` (dispatch:
+   its JSON log) and to Docker's ``start`` event of its container (``docker events``
+   nanosecond times; same host clock). p50 and p95 of each.
 3. **rss**: one launcher, ``--rss-runs`` trivial runs in batches of 10; the daemon's RSS after
    a 20-run warm-up and every 100 runs; the slope of a least-squares line through the samples
    (bytes per run) and the total growth.
@@ -24,6 +25,7 @@ Times on a shared 2-core machine move between runs; read the figures of one run 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import subprocess
@@ -125,7 +127,30 @@ def throughput(base: Path, launchers: int, burst: int) -> float:
     return rate
 
 
-def latency(base: Path, samples: int) -> tuple[float, float]:
+def launcher_times(log_path: Path, run_ids: set[str]) -> dict[str, float]:
+    """When the launcher received each run's ``start`` (its JSON log's ``time``)."""
+    found: dict[str, float] = {}
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "message.received type=start" not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        run_id = str(record.get("event", "")).rpartition("run_id=")[2]
+        if run_id in run_ids:
+            found.setdefault(run_id, datetime.fromisoformat(record["time"]).timestamp())
+    return found
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p50 = statistics.median(ordered)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms (n={len(ordered)}, max {ordered[-1]:.0f})"
+
+
+def latency(base: Path, samples: int) -> None:
     env = environment(base / "latency", 1)
     since = time.time() - 1
     submitted: dict[str, float] = {}
@@ -137,18 +162,16 @@ def latency(base: Path, samples: int) -> tuple[float, float]:
                 run_id = new_run_id(f"lat{i:03d}")
                 submitted[run_id] = queue(env, store, run_id, "true")
                 wait_final(env, [run_id])
+        time.sleep(1)
         starts = start_times(set(submitted), since)
+        received = launcher_times(env.workers[0].log_path, set(submitted))
     finally:
         env.stop()
-    measured = [r for r in submitted if r in starts][2:]
-    delays = sorted((starts[r] - submitted[r]) * 1000 for r in measured)
-    p50 = statistics.median(delays)
-    p95 = delays[min(len(delays) - 1, round(0.95 * (len(delays) - 1)))]
-    print(
-        f"submit -> container start, idle pool: p50 {p50:.0f} ms, p95 {p95:.0f} ms "
-        f"(n={len(delays)}, min {delays[0]:.0f}, max {delays[-1]:.0f})"
-    )
-    return p50, p95
+    measured = list(submitted)[2:]
+    to_start = [(received[r] - submitted[r]) * 1000 for r in measured if r in received]
+    to_container = [(starts[r] - submitted[r]) * 1000 for r in measured if r in starts]
+    print(f"submit -> the launcher holds `start` (dispatch), idle pool: {percentiles(to_start)}")
+    print(f"submit -> Docker starts the container, idle pool: {percentiles(to_container)}")
 
 
 def rss(base: Path, runs: int) -> None:

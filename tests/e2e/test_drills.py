@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from hardened_launcher.controlplane.dispatch import RunState, WorkerState
-from hardened_launcher.demo.environment import Environment
+from hardened_launcher.demo.environment import Environment, Launcher
 from hardened_launcher.demo.processes import wait_until
 from hardened_launcher.demo.stories import new_run_id
 from tests.conftest import integration_required, require_tool
@@ -118,24 +118,6 @@ def test_broker_then_control_plane_down_longer_than_every_grace_over_mqtt(
     _assert_finished_once(env, queued, since=since)
 
 
-def test_control_plane_down_longer_than_every_grace_over_poll(make_env: EnvFactory) -> None:
-    """``serve`` stopped for 10 s (the long-poll sessions are gone with it) while a run streams
-    and another is submitted: the run goes on, resends what was not acknowledged, and reports;
-    the submitted one runs once."""
-    env = make_env(launchers=1, protocol="poll", cp_env=SHORT_GRACES, launcher_env=FAST_HEARTBEAT)
-    since = time.time() - 1
-    lines = 60
-    in_flight = _start_counting_run(env, "poll-cp-down", lines, "0.3")
-    assert env.serve is not None
-    env.serve.stop()
-    queued = new_run_id("poll-queued")
-    env.submit(env.spec(queued, ["echo submitted while the control plane was down"]))
-    time.sleep(OUTAGE)
-    env.start_serve()
-    _assert_healthy_end(env, in_flight, lines, since=since)
-    _assert_finished_once(env, queued, since=since)
-
-
 @pytest.fixture
 def state_fs(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
@@ -193,26 +175,27 @@ def _worker_state(env: Environment, worker_id: str | None) -> WorkerState | None
     return None
 
 
-def test_state_disk_full_drains_keeps_the_run_honest_and_heals(
-    make_env: EnvFactory, state_fs: Path, tmp_path: Path
-) -> None:
-    """The launcher's state directory (its log spool too) on an 8 MiB tmpfs, filled while a run
-    prints and freed 10 s later: ``/readyz`` says ``disk_full`` and the launcher is DRAINED; the
-    in-flight run ends FINISHED and its log is complete or the run says it is not; a run
-    submitted meanwhile waits (not REFUSED, not FAILED) and runs once the disk has room."""
-    env = make_env(launchers=0, cp_env=SHORT_GRACES)
-    port = _free_port()
-    state = state_fs / "state"
-    launcher = env.add_launcher(
-        env={
-            "HL_STATE_DIR": str(state),
-            "HL_AUDIT_DIR": str(tmp_path / "audit"),  # its own disk (test_local_faults.py)
-            "HL_METRICS_ADDRESS": f"127.0.0.1:{port}",
-            **FAST_HEARTBEAT,
-        }
-    )
-    env.wait_for_workers(1)
-    assert wait_until(lambda: _readyz(port) == "ready", timeout_seconds=30, interval=0.5)
+def _control_plane_outage(env: Environment, since: float) -> None:
+    """``serve`` stopped for 10 s (the long-poll sessions are gone with it) while a run streams
+    and another is submitted: the run goes on, resends what was not acknowledged, and reports;
+    the submitted one runs once."""
+    lines = 40
+    in_flight = _start_counting_run(env, "poll-cp-down", lines, "0.3")
+    assert env.serve is not None
+    env.serve.stop()
+    queued = new_run_id("poll-queued")
+    env.submit(env.spec(queued, ["echo submitted while the control plane was down"]))
+    time.sleep(OUTAGE)
+    env.start_serve()
+    _assert_healthy_end(env, in_flight, lines, since=since)
+    _assert_finished_once(env, queued, since=since)
+
+
+def _state_disk_full(env: Environment, launcher: Launcher, state_fs: Path, port: int) -> None:
+    """The state directory (its log spool too) on an 8 MiB tmpfs, kept full for 10 s while a run
+    prints: ``/readyz`` says ``disk_full`` and the launcher is DRAINED; the in-flight run ends
+    FINISHED and its log is complete or the run says it is not; a run submitted meanwhile waits
+    (not REFUSED, not FAILED) and runs once the disk has room."""
     since = time.time() - 1
     lines = 40
     in_flight = _start_counting_run(env, "statefull", lines, "0.3")
@@ -258,25 +241,11 @@ def test_state_disk_full_drains_keeps_the_run_honest_and_heals(
     )
 
 
-def test_clock_stepped_back_forward_and_an_hour_ahead(make_env: EnvFactory, tmp_path: Path) -> None:
-    """The launcher's wall clock (an LD_PRELOAD shim) stepped -2 min and +2 min while a run is in
-    its container, and a second run leased at +2 min: both finish (a lease is timed on the
-    monotonic clock). Then +1 h, beyond ``HL_CLOCK_SKEW``: the launcher must not take a run it
-    would drop; a run submitted then finishes once on a healthy peer; the in-flight run still
-    reports. Back to the true time the launcher is ready again."""
-    clock = SteppedClock.create(tmp_path)
-    env = make_env(launchers=0, cp_env=SHORT_GRACES)
-    port = _free_port()
-    skewed = env.add_launcher(
-        env={
-            **clock.environ(),
-            **FAST_HEARTBEAT,
-            "HL_METRICS_ADDRESS": f"127.0.0.1:{port}",
-            "HL_MAX_CONCURRENT_RUNS": "2",
-        }
-    )
-    env.wait_for_workers(1)
-    assert wait_until(lambda: _readyz(port) == "ready", timeout_seconds=30, interval=0.5)
+def _clock_steps(env: Environment, skewed: Launcher, clock: SteppedClock, port: int) -> None:
+    """The launcher's wall clock stepped -2 min and +2 min while a run is in its container, and
+    a second run leased at +2 min: both finish (a lease is timed on the monotonic clock). Then
+    +1 h, beyond ``HL_CLOCK_SKEW``: the launcher must not take a run it would drop; a run
+    submitted then finishes once on a healthy peer; the in-flight run still reports."""
     since = time.time() - 1
     lines = 40
     in_flight = _start_counting_run(env, "clock", lines, "0.3")
@@ -310,3 +279,30 @@ def test_clock_stepped_back_forward_and_an_hour_ahead(make_env: EnvFactory, tmp_
     clock.step(0)
     _assert_healthy_end(env, in_flight, lines, since=since)
     assert env.run(in_flight).worker_id == skewed.launcher_id()
+
+
+def test_control_plane_outage_state_disk_full_and_clock_steps_over_poll(
+    make_env: EnvFactory, state_fs: Path, tmp_path: Path
+) -> None:
+    """Three drills on one long-poll pool (one environment: CI time): one launcher whose state
+    directory is a tmpfs and whose wall clock is an ``LD_PRELOAD`` shim (at the true time until
+    the clock drill), with two slots."""
+    clock = SteppedClock.create(tmp_path)
+    env = make_env(launchers=0, protocol="poll", cp_env=SHORT_GRACES)
+    port = _free_port()
+    launcher = env.add_launcher(
+        env={
+            **clock.environ(),
+            **FAST_HEARTBEAT,
+            "HL_STATE_DIR": str(state_fs / "state"),
+            "HL_AUDIT_DIR": str(tmp_path / "audit"),  # its own disk (test_local_faults.py)
+            "HL_METRICS_ADDRESS": f"127.0.0.1:{port}",
+            "HL_MAX_CONCURRENT_RUNS": "2",
+        }
+    )
+    env.wait_for_workers(1)
+    assert wait_until(lambda: _readyz(port) == "ready", timeout_seconds=30, interval=0.5)
+    _control_plane_outage(env, time.time() - 1)
+    assert wait_until(lambda: _readyz(port) == "ready", timeout_seconds=30, interval=0.5)
+    _state_disk_full(env, launcher, state_fs, port)
+    _clock_steps(env, launcher, clock, port)
