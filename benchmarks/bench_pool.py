@@ -99,8 +99,16 @@ def start_times(run_ids: set[str], since: float) -> dict[str, float]:
     return found
 
 
-def environment(root: Path, launchers: int) -> Environment:
-    env = Environment(root=root, launchers=launchers, with_policy=False, keep=True)
+def environment(
+    root: Path, launchers: int, launcher_env: dict[str, str] | None = None
+) -> Environment:
+    env = Environment(
+        root=root,
+        launchers=launchers,
+        with_policy=False,
+        keep=True,
+        launcher_env=launcher_env or {},
+    )
     env.start()
     time.sleep(3)  # settle after start-up
     return env
@@ -174,8 +182,8 @@ def latency(base: Path, samples: int) -> None:
     print(f"submit -> Docker starts the container, idle pool: {percentiles(to_container)}")
 
 
-def rss(base: Path, runs: int) -> None:
-    env = environment(base / "rss", 1)
+def rss(base: Path, runs: int, launcher_env: dict[str, str]) -> None:
+    env = environment(base / "rss", 1, launcher_env)
     launcher = env.workers[0]
     points: list[tuple[int, int]] = []
     try:
@@ -219,7 +227,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--rss-runs", type=int, default=1000)
     parser.add_argument("--only", choices=["throughput", "latency", "rss"])
+    parser.add_argument(
+        "--launcher-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the rss launcher (e.g. MALLOC_ARENA_MAX=2)",
+    )
     args = parser.parse_args()
+    launcher_env = dict(item.split("=", 1) for item in args.launcher_env)
     with tempfile.TemporaryDirectory(prefix="hl-bench-pool-") as tmp:
         base = Path(tmp)
         if args.only in (None, "throughput"):
@@ -229,7 +245,7 @@ def main() -> None:
         if args.only in (None, "latency"):
             latency(base, args.samples)
         if args.only in (None, "rss"):
-            rss(base, args.rss_runs)
+            rss(base, args.rss_runs, launcher_env)
 
 
 if __name__ == "__main__":
