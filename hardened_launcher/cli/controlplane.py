@@ -557,6 +557,7 @@ def run_witnesses(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
+        ServeConfig,
         serve,
         stop_on_signals,
     )
@@ -564,7 +565,8 @@ def run_serve(args: argparse.Namespace) -> int:
     state = _state(args)
     from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
 
-    config = load_controlplane_config(os.environ).log_storage
+    cp_config = load_controlplane_config(os.environ)
+    config = cp_config.log_storage
     storage = LogStorage(config) if config is not None else None
     stop = threading.Event()
     stop_on_signals(stop)
@@ -593,6 +595,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     Coordinator(
                         store,
                         transport,
+                        config=ServeConfig(policy=cp_config.dispatch),
                         log_urls=storage,
                         signing_key=state.signing_key(),
                         plan_urls=storage,

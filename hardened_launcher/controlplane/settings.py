@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
+from hardened_launcher.controlplane.dispatch import DispatchPolicy
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.logs import (
     DEFAULT_URL_EXPIRY_SECONDS,
@@ -39,6 +40,9 @@ __all__ = [
 CP_PREFIX: Final = "HL_CP_"
 MAX_VALUE_CHARS: Final = 4096
 DEFAULT_REGION: Final = "us-east-1"
+#: Upper bound of each dispatch timing (seconds): a day.
+MAX_DISPATCH_SECONDS: Final = 86_400
+_DEFAULT_POLICY: Final = DispatchPolicy()
 _REGION_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_ID_RE: Final = re.compile(r"[A-Za-z0-9_+=,.@/-]{1,256}")
 
@@ -117,6 +121,26 @@ CP_VARIABLES: Final[tuple[CpVariable, ...]] = (
         "may still deliver statuses, bye, acks and log-URL requests (never take a lease); "
         f"0 to {MAX_RESET_GRACE_SECONDS}, 0 refuses it at once.",
     ),
+    CpVariable(
+        name="HL_CP_LEASE_SECONDS",
+        default=f"`{int(_DEFAULT_POLICY.lease_seconds)}`",
+        description="How long an assigned run waits for the worker's `accept` before it is "
+        f"re-queued (1 to {MAX_DISPATCH_SECONDS}).",
+    ),
+    CpVariable(
+        name="HL_CP_HEARTBEAT_TIMEOUT_SECONDS",
+        default=f"`{int(_DEFAULT_POLICY.heartbeat_timeout_seconds)}`",
+        description="Silence after which a worker is lost, counted from its last heartbeat or "
+        f"from the control plane's own (re)connection, whichever is later (1 to "
+        f"{MAX_DISPATCH_SECONDS}).",
+    ),
+    CpVariable(
+        name="HL_CP_LOST_RUN_GRACE_SECONDS",
+        default=f"`{int(_DEFAULT_POLICY.lost_run_grace_seconds)}`",
+        description="How long a worker marked gone by its will, or a RUNNING run missing from "
+        "its worker's heartbeats, has to reappear before the run is CRASHED (1 to "
+        f"{MAX_DISPATCH_SECONDS}).",
+    ),
 )
 _NAMES: Final = tuple(v.name for v in CP_VARIABLES)
 _SECRET_NAMES: Final = frozenset(v.name for v in CP_VARIABLES if v.secret)
@@ -133,6 +157,9 @@ class ControlPlaneConfig:
     log_storage: LogStorageConfig | None = field(default=None, repr=False)
     #: ``HL_CP_RESET_GRACE_SECONDS``: how long a reset pool's old certificate may still finish.
     reset_grace_seconds: int = DEFAULT_RESET_GRACE_SECONDS
+    #: Dispatch timings (``HL_CP_LEASE_SECONDS``, ``HL_CP_HEARTBEAT_TIMEOUT_SECONDS``,
+    #: ``HL_CP_LOST_RUN_GRACE_SECONDS``); the defaults of :class:`DispatchPolicy` when unset.
+    dispatch: DispatchPolicy = field(default_factory=DispatchPolicy)
 
 
 class _InvalidError(Exception):
@@ -241,7 +268,10 @@ def load_controlplane_config(environ: Mapping[str, str]) -> ControlPlaneConfig:
     secret = loader.get("HL_CP_S3_SECRET_ACCESS_KEY", _text)
     expiry = loader.get("HL_CP_LOG_URL_EXPIRY_SECONDS", _number(MAX_URL_EXPIRY_SECONDS))
     per_batch = loader.get("HL_CP_LOG_URLS_PER_BATCH", _number(MAX_URLS_PER_BATCH))
-    grace = loader.get("HL_CP_RESET_GRACE_SECONDS", _seconds(MAX_RESET_GRACE_SECONDS))
+    reset_grace = loader.get("HL_CP_RESET_GRACE_SECONDS", _seconds(MAX_RESET_GRACE_SECONDS))
+    lease = loader.get("HL_CP_LEASE_SECONDS", _number(MAX_DISPATCH_SECONDS))
+    timeout = loader.get("HL_CP_HEARTBEAT_TIMEOUT_SECONDS", _number(MAX_DISPATCH_SECONDS))
+    grace = loader.get("HL_CP_LOST_RUN_GRACE_SECONDS", _number(MAX_DISPATCH_SECONDS))
     storage: LogStorageConfig | None = None
     if bucket is not None and not loader.problems:
         try:
@@ -267,11 +297,18 @@ def load_controlplane_config(environ: Mapping[str, str]) -> ControlPlaneConfig:
             reason="controlplane_settings_invalid",
             detail="\n".join(loader.problems),
         )
+    dispatch = DispatchPolicy(
+        lease_seconds=lease or _DEFAULT_POLICY.lease_seconds,
+        heartbeat_timeout_seconds=timeout or _DEFAULT_POLICY.heartbeat_timeout_seconds,
+        max_lease_attempts=_DEFAULT_POLICY.max_lease_attempts,
+        lost_run_grace_seconds=grace or _DEFAULT_POLICY.lost_run_grace_seconds,
+    )
     return ControlPlaneConfig(
         state_dir=state_dir,
         broker_pid_file=pid_file,
         log_storage=storage,
-        reset_grace_seconds=DEFAULT_RESET_GRACE_SECONDS if grace is None else grace,
+        dispatch=dispatch,
+        reset_grace_seconds=DEFAULT_RESET_GRACE_SECONDS if reset_grace is None else reset_grace,
     )
 
 

@@ -157,11 +157,12 @@ class Launcher:
 
     @property
     def state_dir(self) -> Path:
-        return self.directory / "state"
+        """``HL_STATE_DIR`` of its environment (``<directory>/state`` unless a test moved it)."""
+        return Path(self.env.get("HL_STATE_DIR") or self.directory / "state")
 
     @property
     def audit_dir(self) -> Path:
-        return self.state_dir / "audit"
+        return Path(self.env.get("HL_AUDIT_DIR") or self.state_dir / "audit")
 
     @property
     def log_path(self) -> Path:
@@ -209,6 +210,8 @@ class Environment:
     run_timeout: str = "2m"
     logs_timeout: str = "2m"
     launcher_env: Mapping[str, str] = field(default_factory=dict)
+    #: Extra ``HL_CP_*`` settings for every control-plane command (e.g. short graces in drills).
+    cp_env: Mapping[str, str] = field(default_factory=dict)
     with_policy: bool = True
     keep: bool = False
     log_url_expiry_seconds: int = 900
@@ -344,6 +347,7 @@ class Environment:
                 HL_CP_S3_SECRET_ACCESS_KEY=server.secret_key,
                 HL_CP_LOG_URL_EXPIRY_SECONDS=str(self.log_url_expiry_seconds),
             )
+        env.update(self.cp_env)
         return env
 
     def _init_control_plane(self) -> None:

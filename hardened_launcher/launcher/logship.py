@@ -259,6 +259,7 @@ class ChunkedLogSink:
         self._uploaded = 0
         self._failed_attempts = 0
         self._lost_bytes = 0
+        self._spool_fault_logged = False
         self._consecutive_failures = 0
         self._not_before = 0.0
         self._last_request: tuple[int, float, float] | None = None  # (from, at, interval)
@@ -294,24 +295,35 @@ class ChunkedLogSink:
             if self._closed or self._stopped:
                 raise ValueError("write to a closed log sink")
             now = self._clock()
-            if self._part_fd is not None and now - self._part_started >= self._flush_seconds:
-                self._seal()
-            while view:
-                fd = self._part_fd if self._part_fd is not None else self._open_part(now)
-                room = self._chunk_bytes - self._part_size
-                piece = view[:room]
-                written = 0
-                try:
-                    while written < len(piece):
-                        written += os.write(fd, piece[written:])
-                except OSError as exc:
-                    self._part_size += written
-                    self._lose(len(view) - written)
-                    raise _spool_error("append to a log chunk", exc) from None
-                self._part_size += len(piece)
-                view = view[len(piece) :]
-                if self._part_size >= self._chunk_bytes:
+            try:
+                if self._part_fd is not None and now - self._part_started >= self._flush_seconds:
                     self._seal()
+                while view:
+                    if self._part_fd is not None and self._part_size >= self._chunk_bytes:
+                        self._seal()  # a seal that failed earlier is tried again first
+                    fd = self._part_fd if self._part_fd is not None else self._open_part(now)
+                    piece = view[: self._chunk_bytes - self._part_size]
+                    written = 0
+                    try:
+                        while written < len(piece):
+                            written += os.write(fd, piece[written:])
+                    except OSError as exc:
+                        raise _spool_error("append to a log chunk", exc) from None
+                    finally:
+                        self._part_size += written
+                        view = view[written:]
+                    if self._part_size >= self._chunk_bytes:
+                        self._seal()
+            except InfrastructureError as exc:
+                if exc.reason != "log_spool_unwritable":
+                    raise
+                # The run goes on: its outcome is not the log's. The bytes are counted lost
+                # (the report is then never complete and the run's status says so); the next
+                # write tries the spool again.
+                self._lose(len(view))
+                if not self._spool_fault_logged:
+                    self._spool_fault_logged = True
+                    _log.error("run %s: %s; the log is incomplete", self.run_id, exc.message)
             self._cond.notify_all()
 
     def close(self, timeout_seconds: float = DEFAULT_CLOSE_TIMEOUT_SECONDS) -> LogShipReport:
@@ -440,12 +452,22 @@ class ChunkedLogSink:
         part = self.directory / f"{_chunk_name(chunk)}.part"
         try:
             os.fsync(fd)
-            os.close(fd)
-            self._part_fd = None
-            part.rename(self.directory / _chunk_name(chunk))
-            _fsync_dir(self.directory)
         except OSError as exc:
+            raise _spool_error("seal a log chunk", exc) from None  # the part stays open
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self._part_fd = None
+        try:
+            part.rename(self.directory / _chunk_name(chunk))
+        except OSError as exc:
+            # The closed part cannot become a chunk: it is lost, and its number with it (the
+            # next part must not collide with the leftover ``.part``).
+            self._lose(self._part_size)
+            self._next_chunk = chunk + 1
+            self._part_size = 0
             raise _spool_error("seal a log chunk", exc) from None
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.directory)
         self._pending[chunk] = self._part_size
         self._next_chunk = chunk + 1
         self._part_size = 0

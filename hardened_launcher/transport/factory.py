@@ -4,12 +4,17 @@ and ``network requirements``.
 * ``poll`` (the default): HTTPS long polling to ``SPACELIFT_WORKER_COMMS_URL``, or to the
   token's ``control_plane_url`` when that is unset (:mod:`.poll_client`).
 * ``mqtt``: the token's ``broker_url`` (:mod:`.client`).
+
+Reconnection attempts back off up to :func:`reconnect_cap_seconds`: three heartbeat intervals,
+at most 30 s. A worker is then heard again within that cap of the broker's or control plane's
+return, well inside the control plane's grace and heartbeat timeout (60 s and 90 s by default,
+docs/controlplane.md); a short heartbeat interval shortens the cap with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import urlsplit
 
 from hardened_launcher.errors import ConfigurationError
@@ -19,6 +24,18 @@ if TYPE_CHECKING:
     from hardened_launcher.identity.token import Token
     from hardened_launcher.settings import Settings
     from hardened_launcher.transport.base import Transport
+
+
+#: The longest wait between two reconnection attempts, whatever the heartbeat interval.
+MAX_RECONNECT_SECONDS: Final = 30.0
+#: Heartbeat intervals per reconnection back-off cap.
+RECONNECT_HEARTBEATS: Final = 3
+
+
+def reconnect_cap_seconds(settings: Settings) -> float:
+    """The reconnection back-off cap: three heartbeat intervals, at most 30 s."""
+    interval = settings.heartbeat_interval.total_seconds()
+    return min(MAX_RECONNECT_SECONDS, RECONNECT_HEARTBEATS * interval)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,10 +90,28 @@ def worker_transport(
 ) -> Transport:
     """A new, unstarted worker transport of the configured protocol (``start`` calls this)."""
     endpoint = comms_endpoint(settings, token)
+    cap = reconnect_cap_seconds(settings)
     if endpoint.protocol == "mqtt":
-        from hardened_launcher.transport.client import MqttTransport  # noqa: PLC0415
+        from hardened_launcher.transport.client import (  # noqa: PLC0415
+            ClientOptions,
+            MqttTransport,
+        )
 
-        return MqttTransport.for_worker(token=token, key=key, worker_id=worker_id)
-    from hardened_launcher.transport.poll_client import PollTransport  # noqa: PLC0415
+        return MqttTransport.for_worker(
+            token=token,
+            key=key,
+            worker_id=worker_id,
+            options=ClientOptions(reconnect_max_seconds=cap),
+        )
+    from hardened_launcher.transport.poll_client import (  # noqa: PLC0415
+        PollClientOptions,
+        PollTransport,
+    )
 
-    return PollTransport.for_worker(token=token, key=key, worker_id=worker_id, url=endpoint.url)
+    return PollTransport.for_worker(
+        token=token,
+        key=key,
+        worker_id=worker_id,
+        url=endpoint.url,
+        options=PollClientOptions(reconnect_max_seconds=cap),
+    )

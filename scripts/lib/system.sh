@@ -2,7 +2,7 @@
 # System set-up shared by scripts/test and the CI entry point: Debian packages and dockerd.
 # Sourced, not executed. Every function is idempotent.
 
-HL_APT_PACKAGES=(gnupg openssl docker.io mosquitto iproute2 ca-certificates busybox-static runsc tinyproxy systemd mmdebstrap git)
+HL_APT_PACKAGES=(gnupg openssl docker.io mosquitto iproute2 ca-certificates busybox-static runsc tinyproxy systemd mmdebstrap git gcc libc6-dev)
 HL_STARTED_DOCKERD_PID=""
 
 hl_log() { printf '==> %s\n' "$*" >&2; }

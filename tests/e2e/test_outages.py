@@ -1,4 +1,5 @@
-"""Outages during a run: the broker restarted, object storage down, the launcher SIGKILLed."""
+"""Outages during a run: the broker and the control plane down longer than every grace (issue
+18's drills, with the short limits of drills.py), object storage down, the launcher SIGKILLed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from hardened_launcher.demo.environment import Environment
 from hardened_launcher.demo.processes import wait_until
 from hardened_launcher.demo.stories import new_run_id
 from tests.e2e.conftest import EnvFactory
+from tests.e2e.drills import (
+    FAST_HEARTBEAT,
+    HEARTBEAT_TIMEOUT,
+    OUTAGE,
+    SHORT_GRACES,
+    assert_finished_once,
+    assert_healthy_end,
+    start_counting_run,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,29 +50,45 @@ def _assert_every_line_once(env: Environment, run_id: str, lines: int) -> list[i
     return chunks
 
 
-def test_broker_restarted_mid_run(make_env: EnvFactory) -> None:
-    env = make_env(launchers=1, protocol="mqtt")
-    run_id = _counting_run(env, "broker", 40, "0.25")
-    time.sleep(2)
-    env.restart_broker(down_seconds=3)
-    run = env.wait_for_run(run_id, timeout_seconds=120)
-    assert run.state is RunState.FINISHED, (run.state, run.reason, run.message)
-    _assert_every_line_once(env, run_id, 40)
+def test_broker_then_control_plane_down_longer_than_every_grace_over_mqtt(
+    make_env: EnvFactory,
+) -> None:
+    """mosquitto stopped for 10 s (it publishes the live launcher's will), then ``serve`` stopped
+    for 10 s while a run is submitted: the in-flight run goes on and reports, the new one runs
+    once after the restart."""
+    env = make_env(launchers=1, protocol="mqtt", cp_env=SHORT_GRACES, launcher_env=FAST_HEARTBEAT)
+    since = time.time() - 1
+    lines = 100
+    in_flight = start_counting_run(env, "mqtt-outages", lines, "0.3")
+    env.restart_broker(down_seconds=OUTAGE)
+    time.sleep(HEARTBEAT_TIMEOUT)  # heard again, then the control plane goes
+    assert env.run(in_flight).state is RunState.RUNNING, env.run(in_flight)
+    assert env.serve is not None
+    env.serve.stop()
+    queued = new_run_id("mqtt-cp-down")
+    env.submit(env.spec(queued, ["echo submitted while the control plane was down"]))
+    time.sleep(OUTAGE)
+    env.start_serve()
+    assert_healthy_end(env, in_flight, lines, since=since)
+    assert_finished_once(env, queued, since=since)
 
 
-def test_control_plane_restarted_mid_run_over_poll(make_env: EnvFactory) -> None:
-    """serve stops (SIGTERM) and starts again while a run streams: the launcher's session is
-    gone (410), it opens a new one and resends what was not acknowledged; the run finishes
-    once, every log line once."""
-    env = make_env(launchers=1, protocol="poll")
-    run_id = _counting_run(env, "cp-restart", 40, "0.25")
-    time.sleep(2)
-    env.restart_serve(down_seconds=3)
-    run = env.wait_for_run(run_id, timeout_seconds=120)
-    assert run.state is RunState.FINISHED, (run.state, run.reason, run.message)
-    _assert_every_line_once(env, run_id, 40)
-    history = [kind for _, kind, _ in env.run_history(run_id)]
-    assert history.count("run.accepted") == 1, history
+def test_control_plane_down_longer_than_every_grace_over_poll(make_env: EnvFactory) -> None:
+    """``serve`` stopped for 10 s (the long-poll sessions are gone with it) while a run streams
+    and another is submitted: the run goes on, resends what was not acknowledged, and reports;
+    the submitted one runs once."""
+    env = make_env(launchers=1, protocol="poll", cp_env=SHORT_GRACES, launcher_env=FAST_HEARTBEAT)
+    since = time.time() - 1
+    lines = 40
+    in_flight = start_counting_run(env, "poll-cp-down", lines, "0.3")
+    assert env.serve is not None
+    env.serve.stop()
+    queued = new_run_id("poll-queued")
+    env.submit(env.spec(queued, ["echo submitted while the control plane was down"]))
+    time.sleep(OUTAGE)
+    env.start_serve()
+    assert_healthy_end(env, in_flight, lines, since=since)
+    assert_finished_once(env, queued, since=since)
 
 
 def test_object_storage_down_for_30_seconds(make_env: EnvFactory) -> None:

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from hardened_launcher.controlplane.dispatch import DispatchPolicy
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.settings import (
     CP_VARIABLES,
@@ -78,6 +79,23 @@ def test_a_full_valid_configuration_parses() -> None:
 def test_nothing_set_is_an_empty_configuration() -> None:
     config = load_controlplane_config({})
     assert (config.state_dir, config.broker_pid_file, config.log_storage) == (None, None, None)
+    assert config.dispatch == DispatchPolicy()
+
+
+def test_dispatch_timings_are_settable() -> None:
+    """Short graces are how the e2e drills outlast every grace in seconds (issue 18)."""
+    config = load_controlplane_config(
+        {
+            "HL_CP_LEASE_SECONDS": "7",
+            "HL_CP_HEARTBEAT_TIMEOUT_SECONDS": "4",
+            "HL_CP_LOST_RUN_GRACE_SECONDS": "3",
+        }
+    )
+    assert config.dispatch == DispatchPolicy(
+        lease_seconds=7, heartbeat_timeout_seconds=4, lost_run_grace_seconds=3
+    )
+    only_grace = load_controlplane_config({"HL_CP_LOST_RUN_GRACE_SECONDS": "120"}).dispatch
+    assert only_grace == DispatchPolicy(lost_run_grace_seconds=120)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +115,10 @@ def test_nothing_set_is_an_empty_configuration() -> None:
         ({"HL_CP_DIRECTORY": "/x"}, "HL_CP_DIRECTORY"),
         ({"HL_CP_S3_BUCKETS": "x"}, "did you mean HL_CP_S3_BUCKET?"),
         ({"hl_cp_dir": "/x"}, "did you mean HL_CP_DIR?"),
+        ({"HL_CP_LEASE_SECONDS": "0"}, "HL_CP_LEASE_SECONDS"),
+        ({"HL_CP_HEARTBEAT_TIMEOUT_SECONDS": "86401"}, "HL_CP_HEARTBEAT_TIMEOUT_SECONDS"),
+        ({"HL_CP_LOST_RUN_GRACE_SECONDS": "1.5"}, "HL_CP_LOST_RUN_GRACE_SECONDS"),
+        ({"HL_CP_LOST_RUN_GRACE_SECONDS": "-3"}, "HL_CP_LOST_RUN_GRACE_SECONDS"),
     ],
 )
 def test_each_bad_setting_is_named(env: dict[str, str], named: str) -> None:

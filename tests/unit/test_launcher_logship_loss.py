@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from hardened_launcher.audit import MemoryAuditLog
-from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.launcher.gates import GatedRun
 from hardened_launcher.launcher.logship import ChunkedLogSink, LogShipReport
 from hardened_launcher.launcher.metrics import LauncherMetrics
@@ -68,8 +67,7 @@ def test_a_failed_spool_write_counts_the_lost_bytes(
 
     monkeypatch.setattr(os, "write", failing)
     line = b"the line the full disk eats\n"
-    with pytest.raises(InfrastructureError):
-        sink.write("stdout", line)
+    sink.write("stdout", line)  # does not raise: the run goes on (issue 18's state-disk drill)
     monkeypatch.setattr(os, "write", real)
     sink.write("stdout", b"after\n")
     report = sink.close(5)
@@ -78,6 +76,35 @@ def test_a_failed_spool_write_counts_the_lost_bytes(
     assert _lost_metric(metrics) == len(line) - short
     # What did reach the store is exactly what was written, in order.
     assert b"".join(store.chunks()) == b"first line\n" + line[:short] + b"after\n"
+
+
+def test_a_full_spool_never_stops_the_run_and_later_chunks_still_ship(
+    tmp_path: Path, store: FakeStore, sinks: list[ChunkedLogSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full for a while: every write returns (the runner never sees an error), a chunk
+    whose seal failed is lost under its own number, and once the disk has room the next
+    chunks are spooled and shipped; the report counts exactly what was lost."""
+    sink = make(sinks, tmp_path, store, chunk_bytes=16)
+    sink.write("stdout", b"0123456789abcdef")  # chunk 0, sealed
+    sink.write("stdout", b"ABCDEFGH")  # chunk 1, open
+    real_write, real_rename = os.write, Path.rename
+
+    def enospc(*args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", enospc)
+    sink.write("stdout", b"lost while full\n")
+    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(Path, "rename", enospc)
+    sink.write("stdout", b"IJKLMNOPQRST")  # fills chunk 1 (8 + 8 bytes); its seal fails
+    monkeypatch.setattr(Path, "rename", real_rename)
+    sink.write("stdout", b"back\n")
+    report = sink.close(5)
+    assert report.lost_bytes == len(b"lost while full\n") + 16 + len(b"QRST")
+    assert not report.complete
+    prefix = f"http://s3.test/b/runs/{RUN}/chunk-"
+    shipped = {int(k[len(prefix) :]): v for k, v in store.objects.items() if k.startswith(prefix)}
+    assert shipped == {0: b"0123456789abcdef", 2: b"back\n"}  # chunk 1 was lost
 
 
 def test_a_failed_final_flush_marks_the_log_incomplete(

@@ -15,7 +15,11 @@ from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.settings import Settings
 from hardened_launcher.transport.client import MqttTransport
-from hardened_launcher.transport.factory import comms_endpoint, worker_transport
+from hardened_launcher.transport.factory import (
+    comms_endpoint,
+    reconnect_cap_seconds,
+    worker_transport,
+)
 from hardened_launcher.transport.poll_client import PollTransport
 
 NOW = datetime.now(UTC)
@@ -79,3 +83,24 @@ def test_poll_refuses_a_token_url_that_is_not_https(url: str) -> None:
         worker_transport(_settings(), token=token, key=key, worker_id="w1")
     assert info.value.reason == "comms_url_not_https"
     assert "SPACELIFT_WORKER_COMMS_URL" in info.value.hint
+
+
+def test_the_reconnect_cap_follows_the_heartbeat_interval() -> None:
+    """Three heartbeat intervals, at most 30 s: after an outage a worker is heard again well
+    inside the control plane's grace (issue 18); the default stays 30 s."""
+    token, key = _token("https://cp.example.net")
+    assert reconnect_cap_seconds(_settings()) == 30.0
+    fast = _settings(heartbeat_interval=timedelta(seconds=1))
+    assert reconnect_cap_seconds(fast) == 3.0
+    assert reconnect_cap_seconds(_settings(heartbeat_interval=timedelta(minutes=5))) == 30.0
+    poll = worker_transport(fast, token=token, key=key, worker_id="w1")
+    assert isinstance(poll, PollTransport)
+    assert poll._options.reconnect_max_seconds == 3.0
+    mqtt = worker_transport(
+        _settings(heartbeat_interval=timedelta(seconds=2), worker_comms_protocol="mqtt"),
+        token=token,
+        key=key,
+        worker_id="w1",
+    )
+    assert isinstance(mqtt, MqttTransport)
+    assert mqtt._options.reconnect_max_seconds == 6.0
