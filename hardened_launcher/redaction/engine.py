@@ -29,6 +29,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from hardened_launcher.native_memory import release_freed_memory
+
 Match = tuple[int, int, int]
 
 #: Every pattern is at least this long (``variants.MIN_VALUE_BYTES``); a stream finds where its
@@ -217,6 +219,9 @@ class HyperscanEngine:
             ) from None
         self._db = db
         self._local = threading.local()
+        # The compile's temporary memory is free now; give it back (each run compiles its own
+        # database in its own thread, whose malloc arena would otherwise keep it).
+        release_freed_memory()
 
     def _scratch(self) -> Any:  # noqa: ANN401  # hyperscan.Scratch, an untyped binding
         scratch = getattr(self._local, "scratch", None)

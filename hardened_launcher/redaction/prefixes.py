@@ -19,6 +19,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
+from hardened_launcher.native_memory import release_freed_memory
 from hardened_launcher.redaction.engine import GRAM, Engine
 
 #: Below this many candidate positions a set lookup per position is cheaper than a scan call.
@@ -62,6 +63,7 @@ class PrefixIndex:
         except hyperscan.error:  # pragma: no cover - then the set lookup is used
             return
         self._hs, self._db = hyperscan, db
+        release_freed_memory()  # the compile's temporary memory (see native_memory)
 
     def is_open(self, text: bytes) -> bool:
         """Whether ``text`` is a proper prefix of some pattern."""
