@@ -1,6 +1,9 @@
 """Resident memory of a real launcher daemon: idle, and per concurrent run (1, 4 and 8).
 
-Run: ``python -m benchmarks.daemon_rss [--settle 3] [--run-seconds 8]``
+Run: ``python -m benchmarks.daemon_rss [--settle 3] [--run-seconds 15] [--before DIR]``
+
+``--before DIR`` (an older tree, e.g. ``git archive <commit> hardened_launcher | tar -x -C
+DIR``) runs launchers from that tree too, count by count in the same run.
 
 Starts the demo environment (``hardened_launcher.demo.environment``: the control plane's
 long-poll endpoint, SeaweedFS, dockerd, one ``hardened-launcher start`` allowed 8 concurrent
@@ -84,15 +87,20 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--run-seconds", type=float, default=15.0)
     parser.add_argument("--counts", default="1,4,8")
+    parser.add_argument(
+        "--before", default="", help="also run launchers from this older tree (PYTHONPATH)"
+    )
     args = parser.parse_args()
     bare = bare_python_rss()
     print(f"bare python (sleeping): {bare / MIB:.1f} MiB")
-    for count in [int(c) for c in args.counts.split(",")]:
+    trees = [("now", "")] + ([("before", args.before)] if args.before else [])
+    for (label, tree), count in [(t, int(c)) for c in args.counts.split(",") for t in trees]:
         # A fresh environment per count: freed memory stays resident, so a launcher that ran
         # runs before would make the next count look cheaper than it is.
-        env = Environment(
-            with_policy=False, launcher_env={"HL_MAX_CONCURRENT_RUNS": "8"}, run_timeout="2m"
-        )
+        launcher_env = {"HL_MAX_CONCURRENT_RUNS": "8"}
+        if tree:
+            launcher_env["PYTHONPATH"] = str(Path(tree).resolve())
+        env = Environment(with_policy=False, launcher_env=launcher_env, run_timeout="2m")
         with env:
             time.sleep(args.settle)
             idle = env.workers[0].rss_bytes() or 0
@@ -101,7 +109,7 @@ def main() -> None:
             after = env.workers[0].rss_bytes() or 0
         per_run = (peak - idle) / count
         print(
-            f"{count} run(s) at once (together: {together}): idle {idle / MIB:.1f} MiB "
+            f"{label:>6}: {count} run(s) at once (together: {together}): idle {idle / MIB:.1f} MiB "
             f"({(idle - bare) / MIB:+.1f} over bare), peak {peak / MIB:.1f} MiB, "
             f"{per_run / MIB:.2f} MiB per run, after {after / MIB:.1f} MiB"
         )
