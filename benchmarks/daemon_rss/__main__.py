@@ -99,7 +99,10 @@ def main() -> None:
         # runs before would make the next count look cheaper than it is.
         launcher_env = {"HL_MAX_CONCURRENT_RUNS": "8"}
         if tree:
+            # PYTHONSAFEPATH: ``python -m`` must not put the working directory (this
+            # checkout) before the older tree on sys.path.
             launcher_env["PYTHONPATH"] = str(Path(tree).resolve())
+            launcher_env["PYTHONSAFEPATH"] = "1"
         env = Environment(with_policy=False, launcher_env=launcher_env, run_timeout="2m")
         with env:
             time.sleep(args.settle)
