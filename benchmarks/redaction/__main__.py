@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,9 @@ def make_corpus(
 HELD: dict[int, list[int]] = {}
 
 
-def stream_pass(red: Any, corpus: bytes, chunk: int, clock: Any) -> tuple[float, int]:
+def stream_pass(
+    red: Any, corpus: bytes, chunk: int, clock: Callable[[], float]
+) -> tuple[float, int]:
     stream = red.stream("stdout")
     view = memoryview(corpus)
     out = 0
@@ -107,7 +110,7 @@ def stream_pass(red: Any, corpus: bytes, chunk: int, clock: Any) -> tuple[float,
     return elapsed, out
 
 
-def naive_pass(patterns: list[bytes], sample: bytes, clock: Any) -> float:
+def naive_pass(patterns: list[bytes], sample: bytes, clock: Callable[[], float]) -> float:
     start = clock()
     data = sample
     for p in sorted(patterns, key=len, reverse=True):
