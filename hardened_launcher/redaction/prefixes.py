@@ -35,6 +35,10 @@ class PrefixIndex:
         # Every prefix shorter than GRAM (a proper prefix: no pattern is that short): the last
         # GRAM - 1 positions of a tail are checked by one set lookup each, not a binary search.
         self._short = frozenset(p[:k] for p in self._sorted for k in range(1, min(GRAM, len(p))))
+        # Patterns that are a proper prefix of another: in sorted order, of the next one.
+        self._extendable = frozenset(
+            a for a, b in zip(self._sorted, self._sorted[1:], strict=False) if b.startswith(a)
+        )
         grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
         self._grams = frozenset(grams)
         self._hs: Any = None
@@ -74,6 +78,10 @@ class PrefixIndex:
                 return True
             i += 1
         return False
+
+    def is_extendable(self, pattern: bytes) -> bool:
+        """Whether ``pattern`` (one of the patterns) is a proper prefix of another pattern."""
+        return pattern in self._extendable
 
     def has_gram(self, text: bytes) -> bool:
         """Whether ``text`` is a pattern's first GRAM bytes."""

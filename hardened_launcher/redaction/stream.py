@@ -162,7 +162,9 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     return sorted([*extra, *found]) if extra else found
 
 
-def _crossable(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _crossable(
+    engine: Engine, buf: bytes, breaks: list[tuple[int, int]], found: dict[int, int]
+) -> list[tuple[int, int]]:
     """The breaks that an occurrence can have as its first break.
 
     Such an occurrence starts ``k`` bytes before the break (``k < longest``, no break in
@@ -198,7 +200,15 @@ def _crossable(engine: Engine, buf: bytes, breaks: list[tuple[int, int]]) -> lis
             continue  # decided already; begins after the break; runs into the next piece
         b_start, b_end = breaks[piece]
         origin = firsts[piece] + (at - (ends[piece - 1] if piece else 0))
-        if b_start - origin < GRAM or index.is_open(buf[origin:b_start]):
+        if b_start - origin < GRAM:
+            open_ = True
+        elif found.get(origin) == b_start:
+            # The bytes up to the break are a whole pattern (the main pass found it): open
+            # exactly when that pattern is a proper prefix of another (no binary search).
+            open_ = index.is_extendable(buf[origin:b_start])
+        else:
+            open_ = index.is_open(buf[origin:b_start])
+        if open_:
             out.append((b_start, b_end))
             last = piece
     return out
@@ -262,7 +272,7 @@ def _scan_all(
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
-    anchors = _crossable(engine, buf, breaks) if breaks else []
+    anchors = _crossable(engine, buf, breaks, ends) if breaks else []
     if anchors:
         text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, anchors, engine.longest)
         j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
