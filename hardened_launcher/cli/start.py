@@ -45,6 +45,7 @@ from hardened_launcher.launcher.logship import ChunkedLogSink, resume_spooled
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
 from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
+from hardened_launcher.native_memory import limit_malloc_arenas, release_freed_memory
 from hardened_launcher.pipeline import EgressStep
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.logging import install
@@ -211,6 +212,7 @@ def run(
     start-up check and every Docker call) and ``metrics`` are test seams; the defaults are the
     log shipping sinks, the real broker backoff, Docker and a fresh registry."""
     del args
+    limit_malloc_arenas(2)  # before any thread: run threads share arenas (native_memory.py)
     _setup_logging()
     # The same checks as `doctor` (one function); then everything is built once from them.
     checks = check_startup(now=datetime.now(UTC), docker_factory=docker_factory)
@@ -308,6 +310,7 @@ def run(
             probes.start()
             log.info("launcher.started launcher_id=%s pool_id=%s", launcher_id, token.pool_id)
             sd_notify.ready(f"running: pool {token.pool_id}, launcher {launcher_id}")
+            release_freed_memory()  # what the start-up checks and compiles left free
             return daemon.run()
         finally:
             probes.stop()

@@ -29,6 +29,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from hardened_launcher.native_memory import release_freed_memory
+
 Match = tuple[int, int, int]
 
 #: Every pattern is at least this long (``variants.MIN_VALUE_BYTES``); a stream finds where its
@@ -46,6 +48,13 @@ _WRAP_CLASS = b"[A-Za-z0-9+/_\\-]"
 #: A candidate wrap break: WRAP_MIN_WIDTH wrap characters, then LF or CRLF (reported at the LF).
 WRAP_TRIGGER = _WRAP_CLASS + b"{%d}\\r?\\n" % WRAP_MIN_WIDTH
 _WRAP_TRIGGER_RE = re.compile(WRAP_TRIGGER)
+#: The same trigger as two expressions for Hyperscan: next to thousands of literals, the
+#: optional ``\r?`` made the whole database scan ~30 % slower, the pair costs ~5-10 %
+#: (``benchmarks/redaction --scan-only``).
+WRAP_TRIGGERS_HS = (
+    _WRAP_CLASS + b"{%d}\\n" % WRAP_MIN_WIDTH,
+    _WRAP_CLASS + b"{%d}\\r\\n" % WRAP_MIN_WIDTH,
+)
 
 
 def wrap_newlines(data: bytes, skip: int) -> list[int]:
@@ -191,12 +200,11 @@ class HyperscanEngine:
         self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        # After the patterns, in the same pass: the wrap-break trigger, then every distinct
-        # first-GRAM-bytes of a pattern (where a stream's held-back tail may begin).
-        self.grams = tuple(sorted({p[:GRAM] for p in self.patterns if len(p) >= GRAM}))
-        self.gram_set = frozenset(self.grams)
-        expressions = [_hs_expression(p) for p in self.patterns] + [WRAP_TRIGGER]
-        expressions += [_hs_expression(g) for g in self.grams]
+        # After the patterns, in the same pass: the wrap-break triggers. Nothing else: the
+        # patterns' first bytes (for the hold-back) are looked for in a stream's short tail
+        # only (``prefixes.PrefixIndex``); as 6-byte literals in this database they cost
+        # a third of its speed.
+        expressions = [_hs_expression(p) for p in self.patterns] + list(WRAP_TRIGGERS_HS)
         try:
             db.compile(
                 expressions=expressions,
@@ -211,6 +219,9 @@ class HyperscanEngine:
             ) from None
         self._db = db
         self._local = threading.local()
+        # The compile's temporary memory is free now; give it back (each run compiles its own
+        # database in its own thread, whose malloc arena would otherwise keep it).
+        release_freed_memory()
 
     def _scratch(self) -> Any:  # noqa: ANN401  # hyperscan.Scratch, an untyped binding
         scratch = getattr(self._local, "scratch", None)
@@ -223,7 +234,8 @@ class HyperscanEngine:
         return self.scan(data, 0)[0]
 
     def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
-        ends_by_start, index_by_span, newlines, _ = self.all_matches(data, skip)
+        view = memoryview(data)[skip:] if skip else data
+        ends_by_start, index_by_span, newlines = self.all_matches(view)
         matches = greedy_select(ends_by_start, index_by_span) if ends_by_start else []
         if skip:
             matches = [(s + skip, e + skip, i) for s, e, i in matches]
@@ -231,47 +243,33 @@ class HyperscanEngine:
         return matches, newlines
 
     def all_matches(
-        self,
-        data: bytes,
-        skip: int = 0,
-        *,
-        grams_from: int | None = None,
-        cuts: Sequence[int] = (),
-    ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int], list[int]]:
-        """Every match start in ``data[skip:]`` with its longest end and that pattern's index;
-        the wrap-trigger LF positions; the starts ``>= grams_from`` of a pattern's first GRAM
-        bytes (when asked). Positions are relative to ``skip``. A match that spans one of the
-        sorted ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
+        self, data: bytes | memoryview, cuts: Sequence[int] = ()
+    ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int]]:
+        """Every match start in ``data`` with its longest end and that pattern's index, and the
+        positions of the LFs that end a wrap trigger. A match that spans one of the sorted
+        ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
         lengths = self._lengths
         trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
         newlines: list[int] = []
-        gram_starts: list[int] = []
-        want_grams = grams_from is not None
-        gram_from = -1 if grams_from is None else grams_from
 
         def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
             if index >= trigger:
-                if index > trigger:
-                    if want_grams and to - GRAM - skip >= gram_from:
-                        gram_starts.append(to - GRAM - skip)
-                elif to > skip:
-                    newlines.append(to - 1 - skip)
+                newlines.append(to - 1)
                 return
-            start = to - lengths[index] - skip
-            end = to - skip
-            if start < 0 or ends_by_start.get(start, -1) >= end:
+            start = to - lengths[index]
+            if ends_by_start.get(start, -1) >= to:
                 return
-            if cuts and bisect_right(cuts, start) != bisect_right(cuts, end - 1):
+            if cuts and bisect_right(cuts, start) != bisect_right(cuts, to - 1):
                 return
-            ends_by_start[start] = end
-            index_by_span[(start, end)] = index
+            ends_by_start[start] = to
+            index_by_span[(start, to)] = index
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        if len(gram_starts) > 1:
-            gram_starts = sorted(set(gram_starts))
-        return ends_by_start, index_by_span, newlines, gram_starts
+        if len(newlines) > 1:
+            newlines.sort()  # already sorted as a rule (then this is one linear pass)
+        return ends_by_start, index_by_span, newlines
 
 
 ENGINES = ("hyperscan", "aho-corasick", "reference")

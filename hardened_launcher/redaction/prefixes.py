@@ -6,7 +6,9 @@ longer) by bytes not seen yet. Position ``i`` of the tail ``t`` must wait exactl
 earliest such ``i`` cheaply: candidates are the positions where a pattern's first
 :data:`GRAM` bytes occur (found with Hyperscan when installed, else a set lookup per position),
 plus the last ``GRAM - 1`` positions; each candidate is confirmed with a binary search in the
-sorted patterns. For ordinary text no candidate exists and nothing is held back.
+sorted patterns. For ordinary text no candidate exists and nothing is held back. A stream asks
+only about its short tail (the last bytes that an occurrence could still cover), so this scan
+costs far less than finding the grams in the main pass over every byte.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
+from hardened_launcher.native_memory import release_freed_memory
 from hardened_launcher.redaction.engine import GRAM, Engine
+
+#: Below this many candidate positions a set lookup per position is cheaper than a scan call.
+_PYTHON_GRAMS_BELOW = 48
 
 
 class PrefixIndex:
@@ -26,6 +32,13 @@ class PrefixIndex:
     def __init__(self, patterns: Sequence[bytes], *, hyperscan: bool = True) -> None:
         self._sorted = sorted(patterns)
         self._first = frozenset(p[0] for p in self._sorted)
+        # Every prefix shorter than GRAM (a proper prefix: no pattern is that short): the last
+        # GRAM - 1 positions of a tail are checked by one set lookup each, not a binary search.
+        self._short = frozenset(p[:k] for p in self._sorted for k in range(1, min(GRAM, len(p))))
+        # Patterns that are a proper prefix of another: in sorted order, of the next one.
+        self._extendable = frozenset(
+            a for a, b in zip(self._sorted, self._sorted[1:], strict=False) if b.startswith(a)
+        )
         grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
         self._grams = frozenset(grams)
         self._hs: Any = None
@@ -54,6 +67,7 @@ class PrefixIndex:
         except hyperscan.error:  # pragma: no cover - then the set lookup is used
             return
         self._hs, self._db = hyperscan, db
+        release_freed_memory()  # the compile's temporary memory (see native_memory)
 
     def is_open(self, text: bytes) -> bool:
         """Whether ``text`` is a proper prefix of some pattern."""
@@ -65,11 +79,20 @@ class PrefixIndex:
             i += 1
         return False
 
-    def _gram_starts(self, text: bytes) -> list[int]:
+    def is_extendable(self, pattern: bytes) -> bool:
+        """Whether ``pattern`` (one of the patterns) is a proper prefix of another pattern."""
+        return pattern in self._extendable
+
+    def has_gram(self, text: bytes) -> bool:
+        """Whether ``text`` is a pattern's first GRAM bytes."""
+        return text in self._grams
+
+    def gram_starts(self, text: bytes) -> list[int]:
+        """Where a pattern's first GRAM bytes occur in ``text``, sorted."""
         last = len(text) - GRAM
         if last < 0:
             return []
-        if self._db is None:
+        if self._db is None or last < _PYTHON_GRAMS_BELOW:
             grams = self._grams
             return [i for i in range(last + 1) if text[i : i + GRAM] in grams]
         scratch = getattr(self._local, "scratch", None)
@@ -81,23 +104,20 @@ class PrefixIndex:
             starts.append(to - GRAM)
 
         self._db.scan(text, match_event_handler=on_match, scratch=scratch)
-        return sorted(set(starts))
+        return sorted(set(starts)) if len(starts) > 1 else starts
 
-    def earliest_open(self, text: bytes, gram_starts: list[int] | None = None) -> int | None:
-        """The smallest ``i`` with ``text[i:]`` a proper prefix of a pattern, or ``None``.
-
-        ``gram_starts``: where a pattern's first GRAM bytes occur in ``text``, when the caller
-        already knows (the Hyperscan engine finds them in its main pass).
-        """
+    def earliest_open(self, text: bytes) -> int | None:
+        """The smallest ``i`` with ``text[i:]`` a proper prefix of a pattern, or ``None``."""
         if not self._sorted or not text:
             return None
         first = self._first
-        short = range(max(0, len(text) - GRAM + 1), len(text))
-        grams = self._gram_starts(text) if gram_starts is None else gram_starts
-        candidates: list[int] = [*grams, *short]
-        for at in candidates:
+        for at in self.gram_starts(text):
             if text[at] in first and self.is_open(text[at:]):
-                return int(at)
+                return at
+        short = self._short
+        for at in range(max(0, len(text) - GRAM + 1), len(text)):
+            if text[at:] in short:
+                return at
         return None
 
 
@@ -110,7 +130,9 @@ def prefix_index(engine: Engine) -> PrefixIndex:
     with _CACHE_LOCK:
         index = _CACHE.get(engine)
         if index is None:
-            # A Hyperscan engine reports the grams in its own pass (see ``all_matches``); the
-            # separate gram database is then not needed.
-            index = _CACHE[engine] = PrefixIndex(engine.patterns, hyperscan=False)
+            # Its own gram database only next to a Hyperscan engine: the Aho-Corasick engine
+            # is the quick start of a large value set (or the fallback without Hyperscan).
+            index = _CACHE[engine] = PrefixIndex(
+                engine.patterns, hyperscan=engine.name == "hyperscan"
+            )
         return index

@@ -22,6 +22,7 @@ from hardened_launcher.redaction.engine import (
     NullEngine,
     build_engine,
 )
+from hardened_launcher.redaction.prefixes import prefix_index
 from hardened_launcher.redaction.stream import MASK, RedactingStream, redact_buffer
 from hardened_launcher.redaction.variants import refusal, variants
 from hardened_launcher.secrets import Secret
@@ -105,7 +106,10 @@ class Redactor:
                 self._state = (quick, owners)
                 self._compile_in_background(patterns, owners, self._generation)
                 return
-        self._state = (build_engine(patterns, self._engine_preference), owners)
+        engine = build_engine(patterns, self._engine_preference)
+        if engine.name == "hyperscan":
+            prefix_index(engine)  # its gram database, built now rather than on a first write
+        self._state = (engine, owners)
 
     def _compile_in_background(
         self, patterns: list[bytes], owners: tuple[tuple[str, ...], ...], generation: int
@@ -113,8 +117,6 @@ class Redactor:
         def compile_fast() -> None:
             try:
                 engine = build_engine(patterns, "hyperscan")
-                from hardened_launcher.redaction.prefixes import prefix_index  # noqa: PLC0415
-
                 prefix_index(engine)  # built here too, not on a stream's first write
             except EngineUnavailableError:
                 return  # Aho-Corasick stays

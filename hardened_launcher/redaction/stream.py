@@ -149,6 +149,8 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     The engine scans ``buf`` alone (no copy with ``behind`` in front); only an LF within the
     first WRAP_MIN_WIDTH + 1 bytes can need the bytes before ``buf`` to qualify.
     """
+    if behind[-1] not in _IS_WRAP:
+        return found  # the run would have to reach into ``behind``
     head = buf[: WRAP_MIN_WIDTH + 2]
     extra: list[int] = []
     at = head.find(b"\n")
@@ -160,89 +162,144 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     return sorted([*extra, *found]) if extra else found
 
 
-def _windows(
-    breaks: list[tuple[int, int]], size: int, longest: int, first: list[tuple[int, int]]
-) -> list[tuple[int, int, list[tuple[int, int]]]]:
-    """Merged spans around the ``first`` breaks that hold every occurrence crossing them.
+def _crossable(
+    engine: Engine, buf: bytes, breaks: list[tuple[int, int]], found: dict[int, int]
+) -> list[tuple[int, int]]:
+    """The breaks that an occurrence can have as its first break.
 
-    Each window removes every break inside it (an occurrence may cross several).
+    Such an occurrence starts ``k`` bytes before the break (``k < longest``, no break in
+    between) and the joined text from there begins with a pattern's first GRAM bytes: for
+    ``k >= GRAM`` they lie before the break and the bytes up to the break are a proper prefix
+    of a pattern; for ``k < GRAM`` they straddle it. One gram scan over the pieces "look-back
+    stretch + GRAM - 1 bytes after the break" of all breaks answers both. Line ends after a
+    long token in ordinary logs (hashes, ids before a timestamped line) are breaks too, and
+    most are dropped here before any window is joined.
+    """
+    index = prefix_index(engine)
+    longest = engine.longest
+    pieces: list[bytes] = []
+    ends: list[int] = []  # end of each piece in the scanned text
+    mids: list[int] = []  # where each piece's break was (bytes before it are look-back)
+    firsts: list[int] = []  # buffer position of each piece's first byte
+    length = 0
+    floor = 0
+    for b_start, b_end in breaks:
+        first = max(floor, b_start - longest + 1)
+        pieces.append(buf[first:b_start])
+        pieces.append(buf[b_end : b_end + GRAM - 1])
+        firsts.append(first)
+        mids.append(length + b_start - first)
+        length += b_start - first + min(GRAM - 1, len(buf) - b_end)
+        ends.append(length)
+        floor = b_end
+    out: list[tuple[int, int]] = []
+    last = -1
+    for at in index.gram_starts(b"".join(pieces)):
+        piece = bisect_right(ends, at)
+        if piece == last or at >= mids[piece] or at + GRAM > ends[piece]:
+            continue  # decided already; begins after the break; runs into the next piece
+        b_start, b_end = breaks[piece]
+        origin = firsts[piece] + (at - (ends[piece - 1] if piece else 0))
+        if b_start - origin < GRAM:
+            open_ = True
+        elif found.get(origin) == b_start:
+            # The bytes up to the break are a whole pattern (the main pass found it): open
+            # exactly when that pattern is a proper prefix of another (no binary search).
+            open_ = index.is_extendable(buf[origin:b_start])
+        else:
+            open_ = index.is_open(buf[origin:b_start])
+        if open_:
+            out.append((b_start, b_end))
+            last = piece
+    return out
+
+
+def _joined_windows(
+    buf: bytes, breaks: list[tuple[int, int]], anchors: list[tuple[int, int]], longest: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    """The windows around the ``anchors`` with every break inside them removed, concatenated.
+
+    An occurrence whose first break is ``b`` starts at most ``longest`` bytes before it and ends
+    at most :func:`wrapped_span` bytes after it; overlapping windows are merged, and each
+    removes every break inside it (an occurrence may cross several). Returns the text, the
+    joined and original start of each segment (the text between two removed breaks), and the
+    end of each window in the text (a match across two windows is not an occurrence).
     """
     span = wrapped_span(longest)
+    size = len(buf)
     spans: list[list[int]] = []
-    for b_start, b_end in first:
-        lo, hi = max(0, b_start - longest - 2), min(size, b_end + span)
+    for a_start, a_end in anchors:
+        lo, hi = max(0, a_start - longest - 2), min(size, a_end + span)
         if spans and lo <= spans[-1][1]:
             spans[-1][1] = hi
         else:
             spans.append([lo, hi])
-    return [(lo, hi, [b for b in breaks if lo <= b[0] and b[1] <= hi]) for lo, hi in spans]
-
-
-def _may_start_across(
-    engine: HyperscanEngine, buf: bytes, brk: tuple[int, int], gram_starts: list[int]
-) -> bool:
-    """Whether an occurrence can have ``brk`` as its first break: its first GRAM joined bytes
-    are a pattern's, found in ``buf`` before the break or made of both sides of it."""
-    b_start, b_end = brk
-    at = bisect_left(gram_starts, b_start - engine.longest)
-    if at < len(gram_starts) and gram_starts[at] < b_start:
-        return True
-    grams = engine.gram_set
-    after = buf[b_end : b_end + GRAM]
-    return any(buf[b_start - k : b_start] + after[: GRAM - k] in grams for k in range(1, GRAM))
+    parts: list[bytes] = []
+    seg_j: list[int] = []
+    seg_o: list[int] = []
+    cuts: list[int] = []
+    length = 0
+    for lo, hi in spans:
+        seg_j.append(length)
+        seg_o.append(lo)
+        cursor = lo
+        for b_start, b_end in breaks[bisect_left(breaks, (lo, lo)) :]:
+            if b_end > hi:
+                break
+            parts.append(buf[cursor:b_start])
+            length += b_start - cursor
+            cursor = b_end
+            seg_j.append(length)
+            seg_o.append(cursor)
+        parts.append(buf[cursor:hi])
+        length += hi - cursor
+        cuts.append(length)
+    return b"".join(parts), seg_j, seg_o, cuts
 
 
 def _scan_all(
-    engine: HyperscanEngine, buf: bytes, behind: bytes, grams_from: int | None
-) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
+    engine: HyperscanEngine, buf: bytes, behind: bytes
+) -> tuple[list[Match], list[tuple[int, int]]]:
     """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
 
-    Only breaks where an occurrence can begin to cross (see :func:`_may_start_across`) get a
-    window; every occurrence crossing breaks lies inside its first break's window. The
-    windows are joined and scanned together in one pass (a match across two windows is
-    ignored), and every match start is merged (longest end wins), so the walk is exact.
+    The main pass finds the patterns and the wrap triggers; only around the breaks that an
+    occurrence can begin to cross (:func:`_crossable`) are windows (each holds every
+    occurrence crossing its breaks) joined and scanned together in one more pass (a match
+    across two windows is ignored). Every match start of both passes is merged (longest end
+    wins), so the walk is exact.
     """
-    ends, spans, newlines, grams = engine.all_matches(buf, 0, grams_from=0)
+    ends, spans, newlines = engine.all_matches(buf)
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
-    first = [b for b in breaks if _may_start_across(engine, buf, b, grams)]
-    windows = _windows(breaks, len(buf), engine.longest, first)
-    if windows:
-        joined = [_Joined(buf, lo, hi, wb) for lo, hi, wb in windows]
-        cuts: list[int] = []
-        offset = 0
-        for j in joined:
-            offset += len(j.text)
-            cuts.append(offset)
-        j_ends, j_spans, _, _ = engine.all_matches(b"".join(j.text for j in joined), cuts=cuts)
-        bases = [0, *cuts[:-1]]
+    anchors = _crossable(engine, buf, breaks, ends) if breaks else []
+    if anchors:
+        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, anchors, engine.longest)
+        j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
         for j_start, j_end in j_ends.items():
-            w = bisect_right(cuts, j_start)
-            j = joined[w]
-            start = j.to_buf(j_start - bases[w])
-            end = j.to_buf(j_end - 1 - bases[w]) + 1
+            first = bisect_right(seg_j, j_start) - 1
+            last = bisect_right(seg_j, j_end - 1) - 1
+            if first == last:
+                continue  # no break inside: the main pass found it already
+            start = seg_o[first] + j_start - seg_j[first]
+            end = seg_o[last] + j_end - seg_j[last]
             if ends.get(start, -1) < end:
                 ends[start] = end
                 spans[(start, end)] = j_spans[(j_start, j_end)]
-    tail = None if grams_from is None else grams[bisect_left(grams, grams_from) :]
-    return (greedy_select(ends, spans) if ends else []), breaks, tail
+    return (greedy_select(ends, spans) if ends else []), breaks
 
 
-def _scan(
-    engine: Engine, buf: bytes, behind: bytes, grams_from: int | None = None
-) -> tuple[list[Match], list[tuple[int, int]], list[int] | None]:
-    """Leftmost-longest occurrences (raw and wrapped) in ``buf``, its wrap breaks, and (from a
-    Hyperscan engine, when ``grams_from`` is given) where patterns' first bytes occur."""
+def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[tuple[int, int]]]:
+    """Leftmost-longest occurrences (raw and wrapped) in ``buf`` and its wrap breaks."""
     if isinstance(engine, HyperscanEngine):
-        return _scan_all(engine, buf, behind, grams_from)
+        return _scan_all(engine, buf, behind)
     # Engines that only give greedy chains: walk both, recomputing a chain that straddles.
     raw, newlines = engine.scan(buf, 0)
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
     if not breaks:
-        return raw, breaks, None
+        return raw, breaks
     raw_chain = _Chain(
         raw, lambda cursor: [(s + cursor, e + cursor, i) for s, e, i in engine.find(buf[cursor:])]
     )
@@ -253,7 +310,7 @@ def _scan(
         a = raw_chain.next_at(cursor)
         b = wrapped.next_at(cursor)
         if a is None and b is None:
-            return out, breaks, None
+            return out, breaks
         if a is None or (b is not None and (b[0], -b[1]) < (a[0], -a[1])):
             assert b is not None  # noqa: S101 - for the type checker
             a = b
@@ -306,15 +363,12 @@ def hold_start(
     behind: bytes = b"",
     *,
     open_break: bool = True,
-    gram_starts: list[int] | None = None,
 ) -> int:
     """The first position of ``buf`` that more bytes could still turn into (part of) a match.
 
     Everything before it is decided. ``len(buf)`` when nothing may grow into a match. With
     ``open_break=False`` a line break at the very end is taken as a line end, not as a break
     that a wrapped encoding may continue after (the stream's deadline, see ``poll``).
-    ``gram_starts``: where patterns' first bytes occur in ``buf`` from the tail start on, when
-    the engine's scan already found them.
     """
     size = len(buf)
     lo = _tail_start(size, engine.longest)
@@ -323,9 +377,7 @@ def hold_start(
     if trailing is not None and trailing >= lo:
         tail_breaks.append((trailing, size))
     index = prefix_index(engine)
-    found = index.earliest_open(
-        buf[lo:], None if gram_starts is None else [g - lo for g in gram_starts]
-    )
+    found = index.earliest_open(buf[lo:])
     hold = size if found is None else lo + found
     if tail_breaks:
         joined = _Joined(buf, lo, size, tail_breaks)
@@ -349,13 +401,8 @@ def redact_buffer(
     size = len(buf)
     if not engine.longest or not size:
         return buf, size, []
-    grams_from = None if final else _tail_start(size, engine.longest)
-    matches, breaks, grams = _scan(engine, buf, behind, grams_from)
-    limit = (
-        size
-        if final
-        else hold_start(engine, buf, breaks, behind, open_break=open_break, gram_starts=grams)
-    )
+    matches, breaks = _scan(engine, buf, behind)
+    limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
     if not matches or matches[0][0] >= limit:
         return buf[:limit], limit, []
     parts: list[bytes] = []
@@ -434,7 +481,9 @@ class RedactingStream:
         with self._lock:
             if self._closed:
                 raise ValueError(f"write to the flushed redacting stream {self.channel!r}")
-            return self._release(self._step(bytes(data), final=False))
+            # ``pending + data`` copies once; with nothing pending the data is copied here.
+            chunk = data if self._pending else bytes(data)
+            return self._release(self._step(chunk, final=False))
 
     def poll(self) -> bytes:
         """What waited longer than the deadline: partial lines, and a tail held only for a line
@@ -474,9 +523,11 @@ class RedactingStream:
             self._since = None
         return out
 
-    def _step(self, data: bytes, *, final: bool, open_break: bool = True) -> bytes:
+    def _step(
+        self, data: bytes | bytearray | memoryview, *, final: bool, open_break: bool = True
+    ) -> bytes:
         engine, owners = self._redactor._snapshot()  # one package, one lock
-        buf = self._pending + data if self._pending else data
+        buf = self._pending + data if self._pending else bytes(data)
         out, consumed, hits = redact_buffer(
             engine, buf, final=final, behind=self._behind, open_break=open_break
         )

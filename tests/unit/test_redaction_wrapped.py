@@ -243,3 +243,44 @@ def test_hyperscan_equals_the_reference_on_many_wrapped_blocks(
     expected = ref.redact_bytes(text)
     assert fast.redact_bytes(text) == expected
     assert run_stream(fast.stream("stdout"), chunked(text, cuts)) == expected
+
+
+@pytest.mark.skipif("hyperscan" not in ALL, reason="compares Hyperscan with the reference")
+@settings(max_examples=150, deadline=None)
+@given(
+    value=value_st,
+    form=st.integers(0, 2),
+    first=st.integers(1, 200),
+    width=width_st,
+    eol=eol_st,
+    lead=st.binary(max_size=24),
+    token_lines=st.integers(0, 3),
+    cuts=cuts_st,
+)
+def test_the_first_break_after_any_number_of_bytes_of_an_occurrence(
+    value: bytes,
+    form: int,
+    first: int,
+    width: int,
+    eol: bytes,
+    lead: bytes,
+    token_lines: int,
+    cuts: list[int],
+) -> None:
+    # Hyperscan joins only the windows of breaks that an occurrence can begin to cross: its
+    # first bytes either lie before the break (k >= 6) or straddle it (k < 6). Every k, with
+    # ordinary breaks around (lines ending in a long token, then a timestamped line).
+    encoded = [base64.b64encode(value), value.hex().encode(), value][form]
+    k = 1 + first % max(1, len(encoded) - 1)
+    pad = b"Q" * max(0, WRAP_MIN_WIDTH - k)  # the break needs 16 wrap characters before it
+    body = pad + encoded[:k] + eol + wrap(encoded[k:], width, eol)
+    token = b"2024-05-01T12:00:00Z sha256 " + b"ab12" * 8 + eol
+    text = token * token_lines + lead + b" " + body + eol + token
+    fast, ref = Redactor(engine="hyperscan"), Redactor(engine="reference")
+    fast.add("V", value)
+    ref.add("V", value)
+    expected = ref.redact_bytes(text)
+    assert fast.redact_bytes(text) == expected
+    assert run_stream(fast.stream("stdout"), chunked(text, cuts)) == expected
+    if form != 2 and len(encoded) > k:
+        assert MASK in expected
