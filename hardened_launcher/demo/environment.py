@@ -282,9 +282,10 @@ class Environment:
                 s3_ready.result()
             self._create_pool()
             self._make_material()
-            # The launchers start while serve does (they retry the connection); both are
-            # waited for below.
-            self.start_serve(wait=False)
+            # Over poll the launchers start while serve does (a launcher retries until serve
+            # answers). Over MQTT serve must be subscribed first: a `register` published
+            # before that is dropped by the broker, and the launcher does not send it again.
+            self.start_serve(wait=self.protocol == "mqtt")
             if launchers:
                 for _ in range(self.launchers):
                     self.add_launcher()
