@@ -30,7 +30,7 @@ from pathlib import Path
 
 # Runs in a fresh interpreter with the tree first on sys.path (children inherit PYTHONPATH).
 PROBE = r"""
-import json, subprocess, sys, tempfile, time
+import json, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 from hardened_launcher.demo import environment as E
 
@@ -65,6 +65,7 @@ out["env: launcher spawn -> registered"] = registered - spawned[0]
 t = time.perf_counter()
 env.stop()
 out["env: stop"] = time.perf_counter() - t
+shutil.rmtree(tmp, ignore_errors=True)
 print(json.dumps(out))
 """
 
