@@ -48,6 +48,7 @@ from hardened_launcher.identity import (
 from hardened_launcher.pipeline import ReleaseDirectory
 from hardened_launcher.policy import CompiledPolicy, Sanitizer
 from hardened_launcher.policy.startup import compile_configured_policy, sanitizer_from
+from hardened_launcher.policy.worker import SubprocessBackend, start_isolated
 from hardened_launcher.settings import Settings, load_settings, shared_network_mode
 from hardened_launcher.terminal import for_terminal
 
@@ -105,6 +106,10 @@ class DoctorContext:
     worker_release: VerifiedBinary | None = None
     mounts: ResolvedMounts | None = None
     egress_policy: EgressPolicy | None = None
+    #: ``start`` keeps the policy worker that passed the probe and runs its gate on it (the
+    #: same process ``PolicyGate.start`` would start and probe again); the owner closes it.
+    keep_policy_worker: bool = False
+    policy_worker: SubprocessBackend | None = None
 
 
 def _failed(name: str, exc: LauncherError) -> CheckResult:
@@ -405,10 +410,18 @@ def check_policy_file(ctx: DoctorContext) -> CheckResult:
         ctx.settings, None if ctx.token is None else ctx.token.policy_sanitize_key
     )
     try:
-        compiled = compile_configured_policy(ctx.settings, ctx.sanitizer)
+        compiled = compile_configured_policy(
+            ctx.settings, ctx.sanitizer, probe=not ctx.keep_policy_worker
+        )
+        assert compiled is not None  # noqa: S101 - a configured path compiles or raises
+        if ctx.keep_policy_worker:
+            ctx.policy_worker = start_isolated(
+                compiled,
+                sanitizer=ctx.sanitizer,
+                timeout_s=ctx.settings.policy_timeout.total_seconds(),
+            )
     except LauncherError as exc:
         return _failed(name, exc)
-    assert compiled is not None  # noqa: S101 - a configured path compiles or raises
     ctx.compiled_policy = compiled
     return CheckResult(
         name=name,

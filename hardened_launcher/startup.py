@@ -41,6 +41,7 @@ from hardened_launcher.pipeline import BinaryGate, PolicyStep, ReleaseDirectory
 from hardened_launcher.policy import CompiledPolicy, PolicyGate, Sanitizer
 from hardened_launcher.policy.input import LauncherFacts
 from hardened_launcher.policy.startup import sanitizer_from
+from hardened_launcher.policy.worker import SubprocessBackend
 from hardened_launcher.settings import Settings
 
 __all__ = [
@@ -86,6 +87,9 @@ class StartupChecks:
     egress_policy: EgressPolicy | None
     worker_release: VerifiedBinary
     docker: Any
+    #: With ``keep_policy_worker``: the policy worker that passed the start-up probe, ready to
+    #: evaluate; :func:`build_launcher` runs the gate on it (the owner closes it otherwise).
+    policy_worker: SubprocessBackend | None = None
 
     @property
     def warnings(self) -> tuple[CheckResult, ...]:
@@ -97,15 +101,31 @@ def check_startup(
     *,
     now: datetime | None = None,
     docker_factory: DockerFactory | None = None,
+    keep_policy_worker: bool = False,
 ) -> StartupChecks:
     """Run doctor's checks (the same function, the same list); raise :class:`StartupCheckError`
-    for the first failure, log each warning."""
+    for the first failure, log each warning.
+
+    ``keep_policy_worker``: the policy's worker process that passed the probe is kept in the
+    result (``policy_worker``) for :func:`build_launcher`, instead of being stopped and a new
+    one started and probed again.
+    """
     ctx = DoctorContext(
-        environ=os.environ if environ is None else environ, now=now or datetime.now(UTC)
+        environ=os.environ if environ is None else environ,
+        now=now or datetime.now(UTC),
+        keep_policy_worker=keep_policy_worker,
     )
     if docker_factory is not None:
         ctx.docker_factory = docker_factory
-    results = run_startup_checks(ctx)
+    try:
+        return _established(ctx, run_startup_checks(ctx))
+    except BaseException:
+        if ctx.policy_worker is not None:
+            ctx.policy_worker.close()
+        raise
+
+
+def _established(ctx: DoctorContext, results: list[CheckResult]) -> StartupChecks:
     for result in results:
         if result.status is Status.FAIL:
             raise StartupCheckError(result)
@@ -137,6 +157,7 @@ def check_startup(
         egress_policy=ctx.egress_policy,
         worker_release=ctx.worker_release,
         docker=ctx.docker,
+        policy_worker=ctx.policy_worker,
     )
 
 
@@ -260,12 +281,20 @@ def _start_policy(
     settings = checks.settings
     if checks.compiled_policy is None:
         return None
-    gate = PolicyGate.start(
-        checks.compiled_policy,
-        sanitizer=checks.sanitizer,
-        timeout_s=settings.policy_timeout.total_seconds(),
-        audit=audit,
-    )
+    if checks.policy_worker is not None:
+        gate = PolicyGate(
+            checks.compiled_policy,
+            backend=checks.policy_worker,
+            timeout_s=settings.policy_timeout.total_seconds(),
+            audit=audit,
+        )
+    else:
+        gate = PolicyGate.start(
+            checks.compiled_policy,
+            sanitizer=checks.sanitizer,
+            timeout_s=settings.policy_timeout.total_seconds(),
+            audit=audit,
+        )
     facts = LauncherFacts(
         pool_id=checks.token.pool_id,
         worker_id=launcher_id,

@@ -215,7 +215,10 @@ def run(
     limit_malloc_arenas(2)  # before any thread: run threads share arenas (native_memory.py)
     _setup_logging()
     # The same checks as `doctor` (one function); then everything is built once from them.
-    checks = check_startup(now=datetime.now(UTC), docker_factory=docker_factory)
+    # The policy worker that passed the check's probe becomes the gate's (no second start).
+    checks = check_startup(
+        now=datetime.now(UTC), docker_factory=docker_factory, keep_policy_worker=True
+    )
     settings, key, token = checks.settings, checks.pool_private_key, checks.token
     metrics = metrics or LauncherMetrics()
     audit = open_configured_audit_log(settings)
@@ -328,4 +331,6 @@ def run(
         if components is not None:
             components.close()  # the policy worker and the audit log
         else:
+            if checks.policy_worker is not None:
+                checks.policy_worker.close()
             audit.close()

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,11 @@ POOL: Final = "demo"
 BUCKET: Final = "hl-run-logs"
 LABEL_RUN_ID: Final = "io.hardened-launcher.run-id"
 REGISTER_TIMEOUT_SECONDS: Final = 60.0
+SERVE_READY_TIMEOUT_SECONDS: Final = 60.0
+#: How often the harness looks again for a local event (a line in a log, a row in the store).
+POLL_SECONDS: Final = 0.05
+#: What ``controlplane serve`` writes once its transport is listening (or connected).
+SERVE_READY_LINE: Final = b"control plane serving on "
 
 #: The sample run initialization policy: no runs on the stack "prod-db".
 SAMPLE_POLICY: Final = """\
@@ -231,6 +237,7 @@ class Environment:
     pool_key_b64: str = ""
     policy_path: Path | None = None
     workers: list[Launcher] = field(default_factory=list)
+    _serve_log_offset: int = 0
     _owns_root: bool = False
     _started: bool = False
 
@@ -265,30 +272,51 @@ class Environment:
         self.path.chmod(0o700)
         self._started = True
         try:
-            self._init_control_plane()
-            if self.protocol == "mqtt":
-                self._start_broker()
-            self._start_s3()
+            # Object storage boots and the pool key is generated while the control plane is
+            # initialised: independent steps, mostly waiting on other processes.
+            self.s3 = SeaweedProcess.create(self.path / "s3")
+            with ThreadPoolExecutor(max_workers=2, thread_name_prefix="hl-env") as steps:
+                s3_ready = steps.submit(self._start_s3)
+                pool_key = steps.submit(self._generate_pool_key)
+                self._init_control_plane()
+                if self.protocol == "mqtt":
+                    self._start_broker()
+                pool_key.result()
+                s3_ready.result()
             self._create_pool()
             self._make_material()
-            self.start_serve()
+            # Over poll the launchers start while serve does (a launcher retries until serve
+            # answers). Over MQTT serve must be subscribed first: a `register` published
+            # before that is dropped by the broker, and the launcher does not send it again.
+            self.start_serve(wait=self.protocol == "mqtt")
             if launchers:
                 for _ in range(self.launchers):
                     self.add_launcher()
+            self.wait_for_serve()
+            if launchers:
                 self.wait_for_workers(self.launchers)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Stop launchers, serve, object storage and broker (in that order); idempotent."""
-        for launcher in reversed(self.workers):
-            if launcher.child is not None:
-                launcher.child.stop(timeout_seconds=20.0)
-        if self.serve is not None:
-            self.serve.stop()
-        if self.s3 is not None:
-            self.s3.stop()
+        """Stop launchers, then serve and object storage, then the broker; idempotent.
+
+        The launchers stop together (each ships its last log lines first), then serve and
+        SeaweedFS together (its stop is a fixed grace: weed ignores SIGTERM)."""
+        children = [w.child for w in reversed(self.workers) if w.child is not None]
+        with ThreadPoolExecutor(
+            max_workers=max(2, len(children)), thread_name_prefix="hl-env"
+        ) as stops:
+            for _ in stops.map(lambda child: child.stop(timeout_seconds=20.0), children):
+                pass
+            waits = []
+            if self.serve is not None:
+                waits.append(stops.submit(self.serve.stop))
+            if self.s3 is not None:
+                waits.append(stops.submit(self.s3.stop))
+            for wait in waits:
+                wait.result()
         if self.broker is not None:
             self.broker.stop()
         stop_all()
@@ -383,11 +411,12 @@ class Environment:
         self.broker.start()
 
     def _start_s3(self) -> None:
-        self.s3 = SeaweedProcess.create(self.path / "s3")
+        if self.s3 is None:
+            self.s3 = SeaweedProcess.create(self.path / "s3")
         self.s3.start()
         self.s3.server.client().create_bucket(Bucket=BUCKET)
 
-    def _create_pool(self) -> None:
+    def _generate_pool_key(self) -> None:
         keys = self.path / "pool"
         keys.mkdir(mode=0o700)
         self.cli(
@@ -398,6 +427,9 @@ class Environment:
             str(keys / "spacelift.csr"),
             env=_base_environ(),
         )
+
+    def _create_pool(self) -> None:
+        keys = self.path / "pool"
         self.token = self.cp(
             "pool", "create", "--name", self.pool, "--csr", str(keys / "spacelift.csr")
         ).stdout.strip()
@@ -425,22 +457,45 @@ class Environment:
             self.policy_path.parent.mkdir()
             self.policy_path.write_text(SAMPLE_POLICY)
 
-    def start_serve(self) -> Child:
+    def start_serve(self, *, wait: bool = True) -> Child:
+        """Start ``controlplane serve``; with ``wait``, return once it serves
+        (:meth:`wait_for_serve`)."""
+        log_path = self.path / "serve.log"
+        self._serve_log_offset = log_path.stat().st_size if log_path.exists() else 0
         self.serve = Child(
             name="controlplane serve",
             argv=cli_argv("controlplane", "serve", "--dir", str(self.cp_dir)),
-            log_path=self.path / "serve.log",
+            log_path=log_path,
             env=self.cp_environ(),
         ).start()
-        time.sleep(1.0)
-        if not self.serve.alive():
-            raise DemoEnvironmentError(
-                "`hardened-launcher controlplane serve` exited with "
-                f"{self.serve.returncode()} right after starting (blocked on: the control "
-                f"plane's serve loop on the {self.protocol} transport):\n"
-                f"{self.serve.output(2000)}"
-            )
+        if wait:
+            self.wait_for_serve()
         return self.serve
+
+    def wait_for_serve(self, *, timeout_seconds: float = SERVE_READY_TIMEOUT_SECONDS) -> None:
+        """Wait until the running ``serve`` says it serves (its transport is up)."""
+        assert self.serve is not None  # noqa: S101
+        serve, log_path = self.serve, self.serve.log_path
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            with log_path.open("rb") as log:
+                log.seek(self._serve_log_offset)
+                if SERVE_READY_LINE in log.read():
+                    return
+            if not serve.alive():
+                raise DemoEnvironmentError(
+                    "`hardened-launcher controlplane serve` exited with "
+                    f"{serve.returncode()} right after starting (blocked on: the control "
+                    f"plane's serve loop on the {self.protocol} transport):\n"
+                    f"{serve.output(2000)}"
+                )
+            if time.monotonic() >= deadline:
+                raise DemoEnvironmentError(
+                    f"`hardened-launcher controlplane serve` did not start serving within "
+                    f"{timeout_seconds:.0f} s (blocked on: its {self.protocol} transport "
+                    f"starting):\n{serve.output(2000)}"
+                )
+            time.sleep(POLL_SECONDS)
 
     def launcher_environ(
         self, *, token: str | None = None, key_b64: str | None = None, name: str = "launcher"
@@ -509,7 +564,7 @@ class Environment:
             if len(alive) >= count:
                 return alive
             self._check_children()
-            time.sleep(0.25)
+            time.sleep(POLL_SECONDS)
         raise DemoEnvironmentError(
             f"{len(alive)} of {count} launcher(s) registered within {timeout_seconds:.0f} s "
             f"(blocked on: `hardened-launcher start` registering over MQTT, and "
@@ -579,7 +634,7 @@ class Environment:
             if (wanted is None and run.terminal) or (wanted is not None and run.state in wanted):
                 return run
             self._check_children()
-            time.sleep(0.2)
+            time.sleep(POLL_SECONDS)
         blocked = (
             "blocked on: `controlplane serve` dispatching it"
             if run.state is RunState.QUEUED

@@ -186,7 +186,7 @@ class SeaweedProcess:
                     last_error = f"{type(exc).__name__}: {exc}"
                 else:
                     return
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise RuntimeError(
             f"weed did not become ready in {READY_TIMEOUT_SECONDS:.0f}s ({last_error}); "
             f"see {self.server.log_path}"

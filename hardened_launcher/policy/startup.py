@@ -19,13 +19,16 @@ def sanitizer_from(settings: Settings, pool_key: Secret | None = None) -> Saniti
     return Sanitizer(key.reveal()) if key is not None else Sanitizer.random()
 
 
-def compile_configured_policy(settings: Settings, sanitizer: Sanitizer) -> CompiledPolicy | None:
+def compile_configured_policy(
+    settings: Settings, sanitizer: Sanitizer, *, probe: bool = True
+) -> CompiledPolicy | None:
     """Compile ``SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY``; None when none is configured.
 
     Raises :class:`~hardened_launcher.policy.PolicyCompileError` (a configuration error: the
     launcher exits with ``file:line:col`` and the engine's message) when it does not compile,
     or when its probe with an empty input overruns ``HL_POLICY_TIMEOUT`` or the policy worker's
-    memory limit (the probe runs in a worker process, never in the launcher).
+    memory limit (the probe runs in a worker process, never in the launcher). ``probe=False``
+    leaves the probe to the caller (:func:`~hardened_launcher.policy.worker.start_isolated`).
     """
     path = settings.launcher_run_initialization_policy
     if path is None:
@@ -35,4 +38,5 @@ def compile_configured_policy(settings: Settings, sanitizer: Sanitizer) -> Compi
         syntax=Syntax(settings.policy_syntax),
         sanitizer=sanitizer,
         timeout_s=settings.policy_timeout.total_seconds(),
+        probe=probe,
     )

@@ -610,16 +610,26 @@ def _error_from(body: bytes) -> LauncherError:
     )
 
 
+def start_isolated(
+    compiled: CompiledPolicy, *, sanitizer: Sanitizer, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
+) -> SubprocessBackend:
+    """A worker process that compiled and probed ``compiled`` under ``timeout_s`` and the
+    memory limit, ready to evaluate (the caller closes it). Raises what the probe raised."""
+    backend = SubprocessBackend(compiled, sanitizer=sanitizer, probe_timeout_s=timeout_s)
+    try:
+        backend.start()
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
 def probe_isolated(
     compiled: CompiledPolicy, *, sanitizer: Sanitizer, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
 ) -> None:
     """Compile and probe ``compiled`` in a worker process under ``timeout_s`` and the memory
     limit, then stop it: the start-up check of a policy costs this process nothing unbounded."""
-    backend = SubprocessBackend(compiled, sanitizer=sanitizer, probe_timeout_s=timeout_s)
-    try:
-        backend.start()
-    finally:
-        backend.close()
+    start_isolated(compiled, sanitizer=sanitizer, timeout_s=timeout_s).close()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ kept per thread.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from bisect import bisect_right
@@ -175,13 +176,17 @@ class AhoCorasickEngine(_ScanByParts):
         return [(s, e, i) for i, s, e in self._ac.find_matches_as_indexes(data)]
 
 
+# Letters and digits stand for themselves; every other byte is written as \xHH, so no byte is
+# a regex metacharacter and NUL bytes survive the binding. One table lookup per byte, done in C
+# (``map``): a pool key's variants are about half a megabyte of patterns.
+_HS_BYTE: tuple[bytes, ...] = tuple(
+    bytes((b,)) if (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122) else b"\\x%02x" % b
+    for b in range(256)
+)
+
+
 def _hs_expression(pattern: bytes) -> bytes:
-    # Letters and digits stand for themselves; every other byte is written as \xHH, so no byte is
-    # a regex metacharacter and NUL bytes survive the binding.
-    return b"".join(
-        bytes((b,)) if (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122) else b"\\x%02x" % b
-        for b in pattern
-    )
+    return b"".join(map(_HS_BYTE.__getitem__, pattern))
 
 
 class HyperscanEngine:
@@ -275,12 +280,40 @@ class HyperscanEngine:
 ENGINES = ("hyperscan", "aho-corasick", "reference")
 
 
+#: The last engine compiled (by the digest of its pattern set and the preference): a process
+#: often compiles the same set twice (the CLI's process-wide redactor, then the daemon's
+#: logging redactor, from the same environment), and compiled engines are immutable.
+_LAST_BUILT: tuple[bytes, Engine] | None = None
+_LAST_BUILT_LOCK = threading.Lock()
+
+
+def _pattern_set_digest(patterns: Sequence[bytes], preference: str | None) -> bytes:
+    digest = hashlib.sha256((preference or "").encode() + b"\0")
+    for pattern in patterns:
+        digest.update(len(pattern).to_bytes(8, "big"))
+        digest.update(pattern)
+    return digest.digest()
+
+
 def build_engine(patterns: Sequence[bytes], preference: str | None = None) -> Engine:
     """Compile ``patterns`` with ``preference`` (one of :data:`ENGINES`) or the fastest one."""
+    global _LAST_BUILT  # noqa: PLW0603 - a one-entry cache of immutable engines
     if not patterns:
         return NullEngine()
     if preference is not None and preference not in ENGINES:
         raise ValueError(f"unknown redaction engine {preference!r}; expected one of {ENGINES}")
+    key = _pattern_set_digest(patterns, preference)
+    with _LAST_BUILT_LOCK:
+        last = _LAST_BUILT
+    if last is not None and last[0] == key:
+        return last[1]
+    engine = _compile_engine(patterns, preference)
+    with _LAST_BUILT_LOCK:
+        _LAST_BUILT = (key, engine)
+    return engine
+
+
+def _compile_engine(patterns: Sequence[bytes], preference: str | None) -> Engine:
     order = (preference,) if preference else ENGINES
     last: EngineUnavailableError | None = None
     for name in order:

@@ -238,3 +238,73 @@ def test_build_launcher_builds_once_and_audits_unsafe_opt_ins(
     assert unsafe[0]["fields"]["variable"] == "HL_UNSAFE_ROOT_WORKER"
     # HL_AUDIT_CHECKPOINT_RECORDS=2 reached the log: checkpoints every second record.
     assert sum(1 for r in records if r.get("type") == "audit.checkpoint") >= 2
+
+
+def _good_policy(tmp_path: Path) -> str:
+    policy = tmp_path / "good.rego"
+    policy.write_text('package spacelift\n\ndeny contains "never" if { false }\n')
+    return str(policy)
+
+
+def _record_kept_workers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    kept: list[Any] = []
+    from hardened_launcher.policy.worker import start_isolated as real  # noqa: PLC0415
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        backend = real(*args, **kwargs)
+        kept.append(backend)
+        return backend
+
+    monkeypatch.setattr(doctor, "start_isolated", recording)
+    return kept
+
+
+def test_start_runs_the_gate_on_the_worker_that_passed_the_probe(
+    environment: dict[str, str],  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    del environment
+    monkeypatch.setenv("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", _good_policy(tmp_path))
+    kept = _record_kept_workers(monkeypatch)
+    checks = check_startup(docker_factory=FakeDocker, keep_policy_worker=True)
+    assert len(kept) == 1
+    assert checks.policy_worker is kept[0]
+    assert checks.policy_worker._proc is not None  # alive, probed, ready
+    components = build_launcher(checks)
+    try:
+        assert components.policy is not None
+        gate = components.policy.gate
+        assert gate._backend is checks.policy_worker  # type: ignore[attr-defined]
+        assert gate.evaluate({}).allowed  # type: ignore[attr-defined]
+    finally:
+        components.close()
+    assert checks.policy_worker._proc is None  # closed with the components
+
+
+def test_a_failed_start_up_check_stops_the_kept_policy_worker(
+    environment: dict[str, str],  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    del environment
+    monkeypatch.setenv("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", _good_policy(tmp_path))
+    monkeypatch.setenv("SPACELIFT_WORKER_EXTRA_MOUNTS", "/var/run/docker.sock:/d")
+    kept = _record_kept_workers(monkeypatch)
+    with pytest.raises(StartupCheckError, match="extra mounts"):
+        check_startup(docker_factory=FakeDocker, keep_policy_worker=True)
+    assert len(kept) == 1
+    assert kept[0]._proc is None
+
+
+def test_doctor_alone_keeps_no_policy_worker(
+    environment: dict[str, str],  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    del environment
+    monkeypatch.setenv("SPACELIFT_LAUNCHER_RUN_INITIALIZATION_POLICY", _good_policy(tmp_path))
+    kept = _record_kept_workers(monkeypatch)
+    checks = check_startup(docker_factory=FakeDocker)
+    assert kept == []
+    assert checks.policy_worker is None
