@@ -322,6 +322,13 @@ def policy_metadata(
         if "commit_sha" in source:
             static["commit_sha"] = source["commit_sha"]
             static["commit_branch"] = source["ref"]
+    if manifest.stage is not None:
+        # A half of a confirmed run (docs/runspec.md): "plan", or "apply" with the planning run
+        # it applies. The control plane queues an applying run only on `run confirm`, and its
+        # signed ticket binds the plan, so `stage == "apply"` means an operator confirmed it.
+        static["stage"] = manifest.stage
+    if manifest.plan_of is not None:
+        static["plan_of"] = manifest.plan_of
     return {
         "docker_image": image or manifest.image,
         "worker_version": worker_version,

@@ -11,7 +11,8 @@ and the verified binaries, and returns a plain JSON-compatible ``dict``::
       "static_run_environment": {"account_name", "run_type", "run_ulid", "stack_slug",
               "stack_labels", "command", "before_init", "before_apply", "commit_branch",
               "commit_sha", "project_root", "repository_path", "environment_variables",
-              "terraform_version", "vendor_specific_config", ...},
+              "terraform_version", "vendor_specific_config", "source", "stage",
+              "plan_of", ...},
       "launcher": {"pool_id", "worker_id", "metadata": {str: str}, "version",
                    "binaries": {name: sha256}}
     }

@@ -1,12 +1,14 @@
 """A confirmed run on the launcher (GatedRun with fakes for Docker and object storage): the
 planning run's plan leaves only sealed and its digest is reported; the applying run gets the
 exact bytes, and an altered, swapped or other-commit plan is refused, audited with gate
-``plan``, and never reaches the runner."""
+``plan``, and never reaches the runner. The policy sees each half's ``stage`` and ``plan_of``
+(policies/confirmed_apply.rego on the real gates)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,21 @@ from typing import Any
 import pytest
 import yaml
 
-from hardened_launcher.envelope.ticket import PlanBinding, sign_ticket
+from hardened_launcher.envelope.ticket import PlanBinding, manifest_from_spec, sign_ticket
 from hardened_launcher.executor.runner import RunResult
+from hardened_launcher.executor.runspec import parse_run_spec, split_for_confirmation
 from hardened_launcher.launcher.logship import UploadError
+from hardened_launcher.pipeline import PolicyStep, policy_metadata
+from hardened_launcher.policy import LauncherFacts, PolicyGate, Sanitizer, check_policy_path
+from hardened_launcher.policy.input import build_input
 from hardened_launcher.secrets import Secret
 from hardened_launcher.transport.messages import Assign, Status
 from tests.unit.test_launcher_gates import (
     CANARY,
     POOL,
     POOL_SIGNER,
+    SANITIZER,
+    WORKER_VERSION,
     FakeRunner,
     Harness,
     Pool,
@@ -31,6 +39,7 @@ from tests.unit.test_launcher_gates import (
 )
 from tests.unit.test_launcher_gates import pool as pool  # noqa: PLC0414 - the module's fixture
 
+LIBRARY = Path(__file__).resolve().parents[2] / "policies"
 PLAN = b"plan: + aws_s3_bucket.logs\n\x00\xff"
 COMMIT = "9" * 40
 PUT_URL = "https://s3.example/plan?X-Amz-Signature=put"
@@ -181,3 +190,99 @@ def test_a_bad_plan_is_refused_before_the_runner(pool: Pool, tmp_path: Path, att
     refused = [e for e in h.audit.events if e.type == "run.refused"]
     assert refused
     assert refused[-1].reason == status.reason
+
+
+# -- the policy sees the stage ------------------------------------------------------------------
+def test_the_policy_input_names_each_halfs_stage_and_the_plan_it_applies() -> None:
+    spec = yaml.safe_dump(
+        {
+            "version": 1,
+            "run_id": "run-s",
+            "run_type": "wo",
+            "image": "busybox",
+            "phases": [
+                {"name": "planning", "commands": ["true"]},
+                {"name": "applying", "commands": ["true"]},
+            ],
+            "confirm_after": "planning",
+        }
+    ).encode()
+    halves = split_for_confirmation(spec)
+    assert halves is not None
+    facts = LauncherFacts(pool_id=POOL, worker_id="launcher-t", version=WORKER_VERSION)
+    static = []
+    for half in halves:
+        manifest = manifest_from_spec(parse_run_spec(half), SANITIZER)
+        document = build_input(
+            policy_metadata(manifest, worker_version=WORKER_VERSION, environment={}),
+            launcher=facts,
+            sanitizer=SANITIZER,
+        )
+        static.append(document["static_run_environment"])
+    plan, apply = static
+    assert isinstance(plan, dict)
+    assert isinstance(apply, dict)
+    assert (plan["stage"], "plan_of" in plan) == ("plan", False)
+    assert (apply["stage"], apply["plan_of"]) == ("apply", "run-s")
+    # A run that is not confirmed has neither.
+    whole = manifest_from_spec(
+        parse_run_spec(_spec("run-u", "plan").replace(b"stage: plan\n", b"")), SANITIZER
+    )
+    plain = policy_metadata(whole, worker_version=WORKER_VERSION, environment={})
+    assert isinstance(plain["static_run_environment"], dict)
+    assert not {"stage", "plan_of"} & plain["static_run_environment"].keys()
+
+
+@pytest.fixture
+def confirmed_apply() -> Iterator[PolicyStep]:
+    """The library's confirmed_apply.rego as the launcher's policy."""
+    sanitizer = Sanitizer(b"s" * 32)
+    compiled = check_policy_path(LIBRARY / "confirmed_apply.rego", sanitizer=sanitizer)
+    with PolicyGate.start(compiled, sanitizer=sanitizer, isolated=False) as gate:
+        yield PolicyStep(
+            gate=gate,
+            sanitizer=sanitizer,
+            launcher=LauncherFacts(pool_id=POOL, worker_id="launcher-t", version=WORKER_VERSION),
+        )
+
+
+def test_a_policy_allows_a_write_run_only_as_a_confirmed_plan_and_its_apply(
+    pool: Pool, tmp_path: Path, confirmed_apply: PolicyStep
+) -> None:
+    """confirmed_apply.rego on the real gates: the planning half and the applying half of the
+    confirmed plan run; the same write run without confirmation, or an apply that names another
+    run's plan, is denied before anything is decrypted."""
+    sealed, status = _plan(pool, tmp_path)
+    assert status.plan_sha256 is not None
+    binding = PlanBinding(run_id="run-p", sha256=status.plan_sha256, commit_sha=COMMIT)
+    h = Harness(pool=pool, state_dir=tmp_path / "apply", policy=confirmed_apply)
+    gated = dataclasses.replace(h.gated_run(), plan_get=lambda _url: sealed)
+    h.gated_run = lambda: gated  # type: ignore[method-assign]
+    plaintext = _spec("run-p.apply", "apply", plan_of="run-p")
+    applied = h.run(_assign(pool, plaintext, "run-p.apply", plan=binding, url=GET_URL))
+    assert applied.state == "FINISHED", applied
+
+    planned = Harness(
+        pool=pool, state_dir=tmp_path / "plan2", runner=PlanningRunner(), policy=confirmed_apply
+    )
+    planned_gated = dataclasses.replace(planned.gated_run(), plan_put=lambda _u, _d: None)
+    planned.gated_run = lambda: planned_gated  # type: ignore[method-assign]
+    status = planned.run(_assign(pool, _spec("run-r", "plan"), "run-r", plan=None, url=PUT_URL))
+    assert (status.state, status.reason) == ("FINISHED", "run_succeeded")
+
+    unconfirmed = _spec("run-w", "plan").replace(b"stage: plan\n", b"")
+    h = Harness(pool=pool, state_dir=tmp_path / "w", policy=confirmed_apply)
+    denied = h.run(_assign(pool, unconfirmed, "run-w", plan=None, url=None))
+    assert (denied.state, denied.reason) == ("REFUSED", "policy_denied")
+    assert denied.message is not None
+    assert "confirm_after" in denied.message
+    assert h.runner.calls == []
+
+    other = _spec("run-x.apply", "apply", plan_of="run-p")
+    binding_x = dataclasses.replace(binding, run_id="run-p")
+    h = Harness(pool=pool, state_dir=tmp_path / "x", policy=confirmed_apply)
+    gated = dataclasses.replace(h.gated_run(), plan_get=lambda _url: sealed)
+    h.gated_run = lambda: gated  # type: ignore[method-assign]
+    denied = h.run(_assign(pool, other, "run-x.apply", plan=binding_x, url=GET_URL))
+    assert (denied.state, denied.reason) == ("REFUSED", "policy_denied")
+    assert h.runner.calls == []
