@@ -124,6 +124,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default="poll",
         help="worker transport: HTTPS long polling (default, no broker) or MQTT via mosquitto",
     )
+    parser.add_argument(
+        "--real-tool",
+        action="store_true",
+        help="instead of the four stories, a real Ansible playbook planned in check mode, "
+        "confirmed and applied (builds a Debian runner image once per Docker host: mmdebstrap)",
+    )
     parser.set_defaults(handler=run_demo)
 
 
@@ -136,11 +142,18 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     from hardened_launcher.demo.stories import DEMO_RUN_TIMEOUT, STORIES, run_story  # noqa: PLC0415
 
+    stories = STORIES
+    run_timeout = DEMO_RUN_TIMEOUT
+    if args.real_tool:
+        from hardened_launcher.demo.real_tool import REAL_TOOL_RUN_TIMEOUT, real_tool  # noqa: PLC0415
+
+        stories = (("A real tool: Ansible, planned, confirmed, applied", real_tool),)
+        run_timeout = REAL_TOOL_RUN_TIMEOUT
     out = _narrator(args.plain)
     env = Environment(
         root=args.dir,
         keep=not args.clean,
-        run_timeout=DEMO_RUN_TIMEOUT,
+        run_timeout=run_timeout,
         launcher_image=args.launcher_image,
         protocol=args.protocol,
     )
@@ -169,7 +182,7 @@ def run_demo(args: argparse.Namespace) -> int:
             out.say(f"broker on 127.0.0.1:{env.state.settings.broker_port if env.state else '-'}")
         out.say(f"object storage at {env.s3.server.endpoint_url if env.s3 else '-'}")
         out.say(f"{len(env.workers)} launcher(s) registered in pool {env.pool}")
-        for index, (title, story) in enumerate(STORIES, 1):
+        for index, (title, story) in enumerate(stories, 1):
             out.title(f"{index}. {title}")
             result = run_story(story, env, out)
             out.say(

@@ -39,62 +39,13 @@ from hardened_launcher.cli import main
 from hardened_launcher.controlplane.dispatch import RunState
 from hardened_launcher.controlplane.runs import submit_run
 from hardened_launcher.demo.environment import Environment
+from hardened_launcher.demo.real_tool import PLAYBOOK, real_tool_spec
 from hardened_launcher.demo.stories import audit_trail, new_run_id
 from tests.conftest import integration_required, require_tool
 from tests.e2e.conftest import EnvFactory
 from tests.integration.git_server import GitServer, git_server, make_repository
 
 pytestmark = pytest.mark.integration
-
-PLAYBOOK = """\
-- hosts: localhost
-  connection: local
-  gather_facts: false
-  vars_files:
-    - vars/secrets.yml
-  vars:
-    app_release: "2026.12"
-  tasks:
-    - name: the envelope's secret
-      ansible.builtin.debug:
-        msg: "db password is {{ lookup('ansible.builtin.env', 'DB_PASSWORD') }}"
-    - name: a value of the secret vars file
-      ansible.builtin.debug:
-        msg: "api token is {{ api_token }}"
-    - name: who runs this
-      ansible.builtin.command: id -un
-      register: who
-      changed_when: false
-      check_mode: false
-    - ansible.builtin.debug:
-        msg: "running as {{ who.stdout }}"
-    - name: the change
-      ansible.builtin.copy:
-        dest: "{{ playbook_dir }}/app.conf"
-        content: "release={{ app_release }}\\n"
-    - name: write the plan
-      when: ansible_check_mode
-      check_mode: false
-      vars:
-        new_plan_id: >-
-          {{ lookup('ansible.builtin.password', '/dev/null',
-                    chars=['ascii_lowercase', 'digits'], length=24) }}
-      ansible.builtin.copy:
-        dest: "{{ lookup('ansible.builtin.env', 'HL_PLAN_FILE') }}"
-        content: "plan_id: {{ new_plan_id }}\\n"
-    - name: apply only a plan
-      when: not ansible_check_mode
-      ansible.builtin.assert:
-        that: plan_id is defined
-    - name: the outputs
-      when: not ansible_check_mode
-      ansible.builtin.copy:
-        dest: "{{ lookup('ansible.builtin.env', 'HL_OUTPUTS') }}/result.yml"
-        content: |
-          applied_plan: {{ plan_id }}
-          app_conf: {{ lookup('ansible.builtin.file', playbook_dir ~ '/app.conf') }}
-          token: {{ api_token }}
-"""
 
 POLICY = """\
 package spacelift
@@ -106,7 +57,6 @@ deny contains "the source must come from the corp VCS" if {
 }
 """
 
-PLAYBOOK_RUN = "ansible-playbook -i localhost, site.yml"
 LIBRARY = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -195,40 +145,15 @@ def test_ansible_check_mode_plan_then_confirmed_apply_masks_both_secrets(
     api_token = f"filesecret-{secrets.token_hex(8)}"
 
     def confirmed_spec(run_id: str, commit_sha: str) -> dict[str, object]:
-        spec = env.spec(
-            run_id,
-            [],
-            secret_env={"DB_PASSWORD": db_password},
-            env={"ANSIBLE_NOCOLOR": "1"},
+        # The demo's spec (demo --real-tool), with the project from git instead of an archive.
+        spec = real_tool_spec(
+            env, run_id, image=runner_image, db_password=db_password, api_token=api_token
         )
-        spec["image"] = runner_image
-        spec["run_type"] = "wo"
         spec["source"] = {
             "url": "private://corp/infra.git",
             "ref": "main",
             "commit_sha": commit_sha,
         }
-        spec["files"] = [
-            {"path": "vars/secrets.yml", "content": f"api_token: {api_token}\n", "secret": True}
-        ]
-        spec["phases"] = [
-            {
-                "name": "planning",
-                "commands": [
-                    f"{PLAYBOOK_RUN} --check --diff",
-                    "test ! -e app.conf",
-                    'cp "$HL_PLAN_FILE" "$HL_OUTPUTS/plan.yml"',
-                ],
-            },
-            {
-                "name": "applying",
-                "commands": [
-                    f'{PLAYBOOK_RUN} -e @"$HL_PLAN_FILE"',
-                    'cp "$HL_PLAN_FILE" "$HL_OUTPUTS/plan.yml"',
-                ],
-            },
-        ]
-        spec["confirm_after"] = "planning"
         return spec
 
     # A commit that is not on the ref: refused before the playbook, reason on the run.
