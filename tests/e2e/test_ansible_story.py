@@ -18,8 +18,9 @@ plane and shown by ``controlplane run show``. Both halves print, with ``debug``,
 the envelope (``secret_env``) and one value of a secret vars file (``files[].secret``); every
 stored log, the terminal and the outputs hold ``***`` for both, the canary scans find the logs
 clean, and the audit log shows the verified commit. A run that names a commit not on the ref is
-refused before the playbook starts. (Discarding an UNCONFIRMED run, which applies nothing, is
-proven on busybox in tests/e2e/test_demo_stories.py.)
+refused before the playbook starts, and the same write run without ``confirm_after`` is denied
+by the policy. (Discarding an UNCONFIRMED run, which applies nothing, is proven on busybox in
+tests/e2e/test_demo_stories.py.)
 """
 
 from __future__ import annotations
@@ -159,6 +160,11 @@ def test_ansible_check_mode_plan_then_confirmed_apply_masks_both_secrets(
     # A commit that is not on the ref: refused before the playbook, reason on the run.
     wrong = new_run_id("ansible-wrong")
     _submit(env, confirmed_spec(wrong, "1" * 40))
+    # The same write run without confirm_after: denied by confirmed_apply.rego (no stage).
+    unconfirmed = new_run_id("ansible-unconfirmed")
+    whole = confirmed_spec(unconfirmed, commits[0])
+    del whole["confirm_after"]
+    _submit(env, whole)
     run_id = new_run_id("ansible")
     _submit(env, confirmed_spec(run_id, commits[0]))
 
@@ -190,6 +196,10 @@ def test_ansible_check_mode_plan_then_confirmed_apply_masks_both_secrets(
     assert refused.reason == "source_commit_mismatch", f"{refused.state} {refused.reason}"
     assert b"PLAY [localhost]" not in wrong_log
     assert "source.refused" in audit_trail(env, wrong)
+
+    denied = env.wait_for_run(unconfirmed, timeout_seconds=60)
+    assert (denied.state, denied.reason) == (RunState.REFUSED, "policy_denied"), denied
+    assert "confirm_after" in (denied.message or "")
 
     # The operator confirms; the applying run gets the exact plan and changes things for real.
     _cp(env, monkeypatch, capsys, "run", "confirm", run_id)
