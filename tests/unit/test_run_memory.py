@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import sys
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ import pytest
 
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.engine import HyperscanEngine
+from hardened_launcher.redaction.logging import install, installed_redactor
 from hardened_launcher.redaction.prefixes import prefix_index
 
 pytest.importorskip("hyperscan")
@@ -67,3 +69,23 @@ def test_a_runs_redactor_is_freed_with_the_run() -> None:
         redactor.close()
 
     assert growth_per_run(one_run, runs=10) < 20
+
+
+def test_covers_tells_whether_values_are_masked_already() -> None:
+    """``start`` reuses the process redactor for its own log only when it masks every value."""
+    token = hashlib.sha256(b"token").hexdigest()
+    redactor = Redactor(engine="reference")
+    redactor.add_many([("HL_TOKEN", token)])
+    assert redactor.covers([("HL_TOKEN", token)])
+    assert redactor.covers([])
+    assert not redactor.covers([("HL_KEY", token)])  # counted under another name
+    assert not redactor.covers([("HL_TOKEN", hashlib.sha256(b"other").hexdigest())])
+
+
+def test_installed_redactor_is_found_on_the_handlers() -> None:
+    logger = logging.getLogger("hl-test-installed-redactor")
+    logger.handlers = [logging.NullHandler()]
+    assert installed_redactor(logger) is None
+    redactor = Redactor(engine="reference")
+    install(redactor, logger)
+    assert installed_redactor(logger) is redactor
