@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -284,8 +285,10 @@ ENGINES = ("hyperscan", "aho-corasick", "reference")
 
 #: The last engine compiled (by the digest of its pattern set and the preference): a process
 #: often compiles the same set twice (the CLI's process-wide redactor, then the daemon's
-#: logging redactor, from the same environment), and compiled engines are immutable.
-_LAST_BUILT: tuple[bytes, Engine] | None = None
+#: logging redactor, from the same environment), and compiled engines are immutable. Held
+#: weakly: a run's engine (with its secrets' patterns and a Hyperscan database of megabytes)
+#: is freed with the run's redactor, not kept until the next compile.
+_LAST_BUILT: tuple[bytes, weakref.ref[Engine]] | None = None
 _LAST_BUILT_LOCK = threading.Lock()
 
 
@@ -308,10 +311,12 @@ def build_engine(patterns: Sequence[bytes], preference: str | None = None) -> En
     with _LAST_BUILT_LOCK:
         last = _LAST_BUILT
     if last is not None and last[0] == key:
-        return last[1]
+        cached = last[1]()
+        if cached is not None:
+            return cached
     engine = _compile_engine(patterns, preference)
     with _LAST_BUILT_LOCK:
-        _LAST_BUILT = (key, engine)
+        _LAST_BUILT = (key, weakref.ref(engine))
     return engine
 
 

@@ -13,6 +13,7 @@ import gc
 import hashlib
 import logging
 import sys
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -89,3 +90,14 @@ def test_installed_redactor_is_found_on_the_handlers() -> None:
     redactor = Redactor(engine="reference")
     install(redactor, logger)
     assert installed_redactor(logger) is redactor
+
+
+def test_a_runs_engine_is_not_kept_after_its_redactor() -> None:
+    """The last-built cache holds engines weakly: a run's secrets' patterns go with the run."""
+    redactor = Redactor(engine="reference")
+    redactor.add("SECRET", hashlib.sha256(b"run secret").hexdigest())
+    engine = weakref.ref(redactor._state[0])
+    assert engine() is not None
+    del redactor
+    gc.collect()
+    assert engine() is None
