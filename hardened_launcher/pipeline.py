@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -46,7 +46,6 @@ from hardened_launcher.binaries.openpgp import Keyring
 from hardened_launcher.egress.errors import EgressPolicyError
 from hardened_launcher.egress.isolation import EgressIsolationError, EgressSession
 from hardened_launcher.egress.policy import EgressPolicy, load_policy, resolve_private_source
-from hardened_launcher.egress.proxy import Connector, EgressDecision, ProxyLimits, Resolver
 from hardened_launcher.envelope import ReplayCache, open_run_state
 from hardened_launcher.envelope.plan import PlanArtifactError, open_plan, seal_plan
 from hardened_launcher.envelope.ticket import (
@@ -90,6 +89,10 @@ from hardened_launcher.redaction.canary import LeakDetectedError, verify_log_cle
 from hardened_launcher.redaction.sources import launcher_secret_values
 from hardened_launcher.secrets import Secret
 from hardened_launcher.settings import Settings
+
+if TYPE_CHECKING:
+    # Loaded with the first run that has an egress policy (egress/isolation.py).
+    from hardened_launcher.egress.proxy import Connector, EgressDecision, ProxyLimits, Resolver
 
 __all__ = [
     "Assignment",

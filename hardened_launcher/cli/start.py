@@ -48,7 +48,7 @@ from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
 from hardened_launcher.native_memory import limit_malloc_arenas, release_freed_memory
 from hardened_launcher.pipeline import EgressStep
 from hardened_launcher.redaction import Redactor
-from hardened_launcher.redaction.logging import install
+from hardened_launcher.redaction.logging import install, installed_redactor
 from hardened_launcher.redaction.sources import launcher_secret_values
 from hardened_launcher.settings import Settings
 from hardened_launcher.startup import (
@@ -111,8 +111,13 @@ def _setup_logging() -> None:
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    redactor = Redactor()
-    redactor.add_many(launcher_secret_values(os.environ))
+    values = launcher_secret_values(os.environ)
+    # The process redactor (cli.main) masks these same values: one set of patterns and one
+    # compiled engine serve both, not a second copy resident for the daemon's life.
+    redactor = installed_redactor()
+    if redactor is None or not redactor.covers(values):
+        redactor = Redactor()
+        redactor.add_many(values)
     install(redactor, logger)
 
 

@@ -23,7 +23,6 @@ Layout for one run::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -34,7 +33,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from hardened_launcher.audit.events import AuditEvent, AuditSink, Outcome
 from hardened_launcher.egress.classify import IPAddress, IPNetwork
@@ -46,14 +45,18 @@ from hardened_launcher.egress.host_addresses import (
 )
 from hardened_launcher.egress.owner import current_owner
 from hardened_launcher.egress.policy import EgressPolicy
-from hardened_launcher.egress.proxy import (
-    Connector,
-    EgressDecision,
-    EgressProxy,
-    ProxyLimits,
-    Resolver,
-)
 from hardened_launcher.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    # The proxy (and asyncio) load with the first run that has an egress policy: an idle
+    # launcher does not carry them (docs/launcher.md, memory).
+    from hardened_launcher.egress.proxy import (
+        Connector,
+        EgressDecision,
+        EgressProxy,
+        ProxyLimits,
+        Resolver,
+    )
 
 __all__ = [
     "LABEL_EGRESS_RUN",
@@ -277,11 +280,15 @@ class _LoopThread:
     """An asyncio loop in a daemon thread, for callers (the Docker runner) that are blocking."""
 
     def __init__(self, name: str) -> None:
+        import asyncio  # noqa: PLC0415  # only runs with an egress policy need it
+
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self.thread.start()
 
     def call(self, coroutine: Any, timeout: float = 30.0) -> Any:  # noqa: ANN401 - generic
+        import asyncio  # noqa: PLC0415  # loaded by __init__
+
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self) -> None:
@@ -343,6 +350,8 @@ class EgressSession:
         loop: _LoopThread | None = None
         fw: HostFirewall | None = None
         try:
+            from hardened_launcher.egress.proxy import EgressProxy  # noqa: PLC0415  # see imports
+
             loop = _LoopThread(f"egress-{run_id}"[:15])
             proxy = EgressProxy(
                 policy,

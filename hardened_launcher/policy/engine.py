@@ -40,8 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import regorus  # type: ignore[import-untyped]  # the binding ships no stubs
-
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.policy.builtins import BUILTINS
 from hardened_launcher.policy.errors import (
@@ -182,12 +180,20 @@ def _package_name(node: object) -> str:
     return "data." + ".".join(reversed(parts))
 
 
+def _regorus() -> Any:  # noqa: ANN401  # the binding ships no stubs
+    """The regorus module, imported on first use: a launcher daemon evaluates policies in its
+    policy worker process and never needs the engine's ~6 MiB itself."""
+    import regorus  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    return regorus
+
+
 class RegoEngine:
     """One regorus engine, usable only from the thread that created it."""
 
     def __init__(self, *, sanitizer: Sanitizer, coverage: bool = False) -> None:
         self._thread = threading.get_ident()
-        self._engine = regorus.Engine()
+        self._engine = _regorus().Engine()
         self._engine.set_policy_length_config(
             max_col=MAX_POLICY_COLUMNS, max_file_bytes=1024 * 1024, max_lines=MAX_POLICY_LINES
         )
@@ -375,7 +381,7 @@ def _sanitized_builtin(sanitizer: Sanitizer) -> Callable[[object], str]:
 @functools.cache
 def known_builtins() -> frozenset[str]:
     """Every builtin a policy may call: regorus's own plus the launcher's extensions."""
-    probe = regorus.Engine()
+    probe = _regorus().Engine()
     probe.add_policy("probe.rego", "package probe\n\nbuiltins := opa.runtime().builtins\n")
     names = probe.eval_rule("data.probe.builtins")
     extensions = {name for name, _, _ in (*BUILTINS, *jwt_extensions())}

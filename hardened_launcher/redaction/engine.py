@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import weakref
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -211,9 +212,11 @@ class HyperscanEngine:
         # a third of its speed.
         expressions = [_hs_expression(p) for p in self.patterns] + list(WRAP_TRIGGERS_HS)
         try:
+            # No ``ids``: each id is then its index, which is what they are. The binding
+            # (hyperscan 0.9.1) keeps a reference to every id object but the last it is given,
+            # so passing a list of ints leaked about 16 KiB per compiled run (issue 18).
             db.compile(
                 expressions=expressions,
-                ids=list(range(len(expressions))),
                 elements=len(expressions),
                 flags=0,
             )
@@ -282,8 +285,10 @@ ENGINES = ("hyperscan", "aho-corasick", "reference")
 
 #: The last engine compiled (by the digest of its pattern set and the preference): a process
 #: often compiles the same set twice (the CLI's process-wide redactor, then the daemon's
-#: logging redactor, from the same environment), and compiled engines are immutable.
-_LAST_BUILT: tuple[bytes, Engine] | None = None
+#: logging redactor, from the same environment), and compiled engines are immutable. Held
+#: weakly: a run's engine (with its secrets' patterns and a Hyperscan database of megabytes)
+#: is freed with the run's redactor, not kept until the next compile.
+_LAST_BUILT: tuple[bytes, weakref.ref[Engine]] | None = None
 _LAST_BUILT_LOCK = threading.Lock()
 
 
@@ -306,10 +311,12 @@ def build_engine(patterns: Sequence[bytes], preference: str | None = None) -> En
     with _LAST_BUILT_LOCK:
         last = _LAST_BUILT
     if last is not None and last[0] == key:
-        return last[1]
+        cached = last[1]()
+        if cached is not None:
+            return cached
     engine = _compile_engine(patterns, preference)
     with _LAST_BUILT_LOCK:
-        _LAST_BUILT = (key, engine)
+        _LAST_BUILT = (key, weakref.ref(engine))
     return engine
 
 

@@ -70,3 +70,13 @@ def install(redactor: Redactor, logger: logging.Logger | None = None) -> None:
             handler.addFilter(RedactingFilter(redactor))
         if not isinstance(handler.formatter, RedactingFormatter):
             handler.setFormatter(RedactingFormatter(redactor, handler.formatter))
+
+
+def installed_redactor(logger: logging.Logger | None = None) -> Redactor | None:
+    """The redactor :func:`install` attached to a handler of ``logger`` (default: root)."""
+    target = logger or logging.getLogger()
+    for handler in target.handlers:
+        for item in handler.filters:
+            if isinstance(item, RedactingFilter):
+                return item.redactor
+    return None

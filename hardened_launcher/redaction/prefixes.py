@@ -58,9 +58,10 @@ class PrefixIndex:
             return
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         try:
+            # No ``ids`` (each id is its index): the binding leaks the id objects it is given
+            # (see HyperscanEngine).
             db.compile(
                 expressions=[_hs_expression(g) for g in grams],
-                ids=list(range(len(grams))),
                 elements=len(grams),
                 flags=0,
             )

@@ -93,6 +93,18 @@ class Redactor:
             if changed:
                 self._rebuild()
 
+    def covers(self, items: Iterable[tuple[str, Value]]) -> bool:
+        """True when :meth:`add_many` of ``items`` would change nothing (all masked already)."""
+        with self._lock:
+            for name, value in items:
+                data = _as_bytes(value)
+                if refusal(data) is not None:
+                    continue
+                for pattern in variants(data):
+                    if name not in self._owners.get(pattern, ()):
+                        return False
+        return True
+
     def _rebuild(self) -> None:
         patterns = sorted(self._owners)
         owners = tuple(tuple(self._owners[p]) for p in patterns)
