@@ -47,7 +47,6 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, TypeVar, get_args
-from urllib.parse import urlsplit
 
 from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
@@ -60,6 +59,7 @@ from hardened_launcher.launcher.runlogs import (
     parse_retention,
 )
 from hardened_launcher.secrets import Secret
+from hardened_launcher.urls import split_url
 
 __all__ = [
     "DERIVED_FIELDS",
@@ -781,7 +781,9 @@ def _parse_comms_url(text: str) -> str:
         raise _InvalidValueError(
             "is too long or contains spaces or control characters", expected=_COMMS_URL_FORM
         )
-    parts = urlsplit(value)
+    parts = split_url(value)
+    if parts is None:
+        raise _InvalidValueError("is not a well-formed URL", expected=_COMMS_URL_FORM)
     if "@" in parts.netloc:
         raise _InvalidValueError(
             "carries credentials in the URL; the pool certificate authenticates the launcher",
@@ -1062,7 +1064,9 @@ def _check_endpoint(text: str) -> None:
             "is too long or contains spaces or control characters", expected=_ENDPOINT_FORM
         )
     if "://" in text:
-        parts = urlsplit(text)
+        parts = split_url(text)
+        if parts is None:
+            raise _InvalidValueError("is not a well-formed URL", expected=_ENDPOINT_FORM)
         if "@" in parts.netloc:
             raise _InvalidValueError(
                 "carries credentials in the URL; give them to the VCS agent, not here",

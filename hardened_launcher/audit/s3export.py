@@ -26,7 +26,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
-from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -41,6 +40,7 @@ from hardened_launcher.audit.export import (
 from hardened_launcher.audit.reader import AuditRecord
 from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.errors import InfrastructureError, UsageError
+from hardened_launcher.urls import split_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,9 +51,14 @@ _BUCKET_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` → ``(bucket, prefix)`` (prefix without slashes at the ends)."""
-    parts = urlsplit(url)
-    bucket = parts.netloc
-    if parts.scheme != "s3" or not 3 <= len(bucket) <= 63 or not set(bucket) <= _BUCKET_CHARS:
+    parts = split_url(url)
+    bucket = parts.netloc if parts is not None else ""
+    if (
+        parts is None
+        or parts.scheme != "s3"
+        or not 3 <= len(bucket) <= 63
+        or not set(bucket) <= _BUCKET_CHARS
+    ):
         raise UsageError(
             f"{url!r} is not an s3://BUCKET/PREFIX URL",
             hint="bucket names are 3-63 characters of a-z, 0-9, '.' and '-'",

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, TypeVar
-from urllib.parse import urlsplit
 
 from hardened_launcher.controlplane.dispatch import DispatchPolicy
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
@@ -27,6 +26,7 @@ from hardened_launcher.controlplane.logs import (
     LogStorageConfig,
 )
 from hardened_launcher.secrets import Secret
+from hardened_launcher.urls import split_url
 
 __all__ = [
     "CP_PREFIX",
@@ -182,8 +182,8 @@ def _path(value: str) -> Path:
 
 def _url(value: str) -> str:
     text = _text(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(text)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise _InvalidError("is not an http:// or https:// URL with a host")
     if parts.username or parts.password:
         raise _InvalidError("holds credentials; use HL_CP_S3_ACCESS_KEY_ID and _SECRET_ACCESS_KEY")

@@ -31,7 +31,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -43,6 +42,7 @@ from hardened_launcher.egress.classify import (
 )
 from hardened_launcher.egress.errors import EgressDeniedError, EgressPolicyError
 from hardened_launcher.settings import PrivateVcsMapping
+from hardened_launcher.urls import split_url
 
 __all__ = [
     "DEFAULT_ALLOW_PORTS",
@@ -202,7 +202,9 @@ class EgressPolicy:
 def endpoint_host_port(endpoint: str) -> tuple[str, int]:
     """Host and port of an ``http(s)://`` URL or a ``host:port`` endpoint (as in settings)."""
     text = endpoint if "://" in endpoint else f"tcp://{endpoint}"
-    parts = urlsplit(text)
+    parts = split_url(text)
+    if parts is None:
+        raise ValueError("endpoint is not a well-formed URL")
     host = parts.hostname
     if host is None:
         raise ValueError("endpoint has no host")

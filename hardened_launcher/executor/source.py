@@ -32,10 +32,10 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
-from urllib.parse import urlsplit
 
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.secrets import Secret
+from hardened_launcher.urls import split_url
 
 __all__ = [
     "MAX_ARCHIVE_BYTES",
@@ -154,7 +154,9 @@ def _url(where: str, value: object) -> str:
     url = _text(where, value, MAX_URL_CHARS)
     if not _URL_CHARS_RE.fullmatch(url):
         raise _fail(where, "has characters a URL cannot hold (spaces, control characters…)")
-    parts = urlsplit(url)
+    parts = split_url(url)
+    if parts is None:  # e.g. an unbalanced "[" (urllib: "Invalid IPv6 URL")
+        raise _fail(where, "is not a well-formed URL (unbalanced [ ] around the host?)")
     if parts.scheme.lower() not in _SCHEMES:
         raise _fail(where, "is not an https://, http:// or private://<name>/ URL")
     if not parts.netloc or "@" in parts.netloc:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
-from urllib.parse import urlsplit
 
 from hardened_launcher.errors import ConfigurationError
+from hardened_launcher.urls import split_url
 
 if TYPE_CHECKING:
     from hardened_launcher.identity.keys import PoolPrivateKey
@@ -68,8 +68,8 @@ def comms_endpoint(settings: Settings, token: Token) -> CommsEndpoint:
         url, source = settings.worker_comms_url, "SPACELIFT_WORKER_COMMS_URL"
     else:
         url, source = token.control_plane_url, "SPACELIFT_TOKEN control_plane_url"
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
+    parts = split_url(url)
+    if parts is None or parts.scheme.lower() != "https" or not parts.hostname:
         raise ConfigurationError(
             f"the long-poll transport needs an https:// control plane URL ({source} is not one)",
             hint="set SPACELIFT_WORKER_COMMS_URL=https://<control plane>, or "

@@ -49,6 +49,7 @@ from hardened_launcher.transport.client import (
 from hardened_launcher.transport.messages import Body, Bye, Message
 from hardened_launcher.transport.session import Outgoing, Received, Session, TransportStats
 from hardened_launcher.transport.topics import WorkerAddress, to_worker_topic
+from hardened_launcher.urls import split_url
 
 _log = logging.getLogger(__name__)
 _jitter = random.SystemRandom()
@@ -90,15 +91,16 @@ class Proxy:
     def for_url(cls, url: str, *, environ: Mapping[str, str]) -> Self | None:
         """The proxy ``HTTPS_PROXY``/``https_proxy`` names for ``url``, unless ``NO_PROXY``
         exempts its host. Only ``http://`` proxies (CONNECT) are supported."""
-        host = urllib.parse.urlsplit(url).hostname or ""
+        target = split_url(url)
+        host = (target.hostname if target is not None else None) or ""
         proxy_url = environ.get("HTTPS_PROXY") or environ.get("https_proxy") or ""
         if not proxy_url.strip():
             return None
         no_proxy = environ.get("NO_PROXY") or environ.get("no_proxy") or ""
         if no_proxy and _bypassed(host, no_proxy):
             return None
-        parts = urllib.parse.urlsplit(proxy_url.strip())
-        if parts.scheme.lower() != "http" or not parts.hostname:
+        parts = split_url(proxy_url.strip())
+        if parts is None or parts.scheme.lower() != "http" or not parts.hostname:
             raise ConfigurationError(
                 "HTTPS_PROXY is not an http:// proxy URL",
                 hint="set HTTPS_PROXY=http://proxy:port (CONNECT; TLS stays end to end)",
@@ -232,8 +234,13 @@ class PollTransport:
     ) -> None:
         if session.local is None:
             raise ValueError("the poll client is a worker transport")
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme.lower() != "https" or not parts.hostname or "@" in parts.netloc:
+        parts = split_url(url)
+        if (
+            parts is None
+            or parts.scheme.lower() != "https"
+            or not parts.hostname
+            or "@" in parts.netloc
+        ):
             raise ConfigurationError(
                 "the control plane URL is not https:// without credentials",
                 hint="set SPACELIFT_WORKER_COMMS_URL=https://<control plane>",

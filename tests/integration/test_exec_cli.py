@@ -104,16 +104,16 @@ def _exec(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def _containers_left() -> list[object]:
-    """Run containers (image probes carry the managed label too, and other processes on the
-    shared dockerd make and remove them at any time: they are not counted)."""
-    return [
-        item
+def _containers_left() -> set[str]:
+    """Ids of run containers (image probes carry the managed label too; other processes on a
+    shared dockerd make and remove containers at any time, so tests compare sets: no new id)."""
+    return {
+        str(item["Id"])
         for item in docker.from_env().api.containers(
             all=True, filters={"label": "io.hardened-launcher.managed=true"}
         )
         if "io.hardened-launcher.probe" not in (item.get("Labels") or {})
-    ]
+    }
 
 
 def test_policy_allows_and_the_secret_never_shows(tmp_path: Path, image: str) -> None:
@@ -132,14 +132,14 @@ def test_policy_allows_and_the_secret_never_shows(tmp_path: Path, image: str) ->
 
 
 def test_policy_denial_stops_the_run_before_any_container(tmp_path: Path, image: str) -> None:
-    before = len(_containers_left())
+    before = _containers_left()
     done = _exec(tmp_path, _setup(tmp_path, ALLOW_IMAGE_POLICY, "revoked-token-value", image))
     assert done.returncode == 65, done.stderr
     assert "revoked token" in done.stderr
     assert "reason: policy_denied" in done.stderr
     assert "revoked-token-value" not in done.stderr
     assert "Traceback" not in done.stderr
-    assert len(_containers_left()) == before
+    assert not _containers_left() - before
     assert not (tmp_path / "run.log").exists() or (tmp_path / "run.log").read_bytes() == b""
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hardened_launcher.envelope.ticket import (
@@ -491,6 +491,12 @@ def test_the_basic_credentials_are_a_secret_of_the_spec_and_wiped_with_it() -> N
     ),
     ref=st.text(max_size=40),
 )
+@example(url="A://[", ref="main")
+@example(url="https://[::1/repo.git", ref="main")
+@example(url="https://vcs]/repo.git", ref="main")
+@example(url="https://[v1.x]/repo.git", ref="main")
+@example(url="https://host:99999999/repo.git", ref="main")
+@example(url="private://[x]/repo.git", ref="main")
 def test_property_a_git_source_is_valid_or_one_spec_error(url: str, ref: str) -> None:
     try:
         source = parse_source({"url": url, "ref": ref, "commit_sha": SHA})
