@@ -109,11 +109,12 @@ def test_the_default_is_two_gib(tmp_path: Path) -> None:
     assert settings_.log_spool_max_bytes == 2048 * MIB
 
 
-def _close(sink: object) -> None:
-    """Close a factory's tee without waiting for uploads that cannot happen (no URLs)."""
+def _close(sink: object, timeout_seconds: float = 0) -> None:
+    """Close a factory's tee without waiting for uploads that cannot happen (no URLs); an empty
+    run's sink is given ``timeout_seconds`` to remove its directory (its uploader thread does)."""
     for inner in sink.sinks:  # type: ignore[attr-defined]
         if isinstance(inner, ChunkedLogSink):
-            inner.close(0)
+            inner.close(timeout_seconds)
         else:
             inner.close()
 
@@ -141,7 +142,7 @@ def test_the_factory_drops_the_oldest_finished_spool_first(tmp_path: Path) -> No
     shipper = factory.shippers[0]
     assert shipper.report().spooled_bytes == 700 * 1024
     # 1.2 MiB > 1 MiB: run-old (oldest) goes; then 800 KiB fits.
-    _close(factory("run-next", (), lambda _chunk: None))
+    _close(factory("run-next", (), lambda _chunk: None), timeout_seconds=30)
     assert sorted(p.name for p in spool.iterdir()) == ["run-live", "run-newer"]
     dropped = [e for e in audit.events if e.type == "run.logs_dropped"]
     assert [(e.run_id, e.reason, e.outcome) for e in dropped] == [
