@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -723,6 +724,18 @@ class Environment:
             ]
         )
 
+    @contextlib.contextmanager
+    def watch_container_creates(self) -> Iterator[ContainerCreates]:
+        """Count Docker ``create`` events per run id while the block runs, from a live
+        ``docker events`` stream: dockerd keeps only its newest 256 events for ``--since``
+        queries, fewer than a busy Docker host produces during a batch of runs."""
+        watcher = ContainerCreates()
+        watcher.start()
+        try:
+            yield watcher
+        finally:
+            watcher.stop()
+
     # -- outages --------------------------------------------------------------------------------
     def restart_serve(self, *, down_seconds: float = 2.0) -> None:
         """Stop ``controlplane serve`` (SIGTERM) and start it again: a control-plane restart."""
@@ -787,6 +800,56 @@ class _TamperingStore(Store):
             now=now,
             manifest=manifest,
         )
+
+
+class ContainerCreates:
+    """A ``docker events`` stream of container ``create`` events, counted by run-id label."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                "docker",
+                "events",
+                "--filter",
+                "type=container",
+                "--filter",
+                "event=create",
+                "--format",
+                f'{{{{index .Actor.Attributes "{LABEL_RUN_ID}"}}}}',
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        time.sleep(0.5)  # the stream is subscribed before the first run can be created
+
+    def _read(self) -> None:
+        process = self._process
+        if process is None or process.stdout is None:
+            return
+        for line in process.stdout:
+            run_id = line.strip()
+            if run_id and run_id != "<no value>":
+                self.counts[run_id] = self.counts.get(run_id, 0) + 1
+
+    def settle(self, seconds: float = 1.0) -> None:
+        """Give events already sent time to be read."""
+        time.sleep(seconds)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
 
 
 def _docker_lines(args: list[str]) -> list[str]:

@@ -32,18 +32,19 @@ def test_three_launchers_thirty_runs(make_env: EnvFactory) -> None:
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    since = time.time() - 1
     run_ids = [new_run_id(f"bulk{i:02d}") for i in range(RUNS)]
     specs = [env.spec(run_id, [f"echo run {run_id}"]) for run_id in run_ids]
-    started = time.monotonic()
-    sampler.start()
-    try:
-        for spec in specs:
-            env.submit(spec)
-        runs = [env.wait_for_run(run_id, timeout_seconds=300) for run_id in run_ids]
-    finally:
-        stop.set()
-        sampler.join()
+    with env.watch_container_creates() as creates_seen:
+        started = time.monotonic()
+        sampler.start()
+        try:
+            for spec in specs:
+                env.submit(spec)
+            runs = [env.wait_for_run(run_id, timeout_seconds=300) for run_id in run_ids]
+        finally:
+            stop.set()
+            sampler.join()
+        creates_seen.settle()
     elapsed = time.monotonic() - started
     after = [launcher.rss_bytes() or 0 for launcher in env.workers]
 
@@ -51,9 +52,7 @@ def test_three_launchers_thirty_runs(make_env: EnvFactory) -> None:
         (r.id, r.state.value, r.reason) for r in runs if r.state is not RunState.FINISHED
     ]
     assert not not_finished, not_finished
-    creates = {
-        run_id: env.container_events(run_id, since=since).count("create") for run_id in run_ids
-    }
+    creates = {run_id: creates_seen.counts.get(run_id, 0) for run_id in run_ids}
     assert all(n == 1 for n in creates.values()), f"containers per run: {creates}"
     for run_id in run_ids:
         _, log = env.logs(run_id)
