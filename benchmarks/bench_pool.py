@@ -207,12 +207,17 @@ def docker_floor(image: str, samples: int) -> list[float]:
         time.sleep(random.uniform(0, 0.5))
         began = time.perf_counter()
         created = api.create_container(
-            image=image, command=["true"], name=f"lat-floor-{os.getpid()}-{i}"
+            image=image,
+            command=["true"],
+            name=f"lat-floor-{os.getpid()}-{i}",
+            host_config=api.create_host_config(network_mode="none"),  # as the runs have
         )
-        api.start(created["Id"])
-        found.append((time.perf_counter() - began) * 1000)
-        api.wait(created["Id"], timeout=30)
-        api.remove_container(created["Id"], force=True)
+        try:
+            api.start(created["Id"])
+            found.append((time.perf_counter() - began) * 1000)
+            api.wait(created["Id"], timeout=30)
+        finally:
+            api.remove_container(created["Id"], force=True)
     return found
 
 

@@ -70,7 +70,7 @@ from hardened_launcher.executor.images import with_default_image
 from hardened_launcher.executor.instructions import encode_instructions
 from hardened_launcher.executor.limits import check_limits
 from hardened_launcher.executor.logsink import Channel, FileLogSink, LogSink, TeeLogSink
-from hardened_launcher.executor.redaction_port import RedactorLike, add_secret, add_secrets
+from hardened_launcher.executor.redaction_port import RedactorLike, add_secrets
 from hardened_launcher.executor.runner import RunResult
 from hardened_launcher.executor.runspec import RunLimits, RunSpec, parse_run_spec
 from hardened_launcher.executor.source import GitSource
@@ -1441,13 +1441,14 @@ def execute(
             if value is not None:
                 extra_env[name] = Secret(value)
         # Masked in the run's output: the launcher's own credentials and SPACELIFT_MASK_ENVS
-        # values, the run's secret variables, and masked whitelisted variables.
-        for variable, secret_value in launcher_secret_values(services.environ):
-            redactor.add(variable, secret_value)
-        add_secrets(redactor, spec.secrets())  # each value of a secret file on its own too
-        for name, secret in extra_env.items():
-            if name in settings.mask_envs:
-                add_secret(redactor, f"env:{name}", secret)
+        # values, the run's secret variables (each value of a secret file on its own too), and
+        # masked whitelisted variables. One call, so the engine is compiled once: the launcher's
+        # values alone are ~800 patterns (~0.3 s to compile here), and a run without secrets of
+        # its own reuses the engine compiled for the same set (engine.build_engine's cache).
+        masked: list[tuple[str, Secret | bytes]] = list(launcher_secret_values(services.environ))
+        masked.extend(spec.secrets())
+        masked.extend((f"env:{n}", v) for n, v in extra_env.items() if n in settings.mask_envs)
+        add_secrets(redactor, masked)
         timer.mark("redactor")
         with _gate("execute", run_id, audit):
             sink = open_sink()
