@@ -29,6 +29,7 @@ from hardened_launcher.policy import (
 )
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction import redactor as redactor_module
+from hardened_launcher.redaction.engine import build_engine
 from hardened_launcher.settings import Mount, Settings, load_settings
 
 CANARY = "CANARY-pipeline-90ab"
@@ -297,7 +298,7 @@ def test_the_launchers_values_and_the_runs_secrets_compile_one_engine(
     """Every value the run's output is masked for is added at once: one compile per run (the
     launcher's key alone is ~800 patterns; one compile per value tripled its start time)."""
     built: list[int] = []
-    real_build = redactor_module.build_engine
+    real_build = build_engine
 
     def counting(patterns: Any, preference: str | None = None) -> Any:
         built.append(len(patterns))
