@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,6 +333,35 @@ def test_the_launchers_values_and_the_runs_secrets_compile_one_engine(
     assert CANARY not in masked
     assert "rt-secret" not in masked
     assert set(redactor.counts()) == {"SPACELIFT_TOKEN", "env:TOKEN", "env:READ_TOKEN"}
+
+
+def test_the_run_logs_its_start_step_by_step_once_the_container_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class StartingRunner(FakeRunner):
+        def run(self, container: Any, instructions: bytearray, **kwargs: Any) -> RunResult:
+            kwargs["timer"].mark("start")
+            kwargs["on_started"]("c1")
+            return super().run(container, instructions, **kwargs)
+
+    caplog.set_level(logging.INFO, logger="hardened_launcher.pipeline")
+    run_pipeline(
+        make_spec(),
+        settings=settings(),
+        launcher_id="L",
+        worker_version="0.1.0",
+        binaries=FakeBinaries(),  # type: ignore[arg-type]
+        policy=None,
+        runner=StartingRunner(),
+        redactor=StandInRedactor(),
+        sink=FakeSink(),
+        audit=MemoryAuditLog(),
+    )
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run.timings")]
+    names = [part.partition("=")[0] for part in line.split()[1:]]
+    assert names == ["run_id", "redactor", "sink", "spec", "audit_started", "start", "total"]
+    assert line.startswith("run.timings run_id=run-p ")
+    assert CANARY not in line
 
 
 def test_demux_splits_frames_across_reads() -> None:
