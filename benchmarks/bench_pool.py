@@ -2,7 +2,9 @@
 
 Run: ``python benchmarks/bench_pool.py [--burst 30] [--samples 20] [--rss-runs 1000]``
 (as root, with dockerd, SeaweedFS and the busybox image as for tests/e2e; ``--only`` picks
-``throughput``, ``latency`` or ``rss``).
+``throughput``, ``latency`` or ``rss``). ``--before DIR --only latency`` compares an older
+tree (``git archive <rev> | tar -x -C DIR``) with this one: rounds of each tree's launcher,
+alternately, in the same run, beside the Docker floor.
 
 Everything is :class:`hardened_launcher.demo.environment.Environment`: ``controlplane serve``
 over the long-poll transport, SeaweedFS, dockerd and ``hardened-launcher start`` processes. Runs
@@ -14,7 +16,10 @@ interpreter start-up, which would dominate a burst on a small machine).
 2. **latency**: one idle launcher; one run at a time is queued after a random 0-1 s pause once
    the previous is final; from its commit to the launcher's receipt of ``start`` (dispatch:
    its JSON log) and to Docker's ``start`` event of its container (``docker events``
-   nanosecond times; same host clock). p50 and p95 of each.
+   nanosecond times; same host clock). p50 and p95 of each, and of each step of the launcher's
+   own ``run.timings`` line (received ``start`` → gates → Docker create/attach/start), and the
+   floor: ``create`` + ``start`` of a plain busybox container through the same Docker API.
+   ``--secret-env`` gives each run a secret variable (its redactor compiles then).
 3. **rss**: one launcher, ``--rss-runs`` trivial runs in batches of 10; the daemon's RSS after
    a 20-run warm-up and every 100 runs; the slope of a least-squares line through the samples
    (bytes per run) and the total growth.
@@ -26,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -45,10 +52,17 @@ from hardened_launcher.executor.container_spec import LABEL_RUN_ID
 MIB = 1024 * 1024
 
 
-def queue(env: Environment, store: Store, run_id: str, command: str) -> float:
+def queue(
+    env: Environment,
+    store: Store,
+    run_id: str,
+    command: str,
+    secret_env: dict[str, str] | None = None,
+) -> float:
     """Seal and queue one run; returns the wall time just after its commit."""
     assert env.state is not None
-    data = yaml.safe_dump(env.spec(run_id, [command]), sort_keys=False).encode()
+    spec = env.spec(run_id, [command], secret_env=secret_env)
+    data = yaml.safe_dump(spec, sort_keys=False).encode()
     submit_run(env.state, store, pool=env.pool, spec=data, now=datetime.now(UTC))
     return time.time()
 
@@ -151,14 +165,64 @@ def launcher_times(log_path: Path, run_ids: set[str]) -> dict[str, float]:
     return found
 
 
-def percentiles(values: list[float]) -> str:
+def step_times(log_path: Path, run_ids: set[str]) -> dict[str, dict[str, float]]:
+    """Each run's ``run.timings`` line: milliseconds per step of the launcher's start."""
+    found: dict[str, dict[str, float]] = {}
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "run.timings run_id=" not in line:
+            continue
+        try:
+            event = str(json.loads(line).get("event", ""))
+        except ValueError:
+            continue
+        fields = dict(part.partition("=")[::2] for part in event.split()[1:])
+        run_id = fields.pop("run_id", "")
+        if run_id in run_ids:
+            found[run_id] = {name: float(value) for name, value in fields.items()}
+    return found
+
+
+def p50_p95(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
-    p50 = statistics.median(ordered)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms (n={len(ordered)}, max {ordered[-1]:.0f})"
+    return statistics.median(ordered), ordered[
+        min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))
+    ]
 
 
-def latency(base: Path, samples: int) -> None:
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    p50, p95 = p50_p95(values)
+    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms (n={len(values)}, max {max(values):.0f})"
+
+
+def docker_floor(image: str, samples: int) -> list[float]:
+    """Milliseconds of ``create`` + ``start`` of a plain container running ``true`` (the same
+    low-level Docker API calls as the runner, none of its options): the runtime's floor."""
+    import docker  # noqa: PLC0415 - only this measurement needs the SDK
+
+    api = docker.from_env(timeout=60).api
+    found: list[float] = []
+    for i in range(samples):
+        time.sleep(random.uniform(0, 0.5))
+        began = time.perf_counter()
+        created = api.create_container(
+            image=image,
+            command=["true"],
+            name=f"lat-floor-{os.getpid()}-{i}",
+            host_config=api.create_host_config(network_mode="none"),  # as the runs have
+        )
+        try:
+            api.start(created["Id"])
+            found.append((time.perf_counter() - began) * 1000)
+            api.wait(created["Id"], timeout=30)
+        finally:
+            api.remove_container(created["Id"], force=True)
+    return found
+
+
+def latency_samples(base: Path, samples: int, *, secret: bool = False) -> dict[str, list[float]]:
+    """One idle launcher, ``samples`` runs: milliseconds per measure (see the module's 2.)."""
     env = environment(base / "latency", 1)
     since = time.time() - 1
     submitted: dict[str, float] = {}
@@ -168,18 +232,73 @@ def latency(base: Path, samples: int) -> None:
             for i in range(samples + 2):  # the first two warm the launcher up
                 time.sleep(random.uniform(0, 1))
                 run_id = new_run_id(f"lat{i:03d}")
-                submitted[run_id] = queue(env, store, run_id, "true")
+                secret_env = {"BENCH_SECRET": f"s3cret-{run_id}"} if secret else None
+                submitted[run_id] = queue(env, store, run_id, "true", secret_env)
                 wait_final(env, [run_id])
         time.sleep(1)
         starts = start_times(set(submitted), since)
         received = launcher_times(env.workers[0].log_path, set(submitted))
+        steps = step_times(env.workers[0].log_path, set(submitted))
+        floor = docker_floor(env.image, samples)
     finally:
         env.stop()
     measured = list(submitted)[2:]
-    to_start = [(received[r] - submitted[r]) * 1000 for r in measured if r in received]
-    to_container = [(starts[r] - submitted[r]) * 1000 for r in measured if r in starts]
-    print(f"submit -> the launcher holds `start` (dispatch), idle pool: {percentiles(to_start)}")
-    print(f"submit -> Docker starts the container, idle pool: {percentiles(to_container)}")
+    found: dict[str, list[float]] = {
+        "submit -> launcher holds `start`": [
+            (received[r] - submitted[r]) * 1000 for r in measured if r in received
+        ],
+        "submit -> Docker starts the container": [
+            (starts[r] - submitted[r]) * 1000 for r in measured if r in starts
+        ],
+        "launcher: holds `start` -> Docker start event": [
+            (starts[r] - received[r]) * 1000 for r in measured if r in starts and r in received
+        ],
+        "floor: busybox create + start (Docker API)": floor,
+    }
+    for run_id in measured:
+        for name, value in steps.get(run_id, {}).items():
+            found.setdefault(f"  step {name}", []).append(value)
+    return found
+
+
+def latency(base: Path, samples: int, *, secret: bool = False) -> None:
+    for name, values in latency_samples(base, samples, secret=secret).items():
+        print(f"{name}: {percentiles(values)}")
+
+
+def compare_latency(before: Path, samples: int, rounds: int, *, secret: bool) -> None:
+    """Rounds of the older tree and this one, alternately; p50/p95 of each measure side by side.
+
+    Each round runs this script in a child whose ``PYTHONPATH`` puts one tree first (its
+    launcher processes inherit it), so both trees are measured by the same code."""
+    trees = {"before": before.resolve(), "after": Path(__file__).resolve().parents[1]}
+    merged: dict[str, dict[str, list[float]]] = {label: {} for label in trees}
+    for round_ in range(rounds):
+        for label, tree in trees.items():
+            argv = [sys.executable, __file__, "--only", "latency", "--samples", str(samples)]
+            argv += ["--json"] + (["--secret-env"] if secret else [])
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            proc = subprocess.run(
+                argv, cwd=tree, env=env, capture_output=True, text=True, check=False
+            )
+            if proc.returncode != 0:
+                raise SystemExit(f"{label} round {round_ + 1} failed:\n{proc.stderr[-3000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            for name, values in result.items():
+                merged[label].setdefault(name, []).extend(values)
+            print(f"round {round_ + 1}/{rounds}: {label} done", file=sys.stderr, flush=True)
+    names = list(merged["after"]) + [n for n in merged["before"] if n not in merged["after"]]
+    print(f"{'measure (ms)':48} {'before p50/p95':>16} {'after p50/p95':>16}")
+    for name in names:
+        cells = []
+        for label in trees:
+            values = merged[label].get(name, [])
+            if values:
+                p50, p95 = p50_p95(values)
+                cells.append(f"{p50:7.0f} /{p95:6.0f}")
+            else:
+                cells.append(f"{'-':>14}")
+        print(f"{name:48} {cells[0]:>16} {cells[1]:>16}")
 
 
 def rss(base: Path, runs: int, launcher_env: dict[str, str]) -> None:
@@ -228,6 +347,14 @@ def main() -> None:
     parser.add_argument("--rss-runs", type=int, default=1000)
     parser.add_argument("--only", choices=["throughput", "latency", "rss"])
     parser.add_argument(
+        "--secret-env", action="store_true", help="latency: each run has a secret variable"
+    )
+    parser.add_argument(
+        "--before", type=Path, help="latency: compare with this older tree (see above)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="latency --before: rounds per tree")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
         "--launcher-env",
         action="append",
         default=[],
@@ -236,6 +363,14 @@ def main() -> None:
     )
     args = parser.parse_args()
     launcher_env = dict(item.split("=", 1) for item in args.launcher_env)
+    if args.before is not None:
+        compare_latency(args.before, args.samples, args.rounds, secret=args.secret_env)
+        return
+    if args.json:  # one tree's latency samples, for compare_latency
+        with tempfile.TemporaryDirectory(prefix="hl-bench-pool-") as tmp:
+            found = latency_samples(Path(tmp), args.samples, secret=args.secret_env)
+        print(json.dumps(found))
+        return
     with tempfile.TemporaryDirectory(prefix="hl-bench-pool-") as tmp:
         base = Path(tmp)
         if args.only in (None, "throughput"):
@@ -243,7 +378,7 @@ def main() -> None:
             three = throughput(base, 3, args.burst)
             print(f"throughput ratio 3 launchers / 1: {three / one:.2f}")
         if args.only in (None, "latency"):
-            latency(base, args.samples)
+            latency(base, args.samples, secret=args.secret_env)
         if args.only in (None, "rss"):
             rss(base, args.rss_runs, launcher_env)
 

@@ -38,7 +38,7 @@ def add_secret(redactor: RedactorLike, name: str, value: Secret) -> None:
         redactor.add(name, value)
 
 
-def add_secrets(redactor: RedactorLike, named: Iterable[tuple[str, Secret]]) -> None:
+def add_secrets(redactor: RedactorLike, named: Iterable[tuple[str, Secret | bytes]]) -> None:
     """Register many secrets; one engine compile when the redactor has ``add_many`` (a secret
     file can hold thousands of values). Empty secrets are skipped."""
     items = [(name, value) for name, value in named if value]

@@ -48,6 +48,7 @@ from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, ow
 from hardened_launcher.executor.passwd import PasswdFiles
 from hardened_launcher.executor.redaction_port import RedactingStreamLike, RedactorLike
 from hardened_launcher.secrets import Secret, wipe_bytearray
+from hardened_launcher.steptimes import StepTimes
 
 __all__ = ["DockerRunner", "RunResult", "StopReason", "docker_client", "translate_docker_error"]
 
@@ -267,15 +268,18 @@ class DockerRunner:
         sink: LogSink,
         cancel: threading.Event | None = None,
         on_started: Callable[[str], None] | None = None,
+        timer: StepTimes | None = None,
     ) -> RunResult:
-        """Run ``container``; wipe ``instructions`` and close ``sink`` whatever happens."""
+        """Run ``container``; wipe ``instructions`` and close ``sink`` whatever happens.
+        ``timer`` (if any) gets a mark as each step up to the container's start ends."""
         started = self.clock()
+        timer = timer or StepTimes()
         container_id = ""
         time_limit = self.run_timeout
         if container.time_limit_seconds is not None:
             time_limit = min(time_limit, container.time_limit_seconds)
         try:
-            container_id = self._create(container, time_limit)
+            container_id = self._create(container, time_limit, timer)
             return self._attached_run(
                 container,
                 container_id,
@@ -286,6 +290,7 @@ class DockerRunner:
                 on_started,
                 started,
                 time_limit,
+                timer,
             )
         finally:
             wipe_bytearray(instructions)
@@ -295,7 +300,7 @@ class DockerRunner:
             finally:
                 sink.close()
 
-    def _create(self, container: ContainerSpec, time_limit: float) -> str:
+    def _create(self, container: ContainerSpec, time_limit: float, timer: StepTimes) -> str:
         # Who made the container and until when it is needed: a later launcher or exec removes
         # it when this process is gone or the deadline passed (see .ownership, .cleanup).
         deadline = self.wall_clock() + time_limit + self.stop_grace.total_seconds()
@@ -309,13 +314,16 @@ class DockerRunner:
         if self.mounts is not None:
             # Immediately before creation: mount the real paths, refuse if a link changed.
             host_config_args["mounts"] = self.mounts.pin(host_config_args.get("mounts", ()))
+            timer.mark("mounts")
         uid, _, gid = str(create_args.get("user", "")).partition(":")
         if uid.isdigit() and gid.isdigit():
             extra = self.passwd.mounts(container.image, uid=int(uid), gid=int(gid))
             host_config_args["mounts"] = [*host_config_args.get("mounts", []), *extra]
+            timer.mark("passwd")
         try:
             host_config = self.api.create_host_config(**host_config_args)
             created = self.api.create_container(**create_args, host_config=host_config)
+            timer.mark("create")
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(
                 exc, doing="create the run container", image=container.image
@@ -337,12 +345,15 @@ class DockerRunner:
         on_started: Callable[[str], None] | None,
         started: float,
         time_limit: float,
+        timer: StepTimes,
     ) -> RunResult:
         try:
             wrapper = self.api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
+            timer.mark("attach")
             self.api.start(container_id)
+            timer.mark("start")
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(exc, doing="start the run container") from None
         sock: socket.socket = getattr(wrapper, "_sock", wrapper)

@@ -59,6 +59,7 @@ from hardened_launcher.policy import PolicyDecision, Sanitizer
 from hardened_launcher.policy.errors import PolicyDeniedError
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.settings import Settings
+from hardened_launcher.steptimes import StepTimes
 from hardened_launcher.transport.messages import (
     MAX_STATUS_OUTPUTS,
     MAX_STATUS_OUTPUTS_B64_CHARS,
@@ -298,6 +299,8 @@ class RunContext:
     on_sink: Callable[[LogSink], None]
     #: Called as each phase of the run starts (its name, when): the ``phase`` report.
     on_phase: Callable[[str, datetime], None] = lambda _name, _at: None
+    #: The run's start, step by step (made when the daemon launched it; ``run.timings``).
+    timer: StepTimes = field(default_factory=StepTimes)
 
 
 class RunFunction(Protocol):
@@ -515,6 +518,7 @@ class GatedRun:
         results: list[RunResult],
     ) -> Status:
         run_id = assign.run_id
+        context.timer.mark("launch")  # the daemon's receipt of ``start`` to this thread
 
         def open_sink() -> LogSink:
             sink: LogSink = TeeLogSink(
@@ -559,6 +563,7 @@ class GatedRun:
             open_sink=open_sink,
             cancel=context.cancel,
             on_started=context.on_started,
+            timer=context.timer,
         )
         results.append(result)
         status = status_for_result(result)

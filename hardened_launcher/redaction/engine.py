@@ -320,6 +320,18 @@ def build_engine(patterns: Sequence[bytes], preference: str | None = None) -> En
     return engine
 
 
+def cached_engine(patterns: Sequence[bytes], preference: str | None = None) -> Engine | None:
+    """The engine :func:`build_engine` last compiled, if it is for exactly ``patterns`` and
+    ``preference``; None otherwise (nothing is compiled)."""
+    if not patterns:
+        return None
+    with _LAST_BUILT_LOCK:
+        last = _LAST_BUILT
+    if last is not None and last[0] == _pattern_set_digest(patterns, preference):
+        return last[1]
+    return None
+
+
 def _compile_engine(patterns: Sequence[bytes], preference: str | None) -> Engine:
     order = (preference,) if preference else ENGINES
     last: EngineUnavailableError | None = None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +28,9 @@ from hardened_launcher.policy import (
     Sanitizer,
     check_policy_path,
 )
+from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction import redactor as redactor_module
+from hardened_launcher.redaction.engine import build_engine
 from hardened_launcher.settings import Mount, Settings, load_settings
 
 CANARY = "CANARY-pipeline-90ab"
@@ -287,6 +291,77 @@ def test_whitelisted_env_goes_over_stdin_and_masked_ones_are_redacted() -> None:
     assert b"WRITE_TOKEN" not in instructions
     assert b"rt-secret" not in instructions
     assert redactor.names == ["env:TOKEN", "env:READ_TOKEN"]
+
+
+def test_the_launchers_values_and_the_runs_secrets_compile_one_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every value the run's output is masked for is added at once: one compile per run (the
+    launcher's key alone is ~800 patterns; one compile per value tripled its start time)."""
+    built: list[int] = []
+    real_build = build_engine
+
+    def counting(patterns: Any, preference: str | None = None) -> Any:
+        built.append(len(patterns))
+        return real_build(patterns, preference)
+
+    monkeypatch.setattr(redactor_module, "build_engine", counting)
+    s = load_settings(
+        {
+            "HOME": "/home/x",
+            "SPACELIFT_WHITELIST_ENVS": "ro_READ_TOKEN",
+            "SPACELIFT_MASK_ENVS": "READ_TOKEN",
+        }
+    )
+    redactor = Redactor(engine="reference")
+    run_pipeline(
+        make_spec(),
+        settings=s,
+        launcher_id="L",
+        worker_version="0.1.0",
+        binaries=FakeBinaries(),  # type: ignore[arg-type]
+        policy=None,
+        runner=FakeRunner(),
+        redactor=redactor,
+        sink=FakeSink(),
+        audit=MemoryAuditLog(),
+        environ={"SPACELIFT_TOKEN": "tok-launcher-5e6f7a8b", "READ_TOKEN": "rt-secret-1234"},
+    )
+    assert len(built) == 1
+    masked = redactor.redact_text(f"tok-launcher-5e6f7a8b {CANARY} rt-secret-1234")
+    assert "tok-launcher" not in masked
+    assert CANARY not in masked
+    assert "rt-secret" not in masked
+    assert set(redactor.counts()) == {"SPACELIFT_TOKEN", "env:TOKEN", "env:READ_TOKEN"}
+
+
+def test_the_run_logs_its_start_step_by_step_once_the_container_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class StartingRunner(FakeRunner):
+        def run(self, container: Any, instructions: bytearray, **kwargs: Any) -> RunResult:
+            kwargs["timer"].mark("start")
+            kwargs["on_started"]("c1")
+            return super().run(container, instructions, **kwargs)
+
+    caplog.set_level(logging.INFO, logger="hardened_launcher.pipeline")
+    run_pipeline(
+        make_spec(),
+        settings=settings(),
+        launcher_id="L",
+        worker_version="0.1.0",
+        binaries=FakeBinaries(),  # type: ignore[arg-type]
+        policy=None,
+        runner=StartingRunner(),
+        redactor=StandInRedactor(),
+        sink=FakeSink(),
+        audit=MemoryAuditLog(),
+    )
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run.timings")]
+    names = [part.partition("=")[0] for part in line.split()[1:]]
+    assert names == ["run_id", "redactor", "sink", "spec", "audit_started", "start", "total"]
+    assert line.startswith("run.timings run_id=run-p ")
+    assert CANARY not in line
 
 
 def test_demux_splits_frames_across_reads() -> None:

@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from hardened_launcher.redaction import RedactingStream, Redactor
 from hardened_launcher.redaction.engine import available_engines
 from hardened_launcher.redaction.prefixes import PrefixIndex
-from hardened_launcher.redaction.redactor import BACKGROUND_COMPILE_PATTERNS
+from hardened_launcher.redaction.redactor import (
+    BACKGROUND_COMPILE_BYTES,
+    BACKGROUND_COMPILE_PATTERNS,
+)
 from hardened_launcher.redaction.stream import HOLD_DEADLINE_SECONDS
 from hardened_launcher.redaction.variants import variants
 
@@ -202,3 +205,27 @@ def test_many_values_start_on_aho_corasick_and_switch_to_hyperscan_mid_stream() 
     out = first + stream.write(text[1000:]) + stream.flush()
     assert out == expected.redact_bytes(text)
     assert red.counts() == {name: 2 for name, _ in values[:50]}
+
+
+@pytest.mark.skipif(not {"hyperscan", "aho-corasick"} <= set(ALL), reason="needs both fast engines")
+def test_a_few_long_values_start_on_aho_corasick_and_the_next_redactor_reuses_hyperscan() -> None:
+    """A pool key's variants are few but ~0.5 MB: by bytes, not count, the run's redactor
+    starts on Aho-Corasick; the next redactor for the same values takes the compiled
+    Hyperscan engine at once (a run without secrets of its own compiles nothing)."""
+    key = [(f"KEY{i}", base64.b64encode(secrets.token_bytes(4000))) for i in range(3)]
+    patterns = {p for _, v in key for p in variants(v)}
+    assert sum(map(len, patterns)) >= BACKGROUND_COMPILE_BYTES
+    assert len(patterns) < BACKGROUND_COMPILE_PATTERNS
+    first = Redactor()
+    first.add_many(key)
+    assert first.engine_name == "aho-corasick"
+    text = b"key=" + key[0][1] + b"\n"
+    stream = first.stream("stdout")
+    out = stream.write(text[:100])
+    first.wait_compiled(timeout=60)
+    assert first.engine_name == "hyperscan"
+    assert out + stream.write(text[100:]) + stream.flush() == b"key=***\n"
+    second = Redactor()
+    second.add_many(key)
+    assert second.engine_name == "hyperscan"
+    assert second.redact_bytes(text) == b"key=***\n"
