@@ -328,7 +328,7 @@ def cached_engine(patterns: Sequence[bytes], preference: str | None = None) -> E
     with _LAST_BUILT_LOCK:
         last = _LAST_BUILT
     if last is not None and last[0] == _pattern_set_digest(patterns, preference):
-        return last[1]
+        return last[1]()  # None once the engine's last redactor is gone (a weak entry)
     return None
 
 
