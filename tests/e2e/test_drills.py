@@ -8,10 +8,8 @@ test_local_faults.py.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,6 @@ from hardened_launcher.controlplane.dispatch import RunState, WorkerState
 from hardened_launcher.demo.environment import Environment, Launcher
 from hardened_launcher.demo.processes import wait_until
 from hardened_launcher.demo.stories import new_run_id
-from tests.conftest import integration_required, require_tool
 from tests.e2e.clock import SteppedClock
 from tests.e2e.conftest import EnvFactory
 from tests.e2e.drills import (
@@ -34,29 +31,16 @@ from tests.e2e.drills import (
     assert_healthy_end,
     start_counting_run,
 )
-from tests.e2e.test_local_faults import _fill, _free_port, _readyz
+from tests.e2e.test_local_faults import _free_port, _readyz
+from tests.small_tmpfs import fill, mounted_tmpfs, write_until_full
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def state_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        message = "mounting a tmpfs needs root"
-        if integration_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    target = tmp_path / "statefs"
-    target.mkdir()
-    subprocess.run(
-        [require_tool("mount"), "-t", "tmpfs", "-o", "size=8M,mode=0700", "tmpfs", str(target)],
-        check=True,
-        timeout=30,
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "statefs", "8M") as target:
         yield target
-    finally:
-        subprocess.run([require_tool("umount"), "-l", str(target)], check=True, timeout=30)
 
 
 class _Filler:
@@ -64,7 +48,7 @@ class _Filler:
     spool removes uploaded chunks) until :meth:`free`."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = _fill(directory)
+        self.path = fill(directory)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._top_up, daemon=True)
         self._thread.start()
@@ -73,13 +57,7 @@ class _Filler:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             while not self._stop.wait(0.05):
-                for size in (65536, 4096, 1):
-                    try:
-                        while True:
-                            os.write(fd, b"\0" * size)
-                    except OSError as exc:
-                        if exc.errno != errno.ENOSPC:
-                            raise
+                write_until_full(fd)
         finally:
             os.close(fd)
 

@@ -15,10 +15,7 @@ broken launcher is ready again without a restart and its audit log verifies.
 
 from __future__ import annotations
 
-import errno
-import os
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -33,7 +30,6 @@ from hardened_launcher.controlplane.dispatch import RunState, WorkerState
 from hardened_launcher.demo.processes import wait_until
 from hardened_launcher.demo.stories import new_run_id
 from hardened_launcher.executor.container_spec import LABEL_RUN_ID
-from tests.conftest import integration_required, require_tool
 from tests.e2e.conftest import EnvFactory
 from tests.integration.private_dockerd import (
     PrivateDockerd,
@@ -41,28 +37,15 @@ from tests.integration.private_dockerd import (
     import_busybox,
     running_dockerd,
 )
+from tests.small_tmpfs import fill, mounted_tmpfs
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def audit_fs(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        message = "mounting a tmpfs needs root"
-        if integration_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    target = tmp_path / "auditfs"
-    target.mkdir()
-    subprocess.run(
-        [require_tool("mount"), "-t", "tmpfs", "-o", "size=4M,mode=0700", "tmpfs", str(target)],
-        check=True,
-        timeout=30,
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "auditfs", "4M") as target:
         yield target
-    finally:
-        subprocess.run([require_tool("umount"), "-l", str(target)], check=True, timeout=30)
 
 
 @pytest.fixture
@@ -84,22 +67,6 @@ def _readyz(port: int) -> str:
         return str(exc.read().decode().strip())
     except OSError:
         return "unreachable"
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_audit_disk_full_drains_requeues_to_a_peer_and_heals(
@@ -126,7 +93,7 @@ def test_audit_disk_full_drains_requeues_to_a_peer_and_heals(
     # fills after every gate passed (a gate that cannot audit refuses, by design).
     assert wait_until(lambda: bool(env.containers_of(in_flight)), timeout_seconds=60, interval=0.2)
 
-    filler = _fill(audit_fs)
+    filler = fill(audit_fs)
     assert env.run(in_flight).state is RunState.RUNNING  # still in its container
     filled = time.monotonic()
     assert wait_until(

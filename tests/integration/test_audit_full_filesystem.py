@@ -9,9 +9,6 @@ again, and the whole log verifies. Needs root (mount); skipped (failed in CI) wi
 
 from __future__ import annotations
 
-import errno
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,7 +24,7 @@ from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.launcher.daemon import Daemon
 from hardened_launcher.launcher.machine import Connected, LauncherMachine, MachineConfig
 from hardened_launcher.transport.memory import MemoryBroker
-from tests.conftest import integration_required, require_tool
+from tests.small_tmpfs import fill, mounted_tmpfs
 from tests.unit.audit_support import KEY, event
 
 pytestmark = pytest.mark.integration
@@ -37,41 +34,8 @@ SIZE = 1024 * 1024
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount = require_tool("mount")
-    if os.geteuid() != 0:
-        message = "mounting a tmpfs needs root"
-        if integration_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    target = tmp_path / "fs"
-    target.mkdir()
-    subprocess.run(
-        [mount, "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(target)],
-        check=True,
-        timeout=30,
-    )
-    try:
+    with mounted_tmpfs(tmp_path / "fs", str(SIZE)) as target:
         yield target
-    finally:
-        # Lazy: a failed log in the test may still hold a descriptor open.
-        subprocess.run([require_tool("umount"), "-l", str(target)], check=True, timeout=30)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the filesystem to the last byte with one file (unbuffered writes)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(fd)
-    return filler
 
 
 def record_until_full(log: ChainedAuditLog) -> int:
