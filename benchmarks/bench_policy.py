@@ -15,6 +15,10 @@ times, interleaved in chunks in one process:
 It prints p50 and p99 of each, evaluations per second (one caller: 1 / mean latency) and the
 gate's ratios against ``bare``. Percentiles on a shared or
 busy machine move between runs; compare columns of one run, not runs.
+
+``--before DIR`` adds a ``before`` column: the gate of another checkout (``DIR``, e.g. the main
+branch), timed in a helper process that imports the launcher from ``DIR`` and runs its chunks
+interleaved with this process's, so both see the same machine load.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -107,6 +113,70 @@ def run_inline(backend: InlineBackend, has_sample: bool, text: str) -> object:
     return evaluate_spacelift(backend.engine, text, has_sample=has_sample)
 
 
+# The ``--before`` helper: runs with ``PYTHONPATH=DIR`` and so imports DIR's launcher; it reads
+# one JSON command a line (set up a gate, time a chunk, stop) and answers each with one JSON line.
+BEFORE_HELPER = """
+import json, sys, time
+from pathlib import Path
+from hardened_launcher.policy import PolicyGate, Sanitizer
+from hardened_launcher.policy.gate import check_policy_path
+gate = None
+doc = None
+for line in sys.stdin:
+    command = json.loads(line)
+    if command["op"] == "setup":
+        if gate is not None:
+            gate.close()
+        sanitizer = Sanitizer.random()
+        compiled = check_policy_path(Path(command["root"]), sanitizer=sanitizer)
+        gate = PolicyGate.start(compiled, sanitizer=sanitizer, timeout_s=5)
+        doc = command["doc"]
+        samples = []
+    else:
+        samples = []
+        for _ in range(command["n"]):
+            start = time.perf_counter_ns()
+            gate.evaluate(doc)
+            samples.append(time.perf_counter_ns() - start)
+    print(json.dumps(samples), flush=True)
+if gate is not None:
+    gate.close()
+"""
+
+
+class Before:
+    """The gate of another checkout, timed chunk by chunk in a helper process."""
+
+    def __init__(self, checkout: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(checkout), PYTHONDONTWRITEBYTECODE="1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", BEFORE_HELPER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+
+    def _call(self, command: dict[str, object]) -> list[int]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        self._proc.stdin.flush()
+        samples: list[int] = json.loads(self._proc.stdout.readline())
+        return samples
+
+    def setup(self, root: Path, doc: object) -> None:
+        self._call({"op": "setup", "root": str(root), "doc": doc})
+
+    def timed(self, iterations: int) -> list[int]:
+        return self._call({"op": "run", "n": iterations})
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=30)
+
+
 def pct(samples: list[int], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
@@ -116,7 +186,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=10_000)
     parser.add_argument("--policy", action="append", help="only this policy (file stem)")
+    parser.add_argument("--before", type=Path, help="also time the gate of this checkout")
     args = parser.parse_args()
+    before = Before(args.before) if args.before else None
     sanitizer = Sanitizer.random()
     doc = build_input(
         realistic_metadata(),
@@ -133,6 +205,7 @@ def main() -> None:
     print(
         f"{'policy':20} {'bare p50/p99':>13} {'inline p50/p99':>14} {'gate p50/p99':>13}"
         f" {'bare eval/s':>11} {'gate eval/s':>11} {'gate/bare p50':>13} {'p99':>5}"
+        + (f" {'before p50/p99':>14}" if before else "")
     )
     policies = sorted(p for p in LIBRARY.glob("*.rego") if not p.name.endswith("_test.rego"))
     if args.policy:
@@ -156,19 +229,31 @@ def main() -> None:
             with PolicyGate.start(compiled, sanitizer=sanitizer, timeout_s=5) as gate:
                 for fn in (run_bare, lambda: gate.evaluate(doc)):
                     timed(fn, 200)  # warm up
-                bare_s, inline_s, gate_s = [], [], []
+                if before:
+                    before.setup(root, doc)
+                    before.timed(200)
+                bare_s, inline_s, gate_s, before_s = [], [], [], []
                 for _ in range(10):
                     chunk = args.iterations // 10
                     bare_s += timed(run_bare, chunk)
                     inline_s += timed(partial(run_inline, inline, has_sample, text), chunk)
                     gate_s += timed(lambda: gate.evaluate(doc), chunk)
+                    if before:
+                        before_s += before.timed(chunk)
         b50, i50, g50 = (statistics.median(s) / 1000 for s in (bare_s, inline_s, gate_s))
         b99, i99, g99 = (pct(s, 0.99) for s in (bare_s, inline_s, gate_s))
         print(
             f"{policy.stem:20} {b50:6.1f}/{b99:6.1f} {i50:6.1f}/{i99:7.1f} {g50:6.1f}/{g99:6.1f}"
             f" {1e9 / statistics.mean(bare_s):11.0f} {1e9 / statistics.mean(gate_s):11.0f}"
             f" {g50 / b50:13.2f} {g99 / b99:5.2f}"
+            + (
+                f" {statistics.median(before_s) / 1000:6.1f}/{pct(before_s, 0.99):7.1f}"
+                if before_s
+                else ""
+            )
         )
+    if before:
+        before.close()
 
 
 if __name__ == "__main__":

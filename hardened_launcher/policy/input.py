@@ -172,6 +172,10 @@ def build_input(
     return doc
 
 
+# Built once: ``json.dumps`` with options builds an encoder per call (stateless, so shareable).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def encode_input(doc: Mapping[str, JSONValue]) -> str:
     """The canonical JSON text handed to the engine (sorted keys, no NaN)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(doc)
