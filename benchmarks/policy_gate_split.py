@@ -1,25 +1,28 @@
 """Where does one gate evaluation spend its time? Percentiles per step, parent and worker.
 
-Run: ``python -m benchmarks.policy_gate_split [--iterations N] [--policy NAME]
-[--spin-us US] [--no-wake]``
+Run: ``python -m benchmarks.policy_gate_split [--iterations N] [--policy NAME]``
 
 It drives a policy worker process with the gate's own wire format and parent-side code
-(:mod:`hardened_launcher.policy.worker`: the same frames, the WAKE frame, the bounded check for
-the reply without sleeping, then ``poll``) but with an instrumented worker loop that records
-``time.perf_counter_ns`` (``CLOCK_MONOTONIC``, one clock for both processes) after each step,
-so the two processes' steps line up:
+(:mod:`hardened_launcher.policy.worker`: the same frames, ``write``, then ``poll`` and ``read``)
+but with an instrumented worker loop that records ``time.perf_counter_ns``
+(``CLOCK_MONOTONIC``, one clock for both processes) after each step, so the two processes'
+steps line up:
 
-parent ``wake_send`` (the WAKE frame) → ``encode`` (canonical JSON) → ``digest`` (SHA-256) →
-``write`` (the input frame) → worker ``worker_wake`` (from the parent's write returning to the
-worker's read returning) → ``decode`` → ``set_input`` → ``eval_deny`` → ``sample`` →
-``prints`` → ``result_encode`` → ``reply_write`` → parent ``reply_wait`` (from the worker's
-write returning to the parent holding the reply) → ``result_decode``.
+parent ``encode`` (canonical JSON) → ``digest`` (SHA-256) → ``write`` (the input frame) →
+worker ``worker_wake`` (from the parent's write returning to the worker's read returning) →
+``decode`` → ``set_input`` → ``eval_deny`` → ``sample`` → ``prints`` → ``result_encode`` →
+``reply_write`` → parent ``reply_wait`` (from the worker's write returning to the parent
+holding the reply: its wake-up and ``read``) → ``result_decode``.
+
+When the worker wakes on the parent's CPU it runs before the parent's ``write`` returns, and
+the parent again before the worker's ``write`` returns: then ``write`` and ``reply_write``
+include the other side's work and ``reply_wait`` is negative; ``total`` is always the wall
+time of one evaluation.
 
 It also reads, before and after each evaluation, how long the parent and the worker were
-runnable but waiting for a CPU (``/proc/PID/schedstat``): ``run_queue_wait``, the share of the
-tail that other processes' CPU use explains. (While either side checks without sleeping it
-yields the CPU, so part of that is the two processes waiting for each other;
-``--spin-us 0 --no-wake`` shows the blocking protocol alone.)
+runnable but waiting for a CPU (``/proc/PID/schedstat``): ``run_queue_wait``, the part of the
+tail that other processes' CPU use explains (when the two share a CPU, also their waiting for
+each other).
 
 It prints p50, p90, p99 and p99.9 of each step and, over the slowest 1% of evaluations, the mean
 of each step: the tail's culprit. Times in µs.
@@ -50,10 +53,7 @@ from hardened_launcher.policy.engine import (
 from hardened_launcher.policy.gate import check_policy_path
 from hardened_launcher.policy.input import JSONValue
 from hardened_launcher.policy.worker import (
-    REPLY_SPIN_NS,
     TAG_READY,
-    WAKE,
-    WAKE_SPIN_NS,
     SubprocessBackend,
     _bundle_from_init,
     _compile_fixed,
@@ -85,15 +85,11 @@ def child() -> int:
     _send_all(replies, bytes([TAG_READY]))
     stamps = array("q")
     clock = time.perf_counter_ns
-    woken = False
     while True:
-        body = requests.read(spin_ns=WAKE_SPIN_NS if woken else 0)
+        body = requests.read()
         t_read = clock()
         if body is None:
             break
-        woken = body == WAKE
-        if woken:
-            continue
         if not body:
             _send_all(replies, bytes([TAG_READY]))
             continue
@@ -132,9 +128,6 @@ def run_policy(
     iterations: int,
     sanitizer: Sanitizer,
     doc: Mapping[str, JSONValue],
-    *,
-    spin_ns: int,
-    wake: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -154,9 +147,6 @@ def run_policy(
         for i in range(iterations + WARM_UP):
             wait0 = run_queue_wait(own_stat) + run_queue_wait(child_stat)
             t0 = clock()
-            if wake:
-                worker.wake()
-            t_wake = clock()
             text = encode_input(doc)
             t_enc = clock()
             hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -164,14 +154,14 @@ def run_policy(
             deadline = time.monotonic() + 5
             worker.send(text.encode("utf-8"), deadline)
             t_write = clock()
-            reply = worker.receive(deadline, spin_ns=spin_ns)
+            reply = worker.receive(deadline)
             t_reply = clock()
             assert reply is not None
             decode_result(reply)
             t_dec = clock()
             wait1 = run_queue_wait(own_stat) + run_queue_wait(child_stat)
             if i >= WARM_UP:
-                parent.append((t0, t_wake, t_enc, t_sha, t_write, t_reply, t_dec, wait1 - wait0))
+                parent.append((t0, t_enc, t_sha, t_write, t_reply, t_dec, wait1 - wait0))
         assert worker.proc.stdin is not None
         worker.proc.stdin.close()  # end of stream: the child writes its stamps and exits
         worker.proc.wait(timeout=10)
@@ -182,13 +172,10 @@ def run_policy(
         raw.frombytes(stamps_path.read_bytes())
     rows = [tuple(raw[i : i + STAMPS]) for i in range(0, len(raw), STAMPS)][-iterations:]
     steps: dict[str, list[int]] = {}
-    for (t0, p_wake, p_enc, p_sha, p_write, p_reply, p_dec, waited), c in zip(
-        parent, rows, strict=True
-    ):
+    for (t0, p_enc, p_sha, p_write, p_reply, p_dec, waited), c in zip(parent, rows, strict=True):
         c_read, c_dec, c_set, c_deny, c_sample, c_prints, c_enc, c_sent = c
         split = {
-            "wake_send": p_wake - t0,
-            "encode": p_enc - p_wake,
+            "encode": p_enc - t0,
             "digest": p_sha - p_enc,
             "write": p_write - p_sha,
             "worker_wake": c_read - p_write,
@@ -226,8 +213,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=3000)
     parser.add_argument("--policy", action="append", help="only this policy (file stem)")
-    parser.add_argument("--spin-us", type=float, default=REPLY_SPIN_NS / 1000)
-    parser.add_argument("--no-wake", action="store_true", help="send no WAKE frame")
     args = parser.parse_args()
     sanitizer = Sanitizer.random()
     doc = build_input(
@@ -242,14 +227,7 @@ def main() -> None:
     if args.policy:
         policies = [p for p in policies if p.stem in args.policy]
     for policy in policies:
-        run_policy(
-            policy,
-            args.iterations,
-            sanitizer,
-            doc,
-            spin_ns=int(args.spin_us * 1000),
-            wake=not args.no_wake,
-        )
+        run_policy(policy, args.iterations, sanitizer, doc)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,6 @@ class PolicyGate:
         self, document: Mapping[str, JSONValue], *, run_id: str | None = None
     ) -> PolicyResult:
         """Evaluate and audit; deny is a result here. Failures raise (and are audited)."""
-        self._backend.wake()  # the worker wakes up while the input is encoded
         text = encode_input(document)
         input_sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         fields: dict[str, str | int | bool | tuple[str, ...]] = {

@@ -24,12 +24,7 @@ key); every later one is the already-encoded input document, byte for byte (no r
 child answers each frame with a tag byte: ``READY`` (start frame compiled), ``RESULT`` (binary:
 sample flag, duration in ns, message count, then each deny message length-prefixed UTF-8) or
 ``ERROR`` (a JSON object naming the error class). A reply that does not parse is treated as a
-crash. A one-byte ``WAKE`` frame (a NUL, never a JSON document) gets no reply: it tells the idle
-child that an input follows, and the child waits for it without sleeping for up to
-:data:`WAKE_SPIN_NS` (its wake-up then overlaps the parent's encoding of the input). One
-evaluation costs the parent two ``write``s and, while it checks for the reply without sleeping
-for up to :data:`REPLY_SPIN_NS` (yielding the CPU between checks), non-blocking ``read``s; only a
-slower reply costs a ``poll``. Neither side spins while no evaluation is in flight.
+crash. One evaluation costs the parent a ``write``, a ``poll`` and (usually) one ``read``.
 
 :class:`InlineBackend` runs in the caller's thread with no hard timeout: an evaluation that
 overruns is still denied (``policy_timeout``) but only once it finishes. ``policy test`` and the
@@ -80,17 +75,6 @@ DEFAULT_PROBE_TIMEOUT_S = 1.0
 MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024
 _INITIAL_BUFFER = 64 * 1024
 _LENGTH = struct.Struct(">I")
-# While an evaluation is in flight the parent checks for the reply without sleeping for up to
-# this long, yielding the CPU between checks, and only then blocks in ``poll``: a parent asleep
-# in ``poll`` costs a process wake-up on every reply (tens of µs on a virtual machine, and the
-# scheduler's delay in the tail). Never spent while no evaluation is in flight.
-REPLY_SPIN_NS = 400_000
-# A WAKE frame (one NUL byte; never a JSON document) tells the child an input frame follows: it
-# waits for it without sleeping for up to this long, so its wake-up overlaps the parent's input
-# encoding instead of following the input's write.
-WAKE_SPIN_NS = 200_000
-WAKE = b"\x00"
-_WAKE_FRAME = struct.pack(">I", len(WAKE)) + WAKE
 # RESULT body head: tag, sample (0/1), duration_ns, number of deny messages.
 _RESULT = struct.Struct(">BBQI")
 TAG_READY = 0
@@ -103,9 +87,6 @@ class PolicyBackend(Protocol):
     """The seam between the gate and an engine; tests substitute fakes."""
 
     def evaluate(self, input_json: str, *, timeout_s: float) -> RawEvaluation: ...
-
-    def wake(self) -> None:
-        """A hint that :meth:`evaluate` follows soon (the caller is encoding its input)."""
 
     def close(self) -> None: ...
 
@@ -134,9 +115,6 @@ class InlineBackend:
         if raw.duration_ns > timeout_s * 1e9:
             raise _timeout_error(timeout_s)
         return raw
-
-    def wake(self) -> None:
-        pass
 
     def close(self) -> None:
         pass
@@ -271,15 +249,10 @@ class _FrameBuffer:
         self._view[: len(pending)] = pending
         self._start, self._end = 0, len(pending)
 
-    def read(self, *, spin_ns: int = 0) -> bytes | None:
+    def read(self) -> bytes | None:
         """The next frame from a blocking descriptor; ``None`` at end of stream or on an
-        oversized frame. With ``spin_ns`` it first checks without sleeping (yielding the CPU
-        between checks) for up to that long."""
+        oversized frame."""
         try:
-            if spin_ns:
-                body = self._read_spinning(spin_ns)
-                if body is not None:
-                    return body
             while True:
                 body = self.pop()
                 if body is not None:
@@ -288,26 +261,6 @@ class _FrameBuffer:
                     return None
         except ValueError:
             return None
-
-    def _read_spinning(self, spin_ns: int) -> bytes | None:
-        """A frame that arrives within ``spin_ns``, else ``None`` (end of stream included: the
-        blocking read that follows sees it)."""
-        os.set_blocking(self.fd, False)
-        try:
-            until = time.monotonic_ns() + spin_ns
-            while True:
-                body = self.pop()
-                if body is not None:
-                    return body
-                if time.monotonic_ns() >= until:
-                    return None
-                try:
-                    if not self.fill():
-                        return None
-                except BlockingIOError:
-                    os.sched_yield()
-        finally:
-            os.set_blocking(self.fd, True)
 
 
 def _send_all(fd: int, body: bytes) -> None:
@@ -376,14 +329,10 @@ def child_main() -> int:
     gc.collect()
     gc.freeze()
     _send_all(replies, bytes([TAG_READY]))
-    woken = False
     while True:
-        body = requests.read(spin_ns=WAKE_SPIN_NS if woken else 0)
+        body = requests.read()
         if body is None:
             return 0
-        woken = body == WAKE
-        if woken:
-            continue  # no reply: the input frame follows
         if not body:
             try:
                 probe_policy(engine, has_sample=has_sample)
@@ -469,28 +418,13 @@ class _Child:
             if not rest:
                 return True
 
-    def wake(self) -> None:
-        """Send a WAKE frame if the pipe takes it now; a dead child is noticed by the next
-        exchange."""
-        with contextlib.suppress(OSError):  # BlockingIOError and BrokenPipeError included
-            os.write(self.write_fd, _WAKE_FRAME)  # 5 bytes: atomic on a pipe
-
-    def receive(self, deadline: float, *, spin_ns: int = 0) -> bytes | None:
+    def receive(self, deadline: float) -> bytes | None:
         """The next reply body; ``None`` past the deadline. ``EOFError`` if the child is gone,
-        ``ValueError`` for an oversized frame. With ``spin_ns`` it checks without sleeping
-        (yielding the CPU between checks) for up to that long before it blocks."""
-        spin_until = min(time.monotonic_ns() + spin_ns, int(deadline * 1e9)) if spin_ns else 0
+        ``ValueError`` for an oversized frame."""
         while True:
             body = self.replies.pop()
             if body is not None:
                 return body
-            if spin_until and time.monotonic_ns() < spin_until:
-                try:
-                    if not self.replies.fill():
-                        raise EOFError
-                except BlockingIOError:
-                    os.sched_yield()
-                continue
             events = self.readable.poll(_remaining_ms(deadline))
             if not events:
                 return None
@@ -534,20 +468,6 @@ class SubprocessBackend:
         self._lock = threading.Lock()
         self._child: _Child | None = None
         self.restarts = 0
-        self.reply_spin_ns = REPLY_SPIN_NS
-        self.wake_child = True
-
-    def wake(self) -> None:
-        """Tell an idle running child that an input follows, so that it is awake when the
-        input arrives; skipped when another evaluation holds the worker (the child is awake
-        then) or no child runs (the evaluation starts one)."""
-        if not self.wake_child or not self._lock.acquire(blocking=False):
-            return
-        try:
-            if self._child is not None:
-                self._child.wake()
-        finally:
-            self._lock.release()
 
     @property
     def _proc(self) -> subprocess.Popen[bytes] | None:
@@ -615,13 +535,13 @@ class SubprocessBackend:
         self.restarts += 1
         return error
 
-    def _exchange(self, child: _Child, body: bytes, *, timeout_s: float, spin_ns: int = 0) -> bytes:
+    def _exchange(self, child: _Child, body: bytes, *, timeout_s: float) -> bytes:
         """Send one frame and return the reply body; kills the child on timeout or death."""
         deadline = time.monotonic() + timeout_s
         try:
             if not child.send(body, deadline):
                 raise self._replace(_timeout_error(timeout_s))
-            reply = child.receive(deadline, spin_ns=spin_ns)
+            reply = child.receive(deadline)
         except (OSError, EOFError, ValueError):
             raise self._replace(_crashed()) from None
         if reply is None:
@@ -640,7 +560,7 @@ class SubprocessBackend:
             )
         with self._lock:
             child = self._child if self._child is not None else self._start()
-            reply = self._exchange(child, body, timeout_s=timeout_s, spin_ns=self.reply_spin_ns)
+            reply = self._exchange(child, body, timeout_s=timeout_s)
             if reply[0] == TAG_RESULT:
                 try:
                     return decode_result(reply)

@@ -269,9 +269,6 @@ class _PanickingBackend:
     def evaluate(self, input_json: str, *, timeout_s: float) -> RawEvaluation:  # noqa: ARG002
         raise PolicyEngineCrashError("the policy engine panicked", reason="policy_engine_panic")
 
-    def wake(self) -> None:
-        pass
-
     def close(self) -> None:
         pass
 
@@ -524,31 +521,3 @@ def test_result_frames_round_trip_and_reject_damage() -> None:
     for damaged in (body[:-1], body + b"x", body[:3], b"\x02" + body[1:]):
         with pytest.raises(ValueError):
             decode_result(damaged)
-
-
-def test_wake_frames_get_no_reply_and_the_input_still_follows(tmp_path: Path) -> None:
-    text = 'package spacelift\nimport rego.v1\ndeny contains sprintf("n=%d", [input.n]) if true\n'
-    sanitizer = Sanitizer.random()
-    compiled = check_policy_path(write(tmp_path, text), sanitizer=sanitizer)
-    backend = SubprocessBackend(compiled, sanitizer=sanitizer)
-    backend.wake()  # no worker yet: nothing to wake, and none is started
-    assert backend._proc is None
-    with PolicyGate(compiled, backend=backend) as gate:
-        assert gate.evaluate({"n": 1}).deny == ("n=1",)
-        backend.wake()
-        backend.wake()  # a second wake while the worker waits is still no reply
-        assert gate.evaluate({"n": 2}).deny == ("n=2",)
-        backend.wake()
-        time.sleep(0.05)  # past the worker's wait without sleeping: it blocks again
-        assert gate.evaluate({"n": 3}).deny == ("n=3",)
-        assert backend.restarts == 0
-
-
-def test_a_hung_worker_costs_the_waiting_parent_little_cpu(tmp_path: Path) -> None:
-    # The parent checks for the reply without sleeping for a bounded time only, then blocks:
-    # waiting out a 0.5 s timeout must not burn a core.
-    with gate_for(write(tmp_path, SLOW), timeout_s=0.5) as gate:
-        started = time.thread_time()
-        with pytest.raises(PolicyTimeoutError):
-            gate.check({"n": 20000})
-        assert time.thread_time() - started < 0.15
