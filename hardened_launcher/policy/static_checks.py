@@ -60,6 +60,11 @@ _COMPREHENSIONS = ("ArrayCompr", "SetCompr", "ObjectCompr")
 _SET_TERMS = ("Set", "SetCompr")
 _OBJECT_TERMS = ("Object", "ObjectCompr")
 _UNKNOWN_TERMS = ("Var", "RefDot", "RefBrack", "Call")
+# Builtins whose value is always a set, and the set operators.
+_SET_BUILTINS = frozenset(
+    {"union", "intersection", "cast_set", "object.keys", "graph.reachable", "graph.reachable_paths"}
+)
+_SET_OPERATORS = frozenset({"Union", "Intersection"})
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,11 @@ class _Checker:
         self.builtin_roots = frozenset(name.split(".", 1)[0] for name in builtins)
         self.package = ""  # this module's package path, e.g. "spacelift"
         self.findings: list[Finding] = []
+        # Names whose value is a set: this module's set rules and functions returning sets
+        # (module-wide), and the current rule's variables assigned one.
+        self.set_rules: set[str] = set()
+        self.set_functions: set[str] = set()
+        self.set_variables: set[str] = set()
 
         self.insertions: list[tuple[int, str]] = []
 
@@ -366,12 +376,73 @@ class _Checker:
                 )
                 return
 
-    def check_ordering(self, kind: str, inner: Mapping[str, object]) -> None:
+    def is_set(self, value: object) -> bool:
+        """Is this term a set whatever the input: a set literal or comprehension, a set
+        operator or builtin, a variable of the current rule assigned one, a set rule of this
+        module or a call of a function of this module that returns a set?"""
+        node = _node(value)
+        if node is None:
+            return False
+        kind, inner = node
+        if kind in _SET_TERMS:
+            return True
+        if kind == "BinExpr":
+            return inner.get("op") in _SET_OPERATORS
+        if kind == "Var":
+            name = inner.get("value")
+            return name in self.set_variables or name in self.set_rules
+        if kind == "Call":
+            name = dotted_name(inner.get("fcn"))
+            return name in _SET_BUILTINS or name in self.set_functions
+        return False
+
+    def learn_set_heads(self, rules: object) -> None:
+        """This module's set rules (``r contains …``, ``r := {…}``) and set functions."""
+        for _ in range(2):  # a rule whose value is another set rule
+            for rule in rules if isinstance(rules, list) else []:
+                spec = _node(rule)
+                head = _node(spec[1].get("head")) if spec is not None else None
+                if head is None:
+                    continue
+                kind, inner = head
+                name = dotted_name(inner.get("refr"))
+                assign = inner.get("assign")
+                value = assign.get("value") if isinstance(assign, dict) else None
+                if name is None:
+                    continue
+                partial_set = kind == "Set" and inner.get("key") is not None
+                if partial_set or (kind == "Compr" and self.is_set(value)):
+                    self.set_rules.add(name)
+                elif kind == "Func" and self.is_set(value):
+                    self.set_functions.add(name)
+
+    def learn_set_variables(self, rule: object) -> None:
+        """The variables this rule assigns a set to (``s := {…}``, ``s = a | b``)."""
+        self.set_variables = set()
+        assignments = [
+            (inner.get("lhs"), inner.get("rhs"))
+            for kind, inner in _walk(rule)
+            if kind == "AssignExpr"
+        ]
+        for _ in range(3):  # chains: a := {1}; b := a; c := b | a
+            for lhs, rhs in assignments:
+                target = _node(lhs)
+                if target is not None and target[0] == "Var" and self.is_set(rhs):
+                    name = target[1].get("value")
+                    if isinstance(name, str):
+                        self.set_variables.add(name)
+
+    def check_ordering(self, kind: str, inner: Mapping[str, object], parent: str) -> None:
         """A set next to an object (or a value that may be one) where their order shows.
 
         OPA orders objects before sets, the engine sets before objects: ``sort``, a set's
-        iteration order and ``<`` differ when both meet. Refused where a literal set sits beside
-        an object or an unknown value in one collection literal or ordering comparison.
+        iteration order and ``<`` differ when both meet. Refused where a set literal sits beside
+        an object or an unknown value in one collection literal or ordering comparison; in a set
+        literal, an ordering comparison and the array a ``some … in`` iterates, also where the
+        set is a term that is one whatever the input (:meth:`is_set`: a variable assigned one,
+        a set rule, a set builtin), so that sets reaching a set's order or ``<`` through a
+        variable are caught too. (An array literal keeps its order: there only literal sets
+        count, as before; ``sort`` is checked at run time.)
         """
         if kind in ("Array", "Set"):
             items = inner.get("items")
@@ -387,9 +458,16 @@ class _Checker:
             terms = [inner.get("lhs"), inner.get("rhs")]
         else:
             return
-        kinds = [node[0] for node in map(_node, terms) if node is not None]
-        sets = sum(k in _SET_TERMS for k in kinds)
-        others = sum(k in _OBJECT_TERMS or k in _UNKNOWN_TERMS for k in kinds)
+        flows = kind in ("Set", "BoolExpr") or (kind == "Array" and parent == "SomeIn")
+        kinds = [
+            (node[0], self.is_set(term) if flows else node[0] in _SET_TERMS)
+            for term in terms
+            if (node := _node(term)) is not None
+        ]
+        sets = sum(is_set for _, is_set in kinds)
+        others = sum(
+            not is_set and (k in _OBJECT_TERMS or k in _UNKNOWN_TERMS) for k, is_set in kinds
+        )
         if sets and others:
             self.add(
                 inner,
@@ -843,7 +921,9 @@ def check_modules(
         rewriter = _Rewriter(checker, text.encode("utf-8"), rule_names)
         for query in _queries(rules):
             checker.check_some_then_assign(query, text)
+        checker.learn_set_heads(rules)
         for rule in rules if isinstance(rules, list) else []:
+            checker.learn_set_variables(rule)
             tops = _statement_tops(rule)
             for kind, inner, parent in _walk_parents(rule):
                 if kind == "Number":
@@ -851,7 +931,7 @@ def check_modules(
                 elif kind == "Object":
                     checker.check_object(inner)
                 if kind in ("Array", "Set", "Object", "BoolExpr"):
-                    checker.check_ordering(kind, inner)
+                    checker.check_ordering(kind, inner, parent)
                 elif kind in ("Membership", "Call"):
                     checker.check_value_position(kind, inner, id(inner) in tops)
                 elif kind in _REF_KINDS:

@@ -50,6 +50,12 @@ REFUSED_HERE: list[tuple[str, str]] = [
     ("order", 'r := {"a": 1} < {1}'),
     ("order", "r := {1} >= input.o"),
     ("order", "r := [{1}, input.o]"),
+    # ... also where the set arrives through a variable, a set rule or a set builtin
+    ("order", 'r := s if { a := {1}; b := {"a": 1}; s := {x | some x in [a, b]} }'),
+    ("order", "r if { a := {1}; b := input.o; a < b }"),
+    ("order", 'r if { a := {1}; c := a | {2}; {"a": 1} > c }'),
+    ("order", 'r := {s, {"a": 1}}\ns contains 1 if true'),
+    ("order", 'r := {union({{1}}), {"a": 1}}'),
     # count of a string counts code points (agrees now); time.format layouts that differ
     ("time", 'r := time.format([0, "Asia/Tokyo", "15:04 MST"])'),
     ("time", 'r := time.format([50, "UTC", "15:04:05.999999999"])'),
@@ -130,6 +136,10 @@ AGREES: list[str] = [
     "r := -7 % 3",
     "r := 4611686018427387904 + 4611686018427387904",
     "r := {1, 2, 3} - {2}",
+    # sets met only by sets through variables, and sets in an array's fixed order: allowed
+    "r := s if { a := {1}; b := {2, 3}; s := {x | some x in [a, b]} }",
+    "r if { a := {1}; b := {2}; a < b }",
+    "r := [x | some x in {1, 2}; y := {x}; count(y) == 1]",
     "r := input.n - 2",
     "r := count(input.s)",
     'r := count("😀") + 1',

@@ -521,3 +521,41 @@ def test_result_frames_round_trip_and_reject_damage() -> None:
     for damaged in (body[:-1], body + b"x", body[:3], b"\x02" + body[1:]):
         with pytest.raises(ValueError):
             decode_result(damaged)
+
+
+SETS_MEET_OBJECTS = {
+    "variables in a set's order": "a := {1}\n  b := input.o\n  s := {x | some x in [a, b]}",
+    "variable in <": "a := {1}\n  a < input.o",
+    "set operator": 'c := {1} | {2}\n  {"a": 1} > c',
+    "set rule": "s := {names, input.o}",
+    "set builtin": "s := {union({{1}}), input.o}",
+}
+
+
+@pytest.mark.parametrize("body", SETS_MEET_OBJECTS.values(), ids=SETS_MEET_OBJECTS.keys())
+def test_a_set_meeting_an_object_through_a_variable_is_refused_at_load(
+    tmp_path: Path, body: str
+) -> None:
+    text = (
+        "package spacelift\nimport rego.v1\nnames contains n if some n in input.names\n"
+        f'deny contains "x" if {{\n  {body}\n  true\n}}\n'
+    )
+    with pytest.raises(PolicyCompileError) as caught:
+        check_policy_path(write(tmp_path, text), sanitizer=Sanitizer.random(), probe=False)
+    assert caught.value.message.startswith("policy.rego:")
+    assert "OPA orders objects before sets" in caught.value.message
+    assert "do not sort, compare or collect sets together with objects" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a := {1}\n  b := {2}\n  s := {x | some x in [a, b]}\n  count(s) == 2",
+        "a := {1}\n  l := [a, input.o]\n  count(l) == 2",  # an array keeps its order
+        'not input.r in {"a", "b"}',
+    ],
+)
+def test_sets_that_meet_no_object_still_load(tmp_path: Path, body: str) -> None:
+    text = f'package spacelift\nimport rego.v1\ndeny contains "x" if {{\n  {body}\n}}\n'
+    compiled = check_policy_path(write(tmp_path, text), sanitizer=Sanitizer.random(), probe=False)
+    assert "data.spacelift.deny" in {rule.path for rule in compiled.rules}
