@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hardened_launcher.redaction.engine import (
-    GRAM,
     WRAP_ALPHABET,
     WRAP_MIN_WIDTH,
     Engine,
@@ -162,98 +161,45 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     return sorted([*extra, *found]) if extra else found
 
 
-def _crossable(
-    engine: Engine, buf: bytes, breaks: list[tuple[int, int]], found: dict[int, int]
-) -> list[tuple[int, int]]:
-    """The breaks that an occurrence can have as its first break.
-
-    Such an occurrence starts ``k`` bytes before the break (``k < longest``, no break in
-    between) and the joined text from there begins with a pattern's first GRAM bytes: for
-    ``k >= GRAM`` they lie before the break and the bytes up to the break are a proper prefix
-    of a pattern; for ``k < GRAM`` they straddle it. One gram scan over the pieces "look-back
-    stretch + GRAM - 1 bytes after the break" of all breaks answers both. Line ends after a
-    long token in ordinary logs (hashes, ids before a timestamped line) are breaks too, and
-    most are dropped here before any window is joined.
-    """
-    index = prefix_index(engine)
-    longest = engine.longest
-    pieces: list[bytes] = []
-    ends: list[int] = []  # end of each piece in the scanned text
-    mids: list[int] = []  # where each piece's break was (bytes before it are look-back)
-    firsts: list[int] = []  # buffer position of each piece's first byte
-    length = 0
-    floor = 0
-    for b_start, b_end in breaks:
-        first = max(floor, b_start - longest + 1)
-        pieces.append(buf[first:b_start])
-        pieces.append(buf[b_end : b_end + GRAM - 1])
-        firsts.append(first)
-        mids.append(length + b_start - first)
-        length += b_start - first + min(GRAM - 1, len(buf) - b_end)
-        ends.append(length)
-        floor = b_end
-    out: list[tuple[int, int]] = []
-    last = -1
-    for at in index.gram_starts(b"".join(pieces)):
-        piece = bisect_right(ends, at)
-        if piece == last or at >= mids[piece] or at + GRAM > ends[piece]:
-            continue  # decided already; begins after the break; runs into the next piece
-        b_start, b_end = breaks[piece]
-        origin = firsts[piece] + (at - (ends[piece - 1] if piece else 0))
-        if b_start - origin < GRAM:
-            open_ = True
-        elif found.get(origin) == b_start:
-            # The bytes up to the break are a whole pattern (the main pass found it): open
-            # exactly when that pattern is a proper prefix of another (no binary search).
-            open_ = index.is_extendable(buf[origin:b_start])
-        else:
-            open_ = index.is_open(buf[origin:b_start])
-        if open_:
-            out.append((b_start, b_end))
-            last = piece
-    return out
-
-
 def _joined_windows(
-    buf: bytes, breaks: list[tuple[int, int]], anchors: list[tuple[int, int]], longest: int
+    buf: bytes, breaks: list[tuple[int, int]], longest: int
 ) -> tuple[bytes, list[int], list[int], list[int]]:
-    """The windows around the ``anchors`` with every break inside them removed, concatenated.
+    """The windows around the ``breaks`` with every break inside them removed, concatenated.
 
     An occurrence whose first break is ``b`` starts at most ``longest`` bytes before it and ends
-    at most :func:`wrapped_span` bytes after it; overlapping windows are merged, and each
-    removes every break inside it (an occurrence may cross several). Returns the text, the
-    joined and original start of each segment (the text between two removed breaks), and the
-    end of each window in the text (a match across two windows is not an occurrence).
+    at most :func:`wrapped_span` bytes after it, so the window of ``b`` is that stretch; windows
+    that touch are merged, and each removes every break inside it (an occurrence may cross
+    several, and every later break it crosses lies inside the first one's window). Returns the
+    text, the joined and original start of each segment (the text between two removed breaks),
+    and the end of each window in the text (a match across two windows is not an occurrence).
     """
     span = wrapped_span(longest)
     size = len(buf)
-    spans: list[list[int]] = []
-    for a_start, a_end in anchors:
-        lo, hi = max(0, a_start - longest - 2), min(size, a_end + span)
-        if spans and lo <= spans[-1][1]:
-            spans[-1][1] = hi
-        else:
-            spans.append([lo, hi])
     parts: list[bytes] = []
     seg_j: list[int] = []
     seg_o: list[int] = []
     cuts: list[int] = []
     length = 0
-    for lo, hi in spans:
-        seg_j.append(length)
-        seg_o.append(lo)
-        cursor = lo
-        for b_start, b_end in breaks[bisect_left(breaks, (lo, lo)) :]:
-            if b_end > hi:
-                break
-            parts.append(buf[cursor:b_start])
-            length += b_start - cursor
-            cursor = b_end
+    cursor = 0
+    hi = -1
+    for b_start, b_end in breaks:
+        lo = max(0, b_start - longest - 2)
+        if lo > hi:  # a new window: close the one before
+            if hi >= 0:
+                parts.append(buf[cursor:hi])
+                length += hi - cursor
+                cuts.append(length)
             seg_j.append(length)
-            seg_o.append(cursor)
-        parts.append(buf[cursor:hi])
-        length += hi - cursor
-        cuts.append(length)
+            seg_o.append(lo)
+            cursor = lo
+        parts.append(buf[cursor:b_start])
+        length += b_start - cursor
+        cursor = b_end
+        seg_j.append(length)
+        seg_o.append(cursor)
+        hi = min(size, b_end + span)
+    parts.append(buf[cursor:hi])
+    cuts.append(length + hi - cursor)
     return b"".join(parts), seg_j, seg_o, cuts
 
 
@@ -262,19 +208,17 @@ def _scan_all(
 ) -> tuple[list[Match], list[tuple[int, int]]]:
     """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
 
-    The main pass finds the patterns and the wrap triggers; only around the breaks that an
-    occurrence can begin to cross (:func:`_crossable`) are windows (each holds every
-    occurrence crossing its breaks) joined and scanned together in one more pass (a match
-    across two windows is ignored). Every match start of both passes is merged (longest end
-    wins), so the walk is exact.
+    The main pass finds the patterns and the wrap triggers; the windows around the breaks
+    (each holds every occurrence crossing its breaks) are joined and scanned together in one
+    more pass (a match across two windows is ignored). Every match start of both passes is
+    merged (longest end wins), so the walk is exact.
     """
     ends, spans, newlines = engine.all_matches(buf)
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
-    anchors = _crossable(engine, buf, breaks, ends) if breaks else []
-    if anchors:
-        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, anchors, engine.longest)
+    if breaks:
+        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
         j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
         for j_start, j_end in j_ends.items():
             first = bisect_right(seg_j, j_start) - 1
