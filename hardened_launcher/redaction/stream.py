@@ -20,6 +20,8 @@ import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate, pairwise
+from operator import sub
 from typing import TYPE_CHECKING
 
 from hardened_launcher.redaction.engine import (
@@ -77,13 +79,15 @@ class _Chain:
 
 def _wrap_breaks(buf: bytes, newlines: list[int]) -> list[tuple[int, int]]:
     """``(start, end)`` of the line breaks that may sit inside a wrapped encoding."""
-    out: list[tuple[int, int]] = []
-    size = len(buf)
-    for nl in newlines:
-        start = nl - 1 if nl >= 1 and buf[nl - 1] == 0x0D else nl
-        if start >= 1 and nl + 1 < size and buf[nl + 1] in _IS_WRAP:
-            out.append((start, nl + 1))
-    return out
+    # One comprehension (a base64 dump has a break on every line): CR LF starts at the CR;
+    # a break must start after the first byte and be followed by a wrap character.
+    last = len(buf) - 1
+    is_wrap = _IS_WRAP
+    return [
+        (nl - 1 if buf[nl - 1] == 0x0D else nl, nl + 1)
+        for nl in newlines
+        if nl < last and buf[nl + 1] in is_wrap and (nl >= 2 or (nl == 1 and buf[0] != 0x0D))
+    ]
 
 
 class _Joined:
@@ -161,6 +165,25 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     return sorted([*extra, *found]) if extra else found
 
 
+def _drop_breaks(buf: bytes, lo: int, hi: int, opens: list[int], closes: list[int]) -> bytes:
+    """``buf[lo:hi]`` without its breaks: the text from each of ``opens`` to the next close."""
+    count = len(opens) - 1
+    if count >= _REPLACE_FROM:
+        # Many breaks (a dump): when every line break in the window is one of them, one
+        # ``replace`` drops them all; the removed length tells whether that is so.
+        width = sum(opens[1:]) - sum(closes[:-1])
+        sep = b"\n" if width == count else b"\r\n" if width == 2 * count else b""
+        if sep:
+            text = buf[lo:hi].replace(sep, b"")
+            if len(text) == hi - lo - width:
+                return text
+    return b"".join([buf[o:c] for o, c in zip(opens, closes, strict=True)])
+
+
+#: From this many breaks in one window :func:`_drop_breaks` tries one ``replace`` first.
+_REPLACE_FROM = 8
+
+
 def _joined_windows(
     buf: bytes, breaks: list[tuple[int, int]], longest: int
 ) -> tuple[bytes, list[int], list[int], list[int]]:
@@ -175,31 +198,31 @@ def _joined_windows(
     """
     span = wrapped_span(longest)
     size = len(buf)
+    starts = [b_start for b_start, _ in breaks]
+    ends = [b_end for _, b_end in breaks]
+    # Break k opens a new window when its window does not touch the one of break k - 1.
+    gap = longest + 2 + span
+    first = [0]
+    first += [k for k, d in enumerate(map(sub, starts[1:], ends), 1) if d > gap]
+    first.append(len(breaks))
     parts: list[bytes] = []
     seg_j: list[int] = []
     seg_o: list[int] = []
     cuts: list[int] = []
     length = 0
-    cursor = 0
-    hi = -1
-    for b_start, b_end in breaks:
-        lo = max(0, b_start - longest - 2)
-        if lo > hi:  # a new window: close the one before
-            if hi >= 0:
-                parts.append(buf[cursor:hi])
-                length += hi - cursor
-                cuts.append(length)
-            seg_j.append(length)
-            seg_o.append(lo)
-            cursor = lo
-        parts.append(buf[cursor:b_start])
-        length += b_start - cursor
-        cursor = b_end
-        seg_j.append(length)
-        seg_o.append(cursor)
-        hi = min(size, b_end + span)
-    parts.append(buf[cursor:hi])
-    cuts.append(length + hi - cursor)
+    for a, b in pairwise(first):
+        # Segments of this window: from its start to the first break, between breaks, and
+        # from the last break to its end (C-level list operations: a base64 dump has a
+        # break on every line).
+        lo, hi = max(0, starts[a] - longest - 2), min(size, ends[b - 1] + span)
+        opens = [lo, *ends[a:b]]
+        closes = [*starts[a:b], hi]
+        parts.append(_drop_breaks(buf, lo, hi, opens, closes))
+        seg_o += opens
+        starts_j = list(accumulate(map(sub, closes, opens), initial=length))
+        length = starts_j.pop()  # the last sum is the window's end
+        seg_j += starts_j
+        cuts.append(length)
     return b"".join(parts), seg_j, seg_o, cuts
 
 
@@ -349,18 +372,20 @@ def redact_buffer(
     limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
     if not matches or matches[0][0] >= limit:
         return buf[:limit], limit, []
-    parts: list[bytes] = []
+    # Views, not slices: the text between masks is copied once, by the join.
+    view = memoryview(buf)
+    parts: list[bytes | memoryview] = []
     hits: list[int] = []
     cursor = 0
     for start, end, index in matches:
         if start >= limit:
             break
-        parts.append(buf[cursor:start])
+        parts.append(view[cursor:start])
         parts.append(MASK)
         hits.append(index)
         cursor = end
     emit_to = max(cursor, limit)
-    parts.append(buf[cursor:emit_to])
+    parts.append(view[cursor:emit_to])
     return b"".join(parts), emit_to, hits
 
 
