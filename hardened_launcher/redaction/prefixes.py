@@ -35,10 +35,6 @@ class PrefixIndex:
         # Every prefix shorter than GRAM (a proper prefix: no pattern is that short): the last
         # GRAM - 1 positions of a tail are checked by one set lookup each, not a binary search.
         self._short = frozenset(p[:k] for p in self._sorted for k in range(1, min(GRAM, len(p))))
-        # Patterns that are a proper prefix of another: in sorted order, of the next one.
-        self._extendable = frozenset(
-            a for a, b in zip(self._sorted, self._sorted[1:], strict=False) if b.startswith(a)
-        )
         grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
         self._grams = frozenset(grams)
         self._hs: Any = None
@@ -79,14 +75,6 @@ class PrefixIndex:
                 return True
             i += 1
         return False
-
-    def is_extendable(self, pattern: bytes) -> bool:
-        """Whether ``pattern`` (one of the patterns) is a proper prefix of another pattern."""
-        return pattern in self._extendable
-
-    def has_gram(self, text: bytes) -> bool:
-        """Whether ``text`` is a pattern's first GRAM bytes."""
-        return text in self._grams
 
     def gram_starts(self, text: bytes) -> list[int]:
         """Where a pattern's first GRAM bytes occur in ``text``, sorted."""
