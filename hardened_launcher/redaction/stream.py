@@ -184,6 +184,44 @@ def _drop_breaks(buf: bytes, lo: int, hi: int, opens: list[int], closes: list[in
 _REPLACE_FROM = 8
 
 
+#: From this many breaks in one write :func:`_joined_windows` uses list operations; below it a
+#: plain loop is cheaper (ordinary logs: a few breaks, each its own window).
+_LIST_OPS_FROM = 24
+
+
+def _few_windows(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int, span: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    """:func:`_joined_windows` by a loop over the breaks (the same result)."""
+    size = len(buf)
+    parts: list[bytes] = []
+    seg_j: list[int] = []
+    seg_o: list[int] = []
+    cuts: list[int] = []
+    length = 0
+    cursor = 0
+    hi = -1
+    for b_start, b_end in breaks:
+        lo = max(0, b_start - longest - 2)
+        if lo > hi:  # a new window: close the one before
+            if hi >= 0:
+                parts.append(buf[cursor:hi])
+                length += hi - cursor
+                cuts.append(length)
+            seg_j.append(length)
+            seg_o.append(lo)
+            cursor = lo
+        parts.append(buf[cursor:b_start])
+        length += b_start - cursor
+        cursor = b_end
+        seg_j.append(length)
+        seg_o.append(cursor)
+        hi = min(size, b_end + span)
+    parts.append(buf[cursor:hi])
+    cuts.append(length + hi - cursor)
+    return b"".join(parts), seg_j, seg_o, cuts
+
+
 def _joined_windows(
     buf: bytes, breaks: list[tuple[int, int]], longest: int
 ) -> tuple[bytes, list[int], list[int], list[int]]:
@@ -197,6 +235,15 @@ def _joined_windows(
     and the end of each window in the text (a match across two windows is not an occurrence).
     """
     span = wrapped_span(longest)
+    if len(breaks) < _LIST_OPS_FROM:
+        return _few_windows(buf, breaks, longest, span)
+    return _many_windows(buf, breaks, longest, span)
+
+
+def _many_windows(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int, span: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    """:func:`_joined_windows` by list operations (the same result; a dump's many breaks)."""
     size = len(buf)
     starts = [b_start for b_start, _ in breaks]
     ends = [b_end for _, b_end in breaks]

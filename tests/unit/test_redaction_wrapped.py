@@ -20,8 +20,10 @@ from hardened_launcher.redaction.engine import (
 )
 from hardened_launcher.redaction.stream import (
     BEHIND_BYTES,
+    _few_windows,
     _head_newlines,
     _joined_windows,
+    _many_windows,
     _wrap_breaks,
     wrapped_span,
 )
@@ -365,7 +367,12 @@ def test_break_list_and_joined_windows_equal_their_definitions(
     breaks = _wrap_breaks(buf, newlines)
     assert breaks == _breaks_by_definition(buf, newlines)
     if breaks:
-        assert _joined_windows(buf, breaks, longest) == _windows_by_definition(buf, breaks, longest)
+        # Both builders (a loop for few breaks, list operations for many) on every input.
+        expected = _windows_by_definition(buf, breaks, longest)
+        span = wrapped_span(longest)
+        assert _few_windows(buf, breaks, longest, span) == expected
+        assert _many_windows(buf, breaks, longest, span) == expected
+        assert _joined_windows(buf, breaks, longest) == expected
 
 
 @pytest.mark.skipif("hyperscan" not in ALL, reason="compares Hyperscan with the reference")
