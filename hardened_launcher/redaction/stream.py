@@ -159,7 +159,7 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     at = head.find(b"\n")
     while at != -1:
         start = at - 1 if at >= 1 and head[at - 1] == 0x0D else at  # CR LF
-        if at not in found and _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH:
+        if at not in found and _wrap_run_before(buf, start, behind):
             extra.append(at)
         at = head.find(b"\n", at + 1)
     return sorted([*extra, *found]) if extra else found
@@ -346,17 +346,13 @@ def _tail_start(size: int, longest: int) -> int:
     return max(0, size - wrapped_span(longest) + 1)
 
 
-def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
-    """How many wrap characters (up to WRAP_MIN_WIDTH) end just before ``buf[pos]``."""
+def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> bool:
+    """Whether WRAP_MIN_WIDTH wrap characters end just before ``buf[pos]``."""
     data = buf[max(0, pos - WRAP_MIN_WIDTH) : pos]
     if len(data) < WRAP_MIN_WIDTH:
         data = (behind + data)[-WRAP_MIN_WIDTH:]
-    run = 0
-    for byte in reversed(data):
-        if byte not in _IS_WRAP:
-            break
-        run += 1
-    return run
+    # Deleting the wrap characters (in C) leaves nothing exactly when all of them are.
+    return len(data) == WRAP_MIN_WIDTH and not data.translate(None, WRAP_ALPHABET)
 
 
 def _trailing_break(buf: bytes, behind: bytes) -> int | None:
@@ -367,7 +363,7 @@ def _trailing_break(buf: bytes, behind: bytes) -> int | None:
         start = len(buf) - 1
     else:
         return None
-    return start if _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH else None
+    return start if _wrap_run_before(buf, start, behind) else None
 
 
 def hold_start(
