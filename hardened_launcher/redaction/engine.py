@@ -203,14 +203,20 @@ class HyperscanEngine:
             raise EngineUnavailableError("hyperscan is not installed on this platform") from exc
         self.patterns = tuple(patterns)
         self.longest = max((len(p) for p in self.patterns), default=0)
-        self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
+        roots, self._longer = _prefix_roots(self.patterns)
+        self._roots = roots
+        self._lengths = [len(self.patterns[i]) for i in roots]
         db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        # After the patterns, in the same pass: the wrap-break triggers. Nothing else: the
-        # patterns' first bytes (for the hold-back) are looked for in a stream's short tail
-        # only (``prefixes.PrefixIndex``); as 6-byte literals in this database they cost
-        # a third of its speed.
-        expressions = [_hs_expression(p) for p in self.patterns] + list(WRAP_TRIGGERS_HS)
+        # Only the patterns that no other pattern is a prefix of (a base64 core and its padded
+        # tails share their start): a third fewer expressions, ~40 % less compile time, fewer
+        # callbacks; a longer pattern is confirmed where its prefix matched. After them, in
+        # the same pass: the wrap-break triggers. Nothing else: the patterns' first bytes (for
+        # the hold-back) are looked for in a stream's short tail only
+        # (``prefixes.PrefixIndex``); as 6-byte literals in this database they cost a third of
+        # its speed.
+        expressions = [_hs_expression(self.patterns[i]) for i in roots]
+        expressions += list(WRAP_TRIGGERS_HS)
         try:
             # No ``ids``: each id is then its index, which is what they are. The binding
             # (hyperscan 0.9.1) keeps a reference to every id object but the last it is given,
@@ -257,19 +263,30 @@ class HyperscanEngine:
         positions of the LFs that end a wrap trigger. A match that spans one of the sorted
         ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
         lengths = self._lengths
+        roots = self._roots
+        longer = self._longer
         trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
         newlines: list[int] = []
 
-        def on_match(index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            if index >= trigger:
+        def on_match(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            if expr >= trigger:
                 newlines.append(to - 1)
                 return
-            start = to - lengths[index]
-            if ends_by_start.get(start, -1) >= to:
-                return
+            start = to - lengths[expr]
             if cuts and bisect_right(cuts, start) != bisect_right(cuts, to - 1):
+                return
+            index = roots[expr]
+            extensions = longer.get(index)
+            if extensions:  # longest first: the first one present (and inside a cut) wins
+                cut = cuts[bisect_right(cuts, start)] if cuts and start < cuts[-1] else None
+                for pattern, other in extensions:
+                    end = start + len(pattern)
+                    if (cut is None or end <= cut) and data[start:end] == pattern:
+                        to, index = end, other
+                        break
+            if ends_by_start.get(start, -1) >= to:
                 return
             ends_by_start[start] = to
             index_by_span[(start, to)] = index
@@ -278,6 +295,28 @@ class HyperscanEngine:
         if len(newlines) > 1:
             newlines.sort()  # already sorted as a rule (then this is one linear pass)
         return ends_by_start, index_by_span, newlines
+
+
+def _prefix_roots(
+    patterns: Sequence[bytes],
+) -> tuple[list[int], dict[int, tuple[tuple[bytes, int], ...]]]:
+    """The indexes of the patterns no other pattern is a proper prefix of (the roots), and for
+    each root the longer patterns that begin with it, longest first."""
+    order = sorted(range(len(patterns)), key=patterns.__getitem__)
+    roots: list[int] = []
+    longer: dict[int, list[tuple[bytes, int]]] = {}
+    root = b""
+    for i in order:
+        pattern = patterns[i]
+        if roots and pattern.startswith(root):
+            if pattern != root:
+                longer.setdefault(roots[-1], []).append((pattern, i))
+            continue
+        roots.append(i)
+        root = pattern
+    return roots, {
+        i: tuple(sorted(items, key=lambda item: -len(item[0]))) for i, items in longer.items()
+    }
 
 
 ENGINES = ("hyperscan", "aho-corasick", "reference")

@@ -13,6 +13,7 @@ costs far less than finding the grams in the main pass over every byte.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from bisect import bisect_left
@@ -35,10 +36,9 @@ class PrefixIndex:
         # Every prefix shorter than GRAM (a proper prefix: no pattern is that short): the last
         # GRAM - 1 positions of a tail are checked by one set lookup each, not a binary search.
         self._short = frozenset(p[:k] for p in self._sorted for k in range(1, min(GRAM, len(p))))
-        # Patterns that are a proper prefix of another: in sorted order, of the next one.
-        self._extendable = frozenset(
-            a for a, b in zip(self._sorted, self._sorted[1:], strict=False) if b.startswith(a)
-        )
+        # The last bytes of those prefixes: a text ending in another byte (a line end, as a
+        # rule) has no short open suffix, and the lookups are skipped.
+        self._short_last = frozenset(p[-1] for p in self._short)
         grams = sorted({p[:GRAM] for p in self._sorted if len(p) >= GRAM})
         self._grams = frozenset(grams)
         self._hs: Any = None
@@ -80,14 +80,6 @@ class PrefixIndex:
             i += 1
         return False
 
-    def is_extendable(self, pattern: bytes) -> bool:
-        """Whether ``pattern`` (one of the patterns) is a proper prefix of another pattern."""
-        return pattern in self._extendable
-
-    def has_gram(self, text: bytes) -> bool:
-        """Whether ``text`` is a pattern's first GRAM bytes."""
-        return text in self._grams
-
     def gram_starts(self, text: bytes) -> list[int]:
         """Where a pattern's first GRAM bytes occur in ``text``, sorted."""
         last = len(text) - GRAM
@@ -115,6 +107,8 @@ class PrefixIndex:
         for at in self.gram_starts(text):
             if text[at] in first and self.is_open(text[at:]):
                 return at
+        if text[-1] not in self._short_last:
+            return None
         short = self._short
         for at in range(max(0, len(text) - GRAM + 1), len(text)):
             if text[at:] in short:
@@ -128,6 +122,11 @@ _CACHE_LOCK = threading.Lock()
 
 def prefix_index(engine: Engine) -> PrefixIndex:
     """The (cached) :class:`PrefixIndex` of ``engine``'s patterns, built on first use."""
+    # Kept on the engine once built (every write of every stream asks; the weak table costs a
+    # lock and a weak reference per call); the weak table serves engines without a __dict__.
+    index: PrefixIndex | None = getattr(engine, "_prefix_index", None)
+    if index is not None:
+        return index
     with _CACHE_LOCK:
         index = _CACHE.get(engine)
         if index is None:
@@ -136,4 +135,6 @@ def prefix_index(engine: Engine) -> PrefixIndex:
             index = _CACHE[engine] = PrefixIndex(
                 engine.patterns, hyperscan=engine.name == "hyperscan"
             )
+        with contextlib.suppress(AttributeError):
+            engine._prefix_index = index  # type: ignore[attr-defined]  # a cache slot
         return index

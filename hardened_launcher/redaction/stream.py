@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable
+from itertools import accumulate, pairwise
+from operator import sub
 from typing import TYPE_CHECKING
 
 from hardened_launcher.redaction.engine import (
-    GRAM,
     WRAP_ALPHABET,
     WRAP_MIN_WIDTH,
     Engine,
@@ -78,13 +79,15 @@ class _Chain:
 
 def _wrap_breaks(buf: bytes, newlines: list[int]) -> list[tuple[int, int]]:
     """``(start, end)`` of the line breaks that may sit inside a wrapped encoding."""
-    out: list[tuple[int, int]] = []
-    size = len(buf)
-    for nl in newlines:
-        start = nl - 1 if nl >= 1 and buf[nl - 1] == 0x0D else nl
-        if start >= 1 and nl + 1 < size and buf[nl + 1] in _IS_WRAP:
-            out.append((start, nl + 1))
-    return out
+    # One comprehension (a base64 dump has a break on every line): CR LF starts at the CR;
+    # a break must start after the first byte and be followed by a wrap character.
+    last = len(buf) - 1
+    is_wrap = _IS_WRAP
+    return [
+        (nl - 1 if buf[nl - 1] == 0x0D else nl, nl + 1)
+        for nl in newlines
+        if nl < last and buf[nl + 1] in is_wrap and (nl >= 2 or (nl == 1 and buf[0] != 0x0D))
+    ]
 
 
 class _Joined:
@@ -156,103 +159,116 @@ def _head_newlines(buf: bytes, behind: bytes, found: list[int]) -> list[int]:
     at = head.find(b"\n")
     while at != -1:
         start = at - 1 if at >= 1 and head[at - 1] == 0x0D else at  # CR LF
-        if at not in found and _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH:
+        if at not in found and _wrap_run_before(buf, start, behind):
             extra.append(at)
         at = head.find(b"\n", at + 1)
     return sorted([*extra, *found]) if extra else found
 
 
-def _crossable(
-    engine: Engine, buf: bytes, breaks: list[tuple[int, int]], found: dict[int, int]
-) -> list[tuple[int, int]]:
-    """The breaks that an occurrence can have as its first break.
-
-    Such an occurrence starts ``k`` bytes before the break (``k < longest``, no break in
-    between) and the joined text from there begins with a pattern's first GRAM bytes: for
-    ``k >= GRAM`` they lie before the break and the bytes up to the break are a proper prefix
-    of a pattern; for ``k < GRAM`` they straddle it. One gram scan over the pieces "look-back
-    stretch + GRAM - 1 bytes after the break" of all breaks answers both. Line ends after a
-    long token in ordinary logs (hashes, ids before a timestamped line) are breaks too, and
-    most are dropped here before any window is joined.
-    """
-    index = prefix_index(engine)
-    longest = engine.longest
-    pieces: list[bytes] = []
-    ends: list[int] = []  # end of each piece in the scanned text
-    mids: list[int] = []  # where each piece's break was (bytes before it are look-back)
-    firsts: list[int] = []  # buffer position of each piece's first byte
-    length = 0
-    floor = 0
-    for b_start, b_end in breaks:
-        first = max(floor, b_start - longest + 1)
-        pieces.append(buf[first:b_start])
-        pieces.append(buf[b_end : b_end + GRAM - 1])
-        firsts.append(first)
-        mids.append(length + b_start - first)
-        length += b_start - first + min(GRAM - 1, len(buf) - b_end)
-        ends.append(length)
-        floor = b_end
-    out: list[tuple[int, int]] = []
-    last = -1
-    for at in index.gram_starts(b"".join(pieces)):
-        piece = bisect_right(ends, at)
-        if piece == last or at >= mids[piece] or at + GRAM > ends[piece]:
-            continue  # decided already; begins after the break; runs into the next piece
-        b_start, b_end = breaks[piece]
-        origin = firsts[piece] + (at - (ends[piece - 1] if piece else 0))
-        if b_start - origin < GRAM:
-            open_ = True
-        elif found.get(origin) == b_start:
-            # The bytes up to the break are a whole pattern (the main pass found it): open
-            # exactly when that pattern is a proper prefix of another (no binary search).
-            open_ = index.is_extendable(buf[origin:b_start])
-        else:
-            open_ = index.is_open(buf[origin:b_start])
-        if open_:
-            out.append((b_start, b_end))
-            last = piece
-    return out
+def _drop_breaks(buf: bytes, lo: int, hi: int, opens: list[int], closes: list[int]) -> bytes:
+    """``buf[lo:hi]`` without its breaks: the text from each of ``opens`` to the next close."""
+    count = len(opens) - 1
+    if count >= _REPLACE_FROM:
+        # Many breaks (a dump): when every line break in the window is one of them, one
+        # ``replace`` drops them all; the removed length tells whether that is so.
+        width = sum(opens[1:]) - sum(closes[:-1])
+        sep = b"\n" if width == count else b"\r\n" if width == 2 * count else b""
+        if sep:
+            text = buf[lo:hi].replace(sep, b"")
+            if len(text) == hi - lo - width:
+                return text
+    return b"".join([buf[o:c] for o, c in zip(opens, closes, strict=True)])
 
 
-def _joined_windows(
-    buf: bytes, breaks: list[tuple[int, int]], anchors: list[tuple[int, int]], longest: int
+#: From this many breaks in one window :func:`_drop_breaks` tries one ``replace`` first.
+_REPLACE_FROM = 8
+
+
+#: From this many breaks in one write :func:`_joined_windows` uses list operations; below it a
+#: plain loop is cheaper (ordinary logs: a few breaks, each its own window).
+_LIST_OPS_FROM = 24
+
+
+def _few_windows(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int, span: int
 ) -> tuple[bytes, list[int], list[int], list[int]]:
-    """The windows around the ``anchors`` with every break inside them removed, concatenated.
-
-    An occurrence whose first break is ``b`` starts at most ``longest`` bytes before it and ends
-    at most :func:`wrapped_span` bytes after it; overlapping windows are merged, and each
-    removes every break inside it (an occurrence may cross several). Returns the text, the
-    joined and original start of each segment (the text between two removed breaks), and the
-    end of each window in the text (a match across two windows is not an occurrence).
-    """
-    span = wrapped_span(longest)
+    """:func:`_joined_windows` by a loop over the breaks (the same result)."""
     size = len(buf)
-    spans: list[list[int]] = []
-    for a_start, a_end in anchors:
-        lo, hi = max(0, a_start - longest - 2), min(size, a_end + span)
-        if spans and lo <= spans[-1][1]:
-            spans[-1][1] = hi
-        else:
-            spans.append([lo, hi])
     parts: list[bytes] = []
     seg_j: list[int] = []
     seg_o: list[int] = []
     cuts: list[int] = []
     length = 0
-    for lo, hi in spans:
-        seg_j.append(length)
-        seg_o.append(lo)
-        cursor = lo
-        for b_start, b_end in breaks[bisect_left(breaks, (lo, lo)) :]:
-            if b_end > hi:
-                break
-            parts.append(buf[cursor:b_start])
-            length += b_start - cursor
-            cursor = b_end
+    cursor = 0
+    hi = -1
+    for b_start, b_end in breaks:
+        lo = max(0, b_start - longest - 2)
+        if lo > hi:  # a new window: close the one before
+            if hi >= 0:
+                parts.append(buf[cursor:hi])
+                length += hi - cursor
+                cuts.append(length)
             seg_j.append(length)
-            seg_o.append(cursor)
-        parts.append(buf[cursor:hi])
-        length += hi - cursor
+            seg_o.append(lo)
+            cursor = lo
+        parts.append(buf[cursor:b_start])
+        length += b_start - cursor
+        cursor = b_end
+        seg_j.append(length)
+        seg_o.append(cursor)
+        hi = min(size, b_end + span)
+    parts.append(buf[cursor:hi])
+    cuts.append(length + hi - cursor)
+    return b"".join(parts), seg_j, seg_o, cuts
+
+
+def _joined_windows(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    """The windows around the ``breaks`` with every break inside them removed, concatenated.
+
+    An occurrence whose first break is ``b`` starts at most ``longest`` bytes before it and ends
+    at most :func:`wrapped_span` bytes after it, so the window of ``b`` is that stretch; windows
+    that touch are merged, and each removes every break inside it (an occurrence may cross
+    several, and every later break it crosses lies inside the first one's window). Returns the
+    text, the joined and original start of each segment (the text between two removed breaks),
+    and the end of each window in the text (a match across two windows is not an occurrence).
+    """
+    span = wrapped_span(longest)
+    if len(breaks) < _LIST_OPS_FROM:
+        return _few_windows(buf, breaks, longest, span)
+    return _many_windows(buf, breaks, longest, span)
+
+
+def _many_windows(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int, span: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    """:func:`_joined_windows` by list operations (the same result; a dump's many breaks)."""
+    size = len(buf)
+    starts = [b_start for b_start, _ in breaks]
+    ends = [b_end for _, b_end in breaks]
+    # Break k opens a new window when its window does not touch the one of break k - 1.
+    gap = longest + 2 + span
+    first = [0]
+    first += [k for k, d in enumerate(map(sub, starts[1:], ends), 1) if d > gap]
+    first.append(len(breaks))
+    parts: list[bytes] = []
+    seg_j: list[int] = []
+    seg_o: list[int] = []
+    cuts: list[int] = []
+    length = 0
+    for a, b in pairwise(first):
+        # Segments of this window: from its start to the first break, between breaks, and
+        # from the last break to its end (C-level list operations: a base64 dump has a
+        # break on every line).
+        lo, hi = max(0, starts[a] - longest - 2), min(size, ends[b - 1] + span)
+        opens = [lo, *ends[a:b]]
+        closes = [*starts[a:b], hi]
+        parts.append(_drop_breaks(buf, lo, hi, opens, closes))
+        seg_o += opens
+        starts_j = list(accumulate(map(sub, closes, opens), initial=length))
+        length = starts_j.pop()  # the last sum is the window's end
+        seg_j += starts_j
         cuts.append(length)
     return b"".join(parts), seg_j, seg_o, cuts
 
@@ -262,19 +278,17 @@ def _scan_all(
 ) -> tuple[list[Match], list[tuple[int, int]]]:
     """:func:`_scan` from every match start at once: one greedy walk over raw and joined.
 
-    The main pass finds the patterns and the wrap triggers; only around the breaks that an
-    occurrence can begin to cross (:func:`_crossable`) are windows (each holds every
-    occurrence crossing its breaks) joined and scanned together in one more pass (a match
-    across two windows is ignored). Every match start of both passes is merged (longest end
-    wins), so the walk is exact.
+    The main pass finds the patterns and the wrap triggers; the windows around the breaks
+    (each holds every occurrence crossing its breaks) are joined and scanned together in one
+    more pass (a match across two windows is ignored). Every match start of both passes is
+    merged (longest end wins), so the walk is exact.
     """
     ends, spans, newlines = engine.all_matches(buf)
     if behind:
         newlines = _head_newlines(buf, behind, newlines)
     breaks = _wrap_breaks(buf, newlines) if newlines else []
-    anchors = _crossable(engine, buf, breaks, ends) if breaks else []
-    if anchors:
-        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, anchors, engine.longest)
+    if breaks:
+        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
         j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
         for j_start, j_end in j_ends.items():
             first = bisect_right(seg_j, j_start) - 1
@@ -332,17 +346,13 @@ def _tail_start(size: int, longest: int) -> int:
     return max(0, size - wrapped_span(longest) + 1)
 
 
-def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> int:
-    """How many wrap characters (up to WRAP_MIN_WIDTH) end just before ``buf[pos]``."""
+def _wrap_run_before(buf: bytes, pos: int, behind: bytes) -> bool:
+    """Whether WRAP_MIN_WIDTH wrap characters end just before ``buf[pos]``."""
     data = buf[max(0, pos - WRAP_MIN_WIDTH) : pos]
     if len(data) < WRAP_MIN_WIDTH:
         data = (behind + data)[-WRAP_MIN_WIDTH:]
-    run = 0
-    for byte in reversed(data):
-        if byte not in _IS_WRAP:
-            break
-        run += 1
-    return run
+    # Deleting the wrap characters (in C) leaves nothing exactly when all of them are.
+    return len(data) == WRAP_MIN_WIDTH and not data.translate(None, WRAP_ALPHABET)
 
 
 def _trailing_break(buf: bytes, behind: bytes) -> int | None:
@@ -353,7 +363,7 @@ def _trailing_break(buf: bytes, behind: bytes) -> int | None:
         start = len(buf) - 1
     else:
         return None
-    return start if _wrap_run_before(buf, start, behind) >= WRAP_MIN_WIDTH else None
+    return start if _wrap_run_before(buf, start, behind) else None
 
 
 def hold_start(
@@ -405,18 +415,20 @@ def redact_buffer(
     limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
     if not matches or matches[0][0] >= limit:
         return buf[:limit], limit, []
-    parts: list[bytes] = []
+    # Views, not slices: the text between masks is copied once, by the join.
+    view = memoryview(buf)
+    parts: list[bytes | memoryview] = []
     hits: list[int] = []
     cursor = 0
     for start, end, index in matches:
         if start >= limit:
             break
-        parts.append(buf[cursor:start])
+        parts.append(view[cursor:start])
         parts.append(MASK)
         hits.append(index)
         cursor = end
     emit_to = max(cursor, limit)
-    parts.append(buf[cursor:emit_to])
+    parts.append(view[cursor:emit_to])
     return b"".join(parts), emit_to, hits
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardened_launcher.redaction.engine import _hs_expression, build_engine
+from hardened_launcher.redaction.engine import (
+    HyperscanEngine,
+    _hs_expression,
+    available_engines,
+    build_engine,
+)
 
 
 @given(st.binary(min_size=1, max_size=64))
@@ -33,3 +39,36 @@ def test_another_pattern_set_or_engine_compiles_again() -> None:
     # The same patterns split differently are another set, not a cache hit.
     split = build_engine([b"secret-value-1secret", b"-value-2"], "reference")
     assert split is not first
+
+
+@pytest.mark.skipif("hyperscan" not in available_engines(), reason="hyperscan not installed")
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.sets(
+        st.binary(min_size=1, max_size=7).map(lambda b: bytes(x % 3 + 97 for x in b)),
+        min_size=1,
+        max_size=16,
+    ),
+    text=st.binary(max_size=120).map(lambda b: bytes(x % 4 + 97 for x in b)),
+    cut_points=st.lists(st.integers(1, 120), max_size=5),
+)
+def test_hyperscan_all_matches_is_the_longest_pattern_at_each_start_inside_one_cut(
+    patterns: set[bytes], text: bytes, cut_points: list[int]
+) -> None:
+    # The database holds only the patterns no other one is a prefix of; the longer ones are
+    # confirmed where their prefix matched, and a match may not span a cut.
+    ordered = sorted(patterns)
+    engine = build_engine(ordered, "hyperscan")
+    assert isinstance(engine, HyperscanEngine)
+    cuts = sorted({c for c in cut_points if c < len(text)} | {len(text)})
+    ends, spans, _ = engine.all_matches(text, cuts)
+    expected: dict[int, int] = {}
+    for start in range(len(text)):
+        limit = next(c for c in cuts if c > start)
+        for pattern in ordered:
+            end = start + len(pattern)
+            if end <= limit and text.startswith(pattern, start) and end > expected.get(start, -1):
+                expected[start] = end
+    assert ends == expected
+    for start, end in expected.items():
+        assert ordered[spans[(start, end)]] == text[start:end]

@@ -12,7 +12,21 @@ from hypothesis import strategies as st
 
 from hardened_launcher.redaction import MASK, RedactingStream, Redactor
 from hardened_launcher.redaction.canary import LeakDetectedError, verify_log_clean
-from hardened_launcher.redaction.engine import WRAP_MIN_WIDTH, available_engines
+from hardened_launcher.redaction.engine import (
+    WRAP_ALPHABET,
+    WRAP_MIN_WIDTH,
+    available_engines,
+    wrap_newlines,
+)
+from hardened_launcher.redaction.stream import (
+    BEHIND_BYTES,
+    _few_windows,
+    _head_newlines,
+    _joined_windows,
+    _many_windows,
+    _wrap_breaks,
+    wrapped_span,
+)
 from hardened_launcher.redaction.variants import variants
 
 ALL = available_engines()
@@ -267,9 +281,9 @@ def test_the_first_break_after_any_number_of_bytes_of_an_occurrence(
     token_lines: int,
     cuts: list[int],
 ) -> None:
-    # Hyperscan joins only the windows of breaks that an occurrence can begin to cross: its
-    # first bytes either lie before the break (k >= 6) or straddle it (k < 6). Every k, with
-    # ordinary breaks around (lines ending in a long token, then a timestamped line).
+    # An occurrence's first break after any number k of its bytes (k < 6: its first bytes
+    # straddle the break), with ordinary breaks around (lines ending in a long token, then a
+    # timestamped line), each of which gets a window too.
     encoded = [base64.b64encode(value), value.hex().encode(), value][form]
     k = 1 + first % max(1, len(encoded) - 1)
     pad = b"Q" * max(0, WRAP_MIN_WIDTH - k)  # the break needs 16 wrap characters before it
@@ -284,3 +298,105 @@ def test_the_first_break_after_any_number_of_bytes_of_an_occurrence(
     assert run_stream(fast.stream("stdout"), chunked(text, cuts)) == expected
     if form != 2 and len(encoded) > k:
         assert MASK in expected
+
+
+# -- the break list and the joined windows equal their plain definitions ---------------------
+def _breaks_by_definition(buf: bytes, newlines: list[int]) -> list[tuple[int, int]]:
+    out = []
+    for nl in newlines:
+        start = nl - 1 if nl >= 1 and buf[nl - 1] == 0x0D else nl
+        if start >= 1 and nl + 1 < len(buf) and buf[nl + 1] in WRAP_ALPHABET:
+            out.append((start, nl + 1))
+    return out
+
+
+def _windows_by_definition(
+    buf: bytes, breaks: list[tuple[int, int]], longest: int
+) -> tuple[bytes, list[int], list[int], list[int]]:
+    # Each break's window [start - longest - 2, end + wrapped_span); touching windows merge;
+    # a window drops every break in it; one cut at the end of each window.
+    spans: list[list[int]] = []
+    for b_start, b_end in breaks:
+        lo, hi = max(0, b_start - longest - 2), min(len(buf), b_end + wrapped_span(longest))
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = hi
+        else:
+            spans.append([lo, hi])
+    text, seg_j, seg_o, cuts = b"", [], [], []
+    for lo, hi in spans:
+        cursor = lo
+        seg_j.append(len(text))
+        seg_o.append(lo)
+        for b_start, b_end in breaks:
+            if lo <= b_start and b_end <= hi:
+                text += buf[cursor:b_start]
+                cursor = b_end
+                seg_j.append(len(text))
+                seg_o.append(cursor)
+        text += buf[cursor:hi]
+        cuts.append(len(text))
+    return text, seg_j, seg_o, cuts
+
+
+line_st = st.tuples(
+    st.text(alphabet="AZaz09+/-_ .:", min_size=0, max_size=40).map(str.encode),
+    st.sampled_from([b"\n", b"\r\n", b"\r", b""]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(line_st, max_size=40),
+    dense=st.lists(st.tuples(st.integers(16, 24), eol_st, st.integers(1, 30)), max_size=3),
+    longest=st.integers(6, 80),
+    behind=st.binary(max_size=BEHIND_BYTES).map(lambda b: b or b"x"),
+)
+def test_break_list_and_joined_windows_equal_their_definitions(
+    lines: list[tuple[bytes, bytes]],
+    dense: list[tuple[int, bytes, int]],
+    longest: int,
+    behind: bytes,
+) -> None:
+    # Ordinary lines, lines that end in a long token, and dense blocks (a dump: a break on
+    # every line, LF or CRLF, 8 and more in one window, where one replace drops them all).
+    parts = [text + eol for text, eol in lines]
+    for width, eol, count in dense:
+        parts.append(eol.join([b"QUJD" * 6] * count)[: width * count] + eol)
+    buf = b"".join(parts)
+    newlines = _head_newlines(buf, behind, wrap_newlines(buf, 0))
+    breaks = _wrap_breaks(buf, newlines)
+    assert breaks == _breaks_by_definition(buf, newlines)
+    if breaks:
+        # Both builders (a loop for few breaks, list operations for many) on every input.
+        expected = _windows_by_definition(buf, breaks, longest)
+        span = wrapped_span(longest)
+        assert _few_windows(buf, breaks, longest, span) == expected
+        assert _many_windows(buf, breaks, longest, span) == expected
+        assert _joined_windows(buf, breaks, longest) == expected
+
+
+@pytest.mark.skipif("hyperscan" not in ALL, reason="compares Hyperscan with the reference")
+@settings(max_examples=60, deadline=None)
+@given(
+    value=value_st,
+    width=st.integers(WRAP_MIN_WIDTH, 40),
+    eols=st.lists(eol_st, min_size=1, max_size=3),
+    junk=st.binary(max_size=600),
+    at=st.integers(0, 10_000),
+    cuts=cuts_st,
+)
+def test_hyperscan_equals_the_reference_inside_a_dump(
+    value: bytes, width: int, eols: list[bytes], junk: bytes, at: int, cuts: list[int]
+) -> None:
+    # A value's base64 inside a long base64 dump of other data: one window with a break on
+    # every line (LF, CRLF, or mixed, where the one-replace shortcut must not apply).
+    block = base64.b64encode(junk[: at % (len(junk) + 1)] + value + junk[at % (len(junk) + 1) :])
+    lines = [block[i : i + width] for i in range(0, len(block), width)]
+    text = b"".join(line + eols[n % len(eols)] for n, line in enumerate(lines))
+    fast, ref = Redactor(engine="hyperscan"), Redactor(engine="reference")
+    fast.add("V", value)
+    ref.add("V", value)
+    expected = ref.redact_bytes(text)
+    assert fast.redact_bytes(text) == expected
+    assert run_stream(fast.stream("stdout"), chunked(text, cuts)) == expected
+    assert no_decodable_value(expected, value) or len(value) < 9
