@@ -137,3 +137,10 @@ def prefix_index(engine: Engine) -> PrefixIndex:
                 engine.patterns, hyperscan=engine.name == "hyperscan"
             )
         return index
+
+
+def use_prefix_index(engine: Engine, index: PrefixIndex) -> None:
+    """Make ``index`` the one :func:`prefix_index` gives for ``engine`` (a composed engine
+    whose parts keep their own indexes; see ``redaction/layered.py``)."""
+    with _CACHE_LOCK:
+        _CACHE[engine] = index
