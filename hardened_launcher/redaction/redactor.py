@@ -27,6 +27,7 @@ from hardened_launcher.redaction.engine import (
     AhoCorasickEngine,
     Engine,
     EngineUnavailableError,
+    HyperscanEngine,
     NullEngine,
     build_engine,
     cached_engine,
@@ -48,6 +49,12 @@ BACKGROUND_COMPILE_PATTERNS = 2000
 #: here, ~0.08 s as Aho-Corasick), which every run's redactor holds beside the run's secrets.
 BACKGROUND_COMPILE_BYTES = 256 * 1024
 
+
+#: From this many patterns of its own (about 75 values), a redactor layered over a shared one
+#: also compiles one Hyperscan database over the union in the background and uses it once
+#: ready: two scans per write cost up to half the throughput with large sets of its own
+#: (``benchmarks/redaction --layered``), while a large set's own compile is slow anyway.
+UNION_FROM_PATTERNS = 1000
 
 Owners = tuple[tuple[str, ...], ...]
 State = tuple[Engine, Owners]
@@ -100,7 +107,10 @@ class Redactor:
         self._extra: dict[bytes, list[str]] = {}
         self._extra_version = 0
         #: The last composition: (shared engine, own engine, extra version, the union's state).
-        self._composed: tuple[Engine, Engine, int, State] | None = None
+        self._composed: tuple[Engine, Engine, int, Engine | None, State] | None = None
+        #: One Hyperscan engine over the shared patterns then this redactor's own (in the
+        #: layered engine's order), for large sets of its own (UNION_FROM_PATTERNS).
+        self._union: Engine | None = None
 
     def __repr__(self) -> str:
         engine, _ = self._snapshot()
@@ -187,6 +197,7 @@ class Redactor:
         owners = tuple(tuple(self._owners[p]) for p in patterns)
         self._generation += 1
         if self._shared is not None and self._shared._snapshot()[0].patterns:
+            self._union = None
             self._state = self._own_layer(patterns, owners)
             return
         big = (
@@ -227,15 +238,19 @@ class Redactor:
             len(patterns) >= BACKGROUND_COMPILE_PATTERNS
             or sum(map(len, patterns)) >= BACKGROUND_COMPILE_BYTES
         )
+        union = preference is None and len(patterns) >= UNION_FROM_PATTERNS
         if preference is None and big:
             try:
                 quick = AhoCorasickEngine(patterns)
             except EngineUnavailableError:
                 pass
             else:
-                self._compile_in_background(
-                    lambda: LiteralLayer(patterns), owners, self._generation
-                )
+                if union:
+                    self._compile_union_in_background(patterns, self._generation)
+                else:
+                    self._compile_in_background(
+                        lambda: LiteralLayer(patterns), owners, self._generation
+                    )
                 return quick, owners
         try:
             layer: Engine = LiteralLayer(patterns)
@@ -244,7 +259,30 @@ class Redactor:
                 raise
             layer = build_engine(patterns, None)
         prefix_index(layer)  # its gram database, built now rather than on a first write
+        if union:
+            self._compile_union_in_background(patterns, self._generation)
         return layer, owners
+
+    def _compile_union_in_background(self, patterns: list[bytes], generation: int) -> None:
+        """One database over the shared patterns and ``patterns`` (see UNION_FROM_PATTERNS);
+        :meth:`_snapshot` uses it instead of the two layers once it is ready."""
+        assert self._shared is not None  # noqa: S101 - only called for a layered redactor
+        base = self._shared._snapshot()[0].patterns
+
+        def compile_union() -> None:
+            try:
+                engine = HyperscanEngine((*base, *patterns))
+                prefix_index(engine)  # built here, not on a stream's first write
+            except EngineUnavailableError:
+                return  # the layers stay
+            with self._lock:
+                if self._generation == generation:
+                    self._union = engine
+
+        self._compiler = threading.Thread(
+            target=compile_union, name="redaction-compile", daemon=True
+        )
+        self._compiler.start()
 
     def _compile_in_background(
         self, build: Callable[[], Engine], owners: Owners, generation: int
@@ -283,6 +321,7 @@ class Redactor:
             self._state = (NullEngine(), ())
             self._shared = None
             self._composed = None
+            self._union = None
 
     @property
     def engine_name(self) -> str:
@@ -350,14 +389,15 @@ class Redactor:
             and composed[0] is base[0]
             and composed[1] is state[0]
             and composed[2] == self._extra_version
+            and composed[3] is self._union
         ):
-            return composed[3]
+            return composed[4]
         with self._lock:
             if self._shared is None:  # closed meanwhile
                 return self._state
             state = self._state
-            union = _compose(base, state, self._extra)
-            self._composed = (base[0], state[0], self._extra_version, union)
+            union = _compose(base, state, self._extra, self._union)
+            self._composed = (base[0], state[0], self._extra_version, self._union, union)
         return union
 
     def _count(self, names: list[str]) -> None:
@@ -366,9 +406,12 @@ class Redactor:
                 self._counts[name] = self._counts.get(name, 0) + 1
 
 
-def _compose(base: State, own: State, extra: dict[bytes, list[str]]) -> State:
+def _compose(
+    base: State, own: State, extra: dict[bytes, list[str]], union: Engine | None = None
+) -> State:
     """One state over the union of the shared redactor's ``base`` and a redactor's ``own``;
-    ``extra`` names patterns of ``base`` that ``own``'s redactor also masks, under more names."""
+    ``extra`` names patterns of ``base`` that ``own``'s redactor also masks, under more names.
+    ``union``: one engine over exactly both pattern sets in that order, used if it is one."""
     base_engine, base_owners = base
     engine, owners = own
     if not base_engine.patterns and not isinstance(engine, LiteralLayer):
@@ -381,6 +424,12 @@ def _compose(base: State, own: State, extra: dict[bytes, list[str]]) -> State:
             if at is not None:
                 merged[at] = tuple(dict.fromkeys((*merged[at], *names)))
         base_owners = tuple(merged)
+    if (
+        union is not None
+        and len(union.patterns) == len(base_engine.patterns) + len(engine.patterns)
+        and union.patterns == base_engine.patterns + engine.patterns
+    ):
+        return union, base_owners + owners
     return layered(base_engine, engine), base_owners + owners
 
 

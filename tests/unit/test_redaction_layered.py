@@ -33,7 +33,7 @@ from hardened_launcher.redaction.layered import (
     layered,
 )
 from hardened_launcher.redaction.prefixes import PrefixIndex, prefix_index
-from hardened_launcher.redaction.redactor import BACKGROUND_COMPILE_BYTES
+from hardened_launcher.redaction.redactor import BACKGROUND_COMPILE_BYTES, UNION_FROM_PATTERNS
 from hardened_launcher.redaction.variants import variants
 
 ALL = available_engines()
@@ -329,3 +329,38 @@ def test_a_shared_layer_still_on_aho_corasick_then_hyperscan_mid_stream() -> Non
     assert isinstance(run._snapshot()[0], LayeredHyperscanEngine)
     out += stream.write(text[3000:]) + stream.flush()
     assert out == b"k=***\ns=***\n***\n"
+
+
+@needs_hyperscan
+def test_a_large_own_set_switches_to_one_database_over_the_union() -> None:
+    # Two scans per write cost throughput with many values of its own: such a redactor starts
+    # layered and swaps in one Hyperscan database over both sets when it is compiled.
+    launcher = [("SPACELIFT_TOKEN", base64.b64encode(secrets.token_bytes(600)))]
+    shared = Redactor()
+    shared.add_many(launcher)
+    values = [(f"V{i}", f"value-{i:03d}-{secrets.token_hex(8)}") for i in range(100)]
+    run = Redactor(shared=shared)
+    run.add_many([*launcher, *values])
+    assert len(run._state[0].patterns) >= UNION_FROM_PATTERNS
+    text = (
+        b"".join(
+            b"line %d %s %s\n" % (i, v.encode(), v.encode().hex().encode())
+            for i, (_, v) in enumerate(values)
+        )
+        + b"t="
+        + launcher[0][1]
+        + b"\n"
+        + base64.encodebytes(b"k" + launcher[0][1])
+    )
+    union = Redactor(engine="hyperscan")
+    union.add_many([*launcher, *values])
+    expected = union.redact_bytes(text)
+    stream = run.stream("stdout")
+    out = stream.write(text[: len(text) // 2])
+    run.wait_compiled(timeout=60)
+    engine = run._snapshot()[0]
+    assert type(engine) is HyperscanEngine  # one database, no longer the two layers
+    assert engine.patterns == shared._snapshot()[0].patterns + run._state[0].patterns
+    out += stream.write(text[len(text) // 2 :]) + stream.flush()
+    assert out == expected
+    assert run.counts() == {**{name: 2 for name, _ in values}, "SPACELIFT_TOKEN": 2}
