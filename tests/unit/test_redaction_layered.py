@@ -89,7 +89,7 @@ if "aho-corasick" in ALL:
 
 
 @pytest.mark.parametrize(("base_kind", "top_kind"), PAIRS)
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     patterns=st.sets(
         st.binary(min_size=1, max_size=6).map(lambda b: bytes(x % 3 + 97 for x in b)),
@@ -143,7 +143,7 @@ def test_layers_must_not_share_a_pattern() -> None:
     assert layered(ReferenceEngine([b"abcdef"]), NullEngine()).patterns == (b"abcdef",)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     patterns=st.sets(
         st.binary(min_size=1, max_size=8).map(lambda b: bytes(x % 3 + 97 for x in b)),
