@@ -22,7 +22,7 @@ interpreter start-up, which would dominate a burst on a small machine).
    ``--secret-env`` gives each run a secret variable (its redactor compiles then).
 3. **rss**: one launcher, ``--rss-runs`` trivial runs in batches of 10; the daemon's RSS after
    a 20-run warm-up and every 100 runs; the slope of a least-squares line through the samples
-   (bytes per run) and the total growth.
+   (bytes per run) and the total growth (``--secret-env``: each run has a secret variable).
 
 Times on a shared 2-core machine move between runs; read the figures of one run together.
 """
@@ -301,7 +301,7 @@ def compare_latency(before: Path, samples: int, rounds: int, *, secret: bool) ->
         print(f"{name:48} {cells[0]:>16} {cells[1]:>16}")
 
 
-def rss(base: Path, runs: int, launcher_env: dict[str, str]) -> None:
+def rss(base: Path, runs: int, launcher_env: dict[str, str], *, secret: bool = False) -> None:
     env = environment(base / "rss", 1, launcher_env)
     launcher = env.workers[0]
     points: list[tuple[int, int]] = []
@@ -314,7 +314,8 @@ def rss(base: Path, runs: int, launcher_env: dict[str, str]) -> None:
                 nonlocal done
                 ids = [new_run_id(f"rss{done + i:04d}") for i in range(count)]
                 for run_id in ids:
-                    queue(env, store, run_id, "true")
+                    secret_env = {"BENCH_SECRET": f"s3cret-{run_id}"} if secret else None
+                    queue(env, store, run_id, "true", secret_env)
                 wait_final(env, ids)
                 done += count
 
@@ -347,7 +348,7 @@ def main() -> None:
     parser.add_argument("--rss-runs", type=int, default=1000)
     parser.add_argument("--only", choices=["throughput", "latency", "rss"])
     parser.add_argument(
-        "--secret-env", action="store_true", help="latency: each run has a secret variable"
+        "--secret-env", action="store_true", help="latency, rss: each run has a secret variable"
     )
     parser.add_argument(
         "--before", type=Path, help="latency: compare with this older tree (see above)"
@@ -380,7 +381,7 @@ def main() -> None:
         if args.only in (None, "latency"):
             latency(base, args.samples, secret=args.secret_env)
         if args.only in (None, "rss"):
-            rss(base, args.rss_runs, launcher_env)
+            rss(base, args.rss_runs, launcher_env, secret=args.secret_env)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Resident memory of a real launcher daemon: idle, and per concurrent run (1, 4 and 8).
 
-Run: ``python -m benchmarks.daemon_rss [--settle 3] [--run-seconds 15] [--before DIR]``
+Run: ``python -m benchmarks.daemon_rss [--settle 3] [--run-seconds 15] [--before DIR]
+[--secrets none,one]``
 
 ``--before DIR`` (an older tree, e.g. ``git archive <commit> hardened_launcher | tar -x -C
 DIR``) runs launchers from that tree too, count by count in the same run.
@@ -12,7 +13,9 @@ runs), and reads the launcher's resident set (VmRSS of its process group) from /
 * **baseline**: a bare ``python -c`` sleeping, measured in the same run;
 * **idle**: after the launcher registered and settled;
 * **per run**: for 1, 4 and 8 runs at once (each ``sleep``s; a fresh environment for each
-  count), the peak while they run, minus idle, divided by the number of runs.
+  count), the peak while they run, minus idle, divided by the number of runs; ``--secrets``
+  ``none`` (runs without a secret variable), ``one`` (each run has one, so its redactor
+  compiles patterns of its own, as real runs' do) or both.
 
 Goals (issue 15): idle ≤ 60 MiB; ≤ 5 MiB per concurrent run.
 """
@@ -50,7 +53,9 @@ def bare_python_rss() -> int:
         proc.wait()
 
 
-def concurrent_peak(env: Environment, count: int, seconds: float) -> tuple[int, int]:
+def concurrent_peak(
+    env: Environment, count: int, seconds: float, *, secret: bool = False
+) -> tuple[int, int]:
     """Peak launcher RSS while ``count`` runs are running at once; and how many ran together."""
     launcher = env.workers[0]
     run_ids = [new_run_id(f"rss{count}x{i}") for i in range(count)]
@@ -68,7 +73,8 @@ def concurrent_peak(env: Environment, count: int, seconds: float) -> tuple[int, 
     sampler.start()
     try:
         for run_id in run_ids:
-            env.submit(env.spec(run_id, [f"sleep {seconds:g}", "echo done"]))
+            secret_env = {"BENCH_SECRET": f"s3cret-{run_id}-value"} if secret else None
+            env.submit(env.spec(run_id, [f"sleep {seconds:g}", "echo done"], secret_env=secret_env))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             states = [env.run(run_id).state for run_id in run_ids]
@@ -88,13 +94,23 @@ def main() -> None:
     parser.add_argument("--run-seconds", type=float, default=15.0)
     parser.add_argument("--counts", default="1,4,8")
     parser.add_argument(
+        "--secrets",
+        default="none,one",
+        help="runs without a secret variable (none), with one (one), or both (none,one)",
+    )
+    parser.add_argument(
         "--before", default="", help="also run launchers from this older tree (PYTHONPATH)"
     )
     args = parser.parse_args()
     bare = bare_python_rss()
     print(f"bare python (sleeping): {bare / MIB:.1f} MiB")
     trees = [("now", "")] + ([("before", args.before)] if args.before else [])
-    for (label, tree), count in [(t, int(c)) for c in args.counts.split(",") for t in trees]:
+    names = [k.strip() for k in args.secrets.split(",") if k.strip()]
+    if not names or not set(names) <= {"none", "one"}:
+        parser.error("--secrets takes none, one or none,one")
+    kinds = [name == "one" for name in names]
+    rounds = [(t, int(c), k) for k in kinds for c in args.counts.split(",") for t in trees]
+    for (label, tree), count, secret in rounds:
         # A fresh environment per count: freed memory stays resident, so a launcher that ran
         # runs before would make the next count look cheaper than it is.
         launcher_env = {"HL_MAX_CONCURRENT_RUNS": "8"}
@@ -107,12 +123,13 @@ def main() -> None:
         with env:
             time.sleep(args.settle)
             idle = env.workers[0].rss_bytes() or 0
-            peak, together = concurrent_peak(env, count, args.run_seconds)
+            peak, together = concurrent_peak(env, count, args.run_seconds, secret=secret)
             time.sleep(1.0)
             after = env.workers[0].rss_bytes() or 0
         per_run = (peak - idle) / count
         print(
-            f"{label:>6}: {count} run(s) at once (together: {together}): idle {idle / MIB:.1f} MiB "
+            f"{label:>6}: {count} run(s) at once (together: {together}, "
+            f"{'one secret' if secret else 'no secret'} each): idle {idle / MIB:.1f} MiB "
             f"({(idle - bare) / MIB:+.1f} over bare), peak {peak / MIB:.1f} MiB, "
             f"{per_run / MIB:.2f} MiB per run, after {after / MIB:.1f} MiB"
         )

@@ -21,6 +21,12 @@ machine shared with other jobs, time spent waiting for a core is not the redacto
 wrapped forms: ``git archive de5ba64^ hardened_launcher | tar -x -C DIR``), alternating the
 two trees round by round in fresh processes, and prints both with their ratio.
 
+``--layered`` measures a run's redactor as the daemon builds it: layered over a shared
+redactor holding launcher-like values (a PEM key of a 4096-bit RSA key's size, base64 and as
+PEM, and a ~5 KB token), against one redactor over the union of both sets, alternately in the
+same process: the time to add the run's values (the launcher's again, as the pipeline does,
+and ``--counts`` values of its own) and the streaming rate.
+
 ``--scan-only`` times the Hyperscan database alone (patterns only; with the wrap trigger as
 one ``\\r?\\n`` expression; as two expressions; with every pattern's first 6 bytes), which is
 what chose the database's shape (see ``redaction/engine.py``).
@@ -243,6 +249,61 @@ def scan_only(args: argparse.Namespace) -> None:
         )
 
 
+def layered(args: argparse.Namespace) -> None:
+    """A run's redactor layered over the launcher's (``shared=``) vs one over the union."""
+    from hardened_launcher.redaction import Redactor  # noqa: PLC0415  # after --tree
+
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    rng = random.Random(20240501)
+    size = args.megabytes * MB
+    body = base64.encodebytes(rng.randbytes(2400))  # a 4096-bit PKCS#8 key's DER size
+    pem = b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
+    launcher = [
+        ("SPACELIFT_TOKEN", base64.b64encode(rng.randbytes(3700))),
+        ("SPACELIFT_POOL_PRIVATE_KEY", base64.b64encode(pem)),
+        ("SPACELIFT_POOL_PRIVATE_KEY", pem),
+    ]
+    shared = Redactor()
+    shared.add_many(launcher)
+    shared.wait_compiled()
+    print(
+        f"{args.megabytes} MB, best of {args.repeat}, {args.clock} time; launcher-like set: "
+        f"{shared.pattern_count} patterns; add = the run's add_many (compile included)"
+    )
+    print(
+        f"{'values':>6} {'kind':>8} {'patterns':>8} {'add ms':>8} {'4 KiB MB/s':>11} "
+        f"{'64 KiB MB/s':>11}"
+    )
+    for count in [int(c) for c in args.counts.split(",")]:
+        values = make_values(count, rng)
+        corpus = make_corpus(size, values, rng, wrapped_forms=args.corpus == "wrapped")
+        items = [*launcher, *((f"V{i}", v) for i, v in enumerate(values))]
+        results: dict[str, dict[str, float]] = {}
+        for _ in range(args.repeat):
+            for kind in ("layered", "union"):
+                red = Redactor(shared=shared) if kind == "layered" else Redactor()
+                start = time.perf_counter()
+                red.add_many(items)
+                red.wait_compiled()
+                added = (time.perf_counter() - start) * 1000
+                stream_pass(red, corpus[:MB], 65536, clock)  # warm-up
+                row = results.setdefault(kind, {"add": added, "patterns": red.pattern_count})
+                row["add"] = min(row["add"], added)
+                for chunk in (4096, 65536):
+                    rate = size / stream_pass(red, corpus, chunk, clock)[0] / MB
+                    row[str(chunk)] = max(row.get(str(chunk), 0.0), rate)
+        for kind, row in results.items():
+            print(
+                f"{count:>6} {kind:>8} {row['patterns']:>8.0f} {row['add']:>8.1f} "
+                f"{row['4096']:>11.0f} {row['65536']:>11.0f}"
+            )
+        now, one = results["layered"], results["union"]
+        print(
+            f"{count:>6} {'ratio':>8} {'':>8} {now['add'] / one['add']:>8.3f} "
+            f"{now['4096'] / one['4096']:>11.2f} {now['65536'] / one['65536']:>11.2f}"
+        )
+
+
 def compare(args: argparse.Namespace) -> None:
     """Alternate this tree and ``--compare`` round by round, one process per round."""
     base = [sys.executable, "-m", "benchmarks.redaction", "--json", "--repeat", "1"]
@@ -286,6 +347,9 @@ def main() -> None:
     parser.add_argument("--compare", default="", help="an older tree to run alternately")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
     parser.add_argument("--scan-only", action="store_true", help="time database shapes")
+    parser.add_argument(
+        "--layered", action="store_true", help="a run's redactor over a shared one vs one"
+    )
     args = parser.parse_args()
     if args.tree:
         # Bypass the editable install's finder so that the older tree is what gets imported.
@@ -297,6 +361,9 @@ def main() -> None:
         args.engines = ",".join(e for e in available_engines() if e != "reference")
     if args.scan_only:
         scan_only(args)
+        return
+    if args.layered:
+        layered(args)
         return
     if args.compare:
         compare(args)

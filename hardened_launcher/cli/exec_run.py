@@ -45,6 +45,7 @@ from hardened_launcher.pipeline import (
 )
 from hardened_launcher.policy.startup import sanitizer_from
 from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction.logging import installed_redactor
 from hardened_launcher.settings import Settings, load_settings
 from hardened_launcher.startup import open_configured_audit_log
 from hardened_launcher.terminal import for_terminal
@@ -180,7 +181,9 @@ def _run(
         ),
         policy=policy,
         runner=runner,
-        redactor=Redactor(),
+        # Layered over the process redactor (cli.main): the launcher's own values are compiled
+        # once, not again beside the run's secrets.
+        redactor=Redactor(shared=installed_redactor()),
         sink=TeeLogSink(*sinks),
         audit=audit,
         environ=os.environ,

@@ -272,6 +272,7 @@ def run(
             environ=dict(os.environ),
             egress=EgressStep(docker_client=client, policy=egress) if egress else None,
             metrics=metrics,
+            shared_redaction=installed_redactor(logging.getLogger("hardened_launcher")),
         )
         stop: list[bool] = []
         transport = _connect(

@@ -394,10 +394,13 @@ class GatedRun:
     #: Sealed plan artifacts to and from object storage (presigned URLs from the assignment).
     plan_get: Callable[[str], bytes] = get_plan
     plan_put: Callable[[str, bytes], None] = put_plan
+    #: The launcher's own values (token, key, SPACELIFT_MASK_ENVS), compiled once per process:
+    #: each run's redactor masks them too but compiles only the run's own secrets.
+    shared_redaction: Redactor | None = None
 
     def __call__(self, assign: Assign, context: RunContext) -> Status:
         run_id = assign.run_id
-        redactor = Redactor()
+        redactor = Redactor(shared=self.shared_redaction)
         sinks: list[LogSink] = []
         results: list[RunResult] = []
         try:

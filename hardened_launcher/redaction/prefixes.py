@@ -138,3 +138,10 @@ def prefix_index(engine: Engine) -> PrefixIndex:
         with contextlib.suppress(AttributeError):
             engine._prefix_index = index  # type: ignore[attr-defined]  # a cache slot
         return index
+
+
+def use_prefix_index(engine: Engine, index: PrefixIndex) -> None:
+    """Make ``index`` the one :func:`prefix_index` gives for ``engine`` (a composed engine
+    whose parts keep their own indexes; see ``redaction/layered.py``)."""
+    with _CACHE_LOCK:
+        _CACHE[engine] = index

@@ -118,11 +118,23 @@ def _containers_left() -> set[str]:
 
 def test_policy_allows_and_the_secret_never_shows(tmp_path: Path, image: str) -> None:
     token = f"CANARY-{secrets.token_hex(10)}"
-    done = _exec(tmp_path, _setup(tmp_path, ALLOW_IMAGE_POLICY, token, image))
+    env = _setup(tmp_path, ALLOW_IMAGE_POLICY, token, image)
+    # A launcher-side value (SPACELIFT_MASK_ENVS): masked by the process redactor, which the
+    # run's redactor is layered over (compiled once, not again with the run's secret).
+    launcher_side = f"MASKCANARY-{secrets.token_hex(10)}"
+    env.update(SPACELIFT_MASK_ENVS="DEPLOY_KEY_X", DEPLOY_KEY_X=launcher_side)
+    spec = tmp_path / "spec.yaml"
+    text = spec.read_text(encoding="utf-8").replace(
+        '      - echo "token=$TOKEN"\n', '      - echo "token=$TOKEN"\n      - echo "mask=$SHOWN"\n'
+    )
+    spec.write_text(text + f"env:\n  SHOWN: {launcher_side}\n", encoding="utf-8")
+    done = _exec(tmp_path, env)
     assert done.returncode == 0, done.stderr
     assert "token=***" in done.stdout
-    assert token not in done.stdout + done.stderr
-    assert token not in (tmp_path / "run.log").read_text()
+    assert "mask=***" in done.stdout
+    for value in (token, launcher_side):
+        assert value not in done.stdout + done.stderr
+        assert value not in (tmp_path / "run.log").read_text()
     audit = "".join(
         segment.read_text() for segment in sorted((tmp_path / "state" / "audit").glob("*.jsonl"))
     )

@@ -67,6 +67,7 @@ def execute(
     *,
     on_started: Any = None,
     audit: MemoryAuditLog | None = None,
+    redactor: Redactor | None = None,
 ) -> RunResult:
     return run_pipeline(
         run_spec_from_mapping(document),
@@ -76,7 +77,7 @@ def execute(
         binaries=release.gate,
         policy=None,
         runner=runner_for(settings),
-        redactor=Redactor(),
+        redactor=redactor or Redactor(),
         sink=FileLogSink(log),
         audit=audit or MemoryAuditLog(),
         on_started=on_started,

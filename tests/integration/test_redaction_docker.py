@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hardened_launcher.audit import MemoryAuditLog
+from hardened_launcher.redaction import Redactor
 from tests.integration.executor_support import Release, settings_for, signed_release
 from tests.integration.images import busybox_image
 from tests.integration.test_executor_docker import execute, spec_of
@@ -83,6 +84,48 @@ def test_a_long_secret_through_busybox_base64_and_hex_is_masked(
     sections = data.split(b"---\n")
     assert len(sections) == 4
     assert [s.count(b"***") for s in sections] == [1, 1, 1, 1]
+
+
+def test_a_runs_redactor_layered_over_the_launchers_masks_both_sets(
+    image: str, release: Release, tmp_path: Path
+) -> None:
+    """As the daemon runs it: the launcher's own value is known only to the shared redactor
+    (compiled once per process); the run compiles its own secret alone. Both are masked in the
+    stored log, wrapped forms included, and the canary scan (over the union) is clean."""
+    launcher_value = f"LAUNCHERCANARY-{secrets.token_urlsafe(64)}"
+    run_secret = f"RUNCANARY-{secrets.token_urlsafe(24)}"
+    shared = Redactor()
+    shared.add("SPACELIFT_TOKEN", launcher_value)
+    redactor = Redactor(shared=shared)
+    document = spec_of(
+        image,
+        (
+            "main",
+            [
+                'echo "launcher: $SHOWN"',
+                'printf %s "$SHOWN" | base64',
+                'echo "run: $TOKEN"',
+                "echo done",
+            ],
+        ),
+        # A plain variable: only the launcher's (shared) redactor knows this value.
+        env={"SHOWN": launcher_value},
+        secret_env={"TOKEN": run_secret},
+    )
+    log = tmp_path / "run.log"
+    audit = MemoryAuditLog()
+    result = execute(document, settings_for(tmp_path), release, log, audit=audit, redactor=redactor)
+    data = log.read_bytes()
+    assert result.succeeded, data
+    assert [e.type for e in audit.events if e.type.startswith("run.log")] == ["run.log_clean"]
+    assert launcher_value.encode() not in data
+    assert run_secret.encode() not in data
+    assert not _decodes_to(data, launcher_value.encode()[8:60])
+    assert b"launcher: ***" in data
+    assert b"run: ***" in data
+    assert b"done" in data
+    assert redactor.counts() == {"SPACELIFT_TOKEN": 2, "env:TOKEN": 1}
+    assert shared.counts() == {}
 
 
 def test_stdout_and_stderr_lines_stay_whole_in_the_combined_log(

@@ -56,6 +56,8 @@ from hardened_launcher.pipeline import PolicyStep
 from hardened_launcher.policy import LauncherFacts, PolicyGate, Sanitizer, check_policy_path
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.canary import LeakDetectedError
+from hardened_launcher.redaction.sources import launcher_secret_values
+from hardened_launcher.redaction.variants import variants
 from hardened_launcher.settings import Settings
 from hardened_launcher.transport.messages import Assign, LogUrl, Status
 
@@ -279,6 +281,8 @@ class Harness:
     started: list[str] = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     replay: SqliteReplayCache | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+    shared_redaction: Redactor | None = None
 
     def gated_run(self) -> GatedRun:
         if self.replay is None:
@@ -309,8 +313,9 @@ class Harness:
             runner=self.runner,
             audit=self.audit,
             sink_factory=sink_factory,
-            environ={},
+            environ=self.environ,
             clock=self.clock,
+            shared_redaction=self.shared_redaction,
         )
 
     def run(self, assign: Assign, *, on_started: Callable[[str], None] | None = None) -> Status:
@@ -533,6 +538,45 @@ def test_an_error_echoing_a_secret_is_redacted_in_the_status(pool: Pool, tmp_pat
     assert (status.state, status.reason) == ("FAILED", "container_failed")
     assert status.message is not None
     assert "the container died" in status.message
+
+
+class RedactorRecorder(FakeRunner):
+    """Keeps the redactor each run was given (and fails as told)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.redactors: list[Redactor] = []
+
+    def run(self, container: Any, instructions: bytearray, **kwargs: Any) -> RunResult:
+        self.redactors.append(kwargs["redactor"])
+        return super().run(container, instructions, **kwargs)
+
+
+def test_each_runs_redactor_is_layered_over_the_launchers_own(pool: Pool, tmp_path: Path) -> None:
+    """The launcher's own values are compiled once (the daemon's redactor); a run compiles only
+    its own secrets, and still masks both, in its status text too."""
+    token = "launcher-token-" + hashlib.sha256(b"token").hexdigest()
+    environ = {"SPACELIFT_TOKEN": token}
+    shared = Redactor()
+    shared.add_many(launcher_secret_values(environ))
+    runner = RedactorRecorder(
+        fail=InfrastructureError(f"died: {token} {CANARY}", reason="container_failed")
+    )
+    h = Harness(
+        pool=pool, state_dir=tmp_path, runner=runner, environ=environ, shared_redaction=shared
+    )
+    try:
+        status = h.run(assignment(seal(pool, spec_yaml())))
+    finally:
+        assert h.replay is not None
+        h.replay.close()
+    assert status.message is not None
+    assert token not in status.message
+    assert status.message.count("***") == 2
+    (redactor,) = runner.redactors
+    own = redactor._state[0].patterns  # compiled for this run: its secret variable only
+    assert set(own) == variants(CANARY.encode())
+    assert redactor.pattern_count == len(own) + shared.pattern_count
 
 
 def test_an_internal_error_fails_closed_without_details(harness: Harness) -> None:

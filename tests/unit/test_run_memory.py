@@ -72,6 +72,29 @@ def test_a_runs_redactor_is_freed_with_the_run() -> None:
     assert growth_per_run(one_run, runs=8) < 20
 
 
+def test_a_runs_layered_redactor_is_freed_with_the_run() -> None:
+    """As the daemon builds them: over the launcher's redactor, compiled once."""
+    launcher_values = [
+        (f"HL_VALUE_{k}", hashlib.sha256(b"launcher %d" % k).hexdigest() * 2) for k in range(40)
+    ]
+    shared = Redactor(engine="hyperscan")
+    shared.add_many(launcher_values)
+    shared_engine = shared._state[0]
+
+    def one_run(i: int) -> None:
+        redactor = Redactor(engine="hyperscan", shared=shared)
+        redactor.add_many(
+            [*launcher_values, *((f"SECRET_{k}", f"run-secret-{i}-{k}-value") for k in range(30))]
+        )
+        channel = redactor.stream("stdout")
+        line = f"x run-secret-{i}-3-value {launcher_values[5][1]} y\n".encode()
+        assert channel.write(line) + channel.flush() == b"x *** *** y\n"
+        redactor.close()
+
+    assert growth_per_run(one_run, runs=8) < 20
+    assert shared._state[0] is shared_engine  # compiled once, used by every run
+
+
 def test_covers_tells_whether_values_are_masked_already() -> None:
     """``start`` reuses the process redactor for its own log only when it masks every value."""
     token = hashlib.sha256(b"token").hexdigest()
