@@ -258,13 +258,6 @@ class LayeredPrefixIndex(PrefixIndex):
     def is_open(self, text: bytes) -> bool:
         return self.base.is_open(text) or self.top.is_open(text)
 
-    def is_extendable(self, pattern: bytes) -> bool:
-        # A pattern of either layer that is a proper prefix of a pattern of either layer.
-        return self.is_open(pattern)
-
-    def has_gram(self, text: bytes) -> bool:
-        return self.base.has_gram(text) or self.top.has_gram(text)
-
     def gram_starts(self, text: bytes) -> list[int]:
         first = self.base.gram_starts(text)
         second = self.top.gram_starts(text)

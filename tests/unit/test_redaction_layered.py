@@ -164,7 +164,7 @@ def test_the_layered_prefix_index_answers_as_the_unions(
     assert index.earliest_open(text) == union.earliest_open(text)
     assert index.gram_starts(text) == union.gram_starts(text)
     for pattern in engine.patterns:
-        assert index.is_extendable(pattern) == union.is_extendable(pattern)
+        assert index.is_open(pattern) == union.is_open(pattern)
     for end in range(len(text) + 1):
         assert index.is_open(text[:end]) == union.is_open(text[:end])
 
