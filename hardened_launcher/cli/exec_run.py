@@ -162,7 +162,7 @@ def _run(
     audit: ChainedAuditLog,
     launcher_id: str,
     policy: PolicyStep | None,
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: Any,  # noqa: ANN401 - docker_api.DockerClient, or a test's fake
     runner: DockerRunner,
     cancel: threading.Event,
 ) -> RunResult:

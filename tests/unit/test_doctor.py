@@ -40,6 +40,9 @@ class FakeDocker:
     def info(self) -> dict[str, Any]:
         return {"ServerVersion": "99.0", "Runtimes": self.runtimes}
 
+    def inspect_network(self, network: str) -> dict[str, Any]:
+        raise LookupError(network)
+
 
 def _factory(client: FakeDocker) -> Callable[[], FakeDocker]:
     return lambda: client
