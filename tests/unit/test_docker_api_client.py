@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -419,3 +421,19 @@ def test_every_client_error_maps_to_an_executor_error(
     translated = translate_docker_error(error, doing="create the run container", image="img")
     assert type(translated) is expected
     assert translated.exit_code != 70
+
+
+# -- the dependency is gone ----------------------------------------------------------------------
+def test_no_module_of_the_package_imports_the_docker_sdk_or_requests() -> None:
+    code = (
+        "import importlib, json, pkgutil, sys, hardened_launcher\n"
+        "for m in pkgutil.walk_packages(hardened_launcher.__path__, 'hardened_launcher.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "bad = ('docker', 'requests', 'chardet', 'charset_normalizer', 'certifi')\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} & set(bad))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout) == []
