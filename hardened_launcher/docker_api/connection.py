@@ -203,7 +203,7 @@ def request(
     sock = _connect(endpoint, deadline, what)
     connection = _Connection(sock)
     try:
-        headers = {"Host": "docker", "User-Agent": "hardened-launcher"}
+        headers = {"Host": "docker", "User-Agent": "hardened-launcher", "Connection": "close"}
         payload: bytes | None = None
         if body is not None:
             payload = json.dumps(body, separators=(",", ":")).encode()
