@@ -113,8 +113,11 @@ class DockerClient:
 
     # -- the daemon ------------------------------------------------------------------------------
     def ping(self) -> bool:
+        """True, or an error: the daemon answers ``OK``."""
         answer = self._call("GET", "/_ping", max_body_bytes=64)
-        return answer.body.strip() == b"OK"
+        if answer.body.strip() != b"OK":
+            raise DockerProtocolError("the Docker daemon's ping answer is not OK")
+        return True
 
     def version(self) -> DaemonVersion:
         return cast(DaemonVersion, self._object(self._call("GET", "/version"), "version"))

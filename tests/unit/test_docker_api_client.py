@@ -230,6 +230,14 @@ def test_a_missing_image_is_its_own_error(serve: Serve) -> None:
         client.inspect_image("x:1")
 
 
+def test_ping(serve: Serve) -> None:
+    client, _ = serve(reply("200 OK", b"OK", content_type="text/plain"))
+    assert client.ping() is True
+    client, _ = serve(reply("200 OK", b"<html>proxy</html>", content_type="text/html"))
+    with pytest.raises(DockerProtocolError):
+        client.ping()
+
+
 def test_an_unexpected_success_status_is_refused(serve: Serve) -> None:
     client, _ = serve(reply("200 OK", b"{}"))
     with pytest.raises(DockerProtocolError):
