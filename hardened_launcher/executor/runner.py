@@ -66,7 +66,8 @@ _POLL_SECONDS: Final = 0.25
 #: How often held output is checked against the redacting streams' deadline (0.2 s).
 _RELEASE_SECONDS: Final = 0.05
 _REMOVE_ATTEMPTS: Final = 3
-_CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}  # else stderr
+#: Docker's attach stream ids; any other (stdin 0, the daemon's own error text 3) is stderr.
+_CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
 #: The worker's own last words (hl-worker.sh), looked for at the end of the redacted output.
 _RUN_END: Final = b"::hl:: run end status="
 _WORKER_ERROR: Final = b"::hl:: error "
