@@ -6,8 +6,9 @@ payload's length (big-endian, unsigned). :class:`FrameDemux` is a pure state mac
 fed arbitrary pieces of the stream (TCP chunks split anywhere, a header over several reads),
 it returns each payload piece as soon as it arrives, tagged with its stream, and never holds
 more than one header. A header with an unknown stream, non-zero padding or a length over
-``max_frame_bytes`` is not Docker's stream: :class:`FrameError`, and the demultiplexer refuses
-everything after it.
+``max_frame_bytes`` is not Docker's stream: :class:`FrameError` (carrying the payload pieces of the
+same feed that came before the bad header, so no output before it is lost), and the
+demultiplexer refuses everything after it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ MAX_FRAME_BYTES: Final = 1024 * 1024
 
 
 class FrameError(DockerProtocolError):
-    """The attach stream holds a header that is not Docker's."""
+    """The attach stream holds a header that is not Docker's. ``pieces``: what the refused feed
+    held before that header (deliver them, then end the stream)."""
+
+    pieces: list[tuple[int, bytes]]
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.pieces = []
 
 
 class FrameDemux:
@@ -63,7 +71,11 @@ class FrameDemux:
                 at += take
                 if len(self._header) < HEADER_BYTES:
                     break
-                self._start_frame()
+                try:
+                    self._start_frame()
+                except FrameError as exc:
+                    exc.pieces = pieces
+                    raise
                 continue
             take = min(self._left, end - at)
             pieces.append((self._stream, bytes(view[at : at + take])))

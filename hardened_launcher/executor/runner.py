@@ -472,18 +472,20 @@ class DockerRunner:
 
         def feed(data: bytes) -> bool:
             """Pass ``data`` on; True if the stream must end (not Docker's framing)."""
+            refused: FrameError | None = None
             try:
                 pieces = demux.feed(data)
             except FrameError as exc:
+                refused, pieces = exc, exc.pieces  # the output before the bad header is kept
+            for stream, payload in pieces:
+                on_payload(stream, payload)
+            if refused is not None:
                 log.warning(
                     "executor.attach_stream_refused container=%s error=%s",
                     container_id[:12],
-                    exc.message,
+                    refused.message,
                 )
-                return True
-            for stream, payload in pieces:
-                on_payload(stream, payload)
-            return False
+            return refused is not None
 
         stopped_by = StopReason.EXITED
         eof = False

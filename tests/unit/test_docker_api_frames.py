@@ -56,7 +56,7 @@ def test_any_frames_in_any_chunking_round_trip(
     assert not demux.mid_frame
 
 
-@given(frames_st, st.integers(min_value=1, max_value=HEADER_BYTES + 50))
+@given(frames_st, st.integers(min_value=1, max_value=HEADER_BYTES + 49))
 def test_a_stream_cut_short_is_mid_frame(frames: list[tuple[int, bytes]], cut: int) -> None:
     data = encode([*frames, (1, b"x" * 50)])
     demux = FrameDemux()
@@ -117,3 +117,21 @@ def test_garbage_gives_pieces_or_one_frame_error(data: bytes) -> None:
         return
     assert sum(len(p) for _, p in pieces) <= len(data)
     assert all(stream in (0, 1, 2, 3) for stream, _ in pieces)
+
+
+@given(frames_st, st.lists(st.integers(min_value=0), max_size=10))
+def test_output_before_a_bad_header_is_kept_whatever_the_chunking(
+    frames: list[tuple[int, bytes]], cuts: list[int]
+) -> None:
+    demux = FrameDemux()
+    got: list[tuple[int, bytes]] = []
+    refused = False
+    for chunk in split(encode(frames) + b"\x09\0\0\0\0\0\0\x01x", cuts):
+        try:
+            got += demux.feed(chunk)
+        except FrameError as exc:
+            got += exc.pieces
+            refused = True
+            break
+    assert refused
+    assert per_stream(got) == per_stream(frames)

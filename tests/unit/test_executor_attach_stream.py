@@ -86,10 +86,15 @@ def test_early_bytes_and_any_chunking_reach_the_redacted_sink() -> None:
     assert size == len(b"hello hunter2-secret\noops\nbye\n")
 
 
-def test_a_header_that_is_not_dockers_ends_the_stream(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("together", [False, True])
+def test_a_header_that_is_not_dockers_ends_the_stream(
+    caplog: pytest.LogCaptureFixture, together: bool
+) -> None:
     caplog.set_level(logging.WARNING)
     garbage = b"\x01\x00\xff\x00\x00\x00\x00\x05after"
-    sink, stopped, _ = pump(b"", [frame(1, b"before\n"), garbage, frame(1, b"never\n")])
+    # In one read with the bad header or before it: the output before it is kept.
+    chunks = [frame(1, b"before\n") + garbage] if together else [frame(1, b"before\n"), garbage]
+    sink, stopped, _ = pump(b"", [*chunks, frame(1, b"never\n")])
     assert sink.data["stdout"] == b"before\n"
     assert stopped is StopReason.EXITED
     assert any("executor.attach_stream_refused" in r.getMessage() for r in caplog.records)
