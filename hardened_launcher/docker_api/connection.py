@@ -71,16 +71,18 @@ class Endpoint:
             return cls(socket_path=DEFAULT_SOCKET)
         scheme, sep, rest = host.partition("://")
         if not sep or scheme != "unix":
+            # Only the scheme is named: a URL may carry a user and password.
+            shown = scheme if sep and scheme.isalnum() and len(scheme) <= 16 else "(no scheme)"
             raise DockerHostError(
-                f"DOCKER_HOST={host[:200]!a} is not a unix socket (unix:///path)",
+                f"DOCKER_HOST is a {shown} endpoint, not a unix socket (unix:///path)",
                 hint="the launcher speaks to dockerd only over its local unix socket; set "
                 "DOCKER_HOST=unix:///var/run/docker.sock (or unset it), and reach a remote "
                 "daemon through a socket forwarded onto this host",
             )
         if not rest.startswith("/") or "\0" in rest or len(rest.encode()) > _MAX_SOCKET_PATH:
             raise DockerHostError(
-                f"DOCKER_HOST={host[:200]!a} does not name an absolute socket path of at most "
-                f"{_MAX_SOCKET_PATH} bytes",
+                f"DOCKER_HOST does not name an absolute socket path of at most "
+                f"{_MAX_SOCKET_PATH} bytes (unix:///path)",
                 hint="set DOCKER_HOST=unix:///absolute/path/to/docker.sock",
             )
         return cls(socket_path=rest)

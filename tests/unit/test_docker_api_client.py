@@ -37,6 +37,7 @@ from hardened_launcher.executor.errors import (
 )
 from hardened_launcher.executor.runner import translate_docker_error
 
+CANARY = "CANARYdockerhost8f3a"
 #: One step of an answer: bytes to send, then seconds to wait.
 Script = list[tuple[bytes, float]]
 
@@ -409,6 +410,17 @@ def test_docker_host_other_than_a_unix_socket_is_a_configuration_error(host: str
         DockerClient.from_env({"DOCKER_HOST": host, "DOCKER_TLS_VERIFY": "1"})
     assert caught.value.exit_code == EXIT_CONFIGURATION
     assert "DOCKER_HOST" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "host", [f"tcp://admin:{CANARY}@10.0.0.1:2376", f"ssh://{CANARY}@h", f"{CANARY}://x"]
+)
+def test_a_refused_docker_host_is_never_quoted(host: str) -> None:
+    with pytest.raises(DockerHostError) as caught:
+        DockerClient.from_env({"DOCKER_HOST": host})
+    error = caught.value
+    texts = (error.message, error.hint, error.detail, str(error), repr(error), error.one_line())
+    assert not any(CANARY in text for text in texts)
 
 
 # -- the boundary --------------------------------------------------------------------------------
