@@ -23,6 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import docker
+
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.executor.container_spec import build_container_spec
 from hardened_launcher.executor.entrypoint import worker_script_path
@@ -76,7 +78,7 @@ phases: [{{name: main, commands: ["echo first"]}}]
         state_dir=tmp / "s", cache_dir=tmp / "c", audit_dir=tmp / "a", worker_network="none"
     )
     client = docker_client()
-    api = client.api
+    api = docker.from_env(version="1.41").api  # the bare baseline: the SDK, as before
     runner = DockerRunner(
         client,
         logs_timeout=timedelta(seconds=30),

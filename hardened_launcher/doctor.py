@@ -72,21 +72,23 @@ class CheckResult:
 
 
 class DockerClient(Protocol):
-    """The part of ``docker.DockerClient`` the checks use (the test seam)."""
+    """The part of :class:`hardened_launcher.docker_api.DockerClient` the checks use (the test
+    seam)."""
 
     def ping(self) -> bool: ...
 
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> Mapping[str, Any]: ...
+
+    def inspect_network(self, network: str) -> Mapping[str, Any]: ...
 
 
 DockerFactory = Callable[[], DockerClient]
 
 
 def _real_docker_client() -> DockerClient:
-    import docker  # noqa: PLC0415 - imported only when the check runs
+    from hardened_launcher.docker_api import DockerClient  # noqa: PLC0415 - when the check runs
 
-    client: DockerClient = docker.from_env(timeout=5)
-    return client
+    return DockerClient.from_env(timeout_seconds=5)
 
 
 @dataclass(kw_only=True)
@@ -372,9 +374,12 @@ def check_docker(ctx: DoctorContext) -> CheckResult:
     name = "docker"
     try:
         client = ctx.docker_factory()
+    except LauncherError as exc:  # DOCKER_HOST names an endpoint the launcher does not speak
+        return _failed(name, exc)
+    try:
         client.ping()
         info = client.info()
-    except Exception as exc:  # noqa: BLE001 - the SDK raises many types; all mean "unreachable"
+    except Exception as exc:  # noqa: BLE001 - DockerError, or a fake's: all mean "unreachable"
         return CheckResult(
             name=name,
             status=Status.FAIL,
@@ -501,9 +506,8 @@ def check_worker_network(ctx: DoctorContext) -> CheckResult:
     if ctx.docker is None:
         return _skip(name, "docker")
     try:
-        client: Any = ctx.docker  # docker.DockerClient: its networks collection is untyped
-        driver = str(client.networks.get(network).attrs.get("Driver", ""))
-    except Exception as exc:  # noqa: BLE001 - NotFound, APIError …: all mean "no such network"
+        driver = str(ctx.docker.inspect_network(network).get("Driver", ""))
+    except Exception as exc:  # noqa: BLE001 - NotFoundError, DockerError …: "no such network"
         return CheckResult(
             name=name,
             status=Status.FAIL,

@@ -433,7 +433,7 @@ class SessionOpener(Protocol):
         run_id: str,
         policy: EgressPolicy,
         *,
-        docker_client: Any,  # noqa: ANN401 - docker SDK
+        docker_client: Any,  # noqa: ANN401 - docker_api.DockerClient, or a test's fake
         launcher_id: str,
         audit: AuditSink | None,
         on_decision: Callable[[EgressDecision], None] | None,
@@ -447,7 +447,7 @@ def _open_egress_session(
     run_id: str,
     policy: EgressPolicy,
     *,
-    docker_client: Any,  # noqa: ANN401 - docker SDK
+    docker_client: Any,  # noqa: ANN401 - docker_api.DockerClient, or a test's fake
     launcher_id: str,
     audit: AuditSink | None,
     on_decision: Callable[[EgressDecision], None] | None,

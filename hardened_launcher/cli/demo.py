@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    # Imported here: parsing `demo --help` must not load boto3 and the Docker SDK.
+    # Imported here: parsing `demo --help` must not load boto3 and the Docker client.
     from hardened_launcher.demo.environment import (  # noqa: PLC0415
         DemoEnvironmentError,
         Environment,

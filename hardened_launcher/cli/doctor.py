@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    # Imported when the command runs: the checks load the pipeline and the Docker SDK.
+    # Imported when the command runs: the checks load the pipeline and the Docker client.
     from hardened_launcher.doctor import exit_code_for, render_table, run_checks  # noqa: PLC0415
 
     results = run_checks()

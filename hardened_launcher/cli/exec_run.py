@@ -1,7 +1,7 @@
 """The work of ``hardened-launcher exec SPEC.yaml``: one run spec, locally, through the pipeline.
 
 Its parser is in :mod:`.exec_cmd`, which imports this module only when the command runs, so
-parsing never loads the Docker SDK.
+parsing never loads the executor and its Docker client.
 
 For users testing images and policies before they deploy: the same gates as the daemon, the
 redacted output streamed to the terminal (and optionally to a log file). With
@@ -163,7 +163,7 @@ def _run(
     audit: ChainedAuditLog,
     launcher_id: str,
     policy: PolicyStep | None,
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: Any,  # noqa: ANN401 - docker_api.DockerClient, or a test's fake
     runner: DockerRunner,
     cancel: threading.Event,
 ) -> RunResult:

@@ -177,7 +177,7 @@ def _resume_logs(
 def _probe_loop(
     settings: Settings,
     daemon: Daemon,
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: Any,  # noqa: ANN401 - docker_api.DockerClient, or a test's fake
     launcher_id: str,
     audit: ChainedAuditLog,
 ) -> ProbeLoop:

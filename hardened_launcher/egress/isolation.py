@@ -48,6 +48,8 @@ from hardened_launcher.egress.policy import EgressPolicy
 from hardened_launcher.errors import InfrastructureError
 
 if TYPE_CHECKING:
+    from hardened_launcher.docker_api import DockerClient
+
     # The proxy (and asyncio) load with the first run that has an egress policy: an idle
     # launcher does not carry them (docs/launcher.md, memory).
     from hardened_launcher.egress.proxy import (
@@ -109,18 +111,17 @@ def _short_hash(text: str, chars: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:chars]
 
 
-def create_run_network(client: Any, run_id: str, *, launcher_id: str) -> RunNetwork:  # noqa: ANN401 - docker SDK
+def create_run_network(client: DockerClient, run_id: str, *, launcher_id: str) -> RunNetwork:
     """Create the run's internal network (the caller removes it with :func:`remove_network`)."""
-    import docker.errors  # noqa: PLC0415 - docker is needed only where containers are made
+    from hardened_launcher.docker_api import DockerError  # noqa: PLC0415 - only where runs are
 
     name = f"{NETWORK_PREFIX}{run_id}"[:64]
     bridge = f"{RUN_BRIDGE_PREFIX}{_short_hash(f'{launcher_id}/{run_id}', 10)}"
     try:
-        network = client.networks.create(
+        network_id = client.create_network(
             name,
             driver="bridge",
             internal=True,
-            check_duplicate=True,
             labels={
                 LABEL_MANAGED: "true",
                 LABEL_EGRESS_RUN: run_id,
@@ -133,30 +134,30 @@ def create_run_network(client: Any, run_id: str, *, launcher_id: str) -> RunNetw
                 "com.docker.network.bridge.enable_ip_masquerade": "false",
             },
         )
-        network.reload()
-        config = network.attrs["IPAM"]["Config"][0]
+        configs = (client.inspect_network(network_id).get("IPAM") or {}).get("Config") or []
+        config = configs[0]
         subnet = ipaddress.ip_network(config["Subnet"])
         gateway = ipaddress.ip_address(config.get("Gateway") or str(subnet.network_address + 1))
-    except (docker.errors.DockerException, KeyError, IndexError, ValueError) as exc:
+    except (DockerError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         raise EgressIsolationError(
             f"cannot create the run's internal network {name}",
             hint="check that dockerd is running and has free address pools",
             detail=str(exc)[:500],
         ) from exc
     return RunNetwork(
-        name=name, network_id=network.id, bridge=bridge, subnet=subnet, gateway=gateway
+        name=name, network_id=network_id, bridge=bridge, subnet=subnet, gateway=gateway
     )
 
 
-def remove_network(client: Any, network: RunNetwork) -> None:  # noqa: ANN401 - docker SDK
+def remove_network(client: DockerClient, network: RunNetwork) -> None:
     """Remove the run's network (after its container is gone); best effort, logged."""
-    import docker.errors  # noqa: PLC0415
+    from hardened_launcher.docker_api import DockerError, NotFoundError  # noqa: PLC0415
 
     try:
-        client.networks.get(network.network_id).remove()
-    except docker.errors.NotFound:
+        client.remove_network(network.network_id)
+    except NotFoundError:
         return
-    except docker.errors.DockerException as exc:
+    except DockerError as exc:
         log.warning(
             "egress.network_remove_failed",
             extra={"network": network.name, "error": type(exc).__name__},
@@ -312,7 +313,7 @@ class EgressSession:
     proxy: EgressProxy
     proxy_url: str
     proxy_env: Mapping[str, str]
-    _client: Any
+    _client: DockerClient
     _loop: _LoopThread
     _firewall: HostFirewall | None
     _closed: bool = field(default=False)
@@ -327,7 +328,7 @@ class EgressSession:
         run_id: str,
         policy: EgressPolicy,
         *,
-        docker_client: Any,  # noqa: ANN401 - docker SDK
+        docker_client: DockerClient,
         launcher_id: str,
         audit: AuditSink | None = None,
         on_decision: Callable[[EgressDecision], None] | None = None,

@@ -21,9 +21,10 @@ import logging
 import os
 import shlex
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.egress.isolation import (
@@ -38,6 +39,10 @@ from hardened_launcher.egress.isolation import (
 )
 from hardened_launcher.egress.owner import OwnerState, owner_state
 from hardened_launcher.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from hardened_launcher.docker_api import DockerClient
+    from hardened_launcher.docker_api.models import NetworkInspect
 
 __all__ = ["EgressLeftovers", "remove_leftover_egress"]
 
@@ -56,39 +61,42 @@ class EgressLeftovers:
     kept_networks: tuple[str, ...] = ()
 
 
-def _bridge_of(network: Any) -> str | None:  # noqa: ANN401 - docker SDK
-    options = network.attrs.get("Options") or {}
+def _bridge_of(network: NetworkInspect) -> str | None:
+    options = network.get("Options") or {}
     bridge = options.get("com.docker.network.bridge.name")
     return str(bridge) if bridge else None
 
 
-def _remove_network(network: Any) -> None:  # noqa: ANN401 - docker SDK
-    import docker.errors  # noqa: PLC0415 - docker is needed only where networks are
+def _remove_network(client: DockerClient, network_id: str) -> None:
+    from hardened_launcher.docker_api import NotFoundError  # noqa: PLC0415 - only where networks are
 
-    network.reload()
-    for container_id in list((network.attrs.get("Containers") or {}).keys()):
+    try:
+        attached = client.inspect_network(network_id).get("Containers") or {}
+    except NotFoundError:
+        return
+    for container_id in list(attached):
         try:
-            network.disconnect(container_id, force=True)
-        except docker.errors.NotFound:
+            client.disconnect_network(network_id, str(container_id))
+        except NotFoundError:
             continue
     try:
-        network.remove()
-    except docker.errors.NotFound:
+        client.remove_network(network_id)
+    except NotFoundError:
         return
 
 
-def _egress_networks(client: Any) -> list[Any]:  # noqa: ANN401 - docker SDK
+def _egress_networks(client: DockerClient) -> list[NetworkInspect]:
     """Egress networks under the current label and under the one older versions used (so an
     upgraded launcher removes what its predecessor left), each once."""
     legacy = LEGACY_LABEL_PREFIX + LABEL_EGRESS_RUN.removeprefix(LABEL_PREFIX)
-    found: dict[str, Any] = {}
+    found: dict[str, NetworkInspect] = {}
     for label in (LABEL_EGRESS_RUN, legacy):
-        for network in client.networks.list(filters={"label": label}):
-            found.setdefault(str(network.id), network)
+        for network in client.networks(labels=[label]):
+            found.setdefault(str(network.get("Id", "")), network)
     return list(found.values())
 
 
-def _current_labels(labels: dict[str, Any]) -> dict[str, Any]:
+def _current_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """``labels`` with the older versions' prefix read as the current one (current wins)."""
     renamed = {
         LABEL_PREFIX + key.removeprefix(LEGACY_LABEL_PREFIX): value
@@ -99,17 +107,17 @@ def _current_labels(labels: dict[str, Any]) -> dict[str, Any]:
 
 
 def _remove_networks(
-    client: Any,  # noqa: ANN401 - docker SDK
+    client: DockerClient,
     audit: AuditSink | None,
 ) -> tuple[list[str], list[str], set[str]]:
-    import docker.errors  # noqa: PLC0415
+    from hardened_launcher.docker_api import DockerError  # noqa: PLC0415
 
     removed: list[str] = []
     kept: list[str] = []
     kept_bridges: set[str] = set()
     try:
         found = _egress_networks(client)
-    except docker.errors.DockerException as exc:
+    except DockerError as exc:
         raise InfrastructureError(
             "cannot list leftover egress networks",
             hint="check that dockerd is running",
@@ -117,22 +125,21 @@ def _remove_networks(
             detail=str(exc)[:500],
         ) from None
     for network in found:
-        labels = _current_labels(network.attrs.get("Labels") or {})
+        labels = _current_labels(network.get("Labels") or {})
+        name = str(network.get("Name", ""))
         if owner_state(str(labels.get(LABEL_EGRESS_OWNER, ""))) is not OwnerState.DEAD:
             continue
         bridge = _bridge_of(network)
         try:
-            _remove_network(network)
-        except docker.errors.DockerException as exc:
-            kept.append(network.name)
+            _remove_network(client, str(network.get("Id", "")))
+        except DockerError as exc:
+            kept.append(name)
             if bridge:
                 kept_bridges.add(bridge)
-            log.warning(
-                "egress.leftover_kept", extra={"network": network.name, "error": str(exc)[:200]}
-            )
+            log.warning("egress.leftover_kept", extra={"network": name, "error": str(exc)[:200]})
             continue
-        removed.append(network.name)
-        log.warning("egress.leftover_removed", extra={"network": network.name})
+        removed.append(name)
+        log.warning("egress.leftover_removed", extra={"network": name})
         if audit is not None:
             audit.record(
                 AuditEvent(
@@ -141,7 +148,7 @@ def _remove_networks(
                     gate="egress",
                     run_id=str(labels.get(LABEL_EGRESS_RUN, "unknown"))[:200],
                     reason="launcher_restarted",
-                    fields={"network": network.name, "bridge": bridge},
+                    fields={"network": name, "bridge": bridge},
                 )
             )
     return removed, kept, kept_bridges
@@ -213,7 +220,7 @@ def _remove_rules(kept_bridges: set[str]) -> int:
 
 
 def remove_leftover_egress(
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: DockerClient,
     *,
     audit: AuditSink | None = None,
     firewall: bool = True,

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     )
 
 # Exported names resolve on first use (PEP 562), so importing one light submodule (runspec,
-# container_spec) does not import the Docker SDK through runner.
+# container_spec) does not import the Docker client through runner.
 _EXPORTS: dict[str, str] = {
     "ContainerSpec": "hardened_launcher.executor.container_spec",
     "build_container_spec": "hardened_launcher.executor.container_spec",

@@ -15,9 +15,10 @@ import secrets as random_source
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.docker_api import NotFoundError
 from hardened_launcher.errors import InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
 from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, is_stale
@@ -25,6 +26,10 @@ from hardened_launcher.executor.passwd import LABEL_PROBE, PROBE_DEADLINE_SECOND
 from hardened_launcher.executor.runner import DOCKER_ERRORS, translate_docker_error
 from hardened_launcher.private_files import create_exclusive
 from hardened_launcher.settings import Settings
+
+if TYPE_CHECKING:
+    from hardened_launcher.docker_api import DockerClient
+    from hardened_launcher.docker_api.models import ContainerSummary
 
 __all__ = [
     "CrashedRun",
@@ -81,37 +86,35 @@ def _read_id(path: Path) -> str:
     return value
 
 
-def _list(api: Any, launcher_id: str) -> list[dict[str, Any]]:  # noqa: ANN401 - untyped SDK
+def _list(api: DockerClient, launcher_id: str) -> list[ContainerSummary]:
     try:
-        return list(
-            api.containers(
-                all=True,
-                filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_LAUNCHER_ID}={launcher_id}"]},
-            )
+        return api.containers(
+            labels=[f"{LABEL_MANAGED}=true", f"{LABEL_LAUNCHER_ID}={launcher_id}"]
         )
     except DOCKER_ERRORS as exc:
         raise translate_docker_error(exc, doing="list leftover run containers") from None
 
 
 def _remove(
-    api: Any,  # noqa: ANN401 - docker.APIClient, untyped
-    item: dict[str, Any],
+    api: DockerClient,
+    item: ContainerSummary,
     *,
     launcher_id: str,
     reason: str,
     audit: AuditSink | None,
     stop_grace_seconds: int,
 ) -> CrashedRun:
-    container_id = str(item["Id"])
+    container_id = str(item.get("Id", ""))
     labels = item.get("Labels") or {}
     run_id = str(labels.get(LABEL_RUN_ID, "unknown"))
     try:
         if item.get("State") == "running":
             api.stop(container_id, timeout=stop_grace_seconds)
-        api.remove_container(container_id, force=True, v=True)
+        api.remove_container(container_id, force=True)
+    except NotFoundError:
+        pass
     except DOCKER_ERRORS as exc:
-        if getattr(exc, "status_code", None) != 404:
-            raise translate_docker_error(exc, doing="remove a leftover run container") from None
+        raise translate_docker_error(exc, doing="remove a leftover run container") from None
     log.warning(
         "executor.leftover_removed run_id=%s container=%s reason=%s",
         run_id,
@@ -138,7 +141,7 @@ def exec_launcher_id(launcher_id: str) -> str:
 
 
 def remove_stale_containers(
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: DockerClient,
     *,
     launcher_ids: tuple[str, ...],
     audit: AuditSink | None = None,
@@ -153,13 +156,13 @@ def remove_stale_containers(
     moment = time.time() if now is None else now
     removed: list[CrashedRun] = []
     for launcher_id in launcher_ids:
-        for item in _list(client.api, launcher_id):
+        for item in _list(client, launcher_id):
             labels = {str(k): str(v) for k, v in (item.get("Labels") or {}).items()}
             if not is_stale(labels, now=moment):
                 continue
             removed.append(
                 _remove(
-                    client.api,
+                    client,
                     item,
                     launcher_id=launcher_id,
                     reason="owner_gone",
@@ -171,7 +174,7 @@ def remove_stale_containers(
 
 
 def remove_stale_probes(
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: DockerClient,
     *,
     audit: AuditSink | None = None,
     now: float | None = None,
@@ -182,7 +185,7 @@ def remove_stale_probes(
     returns the container ids removed. A live process's probe is never touched."""
     moment = time.time() if now is None else now
     try:
-        found = list(client.api.containers(all=True, filters={"label": [LABEL_PROBE]}))
+        found = client.containers(labels=[LABEL_PROBE])
     except DOCKER_ERRORS as exc:
         log.warning("executor.probe_list_failed error=%s", type(exc).__name__)
         return ()
@@ -194,13 +197,14 @@ def remove_stale_probes(
         old = isinstance(created, int) and created + PROBE_DEADLINE_SECONDS < moment
         if not (is_stale(labels, now=moment) or (legacy and old)):
             continue
-        container_id = str(item["Id"])
+        container_id = str(item.get("Id", ""))
         try:
-            client.api.remove_container(container_id, force=True, v=True)
-        except DOCKER_ERRORS as exc:
-            if getattr(exc, "status_code", None) != 404:
-                log.warning("executor.probe_not_removed container=%s", container_id[:12])
-                continue
+            client.remove_container(container_id, force=True)
+        except NotFoundError:
+            pass
+        except DOCKER_ERRORS:
+            log.warning("executor.probe_not_removed container=%s", container_id[:12])
+            continue
         removed.append(container_id)
         log.warning("executor.leftover_probe_removed container=%s", container_id[:12])
         if audit is not None:
@@ -217,7 +221,7 @@ def remove_stale_probes(
 
 
 def remove_leftover_containers(
-    client: Any,  # noqa: ANN401 - docker.DockerClient, untyped
+    client: DockerClient,
     *,
     launcher_id: str,
     audit: AuditSink | None = None,
@@ -233,14 +237,14 @@ def remove_leftover_containers(
     Docker outage interrupted."""
     crashed = [
         _remove(
-            client.api,
+            client,
             item,
             launcher_id=launcher_id,
             reason=reason,
             audit=audit,
             stop_grace_seconds=stop_grace_seconds,
         )
-        for item in _list(client.api, launcher_id)
+        for item in _list(client, launcher_id)
         if str((item.get("Labels") or {}).get(LABEL_RUN_ID, "unknown")) not in keep_run_ids
     ]
     crashed += remove_stale_containers(

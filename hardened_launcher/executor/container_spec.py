@@ -123,10 +123,9 @@ def check_extra_mounts(
 
 @dataclass(frozen=True, kw_only=True)
 class ContainerSpec:
-    """Arguments of Docker's create call, split as the SDK's low-level API takes them.
-
-    ``create_args`` go to ``APIClient.create_container``; ``host_config_args`` to
-    ``APIClient.create_host_config``.
+    """Arguments of Docker's create call: ``create_args`` (the container's config) and
+    ``host_config_args`` (its host config), in snake case; :func:`.create_body.create_body`
+    turns them into the Engine API's body.
     """
 
     run_id: str
@@ -292,8 +291,6 @@ def build_container_spec(
         "stdin_open": True,
         "tty": False,
         "detach": False,
-        # Never copy the launcher's ~/.docker proxy settings (which may hold credentials).
-        "use_config_proxy": False,
     }
     host_config: dict[str, Any] = {
         "mounts": mounts,

@@ -22,16 +22,19 @@ import io
 import logging
 import math
 import os
-import tarfile
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from hardened_launcher.docker_api import DockerError, NotFoundError
 from hardened_launcher.executor.container_spec import HOME_DIR, LABEL_MANAGED
 from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, owner_token
+
+if TYPE_CHECKING:
+    from hardened_launcher.docker_api import DockerClient
 
 __all__ = ["MAX_PASSWD_BYTES", "USER_NAME", "PasswdFiles", "add_user_entries"]
 
@@ -103,7 +106,7 @@ class _Files:
 class PasswdFiles:
     """Per image: the read-only passwd/group mounts a run needs (none if the image has them)."""
 
-    def __init__(self, api: Any, *, directory: Path | None = None) -> None:  # noqa: ANN401 - docker.APIClient, untyped
+    def __init__(self, api: DockerClient, *, directory: Path | None = None) -> None:
         self.api = api
         self._directory = directory
         self._cache: dict[tuple[str, int, int], _Files | None] = {}
@@ -112,12 +115,12 @@ class PasswdFiles:
     def mounts(self, image: str, *, uid: int, gid: int) -> list[dict[str, Any]]:
         """Bind mounts for ``image`` run as ``uid:gid`` (empty when it has the entries or
         cannot be read)."""
-        from hardened_launcher.executor.runner import DOCKER_ERRORS  # noqa: PLC0415 - cycle
-
         try:
-            image_id = str(self.api.inspect_image(image)["Id"])
-        except DOCKER_ERRORS:
+            image_id = str(self.api.inspect_image(image).get("Id", ""))
+        except DockerError:
             return []  # the create call reports a missing image with its own error
+        if not image_id:
+            return []
         key = (image_id, uid, gid)
         with self._lock:
             if key not in self._cache:
@@ -167,33 +170,26 @@ class PasswdFiles:
 
     def _read(self, image: str, path: str) -> str | None:
         """The file at ``path`` in ``image`` ("" if absent), from a never-started container."""
-        from hardened_launcher.executor.runner import DOCKER_ERRORS  # noqa: PLC0415 - cycle
+        import tarfile  # noqa: PLC0415 - only when an image is first read (not at idle)
 
         container_id = ""
         try:
-            created = self.api.create_container(
-                image=image,
-                entrypoint=["/nonexistent"],
-                command=[],
-                network_disabled=True,
-                labels=probe_labels(),
+            container_id = self.api.create_container(
+                {
+                    "Image": image,
+                    "Entrypoint": ["/nonexistent"],
+                    "Cmd": [],
+                    "NetworkDisabled": True,
+                    "Labels": probe_labels(),
+                }
             )
-            container_id = str(created["Id"])
             try:
-                stream, stat = self.api.get_archive(container_id, path)
-            except DOCKER_ERRORS as exc:
-                if getattr(exc, "status_code", None) == 404:
-                    return ""
-                raise
-            if int(stat.get("size", 0)) > MAX_PASSWD_BYTES:
-                return None
-            buffer = io.BytesIO()
-            for chunk in stream:
-                buffer.write(chunk)
-                if buffer.tell() > MAX_PASSWD_BYTES + 64 * 1024:
-                    return None
-            buffer.seek(0)
-            with tarfile.open(fileobj=buffer) as tar:
+                archive = self.api.get_archive(
+                    container_id, path, max_bytes=MAX_PASSWD_BYTES + 64 * 1024
+                )
+            except NotFoundError:
+                return ""
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
                 member = next((m for m in tar.getmembers() if m.isfile()), None)
                 if member is None:
                     return None
@@ -201,13 +197,13 @@ class PasswdFiles:
                 if handle is None:
                     return None
                 return handle.read(MAX_PASSWD_BYTES).decode("utf-8", "surrogateescape")
-        except (*DOCKER_ERRORS, tarfile.TarError, OSError):
+        except (DockerError, tarfile.TarError, OSError):
             return None
         finally:
             if container_id:
                 try:
                     self.api.remove_container(container_id, force=True)
-                except DOCKER_ERRORS:
+                except DockerError:
                     log.warning("executor.passwd_probe_not_removed container=%s", container_id[:12])
 
 

@@ -28,14 +28,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import docker
-import docker.errors
-import requests.exceptions
-
+from hardened_launcher.docker_api import (
+    DockerClient,
+    DockerError,
+    DockerStatusError,
+    FrameDemux,
+    FrameError,
+    Hijacked,
+    ImageNotFoundError,
+    NotFoundError,
+)
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.executor.container_spec import ContainerSpec
+from hardened_launcher.executor.create_body import create_body
 from hardened_launcher.executor.errors import (
     ContainerRuntimeError,
     DockerUnavailableError,
@@ -54,12 +61,12 @@ __all__ = ["DockerRunner", "RunResult", "StopReason", "docker_client", "translat
 
 log = logging.getLogger(__name__)
 
-_HEADER_BYTES: Final = 8
 _READ_BYTES: Final = 64 * 1024
 _POLL_SECONDS: Final = 0.25
 #: How often held output is checked against the redacting streams' deadline (0.2 s).
 _RELEASE_SECONDS: Final = 0.05
 _REMOVE_ATTEMPTS: Final = 3
+#: Docker's attach stream ids; any other (stdin 0, the daemon's own error text 3) is stderr.
 _CHANNELS: Final[dict[int, Channel]] = {1: "stdout", 2: "stderr"}
 #: The worker's own last words (hl-worker.sh), looked for at the end of the redacted output.
 _RUN_END: Final = b"::hl:: run end status="
@@ -143,15 +150,15 @@ def _redacted_outputs(collector: OutputCollector, redactor: RedactorLike) -> dic
 def translate_docker_error(
     exc: Exception, *, doing: str, image: str | None = None
 ) -> LauncherError:
-    """Map a docker SDK / requests exception to our hierarchy (the dependency boundary)."""
-    if isinstance(exc, docker.errors.ImageNotFound):
+    """Map a :mod:`hardened_launcher.docker_api` error to the executor's (the boundary)."""
+    if isinstance(exc, ImageNotFoundError):
         return ImageMissingError(
             f"the image {image or '(unknown)'} is not on the Docker host",
             hint="load or pull the image on this host first (no registry may be reachable), or "
             "check SPACELIFT_DOCKER_CONFIG_DIR holds credentials for its registry",
             detail=str(exc)[:500],
         )
-    if isinstance(exc, docker.errors.APIError):
+    if isinstance(exc, DockerStatusError):
         return ContainerRuntimeError(
             f"Docker refused to {doing}",
             hint="check SPACELIFT_WORKER_RUNTIME, SPACELIFT_WORKER_NETWORK and the HL_RUN_* "
@@ -165,35 +172,13 @@ def translate_docker_error(
     )
 
 
-DOCKER_ERRORS: Final = (docker.errors.DockerException, requests.exceptions.RequestException)
+DOCKER_ERRORS: Final = (DockerError,)
 
 
-def docker_client(timeout_seconds: int = 60) -> docker.DockerClient:
-    """A client for the default Docker socket, or :class:`DockerUnavailableError`."""
-    try:
-        return docker.from_env(timeout=timeout_seconds)
-    except DOCKER_ERRORS as exc:
-        raise translate_docker_error(exc, doing="connect") from None
-
-
-class _Demux:
-    """Splits Docker's multiplexed attach stream (8-byte frame headers) into channels."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[Channel, bytes]]:
-        self._buffer += data
-        frames: list[tuple[Channel, bytes]] = []
-        while len(self._buffer) >= _HEADER_BYTES:
-            kind = self._buffer[0]
-            size = int.from_bytes(self._buffer[4:8], "big")
-            if len(self._buffer) < _HEADER_BYTES + size:
-                break
-            payload = bytes(self._buffer[_HEADER_BYTES : _HEADER_BYTES + size])
-            del self._buffer[: _HEADER_BYTES + size]
-            frames.append((_CHANNELS.get(kind, "stderr"), payload))
-        return frames
+def docker_client(timeout_seconds: int = 60) -> DockerClient:
+    """A client for the daemon of ``DOCKER_HOST`` (``unix://`` only) or the default socket;
+    :class:`~hardened_launcher.docker_api.DockerHostError` for any other endpoint."""
+    return DockerClient.from_env(timeout_seconds=timeout_seconds)
 
 
 class _SourceWatch:
@@ -237,7 +222,7 @@ class DockerRunner:
 
     def __init__(
         self,
-        client: docker.DockerClient,
+        client: DockerClient,
         *,
         logs_timeout: timedelta,
         run_timeout: timedelta,
@@ -247,7 +232,7 @@ class DockerRunner:
         wall_clock: Callable[[], float] = time.time,
         files_dir: Path | None = None,
     ) -> None:
-        self.api: Any = client.api
+        self.api = client
         #: Operator mounts resolved at start-up; re-resolved before every create.
         self.mounts = mounts
         self.logs_timeout = logs_timeout.total_seconds()
@@ -321,14 +306,12 @@ class DockerRunner:
             host_config_args["mounts"] = [*host_config_args.get("mounts", []), *extra]
             timer.mark("passwd")
         try:
-            host_config = self.api.create_host_config(**host_config_args)
-            created = self.api.create_container(**create_args, host_config=host_config)
+            container_id = self.api.create_container(create_body(create_args, host_config_args))
             timer.mark("create")
         except DOCKER_ERRORS as exc:
             raise translate_docker_error(
                 exc, doing="create the run container", image=container.image
             ) from None
-        container_id = str(created["Id"])
         log.info(
             "executor.container_created run_id=%s container=%s", container.run_id, container_id[:12]
         )
@@ -348,16 +331,17 @@ class DockerRunner:
         timer: StepTimes,
     ) -> RunResult:
         try:
-            wrapper = self.api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            timer.mark("attach")
-            self.api.start(container_id)
-            timer.mark("start")
+            attached = self.api.attach(container_id)
         except DOCKER_ERRORS as exc:
-            raise translate_docker_error(exc, doing="start the run container") from None
-        sock: socket.socket = getattr(wrapper, "_sock", wrapper)
+            raise translate_docker_error(exc, doing="attach to the run container") from None
+        sock = attached.sock
         try:
+            timer.mark("attach")
+            try:
+                self.api.start(container_id)
+            except DOCKER_ERRORS as exc:
+                raise translate_docker_error(exc, doing="start the run container") from None
+            timer.mark("start")
             if on_started is not None:
                 on_started(container_id)
             self._send(sock, instructions, started, time_limit)
@@ -370,7 +354,7 @@ class DockerRunner:
             try:
                 watch = _SourceWatch()
                 stopped_by, output_bytes, worker_ended = self._pump(
-                    sock,
+                    attached,
                     container_id,
                     streams,
                     sink,
@@ -389,7 +373,6 @@ class DockerRunner:
                 plans.wipe()
         finally:
             sock.close()
-            wrapper.close()
         exit_code = self._exit_code(container_id)
         oom_killed = self._oom_killed(container_id)
         duration = self.clock() - started
@@ -446,7 +429,7 @@ class DockerRunner:
 
     def _pump(
         self,
-        sock: socket.socket,
+        attached: Hijacked,
         container_id: str,
         streams: dict[Channel, RedactingStreamLike],
         sink: LogSink,
@@ -458,7 +441,9 @@ class DockerRunner:
         plans: OutputCollector | None = None,
     ) -> tuple[StopReason, int, bool]:
         """Stream the output; return why it ended, its size, and whether the worker said so."""
-        demux = _Demux()
+        sock = attached.sock
+        demux = FrameDemux()
+        pending = attached.pending  # stream bytes that came with the attach answer
         tails: dict[Channel, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
 
         def emit(channel: Channel, safe: bytes) -> None:
@@ -470,11 +455,46 @@ class DockerRunner:
             del tail[:-_TAIL_BYTES]
 
         last_output = self.clock()
-        stopped_by = StopReason.EXITED
         output_bytes = 0
+
+        def on_payload(stream: int, payload: bytes) -> None:
+            nonlocal output_bytes, last_output
+            channel = _CHANNELS.get(stream, "stderr")
+            output_bytes += len(payload)
+            last_output = self.clock()
+            if channel == "stdout":
+                if plans is not None:
+                    payload = plans.feed(payload)  # the plan leaves the log
+                payload = collector.feed(payload)  # outputs leave the log
+            safe = streams[channel].write(payload)
+            if safe:
+                emit(channel, safe)
+
+        def feed(data: bytes) -> bool:
+            """Pass ``data`` on; True if the stream must end (not Docker's framing)."""
+            refused: FrameError | None = None
+            try:
+                pieces = demux.feed(data)
+            except FrameError as exc:
+                refused, pieces = exc, exc.pieces  # the output before the bad header is kept
+            for stream, payload in pieces:
+                on_payload(stream, payload)
+            if refused is not None:
+                log.warning(
+                    "executor.attach_stream_refused container=%s error=%s",
+                    container_id[:12],
+                    refused.message,
+                )
+            return refused is not None
+
+        stopped_by = StopReason.EXITED
         eof = False
         drain_deadline: float | None = None
         while not eof:
+            if pending:
+                data, pending = pending, b""
+                eof = feed(data)
+                continue
             now = self.clock()
             if stopped_by is StopReason.EXITED:
                 limit: StopReason | None = None
@@ -512,18 +532,11 @@ class DockerRunner:
             except OSError:
                 data = b""
             if not data:
+                if demux.mid_frame:
+                    log.warning("executor.attach_stream_truncated container=%s", container_id[:12])
                 eof = True
                 break
-            for channel, payload in demux.feed(data):
-                output_bytes += len(payload)
-                last_output = self.clock()
-                if channel == "stdout":
-                    if plans is not None:
-                        payload = plans.feed(payload)  # noqa: PLW2901 - the plan leaves the log
-                    payload = collector.feed(payload)  # noqa: PLW2901 - outputs leave the log
-                safe = streams[channel].write(payload)
-                if safe:
-                    emit(channel, safe)
+            eof = feed(data)
         held = collector.feed(plans.close()) if plans is not None else b""
         held += collector.close()
         if held:
@@ -555,28 +568,26 @@ class DockerRunner:
 
     def _oom_killed(self, container_id: str) -> bool:
         try:
-            state = self.api.inspect_container(container_id).get("State") or {}
+            state = self.api.inspect_container(container_id).get("State")
         except DOCKER_ERRORS:
             return False
-        return state.get("OOMKilled") is True
+        return isinstance(state, dict) and state.get("OOMKilled") is True
 
     def _exit_code(self, container_id: str) -> int | None:
         try:
-            status = self.api.wait(
+            return self.api.wait(
                 container_id, timeout=max(5, round(self.stop_grace.total_seconds()) + 5)
             )
         except DOCKER_ERRORS:
             return None
-        code = status.get("StatusCode") if isinstance(status, dict) else None
-        return code if isinstance(code, int) else None
 
     # -- clean-up ----------------------------------------------------------------------------------
     def remove(self, container_id: str) -> None:
         """Remove a container (running or not); a container already gone is fine."""
         for attempt in range(1, _REMOVE_ATTEMPTS + 1):
             try:
-                self.api.remove_container(container_id, force=True, v=True)
-            except docker.errors.NotFound:
+                self.api.remove_container(container_id, force=True)
+            except NotFoundError:
                 return
             except DOCKER_ERRORS as exc:
                 if attempt == _REMOVE_ATTEMPTS:

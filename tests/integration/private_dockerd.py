@@ -18,14 +18,20 @@ from pathlib import Path
 import docker
 import pytest
 
+from hardened_launcher.docker_api import DockerClient
 from tests.conftest import integration_required, require_tool
 
-__all__ = ["PrivateDockerd", "client_for", "import_busybox", "running_dockerd"]
+__all__ = ["PrivateDockerd", "client_for", "engine_for", "import_busybox", "running_dockerd"]
 
 
 def client_for(url: str, timeout: int) -> docker.DockerClient:
     # A pinned API version: "auto" would ask the daemon at construction, which may be down.
     return docker.DockerClient(base_url=url, timeout=timeout, version="1.41")
+
+
+def engine_for(url: str, timeout: int) -> DockerClient:
+    """The launcher's own client of the dockerd at ``url`` (``unix://``)."""
+    return DockerClient.from_env({"DOCKER_HOST": url}, timeout_seconds=timeout)
 
 
 class PrivateDockerd:

@@ -37,6 +37,7 @@ from hardened_launcher.egress.policy import parse_policy
 from hardened_launcher.egress.proxy import EgressDecision
 from hardened_launcher.executor.errors import ImageMissingError
 from hardened_launcher.executor.logsink import FileLogSink
+from hardened_launcher.executor.runner import docker_client
 from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.pipeline import EgressStep, run_pipeline
 from hardened_launcher.redaction import Redactor
@@ -248,7 +249,7 @@ def test_run_container_reaches_only_what_the_proxy_allows(upstream: Path) -> Non
     session = EgressSession.for_run(
         run_id,
         policy,
-        docker_client=client,
+        docker_client=docker_client(),
         launcher_id="it",
         audit=audit,
         on_decision=run_log.append,
@@ -453,7 +454,7 @@ def test_pipeline_runs_behind_its_egress_proxy_and_leaves_nothing_behind(
             sink=FileLogSink(log),
             audit=audit,
             on_started=while_running,
-            egress=EgressStep(docker_client=client, resolver=DnslibResolver(dns_port)),
+            egress=EgressStep(docker_client=docker_client(), resolver=DnslibResolver(dns_port)),
         )
     finally:
         dns.stop()
@@ -540,7 +541,7 @@ def test_pipeline_removes_the_runs_network_when_the_run_fails(tmp_path: Path) ->
             sink=FileLogSink(tmp_path / "run.log"),
             audit=audit,
             # A preloaded policy switches gate 6 on without HL_EGRESS_POLICY.
-            egress=EgressStep(docker_client=client, policy=parse_policy({"allow": []})),
+            egress=EgressStep(docker_client=docker_client(), policy=parse_policy({"allow": []})),
         )
     types = [e.type for e in audit.events]
     assert types[-2:] == ["run.failed", "egress.session"]

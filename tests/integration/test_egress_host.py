@@ -37,6 +37,7 @@ from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.egress.owner import current_owner
 from hardened_launcher.egress.policy import parse_policy
 from hardened_launcher.egress.proxy import EgressProxy
+from hardened_launcher.executor.runner import docker_client
 from tests.conftest import integration_required, require_docker, require_tool
 from tests.integration.images import busybox_image
 from tests.integration.test_egress_docker import (
@@ -254,7 +255,11 @@ def test_a_run_cannot_reach_the_host_over_ipv6_nor_through_an_allowed_range(
     )
     run_id = f"egress-host-{secrets.token_hex(4)}"
     session = EgressSession.for_run(
-        run_id, policy, docker_client=client, launcher_id="it", resolver=DnslibResolver(dns_port)
+        run_id,
+        policy,
+        docker_client=docker_client(),
+        launcher_id="it",
+        resolver=DnslibResolver(dns_port),
     )
     bridge = session.network.bridge
     containers: list[Any] = []
@@ -350,11 +355,12 @@ def test_a_run_cannot_reach_the_host_over_ipv6_nor_through_an_allowed_range(
 # ---------------------------------------------------------------------------------------------
 HOLDER = textwrap.dedent(
     """
-    import sys, time, docker
+    import sys, time
     from hardened_launcher.egress.isolation import EgressSession
+    from hardened_launcher.executor.runner import docker_client
     from hardened_launcher.egress.policy import parse_policy
     s = EgressSession.for_run(
-        sys.argv[1], parse_policy({"allow": []}), docker_client=docker.from_env(),
+        sys.argv[1], parse_policy({"allow": []}), docker_client=docker_client(),
         launcher_id="it-killed",
     )
     print(s.network.name, s.network.bridge, flush=True)
@@ -381,7 +387,7 @@ def test_leftovers_of_a_killed_launcher_are_removed_and_live_sessions_kept(
     live = EgressSession.for_run(
         f"egress-live-{secrets.token_hex(4)}",
         parse_policy({"allow": []}),
-        docker_client=client,
+        docker_client=docker_client(),
         launcher_id="it-live",
     )
     survivor = None
@@ -422,7 +428,7 @@ def test_leftovers_of_a_killed_launcher_are_removed_and_live_sessions_kept(
         assert bridge in _rules("ip6tables")
         # While the holder lives, nothing of it is touched.
         # The orphan rules of a dead owner go at once (their bridge is gone).
-        kept = remove_leftover_egress(client, audit=MemoryAuditLog())
+        kept = remove_leftover_egress(docker_client(), audit=MemoryAuditLog())
         assert name not in kept.networks
         assert kept.rules == 2
         assert client.networks.list(names=[name])
@@ -430,7 +436,7 @@ def test_leftovers_of_a_killed_launcher_are_removed_and_live_sessions_kept(
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         audit = MemoryAuditLog()
-        done = remove_leftover_egress(client, audit=audit)
+        done = remove_leftover_egress(docker_client(), audit=audit)
         assert name in done.networks
         assert not client.networks.list(names=[name])
         assert bridge not in _rules("iptables")
@@ -450,7 +456,7 @@ def test_leftovers_of_a_killed_launcher_are_removed_and_live_sessions_kept(
         assert live.network.bridge in _rules("iptables")
         assert live.network.bridge in _rules("ip6tables")
         # A second clean-up finds nothing more.
-        again = remove_leftover_egress(client)
+        again = remove_leftover_egress(docker_client())
         assert again.networks == ()
         assert again.rules == 0
     finally:
@@ -504,7 +510,7 @@ def test_an_acknowledged_host_address_is_reachable_and_on_the_record(
     audit = MemoryAuditLog()
     run_id = f"egress-ack-{secrets.token_hex(4)}"
     session = EgressSession.for_run(
-        run_id, policy, docker_client=client, launcher_id="it", audit=audit
+        run_id, policy, docker_client=docker_client(), launcher_id="it", audit=audit
     )
     container = None
     try:
@@ -550,7 +556,7 @@ def test_a_runs_proxy_never_dials_into_another_run_network() -> None:
     image = busybox_image()
     empty = parse_policy({"allow": []})
     session_b = EgressSession.for_run(
-        f"egress-b-{secrets.token_hex(4)}", empty, docker_client=client, launcher_id="it"
+        f"egress-b-{secrets.token_hex(4)}", empty, docker_client=docker_client(), launcher_id="it"
     )
     session_a: EgressSession | None = None
     containers: list[Any] = []
@@ -573,7 +579,10 @@ def test_a_runs_proxy_never_dials_into_another_run_network() -> None:
             }
         )
         session_a = EgressSession.for_run(
-            f"egress-a-{secrets.token_hex(4)}", policy, docker_client=client, launcher_id="it"
+            f"egress-a-{secrets.token_hex(4)}",
+            policy,
+            docker_client=docker_client(),
+            launcher_id="it",
         )
         run = client.containers.run(
             image,

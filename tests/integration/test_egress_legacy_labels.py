@@ -11,6 +11,7 @@ from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.egress.isolation import LABEL_EGRESS_OWNER, LABEL_EGRESS_RUN
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.egress.owner import current_owner
+from hardened_launcher.executor.runner import docker_client
 from tests.conftest import require_docker
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def test_networks_of_an_older_version_are_cleaned_up() -> None:
         for name, labels in made.items():
             client.networks.create(name, driver="bridge", internal=True, labels=labels)
         audit = MemoryAuditLog()
-        done = remove_leftover_egress(client, audit=audit, firewall=False)
+        done = remove_leftover_egress(docker_client(), audit=audit, firewall=False)
         assert f"hl-it-legacy-dead-{tag}" in done.networks
         assert f"hl-it-current-dead-{tag}" in done.networks
         assert f"hl-it-legacy-live-{tag}" not in done.networks

@@ -24,7 +24,7 @@ from hardened_launcher.executor.cleanup import remove_leftover_containers
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID
 from hardened_launcher.executor.errors import ImageMissingError
 from hardened_launcher.executor.logsink import FileLogSink
-from hardened_launcher.executor.runner import RunResult, StopReason
+from hardened_launcher.executor.runner import RunResult, StopReason, docker_client
 from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.pipeline import run_pipeline
 from hardened_launcher.redaction import Redactor
@@ -422,7 +422,7 @@ def test_a_sigkilled_launchers_container_is_removed_by_the_next_start(
 
     audit = MemoryAuditLog()
     crashed = remove_leftover_containers(
-        client, launcher_id=launcher_id, audit=audit, stop_grace_seconds=1
+        docker_client(), launcher_id=launcher_id, audit=audit, stop_grace_seconds=1
     )
     assert [(c.run_id, c.container_id) for c in crashed] == [("crashing-run", container_id)]
     assert (

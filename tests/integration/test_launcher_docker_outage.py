@@ -35,6 +35,7 @@ from hardened_launcher.transport.topics import WorkerAddress
 from tests.integration.private_dockerd import (
     PrivateDockerd,
     client_for,
+    engine_for,
     import_busybox,
     running_dockerd,
 )
@@ -78,7 +79,7 @@ def _assigned_run() -> Run:
 
 
 def test_docker_down_drains_requeues_and_recovers(dockerd: PrivateDockerd, tmp_path: Path) -> None:
-    client = client_for(dockerd.url, 5)
+    client = engine_for(dockerd.url, 5)
     broker = MemoryBroker()
     cp = broker.control_plane()
     cp.start()
@@ -144,7 +145,6 @@ def test_docker_down_drains_requeues_and_recovers(dockerd: PrivateDockerd, tmp_p
         assert machine.heartbeat().state == "IDLE"
         print(f"docker outage detected in {detected:.3f}s; ready {ready_after:.3f}s after ping")
     finally:
-        client.close()
         transport.close()
         cp.close()
 
@@ -161,17 +161,13 @@ def test_the_interrupted_container_is_removed_when_docker_returns(
     calls: list[str] = []
 
     def cleanup() -> None:
-        fresh = client_for(dockerd.url, 10)
-        try:
-            calls.append("try")
-            remove_leftover_containers(
-                fresh,
-                launcher_id=LAUNCHER,
-                stop_grace_seconds=1,
-                keep_run_ids=frozenset({"run-still-mine"}),
-            )
-        finally:
-            fresh.close()
+        calls.append("try")
+        remove_leftover_containers(
+            engine_for(dockerd.url, 10),
+            launcher_id=LAUNCHER,
+            stop_grace_seconds=1,
+            keep_run_ids=frozenset({"run-still-mine"}),
+        )
 
     def ping() -> object:
         fresh = client_for(dockerd.url, 5)

@@ -14,6 +14,7 @@ from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.executor.cleanup import remove_leftover_containers
 from hardened_launcher.executor.ownership import LABEL_OWNER, owner_token
 from hardened_launcher.executor.passwd import LABEL_PROBE, PasswdFiles, probe_labels
+from hardened_launcher.executor.runner import docker_client
 from tests.conftest import require_docker
 from tests.integration.images import busybox_image
 
@@ -27,7 +28,7 @@ def test_a_dead_launchers_probe_is_removed_at_restart() -> None:
     client = docker.from_env()
     image = busybox_image()
     # The probe itself leaves nothing behind and reads the file.
-    assert "root:" in (PasswdFiles(client.api)._read(image, "/etc/passwd") or "")
+    assert "root:" in (PasswdFiles(docker_client())._read(image, "/etc/passwd") or "")
     child = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         check=True,
@@ -54,7 +55,7 @@ def test_a_dead_launchers_probe_is_removed_at_restart() -> None:
                 )["Id"]
             )
         audit = MemoryAuditLog()
-        remove_leftover_containers(client, launcher_id=f"hl-it-probe-{tag}", audit=audit)
+        remove_leftover_containers(docker_client(), launcher_id=f"hl-it-probe-{tag}", audit=audit)
         left = {c["Id"] for c in client.api.containers(all=True, filters={"label": [LABEL_PROBE]})}
         assert made[0] not in left
         assert made[1] in left

@@ -25,7 +25,7 @@ from hardened_launcher import __version__
 from hardened_launcher.audit import MemoryAuditLog, Outcome
 from hardened_launcher.egress.errors import EgressDeniedError
 from hardened_launcher.executor.logsink import FileLogSink
-from hardened_launcher.executor.runner import RunResult
+from hardened_launcher.executor.runner import RunResult, docker_client
 from hardened_launcher.executor.runspec import run_spec_from_mapping
 from hardened_launcher.pipeline import EgressStep, run_pipeline
 from hardened_launcher.redaction import Redactor
@@ -80,7 +80,6 @@ def run(
     audit: MemoryAuditLog | None = None,
     secret_env: dict[str, str] | None = None,
 ) -> tuple[RunResult, str, MemoryAuditLog]:
-    import docker  # noqa: PLC0415
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     policy = tmp_path / "egress.yaml"
@@ -131,7 +130,7 @@ def run(
         redactor=Redactor(),
         sink=FileLogSink(log),
         audit=audit,
-        egress=EgressStep(docker_client=docker.from_env()),
+        egress=EgressStep(docker_client=docker_client()),
     )
     return result, log.read_text(), audit
 

@@ -40,6 +40,9 @@ class FakeDocker:
     def info(self) -> dict[str, Any]:
         return {"ServerVersion": "99.0", "Runtimes": self.runtimes}
 
+    def inspect_network(self, network: str) -> dict[str, Any]:
+        raise LookupError(network)
+
 
 def _factory(client: FakeDocker) -> Callable[[], FakeDocker]:
     return lambda: client
@@ -247,6 +250,17 @@ def test_docker_unreachable(tmp_path: Path, credentials: dict[str, str]) -> None
     assert docker.status is Status.FAIL
     assert docker.exit_code == EXIT_INFRASTRUCTURE
     assert "DOCKER_HOST" in docker.fix
+
+
+def test_a_docker_host_that_is_not_a_unix_socket_is_a_configuration_failure(
+    tmp_path: Path, credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2376")
+    docker = _by_name(run_checks(_env(tmp_path, credentials), now=NOW))["docker"]
+    assert docker.status is Status.FAIL
+    assert docker.exit_code == EXIT_CONFIGURATION
+    assert docker.reason == "docker_host_unsupported"
+    assert "unix://" in docker.fix
 
 
 def test_unknown_runtime(tmp_path: Path, credentials: dict[str, str]) -> None:

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from hardened_launcher.docker_api import DockerClient
 from hardened_launcher.egress import isolation
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.egress.owner import current_owner
@@ -29,28 +30,30 @@ class _Network:
     def __init__(self, network_id: str, labels: dict[str, str]) -> None:
         self.id = network_id
         self.name = f"net-{network_id}"
-        self.attrs: dict[str, Any] = {"Labels": labels}
+        self.labels = labels
         self.removed = False
-
-    def reload(self) -> None:
-        return None
-
-    def remove(self) -> None:
-        self.removed = True
-
-
-class _Networks:
-    def __init__(self, networks: list[_Network]) -> None:
-        self.networks = networks
-
-    def list(self, filters: dict[str, str]) -> list[_Network]:
-        key = filters["label"]
-        return [n for n in self.networks if key in n.attrs["Labels"]]
 
 
 class _Client:
+    """The network calls of :class:`~hardened_launcher.docker_api.DockerClient` the clean-up
+    makes."""
+
     def __init__(self, networks: list[_Network]) -> None:
-        self.networks = _Networks(networks)
+        self.by_id = {n.id: n for n in networks}
+
+    def networks(self, *, labels: list[str]) -> list[dict[str, Any]]:
+        (key,) = labels
+        return [
+            {"Id": n.id, "Name": n.name, "Labels": n.labels}
+            for n in self.by_id.values()
+            if key in n.labels
+        ]
+
+    def inspect_network(self, network: str) -> dict[str, Any]:
+        return {"Id": network, "Containers": {}}
+
+    def remove_network(self, network: str) -> None:
+        self.by_id[network].removed = True
 
 
 def _dead() -> str:
@@ -87,7 +90,7 @@ def test_leftovers_cleanup_reads_old_and_new_labels() -> None:
         },
     )
     client = _Client([old_dead, old_live, new_dead, both])
-    done = remove_leftover_egress(client, firewall=False)
+    done = remove_leftover_egress(cast("DockerClient", client), firewall=False)
     assert sorted(done.networks) == ["net-a", "net-c"]
     assert old_dead.removed
     assert new_dead.removed

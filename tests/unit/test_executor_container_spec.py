@@ -78,7 +78,6 @@ def test_hardened_defaults() -> None:
     assert a["stdin_open"] is True
     assert a["tty"] is False
     assert a["detach"] is False
-    assert a["use_config_proxy"] is False
     assert h["cap_drop"] == ["ALL"]
     assert "cap_add" not in h
     assert h["security_opt"] == ["no-new-privileges:true"]

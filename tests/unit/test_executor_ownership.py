@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hardened_launcher.audit import MemoryAuditLog
+from hardened_launcher.docker_api import DockerClient
 from hardened_launcher.executor.cleanup import (
     exec_launcher_id,
     remove_leftover_containers,
@@ -87,26 +88,24 @@ class FakeAPI:
         self.items = items
         self.calls: list[tuple[str, str]] = []
 
-    def containers(self, *, all: bool, filters: dict[str, list[str]]) -> list[dict[str, Any]]:  # noqa: A002
-        assert all
-        if filters["label"] == [LABEL_PROBE]:
+    def containers(self, *, labels: list[str]) -> list[dict[str, Any]]:
+        if labels == [LABEL_PROBE]:
             return list(self.items.get(LABEL_PROBE, []))
-        wanted = next(f.split("=", 1)[1] for f in filters["label"] if "launcher-id=" in f)
+        wanted = next(f.split("=", 1)[1] for f in labels if "launcher-id=" in f)
         return list(self.items.get(wanted, []))
 
-    def stop(self, container_id: str, timeout: int) -> None:
+    def stop(self, container_id: str, *, timeout: int) -> None:
         assert timeout >= 0
         self.calls.append(("stop", container_id))
 
-    def remove_container(self, container_id: str, force: bool, v: bool) -> None:
+    def remove_container(self, container_id: str, *, force: bool) -> None:
         assert force
-        assert v
         self.calls.append(("remove", container_id))
 
 
-class FakeClient:
-    def __init__(self, api: FakeAPI) -> None:
-        self.api = api
+def FakeClient(api: FakeAPI) -> DockerClient:  # noqa: N802 - reads as the class it stands for
+    """The fake, typed as the client the functions take (it has the calls they make)."""
+    return cast("DockerClient", api)
 
 
 def item(cid: str, *, state: str, run_id: str, **labels: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.binaries import VerifiedBinary
 from hardened_launcher.errors import LauncherError, UntrustedInputError
 from hardened_launcher.executor.errors import MountRefusedError
-from hardened_launcher.executor.runner import RunResult, StopReason, _Demux
+from hardened_launcher.executor.runner import RunResult, StopReason
 from hardened_launcher.executor.runspec import RunSpec, run_spec_from_mapping
 from hardened_launcher.pipeline import PolicyStep, run_pipeline
 from hardened_launcher.policy import (
@@ -362,15 +362,6 @@ def test_the_run_logs_its_start_step_by_step_once_the_container_started(
     assert names == ["run_id", "redactor", "sink", "spec", "audit_started", "start", "total"]
     assert line.startswith("run.timings run_id=run-p ")
     assert CANARY not in line
-
-
-def test_demux_splits_frames_across_reads() -> None:
-    frames = b"\x01\x00\x00\x00\x00\x00\x00\x03out" + b"\x02\x00\x00\x00\x00\x00\x00\x03err"
-    demux = _Demux()
-    got: list[tuple[str, bytes]] = []
-    for i in range(len(frames)):
-        got += demux.feed(frames[i : i + 1])
-    assert got == [("stdout", b"out"), ("stderr", b"err")]
 
 
 REGO_DENY_SECRET = """package spacelift

@@ -41,41 +41,28 @@ FAST = start.ConnectRetry(
 )
 
 
-class FakeApi:
-    def __init__(self) -> None:
-        self.filters: list[Any] = []
-
-    def containers(self, *, all: bool, filters: Any) -> list[Any]:  # noqa: A002 - docker's name
-        assert all
-        self.filters.append(filters)
-        return []
-
-
-class FakeNetworks:
-    """Leftover egress networks: none; ``drivers`` answer the worker-network check."""
-
-    def __init__(self, drivers: dict[str, str] | None = None) -> None:
-        self.listed: list[dict[str, Any]] = []
-        self.drivers = drivers or {"bridge": "bridge"}
-
-    def list(self, **kwargs: Any) -> list[Any]:
-        self.listed.append(kwargs)
-        return []
-
-    def get(self, name: str) -> Any:
-        if name not in self.drivers:
-            raise LookupError(name)
-        return type("Network", (), {"attrs": {"Driver": self.drivers[name]}})()
-
-
 class FakeDocker:
     """What start-up asks Docker before it connects: ping, info, leftover containers and
-    egress networks."""
+    egress networks (none); ``drivers`` answer the worker-network check."""
 
-    def __init__(self) -> None:
-        self.api = FakeApi()
-        self.networks = FakeNetworks()
+    def __init__(self, drivers: dict[str, str] | None = None) -> None:
+        self.filters: list[list[str]] = []
+        self.listed: list[list[str]] = []
+        self.drivers = {"bridge": "bridge"} if drivers is None else drivers
         self.pings = 0
+
+    def containers(self, *, labels: list[str]) -> list[Any]:
+        self.filters.append(labels)
+        return []
+
+    def networks(self, *, labels: list[str]) -> list[Any]:
+        self.listed.append(labels)
+        return []
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        if name not in self.drivers:
+            raise LookupError(name)
+        return {"Driver": self.drivers[name]}
 
     def ping(self) -> bool:
         self.pings += 1
@@ -190,13 +177,13 @@ def test_start_passes_every_check_then_retries_the_unreachable_broker(
     # Every step before the connection ran: doctor's Docker check, the leftover sweep for this
     # launcher, the worker release's verification (it is in the verified cache now).
     assert docker.pings >= 1
-    assert docker.api.filters
-    assert any("launcher-start-test" in label for label in docker.api.filters[0]["label"])
+    assert docker.filters
+    assert any("launcher-start-test" in label for label in docker.filters[0])
     # Leftover egress networks of a killed launcher are looked for too (issue 11).
     # under the current label and, for networks made by an older version, the old one.
-    assert docker.networks.listed == [
-        {"filters": {"label": "io.hardened-launcher.egress-run"}},
-        {"filters": {"label": "dev.hardened-launcher.egress-run"}},
+    assert docker.listed == [
+        ["io.hardened-launcher.egress-run"],
+        ["dev.hardened-launcher.egress-run"],
     ]
     state = Path(environment["HL_STATE_DIR"])
     assert (state / "replay.sqlite3").exists()

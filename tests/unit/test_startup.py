@@ -25,7 +25,6 @@ from hardened_launcher.startup import (
 from tests.unit.test_launcher_start import (
     FAST,
     FakeDocker,
-    FakeNetworks,
     credentials,  # noqa: F401 - a fixture used by ``environment``
     environment,  # noqa: F401 - a fixture
 )
@@ -33,8 +32,7 @@ from tests.unit.test_launcher_start import (
 
 class NetworkDocker(FakeDocker):
     def __init__(self, drivers: dict[str, str] | None = None) -> None:
-        super().__init__()
-        self.networks = FakeNetworks(drivers or {})
+        super().__init__(drivers or {})
 
 
 def test_doctor_and_start_run_exactly_the_same_checks(
