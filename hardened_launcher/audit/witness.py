@@ -222,8 +222,17 @@ def parse_witness_lines(data: bytes, *, source: str) -> list[WitnessRecord]:
 def load_witness_path(path: Path) -> list[WitnessRecord]:
     """Witness records from a JSON-lines file, or from every ``*.json``/``*.jsonl`` file of a
     directory (the layout the control plane exports, copied down)."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in WITNESS_SUFFIXES and p.is_file())
+    try:
+        is_dir = path.is_dir()
+        listed = sorted(path.iterdir()) if is_dir else []
+        files = [p for p in listed if p.suffix in WITNESS_SUFFIXES and p.is_file()]
+    except OSError as exc:  # a name too long, a loop, no permission to list the directory
+        raise InputFileError(
+            f"cannot read the witness path {describe_path(path)}: {exc.strerror or exc}",
+            hint="point --witness at a readable file or directory of exported witness records",
+            reason="audit_witness_missing",
+        ) from None
+    if is_dir:
         if len(files) > MAX_WITNESS_FILES:
             raise _invalid(f"more than {MAX_WITNESS_FILES} witness files", describe_path(path))
         if not files:

@@ -24,6 +24,7 @@ from hardened_launcher.cli.version import VersionAction
 from hardened_launcher.errors import (
     EXIT_INFRASTRUCTURE,
     EXIT_INTERNAL,
+    EXIT_NO_INPUT,
     EXIT_USAGE,
     LauncherError,
     UsageError,
@@ -76,6 +77,10 @@ log = logging.getLogger(__name__)
 
 # Write errors of our own output that are the environment's doing, not a bug.
 _OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+#: Refusals of a path itself (not of its content).
+_PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENOENT}
+)
 
 # What a shell reports for a writer stopped by SIGPIPE (`… | head`): 128 + 13, with no message.
 EXIT_BROKEN_PIPE = 141
@@ -203,6 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as exc:
+        if exc.errno in _PATH_ERRNOS and exc.filename is not None:
+            # A path from the command line or the environment that the system refuses (too
+            # long, a loop, no permission) where a command did not name it itself.
+            from hardened_launcher.bounded_input import describe_path  # noqa: PLC0415
+
+            sys.stderr.write(
+                f"error: cannot use {for_terminal(describe_path(exc.filename))}: "
+                f"{exc.strerror}. Check the path and that this user may use it\n"
+            )
+            return EXIT_NO_INPUT
         if exc.errno not in _OUTPUT_ERRNOS:
             return _internal_error(exc, verbose=verbose)
         # The disk or device under our output failed (full, quota, I/O error): not a bug.

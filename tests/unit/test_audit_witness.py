@@ -252,6 +252,12 @@ def test_witness_files_and_directories_load(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(InputFileError):
         load_witness_path(empty)
+    # Paths the system refuses before any byte is read: one clear input error each.
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for refused in (tmp_path / ("n" * 5000), tmp_path / ("n" * 300), loop, one / "below"):
+        with pytest.raises(InputFileError):
+            load_witness_path(refused)
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(records[0].to_json() + b"\n{}\n")
     with pytest.raises(WitnessError, match="line 2"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import os
 import resource
@@ -36,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hardened_launcher import cli
 from hardened_launcher.cli import build_parser, main
 from hardened_launcher.identity.keys import PoolPrivateKey
 
@@ -643,3 +645,34 @@ def test_policy_library_out_refuses_hostile_targets_in_one_line(
     assert_contract(argv, outcome)
     assert outcome.code == 64, f"{argv!r}: exit {outcome.code}\n{outcome.err}"
     assert outcome.err.count("error:") == 1
+
+
+@pytest.mark.parametrize(
+    "code", [errno.ENAMETOOLONG, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENOENT]
+)
+def test_a_refused_path_no_command_named_is_an_input_error_not_a_bug(
+    code: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last line of defence: an ``OSError`` about a path that reaches the top level (a
+    command forgot to name it) exits 66 with the path and the system's reason, not 70."""
+    def refuse(_args: object) -> int:
+        raise OSError(code, os.strerror(code), "/some/\x1b[31mpath")
+
+    parser = cli.build_parser(["docs"])
+    args = parser.parse_args(["docs"])
+    args.handler = refuse
+    monkeypatch.setattr(cli, "build_parser", lambda _argv: _Fixed(args))
+    assert cli.main(["docs"]) == 66
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot use /some/")
+    assert os.strerror(code) in err
+    assert "\x1b" not in err
+    assert "internal error" not in err
+
+
+class _Fixed:
+    def __init__(self, args: object) -> None:
+        self._args = args
+
+    def parse_args(self, _argv: object) -> object:
+        return self._args
