@@ -655,6 +655,7 @@ def test_a_refused_path_no_command_named_is_an_input_error_not_a_bug(
 ) -> None:
     """The last line of defence: an ``OSError`` about a path that reaches the top level (a
     command forgot to name it) exits 66 with the path and the system's reason, not 70."""
+
     def refuse(_args: object) -> int:
         raise OSError(code, os.strerror(code), "/some/\x1b[31mpath")
 
