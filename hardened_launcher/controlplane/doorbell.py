@@ -171,6 +171,8 @@ class Doorbell:
     def close(self) -> None:
         """Stop the thread and remove the socket (when it is still the one bound here)."""
         self._stop.set()
+        with contextlib.suppress(OSError):  # end the thread's wait now
+            self._sock.sendto(b"\x00", str(self._path))
         self._thread.join(timeout=2 * _STOP_CHECK_SECONDS + 1)
         self._sock.close()
         with contextlib.suppress(OSError):
