@@ -730,7 +730,10 @@ def _loop(coordinator: Coordinator, *, stop: threading.Event, max_iterations: in
     iterations = 0
     seen = coordinator.store.change_counter() if config.event_driven else 0
     while not stop.is_set():
-        coordinator.receive_all(timeout_seconds=wait)
+        if coordinator.receive_all(timeout_seconds=wait):
+            # What the messages just handled call for (a ``start`` answering an ``accept``,
+            # an assignment to a freed slot) goes out before the tick's and the store's work.
+            coordinator.flush()
         if time.monotonic() >= next_tick:
             coordinator.tick()
             next_tick = time.monotonic() + tick_seconds
