@@ -29,6 +29,7 @@ from hardened_launcher.controlplane.ca import (
     open_state_dir,
 )
 from hardened_launcher.controlplane.dispatch import TERMINAL_RUN_STATES, RunState
+from hardened_launcher.controlplane.doorbell import ring
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.pools import (
     DEFAULT_POOL_CERTIFICATE_DAYS,
@@ -375,6 +376,7 @@ def _drain(args: argparse.Namespace, *, drained: bool) -> int:
     state = _state(args)
     with state.open_store() as store:
         store.set_worker_drained(args.worker_id, drained=drained, now=time.time())
+    ring(state.path)  # serve sends the notice now
     print(for_terminal(f"worker {args.worker_id} {'drained' if drained else 'undrained'}"))
     return 0
 
@@ -514,6 +516,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     state = _state(args)
     with state.open_store() as store:
         run = cancel_run(store, args.run_id, now=time.time())
+    ring(state.path)
     suffix = " (the worker was told to stop it)" if run.cancel_requested else ""
     print(for_terminal(f"run {run.id}: {run.state.value}{suffix}"))
     return 0
@@ -523,6 +526,7 @@ def run_confirm(args: argparse.Namespace) -> int:
     state = _state(args)
     with state.open_store() as store:
         run, apply_run_id = confirm_run(store, args.run_id, now=time.time())
+    ring(state.path)
     print(for_terminal(f"run {run.id}: {run.state.value}; applying run {apply_run_id} queued"))
     return 0
 
@@ -602,6 +606,7 @@ def run_serve(args: argparse.Namespace) -> int:
                         witness_exporter=exporter,
                     ),
                     stop=stop,
+                    doorbell_dir=state.path,
                 )
             finally:
                 if exporter is not None:

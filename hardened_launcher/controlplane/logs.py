@@ -21,6 +21,7 @@ from hardened_launcher.controlplane.errors import (
     ControlPlaneConfigurationError,
     ObjectStorageError,
 )
+from hardened_launcher.controlplane.presign import QueryPresigner
 from hardened_launcher.secrets import Secret
 from hardened_launcher.transport.messages import MAX_CHUNK, LogUrl
 
@@ -167,6 +168,7 @@ class LogStorage:
 
         self._errors: tuple[type[Exception], ...] = (BotoCoreError, ClientError)
         self.config = config
+        client_given = client is not None
         if client is None:
             secret = (
                 config.secret_access_key.reveal().decode("utf-8")
@@ -186,9 +188,29 @@ class LogStorage:
                 ),
             )
         self._client = client
+        #: The same URLs without boto3's per-call pipeline (presign.py), when the settings name
+        #: a plain endpoint and static keys; otherwise boto3 presigns.
+        self._presigner: QueryPresigner | None = None
+        if not client_given and config.endpoint_url and config.secret_access_key:
+            try:
+                self._presigner = QueryPresigner(
+                    endpoint_url=config.endpoint_url,
+                    region=config.region,
+                    access_key_id=config.access_key_id or "",
+                    secret_access_key=config.secret_access_key,
+                )
+            except ValueError:
+                self._presigner = None
 
     def presign_put(self, run_id: str, chunk: int) -> str:
         """A presigned PUT URL for one chunk, valid for ``url_expiry_seconds``."""
+        if self._presigner is not None:
+            return self._presigner.url(
+                method="PUT",
+                bucket=self.config.bucket,
+                key=chunk_key(self.config.prefix, run_id, chunk),
+                expires_in=self.config.url_expiry_seconds,
+            )
         try:
             return self._client.generate_presigned_url(
                 "put_object",

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hardened_launcher.controlplane import dispatch
 from hardened_launcher.controlplane.ca import StateDir
 from hardened_launcher.controlplane.dispatch import Run
+from hardened_launcher.controlplane.doorbell import ring
 from hardened_launcher.controlplane.errors import ConflictError
 from hardened_launcher.controlplane.store import PlanRecord, Store
 from hardened_launcher.envelope import MAX_ENVELOPE_LIFETIME_SECONDS, key_id_of, seal_run_state
@@ -51,7 +52,8 @@ def submit_run(
     lifetime: timedelta = DEFAULT_ENVELOPE_LIFETIME,
 ) -> Run:
     """Validate ``spec``, seal it to the pool's key and queue it (a spec with
-    ``confirm_after``: its planning half, see :func:`_submit_confirmed`)."""
+    ``confirm_after``: its planning half, see :func:`_submit_confirmed`), then ring serve's
+    doorbell so it assigns the run at once (:mod:`.doorbell`)."""
     parsed = parse_run_spec(spec, max_bytes=MAX_RUN_SPEC_BYTES)
     stage, confirm_after = parsed.stage, parsed.confirm_after
     parsed.wipe()
@@ -63,8 +65,11 @@ def submit_run(
             reason="stage_reserved",
         )
     if confirm_after is not None:
-        return _submit_confirmed(state, store, pool=pool, spec=spec, now=now, lifetime=lifetime)
-    return _queue_run(state, store, pool=pool, spec=spec, now=now, lifetime=lifetime)
+        run = _submit_confirmed(state, store, pool=pool, spec=spec, now=now, lifetime=lifetime)
+    else:
+        run = _queue_run(state, store, pool=pool, spec=spec, now=now, lifetime=lifetime)
+    ring(state.path)
+    return run
 
 
 def _queue_run(

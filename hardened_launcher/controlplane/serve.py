@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
 from typing import Final, Literal, Protocol
 
@@ -41,6 +42,7 @@ from hardened_launcher.controlplane.dispatch import (
     Worker,
     WorkerState,
 )
+from hardened_launcher.controlplane.doorbell import Doorbell
 from hardened_launcher.controlplane.store import OutboxMessage, Store
 from hardened_launcher.controlplane.witness import WitnessExporter, witness_record
 from hardened_launcher.envelope.ticket import PlanBinding, RunManifest, RunTicket, sign_ticket
@@ -48,6 +50,7 @@ from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
 from hardened_launcher.transport import messages as wire
 from hardened_launcher.transport.base import Transport
+from hardened_launcher.transport.inbox import Wakeable
 from hardened_launcher.transport.session import Received
 from hardened_launcher.transport.topics import WorkerAddress
 
@@ -78,9 +81,10 @@ class ServeConfig:
     max_log_chunks: int = DEFAULT_MAX_LOG_CHUNKS
     tick_seconds: float = 1.0
     #: Event-driven dispatch: queued runs are assigned right after a message that can free a
-    #: slot or add capacity (register, IDLE heartbeat, refuse, status, bye, gone), and ``serve``
-    #: wakes every ``wake_seconds`` to assign a run another process just submitted. False is
-    #: the old behaviour (assign only on the tick), kept as the benchmark's baseline.
+    #: slot or add capacity (register, IDLE heartbeat, refuse, status, bye, gone), and a run
+    #: another process just submitted is assigned when it rings serve's doorbell
+    #: (:mod:`.doorbell`), or at the latest after ``wake_seconds`` (the fallback look at the
+    #: store). False is the old behaviour (assign only on the tick), the benchmark's baseline.
     event_driven: bool = True
     wake_seconds: float = 0.05
 
@@ -692,14 +696,33 @@ def serve(
     *,
     stop: threading.Event,
     max_iterations: int | None = None,
+    doorbell_dir: Path | None = None,
 ) -> None:
     """Receive, tick and flush until ``stop`` is set (or ``max_iterations`` loops ran).
 
     Event-driven (``ServeConfig.event_driven``): a message that frees a slot is followed by
-    assignments at once (:meth:`Coordinator.receive_all`), and the loop wakes at least every
-    ``wake_seconds`` to assign runs when another process committed to the store (``run
-    submit``: :meth:`Store.change_counter`). The tick (expiry, silence) stays once a second.
+    assignments at once (:meth:`Coordinator.receive_all`), and when another process commits
+    to the store (``run submit``: :meth:`Store.change_counter`) the loop assigns at once: it
+    rings the doorbell in ``doorbell_dir`` (the state directory), which ends the transport's
+    wait; without a doorbell the loop looks every ``wake_seconds``. The tick (expiry,
+    silence) stays once a second.
     """
+    config = coordinator.config
+    transport = coordinator.transport
+    doorbell = (
+        Doorbell.open(doorbell_dir, transport.wake)
+        if doorbell_dir is not None and config.event_driven and isinstance(transport, Wakeable)
+        else None
+    )
+    try:
+        _loop(coordinator, stop=stop, max_iterations=max_iterations)
+    finally:
+        if doorbell is not None:
+            doorbell.close()
+    log.info("serve.stopped")
+
+
+def _loop(coordinator: Coordinator, *, stop: threading.Event, max_iterations: int | None) -> None:
     config = coordinator.config
     tick_seconds = config.tick_seconds
     wait = min(tick_seconds, config.wake_seconds if config.event_driven else 0.2)
@@ -707,7 +730,10 @@ def serve(
     iterations = 0
     seen = coordinator.store.change_counter() if config.event_driven else 0
     while not stop.is_set():
-        coordinator.receive_all(timeout_seconds=wait)
+        if coordinator.receive_all(timeout_seconds=wait):
+            # What the messages just handled call for (a ``start`` answering an ``accept``,
+            # an assignment to a freed slot) goes out before the tick's and the store's work.
+            coordinator.flush()
         if time.monotonic() >= next_tick:
             coordinator.tick()
             next_tick = time.monotonic() + tick_seconds
@@ -720,7 +746,6 @@ def serve(
         iterations += 1
         if max_iterations is not None and iterations >= max_iterations:
             break
-    log.info("serve.stopped")
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -48,6 +48,7 @@ from hardened_launcher.errors import ConfigurationError, RetryableError
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.secrets import Secret, wipe_bytearray
+from hardened_launcher.transport.inbox import WakeableQueue
 from hardened_launcher.transport.messages import Body, Bye, Message
 from hardened_launcher.transport.session import (
     Outgoing,
@@ -208,7 +209,9 @@ class MqttTransport:
             client_id = f"hl-{role}-{secrets.token_hex(8)}"
         self.client_id = client_id
         self._lock = threading.RLock()
-        self._inbox: queue.Queue[Received] = queue.Queue(maxsize=self._options.receive_queue_size)
+        self._inbox: WakeableQueue[Received] = WakeableQueue(
+            maxsize=self._options.receive_queue_size
+        )
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -365,6 +368,10 @@ class MqttTransport:
             return self._inbox.get(timeout=timeout_seconds)
         except queue.Empty:
             return None
+
+    def wake(self) -> None:
+        """End a ``receive`` wait now (it returns ``None``): serve's doorbell."""
+        self._inbox.wake()
 
     def discard_pending(self, peer: WorkerAddress) -> int:
         with self._lock:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from hardened_launcher.identity.token import DEFAULT_MQTT_NAMESPACE
+from hardened_launcher.transport.inbox import WakeableQueue
 from hardened_launcher.transport.messages import Body, Bye, Message
 from hardened_launcher.transport.session import (
     Outgoing,
@@ -174,7 +175,7 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker, session: Session) -> None:
         self._broker = broker
         self.session = session
-        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.inbox: WakeableQueue[Received] = WakeableQueue()
         self.started = False
         self.closed = False
         self.sent: list[Message] = []
@@ -210,6 +211,9 @@ class MemoryTransport:
             return self.inbox.get(timeout=timeout_seconds)
         except queue.Empty:
             return None
+
+    def wake(self) -> None:
+        self.inbox.wake()
 
     def discard_pending(self, peer: WorkerAddress) -> int:
         return self.session.discard_pending(peer)

@@ -49,6 +49,7 @@ from aiohttp import web
 from hardened_launcher.errors import LauncherError
 from hardened_launcher.identity.token import is_valid_pool_id
 from hardened_launcher.transport import poll_wire as wire
+from hardened_launcher.transport.inbox import WakeableQueue
 from hardened_launcher.transport.messages import Body, Heartbeat, Message
 from hardened_launcher.transport.session import (
     Outgoing,
@@ -282,7 +283,9 @@ class PollServer:
         self._options = options or PollServerOptions()
         self._session = Session(side="controlplane", namespace=namespace, **(session_options or {}))
         self._lock = threading.RLock()
-        self._inbox: queue.Queue[Received] = queue.Queue(maxsize=self._options.receive_queue_size)
+        self._inbox: WakeableQueue[Received] = WakeableQueue(
+            maxsize=self._options.receive_queue_size
+        )
         self._workers: dict[WorkerAddress, _WorkerSession] = {}
         self._held_polls = 0
         self._connections = 0
@@ -339,6 +342,10 @@ class PollServer:
             return self._inbox.get(timeout=timeout_seconds)
         except queue.Empty:
             return None
+
+    def wake(self) -> None:
+        """End a ``receive`` wait now (it returns ``None``): serve's doorbell."""
+        self._inbox.wake()
 
     def discard_pending(self, peer: WorkerAddress) -> int:
         with self._lock:
