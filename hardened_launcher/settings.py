@@ -746,15 +746,19 @@ def _parse_runtime(text: str) -> str:
     return value
 
 
-_IMAGE_REF_RE: Final = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
+#: Every ``/``-separated component starts with a letter or digit (no empty, ``.`` or ``..``
+#: component, which Docker's reference grammar has none of and an Engine API path must not get).
+_IMAGE_REF_RE: Final = re.compile(r"[a-z0-9][a-z0-9._:@-]*(?:/[a-z0-9][a-z0-9._:@-]*)*")
+_MAX_IMAGE_REF_CHARS: Final = 255
 
 
 def _parse_image(text: str) -> str:
     value = text.strip()
-    if not _IMAGE_REF_RE.fullmatch(value):
+    if len(value) > _MAX_IMAGE_REF_CHARS or not _IMAGE_REF_RE.fullmatch(value):
         raise _InvalidValueError(
             "is not an image reference",
-            expected="lower-case letters, digits and . _ / : @ -, e.g. registry.example/runner:1",
+            expected="lower-case letters, digits and . _ / : @ -, each /-separated part starting"
+            " with a letter or digit, at most 255 characters, e.g. registry.example/runner:1",
         )
     return value
 

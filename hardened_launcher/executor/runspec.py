@@ -78,7 +78,9 @@ _VERSION_RE: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 #: Release names and versions (they become path components of the release directory).
 BINARY_NAME_PATTERN: Final = _BINARY_RE
 VERSION_PATTERN: Final = _VERSION_RE
-_IMAGE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
+#: Each ``/``-separated component starts with a letter or digit (never ``.`` or ``..``); the
+#: length is bounded by MAX_IMAGE_CHARS.
+_IMAGE_RE: Final = re.compile(r"[a-z0-9][a-z0-9._:@-]*(?:/[a-z0-9][a-z0-9._:@-]*)*")
 _META_KEY_RE: Final = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _MODE_RE: Final = re.compile(r"0?[0-7]{3}")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")

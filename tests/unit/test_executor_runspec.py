@@ -209,3 +209,19 @@ def test_split_for_confirmation_makes_two_valid_halves() -> None:
 def test_confirmation_fields_are_checked(extra: dict[str, Any], field: str) -> None:
     with pytest.raises(RunSpecError, match=field):
         run_spec_from_mapping(_phased(**extra))
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["a/../../containers/x", "a/./b", "a//b", "a/", "..", "a/.hidden", "x" * 256],
+)
+def test_an_image_with_a_dot_or_empty_component_is_refused(image: str) -> None:
+    """As part of an Engine API path such a name would address another resource."""
+    assert "image" in refused(doc(image=image)).message
+
+
+@pytest.mark.parametrize(
+    "image", ["busybox:1.36", "registry.example:5000/team/runner:1.0", "r@sha256:" + "a" * 64]
+)
+def test_image_references_are_accepted(image: str) -> None:
+    assert run_spec_from_mapping(doc(image=image)).image == image

@@ -2195,3 +2195,34 @@ def test_settings_built_directly_check_daemon_invariants() -> None:
         "HL_HEARTBEAT_INTERVAL",
         "HL_SHUTDOWN_GRACE",
     }
+
+
+GOOD_IMAGES = [
+    "busybox",
+    "busybox:1.36",
+    "registry.example:5000/team/runner:1.0",
+    "a.b/c_d/e-f:1.0",
+    "runner@sha256:" + "a" * 64,
+]
+#: Empty, ``.`` or ``..`` components: no Docker reference has them, and as part of an Engine API
+#: path (``/images/<name>/json``) they would name another resource.
+BAD_IMAGES = [
+    "a/../../containers/x",
+    "a/./b",
+    "a//b",
+    "a/",
+    "a/.hidden",
+    "a/-x",
+    "x" * 256,
+]
+
+
+@pytest.mark.parametrize("image", GOOD_IMAGES)
+def test_default_runner_image_accepts_references(image: str) -> None:
+    assert load({"SPACELIFT_DEFAULT_RUNNER_IMAGE": image}).default_runner_image == image
+
+
+@pytest.mark.parametrize("image", BAD_IMAGES)
+def test_default_runner_image_refuses_dot_and_empty_components(image: str) -> None:
+    exc = failure({"SPACELIFT_DEFAULT_RUNNER_IMAGE": image})
+    assert exc.problems[0].variable == "SPACELIFT_DEFAULT_RUNNER_IMAGE"
