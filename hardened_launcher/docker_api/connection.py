@@ -217,19 +217,12 @@ def request(
             body=_read_body(answer, max_body_bytes, what),
             content_type=answer.getheader("Content-Type", "") or "",
         )
-    except TimeoutError:
-        raise DockerTimeoutError(
-            f"the Docker daemon did not answer {what} within {timeout:g}s"
-        ) from None
     except http.client.HTTPException as exc:
         raise DockerProtocolError(
             f"the Docker daemon's answer to {what} is not valid HTTP", detail=type(exc).__name__
         ) from None
-    except OSError as exc:
-        raise DockerConnectionError(
-            f"the connection to the Docker daemon broke during {what}: "
-            f"{exc.strerror or type(exc).__name__}"
-        ) from None
+    except OSError as exc:  # TimeoutError included
+        raise _transport_error(exc, what, timeout) from None
     finally:
         connection.close()
 
@@ -305,18 +298,21 @@ def hijack(
             return Hijacked(sock=plain, pending=pending)
         rest = pending + _drain(sock, _error_length(header) - len(pending))
         return Response(status=status, body=rest[:_MAX_ERROR_BYTES], content_type="")
-    except TimeoutError:
-        raise DockerTimeoutError(
-            f"the Docker daemon did not answer {what} within {timeout:g}s"
-        ) from None
-    except OSError as exc:
-        raise DockerConnectionError(
-            f"the connection to the Docker daemon broke during {what}: "
-            f"{exc.strerror or type(exc).__name__}"
-        ) from None
+    except OSError as exc:  # TimeoutError included
+        raise _transport_error(exc, what, timeout) from None
     finally:
         if sock.fileno() != -1:
             sock.close()
+
+
+def _transport_error(exc: OSError, what: str, timeout: float) -> DockerConnectionError:
+    """The error for a socket failure during ``what``: a timeout or a broken connection."""
+    if isinstance(exc, TimeoutError):
+        return DockerTimeoutError(f"the Docker daemon did not answer {what} within {timeout:g}s")
+    return DockerConnectionError(
+        f"the connection to the Docker daemon broke during {what}: "
+        f"{exc.strerror or type(exc).__name__}"
+    )
 
 
 def _status(header: bytes, what: str) -> int:

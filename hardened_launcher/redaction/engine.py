@@ -190,6 +190,23 @@ def _hs_expression(pattern: bytes) -> bytes:
     return b"".join(map(_HS_BYTE.__getitem__, pattern))
 
 
+def compile_block_database(hyperscan: Any, expressions: list[bytes]) -> Any:  # noqa: ANN401
+    """A block-mode Hyperscan database of ``expressions`` (each id is its index).
+
+    No ``ids`` are passed: the binding (hyperscan 0.9.1) keeps a reference to every id object
+    but the last it is given, so a list of ints leaked about 16 KiB per compiled run (issue 18).
+    A failure never carries the binding's message, which can quote an expression (a secret).
+    """
+    db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        db.compile(expressions=expressions, elements=len(expressions), flags=0)
+    except hyperscan.error as exc:
+        raise EngineUnavailableError(
+            f"hyperscan could not compile the pattern set ({type(exc).__name__})"
+        ) from None
+    return db
+
+
 class HyperscanEngine:
     """Intel Hyperscan in block mode; all matches are reported and the greedy choice is ours."""
 
@@ -207,7 +224,6 @@ class HyperscanEngine:
         roots, self._longer = _prefix_roots(self.patterns)
         self._roots = roots
         self._lengths = [len(self.patterns[i]) for i in roots]
-        db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         # Only the patterns that no other pattern is a prefix of (a base64 core and its padded
         # tails share their start): a third fewer expressions, ~40 % less compile time, fewer
         # callbacks; a longer pattern is confirmed where its prefix matched. After them, in
@@ -217,20 +233,7 @@ class HyperscanEngine:
         # its speed.
         expressions = [_hs_expression(self.patterns[i]) for i in roots]
         expressions += list(WRAP_TRIGGERS_HS)
-        try:
-            # No ``ids``: each id is then its index, which is what they are. The binding
-            # (hyperscan 0.9.1) keeps a reference to every id object but the last it is given,
-            # so passing a list of ints leaked about 16 KiB per compiled run (issue 18).
-            db.compile(
-                expressions=expressions,
-                elements=len(expressions),
-                flags=0,
-            )
-        except hyperscan.error as exc:
-            # The binding's message can quote an expression, i.e. a secret: never pass it on.
-            raise EngineUnavailableError(
-                f"hyperscan could not compile the pattern set ({type(exc).__name__})"
-            ) from None
+        db = compile_block_database(hyperscan, expressions)
         self._db = db
         self._local = threading.local()
         # The compile's temporary memory is free now; give it back (each run compiles its own

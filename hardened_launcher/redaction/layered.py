@@ -33,6 +33,7 @@ from hardened_launcher.redaction.engine import (
     HyperscanEngine,
     Match,
     _hs_expression,
+    compile_block_database,
     greedy_select,
     wrap_newlines,
 )
@@ -70,16 +71,7 @@ class LiteralLayer:
         self.longest = max(len(p) for p in self.patterns)
         self._lengths = [len(p) for p in self.patterns]
         self._hs: Any = hyperscan
-        db: Any = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        expressions = [_hs_expression(p) for p in self.patterns]
-        try:
-            # No ``ids``: the binding keeps a reference to every id object (see HyperscanEngine).
-            db.compile(expressions=expressions, elements=len(expressions), flags=0)
-        except hyperscan.error as exc:
-            # The binding's message can quote an expression, i.e. a secret: never pass it on.
-            raise EngineUnavailableError(
-                f"hyperscan could not compile the pattern set ({type(exc).__name__})"
-            ) from None
+        db = compile_block_database(hyperscan, [_hs_expression(p) for p in self.patterns])
         self._db = db
         self._local = threading.local()
         release_freed_memory()  # the compile's temporary memory (see native_memory)
