@@ -146,7 +146,8 @@ class PoolCertificates:
     """Which certificate serial each pool currently holds, refreshed from ``load``.
 
     ``load`` returns ``{pool_id: serial}``; it runs on the server thread at most every
-    ``refresh_seconds`` (a pool reset takes effect within that time, on open connections too).
+    ``refresh_seconds`` (a pool reset takes effect within that time, on open connections too;
+    opening a session reads the store at once, see :meth:`check`).
     ``load_retired(since)`` returns ``{(pool_id, serial): revoked_at}`` (Unix seconds) of
     certificates revoked since then: for ``grace_seconds`` after its reset, a pool's old
     certificate is :data:`RETIRING` instead of refused, so a cycling worker can still report its
@@ -173,10 +174,14 @@ class PoolCertificates:
         self._retired: Mapping[tuple[str, int], float] = {}
         self._loaded_at = -1e18
 
-    def check(self, pool_id: str, serial: int) -> str:
-        """:data:`CURRENT` or :data:`RETIRING`; raises :class:`CertificateRefused` otherwise."""
+    def check(self, pool_id: str, serial: int, *, fresh: bool = False) -> str:
+        """:data:`CURRENT` or :data:`RETIRING`; raises :class:`CertificateRefused` otherwise.
+
+        ``fresh`` reads the store now instead of a view up to ``refresh_seconds`` old: a new
+        session is judged on the pools as they are, so a certificate retired a moment ago
+        (a pool reset) cannot start one in the refresh window."""
         now = self._clock()
-        if now - self._loaded_at >= self._refresh:
+        if fresh or now - self._loaded_at >= self._refresh:
             self._current = dict(self._load())
             if self._load_retired is not None and self._grace > 0:
                 self._retired = dict(self._load_retired(self._wall() - self._grace))
@@ -521,8 +526,11 @@ class PollServer:
         address, session_id, _ = self._identify_standing(request)
         return address, session_id
 
-    def _identify_standing(self, request: web.Request) -> tuple[WorkerAddress, str, str]:
-        """The worker, its session id, and its certificate's standing (current/retiring)."""
+    def _identify_standing(
+        self, request: web.Request, *, fresh: bool = False
+    ) -> tuple[WorkerAddress, str, str]:
+        """The worker, its session id, and its certificate's standing (current/retiring;
+        ``fresh``: judged on the store as it is now, see :meth:`PoolCertificates.check`)."""
         transport = request.transport
         cert = transport.get_extra_info("peercert") if transport is not None else None
         if not cert:
@@ -535,7 +543,7 @@ class PollServer:
         pool_id = common_names[0]
         try:
             serial = int(str(cert.get("serialNumber", "")), 16)
-            standing = self._certificates.check(pool_id, serial)
+            standing = self._certificates.check(pool_id, serial, fresh=fresh)
         except ValueError:
             raise _HttpRefusal(403, "not_a_pool_certificate") from None
         except CertificateRefused as exc:
@@ -606,7 +614,7 @@ class PollServer:
             raise _HttpRefusal(408, "body_timeout") from None
 
     async def _open_session(self, request: web.Request) -> web.Response:
-        address, session_id, standing = self._identify_standing(request)
+        address, session_id, standing = self._identify_standing(request, fresh=True)
         will_body = await self._read_body(request, limit=wire.MAX_WILL_BYTES + 16)
         try:
             frames = wire.decode_frames(will_body, max_frames=1) if will_body else []

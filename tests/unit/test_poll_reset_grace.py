@@ -73,6 +73,26 @@ def test_another_serial_or_pool_gets_no_grace() -> None:
         certs.check("pool-b", OLD)
 
 
+@pytest.mark.parametrize("elapsed", [0.0, 0.5, 1.999])
+def test_a_new_session_is_judged_on_the_pools_as_they_are_now(elapsed: float) -> None:
+    """Inside the refresh window the cached view still holds the old serial; a fresh check
+    (what opening a session asks for) sees the reset at once and refuses it."""
+    clock = Clock()
+    pools = {"pool-a": OLD}
+    certs = PoolCertificates(
+        lambda: dict(pools), refresh_seconds=2.0, clock=clock.now, wall=clock.now
+    )
+    assert certs.check("pool-a", OLD) == CURRENT
+    pools["pool-a"] = NEW  # the reset
+    clock.wall += elapsed
+    assert certs.check("pool-a", OLD) == CURRENT  # the cached view, for open sessions
+    with pytest.raises(CertificateRefused, match="certificate_not_current"):
+        certs.check("pool-a", OLD, fresh=True)
+    with pytest.raises(CertificateRefused, match="certificate_not_current"):
+        certs.check("pool-a", OLD)  # and the fresh read is the view from then on
+    assert certs.check("pool-a", NEW, fresh=True) == CURRENT
+
+
 def _payload(body: m.Body) -> bytes:
     return m.MessageStream(clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)).next(body).to_json()
 
