@@ -131,7 +131,9 @@ def read_credential(label: str, path: Path, *, pem_to_base64: bool = False) -> s
             label, f"{path} is larger than {MAX_CREDENTIAL_FILE_BYTES // 1024} KiB", expected
         )
     try:
-        text = data.decode("ascii").strip()
+        # ASCII white space only (bytes.strip): str.strip would also drop the separators
+        # \x1c-\x1f, so a value with a control byte at an end was altered instead of refused.
+        text = data.strip().decode("ascii")
     except UnicodeDecodeError:
         raise CredentialFileError(
             label,

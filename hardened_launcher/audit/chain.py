@@ -55,6 +55,7 @@ from hardened_launcher.audit.reader import (
     split_lines,
 )
 from hardened_launcher.audit.witness import WitnessPoint, WitnessRecord, sign_witness
+from hardened_launcher.directory_lock import DirectoryLock
 from hardened_launcher.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ DEFAULT_WRITE_TIMEOUT_SECONDS: Final = 30.0
 #: the newest witness pins every record before it).
 MAX_PENDING_WITNESSES: Final = 64
 AUDIT_UNAVAILABLE: Final = "audit_unavailable"
+AUDIT_LOG_IN_USE: Final = "audit_log_in_use"
 
 
 def _unavailable(message: str, exc: OSError | None = None) -> InfrastructureError:
@@ -143,9 +145,26 @@ class ChainedAuditLog:
         )
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            head, recovered = self._recover()
         except OSError as exc:
             raise _unavailable(f"cannot open the audit log in {directory}", exc) from exc
+        # One writer per log: a second one would seal this one's live segment and fork the
+        # chain (the log would then read as tampered). Held until close() or process exit.
+        self._dir_lock = DirectoryLock.acquire(
+            directory,
+            what="the audit log",
+            reason=AUDIT_LOG_IN_USE,
+            hint="another launcher (or `hardened-launcher exec`) is writing it: stop that one "
+            "(`pgrep -af hardened-launcher`), or give this one its own HL_AUDIT_DIR and "
+            "HL_STATE_DIR",
+        )
+        try:
+            head, recovered = self._recover()
+        except OSError as exc:
+            self._dir_lock.release()
+            raise _unavailable(f"cannot open the audit log in {directory}", exc) from exc
+        except BaseException:
+            self._dir_lock.release()
+            raise
         self._seq = head.next_seq
         self._prev = head.last_hash
         self._prev_sig = head.last_signature
@@ -574,6 +593,7 @@ class ChainedAuditLog:
                         os.close(fd)
                 self._retired = []
                 self._fd = -1
+                self._dir_lock.release()
 
     def __enter__(self) -> ChainedAuditLog:
         return self

@@ -559,15 +559,33 @@ def run_witnesses(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from hardened_launcher.directory_lock import DirectoryLock  # noqa: PLC0415
+
+    state = _state(args)
+
+    # One serve per state directory: two would race for the same assignments and messages,
+    # and the second would take over the doorbell. Held until this process exits.
+    serve_lock = DirectoryLock.acquire(
+        state.path,
+        what="the control plane state",
+        reason="state_dir_in_use",
+        hint="another `controlplane serve` uses this state directory: stop it first "
+        "(`pgrep -af 'controlplane serve'`)",
+    )
+    try:
+        return _serve(state)
+    finally:
+        serve_lock.release()
+
+
+def _serve(state: StateDir) -> int:
+    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
     from hardened_launcher.controlplane.serve import (  # noqa: PLC0415 - only serve needs it
         Coordinator,
         ServeConfig,
         serve,
         stop_on_signals,
     )
-
-    state = _state(args)
-    from hardened_launcher.controlplane.logs import LogStorage  # noqa: PLC0415
 
     cp_config = load_controlplane_config(os.environ)
     config = cp_config.log_storage

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from hardened_launcher import __version__, sd_notify
 from hardened_launcher.audit.chain import ChainedAuditLog
+from hardened_launcher.directory_lock import DirectoryLock
 from hardened_launcher.egress.leftovers import remove_leftover_egress
 from hardened_launcher.envelope import SqliteReplayCache
 from hardened_launcher.executor.cleanup import launcher_id_for, remove_leftover_containers
@@ -225,8 +226,23 @@ def run(
         now=datetime.now(UTC), docker_factory=docker_factory, keep_policy_worker=True
     )
     settings, key, token = checks.settings, checks.pool_private_key, checks.token
+    # One daemon per state directory: a second one would share the launcher ID and remove the
+    # first one's running containers as its own leftovers (and fork the audit log, which
+    # takes its own lock as well). Held until this process exits.
+    try:
+        state_lock = DirectoryLock.acquire(
+            settings.state_dir,
+            what="the launcher state",
+            reason="state_dir_in_use",
+            hint="another `hardened-launcher start` uses this HL_STATE_DIR: stop it "
+            "(`pgrep -af hardened-launcher`), or give this launcher its own HL_STATE_DIR",
+        )
+        audit = open_configured_audit_log(settings)
+    except BaseException:
+        if checks.policy_worker is not None:
+            checks.policy_worker.close()
+        raise
     metrics = metrics or LauncherMetrics()
-    audit = open_configured_audit_log(settings)
     shipping = ShippingSinkFactory(
         settings=settings, metrics=metrics, stdout=sys.stdout, audit=audit
     )
@@ -340,3 +356,4 @@ def run(
             if checks.policy_worker is not None:
                 checks.policy_worker.close()
             audit.close()
+        state_lock.release()

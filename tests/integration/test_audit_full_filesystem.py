@@ -80,7 +80,9 @@ def test_a_restart_on_a_log_left_with_a_partial_line_is_not_tampering(small_fs: 
     log = ChainedAuditLog(audit_dir, signing_key=KEY)
     filler = fill(small_fs)
     record_until_full(log)
-    # The process dies here (no close, no recovery); space returns; a new process starts.
+    # The process dies here (no close, no recovery; the kernel drops its directory lock);
+    # space returns; a new process starts.
+    log._dir_lock.release()
     filler.unlink()
     verify_log(audit_dir, KEY.public_key(), allow_open_tail=True)  # doctor passes
     reopened = ChainedAuditLog(audit_dir, signing_key=KEY)

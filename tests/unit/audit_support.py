@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +60,16 @@ def open_log(directory: Path, clock: Clock | None = None, **kw: object) -> Chain
         monotonic=c.monotonic,
         **kw,  # type: ignore[arg-type]
     )
+
+
+def die(log: ChainedAuditLog) -> None:
+    """What the kernel does to a killed writer: its descriptors close, which drops the
+    directory lock; nothing is sealed."""
+    for fd in [*log._retired, log._fd]:
+        if fd >= 0:
+            os.close(fd)
+    log._retired, log._fd = [], -1
+    log._dir_lock.release()
 
 
 def write_log(

@@ -25,7 +25,7 @@ from hardened_launcher.audit.chain import ChainedAuditLog
 from hardened_launcher.audit.reader import AuditFormatError, list_segments, split_lines
 from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.errors import InfrastructureError
-from tests.unit.audit_support import KEY, event, open_log
+from tests.unit.audit_support import KEY, die, event, open_log
 
 
 def _records(directory: Path) -> list[dict[str, Any]]:
@@ -210,6 +210,7 @@ def test_doctor_accepts_a_partial_last_line_and_start_cuts_exactly_it(
     last = directory / list_segments(directory)[-1][1]
     with last.open("ab") as f:
         f.write(junk)
+    die(log)
     # doctor's rule: accepted, counted, not "tampering".
     report = verify_log(directory, KEY.public_key(), allow_open_tail=True)
     assert report.partial_tail_bytes == len(junk)

@@ -190,6 +190,21 @@ def test_a_broken_file_gives_the_redactor_nothing_and_no_exception(tmp_path: Pat
     assert credential_text_or_empty({"SPACELIFT_TOKEN_FILE": str(path)}, "SPACELIFT_TOKEN") == ""
 
 
+@pytest.mark.parametrize("control", [b"\x1c", b"\x1d", b"\x1e", b"\x1f", b"\x00", b"\x7f"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_control_byte_at_either_end_is_refused_not_stripped(
+    tmp_path: Path, control: bytes, where: str
+) -> None:
+    # Regression (found by the fuzz harness): str.strip() took the separators \x1c-\x1f
+    # for white space, so "\x1c<token>" loaded as "<token>", silently altered.
+    token = TOKEN.encode("ascii")
+    content = control + token + b"\n" if where == "before" else token + control + b"\r\n"
+    outcome = _outcome({"SPACELIFT_TOKEN_FILE": str(_write(tmp_path / "token", content))})
+    assert isinstance(outcome, SettingsError)
+    assert "token-CANARY-7f3a" not in _all_text(outcome)
+    assert TOKEN not in _all_text(outcome)
+
+
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -206,4 +221,4 @@ def test_any_file_content_gives_a_secret_or_one_settings_error(
         return
     assert stripped
     assert outcome.token is not None
-    assert outcome.token.reveal_text() == content.decode("ascii").strip()
+    assert outcome.token.reveal_text() == stripped.decode("ascii")

@@ -27,6 +27,7 @@ from pysequoia import SignatureMode, Tsk, sign
 
 from hardened_launcher import __version__
 from hardened_launcher.cli import start
+from hardened_launcher.directory_lock import DirectoryInUseError, DirectoryLock
 from hardened_launcher.errors import EXIT_RETRYABLE, ConfigurationError
 from hardened_launcher.identity import PoolPrivateKey
 from hardened_launcher.identity.csr import create_csr, parse_subject
@@ -320,3 +321,27 @@ def test_spooled_logs_of_earlier_runs_are_resumed_and_routed(tmp_path: Path) -> 
     finally:
         for sink in resumed.values():
             sink.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("held", "reason"),
+    [("HL_STATE_DIR", "state_dir_in_use"), ("audit", "audit_log_in_use")],
+)
+def test_a_second_daemon_on_the_same_directories_is_refused_before_touching_docker(
+    environment: dict[str, str], held: str, reason: str
+) -> None:
+    state = Path(environment["HL_STATE_DIR"])
+    directory = state if held == "HL_STATE_DIR" else state / "audit"  # the default audit dir
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    first = DirectoryLock.acquire(directory, what="x", reason="x", hint="x")
+    docker = FakeDocker()
+    try:
+        with pytest.raises(DirectoryInUseError) as info:
+            start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=lambda: docker)
+    finally:
+        first.release()
+    assert info.value.reason == reason
+    assert info.value.exit_code == EXIT_RETRYABLE
+    # The first daemon's containers and networks were never looked at, let alone removed.
+    assert docker.filters == []
+    assert docker.listed == []
