@@ -1406,7 +1406,9 @@ VARIABLES: Final[tuple[VariableSpec, ...]] = (
         default="a random ID kept in `<state_dir>/launcher-id`",
         source="project",
         description="Name of this launcher on run containers' labels; containers left by an "
-        "earlier life of the same ID are removed at start-up (1 to 63 of `A-Za-z0-9_.-`).",
+        "earlier life of the same ID are removed at start-up, and a start is refused "
+        "(`launcher_id_in_use`) while another live launcher holds containers under it (1 to 63 "
+        "of `A-Za-z0-9_.-`; one per launcher on a host).",
     ),
     VariableSpec(
         name="HL_WORKER_UID",

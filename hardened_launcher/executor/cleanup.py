@@ -19,9 +19,15 @@ from typing import TYPE_CHECKING
 
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
 from hardened_launcher.docker_api import NotFoundError
-from hardened_launcher.errors import InfrastructureError
+from hardened_launcher.errors import ConfigurationError, InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
-from hardened_launcher.executor.ownership import LABEL_DEADLINE, LABEL_OWNER, is_stale
+from hardened_launcher.executor.ownership import (
+    LABEL_DEADLINE,
+    LABEL_OWNER,
+    is_stale,
+    owner_alive,
+    owner_token,
+)
 from hardened_launcher.executor.passwd import LABEL_PROBE, PROBE_DEADLINE_SECONDS
 from hardened_launcher.executor.runner import DOCKER_ERRORS, translate_docker_error
 from hardened_launcher.private_files import create_exclusive
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CrashedRun",
+    "LauncherIdInUseError",
     "exec_launcher_id",
     "launcher_id_for",
     "remove_leftover_containers",
@@ -140,6 +147,28 @@ def exec_launcher_id(launcher_id: str) -> str:
     return f"{launcher_id}{EXEC_SUFFIX}"[:63]
 
 
+class LauncherIdInUseError(ConfigurationError):
+    """Another live process runs containers under this launcher's ID (exit 78)."""
+
+    default_reason = "launcher_id_in_use"
+
+
+def _owned_by_another_live_process(item: ContainerSummary, me: str) -> bool:
+    owner = str((item.get("Labels") or {}).get(LABEL_OWNER, ""))
+    return bool(owner) and owner != me and owner_alive(owner) is True
+
+
+def _launcher_id_in_use(launcher_id: str, live: list[ContainerSummary]) -> LauncherIdInUseError:
+    owner = str((live[0].get("Labels") or {}).get(LABEL_OWNER, ""))
+    pid = owner.split(":")[1] if owner.count(":") == 2 else "?"
+    return LauncherIdInUseError(
+        f"launcher ID {launcher_id} is in use by another live process (pid {pid}, "
+        f"{len(live)} run container(s)); nothing was stopped",
+        hint="give each launcher its own HL_LAUNCHER_ID (or unset it: each HL_STATE_DIR then "
+        "keeps its own), or stop the other launcher first",
+    )
+
+
 def remove_stale_containers(
     client: DockerClient,
     *,
@@ -234,7 +263,24 @@ def remove_leftover_containers(
 
     Containers of ``keep_run_ids`` (runs this process is running now) are left alone: the
     daemon calls this again while it runs (``reason`` ``docker_restarted``), to remove what a
-    Docker outage interrupted."""
+    Docker outage interrupted.
+
+    A container whose owner label names another process that is still alive is never touched:
+    another launcher uses the same ID (two daemons given one ``HL_LAUNCHER_ID``). At start-up
+    (``reason`` ``launcher_restarted``) that refuses the start (:class:`LauncherIdInUseError`);
+    later it is logged and skipped."""
+    items = _list(client, launcher_id)
+    me = owner_token()
+    live = [item for item in items if _owned_by_another_live_process(item, me)]
+    if live and reason == "launcher_restarted":
+        raise _launcher_id_in_use(launcher_id, live)
+    for item in live:
+        log.error(
+            "executor.launcher_id_shared container=%s owner=%s (another live launcher uses "
+            "this launcher ID; its container is left alone)",
+            str(item.get("Id", ""))[:12],
+            str((item.get("Labels") or {}).get(LABEL_OWNER, "")),
+        )
     crashed = [
         _remove(
             client,
@@ -244,8 +290,9 @@ def remove_leftover_containers(
             audit=audit,
             stop_grace_seconds=stop_grace_seconds,
         )
-        for item in _list(client, launcher_id)
+        for item in items
         if str((item.get("Labels") or {}).get(LABEL_RUN_ID, "unknown")) not in keep_run_ids
+        and item not in live
     ]
     crashed += remove_stale_containers(
         client,

@@ -4,6 +4,8 @@ owner, another host's owner or a malformed label never does (no Docker: fake /pr
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from hardened_launcher.audit import MemoryAuditLog
 from hardened_launcher.docker_api import DockerClient
 from hardened_launcher.executor.cleanup import (
+    LauncherIdInUseError,
     exec_launcher_id,
     remove_leftover_containers,
     remove_stale_containers,
@@ -196,3 +199,72 @@ def test_daemon_start_sweeps_probes_too() -> None:
     crashed = remove_leftover_containers(FakeClient(api), launcher_id="L")
     assert crashed == ()  # a probe is not a run: no run.crashed
     assert api.calls == [("remove", "p")]
+
+
+@pytest.fixture
+def other_live_owner() -> Iterator[str]:
+    """The owner token of another live process (a child ``sleep``)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        yield owner_token(pid=child.pid)
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+def test_a_start_refuses_a_launcher_id_another_live_launcher_uses(other_live_owner: str) -> None:
+    # Two daemons given one HL_LAUNCHER_ID: the second one's start must not stop the first
+    # one's running containers as its own leftovers.
+    dead = f"{owner_token().split(':')[0]}:999999999:1"
+    api = FakeAPI(
+        {
+            "L": [
+                item("gone", state="exited", run_id="r0", **{LABEL_OWNER: dead}),
+                item("theirs", state="running", run_id="r1", **{LABEL_OWNER: other_live_owner}),
+            ]
+        }
+    )
+    audit = MemoryAuditLog()
+    with pytest.raises(LauncherIdInUseError) as info:
+        remove_leftover_containers(FakeClient(api), launcher_id="L", audit=audit)
+    err = info.value
+    assert (err.exit_code, err.reason) == (78, "launcher_id_in_use")
+    assert f"pid {other_live_owner.split(':')[1]}" in err.message
+    assert "HL_LAUNCHER_ID" in err.hint
+    assert api.calls == []  # nothing stopped, not even the dead owner's container
+    assert audit.events == []
+
+
+@pytest.mark.parametrize(
+    "owner",
+    [
+        pytest.param("", id="no-owner-label"),
+        pytest.param("garbage", id="malformed"),
+        pytest.param("ffffffff-0000-0000-0000-000000000000:1:1", id="another-boot"),
+    ],
+)
+def test_a_container_whose_owner_cannot_be_judged_alive_is_still_a_leftover(owner: str) -> None:
+    labels = {LABEL_OWNER: owner} if owner else {}
+    api = FakeAPI({"L": [item("c", state="running", run_id="r", **labels)]})
+    crashed = remove_leftover_containers(FakeClient(api), launcher_id="L")
+    assert [c.container_id for c in crashed] == ["c"]
+
+
+def test_after_a_docker_outage_another_live_owners_container_is_left_alone(
+    other_live_owner: str,
+) -> None:
+    dead = f"{owner_token().split(':')[0]}:999999999:1"
+    api = FakeAPI(
+        {
+            "L": [
+                item("theirs", state="running", run_id="r1", **{LABEL_OWNER: other_live_owner}),
+                item("interrupted", state="exited", run_id="r2", **{LABEL_OWNER: dead}),
+                item("mine", state="running", run_id="r3", **{LABEL_OWNER: owner_token()}),
+            ]
+        }
+    )
+    crashed = remove_leftover_containers(
+        FakeClient(api), launcher_id="L", keep_run_ids=frozenset({"r3"}), reason="docker_restarted"
+    )
+    assert [c.container_id for c in crashed] == ["interrupted"]
+    assert api.calls == [("remove", "interrupted")]
