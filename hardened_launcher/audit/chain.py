@@ -169,20 +169,29 @@ class ChainedAuditLog:
         self._prev = head.last_hash
         self._prev_sig = head.last_signature
         previous = "none" if head.next_seq == 0 else ("clean" if head.sealed else "unclean")
-        self.record(
-            AuditEvent(
-                type=c.LOG_OPENED_TYPE,
-                outcome=Outcome.INFO,
-                gate="audit",
-                fields={
-                    "format": c.FORMAT_VERSION,
-                    "key_id": self.key_id,
-                    "previous_stop": previous,
-                    "cut_partial_bytes": recovered,
-                },
-                time=self._clock(),
+        try:
+            self.record(
+                AuditEvent(
+                    type=c.LOG_OPENED_TYPE,
+                    outcome=Outcome.INFO,
+                    gate="audit",
+                    fields={
+                        "format": c.FORMAT_VERSION,
+                        "key_id": self.key_id,
+                        "previous_stop": previous,
+                        "cut_partial_bytes": recovered,
+                    },
+                    time=self._clock(),
+                )
             )
-        )
+        except BaseException:
+            # Not opened: nobody will close() it, so let go of its files and its lock now.
+            for fd in [*self._retired, self._fd]:
+                if fd >= 0:
+                    os.close(fd)
+            self._retired, self._fd = [], -1
+            self._dir_lock.release()
+            raise
 
     # -- start-up ------------------------------------------------------------------------------
     def _segments(self) -> list[tuple[int, Path]]:

@@ -229,6 +229,7 @@ def run(
     # One daemon per state directory: a second one would share the launcher ID and remove the
     # first one's running containers as its own leftovers (and fork the audit log, which
     # takes its own lock as well). Held until this process exits.
+    state_lock: DirectoryLock | None = None
     try:
         state_lock = DirectoryLock.acquire(
             settings.state_dir,
@@ -241,6 +242,8 @@ def run(
     except BaseException:
         if checks.policy_worker is not None:
             checks.policy_worker.close()
+        if state_lock is not None:
+            state_lock.release()
         raise
     metrics = metrics or LauncherMetrics()
     shipping = ShippingSinkFactory(

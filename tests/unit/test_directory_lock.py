@@ -7,6 +7,7 @@ failed verification with ``audit_sequence_broken``, exactly as a tampered log do
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from hardened_launcher.audit.reader import list_segments
 from hardened_launcher.audit.verify import verify_log
 from hardened_launcher.cli import main
 from hardened_launcher.directory_lock import DirectoryInUseError, DirectoryLock
-from hardened_launcher.errors import EXIT_RETRYABLE
+from hardened_launcher.errors import EXIT_RETRYABLE, InfrastructureError
 from tests.unit.audit_support import KEY, event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,3 +224,18 @@ def test_controlplane_serve_refuses_a_state_directory_another_serve_holds(
     assert "in use by another process" in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
     assert "Traceback" not in err
+
+
+def test_a_log_whose_first_record_cannot_be_written_releases_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(_fd: int, _data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ChainedAuditLog, "_write_all", staticmethod(full))
+    with pytest.raises(InfrastructureError) as info:
+        ChainedAuditLog(tmp_path, signing_key=KEY)
+    assert info.value.reason == "audit_unavailable"
+    monkeypatch.undo()
+    with ChainedAuditLog(tmp_path, signing_key=KEY) as log:  # free at once, not at GC
+        log.record(event(1))
