@@ -103,7 +103,16 @@ def test_a_live_execs_container_is_not_touched_by_the_next_exec(tmp_path: Path, 
             spec.read_text(encoding="utf-8").replace("sleep 300", "echo second"),
             encoding="utf-8",
         )
-        done = _exec(tmp_path, env)
+        # One audit log has one writer: the second exec on the same directories is refused
+        # before it looks at any container.
+        refused = _exec(tmp_path, env)
+        assert refused.returncode == 75, refused.stderr
+        assert "reason: audit_log_in_use" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert docker.from_env().api.inspect_container(container_id)["State"]["Running"]
+        # With an audit log of its own it runs beside the first (same launcher ID) and leaves
+        # the live exec's container alone.
+        done = _exec(tmp_path, {**env, "HL_AUDIT_DIR": str(tmp_path / "audit-second")})
         assert done.returncode == 0, done.stderr
         assert "removed the leftover" not in done.stderr
         assert docker.from_env().api.inspect_container(container_id)["State"]["Running"]
