@@ -58,8 +58,8 @@ from hardened_launcher.startup import (
     open_configured_audit_log,
 )
 from hardened_launcher.transport.base import Transport
-from hardened_launcher.transport.client import BrokerUnavailableError
 from hardened_launcher.transport.factory import worker_transport
+from hardened_launcher.transport.tls import BrokerUnavailableError
 
 log = logging.getLogger("hardened_launcher.launcher")
 

@@ -32,7 +32,7 @@ from hardened_launcher.identity import PoolPrivateKey
 from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from hardened_launcher.settings import Settings
-from hardened_launcher.transport.client import BrokerUnavailableError
+from hardened_launcher.transport.tls import BrokerUnavailableError
 
 POOL = "pool-start"
 WORKER = "hl-worker"
