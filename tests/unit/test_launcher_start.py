@@ -216,9 +216,12 @@ def test_start_with_pins_but_no_keyring_names_hl_release_keyring(
 
 
 #: Modules the daemon must not hold at idle: the MQTT client on the long-poll protocol, the Rego
-#: engine and its extensions (policies are evaluated in the policy worker process) and package
-#: metadata (``version`` and ``doctor`` only).
+#: engine and its extensions (policies are evaluated in the policy worker process), package
+#: metadata (``version`` and ``doctor`` only) and PyYAML (loaded with the first YAML document: a
+#: run spec, a secret file, an egress policy or policy data).
 NOT_AT_IDLE = (
+    "yaml",
+    "hardened_launcher.strict_yaml",
     "paho",
     "hardened_launcher.transport.client",
     "regorus",
