@@ -215,13 +215,16 @@ def test_start_with_pins_but_no_keyring_names_hl_release_keyring(
     assert "/nonexistent" not in f"{info.value.message} {info.value.hint}"
 
 
-#: Modules the daemon must not hold at idle: the MQTT client on the long-poll protocol, the Rego
-#: engine and its extensions (policies are evaluated in the policy worker process), package
-#: metadata (``version`` and ``doctor`` only) and PyYAML (loaded with the first YAML document: a
-#: run spec, a secret file, an egress policy or policy data).
+#: Modules the daemon must not hold at idle: the MQTT client (on the long-poll protocol); the
+#: Rego engine and its extensions (policies are evaluated in the policy worker process); package
+#: metadata (``version`` and ``doctor`` only); PyYAML (loaded with the first YAML document: a run
+#: spec, a secret file, an egress policy or policy data); tarfile (the first archive source);
+#: difflib (a misspelt setting's suggestion).
 NOT_AT_IDLE = (
     "yaml",
     "hardened_launcher.strict_yaml",
+    "tarfile",
+    "difflib",
     "paho",
     "hardened_launcher.transport.client",
     "regorus",
