@@ -58,15 +58,11 @@ from hardened_launcher.identity.token import Token
 from hardened_launcher.secrets import Secret
 from hardened_launcher.transport.base import Transport
 from hardened_launcher.transport.broker_config import write_broker_config
-from hardened_launcher.transport.client import (
-    ClientOptions,
-    MqttTransport,
-    TlsCredentials,
-    build_tls_context,
-)
+from hardened_launcher.transport.client import ClientOptions, MqttTransport
 from hardened_launcher.transport.messages import Assign
 from hardened_launcher.transport.poll_client import PollTransport
 from hardened_launcher.transport.poll_server import PollServer, PoolCertificates, server_tls_context
+from hardened_launcher.transport.tls import TlsCredentials, build_tls_context
 from hardened_launcher.transport.topics import WorkerAddress
 
 POOL = "bench"

@@ -26,14 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from hardened_launcher.errors import InputFileError, LauncherError, UntrustedInputError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DocumentTooDeepError",
-    "StrictYamlLoader",
     "check_json_depth",
     "describe_path",
     "load_json",
@@ -174,62 +171,14 @@ def load_toml(text: str) -> dict[str, Any]:
         raise DocumentTooDeepError(sys.getrecursionlimit(), 1, 1) from None
 
 
-class StrictYamlLoader(yaml.SafeLoader):
-    """Safe YAML without anchors or aliases, with string keys, no duplicates and bounded depth.
-
-    Subclasses may set ``max_depth`` and ``what`` (used in messages).
-    """
-
-    max_depth: int = DEFAULT_MAX_DEPTH
-    what: str = "document"
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - PyYAML's API
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError(f"YAML anchors and aliases are not allowed in a {self.what}")
-        event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's stubs
-        if getattr(event, "anchor", None) is not None:
-            raise yaml.YAMLError(f"YAML anchors and aliases are not allowed in a {self.what}")
-        self._depth += 1
-        try:
-            if self._depth > self.max_depth:
-                mark = event.start_mark
-                raise yaml.YAMLError(
-                    f"the {self.what} nests deeper than {self.max_depth} levels at line "
-                    f"{mark.line + 1}, column {mark.column + 1}"
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:  # noqa: ANN401
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, str):
-                raise yaml.YAMLError("mapping keys must be strings")
-            if key in seen:
-                raise yaml.YAMLError(f"duplicate key {key[:64]!r}")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_yaml(text: str, *, what: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:  # noqa: ANN401
-    """Parse ``text`` with :class:`StrictYamlLoader`; ``yaml.YAMLError`` when refused.
+    """Parse ``text`` with :class:`~hardened_launcher.strict_yaml.StrictYamlLoader`;
+    ``yaml.YAMLError`` when refused.
 
-    The message of a refusal this module raises names the rule broken and the place; PyYAML's
+    The message of a refusal the loader raises names the rule broken and the place; PyYAML's
     own messages may quote the document, so callers show only their ``problem_mark``.
     """
-    loader_class = type(
-        "_BoundedLoader", (StrictYamlLoader,), {"max_depth": max_depth, "what": what}
-    )
-    loader = loader_class(text)
-    try:
-        return loader.get_single_data()
-    except RecursionError:  # pragma: no cover - the depth limit stops composing first
-        raise yaml.YAMLError(f"the {what} nests too deeply") from None
-    finally:
-        loader.dispose()
+    # PyYAML loads with the first YAML document, not with every reader of bounded files.
+    from hardened_launcher.strict_yaml import load_strict  # noqa: PLC0415
+
+    return load_strict(text, what=what, max_depth=max_depth)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import platform
 import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from hardened_launcher import __version__
@@ -81,6 +80,9 @@ def commit() -> str:
 
 
 def _distribution_version(name: str) -> str:
+    # importlib.metadata brings email, zipfile and csv: only `version` and `doctor` need it.
+    from importlib import metadata  # noqa: PLC0415
+
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

@@ -12,8 +12,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-#: ``mallopt`` parameter number of M_ARENA_MAX in glibc's malloc.h.
+#: ``mallopt`` parameter numbers in glibc's malloc.h.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+
+#: Blocks this large or larger get mappings of their own (glibc starts at 128 KiB and adjusts).
+LARGE_BLOCK_BYTES = 1024 * 1024
 
 
 @functools.cache
@@ -26,6 +31,7 @@ def _glibc() -> Any:  # noqa: ANN401  # a ctypes library handle
         libc = ctypes.CDLL(name)
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
     except (OSError, AttributeError, TypeError):
         return None
     return libc
@@ -43,3 +49,18 @@ def limit_malloc_arenas(count: int) -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_ARENA_MAX, count)
+
+
+def fix_malloc_thresholds(threshold: int = LARGE_BLOCK_BYTES) -> None:
+    """Serve blocks of ``threshold`` bytes or more from mappings of their own and shrink a heap
+    whose free top exceeds it, for the life of the process.
+
+    By default glibc raises both thresholds whenever a large mapped block is freed (up to
+    32 MiB and 64 MiB). After that, large temporary blocks come from the arena, and a thread
+    arena's free top stays resident: ``malloc_trim`` returns free pages inside an arena but
+    trims only the main arena's top. Setting the thresholds turns the adjustment off.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, threshold)
+        libc.mallopt(_M_TRIM_THRESHOLD, threshold)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import ipaddress
 import os
 import re
@@ -2034,6 +2033,8 @@ class _Loader:
             )
             return
         if spec is None:
+            import difflib  # noqa: PLC0415  # only to suggest a name
+
             close = difflib.get_close_matches(guess, list(_FILE_KEYS), n=1)
             suggestion = f" (did you mean {close[0]!r}?)" if close else ""
             self.problem(
@@ -2252,6 +2253,8 @@ class _Loader:
 
 def _suggest(name: str) -> str:
     """A close known name in the same namespace, compared without the shared prefix."""
+    import difflib  # noqa: PLC0415  # only when a name is unknown
+
     namespace = "HL_" if name.startswith("HL_") else "SPACELIFT_"
     rest = name.removeprefix(namespace)
     if namespace == "SPACELIFT_":

@@ -46,7 +46,11 @@ from hardened_launcher.launcher.logship import ChunkedLogSink, resume_spooled
 from hardened_launcher.launcher.machine import LauncherMachine, MachineConfig
 from hardened_launcher.launcher.metrics import LauncherMetrics
 from hardened_launcher.launcher.probes import LocalProbes, ProbeLoop
-from hardened_launcher.native_memory import limit_malloc_arenas, release_freed_memory
+from hardened_launcher.native_memory import (
+    fix_malloc_thresholds,
+    limit_malloc_arenas,
+    release_freed_memory,
+)
 from hardened_launcher.pipeline import EgressStep
 from hardened_launcher.redaction import Redactor
 from hardened_launcher.redaction.logging import install, installed_redactor
@@ -59,8 +63,8 @@ from hardened_launcher.startup import (
     open_configured_audit_log,
 )
 from hardened_launcher.transport.base import Transport
-from hardened_launcher.transport.client import BrokerUnavailableError
 from hardened_launcher.transport.factory import worker_transport
+from hardened_launcher.transport.tls import BrokerUnavailableError
 
 log = logging.getLogger("hardened_launcher.launcher")
 
@@ -219,6 +223,7 @@ def run(
     log shipping sinks, the real broker backoff, Docker and a fresh registry."""
     del args
     limit_malloc_arenas(2)  # before any thread: run threads share arenas (native_memory.py)
+    fix_malloc_thresholds()  # large temporary blocks go back to the kernel when freed
     _setup_logging()
     # The same checks as `doctor` (one function); then everything is built once from them.
     # The policy worker that passed the check's probe becomes the gate's (no second start).

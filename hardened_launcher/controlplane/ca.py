@@ -51,7 +51,7 @@ from hardened_launcher.transport.broker_config import (
 )
 
 if TYPE_CHECKING:  # the MQTT client (paho) loads only where a transport is made
-    from hardened_launcher.transport.client import TlsCredentials
+    from hardened_launcher.transport.tls import TlsCredentials
 
 CA_KEY_FILE: Final = "ca.key"
 CA_CERT_FILE: Final = "ca.pem"
@@ -241,7 +241,7 @@ class StateDir:
         """
         buf = _state_file(self.path, CLIENT_KEY_FILE)
         try:
-            from hardened_launcher.transport.client import TlsCredentials  # noqa: PLC0415
+            from hardened_launcher.transport.tls import TlsCredentials  # noqa: PLC0415
 
             return TlsCredentials(
                 ca_certificate=x509.load_pem_x509_certificate(

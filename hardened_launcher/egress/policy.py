@@ -25,14 +25,13 @@ when the pool's policy and the run's both do.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-
-import yaml
 
 from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.egress.classify import (
@@ -343,25 +342,33 @@ def parse_policy(document: object, *, source: str = "<memory>") -> EgressPolicy:
     )
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion)."""
+@functools.cache
+def _no_alias_loader() -> type[Any]:
+    """SafeLoader that refuses anchors and aliases (no billion-laughs expansion); PyYAML loads
+    with the first YAML egress policy."""
+    import yaml  # noqa: PLC0415
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - yaml's own API
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.YAMLError("aliases are not allowed")
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if getattr(event, "anchor", None) is not None:
-            raise yaml.YAMLError("anchors are not allowed")
-        return super().compose_node(parent, index)
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: ANN401 - yaml's own API
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("aliases are not allowed")
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            if getattr(event, "anchor", None) is not None:
+                raise yaml.YAMLError("anchors are not allowed")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def parse_policy_text(text: str, *, toml: bool, source: str = "<memory>") -> EgressPolicy:
     """Decode YAML (or TOML) text and build the policy."""
+    import yaml  # noqa: PLC0415  # PyYAML with the first YAML policy
+
     if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
         raise _fail(source, "the file", f"is larger than {MAX_POLICY_BYTES} bytes")
     try:
         document: object = (
-            load_toml(text) if toml else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506
+            load_toml(text) if toml else yaml.load(text, Loader=_no_alias_loader())  # noqa: S506
         )
     except RecursionError:
         raise EgressPolicyError(

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
-import yaml
-
-from hardened_launcher.bounded_input import StrictYamlLoader
+from hardened_launcher.bounded_input import load_yaml
 from hardened_launcher.executor.errors import RunSpecError
 from hardened_launcher.executor.secret_files import TooManyValuesError, extract_values
 from hardened_launcher.executor.source import GitSource, RunSource, parse_source
@@ -193,11 +191,10 @@ class RunSpec:
 # ---------------------------------------------------------------------------------------------
 # YAML: safe, no aliases (no billion laughs), no duplicate keys
 # ---------------------------------------------------------------------------------------------
-class _StrictLoader(StrictYamlLoader):
+def _load_spec_yaml(text: str) -> Any:  # noqa: ANN401 - any YAML document
     # Safe YAML, no anchors or aliases, string keys, no duplicates, bounded nesting: the rules
-    # every YAML input of the launcher follows (hardened_launcher.bounded_input).
-    what = "run spec"
-    max_depth = MAX_RUN_SPEC_DEPTH
+    # every YAML input of the launcher follows (hardened_launcher.strict_yaml).
+    return load_yaml(text, what="run spec", max_depth=MAX_RUN_SPEC_DEPTH)
 
 
 def parse_run_spec(data: bytes | bytearray, *, max_bytes: int = MAX_RUN_SPEC_BYTES) -> RunSpec:
@@ -208,8 +205,10 @@ def parse_run_spec(data: bytes | bytearray, *, max_bytes: int = MAX_RUN_SPEC_BYT
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError:
         raise _fail("document", "is not UTF-8") from None
+    import yaml  # noqa: PLC0415  # PyYAML with the first run spec, not at the daemon's start
+
     try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        document = _load_spec_yaml(text)
     except yaml.YAMLError as exc:
         # PyYAML's message may quote the document (which holds secrets): keep only the position.
         mark = getattr(exc, "problem_mark", None)
@@ -531,7 +530,7 @@ def split_for_confirmation(data: bytes | bytearray) -> tuple[bytes, bytes] | Non
     run (the phases up to ``confirm_after``, ``stage: plan``, the same run id) and the applying
     run (the phases after it, ``stage: apply``, run id ``<run_id>.apply``). None without
     ``confirm_after``. ``data`` must already have parsed (:func:`parse_run_spec`)."""
-    document = yaml.load(bytes(data).decode("utf-8"), Loader=_StrictLoader)  # noqa: S506
+    document = _load_spec_yaml(bytes(data).decode("utf-8"))
     after = document.get("confirm_after")
     if after is None:
         return None

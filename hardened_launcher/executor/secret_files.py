@@ -28,8 +28,6 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-import yaml
-
 __all__ = ["MAX_DEPTH", "MAX_VALUES", "TooManyValuesError", "extract_values", "file_format"]
 
 MAX_VALUES: Final = 4096
@@ -107,6 +105,8 @@ def _walk(document: object, out: _Collector) -> None:
 
 
 def _yaml_documents(text: str) -> Iterator[Any]:
+    import yaml  # noqa: PLC0415  # PyYAML with the first YAML secret file
+
     # Aliases are never expanded (a few hundred bytes can expand to gigabytes): one alias and
     # the structured reader is skipped. The event scan is C (libyaml) when available.
     parser_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -117,6 +117,8 @@ def _yaml_documents(text: str) -> Iterator[Any]:
 
 
 def _structured(kind: str, text: str, out: _Collector) -> None:
+    import yaml  # noqa: PLC0415  # PyYAML with the first structured secret file
+
     try:
         if kind == "yaml":
             for document in _yaml_documents(text):

@@ -27,7 +27,6 @@ import io
 import lzma
 import posixpath
 import re
-import tarfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,8 +58,8 @@ MAX_ARCHIVE_EXTRACTED_BYTES: Final = 64 * 1024 * 1024
 MAX_URL_CHARS: Final = 2048
 MAX_REF_CHARS: Final = 255
 _MEMBER_OVERHEAD_BYTES: Final = 512
-#: What reading a damaged tar (or its gzip, bzip2 or xz stream) may raise.
-_READ_ERRORS: Final = (tarfile.TarError, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError)
+#: What reading a damaged tar (or its gzip, bzip2 or xz stream) may raise, besides TarError.
+_READ_ERRORS: Final = (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError)
 
 _SHA_RE: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -290,9 +289,12 @@ def _link_target(path: str, target: str) -> str:
 
 def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
     """The members of a tar archive, each checked (see the module docstring)."""
+    import tarfile  # noqa: PLC0415  # with the first archive source, not at the daemon's start
+
+    read_errors = (tarfile.TarError, *_READ_ERRORS)
     try:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed below
-    except _READ_ERRORS:
+    except read_errors:
         raise _archive_fail("it is not a tar archive (optionally gzip, bzip2 or xz)") from None
     entries: list[ArchiveEntry] = []
     seen: dict[str, str] = {}
@@ -301,7 +303,7 @@ def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
         while True:
             try:
                 member = tar.next()
-            except _READ_ERRORS:
+            except read_errors:
                 raise _archive_fail("it is truncated or corrupt") from None
             if member is None:
                 break
@@ -344,7 +346,7 @@ def archive_entries(data: bytes) -> tuple[ArchiveEntry, ...]:
                     raise _archive_fail("a file member has no content")
                 try:
                     content = stream.read()
-                except _READ_ERRORS:
+                except read_errors:
                     raise _archive_fail("it is truncated or corrupt") from None
                 if len(content) != member.size:
                     raise _archive_fail("it is truncated or corrupt")
@@ -367,6 +369,8 @@ def clean_tar(entries: Sequence[ArchiveEntry]) -> bytes:
     """The accepted entries again as one plain tar (POSIX pax, owner 0, no compression): what
     the worker unpacks with the image's ``tar``. It holds nothing the checks refused, so any
     tar unpacks it inside the workspace."""
+    import tarfile  # noqa: PLC0415
+
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in entries:

@@ -41,18 +41,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from hardened_launcher.errors import LauncherError
-from hardened_launcher.policy.builtins import BUILTINS
 from hardened_launcher.policy.errors import (
     PolicyCompileError,
     PolicyEngineCrashError,
     PolicyEvaluationError,
     PolicyUndefinedDenyError,
 )
-from hardened_launcher.policy.jwt import extensions as jwt_extensions
 from hardened_launcher.policy.regovalue import check_lossless
 from hardened_launcher.policy.sanitize import Sanitizer
 from hardened_launcher.policy.source import PolicyBundle, PolicyFile, Syntax
-from hardened_launcher.policy.static_checks import RUNTIME_FILE, RUNTIME_MODULE, check_modules
 
 ENGINE_NAME = "regorus"
 ENGINE_VERSION = "0.13.0"  # gordon-to-regorus, pinned exactly in pyproject.toml
@@ -188,6 +185,16 @@ def _regorus() -> Any:  # noqa: ANN401  # the binding ships no stubs
     return regorus
 
 
+@functools.cache
+def _extensions() -> tuple[tuple[str, int, Callable[..., Any]], ...]:
+    """The launcher's builtins (``re2``, ``decimal``, JWT), imported with the engine on first
+    use: the daemon builds no engine, only its policy worker does."""
+    from hardened_launcher.policy.builtins import BUILTINS  # noqa: PLC0415
+    from hardened_launcher.policy.jwt import extensions  # noqa: PLC0415
+
+    return (*BUILTINS, *extensions())
+
+
 class RegoEngine:
     """One regorus engine, usable only from the thread that created it."""
 
@@ -199,7 +206,7 @@ class RegoEngine:
         )
         self._engine.set_gather_prints(True)
         self._engine.add_extension(SANITIZED_BUILTIN, 1, _sanitized_builtin(sanitizer))
-        for name, arity, function in (*BUILTINS, *jwt_extensions()):
+        for name, arity, function in _extensions():
             self._engine.add_extension(name, arity, lossless_arguments(name, function))
         if coverage:
             self._engine.set_enable_coverage(True)
@@ -267,12 +274,14 @@ class RegoEngine:
         return modules
 
     def rules(self) -> tuple[RuleInfo, ...]:
+        from hardened_launcher.policy import static_checks  # noqa: PLC0415  # engines only
+
         self._check_thread()
         modules = self.ast_modules()
         found: list[RuleInfo] = []
         for module in modules:
             file = str(module.get("source", {}).get("file", "?"))
-            if file == RUNTIME_FILE:
+            if file == static_checks.RUNTIME_FILE:
                 continue  # the launcher's own helpers (static_checks.RUNTIME_MODULE)
             ast = module.get("ast", {})
             package = _package_name(ast.get("package", {}).get("refr"))
@@ -384,7 +393,7 @@ def known_builtins() -> frozenset[str]:
     probe = _regorus().Engine()
     probe.add_policy("probe.rego", "package probe\n\nbuiltins := opa.runtime().builtins\n")
     names = probe.eval_rule("data.probe.builtins")
-    extensions = {name for name, _, _ in (*BUILTINS, *jwt_extensions())}
+    extensions = {name for name, _, _ in _extensions()}
     return frozenset({*names, *extensions, SANITIZED_BUILTIN})
 
 
@@ -418,13 +427,15 @@ def load_files(
     ``time.format`` rewritten into conformant calls; those are loaded instead (a second engine,
     with the launcher's runtime module), so evaluation means what OPA means.
     """
+    from hardened_launcher.policy import static_checks  # noqa: PLC0415  # engines only
+
     engine = RegoEngine(sanitizer=sanitizer, coverage=coverage)
     syntaxes = {
         file.path: engine.add_file(file, (fixed or {}).get(file.path, syntax)) for file in files
     }
     engine.add_data(data)
     rules = engine.rules()
-    rewritten = check_modules(
+    rewritten = static_checks.check_modules(
         engine.ast_modules(),
         rule_names=frozenset(rule.name for rule in rules),
         builtins=known_builtins(),
@@ -436,7 +447,8 @@ def load_files(
         for file in files:
             text = rewritten.get(file.path, file.text)
             engine.add_file(PolicyFile(path=file.path, text=text), syntaxes[file.path])
-        engine.add_file(PolicyFile(path=RUNTIME_FILE, text=RUNTIME_MODULE), Syntax.V1)
+        runtime = PolicyFile(path=static_checks.RUNTIME_FILE, text=static_checks.RUNTIME_MODULE)
+        engine.add_file(runtime, Syntax.V1)
         engine.add_data(data)
         rules = engine.rules()
     return engine, syntaxes, rules

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import yaml
-
 from hardened_launcher.bounded_input import (
     DocumentTooDeepError,
     describe_path,
@@ -184,6 +182,8 @@ def _merge_data(target: dict[str, object], doc: object, shown: str) -> None:
 
 
 def _load_data(path: Path, shown: str, *, named: bool = False) -> object:
+    import yaml  # noqa: PLC0415  # PyYAML with the first policy data file
+
     text = _read_text(path, shown, named=named)
     try:
         if path.suffix == ".json":

@@ -39,15 +39,15 @@ from hardened_launcher.errors import ConfigurationError
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.transport import poll_wire as wire
-from hardened_launcher.transport.client import (
+from hardened_launcher.transport.messages import Body, Bye, Message
+from hardened_launcher.transport.session import Outgoing, Received, Session, TransportStats
+from hardened_launcher.transport.tls import (
     BrokerRefusedError,
     BrokerUnavailableError,
     TlsCredentials,
     build_tls_context,
     is_refusal,
 )
-from hardened_launcher.transport.messages import Body, Bye, Message
-from hardened_launcher.transport.session import Outgoing, Received, Session, TransportStats
 from hardened_launcher.transport.topics import WorkerAddress, to_worker_topic
 from hardened_launcher.urls import split_url
 

@@ -16,8 +16,9 @@ from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.transport.base import Transport
-from hardened_launcher.transport.client import BrokerRefusedError, MqttTransport
+from hardened_launcher.transport.client import MqttTransport
 from hardened_launcher.transport.poll_client import PollTransport
+from hardened_launcher.transport.tls import BrokerRefusedError
 from tests.e2e.conftest import EnvFactory
 
 pytestmark = pytest.mark.integration

@@ -44,7 +44,8 @@ from hardened_launcher.transport.broker_config import (
     write_broker_config,
     write_revocation_list,
 )
-from hardened_launcher.transport.client import ClientOptions, MqttTransport, TlsCredentials
+from hardened_launcher.transport.client import ClientOptions, MqttTransport
+from hardened_launcher.transport.tls import TlsCredentials
 from tests.conftest import require_tool
 
 FAST_OPTIONS = ClientOptions(

@@ -29,7 +29,8 @@ from hardened_launcher.identity.csr import create_csr, csr_to_pem, parse_subject
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.token import Token
 from hardened_launcher.transport import messages as wire
-from hardened_launcher.transport.client import BrokerRefusedError, MqttTransport
+from hardened_launcher.transport.client import MqttTransport
+from hardened_launcher.transport.tls import BrokerRefusedError
 from tests.conftest import require_tool
 from tests.integration.broker import FAST_OPTIONS
 

@@ -12,13 +12,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hardened_launcher.identity.issuing import CertificateAuthority
-from hardened_launcher.transport.client import (
+from hardened_launcher.transport.messages import Cancel, Heartbeat, Register
+from hardened_launcher.transport.tls import (
     BrokerRefusedError,
     BrokerUnavailableError,
     TlsCredentials,
     build_tls_context,
 )
-from hardened_launcher.transport.messages import Cancel, Heartbeat, Register
 from hardened_launcher.transport.topics import WorkerAddress
 from tests.integration.broker import MosquittoBroker, Pool
 from tests.integration.broker import broker as broker  # noqa: PLC0414 - the fixture

@@ -18,11 +18,6 @@ import pytest
 from hardened_launcher.demo.processes import free_port
 from hardened_launcher.identity.issuing import CertificateAuthority
 from hardened_launcher.transport import poll_wire as wire
-from hardened_launcher.transport.client import (
-    BrokerRefusedError,
-    TlsCredentials,
-    build_tls_context,
-)
 from hardened_launcher.transport.messages import (
     Accept,
     Bye,
@@ -35,6 +30,7 @@ from hardened_launcher.transport.messages import (
 from hardened_launcher.transport.poll_client import PollTransport, Proxy
 from hardened_launcher.transport.poll_server import PollServer, PollServerOptions
 from hardened_launcher.transport.session import Received
+from hardened_launcher.transport.tls import BrokerRefusedError, TlsCredentials, build_tls_context
 from hardened_launcher.transport.topics import WorkerAddress
 from tests.conftest import require_tool
 from tests.integration.broker import Pool

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +36,7 @@ from hardened_launcher.identity import PoolPrivateKey
 from hardened_launcher.identity.csr import create_csr, parse_subject
 from hardened_launcher.identity.issuing import CertificateAuthority, issue_pool_token
 from hardened_launcher.settings import Settings
-from hardened_launcher.transport.client import BrokerUnavailableError
+from hardened_launcher.transport.tls import BrokerUnavailableError
 
 POOL = "pool-start"
 WORKER = "hl-worker"
@@ -211,6 +214,69 @@ def test_start_with_pins_but_no_keyring_names_hl_release_keyring(
         start.run(argparse.Namespace(), connect_retry=FAST, docker_factory=FakeDocker)
     assert "HL_RELEASE_KEYRING" in f"{info.value.message} {info.value.hint}"
     assert "/nonexistent" not in f"{info.value.message} {info.value.hint}"
+
+
+#: Modules the daemon must not hold at idle: the MQTT client (on the long-poll protocol); the
+#: Rego engine and its extensions (policies are evaluated in the policy worker process); package
+#: metadata (``version`` and ``doctor`` only); PyYAML (loaded with the first YAML document: a run
+#: spec, a secret file, an egress policy or policy data); tarfile (the first archive source);
+#: difflib (a misspelt setting's suggestion).
+NOT_AT_IDLE = (
+    "yaml",
+    "hardened_launcher.strict_yaml",
+    "tarfile",
+    "difflib",
+    "paho",
+    "hardened_launcher.transport.client",
+    "regorus",
+    "re2",
+    "hardened_launcher.policy.builtins",
+    "hardened_launcher.policy.jwt",
+    "hardened_launcher.policy.static_checks",
+    "importlib.metadata",
+)
+
+_START_UP_TO_THE_CONNECTION = """
+import argparse, json, sys
+from hardened_launcher.cli import start
+
+class Docker:
+    def ping(self): return True
+    def info(self): return {"ServerVersion": "fake-27.0", "Runtimes": {"runc": {}}}
+    def containers(self, *, labels): return []
+    def networks(self, *, labels): return []
+    def inspect_network(self, name): return {"Driver": "bridge"}
+
+retry = start.ConnectRetry(
+    attempt_timeout_seconds=0.3, first_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=1
+)
+try:
+    start.run(argparse.Namespace(), connect_retry=retry, docker_factory=Docker)
+    outcome = "returned"
+except Exception as exc:
+    outcome = type(exc).__name__
+print(json.dumps([outcome, sorted(m for m in sys.argv[1:] if m in sys.modules)]))
+"""
+
+
+def test_start_up_imports_nothing_idle_does_not_need(
+    environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every start-up step runs (checks, release verification, components, replay cache) up to
+    the long-poll connection, in a fresh interpreter; the modules idle does not use stay out."""
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_PROTOCOL", "poll")
+    monkeypatch.setenv("SPACELIFT_WORKER_COMMS_URL", f"https://127.0.0.1:{closed_loopback_port()}")
+    done = subprocess.run(
+        [sys.executable, "-c", _START_UP_TO_THE_CONNECTION, *NOT_AT_IDLE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    outcome, imported = json.loads(done.stdout.splitlines()[-1])
+    assert outcome == "BrokerUnavailableError", done.stderr[-2000:]
+    assert imported == []
+    assert (Path(environment["HL_STATE_DIR"]) / "replay.sqlite3").exists()
 
 
 def settings(**extra: Any) -> Settings:
