@@ -283,13 +283,24 @@ def _scan_all(
     more pass (a match across two windows is ignored). Every match start of both passes is
     merged (longest end wins), so the walk is exact.
     """
-    ends, spans, newlines = engine.all_matches(buf)
-    if behind:
-        newlines = _head_newlines(buf, behind, newlines)
-    breaks = _wrap_breaks(buf, newlines) if newlines else []
+    native = engine._linescan
+    if native is not None:  # the compiled helper: the breaks directly, behind included
+        ends, spans, _ = engine.all_matches(buf, newlines=False)
+        breaks = native.wrap_breaks(buf, behind)
+    else:
+        ends, spans, newlines = engine.all_matches(buf)
+        if behind:
+            newlines = _head_newlines(buf, behind, newlines)
+        breaks = _wrap_breaks(buf, newlines) if newlines else []
     if breaks:
-        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
-        j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
+        if native is not None:
+            longest = engine.longest
+            text, seg_j, seg_o, cuts = native.joined_windows(
+                buf, breaks, longest, wrapped_span(longest)
+            )
+        else:
+            text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
+        j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else (), newlines=False)
         for j_start, j_end in j_ends.items():
             first = bisect_right(seg_j, j_start) - 1
             last = bisect_right(seg_j, j_end - 1) - 1
