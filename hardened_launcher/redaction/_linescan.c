@@ -21,12 +21,44 @@ static const char WRAP_ALPHABET[] =
 
 static unsigned char is_wrap[256];
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define HAVE_SSE2 1
+
+/* Whether the 16 bytes at p are all wrap characters, in one compare per class; checked against
+ * is_wrap for every byte value when the module loads. */
+static inline int
+all_wrap16(const unsigned char *p)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    /* OR 0x20 maps A-Z onto a-z and no other byte into a-z; bytes >= 0x80 are negative in
+     * the signed compares, so they fail every range. */
+    const __m128i low = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    const __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(low, _mm_set1_epi8('a' - 1)),
+                                         _mm_cmplt_epi8(low, _mm_set1_epi8('z' + 1)));
+    const __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                        _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)));
+    const __m128i sign = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('+')),
+                                      _mm_cmpeq_epi8(v, _mm_set1_epi8('/')));
+    const __m128i dash = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('_')),
+                                      _mm_cmpeq_epi8(v, _mm_set1_epi8('-')));
+    const __m128i ok = _mm_or_si128(_mm_or_si128(letter, digit), _mm_or_si128(sign, dash));
+    return _mm_movemask_epi8(ok) == 0xFFFF;
+}
+#else
+#define HAVE_SSE2 0
+#endif
+
 /* Whether the WRAP_MIN_WIDTH bytes before data[end] are all wrap characters; bytes before
  * data[0] are read from the end of behind (which may be empty). */
 static int
 run_before(const unsigned char *data, Py_ssize_t end, const unsigned char *behind,
            Py_ssize_t behind_len)
 {
+#if HAVE_SSE2
+    if (end >= 16)
+        return all_wrap16(data + end - 16);
+#endif
     Py_ssize_t need = WRAP_MIN_WIDTH;
     Py_ssize_t i = end - 1;
     while (need > 0 && i >= 0) {
@@ -43,6 +75,44 @@ run_before(const unsigned char *data, Py_ssize_t end, const unsigned char *behin
         need--;
     }
     return need == 0;
+}
+
+/* The LF positions of data[from:to], in order: 16 bytes per compare, then memchr. */
+typedef struct {
+    const unsigned char *data;
+    Py_ssize_t pos;
+    Py_ssize_t to;
+    Py_ssize_t base;
+    unsigned int mask;
+} lf_iter;
+
+static inline Py_ssize_t
+next_lf(lf_iter *it)
+{
+#if HAVE_SSE2
+    for (;;) {
+        if (it->mask) {
+            unsigned int bit = (unsigned int)__builtin_ctz(it->mask);
+            it->mask &= it->mask - 1;
+            return it->base + (Py_ssize_t)bit;
+        }
+        if (it->to - it->pos < 16)
+            break;
+        const __m128i v = _mm_loadu_si128((const __m128i *)(it->data + it->pos));
+        it->mask = (unsigned int)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')));
+        it->base = it->pos;
+        it->pos += 16;
+    }
+#endif
+    if (it->pos < it->to) {
+        const unsigned char *hit = memchr(it->data + it->pos, '\n', (size_t)(it->to - it->pos));
+        if (hit != NULL) {
+            it->pos = (hit - it->data) + 1;
+            return it->pos - 1;
+        }
+        it->pos = it->to;
+    }
+    return -1;
 }
 
 static int
@@ -90,16 +160,12 @@ wrap_newlines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         goto fail;
-    Py_ssize_t pos = skip < 0 ? 0 : skip;
-    while (pos < size) {
-        const unsigned char *hit = memchr(data + pos, '\n', (size_t)(size - pos));
-        if (hit == NULL)
-            break;
-        Py_ssize_t nl = hit - data;
+    lf_iter it = {data, skip < 0 ? 0 : skip, size, 0, 0};
+    Py_ssize_t nl;
+    while ((nl = next_lf(&it)) >= 0) {
         Py_ssize_t end = (nl >= 1 && data[nl - 1] == '\r') ? nl - 1 : nl;
         if (run_before(data, end, NULL, 0) && append_int(out, nl) < 0)
             goto fail;
-        pos = nl + 1;
     }
     PyBuffer_Release(&view);
     return out;
@@ -138,13 +204,9 @@ wrap_breaks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (out == NULL)
         goto fail;
     /* An LF at 0 cannot start a break after the first byte; the last byte has no next one. */
-    Py_ssize_t pos = 1;
-    while (pos < size - 1) {
-        const unsigned char *hit = memchr(data + pos, '\n', (size_t)(size - 1 - pos));
-        if (hit == NULL)
-            break;
-        Py_ssize_t nl = hit - data; /* 1 <= nl <= size - 2 */
-        pos = nl + 1;
+    lf_iter it = {data, 1, size - 1, 0, 0};
+    Py_ssize_t nl;
+    while ((nl = next_lf(&it)) >= 0) { /* 1 <= nl <= size - 2 */
         if (!is_wrap[data[nl + 1]])
             continue;
         Py_ssize_t start = data[nl - 1] == '\r' ? nl - 1 : nl;
@@ -314,6 +376,21 @@ linescan_exec(PyObject *module)
 {
     for (const char *c = WRAP_ALPHABET; *c; c++)
         is_wrap[(unsigned char)*c] = 1;
+#if HAVE_SSE2
+    /* The vector test must agree with the table for every byte value, in every lane. */
+    for (int b = 0; b < 256; b++) {
+        unsigned char block[16];
+        memset(block, 'A', sizeof block);
+        for (int lane = 0; lane < 16; lane++) {
+            block[lane] = (unsigned char)b;
+            if (all_wrap16(block) != is_wrap[b]) {
+                PyErr_SetString(PyExc_ImportError, "_linescan: vector test disagrees");
+                return -1;
+            }
+            block[lane] = 'A';
+        }
+    }
+#endif
     if (PyModule_AddIntConstant(module, "WRAP_MIN_WIDTH", WRAP_MIN_WIDTH) < 0)
         return -1;
     PyObject *alphabet = PyBytes_FromString(WRAP_ALPHABET);
