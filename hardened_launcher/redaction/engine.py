@@ -332,13 +332,111 @@ class HyperscanEngine:
             ends_by_start[start] = to
             index_by_span[(start, to)] = index
 
-        self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
+        def on_match_uncut(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            # ``on_match`` without cuts (the main pass): fewer steps per match.
+            if expr >= trigger:
+                found.append(to - 1)
+                return
+            start = to - lengths[expr]
+            index = roots[expr]
+            extensions = longer.get(index)
+            if extensions:
+                for pattern, other in extensions:
+                    end = start + len(pattern)
+                    if data[start:end] == pattern:
+                        to, index = end, other
+                        break
+            if ends_by_start.get(start, -1) < to:
+                ends_by_start[start] = to
+                index_by_span[(start, to)] = index
+
+        self._db.scan(
+            data,
+            match_event_handler=on_match if cuts else on_match_uncut,
+            scratch=self._scratch(),
+        )
         if self._linescan is not None:
             if newlines:
                 found = self._linescan.wrap_newlines(data, 0)
         elif len(found) > 1:
             found.sort()  # already sorted as a rule (then this is one linear pass)
         return ends_by_start, index_by_span, found
+
+    def add_joined(
+        self,
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+        ends: dict[int, int],
+        spans: dict[tuple[int, int], int],
+    ) -> None:
+        """Merge into ``ends``/``spans`` (positions in the buffer) every match of the joined
+        ``text`` that crosses a removed break, mapped back by the segment starts ``seg_j``
+        (in ``text``) and ``seg_o`` (in the buffer); longest end wins, the buffer's own match
+        on a tie. A match across one of ``cuts`` (a window's end) is ignored.
+
+        The same as :meth:`all_matches` of ``text`` followed by that merge (what
+        :class:`LayeredHyperscanEngine` does), with the test in the match callback: no
+        intermediate dictionaries for the matches that cross nothing (most of them).
+        """
+        lengths = self._lengths
+        roots = self._roots
+        longer = self._longer
+        trigger = len(lengths)
+        last_cut = cuts[-1] if len(cuts) > 1 else -1
+
+        def on_match(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            if expr >= trigger:
+                return
+            start = to - lengths[expr]
+            window = bisect_right(cuts, start) if last_cut >= 0 else 0
+            if last_cut >= 0 and window != bisect_right(cuts, to - 1):
+                return
+            index = roots[expr]
+            extensions = longer.get(index)
+            if extensions:  # longest first: the first one present (and inside its window) wins
+                cut = cuts[window] if last_cut >= 0 and start < last_cut else None
+                for pattern, other in extensions:
+                    end = start + len(pattern)
+                    if (cut is None or end <= cut) and text[start:end] == pattern:
+                        to, index = end, other
+                        break
+            first = bisect_right(seg_j, start) - 1
+            last = bisect_right(seg_j, to - 1) - 1
+            if first == last:
+                return  # no break inside: the main pass found it already
+            o_start = seg_o[first] + start - seg_j[first]
+            o_end = seg_o[last] + to - seg_j[last]
+            if ends.get(o_start, -1) < o_end:
+                ends[o_start] = o_end
+                spans[(o_start, o_end)] = index
+
+        self._db.scan(text, match_event_handler=on_match, scratch=self._scratch())
+
+
+def merge_joined(
+    engine: HyperscanEngine,
+    text: bytes,
+    cuts: Sequence[int],
+    seg_j: Sequence[int],
+    seg_o: Sequence[int],
+    ends: dict[int, int],
+    spans: dict[tuple[int, int], int],
+) -> None:
+    """:meth:`HyperscanEngine.add_joined` by :meth:`~HyperscanEngine.all_matches` and a loop
+    (any engine with ``all_matches``: a layered one)."""
+    j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else (), newlines=False)
+    for j_start, j_end in j_ends.items():
+        first = bisect_right(seg_j, j_start) - 1
+        last = bisect_right(seg_j, j_end - 1) - 1
+        if first == last:
+            continue  # no break inside: the main pass found it already
+        start = seg_o[first] + j_start - seg_j[first]
+        end = seg_o[last] + j_end - seg_j[last]
+        if ends.get(start, -1) < end:
+            ends[start] = end
+            spans[(start, end)] = j_spans[(j_start, j_end)]
 
 
 def _prefix_roots(

@@ -36,6 +36,7 @@ from hardened_launcher.redaction.engine import (
     _hs_expression,
     compile_block_database,
     greedy_select,
+    merge_joined,
     wrap_newlines,
 )
 from hardened_launcher.redaction.prefixes import PrefixIndex, prefix_index, use_prefix_index
@@ -188,6 +189,18 @@ class LayeredHyperscanEngine(HyperscanEngine):
                 ends[start] = end
                 spans[(start, end)] = top_spans[(start, end)] + offset
         return ends, spans, found
+
+    def add_joined(
+        self,
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+        ends: dict[int, int],
+        spans: dict[tuple[int, int], int],
+    ) -> None:
+        # Both layers' matches, through this engine's merged ``all_matches``.
+        merge_joined(self, text, cuts, seg_j, seg_o, ends, spans)
 
 
 def layered(base: Engine, top: Engine) -> Engine:

@@ -300,17 +300,7 @@ def _scan_all(
             )
         else:
             text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
-        j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else (), newlines=False)
-        for j_start, j_end in j_ends.items():
-            first = bisect_right(seg_j, j_start) - 1
-            last = bisect_right(seg_j, j_end - 1) - 1
-            if first == last:
-                continue  # no break inside: the main pass found it already
-            start = seg_o[first] + j_start - seg_j[first]
-            end = seg_o[last] + j_end - seg_j[last]
-            if ends.get(start, -1) < end:
-                ends[start] = end
-                spans[(start, end)] = j_spans[(j_start, j_end)]
+        engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
     return (greedy_select(ends, spans) if ends else []), breaks
 
 

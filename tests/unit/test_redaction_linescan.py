@@ -16,6 +16,7 @@ from hardened_launcher.redaction.engine import (
     WRAP_MIN_WIDTH,
     HyperscanEngine,
     available_engines,
+    merge_joined,
     wrap_newlines_re,
 )
 from hardened_launcher.redaction.stream import (
@@ -225,3 +226,40 @@ def test_fuzz_harness_replays_the_seed_corpus(seed: Path) -> None:
 @given(data=st.binary(max_size=300), head=buf_st)
 def test_fuzz_harness_on_random_bytes(data: bytes, head: bytes) -> None:
     fuzz_one_input(data[:2] + head + data[2:])
+
+
+@pytest.mark.skipif(not HYPERSCAN, reason="the joined pass of the Hyperscan engine")
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(value_st, min_size=1, max_size=3),
+    width=st.integers(WRAP_MIN_WIDTH, 24),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+    gaps=st.lists(st.integers(0, 300), min_size=1, max_size=4),
+)
+def test_the_joined_pass_in_the_callback_equals_all_matches_and_a_merge(
+    values: list[bytes], width: int, eol: bytes, gaps: list[int]
+) -> None:
+    # Several windows (gaps between wrapped blocks), prefixes of base64 tails (extensions).
+    parts = []
+    for n, value in enumerate(values * 2):
+        parts.append(b" " * gaps[n % len(gaps)] + b"k=")
+        parts.append(wrapped(base64.b64encode(value[: 6 + n]), width, eol) + eol)
+        parts.append(wrapped(value.hex().encode(), width, eol) + b".\n")
+    text = b"".join(parts)
+    red = Redactor(engine="hyperscan")
+    red.add_many([(f"V{n}", v) for n, v in enumerate(values)])
+    fast = red._snapshot()[0]
+    if not isinstance(fast, HyperscanEngine):
+        return  # every value refused (too short, too few distinct bytes)
+    breaks = NATIVE.wrap_breaks(text, b"")
+    if not breaks:
+        return
+    joined, seg_j, seg_o, cuts = NATIVE.joined_windows(
+        text, breaks, fast.longest, wrapped_span(fast.longest)
+    )
+    base_ends, base_spans, _ = fast.all_matches(text, newlines=False)
+    by_callback = (dict(base_ends), dict(base_spans))
+    fast.add_joined(joined, cuts, seg_j, seg_o, *by_callback)
+    by_merge = (dict(base_ends), dict(base_spans))
+    merge_joined(fast, joined, cuts, seg_j, seg_o, *by_merge)
+    assert by_callback == by_merge
