@@ -55,6 +55,9 @@ class BuildPy(build_py):
         if getattr(self, "editable_mode", False):
             return
         package = Path(self.build_lib) / "hardened_launcher"
+        # The C source is in the sdist (for the build); the wheel carries the built module.
+        for c_source in sorted(package.rglob("*.c")):
+            c_source.unlink()
         for source, target, pattern in BUNDLED:
             destination = package / target
             shutil.rmtree(destination, ignore_errors=True)
