@@ -13,6 +13,7 @@
 #define Py_LIMITED_API 0x030B0000
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #define WRAP_MIN_WIDTH 16
@@ -362,12 +363,253 @@ done:
     return out;
 }
 
+/* ---- Which breaks an occurrence can cross first ----------------------------------------
+ *
+ * An occurrence that crosses a break first has, around the break, 7 bytes of its pattern in
+ * the text with that break removed: the 6 bytes before the break and the one after (when 6 or
+ * more of its bytes come before the break), or its first 7 bytes (when k = 1 to 5 come
+ * before: k before, 7 - k after). Every pattern is 7 bytes or longer (else no table), and no
+ * other break lies within 16 bytes after a break, so those bytes are in the buffer as they
+ * are. A Bloom filter of every 7 consecutive bytes of every pattern (two probes in one
+ * 64-byte block) rules out a
+ * break when none of its 6 candidates is in it; only the windows of the other breaks are
+ * needed (each still drops every break inside it). */
+
+#define GRAM 7
+
+static inline unsigned long long
+gram_hash(const unsigned char *g)
+{
+    /* Registers only: a 7-byte copy into a 64-bit variable goes through memory. */
+    uint32_t low;
+    uint16_t mid;
+    memcpy(&low, g, 4);
+    memcpy(&mid, g + 4, 2);
+    unsigned long long key = (unsigned long long)low | ((unsigned long long)mid << 32) |
+                             ((unsigned long long)g[6] << 48);
+    key *= 0x9E3779B97F4A7C15ULL;
+    return key ^ (key >> 29);
+}
+
+PyDoc_STRVAR(gram_table_doc,
+"gram_table(patterns, /)\n--\n\n"
+"A Bloom filter (bytes) of every 7 consecutive bytes of every pattern, for seed_breaks;\n"
+"None if a pattern is shorter than 7 bytes (then no break can be ruled out this way).");
+
+static PyObject *
+gram_table(PyObject *module, PyObject *patterns)
+{
+    (void)module;
+    if (!PyList_Check(patterns)) {
+        PyErr_SetString(PyExc_TypeError, "patterns must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_Size(patterns);
+    size_t grams = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GetItem(patterns, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "patterns must be a list of bytes");
+            return NULL;
+        }
+        Py_ssize_t len = PyBytes_Size(item);
+        if (len < GRAM)
+            Py_RETURN_NONE;
+        grams += (size_t)(len - GRAM + 1);
+    }
+    /* 8 bits per 7 bytes of pattern (a third of them repeat between the variants of a value):
+     * ~1 % false candidates; 1 MiB for 1,000 values, 512 KiB for the launcher's own key. */
+    size_t bits = (size_t)1 << 12;
+    while (bits < grams * 8 && bits < ((size_t)1 << 26))
+        bits <<= 1;
+    size_t blocks = bits / 512;
+    unsigned char *table = PyMem_Calloc(bits / 8, 1);
+    if (table == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GetItem(patterns, i);
+        const unsigned char *p = (const unsigned char *)PyBytes_AsString(item);
+        Py_ssize_t len = PyBytes_Size(item);
+        for (Py_ssize_t at = 0; at + GRAM <= len; at++) {
+            unsigned long long h = gram_hash(p + at);
+            unsigned char *block = table + (((size_t)h & (blocks - 1)) * 64);
+            size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
+            block[one >> 3] |= (unsigned char)(1u << (one & 7));
+            block[two >> 3] |= (unsigned char)(1u << (two & 7));
+        }
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)table, (Py_ssize_t)(bits / 8));
+    PyMem_Free(table);
+    return out;
+}
+
+typedef struct {
+    const unsigned char *table; /* blocks of 64 bytes, a power of two of them, at least 8 */
+    size_t blocks;
+} gram_index;
+
+/* Both probes of a gram fall in one 64-byte block: one cache line per gram. */
+static inline unsigned int
+has_gram(const gram_index *index, const unsigned char *g)
+{
+    unsigned long long h = gram_hash(g);
+    const unsigned char *block = index->table + (((size_t)h & (index->blocks - 1)) * 64);
+    size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
+    return (unsigned int)((block[one >> 3] >> (one & 7)) & (block[two >> 3] >> (two & 7)) & 1);
+}
+
+/* Whether an occurrence of a pattern of one of the indexes may cross the break [b, e) first
+ * (also when the bytes needed lie past the end of data). Every candidate is tested before the
+ * answer is used: the table lookups overlap instead of waiting for each other. */
+static int
+crossable(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e,
+          const gram_index *indexes, Py_ssize_t nindexes)
+{
+    if (e + GRAM > size)
+        return 1;
+    unsigned char g[GRAM][GRAM];
+    int n = 0;
+    for (Py_ssize_t k = 1; k < GRAM && k <= b; k++, n++) { /* k bytes before the break */
+        memcpy(g[n], data + b - k, (size_t)k);
+        memcpy(g[n] + k, data + e, (size_t)(GRAM - k));
+    }
+    if (b >= GRAM - 1) { /* 6 or more before: the 6 bytes before the break, the one after */
+        memcpy(g[n], data + b - (GRAM - 1), GRAM - 1);
+        g[n][GRAM - 1] = data[e];
+        n++;
+    }
+    unsigned int hit = 0;
+    for (Py_ssize_t j = 0; j < nindexes; j++)
+        for (int c = 0; c < n; c++)
+            hit |= has_gram(&indexes[j], g[c]);
+    return hit != 0;
+}
+
+PyDoc_STRVAR(seed_breaks_doc,
+"seed_breaks(data, breaks, longest, span, tables, /)\n--\n\n"
+"The breaks whose joined windows are needed: every break that an occurrence may cross first\n"
+"(tables: the gram_table of each pattern set), and every break inside the window\n"
+"[start - longest - 2, end + span) of such a break. A sub-list of breaks (the same tuples).");
+
+static PyObject *
+seed_breaks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "seed_breaks() takes exactly 5 arguments");
+        return NULL;
+    }
+    PyObject *breaks = args[1], *table_list = args[4];
+    if (!PyList_Check(breaks) || !PyList_Check(table_list)) {
+        PyErr_SetString(PyExc_TypeError, "breaks and tables must be lists");
+        return NULL;
+    }
+    Py_ssize_t longest = PyLong_AsSsize_t(args[2]);
+    if (longest == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t span = PyLong_AsSsize_t(args[3]);
+    if (span == -1 && PyErr_Occurred())
+        return NULL;
+    if (longest < 0 || span < 0 || longest > PY_SSIZE_T_MAX / 4 || span > PY_SSIZE_T_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "longest and span must be small non-negative ints");
+        return NULL;
+    }
+    Py_ssize_t ntables = PyList_Size(table_list);
+    Py_ssize_t count = PyList_Size(breaks);
+    gram_index *indexes = PyMem_Calloc((size_t)ntables + 1, sizeof(gram_index));
+    Py_buffer *tables = PyMem_Calloc((size_t)ntables + 1, sizeof(Py_buffer));
+    Py_ssize_t *bounds = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(2 * count + 1));
+    unsigned char *seed = PyMem_Calloc((size_t)count + 1, 1);
+    Py_ssize_t held = 0;
+    PyObject *out = NULL;
+    Py_buffer view;
+    int have_view = 0;
+    if (!indexes || !tables || !bounds || !seed) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < ntables; j++) {
+        if (get_buffer(PyList_GetItem(table_list, j), &tables[j], "a gram table") < 0)
+            goto done;
+        held++;
+        size_t bytes = (size_t)tables[j].len;
+        if (bytes < 512 || (bytes & (bytes - 1)) != 0) {
+            PyErr_SetString(PyExc_ValueError, "not a gram table");
+            goto done;
+        }
+        indexes[j].table = (const unsigned char *)tables[j].buf;
+        indexes[j].blocks = bytes / 64;
+    }
+    if (get_buffer(args[0], &view, "data") < 0)
+        goto done;
+    have_view = 1;
+    const unsigned char *data = (const unsigned char *)view.buf;
+    Py_ssize_t size = view.len;
+    Py_ssize_t prev_end = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (read_break(PyList_GetItem(breaks, i), &bounds[2 * i], &bounds[2 * i + 1]) < 0)
+            goto done;
+        Py_ssize_t b = bounds[2 * i], e = bounds[2 * i + 1];
+        if (b < prev_end || e < b || e > size) {
+            PyErr_SetString(PyExc_ValueError, "breaks must be sorted, disjoint and in data");
+            goto done;
+        }
+        prev_end = e;
+        seed[i] = (unsigned char)crossable(data, size, b, e, indexes, ntables);
+    }
+    out = PyList_New(0);
+    if (out == NULL)
+        goto done;
+    /* The seeds' windows, merged, in order; a break is kept when it lies inside one. */
+    Py_ssize_t next_seed = 0, lo = 0, hi = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t b = bounds[2 * i], e = bounds[2 * i + 1];
+        while (next_seed < count) { /* every seed whose window starts at or before b */
+            if (!seed[next_seed]) {
+                next_seed++;
+                continue;
+            }
+            Py_ssize_t s_lo = bounds[2 * next_seed] - longest - 2;
+            if (s_lo < 0)
+                s_lo = 0;
+            if (s_lo > b)
+                break;
+            Py_ssize_t s_hi = bounds[2 * next_seed + 1] + span;
+            if (s_hi > size)
+                s_hi = size;
+            if (s_lo > hi) {
+                lo = s_lo;
+                hi = s_hi;
+            } else if (s_hi > hi) {
+                hi = s_hi;
+            }
+            next_seed++;
+        }
+        if ((seed[i] || (lo <= b && e <= hi)) && PyList_Append(out, PyList_GetItem(breaks, i)) < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+done:
+    if (have_view)
+        PyBuffer_Release(&view);
+    for (Py_ssize_t j = 0; j < held; j++)
+        PyBuffer_Release(&tables[j]);
+    PyMem_Free(indexes);
+    PyMem_Free(tables);
+    PyMem_Free(bounds);
+    PyMem_Free(seed);
+    return out;
+}
+
 static PyMethodDef linescan_methods[] = {
     {"wrap_newlines", (PyCFunction)(void (*)(void))wrap_newlines, METH_FASTCALL,
      wrap_newlines_doc},
     {"wrap_breaks", (PyCFunction)(void (*)(void))wrap_breaks, METH_FASTCALL, wrap_breaks_doc},
     {"joined_windows", (PyCFunction)(void (*)(void))joined_windows, METH_FASTCALL,
      joined_windows_doc},
+    {"gram_table", gram_table, METH_O, gram_table_doc},
+    {"seed_breaks", (PyCFunction)(void (*)(void))seed_breaks, METH_FASTCALL, seed_breaks_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -262,6 +262,10 @@ class LayeredPrefixIndex(PrefixIndex):
         self.base = base
         self.top = top
 
+    def break_filters(self) -> list[bytes] | None:
+        base, top = self.base.break_filters(), self.top.break_filters()
+        return None if base is None or top is None else base + top
+
     def is_open(self, text: bytes) -> bool:
         return self.base.is_open(text) or self.top.is_open(text)
 

@@ -292,14 +292,18 @@ def _scan_all(
         if behind:
             newlines = _head_newlines(buf, behind, newlines)
         breaks = _wrap_breaks(buf, newlines) if newlines else []
-    if breaks:
-        if native is not None:
-            longest = engine.longest
-            text, seg_j, seg_o, cuts = native.joined_windows(
-                buf, breaks, longest, wrapped_span(longest)
-            )
-        else:
-            text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
+    if breaks and native is not None:
+        # Only the windows of the breaks an occurrence can cross first (each still drops
+        # every break inside it): a line that ends in a token before a timestamp has none.
+        longest = engine.longest
+        span = wrapped_span(longest)
+        filters = prefix_index(engine).break_filters()
+        seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
+        if seeded:
+            text, seg_j, seg_o, cuts = native.joined_windows(buf, seeded, longest, span)
+            engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
+    elif breaks:
+        text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
         engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
     return (greedy_select(ends, spans) if ends else []), breaks
 

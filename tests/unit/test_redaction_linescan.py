@@ -19,11 +19,13 @@ from hardened_launcher.redaction.engine import (
     merge_joined,
     wrap_newlines_re,
 )
+from hardened_launcher.redaction.prefixes import prefix_index
 from hardened_launcher.redaction.stream import (
     BEHIND_BYTES,
     _head_newlines,
     _joined_windows,
     _wrap_breaks,
+    find_occurrences,
     wrapped_span,
 )
 from tests.unit.fuzz_support import harness, seeds
@@ -263,3 +265,69 @@ def test_the_joined_pass_in_the_callback_equals_all_matches_and_a_merge(
     by_merge = (dict(base_ends), dict(base_spans))
     merge_joined(fast, joined, cuts, seg_j, seg_o, *by_merge)
     assert by_callback == by_merge
+
+
+def _occurrences(red: Redactor, text: bytes, *, seed: bool) -> list[tuple[int, int, int]]:
+    engine = red._snapshot()[0]
+    index = prefix_index(engine)
+    with pytest.MonkeyPatch.context() as patch:
+        if not seed:
+            patch.setattr(index, "break_filters", lambda: None)
+        return find_occurrences(engine, text)
+
+
+# Values with and without punctuation (any variant may be wrapped), 7 bytes and longer.
+seed_value_st = st.binary(min_size=7, max_size=50).map(lambda b: b.replace(b"*", b"."))
+
+
+@pytest.mark.skipif(not HYPERSCAN, reason="the break filter serves the Hyperscan path")
+@settings(max_examples=120, deadline=None)
+@given(
+    values=st.lists(seed_value_st, min_size=1, max_size=3),
+    width=st.integers(WRAP_MIN_WIDTH, 20),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+    cut=st.integers(0, 60),
+    noise=st.lists(buf_st, min_size=1, max_size=3),
+)
+def test_only_the_windows_of_breaks_an_occurrence_may_cross_change_nothing(
+    values: list[bytes], width: int, eol: bytes, cut: int, noise: list[bytes]
+) -> None:
+    # Values raw and encoded, broken at every kind of place (inside, at their ends, right
+    # after a long token), between lines that end in wrap characters and lines that start
+    # with them: the windows of the breaks the filter keeps give the same occurrences.
+    parts = []
+    for n, value in enumerate(values):
+        forms = [value, base64.b64encode(value), value.hex().encode()]
+        for form in forms:
+            at = cut % (len(form) + 1)
+            parts += [noise[n % len(noise)], b"Q" * 16, form[:at], eol, form[at:], b"\n"]
+            parts += [wrapped(form, width, eol), eol, b"Z" * 17 + eol + b"2024 x" + eol]
+    text = b"".join(parts)
+    red = Redactor(engine="hyperscan")
+    red.add_many([(f"V{n}", v) for n, v in enumerate(values)])
+    if not isinstance(red._snapshot()[0], HyperscanEngine):
+        return
+    assert _occurrences(red, text, seed=True) == _occurrences(red, text, seed=False)
+
+
+def test_the_gram_table_and_the_break_filter_refuse_what_they_cannot_use() -> None:
+    assert NATIVE.gram_table([b"abcdef"]) is None  # a 6-byte pattern: no 7-byte gram
+    table = NATIVE.gram_table([b"abcdefg", b"0123456789"])
+    assert isinstance(table, bytes)
+    assert len(table) >= 512
+    assert len(table) & (len(table) - 1) == 0
+    with pytest.raises(TypeError):
+        NATIVE.gram_table([b"abcdefg", "text"])
+    data = b"A" * 20 + b"\nB" + b"C" * 30
+    breaks = [(20, 21)]
+    assert NATIVE.seed_breaks(data, breaks, 10, 20, []) == []  # no pattern set: no window
+    assert NATIVE.seed_breaks(data, breaks, 10, 20, [table]) == []
+    crossing = NATIVE.gram_table([b"AAAAAABCC"])
+    assert crossing is not None
+    assert NATIVE.seed_breaks(data, breaks, 10, 20, [crossing]) == breaks
+    assert NATIVE.seed_breaks(data[:24], breaks, 10, 20, [table]) == breaks  # too near the end
+    for bad in (b"x" * 100, b"x" * 1000, bytearray(511)):
+        with pytest.raises(ValueError, match="gram table"):
+            NATIVE.seed_breaks(data, breaks, 10, 20, [bad])
+    with pytest.raises(ValueError, match="sorted"):
+        NATIVE.seed_breaks(data, [(21, 20)], 10, 20, [table])
