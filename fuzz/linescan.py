@@ -12,8 +12,10 @@ Properties checked for every input (the C code reads only inside its buffers; a 
 edge shows as a crash under atheris' sanitizers, or as a wrong answer here):
 - ``wrap_newlines`` equals the regular-expression definition, at ``skip`` and at 0;
 - ``wrap_breaks`` equals the pure-Python break list, with and without ``behind``;
-- ``joined_windows`` equals the pure-Python windows for those breaks;
-- the stream's output for a small value set is the same with and without the helper.
+- ``joined_windows`` equals the pure-Python windows for those breaks, and ``seed_breaks``
+  keeps a sub-list of them;
+- the stream's output for a small value set is the same with and without the helper (which
+  joins only the windows of the breaks an occurrence may cross first).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def _python_breaks(buf: bytes, behind: bytes) -> list[tuple[int, int]]:
         newlines = stream_module._head_newlines(buf, behind, newlines)
     return stream_module._wrap_breaks(buf, newlines) if newlines else []
 
+
+_TABLE = NATIVE.gram_table(list(VALUES)) if NATIVE is not None else None
 
 _REDACTORS: dict[bool, Redactor] = {}
 
@@ -82,6 +86,8 @@ def test_one_input(data: bytes) -> None:
                 assert NATIVE.joined_windows(buf, breaks, longest, span) == (
                     stream_module._joined_windows(buf, breaks, longest)
                 )
+                seeded = NATIVE.seed_breaks(buf, breaks, longest, span, [_TABLE])
+                assert [b for b in breaks if b in seeded] == seeded
     if "hyperscan" in engine_module.available_engines():
         step = (data[0] % 13 + 1) if data else 1
         assert _redact(buf, step, native=True) == _redact(buf, step, native=False)
