@@ -418,7 +418,7 @@ gram_table(PyObject *module, PyObject *patterns)
         grams += (size_t)(len - GRAM + 1);
     }
     /* 8 bits per 7 bytes of pattern (a third of them repeat between the variants of a value):
-     * ~1 % false candidates; 1 MiB for 1,000 values, 512 KiB for the launcher's own key. */
+     * ~1 % false candidates; 512 KiB for 1,000 values (benchmarks/redaction). */
     size_t bits = (size_t)1 << 12;
     while (bits < grams * 8 && bits < ((size_t)1 << 26))
         bits <<= 1;
