@@ -469,7 +469,7 @@ crossable(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e
         return 1;
     unsigned char g[GRAM][GRAM];
     int n = 0;
-    for (Py_ssize_t k = 1; k < GRAM && k <= b; k++, n++) { /* k bytes before the break */
+    for (Py_ssize_t k = 1; k < GRAM - 1 && k <= b; k++, n++) { /* k = 1 to 5 before it */
         memcpy(g[n], data + b - k, (size_t)k);
         memcpy(g[n] + k, data + e, (size_t)(GRAM - k));
     }
