@@ -4,6 +4,11 @@
 and ``policy test policies/`` use them there); building copies them into the package as
 ``hardened_launcher/policy_library/`` and ``hardened_launcher/docs/``. Editable installs skip the
 copy: the package then finds the checkout's folders (hardened_launcher/buildinfo.py).
+
+One optional C extension, ``hardened_launcher.redaction._linescan`` (the redaction engine's
+wrap-break triggers, docs/redaction.md): built for the stable ABI of Python 3.11+, reproducibly
+(``-g0``, no build paths, no run path of the build machine's Python); an install without a C
+compiler skips it and the engine uses its pure-Python fallback.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
@@ -49,6 +55,9 @@ class BuildPy(build_py):
         if getattr(self, "editable_mode", False):
             return
         package = Path(self.build_lib) / "hardened_launcher"
+        # The C source is in the sdist (for the build); the wheel carries the built module.
+        for c_source in sorted(package.rglob("*.c")):
+            c_source.unlink()
         for source, target, pattern in BUNDLED:
             destination = package / target
             shutil.rmtree(destination, ignore_errors=True)
@@ -66,4 +75,28 @@ class Sdist(sdist):
         commit_file.write_text(_commit() + "\n", encoding="ascii")
 
 
-setup(cmdclass={"build_py": BuildPy, "sdist": Sdist})
+class BuildExt(build_ext):
+    def build_extensions(self) -> None:
+        # The interpreter's LDSHARED may carry ``-Wl,-rpath,<its prefix>``: a path of the build
+        # machine in the object, and not needed (an extension does not link libpython).
+        linker = getattr(self.compiler, "linker_so", None)
+        if isinstance(linker, list):
+            self.compiler.linker_so = [a for a in linker if not a.startswith("-Wl,-rpath")]
+        super().build_extensions()
+
+
+LINESCAN = Extension(
+    "hardened_launcher.redaction._linescan",
+    sources=["hardened_launcher/redaction/_linescan.c"],
+    # After the interpreter's CFLAGS (-g -O3): no debug information (it holds build paths),
+    # and a path that still reaches the object (__FILE__) is made relative.
+    extra_compile_args=["-O2", "-g0", f"-ffile-prefix-map={ROOT}/=", "-Wall", "-Wextra"],
+    py_limited_api=True,
+    optional=True,
+)
+
+setup(
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt, "sdist": Sdist},
+    ext_modules=[LINESCAN],
+    options={"bdist_wheel": {"py_limited_api": "cp311"}},
+)

@@ -27,6 +27,11 @@ PEM, and a ~5 KB token), against one redactor over the union of both sets, alter
 same process: the time to add the run's values (the launcher's again, as the pipeline does,
 and ``--counts`` values of its own) and the streaming rate.
 
+``--fallback`` compiles the engines without the compiled wrap-break helper
+(``redaction/_linescan.c``): the triggers in the Hyperscan database, the windows in Python, as
+on an install without a C compiler. ``--compare-fallback`` alternates this tree with and
+without the helper, as ``--compare`` does with an older tree.
+
 ``--scan-only`` times the Hyperscan database alone (patterns only; with the wrap trigger as
 one ``\\r?\\n`` expression; as two expressions; with every pattern's first 6 bytes), which is
 what chose the database's shape (see ``redaction/engine.py``).
@@ -309,11 +314,15 @@ def compare(args: argparse.Namespace) -> None:
     base = [sys.executable, "-m", "benchmarks.redaction", "--json", "--repeat", "1"]
     base += ["--megabytes", str(args.megabytes), "--counts", args.counts]
     base += ["--engines", args.engines, "--corpus", args.corpus, "--clock", args.clock]
-    trees = {"now": "", "before": args.compare}
+    if args.compare_fallback:
+        trees = {"now": [], "before": ["--fallback"]}
+        print("before = this tree without the compiled helper (--fallback)")
+    else:
+        trees = {"now": [], "before": ["--tree", args.compare]}
     best: dict[str, dict[tuple[int, str], dict[str, Any]]] = {t: {} for t in trees}
     for _ in range(args.repeat):
-        for label, tree in trees.items():
-            command = base + (["--tree", tree] if tree else [])
+        for label, extra in trees.items():
+            command = base + extra
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             for row in json.loads(out):
                 key = (row["values"], row["engine"])
@@ -346,6 +355,12 @@ def main() -> None:
     parser.add_argument("--tree", default="", help="import hardened_launcher from this tree")
     parser.add_argument("--compare", default="", help="an older tree to run alternately")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument(
+        "--fallback", action="store_true", help="compile without the C wrap-break helper"
+    )
+    parser.add_argument(
+        "--compare-fallback", action="store_true", help="this tree with and without the helper"
+    )
     parser.add_argument("--scan-only", action="store_true", help="time database shapes")
     parser.add_argument(
         "--layered", action="store_true", help="a run's redactor over a shared one vs one"
@@ -355,6 +370,10 @@ def main() -> None:
         # Bypass the editable install's finder so that the older tree is what gets imported.
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
         sys.path.insert(0, str(Path(args.tree).resolve()))
+    if args.fallback:
+        from hardened_launcher.redaction import engine  # noqa: PLC0415
+
+        engine.LINESCAN = None  # engines compiled from now on take the pure-Python path
     if not args.engines:
         from hardened_launcher.redaction.engine import available_engines  # noqa: PLC0415
 
@@ -365,7 +384,7 @@ def main() -> None:
     if args.layered:
         layered(args)
         return
-    if args.compare:
+    if args.compare or args.compare_fallback:
         compare(args)
         return
     load = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"

@@ -59,10 +59,43 @@ WRAP_TRIGGERS_HS = (
 )
 
 
-def wrap_newlines(data: bytes, skip: int) -> list[int]:
-    """Positions ``>= skip`` of LF bytes that follow WRAP_MIN_WIDTH wrap characters (and CR)."""
+def _native_linescan() -> Any:  # noqa: ANN401  # the C module, untyped
+    """The compiled helper ``_linescan`` (setup.py builds it where a C compiler is), or None.
+
+    It is used only if it says it implements exactly this module's trigger definition.
+    """
+    try:
+        from hardened_launcher.redaction import _linescan  # noqa: PLC0415  # optional
+    except ImportError:
+        return None
+    if (
+        getattr(_linescan, "WRAP_ALPHABET", None) != WRAP_ALPHABET
+        or getattr(_linescan, "WRAP_MIN_WIDTH", None) != WRAP_MIN_WIDTH
+    ):
+        return None
+    return _linescan
+
+
+#: The compiled trigger finder, or None (no compiler at install time, another platform): then
+#: the triggers are two more expressions in each Hyperscan database (``WRAP_TRIGGERS_HS``) and a
+#: regular expression elsewhere. Both give the same answer (property tests); an engine takes
+#: this switch when it is compiled, so tests set it to None to compile fallback engines.
+LINESCAN: Any = _native_linescan()
+
+
+def wrap_newlines_re(data: bytes | memoryview, skip: int) -> list[int]:
+    """Positions ``>= skip`` of LF bytes that follow WRAP_MIN_WIDTH wrap characters (and CR):
+    the definition, by the regular expression."""
     start = max(0, skip - WRAP_MIN_WIDTH - 1)
     return [m.end() - 1 for m in _WRAP_TRIGGER_RE.finditer(data, start) if m.end() - 1 >= skip]
+
+
+def wrap_newlines(data: bytes | memoryview, skip: int) -> list[int]:
+    """:func:`wrap_newlines_re`, by the compiled helper when there is one."""
+    native = LINESCAN
+    if native is not None:
+        return native.wrap_newlines(data, skip)  # type: ignore[no-any-return]
+    return wrap_newlines_re(data, skip)
 
 
 class Engine(Protocol):
@@ -232,7 +265,11 @@ class HyperscanEngine:
         # (``prefixes.PrefixIndex``); as 6-byte literals in this database they cost a third of
         # its speed.
         expressions = [_hs_expression(self.patterns[i]) for i in roots]
-        expressions += list(WRAP_TRIGGERS_HS)
+        # The compiled helper finds the triggers in a few microseconds per 64 KiB; in the
+        # database they cost ~20 (a third of the scan) and compile time.
+        self._linescan: Any = LINESCAN
+        if self._linescan is None:
+            expressions += list(WRAP_TRIGGERS_HS)
         db = compile_block_database(hyperscan, expressions)
         self._db = db
         self._local = threading.local()
@@ -260,22 +297,23 @@ class HyperscanEngine:
         return matches, newlines
 
     def all_matches(
-        self, data: bytes | memoryview, cuts: Sequence[int] = ()
+        self, data: bytes | memoryview, cuts: Sequence[int] = (), *, newlines: bool = True
     ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int]]:
         """Every match start in ``data`` with its longest end and that pattern's index, and the
         positions of the LFs that end a wrap trigger. A match that spans one of the sorted
-        ``cuts`` (boundaries between unrelated texts scanned together) is ignored."""
+        ``cuts`` (boundaries between unrelated texts scanned together) is ignored. With
+        ``newlines=False`` the trigger list may be left empty (the caller does not need it)."""
         lengths = self._lengths
         roots = self._roots
         longer = self._longer
         trigger = len(lengths)
         ends_by_start: dict[int, int] = {}
         index_by_span: dict[tuple[int, int], int] = {}
-        newlines: list[int] = []
+        found: list[int] = []
 
         def on_match(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
             if expr >= trigger:
-                newlines.append(to - 1)
+                found.append(to - 1)
                 return
             start = to - lengths[expr]
             if cuts and bisect_right(cuts, start) != bisect_right(cuts, to - 1):
@@ -294,10 +332,111 @@ class HyperscanEngine:
             ends_by_start[start] = to
             index_by_span[(start, to)] = index
 
-        self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        if len(newlines) > 1:
-            newlines.sort()  # already sorted as a rule (then this is one linear pass)
-        return ends_by_start, index_by_span, newlines
+        def on_match_uncut(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            # ``on_match`` without cuts (the main pass): fewer steps per match.
+            if expr >= trigger:
+                found.append(to - 1)
+                return
+            start = to - lengths[expr]
+            index = roots[expr]
+            extensions = longer.get(index)
+            if extensions:
+                for pattern, other in extensions:
+                    end = start + len(pattern)
+                    if data[start:end] == pattern:
+                        to, index = end, other
+                        break
+            if ends_by_start.get(start, -1) < to:
+                ends_by_start[start] = to
+                index_by_span[(start, to)] = index
+
+        self._db.scan(
+            data,
+            match_event_handler=on_match if cuts else on_match_uncut,
+            scratch=self._scratch(),
+        )
+        if self._linescan is not None:
+            if newlines:
+                found = self._linescan.wrap_newlines(data, 0)
+        elif len(found) > 1:
+            found.sort()  # already sorted as a rule (then this is one linear pass)
+        return ends_by_start, index_by_span, found
+
+    def add_joined(
+        self,
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+        ends: dict[int, int],
+        spans: dict[tuple[int, int], int],
+    ) -> None:
+        """Merge into ``ends``/``spans`` (positions in the buffer) every match of the joined
+        ``text`` that crosses a removed break, mapped back by the segment starts ``seg_j``
+        (in ``text``) and ``seg_o`` (in the buffer); longest end wins, the buffer's own match
+        on a tie. A match across one of ``cuts`` (a window's end) is ignored.
+
+        The same as :meth:`all_matches` of ``text`` followed by that merge (what
+        :class:`LayeredHyperscanEngine` does), with the test in the match callback: no
+        intermediate dictionaries for the matches that cross nothing (most of them).
+        """
+        lengths = self._lengths
+        roots = self._roots
+        longer = self._longer
+        trigger = len(lengths)
+        last_cut = cuts[-1] if len(cuts) > 1 else -1
+
+        def on_match(expr: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            if expr >= trigger:
+                return
+            start = to - lengths[expr]
+            window = bisect_right(cuts, start) if last_cut >= 0 else 0
+            if last_cut >= 0 and window != bisect_right(cuts, to - 1):
+                return
+            index = roots[expr]
+            extensions = longer.get(index)
+            if extensions:  # longest first: the first one present (and inside its window) wins
+                cut = cuts[window] if last_cut >= 0 and start < last_cut else None
+                for pattern, other in extensions:
+                    end = start + len(pattern)
+                    if (cut is None or end <= cut) and text[start:end] == pattern:
+                        to, index = end, other
+                        break
+            first = bisect_right(seg_j, start) - 1
+            last = bisect_right(seg_j, to - 1) - 1
+            if first == last:
+                return  # no break inside: the main pass found it already
+            o_start = seg_o[first] + start - seg_j[first]
+            o_end = seg_o[last] + to - seg_j[last]
+            if ends.get(o_start, -1) < o_end:
+                ends[o_start] = o_end
+                spans[(o_start, o_end)] = index
+
+        self._db.scan(text, match_event_handler=on_match, scratch=self._scratch())
+
+
+def merge_joined(
+    engine: HyperscanEngine,
+    text: bytes,
+    cuts: Sequence[int],
+    seg_j: Sequence[int],
+    seg_o: Sequence[int],
+    ends: dict[int, int],
+    spans: dict[tuple[int, int], int],
+) -> None:
+    """:meth:`HyperscanEngine.add_joined` by :meth:`~HyperscanEngine.all_matches` and a loop
+    (any engine with ``all_matches``: a layered one)."""
+    j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else (), newlines=False)
+    for j_start, j_end in j_ends.items():
+        first = bisect_right(seg_j, j_start) - 1
+        last = bisect_right(seg_j, j_end - 1) - 1
+        if first == last:
+            continue  # no break inside: the main pass found it already
+        start = seg_o[first] + j_start - seg_j[first]
+        end = seg_o[last] + j_end - seg_j[last]
+        if ends.get(start, -1) < end:
+            ends[start] = end
+            spans[(start, end)] = j_spans[(j_start, j_end)]
 
 
 def _prefix_roots(
@@ -335,7 +474,9 @@ _LAST_BUILT_LOCK = threading.Lock()
 
 
 def _pattern_set_digest(patterns: Sequence[bytes], preference: str | None) -> bytes:
-    digest = hashlib.sha256((preference or "").encode() + b"\0")
+    # An engine compiled with the compiled trigger finder has no triggers in its database.
+    native = b"native" if LINESCAN is not None else b"fallback"
+    digest = hashlib.sha256((preference or "").encode() + b"\0" + native + b"\0")
     for pattern in patterns:
         digest.update(len(pattern).to_bytes(8, "big"))
         digest.update(pattern)

@@ -15,8 +15,9 @@ list whose choice straddles the other's is recomputed from there. Property tests
 with one :class:`ReferenceEngine` over the union, across chunkings.
 
 The run's layer is a :class:`LiteralLayer`: its literals only. The wrap-break triggers (see
-``engine.WRAP_TRIGGER``) are found once, by the shared layer's scan, or by
-:func:`engine.wrap_newlines` when that layer is not a Hyperscan database.
+``engine.WRAP_TRIGGER``) are found once, by the shared layer's scan (or the compiled helper
+``engine.LINESCAN``), or by :func:`engine.wrap_newlines` when that layer is not a Hyperscan
+database.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hardened_launcher.redaction.engine import (
     _hs_expression,
     compile_block_database,
     greedy_select,
+    merge_joined,
     wrap_newlines,
 )
 from hardened_launcher.redaction.prefixes import PrefixIndex, prefix_index, use_prefix_index
@@ -173,19 +175,32 @@ class LayeredHyperscanEngine(HyperscanEngine):
         self.patterns = base.patterns + top.patterns
         self.longest = max(base.longest, top.longest)
         self._offset = len(base.patterns)
+        self._linescan = base._linescan  # the triggers are the base layer's
         use_prefix_index(self, LayeredPrefixIndex(prefix_index(base), prefix_index(top)))
 
     def all_matches(
-        self, data: bytes | memoryview, cuts: Sequence[int] = ()
+        self, data: bytes | memoryview, cuts: Sequence[int] = (), *, newlines: bool = True
     ) -> tuple[dict[int, int], dict[tuple[int, int], int], list[int]]:
-        ends, spans, newlines = self.base.all_matches(data, cuts)
+        ends, spans, found = self.base.all_matches(data, cuts, newlines=newlines)
         top_ends, top_spans = self.top.all_matches(data, cuts)
         offset = self._offset
         for start, end in top_ends.items():
             if ends.get(start, -1) < end:
                 ends[start] = end
                 spans[(start, end)] = top_spans[(start, end)] + offset
-        return ends, spans, newlines
+        return ends, spans, found
+
+    def add_joined(
+        self,
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+        ends: dict[int, int],
+        spans: dict[tuple[int, int], int],
+    ) -> None:
+        # Both layers' matches, through this engine's merged ``all_matches``.
+        merge_joined(self, text, cuts, seg_j, seg_o, ends, spans)
 
 
 def layered(base: Engine, top: Engine) -> Engine:
@@ -246,6 +261,10 @@ class LayeredPrefixIndex(PrefixIndex):
         # The parent's constructor indexes a pattern list; this one asks its two layers.
         self.base = base
         self.top = top
+
+    def break_filters(self) -> list[bytes] | None:
+        base, top = self.base.break_filters(), self.top.break_filters()
+        return None if base is None or top is None else base + top
 
     def is_open(self, text: bytes) -> bool:
         return self.base.is_open(text) or self.top.is_open(text)

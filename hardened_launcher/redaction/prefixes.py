@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hardened_launcher.native_memory import release_freed_memory
+from hardened_launcher.redaction import engine as engine_module
 from hardened_launcher.redaction.engine import GRAM, Engine
 
 #: Below this many candidate positions a set lookup per position is cheaper than a scan call.
@@ -43,6 +44,8 @@ class PrefixIndex:
         self._grams = frozenset(grams)
         self._hs: Any = None
         self._db: Any = None
+        self._gram_table: bytes | None = None  # see break_filters
+        self._gram_built = False
         self._local = threading.local()
         if grams and hyperscan:
             self._compile(grams)
@@ -69,6 +72,16 @@ class PrefixIndex:
             return
         self._hs, self._db = hyperscan, db
         release_freed_memory()  # the compile's temporary memory (see native_memory)
+
+    def break_filters(self) -> list[bytes] | None:
+        """The Bloom filter of the patterns' 7-byte grams for ``_linescan.seed_breaks`` (built
+        on first use), or None: no compiled helper, or a pattern too short to rule out a break
+        this way (then every break gets its window)."""
+        if not self._gram_built:
+            native = engine_module.LINESCAN
+            self._gram_table = native.gram_table(self._sorted) if native is not None else None
+            self._gram_built = True
+        return None if self._gram_table is None else [self._gram_table]
 
     def is_open(self, text: bytes) -> bool:
         """Whether ``text`` is a proper prefix of some pattern."""

@@ -283,23 +283,28 @@ def _scan_all(
     more pass (a match across two windows is ignored). Every match start of both passes is
     merged (longest end wins), so the walk is exact.
     """
-    ends, spans, newlines = engine.all_matches(buf)
-    if behind:
-        newlines = _head_newlines(buf, behind, newlines)
-    breaks = _wrap_breaks(buf, newlines) if newlines else []
-    if breaks:
+    native = engine._linescan
+    if native is not None:  # the compiled helper: the breaks directly, behind included
+        ends, spans, _ = engine.all_matches(buf, newlines=False)
+        breaks = native.wrap_breaks(buf, behind)
+    else:
+        ends, spans, newlines = engine.all_matches(buf)
+        if behind:
+            newlines = _head_newlines(buf, behind, newlines)
+        breaks = _wrap_breaks(buf, newlines) if newlines else []
+    if breaks and native is not None:
+        # Only the windows of the breaks an occurrence can cross first (each still drops
+        # every break inside it): a line that ends in a token before a timestamp has none.
+        longest = engine.longest
+        span = wrapped_span(longest)
+        filters = prefix_index(engine).break_filters()
+        seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
+        if seeded:
+            text, seg_j, seg_o, cuts = native.joined_windows(buf, seeded, longest, span)
+            engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
+    elif breaks:
         text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
-        j_ends, j_spans, _ = engine.all_matches(text, cuts if len(cuts) > 1 else ())
-        for j_start, j_end in j_ends.items():
-            first = bisect_right(seg_j, j_start) - 1
-            last = bisect_right(seg_j, j_end - 1) - 1
-            if first == last:
-                continue  # no break inside: the main pass found it already
-            start = seg_o[first] + j_start - seg_j[first]
-            end = seg_o[last] + j_end - seg_j[last]
-            if ends.get(start, -1) < end:
-                ends[start] = end
-                spans[(start, end)] = j_spans[(j_start, j_end)]
+        engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
     return (greedy_select(ends, spans) if ends else []), breaks
 
 
