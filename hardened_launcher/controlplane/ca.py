@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import stat
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hardened_launcher.bounded_input import describe_path, read_bounded
 from hardened_launcher.controlplane.errors import ControlPlaneConfigurationError
 from hardened_launcher.controlplane.store import Store
+from hardened_launcher.directory_lock import DirectoryLock
 from hardened_launcher.identity.issuing import (
     CertificateAuthority,
     issue_control_plane_certificate,
@@ -350,19 +352,61 @@ def init_state_dir(
     now: datetime | None = None,
     with_broker: bool = True,
 ) -> StateDir:
-    """Create a new state directory (it must not exist, or be empty)."""
+    """Create a new state directory (it must not exist, or be empty).
+
+    The directory is locked while it is filled (a second ``init`` at the same time is refused,
+    not interleaved with this one), and a failed init removes what it wrote, so the directory
+    is either a whole control plane or empty.
+    """
     start = now or datetime.now(UTC)
     if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
-            raise _bad_state(
-                f"{path} exists and is not an empty directory",
-                hint="Choose a new --dir; init never overwrites a control plane",
-                reason="state_dir_exists",
-            )
+        _refuse_unless_empty(path)
     else:
-        path.mkdir(mode=DIRECTORY_MODE, parents=True)
-    path.chmod(DIRECTORY_MODE)
+        try:
+            path.mkdir(mode=DIRECTORY_MODE, parents=True)
+        except FileExistsError:
+            _refuse_unless_empty(path)  # another init made it just now
+    lock = DirectoryLock.acquire(
+        path,
+        what="the control plane state",
+        reason="state_dir_in_use",
+        hint="another `controlplane init` or `serve` uses this directory: let it finish, "
+        "or choose a new --dir",
+    )
+    try:
+        _refuse_unless_empty(path)  # filled by an init that held the lock before this one
+        path.chmod(DIRECTORY_MODE)
+        try:
+            _fill_state_dir(path, settings=settings, start=start, with_broker=with_broker)
+        except BaseException:
+            _empty_directory(path)
+            raise
+        return open_state_dir(path)
+    finally:
+        lock.release()
 
+
+def _refuse_unless_empty(path: Path) -> None:
+    if not path.is_dir() or path.is_symlink() or any(path.iterdir()):
+        raise _bad_state(
+            f"{path} exists and is not an empty directory",
+            hint="Choose a new --dir; init never overwrites a control plane",
+            reason="state_dir_exists",
+        )
+
+
+def _empty_directory(path: Path) -> None:
+    """Remove everything in ``path`` (a half-written state directory this process locked)."""
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _fill_state_dir(
+    path: Path, *, settings: ControlPlaneSettings, start: datetime, with_broker: bool
+) -> None:
     ca = CertificateAuthority.generate(not_before=start - timedelta(hours=1))
     with ca.key_to_pem() as ca_key:
         write_private_file(path / CA_KEY_FILE, ca_key, force=False)
@@ -397,7 +441,6 @@ def init_state_dir(
             namespace=settings.namespace,
             now=start,
         )
-    return open_state_dir(path)
 
 
 def open_state_dir(path: Path) -> StateDir:
