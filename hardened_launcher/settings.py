@@ -264,6 +264,13 @@ def _show(value: str) -> str:
     return f"{value[:MAX_SHOWN_VALUE_CHARS]!r}… ({len(value)} characters)"
 
 
+#: What surrounding a value is trimmed: ASCII white space only. ``str.strip()`` also drops the
+#: separators U+001C..U+001F, U+0085 and Unicode spaces, so ``/var/lib/hl\x85`` would silently
+#: name ``/var/lib/hl``; kept, they reach each value's own checks (control characters refused).
+_SPACE: Final = " \t\n\r\x0b\x0c"
+_DROP_SPACE: Final = str.maketrans("", "", _SPACE)
+
+
 def _has_control(text: str) -> bool:
     return any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
 
@@ -364,7 +371,7 @@ class VariableSpec:
 # ---------------------------------------------------------------------------------------------
 def _split_list(text: str) -> list[str]:
     """Comma list: items stripped, empties dropped."""
-    return [item.strip() for item in text.split(",") if item.strip()]
+    return [item.strip(_SPACE) for item in text.split(",") if item.strip(_SPACE)]
 
 
 def _parse_secret(text: str) -> Secret:
@@ -391,7 +398,7 @@ _SANITIZE_KEY_FORM: Final = (
 
 
 def _parse_sanitize_key(text: str) -> Secret:
-    """Base64 (standard or URL-safe, padding optional, line breaks ignored) of a key of at least
+    """Base64 (standard or URL-safe, padding optional, ASCII white space and line breaks ignored) of a key of at least
     :data:`MIN_SANITIZE_KEY_BYTES` bytes; the :class:`Secret` holds the decoded key bytes."""
     if len(text) > MAX_SECRET_CHARS:
         raise _InvalidValueError(
@@ -400,7 +407,7 @@ def _parse_sanitize_key(text: str) -> Secret:
             reason="secret_too_long",
             hide_value=True,
         )
-    compact = "".join(text.split())
+    compact = text.translate(_DROP_SPACE)
     if not _BASE64_KEY_RE.fullmatch(compact):
         raise _InvalidValueError(
             "is not base64 text",
@@ -430,7 +437,7 @@ def _parse_sanitize_key(text: str) -> Secret:
 
 
 def _parse_policy_syntax(text: str) -> PolicySyntax:
-    value = text.strip().lower()
+    value = text.strip(_SPACE).lower()
     for syntax in POLICY_SYNTAXES:
         if value == syntax:
             return syntax
@@ -441,7 +448,7 @@ def _parse_policy_syntax(text: str) -> PolicySyntax:
 
 
 def _parse_bool(text: str) -> bool:
-    value = text.strip().lower()
+    value = text.strip(_SPACE).lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -473,7 +480,7 @@ def _parse_mount(item: str) -> Mount:
     parts = item.split(":")
     read_only = False
     if len(parts) == 3:
-        mode = parts[2].strip().lower()
+        mode = parts[2].strip(_SPACE).lower()
         if mode not in ("ro", "rw"):
             raise _InvalidValueError(
                 f"mount {item!r} has mode {parts[2]!r}, which is not ro or rw",
@@ -482,7 +489,7 @@ def _parse_mount(item: str) -> Mount:
         read_only = mode == "ro"
     elif len(parts) != 2:
         raise _InvalidValueError(f"mount {item!r} is not host:container", expected=_MOUNT_FORM)
-    host, container = parts[0].strip(), parts[1].strip()
+    host, container = parts[0].strip(_SPACE), parts[1].strip(_SPACE)
     for label, path in (("host path", host), ("container path", container)):
         if not path.startswith("/"):
             raise _InvalidValueError(
@@ -548,7 +555,7 @@ def shared_network_mode(network: str) -> str | None:
     Compared in any case: Docker's own names are lower case, and a look-alike is refused too.
     ``none`` (no network) is accepted: it isolates more, not less.
     """
-    lowered = network.strip().lower()
+    lowered = network.strip(_SPACE).lower()
     if lowered in SHARED_NETWORK_MODES:
         return "the host's network namespace"
     if lowered.startswith(SHARED_NETWORK_PREFIXES):
@@ -566,7 +573,7 @@ def _duration_parser(
 
     def parse(text: str) -> timedelta:
         try:
-            value = parse_duration(text.strip())
+            value = parse_duration(text.strip(_SPACE))
         except DurationError as exc:
             raise _InvalidValueError(
                 f"is not a Go duration: {exc.why}", expected=expected, reason="duration_invalid"
@@ -584,7 +591,7 @@ def _duration_parser(
 
 
 def _parse_abs_path(text: str) -> Path:
-    path = text.strip()
+    path = text.strip(_SPACE)
     if not path.startswith("/"):
         raise _InvalidValueError(
             "is not an absolute path", expected="an absolute path such as /var/lib/x"
@@ -726,7 +733,7 @@ def _parse_release_dir(text: str) -> Path:
 
 
 def _parse_docker_name(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     if not _DOCKER_NAME_RE.fullmatch(value):
         raise _InvalidValueError(
             "is not a Docker network name or ID",
@@ -736,7 +743,7 @@ def _parse_docker_name(text: str) -> str:
 
 
 def _parse_runtime(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     if not _RUNTIME_RE.fullmatch(value):
         raise _InvalidValueError(
             "is not a container runtime name",
@@ -752,7 +759,7 @@ _MAX_IMAGE_REF_CHARS: Final = 255
 
 
 def _parse_image(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     if len(value) > _MAX_IMAGE_REF_CHARS or not _IMAGE_REF_RE.fullmatch(value):
         raise _InvalidValueError(
             "is not an image reference",
@@ -763,7 +770,7 @@ def _parse_image(text: str) -> str:
 
 
 def _parse_protocol(text: str) -> CommsProtocol:
-    value = text.strip().lower()
+    value = text.strip(_SPACE).lower()
     if value == "mqtt":
         return "mqtt"
     if value == "poll":
@@ -779,7 +786,7 @@ _COMMS_URL_FORM: Final = (
 
 def _parse_comms_url(text: str) -> str:
     """The long-poll transport's base URL: https only; never echoes credentials."""
-    value = text.strip()
+    value = text.strip(_SPACE)
     if len(value) > MAX_ENDPOINT_CHARS or _has_control(value) or any(c.isspace() for c in value):
         raise _InvalidValueError(
             "is too long or contains spaces or control characters", expected=_COMMS_URL_FORM
@@ -817,7 +824,7 @@ _CA_FORM: Final = (
 
 
 def _parse_ca_fingerprint(text: str) -> bytes:
-    value = text.strip()
+    value = text.strip(_SPACE)
     if _CA_COLON_RE.fullmatch(value):
         value = value.replace(":", "")
     if len(value) != 64 or not _HEX_RE.fullmatch(value):
@@ -856,7 +863,7 @@ def _parse_fingerprints(text: str) -> tuple[str, ...]:
 
 
 def _parse_concurrency(text: str) -> int:
-    value = text.strip()
+    value = text.strip(_SPACE)
     expected = f"a whole number from 1 to {MAX_CONCURRENT_RUNS_LIMIT}"
     if not re.fullmatch(r"[0-9]{1,6}", value):
         raise _InvalidValueError("is not a whole number", expected=expected)
@@ -875,7 +882,7 @@ _SIZE_FORM: Final = (
 
 
 def _parse_size(text: str) -> int:
-    match = _SIZE_RE.fullmatch(text.strip())
+    match = _SIZE_RE.fullmatch(text.strip(_SPACE))
     if match is None:
         raise _InvalidValueError("is not a size", expected=_SIZE_FORM)
     number, suffix = int(match.group(1)), match.group(2).lower()
@@ -897,7 +904,7 @@ def _whole_number_parser(minimum: int, maximum: int) -> Callable[[str], int]:
     expected = f"a whole number from {minimum} to {maximum}"
 
     def parse(text: str) -> int:
-        value = text.strip()
+        value = text.strip(_SPACE)
         if not re.fullmatch(r"[0-9]{1,10}", value):
             raise _InvalidValueError("is not a whole number", expected=expected)
         number = int(value)
@@ -917,7 +924,7 @@ def _byte_size_parser(minimum: int, maximum: int, example: str) -> Callable[[str
     )
 
     def parse(text: str) -> int:
-        match = _SIZE_RE.fullmatch(text.strip())
+        match = _SIZE_RE.fullmatch(text.strip(_SPACE))
         if match is None:
             raise _InvalidValueError("is not a size", expected=form)
         number, suffix = int(match.group(1)), match.group(2).lower()
@@ -938,7 +945,7 @@ def _byte_size_parser(minimum: int, maximum: int, example: str) -> Callable[[str
 
 
 def _parse_cpus(text: str) -> float:
-    value = text.strip()
+    value = text.strip(_SPACE)
     expected = f"a number of CPUs from 0.01 to {MAX_RUN_CPUS:g}, e.g. 2 or 0.5"
     if not _CPUS_RE.fullmatch(value):
         raise _InvalidValueError("is not a number of CPUs", expected=expected)
@@ -951,7 +958,7 @@ def _parse_cpus(text: str) -> float:
 
 
 def _parse_launcher_id(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     if not _LAUNCHER_ID_RE.fullmatch(value):
         raise _InvalidValueError(
             "is not a launcher ID",
@@ -980,7 +987,7 @@ def _parse_run_log_retention(text: str) -> RunLogRetention:
 
 
 def _parse_log_chunk_bytes(text: str) -> int:
-    match = _SIZE_RE.fullmatch(text.strip())
+    match = _SIZE_RE.fullmatch(text.strip(_SPACE))
     if match is None:
         raise _InvalidValueError("is not a size", expected=_LOG_CHUNK_FORM)
     factors = {"": 1, "kib": KIB, "mib": MIB}
@@ -1003,7 +1010,7 @@ _LOG_SPOOL_FORM: Final = (
 
 
 def _parse_log_spool_max_bytes(text: str) -> int:
-    match = _SIZE_RE.fullmatch(text.strip())
+    match = _SIZE_RE.fullmatch(text.strip(_SPACE))
     if match is None:
         raise _InvalidValueError("is not a size", expected=_LOG_SPOOL_FORM)
     factors = {"mib": MIB, "gib": GIB}
@@ -1025,7 +1032,7 @@ _METRICS_ADDRESS_FORM: Final = "host:port or [IPv6]:port, port 1-65535 (e.g. 127
 
 
 def _parse_metrics_address(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     host, sep, port = value.rpartition(":")
     if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
         raise _InvalidValueError("is not host:port", expected=_METRICS_ADDRESS_FORM)
@@ -1106,7 +1113,7 @@ def _check_endpoint(text: str) -> None:
 
 
 def _parse_endpoint(text: str) -> str:
-    value = text.strip()
+    value = text.strip(_SPACE)
     _check_endpoint(value)
     return value
 
@@ -1892,7 +1899,7 @@ class _Loader:
 
     def env_value(self, name: str) -> str | None:
         value = self.env.get(name)
-        if value is None or not value.strip():
+        if value is None or not value.strip(_SPACE):
             return None
         return value
 
@@ -2080,7 +2087,7 @@ class _Loader:
                 "environment variable",
             )
             return
-        if text.strip():
+        if text.strip(_SPACE):
             self.file_values[spec.name] = _Raw(text, label)
 
     # -- variables with a computed default -----------------------------------------------------
@@ -2130,7 +2137,7 @@ class _Loader:
                     name, f"{name}: the tag name {tag[:80]!r} is not allowed; expected {expected}"
                 )
                 continue
-            if not value.strip():
+            if not value.strip(_SPACE):
                 continue
             if len(value) > MAX_METADATA_VALUE_CHARS or _has_control(value):
                 self.problem(
@@ -2183,7 +2190,7 @@ class _Loader:
                 self.problem(missing, f"{missing}: is unset but {present} is set; expected {form}")
                 valid = False
                 continue
-            name = names[index].strip()
+            name = names[index].strip(_SPACE)
             try:
                 _check_vcs_name(name)
             except ValueError as exc:
@@ -2285,7 +2292,7 @@ def load_settings(
     else:
         config_text = loader.env_value(CONFIG_FILE_VARIABLE)
         if config_text is not None:
-            config_path = Path(config_text.strip())
+            config_path = Path(config_text.strip(_SPACE))
             loader.read_config_file(config_path, CONFIG_FILE_VARIABLE)
 
     loader.unknown_variables()

@@ -2226,3 +2226,47 @@ def test_default_runner_image_accepts_references(image: str) -> None:
 def test_default_runner_image_refuses_dot_and_empty_components(image: str) -> None:
     exc = failure({"SPACELIFT_DEFAULT_RUNNER_IMAGE": image})
     assert exc.problems[0].variable == "SPACELIFT_DEFAULT_RUNNER_IMAGE"
+
+
+# ---------------------------------------------------------------------------------------------
+# Only ASCII white space is trimmed
+# ---------------------------------------------------------------------------------------------
+#: Characters ``str.strip()`` removes that are not ASCII white space: information separators,
+#: NEL, and Unicode spaces.
+NOT_ASCII_SPACE = ("\x1c", "\x1f", "\x85", "\xa0", "\u2003", "\u2028", "\u3000")
+
+
+@pytest.mark.parametrize("extra", NOT_ASCII_SPACE)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_no_setting_silently_drops_a_character_that_is_not_ascii_space(
+    tmp_path: Path, extra: str, where: str
+) -> None:
+    """A value with such a character around it is refused or kept as written; it never loads
+    as if the character were not there (``/var/lib/hl\\x85`` must not mean ``/var/lib/hl``)."""
+    env = full_env(tmp_path)
+    baseline = load(env)
+    silent = []
+    for name, value in env.items():
+        changed = {**env, name: extra + value if where == "before" else value + extra}
+        result = outcome({"HOME": HOME, **changed})
+        if not isinstance(result, SettingsError) and result == baseline:
+            silent.append(name)
+    assert silent == []
+
+
+@pytest.mark.parametrize("space", [" ", "\t", "\n", "\r\n", "\x0b", "\x0c"])
+def test_ascii_white_space_around_every_value_is_trimmed(tmp_path: Path, space: str) -> None:
+    """Except where the value is kept as given: the base64 secrets (checked as they are) and
+    metadata values (free text)."""
+    env = full_env(tmp_path)
+    verbatim = ("SPACELIFT_TOKEN", "SPACELIFT_POOL_PRIVATE_KEY", "SPACELIFT_METADATA_")
+    padded = {
+        name: value if name.startswith(verbatim) else f"{space}{value}{space}"
+        for name, value in env.items()
+    }
+    assert load(padded) == load(env)
+
+
+@pytest.mark.parametrize("extra", NOT_ASCII_SPACE)
+def test_a_value_of_only_such_characters_is_not_taken_as_unset(extra: str) -> None:
+    assert isinstance(outcome({"HOME": HOME, "HL_STATE_DIR": extra}), SettingsError)
