@@ -398,8 +398,9 @@ _SANITIZE_KEY_FORM: Final = (
 
 
 def _parse_sanitize_key(text: str) -> Secret:
-    """Base64 (standard or URL-safe, padding optional, ASCII white space and line breaks ignored) of a key of at least
-    :data:`MIN_SANITIZE_KEY_BYTES` bytes; the :class:`Secret` holds the decoded key bytes."""
+    """Base64 (standard or URL-safe, padding optional, ASCII white space and line breaks
+    ignored) of a key of at least :data:`MIN_SANITIZE_KEY_BYTES` bytes; the :class:`Secret`
+    holds the decoded key bytes."""
     if len(text) > MAX_SECRET_CHARS:
         raise _InvalidValueError(
             f"is longer than {MAX_SECRET_CHARS} characters",
