@@ -31,7 +31,8 @@ def test_an_init_while_another_holds_the_directory_is_refused_and_writes_nothing
     finally:
         held.release()
     err = capsys.readouterr().err
-    assert "the control plane state in" in err and "is in use by another process" in err
+    assert "the control plane state in" in err
+    assert "is in use by another process" in err
     assert "Traceback" not in err
     assert list(state.iterdir()) == []
     assert _init(state) == 0  # once the other one is gone
