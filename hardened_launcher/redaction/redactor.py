@@ -34,7 +34,13 @@ from hardened_launcher.redaction.engine import (
 )
 from hardened_launcher.redaction.layered import LiteralLayer, layered
 from hardened_launcher.redaction.prefixes import prefix_index
-from hardened_launcher.redaction.stream import MASK, RedactingStream, redact_buffer
+from hardened_launcher.redaction.stream import (
+    MASK,
+    Owners,
+    RedactingStream,
+    Tally,
+    redact_buffer,
+)
 from hardened_launcher.redaction.variants import refusal, variants
 from hardened_launcher.secrets import Secret
 
@@ -56,7 +62,6 @@ BACKGROUND_COMPILE_BYTES = 256 * 1024
 #: (``benchmarks/redaction --layered``), while a large set's own compile is slow anyway.
 UNION_FROM_PATTERNS = 1000
 
-Owners = tuple[tuple[str, ...], ...]
 State = tuple[Engine, Owners]
 
 #: Keys the digests by which a run's redactor recognizes a value its shared redactor already
@@ -97,7 +102,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._owners: dict[bytes, list[str]] = {}
         self._names: set[str] = set()
-        self._counts: dict[str, int] = {}
+        self._tally = Tally()
         self._state: State = (NullEngine(), ())
         self._generation = 0
         self._compiler: threading.Thread | None = None
@@ -354,7 +359,7 @@ class Redactor:
         engine, owners = self._snapshot()
         out, _, hits = redact_buffer(engine, bytes(data), final=True)
         if hits:
-            self._count([name for index in hits for name in owners[index]])
+            self._count(owners, hits)
         return out
 
     def redact_text(self, text: str) -> str:
@@ -372,7 +377,7 @@ class Redactor:
     def counts(self) -> dict[str, int]:
         """Masks written so far per variable name (a copy)."""
         with self._lock:
-            return dict(self._counts)
+            return dict(self._tally.fold())
 
     # -- for streams -------------------------------------------------------------------------
     def _snapshot(self) -> State:
@@ -400,10 +405,10 @@ class Redactor:
             self._composed = (base[0], state[0], self._extra_version, self._union, union)
         return union
 
-    def _count(self, names: list[str]) -> None:
+    def _count(self, owners: Owners, hits: list[int]) -> None:
+        """Record one mask per name of each pattern in ``hits`` (indexes into ``owners``)."""
         with self._lock:
-            for name in names:
-                self._counts[name] = self._counts.get(name, 0) + 1
+            self._tally.add(owners, hits)
 
 
 def _compose(

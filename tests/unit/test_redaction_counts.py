@@ -1,0 +1,113 @@
+"""Mask counts, per stream and per redactor: exact however many writes, streams, threads and
+value changes there are (a write records pattern indexes; names are looked up when read)."""
+
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction.stream import Tally
+
+VALUES = {"ALPHA": b"alpha-value-1f3c", "BETA": b"beta-value-77d0", "GAMMA": b"gamma-value-5e2a"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    writes=st.lists(st.lists(st.sampled_from(sorted(VALUES)), max_size=4), min_size=1, max_size=40),
+    read_every=st.integers(min_value=1, max_value=50),
+)
+def test_counts_are_exact_whenever_they_are_read(writes: list[list[str]], read_every: int) -> None:
+    red = Redactor()
+    red.add_many(list(VALUES.items()))
+    stream = red.stream("stdout")
+    expected: dict[str, int] = {}
+    for number, names in enumerate(writes, 1):
+        stream.write(b" ".join(b"x " + VALUES[name] + b" y" for name in names) + b"\n")
+        for name in names:
+            expected[name] = expected.get(name, 0) + 1
+        if number % read_every == 0:  # a read mid-stream sees every mask written so far
+            assert stream.counts == expected
+            assert red.counts() == expected
+    stream.flush()
+    assert stream.counts == expected
+    assert red.counts() == expected
+
+
+def test_counts_across_streams_and_threads() -> None:
+    red = Redactor()
+    red.add_many(list(VALUES.items()))
+    writes = 500
+
+    def feed(channel: str) -> None:
+        stream = red.stream(channel)
+        for number in range(writes):
+            stream.write(b"token " + VALUES["ALPHA"] + b" and " + VALUES["BETA"] + b"\n")
+            if number % 97 == 0:
+                red.counts()  # reads while the other threads write
+        stream.flush()
+        assert stream.counts == {"ALPHA": writes, "BETA": writes}
+
+    threads = [threading.Thread(target=feed, args=(f"c{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert red.counts() == {"ALPHA": 4 * writes, "BETA": 4 * writes}
+
+
+def test_a_value_added_mid_stream_is_counted_under_its_own_name() -> None:
+    red = Redactor()
+    red.add("ALPHA", VALUES["ALPHA"])
+    stream = red.stream("stdout")
+    for _ in range(5):
+        stream.write(VALUES["ALPHA"] + b"\n")
+    red.add("GAMMA", VALUES["GAMMA"])  # a new snapshot: other pattern indexes
+    red.add("ALPHA_AGAIN", VALUES["ALPHA"])  # one pattern, two names from now on
+    for _ in range(3):
+        stream.write(VALUES["GAMMA"] + b" " + VALUES["ALPHA"] + b"\n")
+    stream.flush()
+    assert stream.counts == {"ALPHA": 8, "GAMMA": 3, "ALPHA_AGAIN": 3}
+    assert red.counts() == stream.counts
+
+
+def test_a_scanner_counts_on_itself_only() -> None:
+    red = Redactor()
+    red.add_many(list(VALUES.items()))
+    scanner = red.scanner()
+    for _ in range(10):
+        scanner.write(VALUES["BETA"] + b"\n")
+    scanner.flush()
+    assert scanner.counts == {"BETA": 10}
+    assert red.counts() == {}
+    assert red.redact_bytes(VALUES["GAMMA"]) == b"***"
+    assert red.counts() == {"GAMMA": 1}
+
+
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2),
+            st.lists(st.integers(min_value=0, max_value=3), max_size=6),
+        ),
+        max_size=30,
+    )
+)
+def test_tally_equals_naming_every_hit_at_once(batches: list[tuple[int, list[int]]]) -> None:
+    """Against the definition, with owners that change between writes (three snapshots)."""
+    snapshots = [
+        (("A",), ("B",), ("C", "D"), ()),
+        (("A",), ("B", "E"), ("C",), ("F",)),
+        ((), ("B",), ("G",), ("A", "B")),
+    ]
+    tally = Tally()
+    expected: dict[str, int] = {}
+    for which, hits in batches:
+        owners = snapshots[which]
+        tally.add(owners, hits)
+        for index in hits:
+            for name in owners[index]:
+                expected[name] = expected.get(name, 0) + 1
+    assert tally.fold() == expected
