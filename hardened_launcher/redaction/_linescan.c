@@ -253,6 +253,40 @@ read_break(PyObject *item, Py_ssize_t *start, Py_ssize_t *end)
     return 0;
 }
 
+/* Break k of the list breaks, checked to start at or after *prev_end (then moved to its end),
+ * not to end before it starts, and to lie in data of size bytes. */
+static int
+next_break(PyObject *breaks, Py_ssize_t k, Py_ssize_t size, Py_ssize_t *prev_end,
+           Py_ssize_t *start, Py_ssize_t *end)
+{
+    if (read_break(PyList_GetItem(breaks, k), start, end) < 0)
+        return -1;
+    if (*start < *prev_end || *end < *start || *end > size) {
+        PyErr_SetString(PyExc_ValueError, "breaks must be sorted, disjoint and in data");
+        return -1;
+    }
+    *prev_end = *end;
+    return 0;
+}
+
+/* The longest and span arguments (args[2] and args[3]) of the window functions. */
+static int
+window_sizes(PyObject *const *args, Py_ssize_t *longest, Py_ssize_t *span)
+{
+    *longest = PyLong_AsSsize_t(args[2]);
+    if (*longest == -1 && PyErr_Occurred())
+        return -1;
+    *span = PyLong_AsSsize_t(args[3]);
+    if (*span == -1 && PyErr_Occurred())
+        return -1;
+    if (*longest < 0 || *span < 0 || *longest > PY_SSIZE_T_MAX / 4 ||
+        *span > PY_SSIZE_T_MAX / 4) {
+        PyErr_SetString(PyExc_ValueError, "longest and span must be small non-negative ints");
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(joined_windows_doc,
 "joined_windows(data, breaks, longest, span, /)\n--\n\n"
 "The windows around the sorted, disjoint breaks with every break inside them removed,\n"
@@ -272,16 +306,9 @@ joined_windows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "breaks must be a list");
         return NULL;
     }
-    Py_ssize_t longest = PyLong_AsSsize_t(args[2]);
-    if (longest == -1 && PyErr_Occurred())
+    Py_ssize_t longest, span;
+    if (window_sizes(args, &longest, &span) < 0)
         return NULL;
-    Py_ssize_t span = PyLong_AsSsize_t(args[3]);
-    if (span == -1 && PyErr_Occurred())
-        return NULL;
-    if (longest < 0 || span < 0 || longest > PY_SSIZE_T_MAX / 4 || span > PY_SSIZE_T_MAX / 4) {
-        PyErr_SetString(PyExc_ValueError, "longest and span must be small non-negative ints");
-        return NULL;
-    }
     Py_ssize_t count = PyList_Size(breaks);
     if (count < 1) {
         PyErr_SetString(PyExc_ValueError, "breaks must not be empty");
@@ -308,13 +335,8 @@ joined_windows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t npieces = 0, length = 0, cursor = 0, hi = -1, prev_end = 0;
     for (Py_ssize_t k = 0; k < count; k++) {
         Py_ssize_t b_start, b_end;
-        if (read_break(PyList_GetItem(breaks, k), &b_start, &b_end) < 0)
+        if (next_break(breaks, k, size, &prev_end, &b_start, &b_end) < 0)
             goto done;
-        if (b_start < prev_end || b_end < b_start || b_end > size) {
-            PyErr_SetString(PyExc_ValueError, "breaks must be sorted, disjoint and in data");
-            goto done;
-        }
-        prev_end = b_end;
         Py_ssize_t lo = b_start - longest - 2;
         if (lo < 0)
             lo = 0;
@@ -504,16 +526,9 @@ seed_breaks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "breaks and tables must be lists");
         return NULL;
     }
-    Py_ssize_t longest = PyLong_AsSsize_t(args[2]);
-    if (longest == -1 && PyErr_Occurred())
+    Py_ssize_t longest, span;
+    if (window_sizes(args, &longest, &span) < 0)
         return NULL;
-    Py_ssize_t span = PyLong_AsSsize_t(args[3]);
-    if (span == -1 && PyErr_Occurred())
-        return NULL;
-    if (longest < 0 || span < 0 || longest > PY_SSIZE_T_MAX / 4 || span > PY_SSIZE_T_MAX / 4) {
-        PyErr_SetString(PyExc_ValueError, "longest and span must be small non-negative ints");
-        return NULL;
-    }
     Py_ssize_t ntables = PyList_Size(table_list);
     Py_ssize_t count = PyList_Size(breaks);
     gram_index *indexes = PyMem_Calloc((size_t)ntables + 1, sizeof(gram_index));
@@ -547,14 +562,9 @@ seed_breaks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t size = view.len;
     Py_ssize_t prev_end = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (read_break(PyList_GetItem(breaks, i), &bounds[2 * i], &bounds[2 * i + 1]) < 0)
+        if (next_break(breaks, i, size, &prev_end, &bounds[2 * i], &bounds[2 * i + 1]) < 0)
             goto done;
         Py_ssize_t b = bounds[2 * i], e = bounds[2 * i + 1];
-        if (b < prev_end || e < b || e > size) {
-            PyErr_SetString(PyExc_ValueError, "breaks must be sorted, disjoint and in data");
-            goto done;
-        }
-        prev_end = e;
         seed[i] = (unsigned char)crossable(data, size, b, e, indexes, ntables);
     }
     out = PyList_New(0);

@@ -329,5 +329,11 @@ def test_the_gram_table_and_the_break_filter_refuse_what_they_cannot_use() -> No
     for bad in (b"x" * 100, b"x" * 1000, bytearray(511)):
         with pytest.raises(ValueError, match="gram table"):
             NATIVE.seed_breaks(data, breaks, 10, 20, [bad])
-    with pytest.raises(ValueError, match="sorted"):
-        NATIVE.seed_breaks(data, [(21, 20)], 10, 20, [table])
+    for bad_breaks in ([(21, 20)], [(20, 22), (21, 23)], [(20, 500)]):
+        with pytest.raises(ValueError, match="sorted"):
+            NATIVE.seed_breaks(data, bad_breaks, 10, 20, [table])
+    for longest, span in ((-1, 20), (10, -1), (1 << 62, 20)):
+        with pytest.raises(ValueError, match="non-negative"):
+            NATIVE.seed_breaks(data, breaks, longest, span, [table])
+        with pytest.raises(ValueError, match="non-negative"):
+            NATIVE.joined_windows(data, breaks, longest, span)
