@@ -14,6 +14,7 @@ Opening the directory refuses one that group or others can read or write, like s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -396,12 +397,17 @@ def _refuse_unless_empty(path: Path) -> None:
 
 
 def _empty_directory(path: Path) -> None:
-    """Remove everything in ``path`` (a half-written state directory this process locked)."""
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    """Remove everything in ``path`` (a half-written state directory this process locked).
+
+    Best effort: a failure here must not hide the error that stopped the init.
+    """
+    with contextlib.suppress(OSError):
+        for entry in path.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
 
 
 def _fill_state_dir(

@@ -13,7 +13,7 @@ from hardened_launcher.cli import main
 from hardened_launcher.controlplane import ca
 from hardened_launcher.controlplane.ca import open_state_dir
 from hardened_launcher.directory_lock import DirectoryLock
-from hardened_launcher.errors import EXIT_CONFIGURATION, EXIT_RETRYABLE
+from hardened_launcher.errors import EXIT_CONFIGURATION, EXIT_INFRASTRUCTURE, EXIT_RETRYABLE
 
 
 def _init(state: Path) -> int:
@@ -41,7 +41,7 @@ def test_an_init_while_another_holds_the_directory_is_refused_and_writes_nothing
 
 @pytest.mark.parametrize("step", ["write_broker_config", "issue_control_plane_certificate"])
 def test_a_failed_init_leaves_an_empty_directory_and_a_retry_succeeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], step: str
 ) -> None:
     state = tmp_path / "cp"
 
@@ -50,7 +50,10 @@ def test_a_failed_init_leaves_an_empty_directory_and_a_retry_succeeds(
 
     with monkeypatch.context() as patch:
         patch.setattr(ca, step, broken)
-        assert _init(state) != 0
+        assert _init(state) == EXIT_INFRASTRUCTURE
+    err = capsys.readouterr().err
+    assert "No space left on device" in err
+    assert "Traceback" not in err
     assert state.is_dir()
     assert list(state.iterdir()) == []
     assert _init(state) == 0
