@@ -272,7 +272,24 @@ def remove_leftover_containers(
     items = _list(client, launcher_id)
     me = owner_token()
     live = [item for item in items if _owned_by_another_live_process(item, me)]
-    if live and reason == "launcher_restarted":
+    refused = bool(live) and reason == "launcher_restarted"
+    for item in live:
+        if audit is not None:
+            audit.record(
+                AuditEvent(
+                    type="executor.launcher_id_shared",
+                    outcome=Outcome.DENY if refused else Outcome.ERROR,
+                    gate="execute",
+                    reason="launcher_id_in_use",
+                    fields={
+                        "container_id": str(item.get("Id", ""))[:64],
+                        "launcher_id": launcher_id,
+                        "owner": str((item.get("Labels") or {}).get(LABEL_OWNER, ""))[:128],
+                        "action": "start_refused" if refused else "left_alone",
+                    },
+                )
+            )
+    if refused:
         raise _launcher_id_in_use(launcher_id, live)
     for item in live:
         log.error(

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hardened_launcher.audit import MemoryAuditLog
+from hardened_launcher.audit import MemoryAuditLog, Outcome
 from hardened_launcher.docker_api import DockerClient
 from hardened_launcher.executor.cleanup import (
     LauncherIdInUseError,
@@ -232,7 +232,13 @@ def test_a_start_refuses_a_launcher_id_another_live_launcher_uses(other_live_own
     assert f"pid {other_live_owner.split(':')[1]}" in err.message
     assert "HL_LAUNCHER_ID" in err.hint
     assert api.calls == []  # nothing stopped, not even the dead owner's container
-    assert audit.events == []
+    # The refusal is audited (and only it: no run.crashed for the dead owner's container).
+    assert [(e.type, e.outcome, e.reason) for e in audit.events] == [
+        ("executor.launcher_id_shared", Outcome.DENY, "launcher_id_in_use")
+    ]
+    fields = audit.events[0].fields
+    assert (fields["container_id"], fields["launcher_id"]) == ("theirs", "L")
+    assert (fields["owner"], fields["action"]) == (other_live_owner, "start_refused")
 
 
 @pytest.mark.parametrize(
@@ -263,8 +269,18 @@ def test_after_a_docker_outage_another_live_owners_container_is_left_alone(
             ]
         }
     )
+    audit = MemoryAuditLog()
     crashed = remove_leftover_containers(
-        FakeClient(api), launcher_id="L", keep_run_ids=frozenset({"r3"}), reason="docker_restarted"
+        FakeClient(api),
+        launcher_id="L",
+        audit=audit,
+        keep_run_ids=frozenset({"r3"}),
+        reason="docker_restarted",
     )
     assert [c.container_id for c in crashed] == ["interrupted"]
     assert api.calls == [("remove", "interrupted")]
+    shared = [e for e in audit.events if e.type == "executor.launcher_id_shared"]
+    assert [(e.outcome, e.fields["container_id"], e.fields["action"]) for e in shared] == [
+        (Outcome.ERROR, "theirs", "left_alone")
+    ]
+    assert [e.run_id for e in audit.events if e.type == "run.crashed"] == ["r2"]
