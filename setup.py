@@ -5,10 +5,12 @@ and ``policy test policies/`` use them there); building copies them into the pac
 ``hardened_launcher/policy_library/`` and ``hardened_launcher/docs/``. Editable installs skip the
 copy: the package then finds the checkout's folders (hardened_launcher/buildinfo.py).
 
-One optional C extension, ``hardened_launcher.redaction._linescan`` (the redaction engine's
-wrap-break triggers, docs/redaction.md): built for the stable ABI of Python 3.11+, reproducibly
-(``-g0``, no build paths, no run path of the build machine's Python); an install without a C
-compiler skips it and the engine uses its pure-Python fallback.
+Two optional C extensions of the redaction engine (docs/redaction.md),
+``hardened_launcher.redaction._linescan`` (wrap-break triggers and joined windows) and
+``hardened_launcher.redaction._matches`` (match collection and the greedy choice): built for the
+stable ABI of Python 3.11+, reproducibly (``-g0``, no build paths, no run path of the build
+machine's Python); an install without a C compiler skips them and the engine uses its
+pure-Python paths.
 """
 
 from __future__ import annotations
@@ -85,18 +87,21 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-LINESCAN = Extension(
-    "hardened_launcher.redaction._linescan",
-    sources=["hardened_launcher/redaction/_linescan.c"],
-    # After the interpreter's CFLAGS (-g -O3): no debug information (it holds build paths),
-    # and a path that still reaches the object (__FILE__) is made relative.
-    extra_compile_args=["-O2", "-g0", f"-ffile-prefix-map={ROOT}/=", "-Wall", "-Wextra"],
-    py_limited_api=True,
-    optional=True,
-)
+def _extension(name: str) -> Extension:
+    """An optional compiled helper of the redaction engine (a pure-Python path exists)."""
+    return Extension(
+        f"hardened_launcher.redaction.{name}",
+        sources=[f"hardened_launcher/redaction/{name}.c"],
+        # After the interpreter's CFLAGS (-g -O3): no debug information (it holds build
+        # paths), and a path that still reaches the object (__FILE__) is made relative.
+        extra_compile_args=["-O2", "-g0", f"-ffile-prefix-map={ROOT}/=", "-Wall", "-Wextra"],
+        py_limited_api=True,
+        optional=True,
+    )
+
 
 setup(
     cmdclass={"build_py": BuildPy, "build_ext": BuildExt, "sdist": Sdist},
-    ext_modules=[LINESCAN],
+    ext_modules=[_extension("_linescan"), _extension("_matches")],
     options={"bdist_wheel": {"py_limited_api": "cp311"}},
 )

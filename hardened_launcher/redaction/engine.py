@@ -83,6 +83,23 @@ def _native_linescan() -> Any:  # noqa: ANN401  # the C module, untyped
 LINESCAN: Any = _native_linescan()
 
 
+def _native_matches() -> Any:  # noqa: ANN401  # the C module, untyped
+    """The compiled match collector ``_matches`` (setup.py builds it where a C compiler is),
+    or None."""
+    try:
+        from hardened_launcher.redaction import _matches  # noqa: PLC0415  # optional
+    except ImportError:
+        return None
+    return _matches
+
+
+#: The compiled match collector, or None: then the Hyperscan engine's matches go through the
+#: Python callbacks of :meth:`HyperscanEngine.all_matches` and :func:`greedy_select`. Both give
+#: the same answer (property tests); an engine takes this switch when it is compiled (and only
+#: together with :data:`LINESCAN`: the table knows no trigger expressions).
+MATCHES: Any = _native_matches()
+
+
 def wrap_newlines_re(data: bytes | memoryview, skip: int) -> list[int]:
     """Positions ``>= skip`` of LF bytes that follow WRAP_MIN_WIDTH wrap characters (and CR):
     the definition, by the regular expression."""
@@ -272,6 +289,13 @@ class HyperscanEngine:
             expressions += list(WRAP_TRIGGERS_HS)
         db = compile_block_database(hyperscan, expressions)
         self._db = db
+        # The same facts as flat C arrays, and a C callback that only records each match: the
+        # Python callback's lookups in cold lists and dictionaries cost ~0.7 us per match.
+        self._table: Any = None
+        if MATCHES is not None and self._linescan is not None:
+            self._table = MATCHES.MatchTable(
+                self._lengths, list(roots), [list(self._longer.get(i, ())) for i in roots]
+            )
         self._local = threading.local()
         # The compile's temporary memory is free now; give it back (each run compiles its own
         # database in its own thread, whose malloc arena would otherwise keep it).
@@ -287,8 +311,40 @@ class HyperscanEngine:
     def find(self, data: bytes) -> list[Match]:
         return self.scan(data, 0)[0]
 
+    def sink(self) -> Any:  # noqa: ANN401  # _matches.MatchSink, an untyped C object
+        """A new compiled match collector for :meth:`collect`, or None (no compiled helper:
+        then :meth:`all_matches` and :meth:`add_joined`)."""
+        return MATCHES.MatchSink() if self._table is not None else None
+
+    def collect(self, sink: Any, data: bytes | memoryview) -> None:  # noqa: ANN401
+        """Add every match in ``data`` to ``sink`` as a candidate (:meth:`all_matches`)."""
+        self._db.scan(data, match_event_handler=sink, scratch=self._scratch())
+        sink.take(self._table, data)
+
+    def collect_joined(
+        self,
+        sink: Any,  # noqa: ANN401
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+    ) -> None:
+        """Add to ``sink`` every match of the joined ``text`` that crosses a removed break, in
+        buffer positions (:meth:`add_joined`)."""
+        self._db.scan(text, match_event_handler=sink, scratch=self._scratch())
+        sink.take_joined(self._table, text, cuts, seg_j, seg_o)
+
     def scan(self, data: bytes, skip: int) -> tuple[list[Match], list[int]]:
         view = memoryview(data)[skip:] if skip else data
+        sink = self.sink()
+        if sink is not None:
+            self.collect(sink, view)
+            matches = sink.select()
+            newlines = self._linescan.wrap_newlines(view, 0)
+            if skip:
+                matches = [(s + skip, e + skip, i) for s, e, i in matches]
+                newlines = [n + skip for n in newlines]
+            return matches, newlines
         ends_by_start, index_by_span, newlines = self.all_matches(view)
         matches = greedy_select(ends_by_start, index_by_span) if ends_by_start else []
         if skip:

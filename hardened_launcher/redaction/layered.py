@@ -29,6 +29,7 @@ from typing import Any
 
 from hardened_launcher.native_memory import release_freed_memory
 from hardened_launcher.redaction.engine import (
+    MATCHES,
     Engine,
     EngineUnavailableError,
     HyperscanEngine,
@@ -176,7 +177,32 @@ class LayeredHyperscanEngine(HyperscanEngine):
         self.longest = max(base.longest, top.longest)
         self._offset = len(base.patterns)
         self._linescan = base._linescan  # the triggers are the base layer's
+        # The top layer's facts for the compiled collector, its indexes after the base's.
+        self._table: Any = None
+        if base._table is not None and MATCHES is not None:
+            count = len(top.patterns)
+            self._top_table = MATCHES.MatchTable(
+                top._lengths, list(range(self._offset, self._offset + count)), [[]] * count
+            )
+            self._table = base._table
         use_prefix_index(self, LayeredPrefixIndex(prefix_index(base), prefix_index(top)))
+
+    def collect(self, sink: Any, data: bytes | memoryview) -> None:  # noqa: ANN401
+        self.base.collect(sink, data)  # first: the base's match wins a tie, as below
+        self.top._db.scan(data, match_event_handler=sink, scratch=self.top._scratch())
+        sink.take(self._top_table, data)
+
+    def collect_joined(
+        self,
+        sink: Any,  # noqa: ANN401
+        text: bytes,
+        cuts: Sequence[int],
+        seg_j: Sequence[int],
+        seg_o: Sequence[int],
+    ) -> None:
+        self.base.collect_joined(sink, text, cuts, seg_j, seg_o)
+        self.top._db.scan(text, match_event_handler=sink, scratch=self.top._scratch())
+        sink.take_joined(self._top_table, text, cuts, seg_j, seg_o)
 
     def all_matches(
         self, data: bytes | memoryview, cuts: Sequence[int] = (), *, newlines: bool = True

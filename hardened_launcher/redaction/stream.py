@@ -22,7 +22,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from itertools import accumulate, pairwise
 from operator import sub
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hardened_launcher.redaction.engine import (
     WRAP_ALPHABET,
@@ -323,6 +323,10 @@ def _scan_all(
     merged (longest end wins), so the walk is exact.
     """
     native = engine._linescan
+    sink = engine.sink()
+    if sink is not None:
+        breaks = _collect_compiled(engine, sink, buf, behind)
+        return sink.select(), breaks
     if native is not None:  # the compiled helper: the breaks directly, behind included
         ends, spans, _ = engine.all_matches(buf, newlines=False)
         breaks = native.wrap_breaks(buf, behind)
@@ -345,6 +349,29 @@ def _scan_all(
         text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
         engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
     return (greedy_select(ends, spans) if ends else []), breaks
+
+
+def _collect_compiled(
+    engine: HyperscanEngine,
+    sink: Any,  # noqa: ANN401  # _matches.MatchSink, an untyped C object
+    buf: bytes,
+    behind: bytes,
+) -> list[tuple[int, int]]:
+    """:func:`_scan_all` with both compiled helpers, up to the choice: ``sink`` holds every
+    candidate of the main and the joined scan (its ``select`` or ``redact`` makes the greedy
+    choice over both). Returns the wrap breaks."""
+    native = engine._linescan
+    engine.collect(sink, buf)
+    breaks: list[tuple[int, int]] = native.wrap_breaks(buf, behind)
+    if breaks:
+        longest = engine.longest
+        span = wrapped_span(longest)
+        filters = prefix_index(engine).break_filters()
+        seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
+        if seeded:
+            text, seg_j, seg_o, cuts = native.joined_windows(buf, seeded, longest, span)
+            engine.collect_joined(sink, text, cuts, seg_j, seg_o)
+    return breaks
 
 
 def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[tuple[int, int]]]:
@@ -455,6 +482,13 @@ def redact_buffer(
     size = len(buf)
     if not engine.longest or not size:
         return buf, size, []
+    sink = engine.sink() if isinstance(engine, HyperscanEngine) else None
+    if sink is not None and isinstance(engine, HyperscanEngine):
+        # The compiled helpers: the choice and the output in C.
+        breaks = _collect_compiled(engine, sink, buf, behind)
+        limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
+        out: tuple[bytes, int, list[int]] = sink.redact(buf, limit, MASK)
+        return out
     matches, breaks = _scan(engine, buf, behind)
     limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
     if not matches or matches[0][0] >= limit:
