@@ -480,16 +480,10 @@ has_gram(const gram_index *index, const unsigned char *g)
     return (unsigned int)((block[one >> 3] >> (one & 7)) & (block[two >> 3] >> (two & 7)) & 1);
 }
 
-/* Whether an occurrence of a pattern of one of the indexes may cross the break [b, e) first
- * (also when the bytes needed lie past the end of data). Every candidate is tested before the
- * answer is used: the table lookups overlap instead of waiting for each other. */
+/* The candidates of the break [b, e) (see crossable); returns how many (at most GRAM - 1). */
 static int
-crossable(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e,
-          const gram_index *indexes, Py_ssize_t nindexes)
+break_grams(const unsigned char *data, Py_ssize_t b, Py_ssize_t e, unsigned char g[GRAM][GRAM])
 {
-    if (e + GRAM > size)
-        return 1;
-    unsigned char g[GRAM][GRAM];
     int n = 0;
     for (Py_ssize_t k = 1; k < GRAM - 1 && k <= b; k++, n++) { /* k = 1 to 5 before it */
         memcpy(g[n], data + b - k, (size_t)k);
@@ -500,11 +494,44 @@ crossable(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e
         g[n][GRAM - 1] = data[e];
         n++;
     }
+    return n;
+}
+
+/* Whether an occurrence of a pattern of one of the indexes may cross the break [b, e) first
+ * (also when the bytes needed lie past the end of data). Every candidate is tested before the
+ * answer is used: the table lookups overlap instead of waiting for each other. */
+static int
+crossable(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e,
+          const gram_index *indexes, Py_ssize_t nindexes)
+{
+    if (e + GRAM > size)
+        return 1;
+    unsigned char g[GRAM][GRAM];
+    int n = break_grams(data, b, e, g);
     unsigned int hit = 0;
     for (Py_ssize_t j = 0; j < nindexes; j++)
         for (int c = 0; c < n; c++)
             hit |= has_gram(&indexes[j], g[c]);
     return hit != 0;
+}
+
+/* How many breaks ahead seed_breaks fetches the table's blocks. */
+#define PREFETCH_AHEAD 4
+
+/* Ask for the table blocks that crossable will read for the break [b, e). */
+static void
+prefetch_break(const unsigned char *data, Py_ssize_t size, Py_ssize_t b, Py_ssize_t e,
+               const gram_index *indexes, Py_ssize_t nindexes)
+{
+    if (e + GRAM > size)
+        return;
+    unsigned char g[GRAM][GRAM];
+    int n = break_grams(data, b, e, g);
+    for (Py_ssize_t j = 0; j < nindexes; j++)
+        for (int c = 0; c < n; c++) {
+            unsigned long long h = gram_hash(g[c]);
+            __builtin_prefetch(indexes[j].table + (((size_t)h & (indexes[j].blocks - 1)) * 64));
+        }
 }
 
 PyDoc_STRVAR(seed_breaks_doc,
@@ -561,9 +588,18 @@ seed_breaks(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     const unsigned char *data = (const unsigned char *)view.buf;
     Py_ssize_t size = view.len;
     Py_ssize_t prev_end = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; i < count; i++)
         if (next_break(breaks, i, size, &prev_end, &bounds[2 * i], &bounds[2 * i + 1]) < 0)
             goto done;
+    /* The table's blocks of a few breaks ahead are fetched while a break is tested: right
+     * after the Hyperscan pass the table is out of the caches, and a dump has a break on
+     * every line. */
+    for (Py_ssize_t i = 0; i < count && i < PREFETCH_AHEAD; i++)
+        prefetch_break(data, size, bounds[2 * i], bounds[2 * i + 1], indexes, ntables);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t ahead = i + PREFETCH_AHEAD;
+        if (ahead < count)
+            prefetch_break(data, size, bounds[2 * ahead], bounds[2 * ahead + 1], indexes, ntables);
         Py_ssize_t b = bounds[2 * i], e = bounds[2 * i + 1];
         seed[i] = (unsigned char)crossable(data, size, b, e, indexes, ntables);
     }
