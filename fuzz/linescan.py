@@ -14,6 +14,8 @@ edge shows as a crash under atheris' sanitizers, or as a wrong answer here):
 - ``wrap_breaks`` equals the pure-Python break list, with and without ``behind``;
 - ``joined_windows`` equals the pure-Python windows for those breaks, and ``seed_breaks``
   keeps a sub-list of them;
+- ``prefix_starts`` holds every position of a gram of ``prefix_table`` (the values' first six
+  bytes and the buffer's own), in order, inside the buffer;
 - the stream's output for a small value set is the same with and without the helper (which
   joins only the windows of the breaks an occurrence may cross first).
 """
@@ -88,6 +90,12 @@ def test_one_input(data: bytes) -> None:
                 )
                 seeded = NATIVE.seed_breaks(buf, breaks, longest, span, [_TABLE])
                 assert [b for b in breaks if b in seeded] == seeded
+    grams = sorted({v[:6] for v in VALUES} | ({buf[:6]} if len(buf) >= 6 else set()))
+    starts = NATIVE.prefix_starts(buf, NATIVE.prefix_table(grams))
+    exact = [i for i in range(len(buf) - 5) if buf[i : i + 6] in set(grams)]
+    assert set(exact) <= set(starts)
+    assert starts == sorted(set(starts))
+    assert all(0 <= i <= len(buf) - 6 for i in starts)
     if "hyperscan" in engine_module.available_engines():
         step = (data[0] % 13 + 1) if data else 1
         assert _redact(buf, step, native=True) == _redact(buf, step, native=False)

@@ -413,6 +413,17 @@ gram_hash(const unsigned char *g)
     return key ^ (key >> 29);
 }
 
+/* A Bloom filter of 64-byte blocks (a power of two of them): both probes of a key fall in the
+ * block its hash picks, one cache line per key. */
+static inline void
+bloom_set(unsigned char *table, size_t blocks, unsigned long long h)
+{
+    unsigned char *block = table + (((size_t)h & (blocks - 1)) * 64);
+    size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
+    block[one >> 3] |= (unsigned char)(1u << (one & 7));
+    block[two >> 3] |= (unsigned char)(1u << (two & 7));
+}
+
 PyDoc_STRVAR(gram_table_doc,
 "gram_table(patterns, /)\n--\n\n"
 "A Bloom filter (bytes) of every 7 consecutive bytes of every pattern, for seed_breaks;\n"
@@ -453,11 +464,7 @@ gram_table(PyObject *module, PyObject *patterns)
         const unsigned char *p = (const unsigned char *)PyBytes_AsString(item);
         Py_ssize_t len = PyBytes_Size(item);
         for (Py_ssize_t at = 0; at + GRAM <= len; at++) {
-            unsigned long long h = gram_hash(p + at);
-            unsigned char *block = table + (((size_t)h & (blocks - 1)) * 64);
-            size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
-            block[one >> 3] |= (unsigned char)(1u << (one & 7));
-            block[two >> 3] |= (unsigned char)(1u << (two & 7));
+            bloom_set(table, blocks, gram_hash(p + at));
         }
     }
     PyObject *out = PyBytes_FromStringAndSize((const char *)table, (Py_ssize_t)(bits / 8));
@@ -470,14 +477,19 @@ typedef struct {
     size_t blocks;
 } gram_index;
 
+static inline unsigned int
+bloom_has(const gram_index *index, unsigned long long h)
+{
+    const unsigned char *block = index->table + (((size_t)h & (index->blocks - 1)) * 64);
+    size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
+    return (unsigned int)((block[one >> 3] >> (one & 7)) & (block[two >> 3] >> (two & 7)) & 1);
+}
+
 /* Both probes of a gram fall in one 64-byte block: one cache line per gram. */
 static inline unsigned int
 has_gram(const gram_index *index, const unsigned char *g)
 {
-    unsigned long long h = gram_hash(g);
-    const unsigned char *block = index->table + (((size_t)h & (index->blocks - 1)) * 64);
-    size_t one = (size_t)(h >> 32) & 511, two = (size_t)(h >> 41) & 511;
-    return (unsigned int)((block[one >> 3] >> (one & 7)) & (block[two >> 3] >> (two & 7)) & 1);
+    return bloom_has(index, gram_hash(g));
 }
 
 /* The candidates of the break [b, e) (see crossable); returns how many (at most GRAM - 1). */
@@ -648,7 +660,111 @@ done:
     return out;
 }
 
+/* ---- Where a pattern's first bytes occur (a stream's held-back tail) ----------------------
+ *
+ * A stream asks where in its last ~100 bytes a pattern may begin: at a position whose next
+ * PREFIX_GRAM bytes are some pattern's first ones (engine.GRAM; prefixes.PrefixIndex confirms
+ * each answer exactly). A Bloom filter of those grams (16 bits each, a few KiB: it stays in
+ * the caches) answers per position in a few nanoseconds, where a Hyperscan scan of the gram
+ * database cost ~1 us per call, mostly in getting its tables back into the caches. */
+
+#define PREFIX_GRAM 6
+
+static inline unsigned long long
+prefix_hash(const unsigned char *g)
+{
+    uint32_t low;
+    uint16_t mid;
+    memcpy(&low, g, 4);
+    memcpy(&mid, g + 4, 2);
+    unsigned long long key = (unsigned long long)low | ((unsigned long long)mid << 32);
+    key *= 0x9E3779B97F4A7C15ULL;
+    return key ^ (key >> 29);
+}
+
+PyDoc_STRVAR(prefix_table_doc,
+"prefix_table(grams, /)\n--\n\n"
+"A Bloom filter (bytes) of the PREFIX_GRAM-byte grams (a list of bytes of that length), for\n"
+"prefix_starts.");
+
+static PyObject *
+prefix_table(PyObject *module, PyObject *grams)
+{
+    (void)module;
+    if (!PyList_Check(grams)) {
+        PyErr_SetString(PyExc_TypeError, "grams must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_Size(grams);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GetItem(grams, i);
+        if (!PyBytes_Check(item) || PyBytes_Size(item) != PREFIX_GRAM) {
+            PyErr_Format(PyExc_ValueError, "grams must be bytes of length %d", PREFIX_GRAM);
+            return NULL;
+        }
+    }
+    size_t bits = (size_t)1 << 12;
+    while (bits < (size_t)count * 16 && bits < ((size_t)1 << 26))
+        bits <<= 1;
+    unsigned char *table = PyMem_Calloc(bits / 8, 1);
+    if (table == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const unsigned char *g = (const unsigned char *)PyBytes_AsString(PyList_GetItem(grams, i));
+        bloom_set(table, bits / 512, prefix_hash(g));
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)table, (Py_ssize_t)(bits / 8));
+    PyMem_Free(table);
+    return out;
+}
+
+PyDoc_STRVAR(prefix_starts_doc,
+"prefix_starts(text, table, /)\n--\n\n"
+"The positions i of text, in order, whose PREFIX_GRAM bytes text[i:i + PREFIX_GRAM] may be\n"
+"one of the prefix_table's grams (every one that is, and rarely one that is not).");
+
+static PyObject *
+prefix_starts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "prefix_starts() takes exactly 2 arguments");
+        return NULL;
+    }
+    Py_buffer view, table_view;
+    if (get_buffer(args[0], &view, "text") < 0)
+        return NULL;
+    if (get_buffer(args[1], &table_view, "table") < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    size_t bytes = (size_t)table_view.len;
+    if (bytes < 512 || (bytes & (bytes - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "not a prefix table");
+        goto done;
+    }
+    gram_index index = {(const unsigned char *)table_view.buf, bytes / 64};
+    const unsigned char *text = (const unsigned char *)view.buf;
+    out = PyList_New(0);
+    if (out == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i + PREFIX_GRAM <= view.len; i++) {
+        if (bloom_has(&index, prefix_hash(text + i)) && append_int(out, i) < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+done:
+    PyBuffer_Release(&table_view);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef linescan_methods[] = {
+    {"prefix_table", prefix_table, METH_O, prefix_table_doc},
+    {"prefix_starts", (PyCFunction)(void (*)(void))prefix_starts, METH_FASTCALL,
+     prefix_starts_doc},
     {"wrap_newlines", (PyCFunction)(void (*)(void))wrap_newlines, METH_FASTCALL,
      wrap_newlines_doc},
     {"wrap_breaks", (PyCFunction)(void (*)(void))wrap_breaks, METH_FASTCALL, wrap_breaks_doc},
@@ -679,6 +795,8 @@ linescan_exec(PyObject *module)
         }
     }
 #endif
+    if (PyModule_AddIntConstant(module, "PREFIX_GRAM", PREFIX_GRAM) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "WRAP_MIN_WIDTH", WRAP_MIN_WIDTH) < 0)
         return -1;
     PyObject *alphabet = PyBytes_FromString(WRAP_ALPHABET);

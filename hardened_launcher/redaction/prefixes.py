@@ -4,8 +4,9 @@ A stream may emit every byte that cannot be the start of an occurrence completed
 longer) by bytes not seen yet. Position ``i`` of the tail ``t`` must wait exactly when
 ``t[i:]`` is a *proper prefix* of some pattern. :class:`PrefixIndex` answers that for the
 earliest such ``i`` cheaply: candidates are the positions where a pattern's first
-:data:`GRAM` bytes occur (found with Hyperscan when installed, else a set lookup per position),
-plus the last ``GRAM - 1`` positions; each candidate is confirmed with a binary search in the
+:data:`GRAM` bytes occur (found by the compiled helper's Bloom filter of those grams and a set
+lookup of each of its answers; without the helper by a Hyperscan database of the grams, else a
+set lookup per position), plus the last ``GRAM - 1`` positions; each candidate is confirmed with a binary search in the
 sorted patterns. For ordinary text no candidate exists and nothing is held back. A stream asks
 only about its short tail (the last bytes that an occurrence could still cover), so this scan
 costs far less than finding the grams in the main pass over every byte.
@@ -47,7 +48,14 @@ class PrefixIndex:
         self._gram_table: bytes | None = None  # see break_filters
         self._gram_built = False
         self._local = threading.local()
-        if grams and hyperscan:
+        # The compiled helper's Bloom filter of the grams (a few KiB, stays in the caches):
+        # then no gram database is compiled (see gram_starts).
+        native = engine_module.LINESCAN
+        self._native: Any = None
+        self._prefix_table: bytes | None = None
+        if grams and native is not None and native.PREFIX_GRAM == GRAM:
+            self._native, self._prefix_table = native, native.prefix_table(grams)
+        elif grams and hyperscan:
             self._compile(grams)
 
     def _compile(self, grams: list[bytes]) -> None:
@@ -98,6 +106,12 @@ class PrefixIndex:
         last = len(text) - GRAM
         if last < 0:
             return []
+        table = self._prefix_table
+        if table is not None:  # candidates from the Bloom filter, each confirmed here
+            grams = self._grams
+            return [
+                i for i in self._native.prefix_starts(text, table) if text[i : i + GRAM] in grams
+            ]
         if self._db is None or last < _PYTHON_GRAMS_BELOW:
             grams = self._grams
             return [i for i in range(last + 1) if text[i : i + GRAM] in grams]

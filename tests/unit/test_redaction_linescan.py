@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ from hardened_launcher.redaction.engine import (
     merge_joined,
     wrap_newlines_re,
 )
-from hardened_launcher.redaction.prefixes import prefix_index
+from hardened_launcher.redaction.prefixes import PrefixIndex, prefix_index
 from hardened_launcher.redaction.stream import (
     BEHIND_BYTES,
     _head_newlines,
@@ -337,3 +338,91 @@ def test_the_gram_table_and_the_break_filter_refuse_what_they_cannot_use() -> No
             NATIVE.seed_breaks(data, breaks, longest, span, [table])
         with pytest.raises(ValueError, match="non-negative"):
             NATIVE.joined_windows(data, breaks, longest, span)
+
+
+# --- the prefix-gram filter of a stream's held-back tail (prefix_table / prefix_starts) -----
+
+gram_st = st.binary(min_size=6, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    grams=st.lists(gram_st, min_size=1, max_size=40, unique=True),
+    text=st.binary(max_size=300),
+    picks=st.lists(st.tuples(st.integers(0, 39), st.integers(0, 300)), max_size=6),
+)
+def test_prefix_starts_holds_every_position_of_a_gram(
+    grams: list[bytes], text: bytes, picks: list[tuple[int, int]]
+) -> None:
+    for which, offset in picks:  # plant some grams, at any offset
+        at = min(offset, len(text))
+        text = text[:at] + grams[which % len(grams)] + text[at:]
+    table = NATIVE.prefix_table(grams)
+    starts = NATIVE.prefix_starts(text, table)
+    exact = [i for i in range(len(text) - 5) if text[i : i + 6] in set(grams)]
+    assert starts == sorted(set(starts))
+    assert set(exact) <= set(starts)
+    assert all(0 <= i <= len(text) - 6 for i in starts)
+    assert NATIVE.prefix_starts(memoryview(text), table) == starts
+
+
+def test_prefix_starts_is_selective_on_ordinary_text() -> None:
+    grams = [b"%06d" % (i * 7919 % 1_000_000) for i in range(2000)]
+    table = NATIVE.prefix_table(grams)
+    text = b"INFO GET https://api.example.com/v1/items?page=2 200 OK request_id=7f3a9c\n" * 40
+    assert len(NATIVE.prefix_starts(text, table)) < len(text) // 20  # ~3 % false candidates
+
+
+@pytest.mark.parametrize(
+    ("grams", "error"),
+    [
+        ((b"abcdef",), TypeError),
+        ([b"abcde"], ValueError),
+        ([b"abcdefg"], ValueError),
+        (["abcdef"], ValueError),
+        ([b"abcdef", None], ValueError),
+    ],
+)
+def test_a_malformed_prefix_gram_list_is_refused(grams: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="grams must be"):
+        NATIVE.prefix_table(grams)
+
+
+@pytest.mark.parametrize("table", [b"", b"\x00" * 511, b"\x00" * 513, b"\x00" * 1000, "x" * 512])
+def test_prefix_starts_refuses_what_is_not_a_prefix_table(table: Any) -> None:
+    with pytest.raises((ValueError, TypeError), match=r"prefix table|bytes-like"):
+        NATIVE.prefix_starts(b"abcdefgh", table)
+
+
+def test_prefix_starts_takes_two_arguments() -> None:
+    with pytest.raises(TypeError, match="exactly 2"):
+        NATIVE.prefix_starts(b"abcdefgh")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    patterns=st.lists(st.binary(min_size=6, max_size=20), min_size=1, max_size=8, unique=True),
+    text=st.binary(max_size=200),
+    picks=st.lists(st.tuples(st.integers(0, 7), st.integers(0, 200), st.integers(1, 20))),
+)
+def test_the_prefix_index_answers_the_same_with_the_filter_and_without(
+    patterns: list[bytes], text: bytes, picks: list[tuple[int, int, int]]
+) -> None:
+    for which, offset, cut in picks[:6]:  # plant whole patterns and beginnings of them
+        pattern = patterns[which % len(patterns)]
+        at = min(offset, len(text))
+        text = text[:at] + pattern[:cut] + text[at:]
+    with_filter = PrefixIndex(patterns, hyperscan=False)
+    assert with_filter._prefix_table is not None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_module, "LINESCAN", None)
+        plain = PrefixIndex(patterns, hyperscan=False)
+    assert plain._prefix_table is None
+    for tail in (text, text[-40:], text[-6:], text[:5]):
+        assert with_filter.gram_starts(tail) == plain.gram_starts(tail)
+        assert with_filter.earliest_open(tail) == plain.earliest_open(tail)
+    if HYPERSCAN:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine_module, "LINESCAN", None)
+            database = PrefixIndex(patterns, hyperscan=True)
+        assert database.earliest_open(text) == with_filter.earliest_open(text)
