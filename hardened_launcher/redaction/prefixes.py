@@ -5,11 +5,12 @@ longer) by bytes not seen yet. Position ``i`` of the tail ``t`` must wait exactl
 ``t[i:]`` is a *proper prefix* of some pattern. :class:`PrefixIndex` answers that for the
 earliest such ``i`` cheaply: candidates are the positions where a pattern's first
 :data:`GRAM` bytes occur (found by the compiled helper's Bloom filter of those grams and a set
-lookup of each of its answers; without the helper by a Hyperscan database of the grams, else a
-set lookup per position), plus the last ``GRAM - 1`` positions; each candidate is confirmed with a binary search in the
-sorted patterns. For ordinary text no candidate exists and nothing is held back. A stream asks
-only about its short tail (the last bytes that an occurrence could still cover), so this scan
-costs far less than finding the grams in the main pass over every byte.
+lookup of each of its answers; without the helper by a Hyperscan database of the grams, else
+a set lookup per position), plus the last ``GRAM - 1`` positions; each candidate is confirmed
+with a binary search in the sorted patterns. For ordinary text no candidate exists and
+nothing is held back. A stream asks only about its short tail (the last bytes that an
+occurrence could still cover), so this scan costs far less than finding the grams in the main
+pass over every byte.
 """
 
 from __future__ import annotations

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardened_launcher.redaction import Redactor
+from hardened_launcher.redaction import stream as stream_module
 from hardened_launcher.redaction.stream import Tally
 
 VALUES = {"ALPHA": b"alpha-value-1f3c", "BETA": b"beta-value-77d0", "GAMMA": b"gamma-value-5e2a"}
@@ -111,3 +113,51 @@ def test_tally_equals_naming_every_hit_at_once(batches: list[tuple[int, list[int
             for name in owners[index]:
                 expected[name] = expected.get(name, 0) + 1
     assert tally.fold() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=2),
+            st.lists(st.integers(min_value=0, max_value=3), max_size=6),
+            st.booleans(),
+        ),
+        max_size=60,
+    ),
+    batch=st.integers(min_value=1, max_value=5),
+)
+def test_tally_counts_the_same_across_batches_and_reads(
+    batches: list[tuple[int, list[int], bool]], batch: int
+) -> None:
+    """Kept lists counted every ``batch`` writes, read at any point, owners changing."""
+    snapshots = [
+        (("A",), ("B",), ("C", "D"), ()),
+        (("A",), ("B", "E"), ("C",), ("F",)),
+        ((), ("B",), ("G",), ("A", "B")),
+    ]
+    tally = Tally()
+    expected: dict[str, int] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(stream_module, "TALLY_BATCH", batch)
+        for which, hits, read in batches:
+            owners = snapshots[which]
+            tally.add(owners, hits)
+            for index in hits:
+                for name in owners[index]:
+                    expected[name] = expected.get(name, 0) + 1
+            if read:
+                assert tally.fold() == expected
+            assert len(tally._lists) < batch
+    assert tally.fold() == expected
+
+
+def test_a_long_stream_keeps_few_hit_lists() -> None:
+    red = Redactor(engine="reference")
+    red.add_many([("ALPHA", VALUES["ALPHA"])])
+    stream = red.stream("out")
+    for _ in range(stream_module.TALLY_BATCH * 3 + 7):
+        stream.write(VALUES["ALPHA"] + b" and more\n")
+    assert len(stream._tally._lists) < stream_module.TALLY_BATCH
+    assert len(red._tally._lists) < stream_module.TALLY_BATCH
+    assert stream.counts == {"ALPHA": stream_module.TALLY_BATCH * 3 + 7}
