@@ -19,18 +19,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 16 bytes per expression: the lookups after a scan miss the caches, so smaller is faster. */
 typedef struct {
-    Py_ssize_t length;    /* the expression's pattern length */
-    Py_ssize_t index;     /* the pattern index reported for it */
-    Py_ssize_t ext_first; /* its longer patterns: exts[ext_first : ext_first + ext_count] */
-    Py_ssize_t ext_count;
+    uint32_t length;    /* the expression's pattern length */
+    uint32_t index;     /* the pattern index reported for it */
+    uint32_t ext_first; /* its longer patterns: exts[ext_first : ext_first + ext_count] */
+    uint32_t ext_count;
 } entry;
 
 typedef struct {
-    Py_ssize_t offset; /* in the table's blob */
-    Py_ssize_t length;
-    Py_ssize_t index;
+    uint32_t offset; /* in the table's blob */
+    uint32_t length;
+    uint32_t index;
 } extension;
+
+/* Every count, length, index and offset of a table fits in 32 bits (checked when it is made). */
+#define TABLE_MAX ((Py_ssize_t)UINT32_MAX)
 
 typedef struct {
     PyObject_HEAD
@@ -145,13 +149,13 @@ static inline Py_ssize_t
 extend(const Table *t, const entry *e, const unsigned char *data, Py_ssize_t start,
        Py_ssize_t end, Py_ssize_t limit, Py_ssize_t *index)
 {
-    *index = e->index;
-    for (Py_ssize_t k = 0; k < e->ext_count; k++) {
+    *index = (Py_ssize_t)e->index;
+    for (uint32_t k = 0; k < e->ext_count; k++) {
         const extension *x = &t->exts[e->ext_first + k];
-        if (x->length <= limit - start &&
+        if ((Py_ssize_t)x->length <= limit - start &&
             memcmp(data + start, t->blob + x->offset, (size_t)x->length) == 0) {
-            *index = x->index;
-            return start + x->length;
+            *index = (Py_ssize_t)x->index;
+            return start + (Py_ssize_t)x->length;
         }
     }
     return end;
@@ -218,13 +222,21 @@ table_fill(Table *self, PyObject *lengths, PyObject *indexes, PyObject *longer)
                 return -1;
             }
             Py_ssize_t len = PyBytes_Size(PyTuple_GetItem(pair, 0));
-            if (len > PY_SSIZE_T_MAX - blob_len) {
-                PyErr_NoMemory();
+            if (len > TABLE_MAX - blob_len) {
+                PyErr_SetString(PyExc_ValueError, "the longer patterns exceed 4 GiB");
                 return -1;
             }
             blob_len += len;
         }
         n_exts += count;
+        if (n_exts > TABLE_MAX) {
+            PyErr_SetString(PyExc_ValueError, "too many longer patterns");
+            return -1;
+        }
+    }
+    if (n > TABLE_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many expressions");
+        return -1;
     }
     self->entries = PyMem_Calloc((size_t)n + 1, sizeof(entry));
     self->exts = PyMem_Calloc((size_t)n_exts + 1, sizeof(extension));
@@ -236,39 +248,50 @@ table_fill(Table *self, PyObject *lengths, PyObject *indexes, PyObject *longer)
     Py_ssize_t x = 0, offset = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         entry *e = &self->entries[i];
-        e->length = PyLong_AsSsize_t(PyList_GetItem(lengths, i));
-        if (e->length == -1 && PyErr_Occurred())
+        Py_ssize_t length = PyLong_AsSsize_t(PyList_GetItem(lengths, i));
+        if (length == -1 && PyErr_Occurred())
             return -1;
-        e->index = PyLong_AsSsize_t(PyList_GetItem(indexes, i));
-        if (e->index == -1 && PyErr_Occurred())
+        Py_ssize_t pattern_index = PyLong_AsSsize_t(PyList_GetItem(indexes, i));
+        if (pattern_index == -1 && PyErr_Occurred())
             return -1;
-        if (e->length < 1 || e->index < 0) {
+        if (length < 1 || pattern_index < 0) {
             PyErr_SetString(PyExc_ValueError, "lengths must be positive, indexes not negative");
             return -1;
         }
+        if (length > TABLE_MAX || pattern_index > TABLE_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a length or index exceeds 32 bits");
+            return -1;
+        }
         PyObject *items = PyList_GetItem(longer, i);
-        e->ext_first = x;
-        e->ext_count = PyList_Size(items);
-        for (Py_ssize_t k = 0; k < e->ext_count; k++, x++) {
+        Py_ssize_t ext_count = PyList_Size(items);
+        e->length = (uint32_t)length;
+        e->index = (uint32_t)pattern_index;
+        e->ext_first = (uint32_t)x;
+        e->ext_count = (uint32_t)ext_count;
+        for (Py_ssize_t k = 0; k < ext_count; k++, x++) {
             PyObject *pair = PyList_GetItem(items, k);
             PyObject *pattern = PyTuple_GetItem(pair, 0);
             Py_ssize_t len = PyBytes_Size(pattern);
             Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GetItem(pair, 1));
             if (index == -1 && PyErr_Occurred())
                 return -1;
-            if (index < 0 || len <= e->length) {
+            if (index < 0 || len <= length) {
                 PyErr_SetString(PyExc_ValueError,
                                 "a longer pattern must be longer, its index not negative");
                 return -1;
             }
-            if (k > 0 && len > self->exts[x - 1].length) {
+            if (index > TABLE_MAX) {
+                PyErr_SetString(PyExc_ValueError, "a length or index exceeds 32 bits");
+                return -1;
+            }
+            if (k > 0 && len > (Py_ssize_t)self->exts[x - 1].length) {
                 PyErr_SetString(PyExc_ValueError, "longer patterns must come longest first");
                 return -1;
             }
             memcpy(self->blob + offset, PyBytes_AsString(pattern), (size_t)len);
-            self->exts[x].offset = offset;
-            self->exts[x].length = len;
-            self->exts[x].index = index;
+            self->exts[x].offset = (uint32_t)offset;
+            self->exts[x].length = (uint32_t)len;
+            self->exts[x].index = (uint32_t)index;
             offset += len;
         }
     }
@@ -426,12 +449,12 @@ sink_take(PyObject *self_obj, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t r = 0; r < self->n_records; r++) {
         const entry *e = &t->entries[self->records[r].expr];
         Py_ssize_t to = self->records[r].to;
-        if (to > size || to < e->length) {
+        if (to > size || to < (Py_ssize_t)e->length) {
             PyErr_SetString(PyExc_ValueError, "a recorded match lies outside the data");
             out = NULL;
             break;
         }
-        Py_ssize_t start = to - e->length, index;
+        Py_ssize_t start = to - (Py_ssize_t)e->length, index;
         Py_ssize_t end = extend(t, e, data, start, to, size, &index);
         if (add_candidate(self, start, end, index) < 0) {
             out = NULL;
@@ -491,11 +514,11 @@ sink_take_joined(PyObject *self_obj, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t r = 0; r < self->n_records; r++) {
         const entry *e = &t->entries[self->records[r].expr];
         Py_ssize_t to = self->records[r].to;
-        if (to > size || to < e->length) {
+        if (to > size || to < (Py_ssize_t)e->length) {
             PyErr_SetString(PyExc_ValueError, "a recorded match lies outside the text");
             goto done;
         }
-        Py_ssize_t start = to - e->length;
+        Py_ssize_t start = to - (Py_ssize_t)e->length;
         Py_ssize_t window = bisect_right(cuts, n_cuts, start);
         if (window >= n_cuts || bisect_right(cuts, n_cuts, to - 1) != window)
             continue; /* across two windows: not an occurrence */
