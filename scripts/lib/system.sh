@@ -85,14 +85,20 @@ hl_ensure_venv() {
     # Every dependency comes from the hash-pinned lock (scripts/lock); the project itself is
     # installed editable without dependencies and without build isolation, so its build back end
     # is the locked setuptools too.
-    # The editable install also builds the C extension in place (setup.py): rebuild it when its
-    # source changed or it is missing (a fresh checkout of a cached virtualenv).
+    # The editable install also builds the C extensions in place (setup.py): rebuild them when
+    # a source changed or one is missing (a fresh checkout of a cached virtualenv).
     local stamp="$root/.venv/.hl-installed" lock="$root/requirements/dev.lock"
-    local ext_src="$root/hardened_launcher/redaction/_linescan.c"
-    local ext_built=("$root"/hardened_launcher/redaction/_linescan*.so)
+    local rebuild=0 ext_src ext_built
+    for ext_src in "$root"/hardened_launcher/redaction/_*.c; do
+        [ -f "$ext_src" ] || continue
+        ext_built=("${ext_src%.c}"*.so)
+        if [ "$ext_src" -nt "$stamp" ] \
+            || { [ ! -e "${ext_built[0]}" ] && command -v cc >/dev/null; }; then
+            rebuild=1
+        fi
+    done
     if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$lock" -nt "$stamp" ] \
-        || [ "$root/setup.py" -nt "$stamp" ] || [ "$ext_src" -nt "$stamp" ] \
-        || { [ -f "$ext_src" ] && [ ! -e "${ext_built[0]}" ] && command -v cc >/dev/null; }; then
+        || [ "$root/setup.py" -nt "$stamp" ] || [ "$rebuild" = 1 ]; then
         hl_log "installing the locked dependencies (--require-hashes) and the project"
         local log="$root/.venv/pip-install.log"
         if ! { "$root/.venv/bin/python" -m pip install --disable-pip-version-check \

@@ -153,6 +153,12 @@ def test_the_wheel_carries_policies_docs_license_and_commit(releases: Releases) 
         policies = {p.name for p in (ROOT / "policies").glob("*.rego")}
         assert {f"hardened_launcher/policy_library/{n}" for n in policies} <= names
         assert "hardened_launcher/docs/supply-chain.md" in names
+        for helper in ("_linescan", "_matches"):  # the redaction engine's compiled helpers
+            assert any(
+                n.startswith(f"hardened_launcher/redaction/{helper}.") and n.endswith(".abi3.so")
+                for n in names
+            ), helper
+            assert f"hardened_launcher/redaction/{helper}.pyi" in names
         assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
         text = archive.read(metadata).decode()
