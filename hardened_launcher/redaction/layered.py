@@ -85,6 +85,10 @@ class LiteralLayer:
             scratch = self._local.scratch = self._hs.Scratch(self._db)
         return scratch
 
+    def scan_into(self, sink: Any, data: bytes | memoryview) -> None:  # noqa: ANN401
+        """Scan ``data`` with ``sink`` (a compiled match collector) as the match callback."""
+        self._db.scan(data, match_event_handler=sink, scratch=self._scratch())
+
     def all_matches(
         self, data: bytes | memoryview, cuts: Sequence[int] = ()
     ) -> tuple[dict[int, int], dict[tuple[int, int], int]]:
@@ -179,6 +183,7 @@ class LayeredHyperscanEngine(HyperscanEngine):
         self._linescan = base._linescan  # the triggers are the base layer's
         # The top layer's facts for the compiled collector, its indexes after the base's.
         self._table: Any = None
+        self._top_table: Any = None
         if base._table is not None and MATCHES is not None:
             count = len(top.patterns)
             self._top_table = MATCHES.MatchTable(
@@ -189,7 +194,7 @@ class LayeredHyperscanEngine(HyperscanEngine):
 
     def collect(self, sink: Any, data: bytes | memoryview) -> None:  # noqa: ANN401
         self.base.collect(sink, data)  # first: the base's match wins a tie, as below
-        self.top._db.scan(data, match_event_handler=sink, scratch=self.top._scratch())
+        self.top.scan_into(sink, data)
         sink.take(self._top_table, data)
 
     def collect_joined(
@@ -201,7 +206,7 @@ class LayeredHyperscanEngine(HyperscanEngine):
         seg_o: Sequence[int],
     ) -> None:
         self.base.collect_joined(sink, text, cuts, seg_j, seg_o)
-        self.top._db.scan(text, match_event_handler=sink, scratch=self.top._scratch())
+        self.top.scan_into(sink, text)
         sink.take_joined(self._top_table, text, cuts, seg_j, seg_o)
 
     def all_matches(

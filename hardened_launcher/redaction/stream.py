@@ -347,14 +347,9 @@ def _scan_all(
             newlines = _head_newlines(buf, behind, newlines)
         breaks = _wrap_breaks(buf, newlines) if newlines else []
     if breaks and native is not None:
-        # Only the windows of the breaks an occurrence can cross first (each still drops
-        # every break inside it): a line that ends in a token before a timestamp has none.
-        longest = engine.longest
-        span = wrapped_span(longest)
-        filters = prefix_index(engine).break_filters()
-        seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
-        if seeded:
-            text, seg_j, seg_o, cuts = native.joined_windows(buf, seeded, longest, span)
+        windows = _seeded_windows(engine, native, buf, breaks)
+        if windows is not None:
+            text, seg_j, seg_o, cuts = windows
             engine.add_joined(text, cuts, seg_j, seg_o, ends, spans)
     elif breaks:
         text, seg_j, seg_o, cuts = _joined_windows(buf, breaks, engine.longest)
@@ -375,14 +370,32 @@ def _collect_compiled(
     engine.collect(sink, buf)
     breaks: list[tuple[int, int]] = native.wrap_breaks(buf, behind)
     if breaks:
-        longest = engine.longest
-        span = wrapped_span(longest)
-        filters = prefix_index(engine).break_filters()
-        seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
-        if seeded:
-            text, seg_j, seg_o, cuts = native.joined_windows(buf, seeded, longest, span)
+        windows = _seeded_windows(engine, native, buf, breaks)
+        if windows is not None:
+            text, seg_j, seg_o, cuts = windows
             engine.collect_joined(sink, text, cuts, seg_j, seg_o)
     return breaks
+
+
+def _seeded_windows(
+    engine: HyperscanEngine,
+    native: Any,  # noqa: ANN401  # the _linescan module
+    buf: bytes,
+    breaks: list[tuple[int, int]],
+) -> tuple[bytes, list[int], list[int], list[int]] | None:
+    """The joined windows (by the compiled helper) of only the breaks an occurrence can cross
+    first (each window still drops every break inside it): a line that ends in a token before
+    a timestamp has none. None when no break needs one."""
+    longest = engine.longest
+    span = wrapped_span(longest)
+    filters = prefix_index(engine).break_filters()
+    seeded = native.seed_breaks(buf, breaks, longest, span, filters) if filters else breaks
+    if not seeded:
+        return None
+    windows: tuple[bytes, list[int], list[int], list[int]] = native.joined_windows(
+        buf, seeded, longest, span
+    )
+    return windows
 
 
 def _scan(engine: Engine, buf: bytes, behind: bytes) -> tuple[list[Match], list[tuple[int, int]]]:

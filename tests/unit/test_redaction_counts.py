@@ -88,6 +88,15 @@ def test_a_scanner_counts_on_itself_only() -> None:
     assert red.counts() == {"GAMMA": 1}
 
 
+#: Three snapshots of a redactor's owners (the names of patterns 0-3): values added between
+#: writes change them.
+SNAPSHOTS = [
+    (("A",), ("B",), ("C", "D"), ()),
+    (("A",), ("B", "E"), ("C",), ("F",)),
+    ((), ("B",), ("G",), ("A", "B")),
+]
+
+
 @given(
     batches=st.lists(
         st.tuples(
@@ -99,15 +108,10 @@ def test_a_scanner_counts_on_itself_only() -> None:
 )
 def test_tally_equals_naming_every_hit_at_once(batches: list[tuple[int, list[int]]]) -> None:
     """Against the definition, with owners that change between writes (three snapshots)."""
-    snapshots = [
-        (("A",), ("B",), ("C", "D"), ()),
-        (("A",), ("B", "E"), ("C",), ("F",)),
-        ((), ("B",), ("G",), ("A", "B")),
-    ]
     tally = Tally()
     expected: dict[str, int] = {}
     for which, hits in batches:
-        owners = snapshots[which]
+        owners = SNAPSHOTS[which]
         tally.add(owners, hits)
         for index in hits:
             for name in owners[index]:
@@ -131,17 +135,12 @@ def test_tally_counts_the_same_across_batches_and_reads(
     batches: list[tuple[int, list[int], bool]], batch: int
 ) -> None:
     """Kept lists counted every ``batch`` writes, read at any point, owners changing."""
-    snapshots = [
-        (("A",), ("B",), ("C", "D"), ()),
-        (("A",), ("B", "E"), ("C",), ("F",)),
-        ((), ("B",), ("G",), ("A", "B")),
-    ]
     tally = Tally()
     expected: dict[str, int] = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(stream_module, "TALLY_BATCH", batch)
         for which, hits, read in batches:
-            owners = snapshots[which]
+            owners = SNAPSHOTS[which]
             tally.add(owners, hits)
             for index in hits:
                 for name in owners[index]:
