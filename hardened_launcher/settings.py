@@ -47,6 +47,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, TypeVar, get_args
 
+from hardened_launcher.ascii_text import SPACE
 from hardened_launcher.bounded_input import DocumentTooDeepError, load_toml
 from hardened_launcher.credential_files import CredentialFileError, credential_text, file_variable
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
@@ -267,7 +268,7 @@ def _show(value: str) -> str:
 #: What surrounding a value is trimmed: ASCII white space only. ``str.strip()`` also drops the
 #: separators U+001C..U+001F, U+0085 and Unicode spaces, so ``/var/lib/hl\x85`` would silently
 #: name ``/var/lib/hl``; kept, they reach each value's own checks (control characters refused).
-_SPACE: Final = " \t\n\r\x0b\x0c"
+_SPACE: Final = SPACE
 _DROP_SPACE: Final = str.maketrans("", "", _SPACE)
 
 

@@ -22,6 +22,8 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits
+
 FORMAT_VERSION: Final = 1
 GENESIS_HASH: Final = "0" * 64
 CHECKPOINT_TYPE: Final = "audit.checkpoint"
@@ -87,6 +89,6 @@ def segment_first_seq(name: str) -> int | None:
     if not (name.startswith(SEGMENT_PREFIX) and name.endswith(SEGMENT_SUFFIX)):
         return None
     digits = name[len(SEGMENT_PREFIX) : -len(SEGMENT_SUFFIX)]
-    if len(digits) != SEGMENT_DIGITS or not digits.isascii() or not digits.isdigit():
+    if len(digits) != SEGMENT_DIGITS or not is_digits(digits):
         return None
     return int(digits)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MAX_S3_WITNESSES: Final = 64
-_NAME: Final = re.compile(r"(?:.*/)?([0-9a-f]{64})/(\d{20})\.json")
+_NAME: Final = re.compile(r"(?:.*/)?([0-9a-f]{64})/([0-9]{20})\.json")
 
 
 def load_witness_s3(

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
+from hardened_launcher.ascii_text import is_digits, trim
 from hardened_launcher.controlplane.errors import (
     ControlPlaneConfigurationError,
     ObjectStorageError,
@@ -37,7 +38,7 @@ MAX_CHUNK_BYTES: Final = 16 * 1024 * 1024
 
 _BUCKET_RE: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_RE: Final = re.compile(r"(?:[A-Za-z0-9_.-]+/)*")
-_CHUNK_RE: Final = re.compile(r"chunk-(\d{6,10})")
+_CHUNK_RE: Final = re.compile(r"chunk-([0-9]{6,10})")
 
 ENV_ENDPOINT: Final = "HL_CP_S3_ENDPOINT_URL"
 ENV_REGION: Final = "HL_CP_S3_REGION"
@@ -56,10 +57,10 @@ def _config_error(message: str, variable: str) -> ControlPlaneConfigurationError
 
 
 def _int_setting(environ: Mapping[str, str], name: str, default: int, maximum: int) -> int:
-    raw = environ.get(name, "").strip()
+    raw = trim(environ.get(name, ""))
     if not raw:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not is_digits(raw) or len(raw) > len(str(maximum)) or not 1 <= int(raw) <= maximum:
         raise _config_error(f"{name} must be a whole number from 1 to {maximum}", name)
     return int(raw)
 
@@ -102,16 +103,16 @@ class LogStorageConfig:
         Without credentials here boto3's own chain (AWS_* variables, profiles, instance roles)
         applies.
         """
-        bucket = environ.get(ENV_BUCKET, "").strip()
+        bucket = trim(environ.get(ENV_BUCKET, ""))
         if not bucket:
             return None
         secret = environ.get(ENV_SECRET_ACCESS_KEY)
         return cls(
             bucket=bucket,
-            endpoint_url=environ.get(ENV_ENDPOINT, "").strip() or None,
-            region=environ.get(ENV_REGION, "").strip() or "us-east-1",
-            prefix=environ.get(ENV_PREFIX, "").strip(),
-            access_key_id=environ.get(ENV_ACCESS_KEY_ID, "").strip() or None,
+            endpoint_url=trim(environ.get(ENV_ENDPOINT, "")) or None,
+            region=trim(environ.get(ENV_REGION, "")) or "us-east-1",
+            prefix=trim(environ.get(ENV_PREFIX, "")),
+            access_key_id=trim(environ.get(ENV_ACCESS_KEY_ID, "")) or None,
             secret_access_key=Secret(secret) if secret else None,
             url_expiry_seconds=_int_setting(
                 environ, ENV_URL_EXPIRY, DEFAULT_URL_EXPIRY_SECONDS, MAX_URL_EXPIRY_SECONDS

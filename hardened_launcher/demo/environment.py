@@ -40,6 +40,7 @@ from typing import Any, Final
 
 import yaml
 
+from hardened_launcher.ascii_text import is_digits
 from hardened_launcher.controlplane.ca import StateDir, open_state_dir
 from hardened_launcher.controlplane.dispatch import Run, RunState
 from hardened_launcher.controlplane.logs import LogStorage, LogStorageConfig
@@ -192,7 +193,7 @@ class Launcher:
 def process_group_rss(pgid: int) -> int:
     total = 0
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not is_digits(entry.name):
             continue
         try:
             stat = (entry / "stat").read_text()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlencode
 
+from hardened_launcher.ascii_text import is_digits, trim
 from hardened_launcher.docker_api.errors import (
     DockerConnectionError,
     DockerHostError,
@@ -53,6 +54,8 @@ MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _MAX_HEADER_BYTES: Final = 16 * 1024
 _MAX_ERROR_BYTES: Final = 64 * 1024
 _READ_BYTES: Final = 64 * 1024
+#: A Content-Length of more digits than this is malformed (no answer is an exabyte).
+_LENGTH_DIGITS: Final = 18
 #: sockaddr_un's path field, with its terminating NUL.
 _MAX_SOCKET_PATH: Final = 107
 
@@ -66,7 +69,7 @@ class Endpoint:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Endpoint:
         """``DOCKER_HOST`` (``unix:///path``) or the default socket; anything else is refused."""
-        host = environ.get("DOCKER_HOST", "").strip()
+        host = trim(environ.get("DOCKER_HOST", ""))
         if not host:
             return cls(socket_path=DEFAULT_SOCKET)
         scheme, sep, rest = host.partition("://")
@@ -231,9 +234,10 @@ def _read_body(answer: http.client.HTTPResponse, limit: int, what: str) -> bytes
     declared_text = answer.getheader("Content-Length")
     declared: int | None = None
     if declared_text is not None and not answer.chunked:
-        if not declared_text.strip().isdigit():
+        digits = trim(declared_text)
+        if not is_digits(digits) or len(digits) > _LENGTH_DIGITS:
             raise DockerProtocolError(f"the answer to {what} has a malformed Content-Length")
-        declared = int(declared_text)
+        declared = int(digits)
         if declared > limit:
             raise DockerProtocolError(
                 f"the answer to {what} is {declared} bytes, over the {limit}-byte limit"
@@ -318,7 +322,12 @@ def _transport_error(exc: OSError, what: str, timeout: float) -> DockerConnectio
 def _status(header: bytes, what: str) -> int:
     line = header.split(b"\r\n", 1)[0]
     parts = line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+    if (
+        len(parts) < 2
+        or not parts[0].startswith(b"HTTP/1.")
+        or len(parts[1]) != 3
+        or not parts[1].isdigit()
+    ):
         raise DockerProtocolError(f"the answer to {what} has a malformed status line")
     return int(parts[1])
 
@@ -327,8 +336,9 @@ def _error_length(header: bytes) -> int:
     """How much of an error answer's body to read: its Content-Length, at most the bound."""
     for line in header.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return min(int(value.strip()), _MAX_ERROR_BYTES)
+        digits = value.strip()
+        if name.strip().lower() == b"content-length" and digits.isdigit():
+            return min(int(digits), _MAX_ERROR_BYTES) if len(digits) <= _LENGTH_DIGITS else 0
     return _MAX_ERROR_BYTES
 
 

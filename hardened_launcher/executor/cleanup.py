@@ -11,13 +11,17 @@ passed); each removal is recorded as a crashed run.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import secrets as random_source
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hardened_launcher.ascii_text import trim
 from hardened_launcher.audit import AuditEvent, AuditSink, Outcome
+from hardened_launcher.bounded_input import read_bounded
 from hardened_launcher.docker_api import NotFoundError
 from hardened_launcher.errors import ConfigurationError, InfrastructureError
 from hardened_launcher.executor.container_spec import LABEL_LAUNCHER_ID, LABEL_MANAGED, LABEL_RUN_ID
@@ -82,14 +86,36 @@ def launcher_id_for(settings: Settings) -> str:
     return value
 
 
+#: A launcher ID file holds one ID (at most 63 characters) and a line end.
+_ID_FILE_MAX_BYTES = 128
+#: The rule of ``HL_LAUNCHER_ID`` (settings): 1 to 63 ASCII letters, digits and ``_.-``, the
+#: first a letter or digit.
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
 def _read_id(path: Path) -> str:
-    value = path.read_text(encoding="ascii").strip()
-    if not value or len(value) > 63 or not all(c.isalnum() or c in "_.-" for c in value):
-        raise InfrastructureError(
-            f"the launcher ID file {path} is corrupt",
+    """The ID in ``path`` (``FileNotFoundError`` if there is none), by the rule of
+    ``HL_LAUNCHER_ID``; anything else (another byte, a directory, a huge file) is refused."""
+    os.lstat(path)  # FileNotFoundError: the caller makes a new ID
+
+    def corrupt(message: str, **_: object) -> InfrastructureError:
+        return InfrastructureError(
+            message,
             hint=f"delete {path} (a new ID is made) or set HL_LAUNCHER_ID",
             reason="launcher_id_invalid",
         )
+
+    data = read_bounded(
+        path,
+        max_bytes=_ID_FILE_MAX_BYTES,
+        what="launcher ID file",
+        unreadable=corrupt,
+        too_large=corrupt,
+        reason="launcher_id_invalid",
+    )
+    value = trim(bytes(data).decode("latin-1"))
+    if not _ID_RE.fullmatch(value):
+        raise corrupt(f"the launcher ID file {path} is corrupt")
     return value
 
 

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits
+
 __all__ = [
     "LABEL_DEADLINE",
     "LABEL_OWNER",
@@ -68,10 +70,14 @@ def owner_alive(token: str, *, proc: Path = Path("/proc")) -> bool | None:
     return _start_ticks(proc, int(pid)) == ticks
 
 
+#: A deadline label longer than this is not ours (epoch seconds have 10 digits until 2286).
+_DEADLINE_DIGITS: Final = 20
+
+
 def is_stale(labels: dict[str, str], *, now: float, proc: Path = Path("/proc")) -> bool:
     """Whether no owner can still need the container with ``labels``."""
     deadline = labels.get(LABEL_DEADLINE, "")
-    if deadline.isdigit() and int(deadline) < now:
+    if is_digits(deadline) and len(deadline) <= _DEADLINE_DIGITS and int(deadline) < now:
         return True
     alive = owner_alive(labels.get(LABEL_OWNER, ""), proc=proc)
     return alive is False

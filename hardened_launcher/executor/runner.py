@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits
 from hardened_launcher.docker_api import (
     DockerClient,
     DockerError,
@@ -301,7 +302,7 @@ class DockerRunner:
             host_config_args["mounts"] = self.mounts.pin(host_config_args.get("mounts", ()))
             timer.mark("mounts")
         uid, _, gid = str(create_args.get("user", "")).partition(":")
-        if uid.isdigit() and gid.isdigit():
+        if is_digits(uid) and is_digits(gid):
             extra = self.passwd.mounts(container.image, uid=int(uid), gid=int(gid))
             host_config_args["mounts"] = [*host_config_args.get("mounts", []), *extra]
             timer.mark("passwd")

@@ -17,6 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
+from hardened_launcher.ascii_text import is_digits, trim
 from hardened_launcher.errors import UntrustedInputError, UsageError
 from hardened_launcher.identity.keys import PoolPrivateKey
 from hardened_launcher.identity.pem import CSR_LABELS, X509_PARSE_ERRORS, find_blocks
@@ -115,8 +116,8 @@ def _unescape(text: str) -> str:
 
 
 def _attribute_type(name: str) -> x509.ObjectIdentifier:
-    key = name.strip()
-    if key and all(part.isdigit() for part in key.split(".")) and key.count(".") >= 1:
+    key = trim(name)
+    if key and all(is_digits(part) for part in key.split(".")) and key.count(".") >= 1:
         try:
             return x509.ObjectIdentifier(key)
         except ValueError as exc:

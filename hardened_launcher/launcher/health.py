@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits, trim
 from hardened_launcher.errors import ConfigurationError, InfrastructureError
 from hardened_launcher.launcher.metrics import CONTENT_TYPE, LauncherMetrics
 
@@ -49,9 +50,14 @@ class Readiness:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` → (host, port); port 0 picks a free one (tests)."""
-    value = text.strip()
+    value = trim(text)
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not is_digits(port_text)
+        or len(port_text) > 5
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ConfigurationError(
             "the metrics address is not host:port",
             hint="set HL_METRICS_ADDRESS to e.g. 127.0.0.1:9464 or [::1]:9464",

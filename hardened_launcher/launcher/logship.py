@@ -90,8 +90,8 @@ DEFAULT_UPLOAD_TIMEOUT_SECONDS: Final = 30.0
 MAX_HELD_URLS: Final = 4096
 URLS_FILE: Final = "urls.json"
 
-_CHUNK_RE: Final = re.compile(r"chunk-(\d{6,10})")
-_PART_RE: Final = re.compile(r"chunk-(\d{6,10})\.part")
+_CHUNK_RE: Final = re.compile(r"chunk-([0-9]{6,10})")
+_PART_RE: Final = re.compile(r"chunk-([0-9]{6,10})\.part")
 
 
 class UploadError(Exception):

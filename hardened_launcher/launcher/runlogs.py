@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits
 from hardened_launcher.durations import DurationError, format_duration, parse_duration
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ RETENTION_FORM: Final = (
     "off, or up to two comma-separated terms: a duration from 1m to 8760h (the age) and/or a "
     "whole number from 1 to 1000000 (the count), e.g. 168h,1000"
 )
-_NAME: Final = re.compile(r"(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})-\d{8}T\d{12}Z\.log")
+_NAME: Final = re.compile(r"(?P<run>[A-Za-z0-9][A-Za-z0-9_.-]{0,127})-[0-9]{8}T[0-9]{12}Z\.log")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +78,7 @@ def parse_retention(text: str) -> RunLogRetention:
     age: timedelta | None = None
     count: int | None = None
     for term in terms:
-        if term.isascii() and term.isdigit():
+        if is_digits(term):
             if count is not None:
                 raise ValueError("gives the count twice")
             if len(term) > 7 or not 1 <= int(term) <= MAX_COUNT:

@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import NoReturn
 from urllib.parse import quote_plus
 
+from hardened_launcher.ascii_text import is_digits
 from hardened_launcher.policy import arith, gofmt, rego_regex
 from hardened_launcher.policy.regovalue import sort_values
 
@@ -393,7 +394,9 @@ def _semver(value: str) -> tuple[tuple[int, int, int], list[str]] | None:
     for identifier in (prerelease, metadata):
         if identifier and not _IDENTIFIERS.match(identifier):
             return None
-    if not all(_GO_INT.match(part) and abs(int(part)) < 2**63 for part in parts):
+    if not all(
+        len(part) <= 20 and _GO_INT.match(part) and abs(int(part)) < 2**63 for part in parts
+    ):
         return None
     major, minor, patch = (int(part) for part in parts)
     return (major, minor, patch), prerelease.split(".") if prerelease else []
@@ -407,9 +410,12 @@ def _compare_prerelease(a: list[str], b: list[str]) -> int:
     if not a or not b:
         return (not a) - (not b)  # no pre-release sorts after any pre-release
     for x, y in zip(a, b, strict=False):
-        x_num, y_num = x.isdigit(), y.isdigit()
-        if x_num and y_num:
-            order = (int(x) > int(y)) - (int(x) < int(y))
+        x_num, y_num = is_digits(x), is_digits(y)
+        if x_num and y_num:  # by value, without int(): an identifier may be any length
+            x_key, y_key = x.lstrip("0"), y.lstrip("0")
+            order = ((len(x_key), x_key) > (len(y_key), y_key)) - (
+                (len(x_key), x_key) < (len(y_key), y_key)
+            )
         elif x_num or y_num:
             order = -1 if x_num else 1
         else:

@@ -63,7 +63,7 @@ MAX_ENGINE_MESSAGE_CHARS = 400
 MAX_POLICY_LINES = 20_000
 MAX_POLICY_COLUMNS = 1_000
 
-_LOCATION = re.compile(r"-->\s*(?P<where>[^\s]+:\d+:\d+)")
+_LOCATION = re.compile(r"-->\s*(?P<where>[^\s]+:[0-9]+:[0-9]+)")
 _ERROR_LINE = re.compile(r"^\s*error:\s*(?P<text>.*)$", re.MULTILINE)
 _BACKTRACE_MARKERS = ("Stack backtrace:", "stack backtrace:", "\nnote: run with")
 # Errors a probe evaluation reports that are about the policy text, not the input.

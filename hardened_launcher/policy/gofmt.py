@@ -314,26 +314,83 @@ def _format_one(value: GoValue, verb: str, spec: _Spec) -> str:
     return _format_string(value, verb, spec)
 
 
-def _arg_index(fmt: str, position: int, arg: int, count: int) -> tuple[int, bool, int]:
-    """Parse an explicit ``[n]`` at ``position``: (argument, valid, position after it)."""
-    if position < len(fmt) and fmt[position] == "[":
-        close = fmt.find("]", position)
-        if close < 0 or not fmt[position + 1 : close].isdigit():
-            return arg, False, (close + 1 if close >= 0 else len(fmt))
-        wanted = int(fmt[position + 1 : close]) - 1
-        if not 0 <= wanted <= count:
-            return arg, False, close + 1
-        return wanted, True, close + 1
-    return arg, True, position
+#: Go's ``tooLarge``: a width, precision or index past this is refused (``*`` arguments too).
+_TOO_LARGE = 1_000_000
+
+
+def _parsenum(fmt: str, start: int, end: int) -> tuple[int, bool, int]:
+    """Go's ``parsenum``: ASCII digits at ``start`` → (number, present, position after them).
+    A number past :data:`_TOO_LARGE` consumes the rest of the format: (0, False, end)."""
+    if start >= end:
+        return 0, False, end
+    num = 0
+    present = False
+    i = start
+    while i < end and "0" <= fmt[i] <= "9":
+        if num > _TOO_LARGE:
+            return 0, False, end  # "crazy long number": Go gives up on the verb
+        num = num * 10 + ord(fmt[i]) - 48
+        present = True
+        i += 1
+    return num, present, i
+
+
+def _parse_arg_number(fmt: str, position: int) -> tuple[int, int, bool]:
+    """Go's ``parseArgNumber`` of ``fmt[position:]`` (which starts with ``[``): (index,
+    characters taken, well formed). Without a closing bracket only the ``[`` is taken."""
+    if len(fmt) - position < 3:
+        return 0, 1, False
+    close = fmt.find("]", position + 1)
+    if close < 0:
+        return 0, 1, False
+    number, ok, after = _parsenum(fmt, position + 1, close)
+    if not ok or after != close:
+        return 0, close - position + 1, False
+    return number - 1, close - position + 1, True
+
+
+@dataclass
+class _State:
+    """What Go's ``pp`` keeps across one ``Sprintf``: argument order and this verb's index."""
+
+    reordered: bool = False
+    good_arg_num: bool = True
+
+
+def _arg_number(state: _State, arg: int, fmt: str, i: int, count: int) -> tuple[int, int, bool]:
+    """Go's ``argNumber``: an explicit ``[n]`` at ``i`` → (argument, position, found)."""
+    if i >= len(fmt) or fmt[i] != "[":
+        return arg, i, False
+    state.reordered = True
+    index, taken, ok = _parse_arg_number(fmt, i)
+    if ok and 0 <= index < count:
+        return index, i + taken, True
+    state.good_arg_num = False
+    return arg, i + taken, ok
+
+
+def _int_from_arg(values: list[GoValue], arg: int) -> tuple[int, bool, int]:
+    """Go's ``intFromArg``: the ``*`` argument → (number, is an int, next argument)."""
+    if arg >= len(values):
+        return 0, False, arg
+    value = values[arg]
+    if isinstance(value, int) and not -_TOO_LARGE <= value <= _TOO_LARGE:
+        return 0, False, arg + 1  # too large
+    if isinstance(value, int):
+        return value, True, arg + 1
+    return 0, False, arg + 1
 
 
 def go_sprintf(fmt: str, values: list[GoValue]) -> str:
+    """Go's ``fmt.Sprintf`` (``doPrintf``), its parse of each verb step by step."""
     out: list[str] = []
+    state = _State()
     arg = 0
-    reordered = False
     i = 0
     end = len(fmt)
+    count = len(values)
     while i < end:
+        state.good_arg_num = True
         start = i
         while i < end and fmt[i] != "%":
             i += 1
@@ -353,71 +410,58 @@ def go_sprintf(fmt: str, values: list[GoValue]) -> str:
         if spec.minus:
             spec.zero = False
 
-        new_arg, ok, i = _arg_index(fmt, i, arg, len(values))
-        if new_arg != arg:
-            reordered = True
-        arg = new_arg
-        bad_index = not ok
+        arg, i, after_index = _arg_number(state, arg, fmt, i, count)
         if i < end and fmt[i] == "*":
             i += 1
-            width = values[arg] if arg < len(values) else None
-            if isinstance(width, int):
-                arg += 1
-                if width < 0:
-                    spec.minus, spec.zero, width = True, False, -width
-                spec.width = width
-            else:
-                arg += 1
+            width, present, arg = _int_from_arg(values, arg)
+            if not present:
                 out.append("%!(BADWIDTH)")
+            if width < 0:
+                spec.minus, spec.zero, width = True, False, -width
+            spec.width = width if present else None
+            after_index = False
         else:
-            digits_start = i
-            while i < end and fmt[i].isdigit():
-                i += 1
-            if i > digits_start:
-                spec.width = int(fmt[digits_start:i])
-        if i < end and fmt[i] == ".":
+            width, present, i = _parsenum(fmt, i, end)
+            spec.width = width if present else None
+            if after_index and present:  # "%[3]2d"
+                state.good_arg_num = False
+
+        if i + 1 < end and fmt[i] == ".":
             i += 1
-            new_arg, ok, i = _arg_index(fmt, i, arg, len(values))
-            if new_arg != arg:
-                reordered = True
-            arg = new_arg
-            bad_index |= not ok
+            if after_index:  # "%[3].2d"
+                state.good_arg_num = False
+            arg, i, after_index = _arg_number(state, arg, fmt, i, count)
             if i < end and fmt[i] == "*":
                 i += 1
-                prec = values[arg] if arg < len(values) else None
-                if isinstance(prec, int):
-                    arg += 1
-                    spec.prec = prec if prec >= 0 else None
-                else:
-                    arg += 1
+                prec, present, arg = _int_from_arg(values, arg)
+                if prec < 0:  # a negative precision makes no sense
+                    prec, present = 0, False
+                if not present:
                     out.append("%!(BADPREC)")
+                spec.prec = prec if present else None
+                after_index = False
             else:
-                digits_start = i
-                while i < end and fmt[i].isdigit():
-                    i += 1
-                spec.prec = int(fmt[digits_start:i]) if i > digits_start else 0
-        new_arg, ok, i = _arg_index(fmt, i, arg, len(values))
-        if new_arg != arg:
-            reordered = True
-        arg = new_arg
-        bad_index |= not ok
+                prec, present, i = _parsenum(fmt, i, end)
+                spec.prec = prec if present else 0
+
+        if not after_index:
+            arg, i, after_index = _arg_number(state, arg, fmt, i, count)
+
         if i >= end:
             out.append("%!(NOVERB)")
             break
         verb = fmt[i]
         i += 1
-        if verb == "%":
+        if verb == "%":  # takes no argument, ignores width and precision
             out.append("%")
-            continue
-        if bad_index:
+        elif not state.good_arg_num:
             out.append(f"%!{verb}(BADINDEX)")
-            continue
-        if arg >= len(values):
+        elif arg >= count:
             out.append(f"%!{verb}(MISSING)")
-            continue
-        out.append(_format_one(values[arg], verb, spec))
-        arg += 1
-    if not reordered and arg < len(values):
+        else:
+            out.append(_format_one(values[arg], verb, spec))
+            arg += 1
+    if not state.reordered and arg < count:
         extra = ", ".join(f"{_type_name(v)}={_value_text(v)}" for v in values[arg:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)

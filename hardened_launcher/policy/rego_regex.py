@@ -9,11 +9,17 @@ after an empty match the search moves on by one character). Compiled patterns ar
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no stubs
 
+from hardened_launcher.ascii_text import is_digits
+
 MAX_PATTERN_CHARS = 10_000
+
+#: Go's ``isValidCaptureName``: ``[A-Za-z0-9_]+``.
+_CAPTURE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _options() -> Any:  # noqa: ANN401 - google-re2 ships no types
@@ -45,9 +51,13 @@ def _compile(pattern: str) -> Any:  # noqa: ANN401 - google-re2 ships no types
     if _has_any_byte_escape(pattern):
         raise ValueError("regex: error parsing regexp: invalid escape sequence")
     try:
-        return re2.compile(pattern, _OPTIONS)
+        compiled = re2.compile(pattern, _OPTIONS)
     except re2.error:
         raise ValueError("regex: error parsing regexp") from None
+    if not all(_CAPTURE_NAME.fullmatch(name) for name in compiled.groupindex):
+        # RE2 takes any letter in a group name; Go only [A-Za-z0-9_]+.
+        raise ValueError("regex: error parsing regexp: invalid named capture")
+    return compiled
 
 
 def _string(value: object, what: str) -> str:
@@ -144,12 +154,29 @@ def find_all_string_submatch_n(pattern: object, value: object, number: object) -
     ]
 
 
+def _name_char(char: str) -> bool:
+    """Go's ``unicode.IsLetter`` or ``unicode.IsDigit`` (category L or Nd), or ``_``."""
+    return char == "_" or char.isalpha() or char.isdecimal()
+
+
+def _group_number(name: str) -> int:
+    """Go's number parse of a ``$name``: ASCII digits without a leading zero, else -1."""
+    if not is_digits(name) or (name[0] == "0" and len(name) > 1) or len(name) > 9:
+        return -1  # 9+ digits: Go stops at 1e8; no pattern has that many groups
+    return int(name)
+
+
 def _expand(template: str, found: Any, names: dict[str, int]) -> str:  # noqa: ANN401 - untyped re2
-    """Go's Regexp.Expand: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``."""
+    """Go's Regexp.Expand: ``$1``, ``${1}``, ``$name``, ``${name}``, ``$$``.
+
+    A name is letters, digits (any script) and ``_``; it is a group number only when it is
+    ASCII digits without a leading zero (``$01`` and ``${\\u0661}`` name groups, which do not exist:
+    they expand to nothing); a malformed reference leaves the ``$`` as text."""
     out: list[str] = []
     i = 0
-    while i < len(template):
-        if template[i] != "$" or i + 1 >= len(template):
+    size = len(template)
+    while i < size:
+        if template[i] != "$" or i + 1 >= size:
             out.append(template[i])
             i += 1
             continue
@@ -157,27 +184,20 @@ def _expand(template: str, found: Any, names: dict[str, int]) -> str:  # noqa: A
             out.append("$")
             i += 2
             continue
-        if template[i + 1] == "{":
-            close = template.find("}", i + 2)
-            name = template[i + 2 : close] if close > 0 else ""
-            if close < 0 or not name or not all(c.isalnum() or c == "_" for c in name):
-                out.append("$")
-                i += 1
-                continue
-            i = close + 1
-        else:
-            j = i + 1
-            while j < len(template) and (
-                (template[j].isascii() and template[j].isalnum()) or template[j] == "_"
-            ):
-                j += 1
-            name = template[i + 1 : j]
-            if not name:
-                out.append("$")
-                i += 1
-                continue
-            i = j
-        group = int(name) if name.isdigit() else names.get(name, -1)
+        brace = template[i + 1] == "{"
+        j = i + 2 if brace else i + 1
+        k = j
+        while k < size and _name_char(template[k]):
+            k += 1
+        if k == j or (brace and (k >= size or template[k] != "}")):
+            out.append("$")  # malformed: the $ is text
+            i += 1
+            continue
+        name = template[j:k]
+        i = k + 1 if brace else k
+        group = _group_number(name)
+        if group < 0:
+            group = names.get(name, -1)
         if 0 <= group <= found.re.groups:
             out.append(found.group(group) or "")
     return "".join(out)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from hardened_launcher.ascii_text import trim
 from hardened_launcher.credential_files import credential_text_or_empty
 from hardened_launcher.redaction.redactor import Redactor
 
@@ -24,7 +25,7 @@ def launcher_secret_values(environ: Mapping[str, str]) -> list[tuple[str, bytes]
     values: list[tuple[str, bytes]] = []
     for name in SECRET_VARIABLES:
         # The value may come from a file (SPACELIFT_*_FILE, systemd credentials) instead.
-        raw = environ.get(name, "").strip() or credential_text_or_empty(environ, name)
+        raw = trim(environ.get(name, "")) or credential_text_or_empty(environ, name)
         if not raw:
             continue
         values.append((name, raw.encode("utf-8", "surrogateescape")))

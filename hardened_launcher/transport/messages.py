@@ -62,7 +62,9 @@ _WORKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SLUG = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _METADATA_TAG = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_TIMESTAMP = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?Z")
+_TIMESTAMP = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?Z"
+)
 _URL = re.compile(r"https?://[\x21-\x7e]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 _PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -565,7 +567,9 @@ class LogUrlsRequest(Body):
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _HEX128: Final = re.compile(r"[0-9a-f]{128}")
-_AUDIT_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00")
+_AUDIT_TIME: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+00:00"
+)
 #: Checkpoint triggers (audit/canonical.py ALL_TRIGGERS; this module stays free of audit code).
 _CHECKPOINT_TRIGGERS: Final = ("records", "seconds", "segment_end", "recovery", "close")
 

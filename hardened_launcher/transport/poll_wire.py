@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from hardened_launcher.ascii_text import is_digits, trim
 from hardened_launcher.errors import UntrustedInputError
 from hardened_launcher.transport.messages import MAX_MESSAGE_BYTES, is_valid_worker_id
 
@@ -117,6 +118,6 @@ def parse_wait(value: str | None) -> float:
 
 def parse_retry_after(value: str | None, *, default: float) -> float:
     """Seconds from a ``Retry-After`` header (delta-seconds only), bounded; else ``default``."""
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 6:
+    if value is None or not is_digits(trim(value)) or len(trim(value)) > 6:
         return default
-    return min(float(int(value.strip())), MAX_RETRY_AFTER_SECONDS)
+    return min(float(int(trim(value))), MAX_RETRY_AFTER_SECONDS)

@@ -340,3 +340,16 @@ def test_to_number_reads_json_number_literals(text: str, expected: object) -> No
 def test_to_number_refuses_what_opa_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="to_number"):
         b.to_number(text)
+
+
+def test_semver_reads_numbers_of_any_length_without_int() -> None:
+    # int() refuses more than 4,300 digits: a policy's input must not turn that into a crash.
+    semver_compare, semver_is_valid = b.semver_compare, b.semver_is_valid
+    long = "9" * 5000
+    assert semver_compare(f"1.0.0-{long}", f"1.0.0-{long[:-1]}8") == 1
+    assert semver_compare(f"1.0.0-a.{long}", "1.0.0-a.1") == 1
+    assert semver_compare("1.0.0-2", "1.0.0-10") == -1
+    assert semver_is_valid(f"{long}.0.0") is False
+    assert semver_is_valid(f"1.{long}.0") is False
+    assert semver_is_valid("9223372036854775807.0.0") is True
+    assert semver_is_valid("9223372036854775808.0.0") is False
