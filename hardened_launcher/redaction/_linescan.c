@@ -664,9 +664,10 @@ done:
  *
  * A stream asks where in its last ~100 bytes a pattern may begin: at a position whose next
  * PREFIX_GRAM bytes are some pattern's first ones (engine.GRAM; prefixes.PrefixIndex confirms
- * each answer exactly). A Bloom filter of those grams (16 bits each, a few KiB: it stays in
- * the caches) answers per position in a few nanoseconds, where a Hyperscan scan of the gram
- * database cost ~1 us per call, mostly in getting its tables back into the caches. */
+ * each answer exactly). A Bloom filter of those grams (16 bits each: 32 KiB at 1,000 values,
+ * a few hundred bytes for a run's own secrets) answers per position with one cache line, where
+ * a Hyperscan scan of a gram database cost ~1 us per call, mostly in getting its tables back
+ * into the caches. */
 
 #define PREFIX_GRAM 6
 

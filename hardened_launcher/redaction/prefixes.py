@@ -49,7 +49,7 @@ class PrefixIndex:
         self._gram_table: bytes | None = None  # see break_filters
         self._gram_built = False
         self._local = threading.local()
-        # The compiled helper's Bloom filter of the grams (a few KiB, stays in the caches):
+        # The compiled helper's Bloom filter of the grams (32 KiB at 1,000 values):
         # then no gram database is compiled (see gram_starts).
         native = engine_module.LINESCAN
         self._native: Any = None
