@@ -43,6 +43,7 @@ typedef struct {
     extension *exts;
     Py_ssize_t n_exts;
     unsigned char *blob;
+    Py_ssize_t blob_len;
 } Table;
 
 typedef struct {
@@ -168,6 +169,13 @@ static int table_fill(Table *self, PyObject *lengths, PyObject *indexes, PyObjec
 static void
 table_clear(Table *self)
 {
+    if (self->blob != NULL) {
+        /* The longer patterns are secrets' variants: zero this copy before it is freed (the
+         * Python bytes it came from cannot be wiped; this one can). */
+        volatile unsigned char *wipe = self->blob;
+        for (Py_ssize_t i = 0; i < self->blob_len; i++)
+            wipe[i] = 0;
+    }
     PyMem_Free(self->entries);
     PyMem_Free(self->exts);
     PyMem_Free(self->blob);
@@ -176,6 +184,7 @@ table_clear(Table *self)
     self->blob = NULL;
     self->n_entries = 0;
     self->n_exts = 0;
+    self->blob_len = 0;
 }
 
 static int
@@ -241,6 +250,7 @@ table_fill(Table *self, PyObject *lengths, PyObject *indexes, PyObject *longer)
     self->entries = PyMem_Calloc((size_t)n + 1, sizeof(entry));
     self->exts = PyMem_Calloc((size_t)n_exts + 1, sizeof(extension));
     self->blob = PyMem_Malloc((size_t)blob_len + 1);
+    self->blob_len = self->blob != NULL ? blob_len : 0;
     if (!self->entries || !self->exts || !self->blob) {
         PyErr_NoMemory();
         return -1;

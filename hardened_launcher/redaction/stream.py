@@ -22,7 +22,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from itertools import accumulate, pairwise
 from operator import sub
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hardened_launcher.redaction.engine import (
     WRAP_ALPHABET,
@@ -507,9 +507,8 @@ def redact_buffer(
     if not engine.longest or not size:
         return buf, size, []
     sink = engine.sink() if isinstance(engine, HyperscanEngine) else None
-    if sink is not None and isinstance(engine, HyperscanEngine):
-        # The compiled helpers: the choice and the output in C.
-        breaks = _collect_compiled(engine, sink, buf, behind)
+    if sink is not None:  # the compiled helpers: the choice and the output in C
+        breaks = _collect_compiled(cast("HyperscanEngine", engine), sink, buf, behind)
         limit = size if final else hold_start(engine, buf, breaks, behind, open_break=open_break)
         out: tuple[bytes, int, list[int]] = sink.redact(buf, limit, MASK)
         return out
